@@ -1,0 +1,1 @@
+"""Faust agents: thin, they move data between Kafka and the scoring core."""

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Runs a single-node Apache Kafka broker (KRaft, broker+controller) from Maven jars, on 127.0.0.1.
+#   broker.sh fetch    download the broker jars into the cache (once per version)
+#   broker.sh start    format storage if needed, start in the background, wait until it serves
+#   broker.sh stop     stop the broker by its pid (TERM, then KILL after 20 s)
+#   broker.sh status   say whether it runs, with pid and port
+# Environment: KAFKA_VERSION (default 4.4.0), KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (port+1),
+# KAFKA_DATA_DIR (deploy/kafka/.data/<port>), KAFKA_HEAP_OPTS (-Xms128m -Xmx512m),
+# LEADPULSE_CACHE (~/.cache/leadpulse), KAFKA_START_TIMEOUT (seconds, 90).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+version="${KAFKA_VERSION:-4.4.0}"
+port="${KAFKA_PORT:-9092}"
+ctl_port="${KAFKA_CONTROLLER_PORT:-$((port + 1))}"
+data_dir="${KAFKA_DATA_DIR:-$here/.data/$port}"
+cache="${LEADPULSE_CACHE:-$HOME/.cache/leadpulse}"
+jars="$cache/kafka-$version/libs"
+pid_file="$data_dir/broker.pid"
+log_file="$data_dir/broker.log"
+heap="${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
+timeout="${KAFKA_START_TIMEOUT:-90}"
+
+die() { echo "broker.sh: $*" >&2; exit 1; }
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || die "'$1' not found. The local broker needs Java 17+ and Maven; \
+install them (Debian: apt-get install openjdk-17-jre-headless maven) or run the whole stack with Docker: docker compose up"
+}
+
+fetch() {
+  [ -f "$jars/.complete" ] && return 0
+  need java
+  need mvn
+  local profile=()
+  case "$version" in 3.*) profile=(-Dkafka3) ;; esac
+  echo "broker.sh: fetching Apache Kafka $version jars with Maven into $jars (once)..." >&2
+  mkdir -p "$jars"
+  mvn -q -B -f "$here/pom.xml" "${profile[@]}" dependency:copy-dependencies \
+    -Dkafka.version="$version" -DincludeScope=runtime -DoutputDirectory="$jars" >&2 \
+    || die "Maven could not fetch org.apache.kafka:kafka_2.13:$version"
+  touch "$jars/.complete"
+}
+
+running_pid() {
+  [ -f "$pid_file" ] || return 1
+  local pid
+  pid="$(cat "$pid_file")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+write_config() {
+  cat >"$data_dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$ctl_port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctl_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$data_dir/logs
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+log.segment.bytes=67108864
+PROPS
+}
+
+java_opts() {
+  local logcfg
+  case "$version" in
+    3.*) logcfg="-Dlog4j.configuration=file:$here/log4j.properties" ;;
+    *) logcfg="-Dlog4j2.configurationFile=$here/log4j2.properties" ;;
+  esac
+  # shellcheck disable=SC2086
+  echo $heap -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true "$logcfg"
+}
+
+start() {
+  if pid="$(running_pid)"; then
+    echo "broker.sh: already running (pid $pid, 127.0.0.1:$port)" >&2
+    return 0
+  fi
+  port_open "$port" && die "port $port on 127.0.0.1 is taken by another process"
+  need java
+  fetch
+  mkdir -p "$data_dir"
+  write_config
+  local cp="$jars/*" opts
+  opts="$(java_opts)"
+  : >"$log_file"
+  if [ ! -f "$data_dir/logs/meta.properties" ]; then
+    # shellcheck disable=SC2086
+    java $opts -cp "$cp" kafka.tools.StorageTool format -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null || cat /proc/sys/kernel/random/uuid)" \
+      -c "$data_dir/server.properties" --ignore-formatted >>"$log_file" 2>&1 \
+      || die "formatting storage failed; see $log_file"
+  fi
+  # shellcheck disable=SC2086
+  nohup java $opts -cp "$cp" kafka.Kafka "$data_dir/server.properties" >>"$log_file" 2>&1 &
+  local pid=$!
+  echo "$pid" >"$pid_file"
+  local waited=0
+  until port_open "$port" && grep -q "Kafka Server started" "$log_file"; do
+    kill -0 "$pid" 2>/dev/null || die "broker exited during start-up; last lines of $log_file:
+$(tail -n 20 "$log_file")"
+    sleep 0.2
+    waited=$((waited + 1))
+    [ "$waited" -lt $((timeout * 5)) ] || { kill -9 "$pid" 2>/dev/null; die "broker not ready after ${timeout}s; see $log_file"; }
+  done
+  echo "broker.sh: Kafka $version running on 127.0.0.1:$port (pid $pid, data $data_dir)" >&2
+  echo "$pid"
+}
+
+stop() {
+  local pid
+  if ! pid="$(running_pid)"; then
+    echo "broker.sh: not running" >&2
+    rm -f "$pid_file"
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$pid_file"
+  echo "broker.sh: stopped (pid $pid)" >&2
+}
+
+status() {
+  local pid
+  if pid="$(running_pid)"; then
+    echo "running: pid $pid, 127.0.0.1:$port, Kafka $version, data $data_dir"
+  else
+    echo "not running (127.0.0.1:$port)"
+    return 3
+  fi
+}
+
+case "${1:-}" in
+  fetch) fetch ;;
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) die "usage: broker.sh fetch|start|stop|status" ;;
+esac

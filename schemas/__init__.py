@@ -1,0 +1,1 @@
+"""Wire formats: input validation, output records and the JSON Schema files for producers."""

@@ -1,0 +1,1 @@
+"""The pure scoring core: rules, contact state and the engine. Imports nothing from Kafka or Faust."""

@@ -1,0 +1,322 @@
+"""The scoring engine: `apply` folds one event into a contact's state, `snapshot` reads it.
+
+Everything here is a pure function of (state, event, rules, time): the stream, a restarted
+worker and the offline scorer therefore compute the same table from the same events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+from scoring.rules import FUNNEL_STAGES, SIDE_STAGES, STAGE_LEVEL, Rules
+from scoring.state import ContactState, CrmStage, ProfileValue, SignalSum
+
+Outcome = Literal["scored", "unscored", "duplicate"]
+_PROSPECT = STAGE_LEVEL["prospect"]
+_OPPORTUNITY = STAGE_LEVEL["opportunity"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated input event. `contact_id` is the key: the contact id, else the anonymous id."""
+
+    event_id: str
+    type: str
+    contact_id: str
+    identified: bool
+    occurred_ms: int
+    properties: dict[str, Any]
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    signal: str
+    part: Literal["fit", "engagement"]
+    points: float
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    contact_id: str
+    score: int
+    fit: float
+    engagement: float
+    temperature: int
+    temperature_label: str
+    stage: str
+    rules_version: str
+    updated_ms: int
+    reasons: tuple[Reason, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StageChange:
+    id: str
+    contact_id: str
+    from_stage: str | None
+    to_stage: str
+    occurred_ms: int
+    cause_event_id: str
+    score: int
+    rules_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class HotLead:
+    id: str
+    contact_id: str
+    occurred_ms: int
+    cause_event_id: str
+    snapshot: Snapshot
+
+
+Output = StageChange | HotLead
+
+
+class Applied(NamedTuple):
+    state: ContactState
+    outputs: tuple[Output, ...]
+    outcome: Outcome
+
+
+def event_hash(event_id: str) -> int:
+    """64-bit id hash used for de-duplication and as the last-writer-wins tie-breaker."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+
+
+def output_id(*cause: str) -> str:
+    """Deterministic id of an output from its cause, so consumers can drop replays."""
+    return hashlib.blake2b("\x1f".join(cause).encode(), digest_size=16).hexdigest()
+
+
+def future_reason(event: Event, now_ms: int, rules: Rules) -> str | None:
+    """Why an event is refused for being ahead of `now_ms`, or None: decay would otherwise
+    credit points that have not happened yet (a producer with a wrong clock)."""
+    ahead = event.occurred_ms - now_ms
+    if ahead > rules.max_future_ms:
+        return f"occurred_at is {ahead / 1000:.0f}s in the future (limit {rules.max_future_ms / 1000:.0f}s)"
+    return None
+
+
+def new_state(contact_id: str) -> ContactState:
+    return ContactState(contact_id=contact_id)
+
+
+def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
+    """Fold `event` into `state`. Duplicates (an id among the last `dedup_window` applied to
+    this contact) change nothing: retries and redelivery after a crash resend an event within
+    seconds, long before a contact receives that many newer events."""
+    tie = event_hash(event.event_id)
+    if tie in state.seen:
+        return Applied(state, (), "duplicate")
+    seen = (*state.seen[-rules.dedup_window + 1 :], tie) if rules.dedup_window > 1 else (tie,)
+    signals = state.signals
+    signal = rules.signal_for(event.type, event.properties)
+    if signal is not None:
+        signals = dict(signals)
+        signals[signal.name] = _add(signals.get(signal.name), signal.points, event.occurred_ms, rules.half_life_ms)
+    profile, best_fit = _merge_profile(state, event, tie, rules)
+    crm_level, crm_last = state.crm_level, state.crm_last
+    explicit = rules.explicit_stages.get(event.type)
+    if explicit is not None:
+        if explicit in STAGE_LEVEL:
+            crm_level = max(crm_level, STAGE_LEVEL[explicit])
+        if crm_last is None or (event.occurred_ms, tie) > (crm_last.occurred_ms, crm_last.tie):
+            crm_last = CrmStage(explicit, event.occurred_ms, tie)
+    scored = signal is not None or profile is not state.profile or explicit is not None
+    updated = state.evolve(
+        identified=state.identified or event.identified,
+        intent=state.intent or event.type in rules.opportunity_events,
+        last_event_ms=max(state.last_event_ms, event.occurred_ms),
+        signals=signals,
+        profile=profile,
+        best_fit=best_fit,
+        crm_level=crm_level,
+        crm_last=crm_last,
+        seen=seen,
+    )
+    updated, outputs = _settle(updated, updated.last_event_ms, event.event_id, event.occurred_ms, rules)
+    return Applied(updated, outputs, "scored" if scored else "unscored")
+
+
+def reevaluate(state: ContactState, at_ms: int, rules: Rules) -> Applied:
+    """Re-read a contact at `at_ms` without a new event (the cooling timer): temperature may
+    drop and the hot alert may re-arm. Outcome 'scored' means the published snapshot changed."""
+    updated, outputs = _settle(state, at_ms, f"cooling@{at_ms}", at_ms, rules)
+    changed = updated.temperature != state.temperature
+    return Applied(updated, outputs, "scored" if changed else "unscored")
+
+
+def snapshot(state: ContactState, at_ms: int, rules: Rules) -> Snapshot:
+    fit, fit_reasons = _fit(state, rules)
+    engagement, engagement_reasons = _engagement(state, at_ms, rules)
+    fit, engagement = round(fit, 1), round(engagement, 1)
+    score = int(rules.weight_fit * fit + rules.weight_engagement * engagement + 0.5)
+    temperature = rules.temperature(score)
+    reasons = sorted(fit_reasons + engagement_reasons, key=lambda r: (-abs(r.points), r.signal))
+    return Snapshot(
+        contact_id=state.contact_id,
+        score=score,
+        fit=fit,
+        engagement=engagement,
+        temperature=temperature,
+        temperature_label=rules.band_labels[temperature - 1],
+        stage=stage_of(state, rules),
+        rules_version=rules.version,
+        updated_ms=at_ms,
+        reasons=tuple(reasons[: rules.top_reasons]),
+    )
+
+
+def stage_of(state: ContactState, rules: Rules) -> str:
+    """The stage is a function of state built from monotone parts (flags, maxima, lifetime
+    points), so it never moves back by rule and does not depend on arrival order. Side
+    stages come only from the latest explicit CRM event."""
+    if state.crm_last is not None and state.crm_last.stage in SIDE_STAGES:
+        return state.crm_last.stage
+    level = max(1 if state.identified else 0, state.crm_level)
+    if level < _PROSPECT and _qualifies(state, rules):
+        level = _PROSPECT
+    if level >= _PROSPECT and state.intent:
+        level = max(level, _OPPORTUNITY)
+    return FUNNEL_STAGES[level]
+
+
+def next_cooling_ms(state: ContactState, rules: Rules) -> int | None:
+    """When the contact's temperature will next drop if nothing happens, or None when it is
+    already cold. Found by bisection on the common decay factor, so the cooling timer can
+    schedule each contact once instead of scanning the table every tick."""
+    current = snapshot(state, state.last_event_ms, rules)
+    if current.temperature <= 1:
+        return None
+    floor = rules.band_floors[current.temperature - 1]
+    low, high = 0, 20 * rules.half_life_ms
+    if snapshot(state, state.last_event_ms + high, rules).score >= floor:
+        return None
+    while high - low > 60_000:
+        middle = (low + high) // 2
+        if snapshot(state, state.last_event_ms + middle, rules).score >= floor:
+            low = middle
+        else:
+            high = middle
+    return state.last_event_ms + high
+
+
+def _settle(
+    state: ContactState, at_ms: int, cause: str, occurred_ms: int, rules: Rules
+) -> tuple[ContactState, tuple[Output, ...]]:
+    """Derive stage, temperature and the hot-lead hysteresis after a change."""
+    view = snapshot(state, at_ms, rules)
+    outputs: list[Output] = []
+    if view.stage != state.stage:
+        outputs.append(
+            StageChange(
+                id=output_id(state.contact_id, "stage", str(state.stage), view.stage, cause),
+                contact_id=state.contact_id,
+                from_stage=state.stage,
+                to_stage=view.stage,
+                occurred_ms=occurred_ms,
+                cause_event_id=cause,
+                score=view.score,
+                rules_version=rules.version,
+            )
+        )
+    armed = state.hot_armed
+    if armed and view.score >= rules.hot_floor:
+        armed = False
+        outputs.append(HotLead(output_id(state.contact_id, "hot", cause), state.contact_id, occurred_ms, cause, view))
+    elif not armed and view.score < rules.hot_floor - rules.rearm_gap:
+        armed = True
+    updated = state.evolve(stage=view.stage, temperature=view.temperature, hot_armed=armed)
+    return updated, tuple(outputs)
+
+
+def _add(current: SignalSum | None, points: float, at_ms: int, half_life_ms: int) -> SignalSum:
+    """Add p at time t: a late event is decayed to the reference, a newer one moves it."""
+    lifetime = max(points, 0.0)
+    if current is None:
+        return SignalSum(points, at_ms, lifetime)
+    lifetime += current.lifetime
+    if at_ms <= current.ref_ms:
+        return SignalSum(
+            current.value + points * 2.0 ** ((at_ms - current.ref_ms) / half_life_ms), current.ref_ms, lifetime
+        )
+    return SignalSum(current.value * 2.0 ** ((current.ref_ms - at_ms) / half_life_ms) + points, at_ms, lifetime)
+
+
+def _merge_profile(
+    state: ContactState, event: Event, tie: int, rules: Rules
+) -> tuple[dict[str, ProfileValue], dict[str, float]]:
+    """Profile attributes come from any event that carries them (profile updates, forms)."""
+    profile, best_fit = state.profile, state.best_fit
+    for attribute, criterion in rules.fit.items():
+        value = event.properties.get(attribute)
+        if value is None or isinstance(value, dict | list):
+            continue
+        known = profile.get(attribute)
+        if known is None or (event.occurred_ms, tie) > (known.occurred_ms, known.tie):
+            if profile is state.profile:
+                profile = dict(profile)
+            profile[attribute] = ProfileValue(value, event.occurred_ms, tie)
+        points = criterion.points(value)
+        if points > best_fit.get(attribute, float("-inf")):
+            if best_fit is state.best_fit:
+                best_fit = dict(best_fit)
+            best_fit[attribute] = points
+    return profile, best_fit
+
+
+def _fit(state: ContactState, rules: Rules) -> tuple[float, list[Reason]]:
+    total = 0.0
+    reasons: list[Reason] = []
+    for attribute, known in state.profile.items():
+        criterion = rules.fit.get(attribute)
+        if criterion is None:
+            continue
+        points = criterion.points(known.value)
+        total += points
+        if points:
+            reasons.append(Reason(f"{attribute}: {known.value}", "fit", points))
+    return _clamp(total), reasons
+
+
+def _engagement(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, list[Reason]]:
+    per_category: dict[str, float] = {}
+    reasons: list[Reason] = []
+    for name, summed in state.signals.items():
+        # A signal the current rules no longer define scores nothing (rules changed, no replay).
+        signal_category = rules.signal_categories.get(name)
+        if signal_category is None:
+            continue
+        value = summed.value
+        if at_ms > summed.ref_ms:
+            value *= 2.0 ** ((summed.ref_ms - at_ms) / rules.half_life_ms)
+        per_category[signal_category] = per_category.get(signal_category, 0.0) + value
+        rounded = round(value, 1)
+        if rounded:
+            reasons.append(Reason(name, "engagement", rounded))
+    total = 0.0
+    for category_name, value in per_category.items():
+        category = rules.categories[category_name]
+        total += min(max(value, category.floor), category.cap)
+    return _clamp(total), reasons
+
+
+def _qualifies(state: ContactState, rules: Rules) -> bool:
+    fit = _clamp(sum(state.best_fit.values()))
+    if fit < rules.prospect_fit:
+        return False
+    per_category: dict[str, float] = {}
+    for name, summed in state.signals.items():
+        category = rules.signal_categories.get(name)
+        if category is not None:
+            per_category[category] = per_category.get(category, 0.0) + summed.lifetime
+    lifetime = sum(min(value, rules.categories[name].cap) for name, value in per_category.items())
+    return _clamp(lifetime) >= rules.prospect_engagement
+
+
+def _clamp(value: float) -> float:
+    return min(max(value, 0.0), 100.0)

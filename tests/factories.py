@@ -1,0 +1,45 @@
+"""Builders for events and rules used across the test packages."""
+
+from __future__ import annotations
+
+from itertools import count
+from typing import Any
+
+from scoring.engine import Event
+from scoring.rules import Rules, load_rules
+from scoring.timeutil import parse_rfc3339_ms
+
+DAY_MS = 86_400_000
+T0 = parse_rfc3339_ms("2026-10-01T09:00:00Z")
+DEFAULT_RULES: Rules = load_rules()
+_serial = count(1)
+
+
+def event(
+    event_type: str,
+    at_ms: int = T0,
+    contact: str = "c-1",
+    *,
+    event_id: str | None = None,
+    identified: bool = True,
+    **properties: Any,
+) -> Event:
+    return Event(
+        event_id=event_id or f"e-{next(_serial)}",
+        type=event_type,
+        contact_id=contact,
+        identified=identified,
+        occurred_ms=at_ms,
+        properties=properties,
+    )
+
+
+def raw_event(event_type: str = "page_viewed", **fields: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "event_id": "e-1",
+        "type": event_type,
+        "contact_id": "c-1",
+        "occurred_at": "2026-10-01T09:00:00Z",
+    }
+    document.update(fields)
+    return document
