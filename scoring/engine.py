@@ -7,10 +7,11 @@ worker and the offline scorer therefore compute the same table from the same eve
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
-from scoring.rules import FUNNEL_STAGES, SIDE_STAGES, STAGE_LEVEL, Rules
+from scoring.rules import FUNNEL_STAGES, SIDE_STAGES, STAGE_LEVEL, PropertyValue, Rules
 from scoring.state import ContactState, CrmStage, ProfileValue, SignalSum
 
 Outcome = Literal["scored", "unscored", "duplicate"]
@@ -127,36 +128,48 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         if crm_last is None or (event.occurred_ms, tie) > (crm_last.occurred_ms, crm_last.tie):
             crm_last = CrmStage(explicit, event.occurred_ms, tie)
     scored = signal is not None or profile is not state.profile or explicit is not None
-    updated = state.evolve(
-        identified=state.identified or event.identified,
-        intent=state.intent or event.type in rules.opportunity_events,
-        last_event_ms=max(state.last_event_ms, event.occurred_ms),
-        signals=signals,
-        profile=profile,
-        best_fit=best_fit,
-        crm_level=crm_level,
-        crm_last=crm_last,
-        seen=seen,
+    updated = ContactState(
+        state.contact_id,
+        state.identified or event.identified,
+        state.intent or event.type in rules.opportunity_events,
+        state.hot_armed,
+        max(state.last_event_ms, event.occurred_ms),
+        crm_level,
+        crm_last,
+        state.stage,
+        state.temperature,
+        signals,
+        profile,
+        best_fit,
+        seen,
     )
-    updated, outputs = _settle(updated, updated.last_event_ms, event.event_id, event.occurred_ms, rules)
+    outputs = _settle(updated, updated.last_event_ms, event.event_id, event.occurred_ms, rules)
     return Applied(updated, outputs, "scored" if scored else "unscored")
 
 
 def reevaluate(state: ContactState, at_ms: int, rules: Rules) -> Applied:
     """Re-read a contact at `at_ms` without a new event (the cooling timer): temperature may
     drop and the hot alert may re-arm. Outcome 'scored' means the published snapshot changed."""
-    updated, outputs = _settle(state, at_ms, f"cooling@{at_ms}", at_ms, rules)
+    updated = replace(state)
+    outputs = _settle(updated, at_ms, f"cooling@{at_ms}", at_ms, rules)
     changed = updated.temperature != state.temperature
     return Applied(updated, outputs, "scored" if changed else "unscored")
 
 
 def snapshot(state: ContactState, at_ms: int, rules: Rules) -> Snapshot:
-    fit, fit_reasons = _fit(state, rules)
-    engagement, engagement_reasons = _engagement(state, at_ms, rules)
-    fit, engagement = round(fit, 1), round(engagement, 1)
-    score = int(rules.weight_fit * fit + rules.weight_engagement * engagement + 0.5)
+    fit, engagement, score = _score(state, at_ms, rules)
     temperature = rules.temperature(score)
-    reasons = sorted(fit_reasons + engagement_reasons, key=lambda r: (-abs(r.points), r.signal))
+    reasons = [
+        Reason(f"{attribute}: {value}", "fit", points)
+        for attribute, value, points in _fit_points(state, rules)
+        if points
+    ]
+    reasons.extend(
+        Reason(name, "engagement", rounded)
+        for name, _, value in _decayed_signals(state, at_ms, rules)
+        if (rounded := round(value, 1))
+    )
+    reasons.sort(key=lambda r: (-abs(r.points), r.signal))
     return Snapshot(
         contact_id=state.contact_id,
         score=score,
@@ -187,51 +200,53 @@ def stage_of(state: ContactState, rules: Rules) -> str:
 
 def next_cooling_ms(state: ContactState, rules: Rules) -> int | None:
     """When the contact's temperature will next drop if nothing happens, or None when it is
-    already cold. Found by bisection on the common decay factor, so the cooling timer can
-    schedule each contact once instead of scanning the table every tick."""
-    current = snapshot(state, state.last_event_ms, rules)
-    if current.temperature <= 1:
+    already cold. Found by bisection on time, so the cooling timer can schedule each contact
+    once instead of scanning the table every tick."""
+    start = state.last_event_ms
+    temperature = rules.temperature(_score(state, start, rules)[2])
+    if temperature <= 1:
         return None
-    floor = rules.band_floors[current.temperature - 1]
+    floor = rules.band_floors[temperature - 1]
     low, high = 0, 20 * rules.half_life_ms
-    if snapshot(state, state.last_event_ms + high, rules).score >= floor:
+    if _score(state, start + high, rules)[2] >= floor:
         return None
     while high - low > 60_000:
         middle = (low + high) // 2
-        if snapshot(state, state.last_event_ms + middle, rules).score >= floor:
+        if _score(state, start + middle, rules)[2] >= floor:
             low = middle
         else:
             high = middle
-    return state.last_event_ms + high
+    return start + high
 
 
-def _settle(
-    state: ContactState, at_ms: int, cause: str, occurred_ms: int, rules: Rules
-) -> tuple[ContactState, tuple[Output, ...]]:
-    """Derive stage, temperature and the hot-lead hysteresis after a change."""
-    view = snapshot(state, at_ms, rules)
+def _settle(state: ContactState, at_ms: int, cause: str, occurred_ms: int, rules: Rules) -> tuple[Output, ...]:
+    """Derive stage, temperature and the hot-lead hysteresis of a state the caller has just
+    built, and say what changed."""
+    score = _score(state, at_ms, rules)[2]
+    stage = stage_of(state, rules)
     outputs: list[Output] = []
-    if view.stage != state.stage:
+    if stage != state.stage:
         outputs.append(
             StageChange(
-                id=output_id(state.contact_id, "stage", str(state.stage), view.stage, cause),
+                id=output_id(state.contact_id, "stage", str(state.stage), stage, cause),
                 contact_id=state.contact_id,
                 from_stage=state.stage,
-                to_stage=view.stage,
+                to_stage=stage,
                 occurred_ms=occurred_ms,
                 cause_event_id=cause,
-                score=view.score,
+                score=score,
                 rules_version=rules.version,
             )
         )
-    armed = state.hot_armed
-    if armed and view.score >= rules.hot_floor:
-        armed = False
+        state.stage = stage
+    if state.hot_armed and score >= rules.hot_floor:
+        state.hot_armed = False
+        view = snapshot(state, at_ms, rules)
         outputs.append(HotLead(output_id(state.contact_id, "hot", cause), state.contact_id, occurred_ms, cause, view))
-    elif not armed and view.score < rules.hot_floor - rules.rearm_gap:
-        armed = True
-    updated = state.evolve(stage=view.stage, temperature=view.temperature, hot_armed=armed)
-    return updated, tuple(outputs)
+    elif not state.hot_armed and score < rules.hot_floor - rules.rearm_gap:
+        state.hot_armed = True
+    state.temperature = rules.temperature(score)
+    return tuple(outputs)
 
 
 def _add(current: SignalSum | None, points: float, at_ms: int, half_life_ms: int) -> SignalSum:
@@ -252,9 +267,9 @@ def _merge_profile(
 ) -> tuple[dict[str, ProfileValue], dict[str, float]]:
     """Profile attributes come from any event that carries them (profile updates, forms)."""
     profile, best_fit = state.profile, state.best_fit
-    for attribute, criterion in rules.fit.items():
-        value = event.properties.get(attribute)
-        if value is None or isinstance(value, dict | list):
+    for attribute, value in event.properties.items():
+        criterion = rules.fit.get(attribute)
+        if criterion is None or value is None or isinstance(value, dict | list):
             continue
         known = profile.get(attribute)
         if known is None or (event.occurred_ms, tie) > (known.occurred_ms, known.tie):
@@ -269,40 +284,50 @@ def _merge_profile(
     return profile, best_fit
 
 
-def _fit(state: ContactState, rules: Rules) -> tuple[float, list[Reason]]:
-    total = 0.0
-    reasons: list[Reason] = []
+def _score(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, float, int]:
+    """(fit, engagement, score) at `at_ms`; parts rounded to 0.1 before combining so that the
+    published numbers add up."""
+    criteria = rules.fit
+    fit_total = 0.0
     for attribute, known in state.profile.items():
-        criterion = rules.fit.get(attribute)
-        if criterion is None:
-            continue
-        points = criterion.points(known.value)
-        total += points
-        if points:
-            reasons.append(Reason(f"{attribute}: {known.value}", "fit", points))
-    return _clamp(total), reasons
-
-
-def _engagement(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, list[Reason]]:
+        criterion = criteria.get(attribute)
+        if criterion is not None:
+            fit_total += criterion.points(known.value)
+    fit = round(_clamp(fit_total), 1)
     per_category: dict[str, float] = {}
-    reasons: list[Reason] = []
+    categories, half_life = rules.signal_categories, rules.half_life_ms
     for name, summed in state.signals.items():
-        # A signal the current rules no longer define scores nothing (rules changed, no replay).
-        signal_category = rules.signal_categories.get(name)
-        if signal_category is None:
-            continue
-        value = summed.value
-        if at_ms > summed.ref_ms:
-            value *= 2.0 ** ((summed.ref_ms - at_ms) / rules.half_life_ms)
-        per_category[signal_category] = per_category.get(signal_category, 0.0) + value
-        rounded = round(value, 1)
-        if rounded:
-            reasons.append(Reason(name, "engagement", rounded))
+        category_name = categories.get(name)
+        if category_name is not None:
+            per_category[category_name] = per_category.get(category_name, 0.0) + _decayed(summed, at_ms, half_life)
     total = 0.0
     for category_name, value in per_category.items():
         category = rules.categories[category_name]
         total += min(max(value, category.floor), category.cap)
-    return _clamp(total), reasons
+    engagement = round(_clamp(total), 1)
+    return fit, engagement, int(rules.weight_fit * fit + rules.weight_engagement * engagement + 0.5)
+
+
+def _fit_points(state: ContactState, rules: Rules) -> Iterator[tuple[str, PropertyValue, float]]:
+    for attribute, known in state.profile.items():
+        criterion = rules.fit.get(attribute)
+        if criterion is not None:
+            yield attribute, known.value, criterion.points(known.value)
+
+
+def _decayed_signals(state: ContactState, at_ms: int, rules: Rules) -> Iterator[tuple[str, str, float]]:
+    """(signal, category, value at `at_ms`). A signal the current rules no longer define
+    scores nothing (rules changed without a replay)."""
+    for name, summed in state.signals.items():
+        category = rules.signal_categories.get(name)
+        if category is not None:
+            yield name, category, _decayed(summed, at_ms, rules.half_life_ms)
+
+
+def _decayed(summed: SignalSum, at_ms: int, half_life_ms: int) -> float:
+    if at_ms > summed.ref_ms:
+        return summed.value * 2.0 ** ((summed.ref_ms - at_ms) / half_life_ms)
+    return summed.value
 
 
 def _qualifies(state: ContactState, rules: Rules) -> bool:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -49,8 +48,11 @@ class CrmStage:
     tie: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ContactState:
+    """Treated as a value: the engine never changes a state it is given, only the new one it
+    builds (mutable so that building it costs one constructor call on the hot path)."""
+
     contact_id: str
     identified: bool = False
     intent: bool = False
@@ -64,9 +66,6 @@ class ContactState:
     profile: dict[str, ProfileValue] = field(default_factory=dict)
     best_fit: dict[str, float] = field(default_factory=dict)
     seen: tuple[int, ...] = ()
-
-    def evolve(self, **changes: Any) -> ContactState:
-        return replace(self, **changes)
 
 
 def to_bytes(state: ContactState) -> bytes:

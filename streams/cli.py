@@ -71,8 +71,10 @@ def _rules_check(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from schemas.outputs import dumps, output_record, snapshot_record
     from streams.offline import LAST_EVENT, progress_lines, report_bad_line, score_lines
+    from streams.runtime import tune_gc
 
     rules = _rules_from(args.rules)
+    tune_gc()
     at_ms: int | None = None
     if args.at is not None and args.at != LAST_EVENT:
         try:
