@@ -326,7 +326,8 @@ def _decayed_signals(state: ContactState, at_ms: int, rules: Rules) -> Iterator[
 
 def _decayed(summed: SignalSum, at_ms: int, half_life_ms: int) -> float:
     if at_ms > summed.ref_ms:
-        return summed.value * 2.0 ** ((summed.ref_ms - at_ms) / half_life_ms)
+        factor: float = 2.0 ** ((summed.ref_ms - at_ms) / half_life_ms)
+        return summed.value * factor
     return summed.value
 
 

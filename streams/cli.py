@@ -10,6 +10,7 @@ from pathlib import Path
 
 from scoring.rules import Rules, RulesError, load_rules
 from scoring.timeutil import parse_rfc3339_ms
+from streams.settings import Settings, SettingsError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,6 +20,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except RulesError as error:
         print(f"leadpulse: bad rules: {error}", file=sys.stderr)
+        return 2
+    except SettingsError as error:
+        print(f"leadpulse: bad setting: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -46,7 +50,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--events-out", type=Path, default=None, help="write stage changes and hot leads here")
     score.set_defaults(run=_score)
+
+    worker = commands.add_parser("worker", help="run a scoring worker (settings from LEADPULSE_* variables)")
+    worker.set_defaults(run=_worker)
+
+    produce = commands.add_parser("produce", help="send a JSON-lines file of events to the input topic")
+    produce.add_argument("events", type=Path)
+    produce.add_argument("--unkeyed", action="store_true", help="send without keys (the worker re-keys them)")
+    produce.set_defaults(run=_produce)
+
+    tail = commands.add_parser("tail", help="pretty-print an output topic")
+    tail.add_argument("topic", help="contact-scores, stage-changes, hot-leads, dead-letters, or any topic name")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--idle-exit", type=float, default=None, help="stop after this many seconds without records")
+    tail.add_argument("--raw", action="store_true", help="one JSON record per line, for scripts")
+    tail.set_defaults(run=_tail)
     return parser
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
 
 
 def _rules_from(path: Path | None) -> Rules:
@@ -107,6 +130,57 @@ def _score(args: argparse.Namespace) -> int:
         f"{run.duplicates} duplicates, {run.unscored} unscored; {len(run.outputs)} outputs",
         file=sys.stderr,
     )
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = _settings()
+    from streams.app import app
+    from streams.runtime import tune_gc
+
+    tune_gc()
+    # FINDINGS: at -l warn Faust's console spinner sets the root logger to DEBUG (~10% CPU).
+    sys.argv = ["leadpulse", "worker", "-l", settings.log_level]
+    app.main()
+    return 0
+
+
+def _produce(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from tqdm import tqdm
+
+    from streams.kafka_io import produce_lines
+
+    settings = _settings()
+    try:
+        total = sum(1 for line in args.events.open("rb") if line.strip())
+    except OSError as error:
+        print(f"leadpulse produce: {args.events}: {error.strerror}", file=sys.stderr)
+        return 2
+    with args.events.open("rb") as lines, tqdm(total=total, unit="ev", desc="producing", disable=None) as bar:
+        sent = asyncio.run(produce_lines(settings, lines, keyed=not args.unkeyed, progress=bar))
+    print(f"sent {sent} events to {settings.input_topic}", file=sys.stderr)
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streams.console import describe
+    from streams.kafka_io import read_topic
+
+    settings = _settings()
+    known = ("contact-scores", "stage-changes", "hot-leads", "dead-letters", "events-by-contact", "cooling-ticks")
+    topic = settings.topic(args.topic) if args.topic in known else args.topic
+
+    async def follow() -> None:
+        async for _key, value in read_topic(
+            settings, topic, from_beginning=args.from_beginning, idle_timeout_s=args.idle_exit
+        ):
+            print(value.decode("utf-8", "replace") if args.raw else describe(value), flush=True)
+
+    asyncio.run(follow())
     return 0
 
 

@@ -1,0 +1,170 @@
+"""The scoring agent: batches of raw Kafka records in, table writes and output records out.
+
+Per batch: decode and validate each record (invalid -> dead letters), forward records that
+sit on the wrong partition for their contact to the re-keyed topic, fold the rest into the
+contact states with the scoring core, then write each touched contact once and send its
+snapshot once. Sends are queued on the producer and flushed by Faust before it commits.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from functools import lru_cache
+from time import perf_counter
+from typing import Any
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from schemas.events import InvalidEvent, decode_event
+from schemas.outputs import dead_letter_record, dumps, output_record, snapshot_record
+from scoring.engine import HotLead, Output, apply, future_reason, new_state, next_cooling_ms, reevaluate, snapshot
+from scoring.state import ContactState
+from scoring.timeutil import now_ms
+from streams.app import pipeline
+from streams.tables import partition_of
+
+app = pipeline.app
+settings = pipeline.settings
+topics = pipeline.topics
+rules = pipeline.rules
+metrics = pipeline.metrics
+contacts = pipeline.contacts
+EVENTS = settings.input_topic
+COOLING = topics.cooling.get_topic_name()
+COOLING_BATCH = 5_000
+
+
+@lru_cache(maxsize=200_000)
+def home_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives `key` (murmur2, as the Java client,
+    aiokafka and Faust use): the table partition that owns the contact."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+class BatchScorer:
+    """Scores one batch; every table access runs in the partition context of its record."""
+
+    async def run(self, batch: Sequence[Any]) -> None:
+        started = perf_counter()
+        by_partition: dict[int, list[Any]] = defaultdict(list)
+        for event in batch:
+            by_partition[event.message.partition].append(event)
+        clock = now_ms()
+        for events in by_partition.values():
+            with partition_of(events[-1]):
+                await self._score_partition(events, clock)
+        metrics.batch_seconds.observe(perf_counter() - started)
+        metrics.batch_events.observe(len(batch))
+
+    async def _score_partition(self, events: list[Any], clock: int) -> None:
+        touched: dict[str, ContactState] = {}
+        evaluated_at: dict[str, int] = {}  # contacts to write and publish, with the snapshot time
+        for record in events:
+            message = record.message
+            if message.topic == COOLING:
+                contact_id = message.key.decode()
+                state = touched.get(contact_id) or contacts.get(contact_id)
+                if state is not None:
+                    at_ms = max(orjson.loads(message.value)["at_ms"], state.last_event_ms)
+                    applied = reevaluate(state, at_ms, rules)
+                    touched[contact_id] = applied.state
+                    await self._send_outputs(applied.outputs)
+                    if applied.outcome == "scored" or contact_id in evaluated_at:
+                        evaluated_at[contact_id] = max(at_ms, evaluated_at.get(contact_id, 0))
+                continue
+            try:
+                event = decode_event(message.value)
+                reason = future_reason(event, clock, rules)
+                if reason is not None:
+                    raise InvalidEvent("occurred_at", reason)
+            except InvalidEvent as error:
+                await self._dead_letter(message, error, clock)
+                continue
+            key = event.contact_id.encode()
+            if message.topic == EVENTS and (
+                message.key != key or message.partition != home_partition(key, settings.partitions)
+            ):
+                await app.producer.send(topics.by_contact.get_topic_name(), key, message.value, None, None, None)
+                metrics.events.labels("rekeyed").inc()
+                continue
+            state = touched.get(event.contact_id) or contacts.get(event.contact_id) or new_state(event.contact_id)
+            applied = apply(state, event, rules)
+            metrics.events.labels(applied.outcome).inc()
+            if applied.outcome == "duplicate":
+                continue
+            metrics.event_age_seconds.observe(max(0, clock - event.occurred_ms) / 1000)
+            touched[event.contact_id] = applied.state
+            evaluated_at[event.contact_id] = max(applied.state.last_event_ms, evaluated_at.get(event.contact_id, 0))
+            await self._send_outputs(applied.outputs)
+        for contact_id, at_ms in evaluated_at.items():
+            state = touched[contact_id]
+            contacts.put(state)
+            view = snapshot(state, at_ms, rules)
+            await app.producer.send(
+                topics.scores.get_topic_name(), contact_id.encode(), dumps(snapshot_record(view)), None, None, None
+            )
+            metrics.outputs.labels("snapshot").inc()
+            if settings.cooling_interval_s:
+                pipeline.cooling.set(contact_id, next_cooling_ms(state, rules))
+
+    async def _send_outputs(self, outputs: tuple[Output, ...]) -> None:
+        for output in outputs:
+            topic, kind = (
+                (topics.hot_leads, "hot_lead")
+                if isinstance(output, HotLead)
+                else (topics.stage_changes, "stage_change")
+            )
+            await app.producer.send(
+                topic.get_topic_name(), output.contact_id.encode(), dumps(output_record(output)), None, None, None
+            )
+            metrics.outputs.labels(kind).inc()
+
+    async def _dead_letter(self, message: Any, error: InvalidEvent, clock: int) -> None:
+        record = dead_letter_record(
+            str(error),
+            error.field,
+            message.value,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            received_ms=clock,
+        )
+        await app.producer.send(topics.dead_letters.get_topic_name(), message.key, dumps(record), None, None, None)
+        metrics.events.labels("dead_letter").inc()
+        metrics.dead_letters.labels(error.field or "(record)").inc()
+
+
+scorer = BatchScorer()
+
+
+@contacts.table.on_recover
+async def reschedule_cooling() -> None:
+    """After start-up or a rebalance the schedule is rebuilt from the recovered partitions:
+    one pass over the local table per rebalance, none per timer tick."""
+    pipeline.cooling.clear()
+    if settings.cooling_interval_s:
+        for contact_id, state in contacts.items():
+            pipeline.cooling.set(contact_id, next_cooling_ms(state, rules))
+
+
+@app.agent(topics.scoring_sources(app))
+async def score(stream: Any) -> None:
+    async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+        await scorer.run(batch)
+
+
+if settings.cooling_interval_s:
+
+    @app.timer(settings.cooling_interval_s)
+    async def cool_down() -> None:
+        """Ask the owning partition to re-read contacts whose temperature is due to drop:
+        the re-read runs in the scoring agent, so table writes stay in partition context."""
+        clock = now_ms()
+        due = pipeline.cooling.pop_due(clock, COOLING_BATCH)
+        for contact_id in due:
+            await app.producer.send(COOLING, contact_id.encode(), orjson.dumps({"at_ms": clock}), None, None, None)
+        metrics.cooling_scheduled.set(len(pipeline.cooling))

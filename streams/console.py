@@ -1,0 +1,45 @@
+"""One-line, human-readable renderings of output records for `tail` and the demo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+def describe(value: bytes) -> str:
+    try:
+        record = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value.decode("utf-8", "replace")
+    if not isinstance(record, dict):
+        return str(record)
+    kind = record.get("kind")
+    if kind == "hot_lead":
+        return hot_lead_line(record)
+    if kind == "stage_change":
+        return (
+            f"STAGE {record['contact_id']}: {record['from_stage'] or '(new)'} -> {record['to_stage']}  "
+            f"(score {record['score']}, {record['occurred_at']})"
+        )
+    if "origin" in record:
+        origin = record["origin"]
+        return f"DEAD  {origin['topic']}[{origin['partition']}]@{origin['offset']}: {record['reason']}"
+    if "temperature_label" in record:
+        return (
+            f"SCORE {record['contact_id']}: {record['score']:>3} {record['temperature_label']:<4} "
+            f"{record['stage']:<11} fit {record['fit']:>5} engagement {record['engagement']:>5}  "
+            f"{reasons_text(record['reasons'])}"
+        )
+    return orjson.dumps(record).decode()
+
+
+def hot_lead_line(record: dict[str, Any]) -> str:
+    return (
+        f"HOT   {record['contact_id']}: score {record['score']} ({record['stage']}) "
+        f"because {reasons_text(record['reasons'])}"
+    )
+
+
+def reasons_text(reasons: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{r['signal']} {r['points']:+g}" for r in reasons)

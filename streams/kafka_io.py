@@ -1,0 +1,77 @@
+"""Plain aiokafka clients for the CLI (produce, tail, demo); the worker uses Faust's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from schemas.events import contact_key
+from streams.settings import Settings
+
+
+def bootstrap(settings: Settings) -> str:
+    return ",".join(url.removeprefix("kafka://") for url in settings.broker.split(";"))
+
+
+async def produce_lines(settings: Settings, lines: Iterable[bytes], *, keyed: bool = True, progress: Any = None) -> int:
+    """Send JSON lines to the input topic keyed by contact id (the line's own key field),
+    or unkeyed; a line that is not JSON is sent as it is, for the worker to dead-letter."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings), linger_ms=10, acks="all")
+    await producer.start()
+    sent = 0
+    try:
+        pending = []
+        for line in lines:
+            value = line.rstrip(b"\r\n")
+            if not value:
+                continue
+            key = None
+            if keyed:
+                try:
+                    contact = contact_key(orjson.loads(value))
+                except orjson.JSONDecodeError:
+                    contact = None
+                key = contact.encode() if contact else None
+            pending.append(await producer.send(settings.input_topic, value, key=key))
+            sent += 1
+            if len(pending) >= 5_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+            if progress is not None:
+                progress.update(1)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def read_topic(
+    settings: Settings, topic: str, *, from_beginning: bool, idle_timeout_s: float | None
+) -> AsyncIterator[tuple[bytes | None, bytes]]:
+    """Yield (key, value) of a topic without joining a consumer group; stop after
+    `idle_timeout_s` without records (None: follow forever)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+    )
+    await consumer.start()
+    try:
+        idle = 0.0
+        while idle_timeout_s is None or idle < idle_timeout_s:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5_000)
+            if not batches:
+                idle += 0.5
+                continue
+            idle = 0.0
+            for records in batches.values():
+                for record in records:
+                    yield record.key, record.value
+    finally:
+        await consumer.stop()

@@ -1,0 +1,67 @@
+"""LeadPulse's own Prometheus metrics, next to Faust's (served together on /metrics)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    events: Counter
+    dead_letters: Counter
+    outputs: Counter
+    batch_seconds: Histogram
+    batch_events: Histogram
+    event_age_seconds: Histogram
+    cooling_scheduled: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
+        registry = registry or CollectorRegistry()
+        return cls(
+            registry=registry,
+            events=Counter(
+                "leadpulse_events",
+                "Input events by outcome: scored, unscored, duplicate, rekeyed, dead_letter",
+                ["outcome"],
+                registry=registry,
+            ),
+            dead_letters=Counter(
+                "leadpulse_dead_letters",
+                "Inputs sent to the dead-letter topic, by the field at fault",
+                ["field"],
+                registry=registry,
+            ),
+            outputs=Counter(
+                "leadpulse_outputs",
+                "Records produced, by kind: snapshot, stage_change, hot_lead",
+                ["kind"],
+                registry=registry,
+            ),
+            batch_seconds=Histogram(
+                "leadpulse_batch_seconds",
+                "Time to score one batch",
+                registry=registry,
+                buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            ),
+            batch_events=Histogram(
+                "leadpulse_batch_events",
+                "Events per batch",
+                registry=registry,
+                buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            ),
+            event_age_seconds=Histogram(
+                "leadpulse_event_age_seconds",
+                "Wall-clock time from occurred_at to scoring",
+                registry=registry,
+                buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600, 3600, 86400),
+            ),
+            cooling_scheduled=Gauge(
+                "leadpulse_cooling_scheduled_contacts",
+                "Warm contacts waiting for their next cooling check",
+                registry=registry,
+            ),
+        )

@@ -1,0 +1,51 @@
+"""Every topic LeadPulse reads or writes, declared in one place. Keys are contact ids;
+values are raw bytes (JSON encoded with orjson by schemas.outputs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from streams.settings import Settings
+
+RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+
+
+@dataclass(frozen=True)
+class Topics:
+    events: Any  # input: engagement, profile and CRM events, from producers
+    by_contact: Any  # internal: inputs that arrived unkeyed or on the wrong partition, re-keyed
+    cooling: Any  # internal: "re-read this contact now" ticks from the cooling timer
+    scores: Any  # compacted: the latest snapshot per contact
+    stage_changes: Any
+    hot_leads: Any
+    dead_letters: Any
+
+    @property
+    def outputs(self) -> tuple[Any, ...]:
+        return (self.scores, self.stage_changes, self.hot_leads, self.dead_letters)
+
+    def scoring_sources(self, app: faust.App) -> Any:
+        """The scoring agent reads all three co-partitioned inputs, so one table serves them."""
+        return app.topic(
+            self.events.get_topic_name(), self.by_contact.get_topic_name(), self.cooling.get_topic_name(), **RAW
+        )
+
+
+def declare_topics(app: faust.App, settings: Settings) -> Topics:
+    partitions, replicas = settings.partitions, settings.replication_factor
+
+    def topic(name: str, **options: Any) -> Any:
+        return app.topic(settings.topic(name), partitions=partitions, replicas=replicas, **RAW, **options)
+
+    return Topics(
+        events=app.topic(settings.input_topic, partitions=partitions, replicas=replicas, **RAW),
+        by_contact=topic("events-by-contact", internal=True),
+        cooling=topic("cooling-ticks", internal=True, retention=86_400.0),
+        scores=topic("contact-scores", internal=True, compacting=True),
+        stage_changes=topic("stage-changes", internal=True),
+        hot_leads=topic("hot-leads", internal=True),
+        dead_letters=topic("dead-letters", internal=True),
+    )
