@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import suppress
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 
 from schemas.events import contact_key
 from streams.settings import Settings
@@ -17,9 +20,23 @@ def bootstrap(settings: Settings) -> str:
     return ",".join(url.removeprefix("kafka://") for url in settings.broker.split(";"))
 
 
+async def ensure_topic(settings: Settings, name: str) -> None:
+    """Create a topic with the pipeline's partition count unless it exists: a broker's
+    auto-created topic would have its default count and break co-partitioning."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings))
+    await admin.start()
+    try:
+        if name not in await admin.list_topics():
+            with suppress(TopicAlreadyExistsError):
+                await admin.create_topics([NewTopic(name, settings.partitions, settings.replication_factor)])
+    finally:
+        await admin.close()
+
+
 async def produce_lines(settings: Settings, lines: Iterable[bytes], *, keyed: bool = True, progress: Any = None) -> int:
     """Send JSON lines to the input topic keyed by contact id (the line's own key field),
     or unkeyed; a line that is not JSON is sent as it is, for the worker to dead-letter."""
+    await ensure_topic(settings, settings.input_topic)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings), linger_ms=10, acks="all")
     await producer.start()
     sent = 0

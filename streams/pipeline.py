@@ -58,8 +58,8 @@ def create_app(settings: Settings, *, autodiscover: tuple[str, ...] = ()) -> Pip
     table: Any = app.Table(
         "contacts",
         partitions=settings.partitions,
-        key_serializer="raw",
-        value_serializer="raw",
+        key_type=bytes,
+        value_type=bytes,
         help="Per-contact scoring state (scoring.state bytes)",
     )
     metrics = Metrics.create()

@@ -28,9 +28,16 @@ class Topics:
         return (self.scores, self.stage_changes, self.hot_leads, self.dead_letters)
 
     def scoring_sources(self, app: faust.App) -> Any:
-        """The scoring agent reads all three co-partitioned inputs, so one table serves them."""
+        """The scoring agent reads all three co-partitioned inputs, so one table serves them.
+        Declared (created if missing, with the table's partition count) before subscribing."""
         return app.topic(
-            self.events.get_topic_name(), self.by_contact.get_topic_name(), self.cooling.get_topic_name(), **RAW
+            self.events.get_topic_name(),
+            self.by_contact.get_topic_name(),
+            self.cooling.get_topic_name(),
+            partitions=self.events.partitions,
+            replicas=self.events.replicas,
+            internal=True,
+            **RAW,
         )
 
 
