@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from functools import lru_cache
 from time import perf_counter
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from schemas.events import InvalidEvent, decode_event
 from schemas.outputs import dead_letter_record, dumps, output_record, snapshot_record
@@ -23,6 +21,7 @@ from scoring.engine import HotLead, Output, apply, future_reason, new_state, nex
 from scoring.state import ContactState
 from scoring.timeutil import now_ms
 from streams.app import pipeline
+from streams.partitioning import home_partition
 from streams.tables import partition_of
 
 app = pipeline.app
@@ -36,14 +35,6 @@ COOLING = topics.cooling.get_topic_name()
 COOLING_BATCH = 5_000
 
 
-@lru_cache(maxsize=200_000)
-def home_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives `key` (murmur2, as the Java client,
-    aiokafka and Faust use): the table partition that owns the contact."""
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
-
-
 class BatchScorer:
     """Scores one batch; every table access runs in the partition context of its record."""
 
@@ -53,27 +44,35 @@ class BatchScorer:
         for event in batch:
             by_partition[event.message.partition].append(event)
         clock = now_ms()
+        scored: list[tuple[Any, dict[str, tuple[ContactState, int]]]] = []
         for events in by_partition.values():
             with partition_of(events[-1]):
-                await self._score_partition(events, clock)
+                scored.append((events[-1], await self._score_partition(events, clock)))
+        # Stage changes, hot leads and dead letters reach the broker before the states that
+        # produced them are stored: after a crash, an event replayed onto a stored state is a
+        # duplicate and would not emit them again.
+        await app.producer.flush()
+        for anchor, results in scored:
+            with partition_of(anchor):
+                await self._store(results)
         metrics.batch_seconds.observe(perf_counter() - started)
         metrics.batch_events.observe(len(batch))
 
-    async def _score_partition(self, events: list[Any], clock: int) -> None:
-        touched: dict[str, ContactState] = {}
-        evaluated_at: dict[str, int] = {}  # contacts to write and publish, with the snapshot time
+    async def _score_partition(self, events: list[Any], clock: int) -> dict[str, tuple[ContactState, int]]:
+        """Fold the records of one partition; returns contact -> (new state, snapshot time)."""
+        results: dict[str, tuple[ContactState, int]] = {}
         for record in events:
             message = record.message
             if message.topic == COOLING:
                 contact_id = message.key.decode()
-                state = touched.get(contact_id) or contacts.get(contact_id)
+                known = results.get(contact_id)
+                state = known[0] if known else contacts.get(contact_id)
                 if state is not None:
                     at_ms = max(orjson.loads(message.value)["at_ms"], state.last_event_ms)
                     applied = reevaluate(state, at_ms, rules)
-                    touched[contact_id] = applied.state
                     await self._send_outputs(applied.outputs)
-                    if applied.outcome == "scored" or contact_id in evaluated_at:
-                        evaluated_at[contact_id] = max(at_ms, evaluated_at.get(contact_id, 0))
+                    if applied.outcome == "scored" or known:
+                        results[contact_id] = (applied.state, max(at_ms, known[1] if known else 0))
                 continue
             try:
                 event = decode_event(message.value)
@@ -90,17 +89,21 @@ class BatchScorer:
                 await app.producer.send(topics.by_contact.get_topic_name(), key, message.value, None, None, None)
                 metrics.events.labels("rekeyed").inc()
                 continue
-            state = touched.get(event.contact_id) or contacts.get(event.contact_id) or new_state(event.contact_id)
+            known = results.get(event.contact_id)
+            state = known[0] if known else contacts.get(event.contact_id) or new_state(event.contact_id)
             applied = apply(state, event, rules)
             metrics.events.labels(applied.outcome).inc()
-            if applied.outcome == "duplicate":
-                continue
-            metrics.event_age_seconds.observe(max(0, clock - event.occurred_ms) / 1000)
-            touched[event.contact_id] = applied.state
-            evaluated_at[event.contact_id] = max(applied.state.last_event_ms, evaluated_at.get(event.contact_id, 0))
-            await self._send_outputs(applied.outputs)
-        for contact_id, at_ms in evaluated_at.items():
-            state = touched[contact_id]
+            if applied.outcome != "duplicate":
+                metrics.event_age_seconds.observe(max(0, clock - event.occurred_ms) / 1000)
+                await self._send_outputs(applied.outputs)
+            # A duplicate is stored and published again too: it may be the replay of an event
+            # whose state reached the local store but whose changelog or snapshot was lost.
+            results[event.contact_id] = (applied.state, max(applied.state.last_event_ms, known[1] if known else 0))
+        return results
+
+    async def _store(self, results: dict[str, tuple[ContactState, int]]) -> None:
+        """One table write and one snapshot per contact per batch."""
+        for contact_id, (state, at_ms) in results.items():
             contacts.put(state)
             view = snapshot(state, at_ms, rules)
             await app.producer.send(

@@ -4,6 +4,7 @@ value stops the worker with a message that names the variable."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 from scoring.timeutil import parse_duration_ms
 
 PREFIX = "LEADPULSE_"
+_KAFKA_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 GUARANTEES = ("at_least_once", "exactly_once")
 STORES = ("rocksdb://", "memory://")
 
@@ -58,6 +60,9 @@ class Settings:
             "session_timeout_s": _seconds,
             "log_level": _choice(("debug", "info", "warning", "error")),
             "broker": _broker,
+            "app_id": _kafka_name,
+            "input_topic": _kafka_name,
+            "topic_prefix": _kafka_name,
         }
         for setting in fields(cls):
             name = env_name(setting.name)
@@ -96,6 +101,13 @@ def env_name(field_name: str) -> str:
 
 
 def _text(_name: str, raw: str) -> str:
+    return raw
+
+
+def _kafka_name(name: str, raw: str) -> str:
+    """Topic and group names: Kafka accepts only these characters, and says so late."""
+    if not _KAFKA_NAME.match(raw):
+        raise SettingsError(f"{name}={raw!r}: only ASCII letters, digits, '.', '_' and '-' are allowed")
     return raw
 
 

@@ -1,0 +1,101 @@
+"""The scoring agent in Faust's test context: records in, table and sends out."""
+
+import asyncio
+from unittest.mock import AsyncMock
+
+import orjson
+import pytest
+
+from agents import scoring
+from tests.factories import raw_event
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Faust's test context does not start a producer: capture what the agent sends."""
+    send = AsyncMock()
+    monkeypatch.setattr(scoring.app.producer, "send", send)
+    monkeypatch.setattr(scoring.app.producer, "flush", AsyncMock())
+
+    def by_topic(name):
+        topic = getattr(scoring.topics, name).get_topic_name()
+        return [(args[1], orjson.loads(args[2])) for args, _ in send.call_args_list if args[0] == topic]
+
+    return by_topic
+
+
+async def settled(condition, timeout_s=5.0):
+    """Batches are taken every few milliseconds: wait until the agent has acted."""
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+def buyer_events(contact):
+    at = "2026-10-01T09:00:00Z"
+    return [
+        raw_event(
+            "profile_updated",
+            event_id=f"{contact}-p",
+            contact_id=contact,
+            occurred_at=at,
+            properties={"seniority": "c_level", "budget": 60000, "company_size": 300, "industry": "saas"},
+        ),
+        raw_event("demo_requested", event_id=f"{contact}-d", contact_id=contact, occurred_at=at),
+        raw_event("webinar_attended", event_id=f"{contact}-w", contact_id=contact, occurred_at=at),
+    ]
+
+
+async def test_events_update_the_table_and_publish_snapshot_stage_changes_and_a_hot_lead(sent):
+    async with scoring.score.test_context() as agent:
+        for document in buyer_events("agent-c1"):
+            await agent.put(orjson.dumps(document), key=b"agent-c1")
+        assert await settled(lambda: len([k for k, _ in sent("hot_leads") if k == b"agent-c1"]) == 1)
+        state = scoring.contacts.get("agent-c1")
+    assert state is not None and state.stage == "opportunity"
+    snapshots = [record for key, record in sent("scores") if key == b"agent-c1"]
+    assert snapshots[-1]["temperature_label"] == "hot"
+    assert [r["to_stage"] for k, r in sent("stage_changes") if k == b"agent-c1"] == ["lead", "opportunity"]
+    assert len([r for k, r in sent("hot_leads") if k == b"agent-c1"]) == 1
+
+
+async def test_a_malformed_record_is_dead_lettered_and_the_agent_keeps_scoring(sent):
+    async with scoring.score.test_context() as agent:
+        await agent.put(b"{broken", key=b"agent-c2")
+        await agent.put(orjson.dumps(raw_event(event_id="ok-1", contact_id="agent-c2")), key=b"agent-c2")
+        assert await settled(lambda: scoring.contacts.get("agent-c2") is not None)
+    letters = sent("dead_letters")
+    assert len(letters) == 1
+    assert letters[0][1]["reason"].startswith("not valid JSON")
+    assert letters[0][1]["value"] == {"text": "{broken"}
+    assert letters[0][1]["origin"]["key"] == {"text": "agent-c2"}
+
+
+async def test_a_redelivered_event_changes_nothing_and_republishes_the_same_snapshot(sent):
+    document = orjson.dumps(raw_event(event_id="dup-1", contact_id="agent-c3"))
+    async with scoring.score.test_context() as agent:
+        await agent.put(document, key=b"agent-c3")
+        assert await settled(lambda: len(sent("scores")) == 1)
+        await agent.put(document, key=b"agent-c3")
+        await agent.put(orjson.dumps(raw_event(event_id="other", contact_id="agent-c4")), key=b"agent-c4")
+        assert await settled(lambda: any(key == b"agent-c4" for key, _ in sent("scores")))
+    first, again = [record for key, record in sent("scores") if key == b"agent-c3"]
+    assert first == again
+    assert len([key for key, _ in sent("stage_changes") if key == b"agent-c3"]) == 1
+
+
+async def test_alerts_are_flushed_to_the_broker_before_the_state_is_stored(monkeypatch):
+    """After a crash a replayed event is a duplicate for a stored state: its alerts must
+    already be on the broker."""
+    order = []
+    monkeypatch.setattr(scoring.app.producer, "send", AsyncMock(side_effect=lambda topic, *a: order.append(topic)))
+    monkeypatch.setattr(scoring.app.producer, "flush", AsyncMock(side_effect=lambda: order.append("flush")))
+    monkeypatch.setattr(scoring.contacts, "put", lambda state: order.append("store"))
+    async with scoring.score.test_context() as agent:
+        for document in buyer_events("agent-c5"):
+            await agent.put(orjson.dumps(document), key=b"agent-c5")
+        assert await settled(lambda: scoring.topics.hot_leads.get_topic_name() in order and "store" in order)
+    hot = order.index(scoring.topics.hot_leads.get_topic_name())
+    assert hot < order.index("flush", hot) < order.index("store", hot)

@@ -1,0 +1,65 @@
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from streams.settings import Settings
+from tests.integration.harness import Broker, Worker, free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    """One real Kafka broker (KRaft) for the whole run, stopped by pid at the end."""
+    instance = Broker(port=free_port(), data_dir=tmp_path_factory.mktemp("kafka"))
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture
+def make_settings(broker, tmp_path, request):
+    """Settings isolated per test: own topics, consumer group, data folder and web port."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:60]
+
+    def build(**overrides) -> Settings:
+        values = {
+            "broker": f"kafka://127.0.0.1:{broker.port}",
+            "app_id": f"lp-{name}",
+            "topic_prefix": f"{name}.",
+            "input_topic": f"{name}.events",
+            "partitions": 8,
+            "store": "rocksdb://",
+            "data_dir": tmp_path / "data",
+            "web_port": free_port(),
+            "cooling_interval_s": 0.0,
+            "session_timeout_s": 10.0,
+            "batch_within_s": 0.05,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
+
+
+@pytest.fixture
+def workers(tmp_path):
+    """Start workers through this fixture: every one is stopped by pid at teardown."""
+    started: list[Worker] = []
+
+    def start(settings: Settings) -> Worker:
+        worker = Worker(settings, tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        worker.start()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
+    if os.environ.get("LEADPULSE_TEST_SHOW_LOGS"):
+        for worker in started:
+            print(Path(worker.log_path).read_text(errors="replace")[-5000:])

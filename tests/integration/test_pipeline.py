@@ -1,0 +1,125 @@
+"""The pipeline on a real Kafka broker, checked against the offline scorer (the oracle)."""
+
+import orjson
+import pytest
+
+from streams.partitioning import home_partition
+from tests.integration.harness import latest_by_key, produce, read_all, wait_for
+from tests.integration.oracle import Oracle, traffic_lines
+
+pytestmark = pytest.mark.integration
+
+MALFORMED = [
+    b'{"event_id": "bad-1", "type": "page_viewed"',
+    b'{"event_id": "bad-2", "type": "page_viewed", "occurred_at": "2026-10-01T09:00:00Z"}',
+    b'{"event_id": "bad-3", "type": "page_viewed", "contact_id": "c-x", "occurred_at": "yesterday"}',
+    b'{"event_id": "bad-4", "type": "page_viewed", "contact_id": "c-x", "occurred_at": "2099-01-01T00:00:00Z"}',
+]
+
+
+def scores_equal_oracle(settings, oracle):
+    """The compacted topic's latest value per contact, once it matches the oracle (or not)."""
+
+    def check():
+        latest = latest_by_key(read_all(settings, settings.topic("contact-scores"), idle_s=1.0))
+        return latest if latest == oracle.snapshots else None
+
+    return check
+
+
+@pytest.mark.parametrize("store", ["rocksdb://", "memory://"])
+def test_every_output_topic_matches_the_offline_scorer(make_settings, workers, store):
+    settings = make_settings(store=store)
+    lines = traffic_lines(4_000, 500)
+    oracle = Oracle(lines)
+    workers(settings)
+    mixed = lines[:1000] + MALFORMED[:2] + lines[1000:3000] + MALFORMED[2:] + lines[3000:]
+    produce(settings, mixed)
+
+    latest = wait_for(scores_equal_oracle(settings, oracle), timeout_s=90)
+    assert latest == oracle.snapshots
+
+    stage_changes = [orjson.loads(v) for _, v in read_all(settings, settings.topic("stage-changes"))]
+    assert {record["id"] for record in stage_changes} == oracle.stage_change_ids
+    hot_leads = {r["id"]: r for r in (orjson.loads(v) for _, v in read_all(settings, settings.topic("hot-leads")))}
+    assert hot_leads == oracle.hot_leads
+    assert all(record["reasons"] for record in hot_leads.values())
+
+    letters = [orjson.loads(v) for _, v in read_all(settings, settings.topic("dead-letters"))]
+    assert sorted(letter["value"]["text"] for letter in letters) == sorted(m.decode() for m in MALFORMED)
+    by_id = {
+        orjson.loads(letter["value"]["text"] + ("}" if letter["field"] == "" else ""))["event_id"]: letter
+        for letter in letters
+    }
+    assert by_id["bad-1"]["reason"].startswith("not valid JSON")
+    assert by_id["bad-2"]["field"] == "contact_id"
+    assert by_id["bad-3"]["field"] == "occurred_at" and "RFC 3339" in by_id["bad-3"]["reason"]
+    assert by_id["bad-4"]["field"] == "occurred_at" and "future" in by_id["bad-4"]["reason"]
+    for letter in letters:
+        origin = letter["origin"]
+        assert origin["topic"] == settings.input_topic
+        assert 0 <= origin["partition"] < settings.partitions and origin["offset"] >= 0
+
+
+def test_unkeyed_inputs_are_rekeyed_by_contact(make_settings, workers):
+    settings = make_settings()
+    lines = traffic_lines(2_000, 300, seed=5)
+    oracle = Oracle(lines)
+    workers(settings)
+    produce(settings, lines, keyed=False)
+    latest = wait_for(scores_equal_oracle(settings, oracle), timeout_s=90)
+    assert latest == oracle.snapshots
+    assert len(read_all(settings, settings.topic("events-by-contact"))) > 0
+
+
+def test_the_query_api_answers_for_contacts_on_every_partition(make_settings, workers):
+    settings = make_settings()
+    lines = traffic_lines(2_000, 400, seed=3)
+    oracle = Oracle(lines)
+    worker = workers(settings)
+    produce(settings, lines)
+    assert wait_for(scores_equal_oracle(settings, oracle), timeout_s=90) == oracle.snapshots
+
+    one_per_partition = {}
+    for contact_id in oracle.snapshots:
+        one_per_partition.setdefault(home_partition(contact_id.encode(), settings.partitions), contact_id)
+    assert len(one_per_partition) == settings.partitions
+    for contact_id in one_per_partition.values():
+        assert worker.get(f"/contacts/{contact_id}?at=last-event") == (200, oracle.snapshots[contact_id])
+    status, body = worker.get("/contacts/nobody-knows-me")
+    assert status == 404 and "unknown contact" in body["error"]
+    assert worker.get("/health")[1]["status"] == "ok"
+
+
+def test_a_graceful_restart_with_rocksdb_resumes_with_identical_state(make_settings, workers):
+    settings = make_settings(store="rocksdb://")
+    lines = traffic_lines(3_000, 400, seed=8)
+    first, second = lines[:1500], lines[1500:]
+    worker = workers(settings)
+    produce(settings, first)
+    assert wait_for(scores_equal_oracle(settings, Oracle(first)), timeout_s=90)
+    before = {cid: worker.get(f"/contacts/{cid}?at=last-event")[1] for cid in list(Oracle(first).snapshots)[:50]}
+
+    worker.stop()
+    worker.start()
+    after = {cid: worker.get(f"/contacts/{cid}?at=last-event")[1] for cid in before}
+    assert after == before
+
+    produce(settings, second)
+    oracle = Oracle(lines)
+    assert wait_for(scores_equal_oracle(settings, oracle), timeout_s=90) == oracle.snapshots
+
+
+def test_a_worker_killed_mid_stream_recovers_to_the_oracle(make_settings, workers):
+    settings = make_settings(store="rocksdb://")
+    lines = traffic_lines(40_000, 4_000, seed=13)
+    oracle = Oracle(lines)
+    produce(settings, lines)
+    worker = workers(settings)
+    assert wait_for(lambda: worker.scored() >= 2_000, timeout_s=60, interval_s=0.05)
+    worker.kill()
+    at_kill = latest_by_key(read_all(settings, settings.topic("contact-scores"), idle_s=0.5))
+    assert at_kill != oracle.snapshots, "the worker finished before it was killed: nothing was tested"
+    worker.start()
+    latest = wait_for(scores_equal_oracle(settings, oracle), timeout_s=120)
+    assert latest == oracle.snapshots
