@@ -65,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--idle-exit", type=float, default=None, help="stop after this many seconds without records")
     tail.add_argument("--raw", action="store_true", help="one JSON record per line, for scripts")
     tail.set_defaults(run=_tail)
+
+    demo = commands.add_parser("demo", help="local broker + worker + live synthetic traffic, with live counts")
+    demo.add_argument("--rate", type=float, default=200, help="events per second (default 200)")
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    demo.add_argument("--contacts", type=int, default=2_000, help="contacts in the synthetic audience")
+    demo.add_argument("--history-days", type=int, default=21, help="days of journeys the traffic spans")
+    demo.set_defaults(run=_demo)
     return parser
 
 
@@ -182,6 +189,13 @@ def _tail(args: argparse.Namespace) -> int:
 
     asyncio.run(follow())
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from streams.demo import DemoOptions, run_demo
+
+    options = DemoOptions(args.rate, args.duration, args.contacts, args.history_days)
+    return run_demo(_settings(), options)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ _PRODUCT = ("/product", "/product/integrations", "/customers/acme", "/pricing", 
 class Traffic:
     """Yields event dicts in time order; each contact follows one persona's journey."""
 
-    def __init__(self, seed: int, start_ms: int, span_ms: int, contacts: int) -> None:
+    def __init__(self, seed: int, start_ms: int, span_ms: int, contacts: int, id_prefix: str = "") -> None:
         self.random = random.Random(seed)
+        self.id_prefix = id_prefix
         self.start_ms = start_ms
         self.span_ms = span_ms
         self.contacts = contacts
@@ -56,7 +57,11 @@ class Traffic:
 
     def _event(self, contact: str, identified: bool, event_type: str, at: int, props: dict[str, Any]) -> dict[str, Any]:
         self.serial += 1
-        event: dict[str, Any] = {"event_id": f"ev-{self.serial:09d}", "type": event_type, "occurred_at": format_ms(at)}
+        event: dict[str, Any] = {
+            "event_id": f"{self.id_prefix}ev-{self.serial:09d}",
+            "type": event_type,
+            "occurred_at": format_ms(at),
+        }
         event["contact_id" if identified else "anonymous_id"] = contact
         event["source"] = "web" if event_type == "page_viewed" else "marketing"
         if props:
