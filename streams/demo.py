@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,11 +20,10 @@ import orjson
 from scoring.timeutil import now_ms
 from streams.console import describe
 from streams.kafka_io import bootstrap, ensure_topic, read_topic
+from streams.processes import LocalBroker, WorkerProcess
 from streams.settings import Settings
 from streams.traffic import DAY_MS, Traffic
 
-ROOT = Path(__file__).resolve().parents[1]
-BROKER_SCRIPT = ROOT / "deploy" / "kafka" / "broker.sh"
 STATE_DIR = Path(".leadpulse")
 MALFORMED_EVERY = 2_000  # one broken record now and then, to show the dead-letter path
 
@@ -42,93 +37,49 @@ class DemoOptions:
 
 
 def run_demo(settings: Settings, options: DemoOptions) -> int:
-    started_broker = False
-    worker: subprocess.Popen[bytes] | None = None
+    broker: LocalBroker | None = None
+    worker = WorkerProcess(settings, STATE_DIR / "demo-worker.log")
     try:
         if not _reachable(settings):
-            started_broker = _start_local_broker(settings)
-        worker = _start_worker(settings)
+            broker = _local_broker(settings)
+            print(f"no broker at {settings.broker}: starting a local one (deploy/kafka/broker.sh)...", file=sys.stderr)
+            broker.start()
+        asyncio.run(ensure_topic(settings, settings.input_topic))
+        print(
+            f"starting a worker (log: {worker.log_path}, http://{settings.web_host}:{settings.web_port}/health)...",
+            file=sys.stderr,
+        )
+        worker.start()
+        print("worker ready: sending traffic (Ctrl-C stops everything)", file=sys.stderr)
         asyncio.run(_live(settings, options, worker))
     except KeyboardInterrupt:
         print("\nstopping...", file=sys.stderr)
     finally:
-        if worker is not None:
-            _stop(worker)
-        if started_broker:
-            subprocess.run([str(BROKER_SCRIPT), "stop"], env=_broker_env(settings), check=False)
+        worker.stop()
+        if broker is not None:
+            broker.stop()
     return 0
 
 
-def _reachable(settings: Settings) -> bool:
+def _first_broker(settings: Settings) -> tuple[str, int]:
     host, _, port = bootstrap(settings).split(",")[0].rpartition(":")
-    with contextlib.suppress(OSError), socket.create_connection((host, int(port)), timeout=1):
+    return host, int(port)
+
+
+def _reachable(settings: Settings) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(_first_broker(settings), timeout=1):
         return True
     return False
 
 
-def _broker_env(settings: Settings) -> dict[str, str]:
-    port = bootstrap(settings).split(",")[0].rpartition(":")[2]
-    return {**os.environ, "KAFKA_PORT": port, "KAFKA_DATA_DIR": str((STATE_DIR / "kafka").resolve())}
+def _local_broker(settings: Settings) -> LocalBroker:
+    host, port = _first_broker(settings)
+    if host not in ("127.0.0.1", "localhost"):
+        raise SystemExit(f"leadpulse demo: no Kafka broker answers at {settings.broker}")
+    return LocalBroker(port, (STATE_DIR / "kafka").resolve())
 
 
-def _start_local_broker(settings: Settings) -> bool:
-    host = bootstrap(settings).split(",")[0].rpartition(":")[0]
-    if host not in ("127.0.0.1", "localhost") or not BROKER_SCRIPT.exists():
-        raise SystemExit(f"leadpulse demo: no Kafka broker answers at {settings.broker}; start one (docker compose up)")
-    print(f"no broker at {settings.broker}: starting a local one (deploy/kafka/broker.sh)...", file=sys.stderr)
-    done = subprocess.run(
-        [str(BROKER_SCRIPT), "start"], check=False, env=_broker_env(settings), stdout=subprocess.DEVNULL
-    )
-    if done.returncode != 0:
-        raise SystemExit("leadpulse demo: the local broker did not start (see the message above)")
-    return True
-
-
-def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    STATE_DIR.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPULSE_")}
-    env.update(settings.as_env())
-    log = (STATE_DIR / "demo-worker.log").open("ab")
-    print(
-        f"starting a worker (log: {STATE_DIR / 'demo-worker.log'}, web: http://{settings.web_host}:"
-        f"{settings.web_port}/health)...",
-        file=sys.stderr,
-    )
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=log)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
-async def _wait_ready(settings: Settings, worker: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
-    """Until the worker's /health lists its input partitions (output topics exist by then)."""
-    url = f"http://{settings.web_host}:{settings.web_port}/health"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise SystemExit(
-                f"leadpulse demo: the worker exited ({worker.returncode}); see {STATE_DIR}/demo-worker.log"
-            )
-        with contextlib.suppress(OSError, ValueError):
-            with urllib.request.urlopen(url, timeout=2) as response:
-                health = orjson.loads(response.read())
-            if any(p.startswith(f"{settings.input_topic}:") for p in health["assigned_partitions"]):
-                return
-        await asyncio.sleep(0.5)
-    raise SystemExit(f"leadpulse demo: the worker was not ready after {timeout_s:.0f}s")
-
-
-async def _live(settings: Settings, options: DemoOptions, worker: subprocess.Popen[bytes]) -> None:
-    await ensure_topic(settings, settings.input_topic)
-    await _wait_ready(settings, worker)
-    print("worker ready: sending traffic (Ctrl-C stops everything)", file=sys.stderr)
+async def _live(settings: Settings, options: DemoOptions, worker: WorkerProcess) -> None:
     counts: Counter[str] = Counter()
     watchers = [
         asyncio.create_task(_watch(settings, name, counts))
@@ -139,11 +90,8 @@ async def _live(settings: Settings, options: DemoOptions, worker: subprocess.Pop
     try:
         while deadline is None or time.monotonic() < deadline:
             await asyncio.sleep(2)
-            if worker.poll() is not None:
-                raise SystemExit(
-                    f"leadpulse demo: the worker stopped (exit {worker.returncode}); "
-                    f"see {STATE_DIR / 'demo-worker.log'}"
-                )
+            if not worker.running():
+                raise SystemExit(f"leadpulse demo: the worker stopped; see {worker.log_path}")
             print(
                 f"[{time.strftime('%H:%M:%S')}] events sent {counts['sent']:,} | snapshots {counts['contact-scores']:,}"
                 f" | stage changes {counts['stage-changes']:,} | hot leads {counts['hot-leads']:,}"

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from streams.processes import LocalBroker, WorkerProcess
 from streams.settings import Settings
-from tests.integration.harness import Broker, Worker, free_port
+from tests.integration.harness import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     """One real Kafka broker (KRaft) for the whole run, stopped by pid at the end."""
-    instance = Broker(port=free_port(), data_dir=tmp_path_factory.mktemp("kafka"))
+    instance = LocalBroker(port=free_port(), data_dir=tmp_path_factory.mktemp("kafka"))
     try:
         instance.start()
         yield instance
@@ -49,10 +50,10 @@ def make_settings(broker, tmp_path, request):
 @pytest.fixture
 def workers(tmp_path):
     """Start workers through this fixture: every one is stopped by pid at teardown."""
-    started: list[Worker] = []
+    started: list[WorkerProcess] = []
 
-    def start(settings: Settings) -> Worker:
-        worker = Worker(settings, tmp_path / f"worker-{len(started)}.log")
+    def start(settings: Settings) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log")
         started.append(worker)
         worker.start()
         return worker

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from tests.integration.harness import ROOT, free_port
+from streams.processes import ROOT
+from tests.integration.harness import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -116,7 +116,7 @@ def test_a_worker_killed_mid_stream_recovers_to_the_oracle(make_settings, worker
     oracle = Oracle(lines)
     produce(settings, lines)
     worker = workers(settings)
-    assert wait_for(lambda: worker.scored() >= 2_000, timeout_s=60, interval_s=0.05)
+    assert wait_for(lambda: worker.metric("leadpulse_events_total", 'outcome="scored"') >= 2_000, 60, 0.05)
     worker.kill()
     at_kill = latest_by_key(read_all(settings, settings.topic("contact-scores"), idle_s=0.5))
     assert at_kill != oracle.snapshots, "the worker finished before it was killed: nothing was tested"
