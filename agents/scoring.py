@@ -156,6 +156,10 @@ async def reschedule_cooling() -> None:
 
 @app.agent(topics.scoring_sources(app))
 async def score(stream: Any) -> None:
+    # Output topics exist before the first record is scored: a send to a topic that is
+    # still being created was seen to leave the producer's flush (and so every commit) hanging.
+    for topic in topics.outputs:
+        await topic.maybe_declare()
     async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
         await scorer.run(batch)
 

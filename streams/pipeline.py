@@ -65,13 +65,6 @@ def create_app(settings: Settings, *, autodiscover: tuple[str, ...] = ()) -> Pip
     metrics = Metrics.create()
     setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
     pipeline = Pipeline(settings, rules, app, topics, ContactTable(table), metrics)
-
-    @app.task
-    async def declare_outputs() -> None:
-        """Output topics are created at start so consumers can subscribe before any lead."""
-        for topic in topics.outputs:
-            await topic.maybe_declare()
-
     from streams.web import register_views
 
     register_views(pipeline)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,13 @@ from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BROKER_SCRIPT = ROOT / "deploy" / "kafka" / "broker.sh"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -58,13 +66,15 @@ class WorkerProcess:
     def pid(self) -> int | None:
         return None if self.process is None else self.process.pid
 
-    def start(self, timeout_s: float = 120) -> None:
+    def start(self, timeout_s: float = 120, *, wait_ready: bool = True) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPULSE_")}
         env.update(self.settings.as_env())
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(self.command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        if not wait_ready:
+            return
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -4,9 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.processes import LocalBroker, WorkerProcess
+from streams.processes import LocalBroker, WorkerProcess, free_port
 from streams.settings import Settings
-from tests.integration.harness import free_port
 
 pytestmark = pytest.mark.integration
 

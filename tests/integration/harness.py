@@ -4,7 +4,6 @@ streams.processes, stopped by pid by the fixtures in conftest.py."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -15,12 +14,6 @@ from streams.kafka_io import produce_lines, read_topic
 from streams.settings import Settings
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def produce(settings: Settings, lines: Iterable[bytes], *, keyed: bool = True) -> int:

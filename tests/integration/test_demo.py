@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from streams.processes import ROOT
-from tests.integration.harness import free_port
+from streams.processes import ROOT, free_port
 
 pytestmark = pytest.mark.integration
 
