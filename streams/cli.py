@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
     demo.add_argument("--contacts", type=int, default=2_000, help="contacts in the synthetic audience")
     demo.add_argument("--history-days", type=int, default=21, help="days of journeys the traffic spans")
+    demo.add_argument("--traffic-only", action="store_true", help="only send traffic and show outputs")
     demo.set_defaults(run=_demo)
     return parser
 
@@ -194,7 +195,7 @@ def _tail(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from streams.demo import DemoOptions, run_demo
 
-    options = DemoOptions(args.rate, args.duration, args.contacts, args.history_days)
+    options = DemoOptions(args.rate, args.duration, args.contacts, args.history_days, args.traffic_only)
     return run_demo(_settings(), options)
 
 

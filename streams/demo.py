@@ -34,28 +34,28 @@ class DemoOptions:
     duration_s: float | None
     contacts: int
     history_days: int
+    traffic_only: bool = False  # only send traffic and show outputs (docker compose runs the worker)
 
 
 def run_demo(settings: Settings, options: DemoOptions) -> int:
     broker: LocalBroker | None = None
-    worker = WorkerProcess(settings, STATE_DIR / "demo-worker.log")
+    worker = None if options.traffic_only else WorkerProcess(settings, STATE_DIR / "demo-worker.log")
     try:
-        if not _reachable(settings):
+        if worker is not None and not _reachable(settings):
             broker = _local_broker(settings)
             print(f"no broker at {settings.broker}: starting a local one (deploy/kafka/broker.sh)...", file=sys.stderr)
             broker.start()
         asyncio.run(ensure_topic(settings, settings.input_topic))
-        print(
-            f"starting a worker (log: {worker.log_path}, http://{settings.web_host}:{settings.web_port}/health)...",
-            file=sys.stderr,
-        )
-        worker.start()
-        print("worker ready: sending traffic (Ctrl-C stops everything)", file=sys.stderr)
+        if worker is not None:
+            print(f"starting a worker (log: {worker.log_path}, {settings.web_url}/health)...", file=sys.stderr)
+            worker.start()
+        print("sending traffic (Ctrl-C stops everything)", file=sys.stderr)
         asyncio.run(_live(settings, options, worker))
     except KeyboardInterrupt:
         print("\nstopping...", file=sys.stderr)
     finally:
-        worker.stop()
+        if worker is not None:
+            worker.stop()
         if broker is not None:
             broker.stop()
     return 0
@@ -79,7 +79,7 @@ def _local_broker(settings: Settings) -> LocalBroker:
     return LocalBroker(port, (STATE_DIR / "kafka").resolve())
 
 
-async def _live(settings: Settings, options: DemoOptions, worker: WorkerProcess) -> None:
+async def _live(settings: Settings, options: DemoOptions, worker: WorkerProcess | None) -> None:
     counts: Counter[str] = Counter()
     watchers = [
         asyncio.create_task(_watch(settings, name, counts))
@@ -90,7 +90,7 @@ async def _live(settings: Settings, options: DemoOptions, worker: WorkerProcess)
     try:
         while deadline is None or time.monotonic() < deadline:
             await asyncio.sleep(2)
-            if not worker.running():
+            if worker is not None and not worker.running():
                 raise SystemExit(f"leadpulse demo: the worker stopped; see {worker.log_path}")
             print(
                 f"[{time.strftime('%H:%M:%S')}] events sent {counts['sent']:,} | snapshots {counts['contact-scores']:,}"

@@ -43,7 +43,7 @@ def create_app(settings: Settings, *, autodiscover: tuple[str, ...] = ()) -> Pip
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_bind=settings.web_host,
-        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+        canonical_url=settings.web_url,  # where table_route sends requests for other partitions
         # FINDINGS: the defaults made each consumer-group join take ~30 s.
         broker_session_timeout=settings.session_timeout_s,
         broker_rebalance_timeout=settings.session_timeout_s,

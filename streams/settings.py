@@ -35,6 +35,7 @@ class Settings:
     rules: Path | None = None
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    advertised_url: str | None = None  # how other workers reach this one (default http://web_host:web_port)
     processing_guarantee: str = "at_least_once"
     cooling_interval_s: float = 60.0
     batch_size: int = 1000
@@ -82,6 +83,10 @@ class Settings:
                 "event-id de-duplication and deterministic output ids gives effectively-once results"
             )
         return cls(**values)
+
+    @property
+    def web_url(self) -> str:
+        return self.advertised_url or f"http://{self.web_host}:{self.web_port}"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
