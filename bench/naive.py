@@ -32,10 +32,10 @@ app = faust.App(
     broker_rebalance_timeout=settings.session_timeout_s,
     consumer_auto_offset_reset="earliest",
 )
-events = app.topic(settings.input_topic, key_type=bytes, value_type=bytes)
-scores = app.topic(settings.topic("contact-scores"), key_type=bytes, value_type=bytes)
-stage_changes = app.topic(settings.topic("stage-changes"), key_type=bytes, value_type=bytes)
-hot_leads = app.topic(settings.topic("hot-leads"), key_type=bytes, value_type=bytes)
+events = app.topic(settings.input_topic, key_serializer="raw", value_serializer="raw")
+scores = app.topic(settings.topic("contact-scores"), key_serializer="raw", value_serializer="raw")
+stage_changes = app.topic(settings.topic("stage-changes"), key_serializer="raw", value_serializer="raw")
+hot_leads = app.topic(settings.topic("hot-leads"), key_serializer="raw", value_serializer="raw")
 
 
 @app.task

@@ -140,7 +140,7 @@ def profile_run(bench: Bench, seconds: int) -> list[tuple[str, float]]:
     try:
         subprocess.run(
             [
-                "py-spy",
+                str(Path(sys.executable).parent / "py-spy"),
                 "record",
                 "--pid",
                 str(worker.pid),
