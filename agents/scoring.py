@@ -8,7 +8,7 @@ snapshot once. Sends are queued on the producer and flushed by Faust before it c
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from time import perf_counter
 from typing import Any
@@ -38,6 +38,12 @@ COOLING_BATCH = 5_000
 class BatchScorer:
     """Scores one batch; every table access runs in the partition context of its record."""
 
+    def __init__(self) -> None:
+        # Counted per batch and added to the Prometheus counters once: labels().inc() per
+        # record cost ~3% of the worker's time.
+        self.events: Counter[str] = Counter()
+        self.outputs: Counter[str] = Counter()
+
     async def run(self, batch: Sequence[Any]) -> None:
         started = perf_counter()
         by_partition: dict[int, list[Any]] = defaultdict(list)
@@ -55,6 +61,12 @@ class BatchScorer:
         for anchor, results in scored:
             with partition_of(anchor):
                 await self._store(results)
+        for outcome, count in self.events.items():
+            metrics.events.labels(outcome).inc(count)
+        for kind, count in self.outputs.items():
+            metrics.outputs.labels(kind).inc(count)
+        self.events.clear()
+        self.outputs.clear()
         metrics.batch_seconds.observe(perf_counter() - started)
         metrics.batch_events.observe(len(batch))
 
@@ -87,12 +99,12 @@ class BatchScorer:
                 message.key != key or message.partition != home_partition(key, settings.partitions)
             ):
                 await app.producer.send(topics.by_contact.get_topic_name(), key, message.value, None, None, None)
-                metrics.events.labels("rekeyed").inc()
+                self.events["rekeyed"] += 1
                 continue
             known = results.get(event.contact_id)
             state = known[0] if known else contacts.get(event.contact_id) or new_state(event.contact_id)
             applied = apply(state, event, rules)
-            metrics.events.labels(applied.outcome).inc()
+            self.events[applied.outcome] += 1
             if applied.outcome != "duplicate":
                 metrics.event_age_seconds.observe(max(0, clock - event.occurred_ms) / 1000)
                 await self._send_outputs(applied.outputs)
@@ -109,7 +121,7 @@ class BatchScorer:
             await app.producer.send(
                 topics.scores.get_topic_name(), contact_id.encode(), dumps(snapshot_record(view)), None, None, None
             )
-            metrics.outputs.labels("snapshot").inc()
+            self.outputs["snapshot"] += 1
             if settings.cooling_interval_s:
                 pipeline.cooling.set(contact_id, next_cooling_ms(state, rules))
 
@@ -123,7 +135,7 @@ class BatchScorer:
             await app.producer.send(
                 topic.get_topic_name(), output.contact_id.encode(), dumps(output_record(output)), None, None, None
             )
-            metrics.outputs.labels(kind).inc()
+            self.outputs[kind] += 1
 
     async def _dead_letter(self, message: Any, error: InvalidEvent, clock: int) -> None:
         record = dead_letter_record(
@@ -137,7 +149,7 @@ class BatchScorer:
             received_ms=clock,
         )
         await app.producer.send(topics.dead_letters.get_topic_name(), message.key, dumps(record), None, None, None)
-        metrics.events.labels("dead_letter").inc()
+        self.events["dead_letter"] += 1
         metrics.dead_letters.labels(error.field or "(record)").inc()
 
 

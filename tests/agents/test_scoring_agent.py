@@ -10,12 +10,20 @@ from agents import scoring
 from tests.factories import raw_event
 
 
-@pytest.fixture
-def sent(monkeypatch):
-    """Faust's test context does not start a producer: capture what the agent sends."""
-    send = AsyncMock()
-    monkeypatch.setattr(scoring.app.producer, "send", send)
+@pytest.fixture(autouse=True)
+def no_broker(monkeypatch):
+    """Faust's test context starts no producer: topic creation, sends and flushes are
+    captured instead (the integration tests cover them on a real broker)."""
+    for topic in scoring.topics.outputs:
+        monkeypatch.setattr(topic, "maybe_declare", AsyncMock())
+    monkeypatch.setattr(scoring.app.producer, "send", AsyncMock())
     monkeypatch.setattr(scoring.app.producer, "flush", AsyncMock())
+
+
+@pytest.fixture
+def sent():
+    """Records the agent sent, by topic attribute name."""
+    send = scoring.app.producer.send
 
     def by_topic(name):
         topic = getattr(scoring.topics, name).get_topic_name()
