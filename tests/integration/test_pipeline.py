@@ -3,7 +3,14 @@
 import orjson
 import pytest
 
+from schemas.outputs import snapshot_record
+from scoring.engine import snapshot
+from scoring.rules import load_rules
+from scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
+from streams.offline import score_lines
 from streams.partitioning import home_partition
+from streams.traffic import DAY_MS
+from tests.factories import raw_event
 from tests.integration.harness import latest_by_key, produce, read_all, wait_for
 from tests.integration.oracle import Oracle, traffic_lines
 
@@ -123,3 +130,38 @@ def test_a_worker_killed_mid_stream_recovers_to_the_oracle(make_settings, worker
     worker.start()
     latest = wait_for(scores_equal_oracle(settings, oracle), timeout_s=120)
     assert latest == oracle.snapshots
+
+
+def test_the_cooling_timer_publishes_decay_without_new_events(make_settings, workers):
+    settings = make_settings(cooling_interval_s=1.0)
+    long_ago = now_ms() - 40 * DAY_MS
+    at = format_ms(long_ago)
+    buyer = [
+        raw_event(
+            "profile_updated",
+            event_id="cool-p",
+            contact_id="cooling-c1",
+            occurred_at=at,
+            properties={"seniority": "c_level", "budget": 60000, "company_size": 300, "industry": "saas"},
+        ),
+        raw_event("demo_requested", event_id="cool-d", contact_id="cooling-c1", occurred_at=at),
+        raw_event("webinar_attended", event_id="cool-w", contact_id="cooling-c1", occurred_at=at),
+    ]
+    lines = [orjson.dumps(document) for document in buyer]
+    workers(settings)
+    produce(settings, lines)
+
+    def cooled():
+        snapshots = [orjson.loads(v) for _, v in read_all(settings, settings.topic("contact-scores"), idle_s=1.0)]
+        return snapshots if snapshots and snapshots[-1]["temperature_label"] != "hot" else None
+
+    snapshots = wait_for(cooled, timeout_s=60)
+    assert snapshots, "no cooled snapshot was published"
+    assert snapshots[0]["temperature_label"] == "hot"  # as of the events, 40 days ago
+    latest = snapshots[-1]
+    rules = load_rules()
+    run = score_lines(lines, rules)
+    expected = snapshot(run.contacts["cooling-c1"], parse_rfc3339_ms(latest["updated_at"]), rules)
+    assert latest == snapshot_record(expected)
+    hot_leads = read_all(settings, settings.topic("hot-leads"))
+    assert len(hot_leads) == 1
