@@ -43,3 +43,18 @@ def raw_event(event_type: str = "page_viewed", **fields: Any) -> dict[str, Any]:
     }
     document.update(fields)
     return document
+
+
+def buyer_documents(contact: str, at: str = "2026-10-01T09:00:00Z") -> list[dict[str, Any]]:
+    """A decision maker with budget who asks for a demo and attends a webinar: hot at once."""
+    return [
+        raw_event(
+            "profile_updated",
+            event_id=f"{contact}-p",
+            contact_id=contact,
+            occurred_at=at,
+            properties={"seniority": "c_level", "budget": 60000, "company_size": 300, "industry": "saas"},
+        ),
+        raw_event("demo_requested", event_id=f"{contact}-d", contact_id=contact, occurred_at=at),
+        raw_event("webinar_attended", event_id=f"{contact}-w", contact_id=contact, occurred_at=at),
+    ]

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from agents import scoring
-from tests.factories import raw_event
+from tests.factories import buyer_documents, raw_event
 
 
 @pytest.fixture(autouse=True)
@@ -41,24 +41,9 @@ async def settled(condition, timeout_s=5.0):
     return False
 
 
-def buyer_events(contact):
-    at = "2026-10-01T09:00:00Z"
-    return [
-        raw_event(
-            "profile_updated",
-            event_id=f"{contact}-p",
-            contact_id=contact,
-            occurred_at=at,
-            properties={"seniority": "c_level", "budget": 60000, "company_size": 300, "industry": "saas"},
-        ),
-        raw_event("demo_requested", event_id=f"{contact}-d", contact_id=contact, occurred_at=at),
-        raw_event("webinar_attended", event_id=f"{contact}-w", contact_id=contact, occurred_at=at),
-    ]
-
-
 async def test_events_update_the_table_and_publish_snapshot_stage_changes_and_a_hot_lead(sent):
     async with scoring.score.test_context() as agent:
-        for document in buyer_events("agent-c1"):
+        for document in buyer_documents("agent-c1"):
             await agent.put(orjson.dumps(document), key=b"agent-c1")
         assert await settled(lambda: len([k for k, _ in sent("hot_leads") if k == b"agent-c1"]) == 1)
         state = scoring.contacts.get("agent-c1")
@@ -102,7 +87,7 @@ async def test_alerts_are_flushed_to_the_broker_before_the_state_is_stored(monke
     monkeypatch.setattr(scoring.app.producer, "flush", AsyncMock(side_effect=lambda: order.append("flush")))
     monkeypatch.setattr(scoring.contacts, "put", lambda state: order.append("store"))
     async with scoring.score.test_context() as agent:
-        for document in buyer_events("agent-c5"):
+        for document in buyer_documents("agent-c5"):
             await agent.put(orjson.dumps(document), key=b"agent-c5")
         assert await settled(lambda: scoring.topics.hot_leads.get_topic_name() in order and "store" in order)
     hot = order.index(scoring.topics.hot_leads.get_topic_name())

@@ -10,7 +10,7 @@ from scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 from streams.offline import score_lines
 from streams.partitioning import home_partition
 from streams.traffic import DAY_MS
-from tests.factories import raw_event
+from tests.factories import buyer_documents
 from tests.integration.harness import latest_by_key, produce, read_all, wait_for
 from tests.integration.oracle import Oracle, traffic_lines
 
@@ -136,17 +136,7 @@ def test_the_cooling_timer_publishes_decay_without_new_events(make_settings, wor
     settings = make_settings(cooling_interval_s=1.0)
     long_ago = now_ms() - 40 * DAY_MS
     at = format_ms(long_ago)
-    buyer = [
-        raw_event(
-            "profile_updated",
-            event_id="cool-p",
-            contact_id="cooling-c1",
-            occurred_at=at,
-            properties={"seniority": "c_level", "budget": 60000, "company_size": 300, "industry": "saas"},
-        ),
-        raw_event("demo_requested", event_id="cool-d", contact_id="cooling-c1", occurred_at=at),
-        raw_event("webinar_attended", event_id="cool-w", contact_id="cooling-c1", occurred_at=at),
-    ]
+    buyer = buyer_documents("cooling-c1", at)
     lines = [orjson.dumps(document) for document in buyer]
     workers(settings)
     produce(settings, lines)

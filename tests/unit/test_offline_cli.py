@@ -6,7 +6,7 @@ import sys
 import orjson
 
 from streams.cli import main
-from tests.factories import raw_event
+from tests.factories import buyer_documents
 
 
 def write_events(path, documents, extra_lines=()):
@@ -14,24 +14,11 @@ def write_events(path, documents, extra_lines=()):
     path.write_bytes(b"\n".join(lines) + b"\n")
 
 
-def buyer(contact="c-1", day=1):
-    at = f"2026-10-{day:02d}T09:00:00Z"
-    return [
-        raw_event(
-            "profile_updated",
-            event_id=f"{contact}-p",
-            contact_id=contact,
-            occurred_at=at,
-            properties={"seniority": "c_level", "budget": 60000, "company_size": 300, "industry": "saas"},
-        ),
-        raw_event("demo_requested", event_id=f"{contact}-d", contact_id=contact, occurred_at=at),
-        raw_event("webinar_attended", event_id=f"{contact}-w", contact_id=contact, occurred_at=at),
-    ]
-
-
 def test_score_prints_one_snapshot_per_contact_sorted_by_id(tmp_path, capsysbinary):
     events = tmp_path / "events.jsonl"
-    write_events(events, buyer("c-2", 3) + buyer("c-1", 1))
+    write_events(
+        events, buyer_documents("c-2", "2026-10-03T09:00:00Z") + buyer_documents("c-1", "2026-10-01T09:00:00Z")
+    )
     assert main(["score", str(events)]) == 0
     rows = [orjson.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
     assert [r["contact_id"] for r in rows] == ["c-1", "c-2"]
@@ -42,7 +29,9 @@ def test_score_prints_one_snapshot_per_contact_sorted_by_id(tmp_path, capsysbina
 
 def test_last_event_evaluates_each_contact_at_its_own_latest_event(tmp_path, capsysbinary):
     events = tmp_path / "events.jsonl"
-    write_events(events, buyer("c-2", 3) + buyer("c-1", 1))
+    write_events(
+        events, buyer_documents("c-2", "2026-10-03T09:00:00Z") + buyer_documents("c-1", "2026-10-01T09:00:00Z")
+    )
     assert main(["score", "--at", "last-event", str(events)]) == 0
     rows = [orjson.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
     assert [r["updated_at"][:10] for r in rows] == ["2026-10-01", "2026-10-03"]
@@ -51,7 +40,7 @@ def test_last_event_evaluates_each_contact_at_its_own_latest_event(tmp_path, cap
 
 def test_bad_lines_are_skipped_and_reported_with_line_numbers(tmp_path, capsys):
     events = tmp_path / "events.jsonl"
-    write_events(events, buyer(), extra_lines=["{oops", '{"event_id": "x", "type": "page_viewed"}'])
+    write_events(events, buyer_documents("c-1"), extra_lines=["{oops", '{"event_id": "x", "type": "page_viewed"}'])
     assert main(["score", str(events)]) == 0
     captured = capsys.readouterr()
     assert "line 4: not valid JSON" in captured.err
@@ -62,14 +51,14 @@ def test_bad_lines_are_skipped_and_reported_with_line_numbers(tmp_path, capsys):
 
 def test_events_after_at_beyond_the_future_limit_are_refused(tmp_path, capsys):
     events = tmp_path / "events.jsonl"
-    write_events(events, buyer(day=5))
+    write_events(events, buyer_documents("c-1", "2026-10-05T09:00:00Z"))
     assert main(["score", "--at", "2026-10-01T00:00:00Z", str(events)]) == 0
     assert "occurred_at is" in capsys.readouterr().err
 
 
 def test_events_out_lists_stage_changes_and_hot_leads_in_processing_order(tmp_path, capsys):
     events, out = tmp_path / "events.jsonl", tmp_path / "out.jsonl"
-    write_events(events, buyer())
+    write_events(events, buyer_documents("c-1"))
     assert main(["score", "--events-out", str(out), str(events)]) == 0
     kinds = [(r["kind"], r.get("to_stage")) for r in map(orjson.loads, out.read_bytes().splitlines())]
     assert kinds == [("stage_change", "lead"), ("stage_change", "opportunity"), ("hot_lead", None)]
@@ -79,14 +68,14 @@ def test_a_bad_rules_file_exits_non_zero_naming_the_key(tmp_path, capsys):
     rules = tmp_path / "rules.toml"
     rules.write_text('version = "x"\n[categories.web]\ncap = "lots"\n')
     events = tmp_path / "events.jsonl"
-    write_events(events, buyer())
+    write_events(events, buyer_documents("c-1"))
     assert main(["score", "--rules", str(rules), str(events)]) == 2
     assert "categories.web.cap: expected a number" in capsys.readouterr().err
 
 
 def test_a_bad_at_value_exits_non_zero(tmp_path, capsys):
     events = tmp_path / "events.jsonl"
-    write_events(events, buyer())
+    write_events(events, buyer_documents("c-1"))
     assert main(["score", "--at", "tomorrow", str(events)]) == 2
 
 
