@@ -1,5 +1,7 @@
 """The pipeline on a real Kafka broker, checked against the offline scorer (the oracle)."""
 
+from dataclasses import replace
+
 import orjson
 import pytest
 
@@ -9,6 +11,7 @@ from scoring.rules import load_rules
 from scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 from streams.offline import score_lines
 from streams.partitioning import home_partition
+from streams.processes import free_port
 from streams.traffic import DAY_MS
 from tests.factories import buyer_documents
 from tests.integration.harness import latest_by_key, produce, read_all, wait_for
@@ -155,3 +158,26 @@ def test_the_cooling_timer_publishes_decay_without_new_events(make_settings, wor
     assert latest == snapshot_record(expected)
     hot_leads = read_all(settings, settings.topic("hot-leads"))
     assert len(hot_leads) == 1
+
+
+def test_two_workers_share_the_partitions_and_route_queries_to_the_owner(make_settings, workers, tmp_path):
+    first_settings = make_settings()
+    second_settings = replace(first_settings, web_port=free_port(), data_dir=tmp_path / "data-2")
+    lines = traffic_lines(3_000, 400, seed=17)
+    oracle = Oracle(lines)
+    first = workers(first_settings)
+    second = workers(second_settings)
+    produce(first_settings, lines)
+    assert wait_for(scores_equal_oracle(first_settings, oracle), timeout_s=120) == oracle.snapshots
+
+    owned = [
+        {p for p in worker.health()["assigned_partitions"] if p.startswith(f"{first_settings.input_topic}:")}
+        for worker in (first, second)
+    ]
+    assert owned[0] and owned[1] and not owned[0] & owned[1]
+    one_per_partition = {}
+    for contact_id in oracle.snapshots:
+        one_per_partition.setdefault(home_partition(contact_id.encode(), first_settings.partitions), contact_id)
+    for contact_id in one_per_partition.values():
+        assert first.get(f"/contacts/{contact_id}?at=last-event") == (200, oracle.snapshots[contact_id])
+        assert second.get(f"/contacts/{contact_id}?at=last-event") == (200, oracle.snapshots[contact_id])
