@@ -60,6 +60,6 @@ def workers(tmp_path):
     yield start
     for worker in started:
         worker.kill()
-    if os.environ.get("LEADPULSE_TEST_SHOW_LOGS"):
+    if os.environ.get("SHOW_WORKER_LOGS"):
         for worker in started:
             print(Path(worker.log_path).read_text(errors="replace")[-5000:])
