@@ -33,7 +33,7 @@ def make_settings(broker, tmp_path, request):
             "topic_prefix": f"{name}.",
             "input_topic": f"{name}.events",
             "partitions": 8,
-            "store": "rocksdb://",
+            "store": os.environ.get("TEST_STORE", "rocksdb://"),  # TEST_STORE=memory:// runs the suite in memory
             "data_dir": tmp_path / "data",
             "web_port": free_port(),
             "cooling_interval_s": 0.0,

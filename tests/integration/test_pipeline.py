@@ -120,8 +120,9 @@ def test_a_graceful_restart_with_rocksdb_resumes_with_identical_state(make_setti
     assert wait_for(scores_equal_oracle(settings, oracle), timeout_s=90) == oracle.snapshots
 
 
-def test_a_worker_killed_mid_stream_recovers_to_the_oracle(make_settings, workers):
-    settings = make_settings(store="rocksdb://")
+@pytest.mark.parametrize("store", ["rocksdb://", "memory://"])
+def test_a_worker_killed_mid_stream_recovers_to_the_oracle(make_settings, workers, store):
+    settings = make_settings(store=store)
     lines = traffic_lines(40_000, 4_000, seed=13)
     oracle = Oracle(lines)
     produce(settings, lines)
