@@ -85,6 +85,8 @@ class BatchScorer:
                     await self._send_outputs(applied.outputs)
                     if applied.outcome == "scored" or known:
                         results[contact_id] = (applied.state, max(at_ms, known[1] if known else 0))
+                    else:  # same band as before (clock skew, or rules changed): look again later
+                        pipeline.cooling.set(contact_id, next_cooling_ms(applied.state, rules, at_ms))
                 continue
             try:
                 event = decode_event(message.value)
@@ -123,7 +125,7 @@ class BatchScorer:
             )
             self.outputs["snapshot"] += 1
             if settings.cooling_interval_s:
-                pipeline.cooling.set(contact_id, next_cooling_ms(state, rules))
+                pipeline.cooling.set(contact_id, next_cooling_ms(state, rules, at_ms))
 
     async def _send_outputs(self, outputs: tuple[Output, ...]) -> None:
         for output in outputs:

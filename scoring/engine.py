@@ -198,11 +198,11 @@ def stage_of(state: ContactState, rules: Rules) -> str:
     return FUNNEL_STAGES[level]
 
 
-def next_cooling_ms(state: ContactState, rules: Rules) -> int | None:
-    """When the contact's temperature will next drop if nothing happens, or None when it is
-    already cold. Found by bisection on time, so the cooling timer can schedule each contact
-    once instead of scanning the table every tick."""
-    start = state.last_event_ms
+def next_cooling_ms(state: ContactState, rules: Rules, from_ms: int | None = None) -> int | None:
+    """When the temperature the contact has at `from_ms` (default: its latest event) will next
+    drop if nothing happens, or None when it is cold by then. Found by bisection on time, so the
+    cooling timer can schedule each contact once per band instead of scanning the table."""
+    start = state.last_event_ms if from_ms is None else max(from_ms, state.last_event_ms)
     temperature = rules.temperature(_score(state, start, rules)[2])
     if temperature <= 1:
         return None

@@ -206,6 +206,18 @@ def test_cooling_is_scheduled_at_the_next_band_drop():
     assert snapshot(state, due - 120_000, RULES).temperature == band
 
 
+def test_cooling_is_scheduled_band_after_band():
+    state, _ = fold(
+        event("profile_updated", T0, seniority="c_level", budget=60_000, company_size=300, industry="saas"),
+        event("demo_requested", T0),
+        event("webinar_attended", T0),
+    )
+    bands, due = [snapshot(state, T0, RULES).temperature], T0
+    while (due := next_cooling_ms(state, RULES, due)) is not None:
+        bands.append(snapshot(state, due, RULES).temperature)
+    assert bands == [4, 3, 2]  # fit 80 alone keeps the score at 32: cool, never cold
+
+
 def test_a_cold_contact_needs_no_cooling_check():
     state, _ = fold(event("email_opened", T0))
     assert next_cooling_ms(state, RULES) is None
