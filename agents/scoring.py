@@ -2,8 +2,9 @@
 
 Per batch: decode and validate each record (invalid -> dead letters), forward records that
 sit on the wrong partition for their contact to the re-keyed topic, fold the rest into the
-contact states with the scoring core, then write each touched contact once and send its
-snapshot once. Sends are queued on the producer and flushed by Faust before it commits.
+contact states with the scoring core, wait until the stage changes, hot leads and dead
+letters are on the broker, then write each touched contact once and send its snapshot once.
+Faust flushes the rest (changelog, snapshots) before it commits the input offsets.
 """
 
 from __future__ import annotations
