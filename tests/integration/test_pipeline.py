@@ -182,3 +182,18 @@ def test_two_workers_share_the_partitions_and_route_queries_to_the_owner(make_se
     for contact_id in one_per_partition.values():
         assert first.get(f"/contacts/{contact_id}?at=last-event") == (200, oracle.snapshots[contact_id])
         assert second.get(f"/contacts/{contact_id}?at=last-event") == (200, oracle.snapshots[contact_id])
+
+
+def test_a_worker_joining_mid_stream_takes_partitions_over_without_changing_the_result(
+    make_settings, workers, tmp_path
+):
+    first_settings = make_settings()
+    second_settings = replace(first_settings, web_port=free_port(), data_dir=tmp_path / "data-2")
+    lines = traffic_lines(40_000, 4_000, seed=19)
+    oracle = Oracle(lines)
+    produce(first_settings, lines)
+    first = workers(first_settings)
+    assert wait_for(lambda: first.metric("leadpulse_events_total", 'outcome="scored"') >= 2_000, 60, 0.05)
+    second = workers(second_settings)
+    assert wait_for(scores_equal_oracle(first_settings, oracle), timeout_s=180) == oracle.snapshots
+    assert second.metric("leadpulse_events_total", 'outcome="scored"') > 0, "the second worker scored nothing"
