@@ -151,7 +151,8 @@ def test_the_cooling_timer_publishes_decay_without_new_events(make_settings, wor
 
     snapshots = wait_for(cooled, timeout_s=60)
     assert snapshots, "no cooled snapshot was published"
-    assert snapshots[0]["temperature_label"] == "hot"  # as of the events, 40 days ago
+    # As of the events, 40 days ago, the contact was hot (earlier batches may hold only a part).
+    assert any(earlier["temperature_label"] == "hot" for earlier in snapshots[:-1])
     latest = snapshots[-1]
     rules = load_rules()
     run = score_lines(lines, rules)
