@@ -287,19 +287,10 @@ def _merge_profile(
 def _score(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, float, int]:
     """(fit, engagement, score) at `at_ms`; parts rounded to 0.1 before combining so that the
     published numbers add up."""
-    criteria = rules.fit
-    fit_total = 0.0
-    for attribute, known in state.profile.items():
-        criterion = criteria.get(attribute)
-        if criterion is not None:
-            fit_total += criterion.points(known.value)
-    fit = round(_clamp(fit_total), 1)
+    fit = round(_clamp(sum(points for _, _, points in _fit_points(state, rules))), 1)
     per_category: dict[str, float] = {}
-    categories, half_life = rules.signal_categories, rules.half_life_ms
-    for name, summed in state.signals.items():
-        category_name = categories.get(name)
-        if category_name is not None:
-            per_category[category_name] = per_category.get(category_name, 0.0) + _decayed(summed, at_ms, half_life)
+    for _, category_name, value in _decayed_signals(state, at_ms, rules):
+        per_category[category_name] = per_category.get(category_name, 0.0) + value
     total = 0.0
     for category_name, value in per_category.items():
         category = rules.categories[category_name]
