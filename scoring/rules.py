@@ -63,17 +63,8 @@ class FitCriterion:
     match: str
     values: dict[str, float] = field(default_factory=dict)
     ranges: tuple[tuple[float, float], ...] = ()
-    _memo: dict[tuple[type, PropertyValue], float] = field(default_factory=dict, compare=False, repr=False)
 
     def points(self, value: PropertyValue) -> float:
-        """Memoized: profiles repeat a few values, and fit is read on every event."""
-        key = (type(value), value)
-        known = self._memo.get(key)
-        if known is None:
-            known = self._memo[key] = self._points(value)
-        return known
-
-    def _points(self, value: PropertyValue) -> float:
         if self.match == "ranges":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 return 0.0
