@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,7 +80,7 @@ def _settings() -> Settings:
 
 
 def _rules_from(path: Path | None) -> Rules:
-    return load_rules(path if path is not None else os.environ.get("LEADPULSE_RULES") or None)
+    return load_rules(path if path is not None else _settings().rules)
 
 
 def _rules_check(args: argparse.Namespace) -> int:
@@ -177,10 +176,10 @@ def _tail(args: argparse.Namespace) -> int:
 
     from streams.console import describe
     from streams.kafka_io import read_topic
+    from streams.topics import NAMES
 
     settings = _settings()
-    known = ("contact-scores", "stage-changes", "hot-leads", "dead-letters", "events-by-contact", "cooling-ticks")
-    topic = settings.topic(args.topic) if args.topic in known else args.topic
+    topic = settings.topic(args.topic) if args.topic in NAMES else args.topic
 
     async def follow() -> None:
         async for _key, value in read_topic(

@@ -22,6 +22,7 @@ from streams.console import describe
 from streams.kafka_io import bootstrap, ensure_topic, read_topic
 from streams.processes import LocalBroker, WorkerProcess
 from streams.settings import Settings
+from streams.topics import DEAD_LETTERS, HOT_LEADS, SCORES, STAGE_CHANGES
 from streams.traffic import DAY_MS, Traffic
 
 STATE_DIR = Path(".leadpulse")
@@ -82,8 +83,7 @@ def _local_broker(settings: Settings) -> LocalBroker:
 async def _live(settings: Settings, options: DemoOptions, worker: WorkerProcess | None) -> None:
     counts: Counter[str] = Counter()
     watchers = [
-        asyncio.create_task(_watch(settings, name, counts))
-        for name in ("contact-scores", "stage-changes", "hot-leads", "dead-letters")
+        asyncio.create_task(_watch(settings, name, counts)) for name in (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS)
     ]
     producer = asyncio.create_task(_produce(settings, options, counts))
     deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
@@ -93,9 +93,9 @@ async def _live(settings: Settings, options: DemoOptions, worker: WorkerProcess 
             if worker is not None and not worker.running():
                 raise SystemExit(f"leadpulse demo: the worker stopped; see {worker.log_path}")
             print(
-                f"[{time.strftime('%H:%M:%S')}] events sent {counts['sent']:,} | snapshots {counts['contact-scores']:,}"
-                f" | stage changes {counts['stage-changes']:,} | hot leads {counts['hot-leads']:,}"
-                f" | dead letters {counts['dead-letters']:,}",
+                f"[{time.strftime('%H:%M:%S')}] events sent {counts['sent']:,} | snapshots {counts[SCORES]:,}"
+                f" | stage changes {counts[STAGE_CHANGES]:,} | hot leads {counts[HOT_LEADS]:,}"
+                f" | dead letters {counts[DEAD_LETTERS]:,}",
                 flush=True,
             )
     finally:
@@ -107,7 +107,7 @@ async def _live(settings: Settings, options: DemoOptions, worker: WorkerProcess 
 async def _watch(settings: Settings, name: str, counts: Counter[str]) -> None:
     async for _key, value in read_topic(settings, settings.topic(name), from_beginning=False, idle_timeout_s=None):
         counts[name] += 1
-        if name in ("hot-leads", "dead-letters"):
+        if name in (HOT_LEADS, DEAD_LETTERS):
             print(describe(value), flush=True)
 
 

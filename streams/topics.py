@@ -11,6 +11,14 @@ import faust
 from streams.settings import Settings
 
 RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+BY_CONTACT, COOLING, SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS = NAMES = (
+    "events-by-contact",
+    "cooling-ticks",
+    "contact-scores",
+    "stage-changes",
+    "hot-leads",
+    "dead-letters",
+)  # each gets LEADPULSE_TOPIC_PREFIX in front
 
 
 @dataclass(frozen=True)
@@ -49,10 +57,10 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
 
     return Topics(
         events=app.topic(settings.input_topic, partitions=partitions, replicas=replicas, **RAW),
-        by_contact=topic("events-by-contact", internal=True),
-        cooling=topic("cooling-ticks", internal=True, retention=86_400.0),
-        scores=topic("contact-scores", internal=True, compacting=True),
-        stage_changes=topic("stage-changes", internal=True),
-        hot_leads=topic("hot-leads", internal=True),
-        dead_letters=topic("dead-letters", internal=True),
+        by_contact=topic(BY_CONTACT, internal=True),
+        cooling=topic(COOLING, internal=True, retention=86_400.0),
+        scores=topic(SCORES, internal=True, compacting=True),
+        stage_changes=topic(STAGE_CHANGES, internal=True),
+        hot_leads=topic(HOT_LEADS, internal=True),
+        dead_letters=topic(DEAD_LETTERS, internal=True),
     )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from schemas.outputs import dumps, snapshot_record
 from scoring.engine import snapshot
 from scoring.timeutil import now_ms, parse_rfc3339_ms
+from streams.offline import LAST_EVENT
 
 if TYPE_CHECKING:
     from streams.pipeline import Pipeline
@@ -24,7 +25,7 @@ def register_views(pipeline: Pipeline) -> None:
         if state is None:
             return web.json({"error": f"unknown contact {contact_id!r}"}, status=404)
         at = request.query.get("at")
-        if at == "last-event":
+        if at == LAST_EVENT:
             at_ms = state.last_event_ms
         elif at:
             try:
