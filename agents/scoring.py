@@ -22,6 +22,7 @@ from scoring.engine import HotLead, Output, apply, future_reason, new_state, nex
 from scoring.state import ContactState
 from scoring.timeutil import now_ms
 from streams.app import pipeline
+from streams.outbox import Outbox, kafka_producer
 from streams.partitioning import home_partition
 from streams.tables import partition_of
 
@@ -51,17 +52,22 @@ class BatchScorer:
         for event in batch:
             by_partition[event.message.partition].append(event)
         clock = now_ms()
-        scored: list[tuple[Any, dict[str, tuple[ContactState, int]]]] = []
-        for events in by_partition.values():
+        producer = kafka_producer(app)
+        alerts, stored = Outbox(), Outbox()
+        scored: list[tuple[int, Any, dict[str, tuple[ContactState, int]]]] = []
+        for partition, events in by_partition.items():
             with partition_of(events[-1]):
-                scored.append((events[-1], await self._score_partition(events, clock)))
+                results = await self._score_partition(partition, events, clock, alerts)
+            scored.append((partition, events[-1], results))
         # Stage changes, hot leads and dead letters reach the broker before the states that
         # produced them are stored: after a crash, an event replayed onto a stored state is a
         # duplicate and would not emit them again.
+        await alerts.send(producer)
         await app.producer.flush()
-        for anchor, results in scored:
+        for partition, anchor, results in scored:
             with partition_of(anchor):
-                await self._store(results)
+                self._store(partition, results, stored)
+        await stored.send(producer)  # Faust flushes these before it commits the input offsets
         for outcome, count in self.events.items():
             metrics.events.labels(outcome).inc(count)
         for kind, count in self.outputs.items():
@@ -71,8 +77,12 @@ class BatchScorer:
         metrics.batch_seconds.observe(perf_counter() - started)
         metrics.batch_events.observe(len(batch))
 
-    async def _score_partition(self, events: list[Any], clock: int) -> dict[str, tuple[ContactState, int]]:
-        """Fold the records of one partition; returns contact -> (new state, snapshot time)."""
+    async def _score_partition(
+        self, partition: int, events: list[Any], clock: int, alerts: Outbox
+    ) -> dict[str, tuple[ContactState, int]]:
+        """Fold the records of one partition; returns contact -> (new state, snapshot time).
+        Outputs are keyed by contact, and every output topic has the input's partitions, so
+        a contact's outputs go to its own partition number."""
         results: dict[str, tuple[ContactState, int]] = {}
         for record in events:
             message = record.message
@@ -83,7 +93,7 @@ class BatchScorer:
                 if state is not None:
                     at_ms = max(orjson.loads(message.value)["at_ms"], state.last_event_ms)
                     applied = reevaluate(state, at_ms, rules)
-                    await self._send_outputs(applied.outputs)
+                    self._add_outputs(partition, applied.outputs, alerts)
                     if applied.outcome == "scored" or known:
                         results[contact_id] = (applied.state, max(at_ms, known[1] if known else 0))
                     else:  # same band as before (clock skew, or rules changed): look again later
@@ -110,34 +120,31 @@ class BatchScorer:
             self.events[applied.outcome] += 1
             if applied.outcome != "duplicate":
                 metrics.event_age_seconds.observe(max(0, clock - event.occurred_ms) / 1000)
-                await self._send_outputs(applied.outputs)
+                self._add_outputs(partition, applied.outputs, alerts)
             # A duplicate is stored and published again too: it may be the replay of an event
             # whose state reached the local store but whose changelog or snapshot was lost.
             results[event.contact_id] = (applied.state, max(applied.state.last_event_ms, known[1] if known else 0))
         return results
 
-    async def _store(self, results: dict[str, tuple[ContactState, int]]) -> None:
+    def _store(self, partition: int, results: dict[str, tuple[ContactState, int]], outbox: Outbox) -> None:
         """One table write and one snapshot per contact per batch."""
+        contacts.put_many(partition, (state for state, _ in results.values()), outbox)
+        scores = topics.scores.get_topic_name()
         for contact_id, (state, at_ms) in results.items():
-            contacts.put(state)
             view = snapshot(state, at_ms, rules)
-            await app.producer.send(
-                topics.scores.get_topic_name(), contact_id.encode(), dumps(snapshot_record(view)), None, None, None
-            )
-            self.outputs["snapshot"] += 1
+            outbox.add(scores, partition, contact_id.encode(), dumps(snapshot_record(view)))
             if settings.cooling_interval_s:
                 pipeline.cooling.set(contact_id, next_cooling_ms(state, rules, at_ms))
+        self.outputs["snapshot"] += len(results)
 
-    async def _send_outputs(self, outputs: tuple[Output, ...]) -> None:
+    def _add_outputs(self, partition: int, outputs: tuple[Output, ...], outbox: Outbox) -> None:
         for output in outputs:
             topic, kind = (
                 (topics.hot_leads, "hot_lead")
                 if isinstance(output, HotLead)
                 else (topics.stage_changes, "stage_change")
             )
-            await app.producer.send(
-                topic.get_topic_name(), output.contact_id.encode(), dumps(output_record(output)), None, None, None
-            )
+            outbox.add(topic.get_topic_name(), partition, output.contact_id.encode(), dumps(output_record(output)))
             self.outputs[kind] += 1
 
     async def _dead_letter(self, message: Any, error: InvalidEvent, clock: int) -> None:

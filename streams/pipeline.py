@@ -15,6 +15,7 @@ from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.tables import ContactTable
 from streams.topics import Topics, declare_topics
+from streams.transport import App
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Pipeline:
 
 def create_app(settings: Settings, *, autodiscover: tuple[str, ...] = ()) -> Pipeline:
     rules = load_rules(settings.rules)
-    app = faust.App(
+    app = App(
         settings.app_id,
         broker=settings.broker,
         store=settings.store,

@@ -9,13 +9,16 @@ be stored under another partition and restored wrongly after a rebalance.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from faust.streams import _current_event
+from faust.types import TP
 
 from scoring.state import ContactState, from_bytes, to_bytes
+from streams.outbox import Outbox
 
 
 @contextmanager
@@ -35,8 +38,18 @@ class ContactTable:
         data = self.table.get(contact_id.encode())
         return None if data is None else from_bytes(data)
 
-    def put(self, state: ContactState) -> None:
-        self.table[state.contact_id.encode()] = to_bytes(state)
+    def put_many(self, partition: int, states: Iterable[ContactState], outbox: Outbox) -> None:
+        """Write the local store now and queue one changelog record per contact in `outbox`;
+        run in `partition_of` an event of `partition`. Faust's `table[key] = value` would send
+        each changelog record on its own; the persisted offset (where recovery resumes) is
+        set the way Faust sets it, once the broker has the records."""
+        store = self.table.data
+        changelog = self.table.changelog_topic.get_topic_name()
+        for state in states:
+            key, value = state.contact_id.encode(), to_bytes(state)
+            store[key] = value
+            outbox.add(changelog, partition, key, value)
+        outbox.on_delivered(changelog, partition, partial(store.set_persisted_offset, TP(changelog, partition)))
 
     def items(self) -> Iterator[tuple[str, ContactState]]:
         for key, data in self.table.items():

@@ -1,6 +1,7 @@
 """The scoring agent in Faust's test context: records in, table and sends out."""
 
 import asyncio
+from types import SimpleNamespace
 from unittest.mock import AsyncMock
 
 import orjson
@@ -10,24 +11,58 @@ from agents import scoring
 from tests.factories import buyer_documents, raw_event
 
 
+class BatchCapture:
+    """Stands in for aiokafka's batch interface (create_batch / send_batch), which needs a
+    started producer; the integration tests send real batches to a real broker."""
+
+    def __init__(self):
+        self.batches = []  # (topic, partition, [(key, value)])
+
+    def create_batch(self):
+        return CapturedBatch()
+
+    async def send_batch(self, batch, topic, *, partition):
+        self.batches.append((topic, partition, batch.records))
+        delivered = asyncio.get_running_loop().create_future()
+        delivered.set_result(SimpleNamespace(offset=len(self.batches)))
+        return delivered
+
+
+class CapturedBatch:
+    def __init__(self):
+        self.records = []
+
+    def append(self, *, key, value, timestamp):
+        self.records.append((key, value))
+        return len(self.records)
+
+    def record_count(self):
+        return len(self.records)
+
+
 @pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
+def batches(monkeypatch):
     """Faust's test context starts no producer: topic creation, sends and flushes are
     captured instead (the integration tests cover them on a real broker)."""
     for topic in scoring.topics.outputs:
         monkeypatch.setattr(topic, "maybe_declare", AsyncMock())
     monkeypatch.setattr(scoring.app.producer, "send", AsyncMock())
     monkeypatch.setattr(scoring.app.producer, "flush", AsyncMock())
+    capture = BatchCapture()
+    monkeypatch.setattr(scoring, "kafka_producer", lambda app: capture)
+    return capture
 
 
 @pytest.fixture
-def sent():
-    """Records the agent sent, by topic attribute name."""
+def sent(batches):
+    """Records the agent sent (one by one or in batches), by topic attribute name."""
     send = scoring.app.producer.send
 
     def by_topic(name):
         topic = getattr(scoring.topics, name).get_topic_name()
-        return [(args[1], orjson.loads(args[2])) for args, _ in send.call_args_list if args[0] == topic]
+        one_by_one = [(args[1], args[2]) for args, _ in send.call_args_list if args[0] == topic]
+        batched = [record for to, _, records in batches.batches if to == topic for record in records]
+        return [(key, orjson.loads(value)) for key, value in one_by_one + batched]
 
     return by_topic
 
@@ -79,13 +114,19 @@ async def test_a_redelivered_event_changes_nothing_and_republishes_the_same_snap
     assert len([key for key, _ in sent("stage_changes") if key == b"agent-c3"]) == 1
 
 
-async def test_alerts_are_flushed_to_the_broker_before_the_state_is_stored(monkeypatch):
+async def test_alerts_are_flushed_to_the_broker_before_the_state_is_stored(monkeypatch, batches):
     """After a crash a replayed event is a duplicate for a stored state: its alerts must
     already be on the broker."""
     order = []
-    monkeypatch.setattr(scoring.app.producer, "send", AsyncMock(side_effect=lambda topic, *a: order.append(topic)))
+    send_batch = batches.send_batch
+
+    async def record_topic(batch, topic, *, partition):
+        order.append(topic)
+        return await send_batch(batch, topic, partition=partition)
+
+    monkeypatch.setattr(batches, "send_batch", record_topic)
     monkeypatch.setattr(scoring.app.producer, "flush", AsyncMock(side_effect=lambda: order.append("flush")))
-    monkeypatch.setattr(scoring.contacts, "put", lambda state: order.append("store"))
+    monkeypatch.setattr(scoring.contacts, "put_many", lambda partition, states, outbox: order.append("store"))
     async with scoring.score.test_context() as agent:
         for document in buyer_documents("agent-c5"):
             await agent.put(orjson.dumps(document), key=b"agent-c5")
