@@ -4,6 +4,7 @@ compares and serializes exactly; text forms are RFC 3339 (input) and ISO 8601 UT
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
@@ -37,8 +38,10 @@ def parse_rfc3339_ms(text: str) -> int:
 
 
 def format_ms(ms: int) -> str:
-    """Epoch ms -> '2026-11-26T09:30:00.000Z' (fixed width, sorts as text)."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """Epoch ms -> '2026-11-26T09:30:00.000Z' (fixed width, sorts as text). Via time.gmtime:
+    half the cost of a datetime, and every published record carries one."""
+    seconds, millis = divmod(ms, 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{millis:03d}Z"
 
 
 def now_ms() -> int:

@@ -5,6 +5,8 @@ whole record batches.
 ~15% of a worker's time when every event yields a snapshot and a changelog record. aiokafka's
 batch interface (`create_batch` / `send_batch`) appends a record into a buffer instead; the
 producer's `flush()` (which Faust awaits before committing offsets) covers these batches too.
+A closed batch is sent at once: `flush()` does not end the producer's linger (10 ms), so an
+open one would hold every batch of the agent for that long.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Outbox:
                     batch = producer.create_batch()
                     batch.append(key=key, value=value, timestamp=None)
             last_offset_in_batch = batch.record_count() - 1
+            batch.close()  # complete: the producer sends it without lingering
             delivery = await producer.send_batch(batch, topic, partition=partition)
             callback = self._on_delivered.get((topic, partition))
             if callback is not None:

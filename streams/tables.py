@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
+import rocksdict
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event
 from faust.types import TP
 
@@ -43,14 +45,27 @@ class ContactTable:
         run in `partition_of` an event of `partition`. Faust's `table[key] = value` would send
         each changelog record on its own; the persisted offset (where recovery resumes) is
         set the way Faust sets it, once the broker has the records."""
-        store = self.table.data
         changelog = self.table.changelog_topic.get_topic_name()
-        for state in states:
-            key, value = state.contact_id.encode(), to_bytes(state)
-            store[key] = value
+        records = [(state.contact_id.encode(), to_bytes(state)) for state in states]
+        for key, value in records:
             outbox.add(changelog, partition, key, value)
+        store = self.table.data
+        _write_local(store, partition, records)
         outbox.on_delivered(changelog, partition, partial(store.set_persisted_offset, TP(changelog, partition)))
 
     def items(self) -> Iterator[tuple[str, ContactState]]:
         for key, data in self.table.items():
             yield key.decode(), from_bytes(data)
+
+
+def _write_local(store: Any, partition: int, records: list[tuple[bytes, bytes]]) -> None:
+    """RocksDB gets one write batch per partition (as Faust's own changelog recovery writes
+    it; a put per key cost ~5% of the worker); other stores a plain assignment per key."""
+    if isinstance(store, RocksDBStore) and store.use_rocksdict:
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in records:
+            batch.put(key, value)
+        store._db_for_partition(partition).write(batch)
+    else:
+        for key, value in records:
+            store[key] = value

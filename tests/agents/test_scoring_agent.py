@@ -39,6 +39,9 @@ class CapturedBatch:
     def record_count(self):
         return len(self.records)
 
+    def close(self):
+        pass
+
 
 @pytest.fixture(autouse=True)
 def batches(monkeypatch):
