@@ -15,6 +15,7 @@ from time import perf_counter
 from typing import Any
 
 import orjson
+from faust.exceptions import PartitionsMismatch
 
 from schemas.events import InvalidEvent, decode_event
 from schemas.outputs import dead_letter_record, dumps, output_record, snapshot_record
@@ -25,6 +26,7 @@ from streams.app import pipeline
 from streams.outbox import Outbox, kafka_producer
 from streams.partitioning import home_partition
 from streams.tables import partition_of
+from streams.topics import partition_mismatch
 
 app = pipeline.app
 settings = pipeline.settings
@@ -182,6 +184,14 @@ async def score(stream: Any) -> None:
     # still being created was seen to leave the producer's flush (and so every commit) hanging.
     for topic in topics.outputs:
         await topic.maybe_declare()
+    mismatch = await partition_mismatch(
+        kafka_producer(app),
+        [topics.scores, topics.stage_changes, topics.hot_leads, contacts.table.changelog_topic],
+        settings.partitions,
+    )
+    if mismatch:
+        await app.crash(PartitionsMismatch(mismatch))
+        return
     async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
         await scorer.run(batch)
 

@@ -3,10 +3,12 @@ values are raw bytes (JSON encoded with orjson by schemas.outputs)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaProducer
 
 from streams.settings import Settings
 
@@ -64,3 +66,17 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         hot_leads=topic(HOT_LEADS, internal=True),
         dead_letters=topic(DEAD_LETTERS, internal=True),
     )
+
+
+async def partition_mismatch(producer: AIOKafkaProducer, topics: Sequence[Any], partitions: int) -> str | None:
+    """The agent writes a contact's outputs and changelog to the partition number its input
+    came from: a topic created elsewhere with another count would scatter them."""
+    for topic in topics:
+        name = topic.get_topic_name()
+        found = len(await producer.partitions_for(name))
+        if found != partitions:
+            return (
+                f"topic {name} has {found} partitions, LEADPULSE_PARTITIONS is {partitions}: "
+                "every output topic and the table changelog need the input's partition count"
+            )
+    return None

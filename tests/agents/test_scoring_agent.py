@@ -21,6 +21,9 @@ class BatchCapture:
     def create_batch(self):
         return CapturedBatch()
 
+    async def partitions_for(self, topic):
+        return set(range(scoring.settings.partitions))
+
     async def send_batch(self, batch, topic, *, partition):
         self.batches.append((topic, partition, batch.records))
         delivered = asyncio.get_running_loop().create_future()
