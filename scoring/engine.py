@@ -7,7 +7,7 @@ worker and the offline scorer therefore compute the same table from the same eve
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
@@ -157,18 +157,12 @@ def reevaluate(state: ContactState, at_ms: int, rules: Rules) -> Applied:
 
 
 def snapshot(state: ContactState, at_ms: int, rules: Rules) -> Snapshot:
-    fit, engagement, score = _score(state, at_ms, rules)
+    fit_points = list(_fit_points(state, rules))
+    decayed = list(_decayed_signals(state, at_ms, rules))
+    fit, engagement, score = _combine(fit_points, decayed, rules)
     temperature = rules.temperature(score)
-    reasons = [
-        Reason(f"{attribute}: {value}", "fit", points)
-        for attribute, value, points in _fit_points(state, rules)
-        if points
-    ]
-    reasons.extend(
-        Reason(name, "engagement", rounded)
-        for name, _, value in _decayed_signals(state, at_ms, rules)
-        if (rounded := round(value, 1))
-    )
+    reasons = [Reason(f"{attribute}: {value}", "fit", points) for attribute, value, points in fit_points if points]
+    reasons.extend(Reason(name, "engagement", rounded) for name, _, value in decayed if (rounded := round(value, 1)))
     reasons.sort(key=lambda r: (-abs(r.points), r.signal))
     return Snapshot(
         contact_id=state.contact_id,
@@ -285,11 +279,17 @@ def _merge_profile(
 
 
 def _score(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, float, int]:
-    """(fit, engagement, score) at `at_ms`; parts rounded to 0.1 before combining so that the
-    published numbers add up."""
-    fit = round(_clamp(sum(points for _, _, points in _fit_points(state, rules))), 1)
+    return _combine(_fit_points(state, rules), _decayed_signals(state, at_ms, rules), rules)
+
+
+def _combine(
+    fit_points: Iterable[tuple[str, PropertyValue, float]], decayed: Iterable[tuple[str, str, float]], rules: Rules
+) -> tuple[float, float, int]:
+    """(fit, engagement, score) from the fit points and decayed signals at one moment; parts
+    rounded to 0.1 before combining so that the published numbers add up."""
+    fit = round(_clamp(sum(points for _, _, points in fit_points)), 1)
     per_category: dict[str, float] = {}
-    for _, category_name, value in _decayed_signals(state, at_ms, rules):
+    for _, category_name, value in decayed:
         per_category[category_name] = per_category.get(category_name, 0.0) + value
     total = 0.0
     for category_name, value in per_category.items():

@@ -3,15 +3,17 @@ Agents attach themselves to the module-level app (streams.app), discovered from 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import faust
-from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.sensors.prometheus import PrometheusMonitor, setup_prometheus_sensors
 
 from scoring.cooling import CoolingSchedule
 from scoring.rules import Rules, load_rules
 from streams.metrics import Metrics
+from streams.monitor import PeriodicPrometheusMonitor
 from streams.settings import Settings
 from streams.tables import ContactTable
 from streams.topics import Topics, declare_topics
@@ -67,9 +69,22 @@ def create_app(settings: Settings, *, autodiscover: tuple[str, ...] = ()) -> Pip
         help="Per-contact scoring state (scoring.state bytes)",
     )
     metrics = Metrics.create()
-    setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")
+    setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")  # also serves /metrics
+    faust_metrics = cast(PrometheusMonitor, app.monitor)._metrics
+    monitor = app.monitor = PeriodicPrometheusMonitor(metrics=faust_metrics)
+    app.timer(PUBLISH_INTERVAL_S)(_publish(monitor))
     pipeline = Pipeline(settings, rules, app, topics, ContactTable(table), metrics)
     from streams.web import register_views
 
     register_views(pipeline)
     return pipeline
+
+
+PUBLISH_INTERVAL_S = 1.0  # how stale Faust's own metrics on /metrics may be
+
+
+def _publish(monitor: PeriodicPrometheusMonitor) -> Callable[[], Awaitable[None]]:
+    async def publish_faust_metrics() -> None:
+        monitor.publish()
+
+    return publish_faust_metrics
