@@ -2,10 +2,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY scoring scoring
-COPY schemas schemas
-COPY streams streams
-COPY agents agents
+COPY leadpulse leadpulse
 COPY deploy deploy
 RUN pip install --no-cache-dir .
 ENV LEADPULSE_WEB_HOST=0.0.0.0 \

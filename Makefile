@@ -36,7 +36,8 @@ $(STAMP):
 	  echo "LeadPulse needs Python 3.11 (python3.11 on PATH, or PYTHON=/path/to/python3.11 make ...)" >&2; exit 1; fi
 	"$(PYTHON)" -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	@# setuptools' editable install prints a long warning meant for packagers, not for users
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
 kafka:

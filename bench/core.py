@@ -16,14 +16,14 @@ from importlib import resources
 
 import orjson
 
-from schemas.events import decode_event, validate_event
-from scoring.engine import Event, apply, new_state
-from scoring.rules import Rules, load_rules
-from scoring.state import ContactState, to_bytes
-from scoring.timeutil import parse_rfc3339_ms
-from streams.offline import score_lines
-from streams.runtime import tune_gc
-from streams.traffic import Traffic
+from leadpulse.cli.offline import score_lines
+from leadpulse.cli.traffic import Traffic
+from leadpulse.schemas.events import decode_event, validate_event
+from leadpulse.scoring.engine import Event, apply, new_state
+from leadpulse.scoring.rules import Rules, load_rules
+from leadpulse.scoring.state import ContactState, to_bytes
+from leadpulse.scoring.timeutil import parse_rfc3339_ms
+from leadpulse.streams.runtime import tune_gc
 
 START = parse_rfc3339_ms("2026-06-01T00:00:00Z")
 
@@ -51,7 +51,7 @@ def jsonschema_baseline(lines: list[bytes], rules: Rules) -> dict[str, ContactSt
     """What a first implementation would write: a generic JSON Schema validator per event."""
     from jsonschema import Draft202012Validator
 
-    schema = orjson.loads(resources.files("schemas").joinpath("json", "event.schema.json").read_bytes())
+    schema = orjson.loads(resources.files("leadpulse.schemas").joinpath("json", "event.schema.json").read_bytes())
     validator = Draft202012Validator(schema)
     events = []
     for line in lines:

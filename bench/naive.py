@@ -11,12 +11,12 @@ from typing import Any
 
 import faust
 
-from schemas.events import InvalidEvent, decode_event
-from schemas.outputs import dumps, output_record, snapshot_record
-from scoring.engine import HotLead, apply, new_state, snapshot
-from scoring.rules import load_rules
-from scoring.state import from_bytes, to_bytes
-from streams.settings import Settings
+from leadpulse.schemas.events import InvalidEvent, decode_event
+from leadpulse.schemas.outputs import dumps, output_record, snapshot_record
+from leadpulse.scoring.engine import HotLead, apply, new_state, snapshot
+from leadpulse.scoring.rules import load_rules
+from leadpulse.scoring.state import from_bytes, to_bytes
+from leadpulse.streams.settings import Settings
 
 settings = Settings.from_env()
 rules = load_rules(settings.rules)

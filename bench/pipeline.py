@@ -29,18 +29,18 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
-from schemas.outputs import snapshot_record
-from scoring.rules import load_rules
-from scoring.timeutil import now_ms
-from streams.kafka_io import bootstrap, produce_lines
-from streams.offline import score_lines
-from streams.processes import LocalBroker, WorkerProcess, free_port
-from streams.settings import Settings
-from streams.traffic import DAY_MS, Traffic
+from leadpulse.cli.kafka_clients import bootstrap, produce_lines
+from leadpulse.cli.offline import score_lines
+from leadpulse.cli.processes import LocalBroker, WorkerProcess, free_port
+from leadpulse.cli.traffic import DAY_MS, Traffic
+from leadpulse.schemas.outputs import snapshot_record
+from leadpulse.scoring.rules import load_rules
+from leadpulse.scoring.timeutil import now_ms
+from leadpulse.streams.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"
 IMPLEMENTATIONS = {
-    "leadpulse worker": [sys.executable, "-m", "streams.cli", "worker"],
+    "leadpulse worker": [sys.executable, "-m", "leadpulse", "worker"],
     "naive Faust agent": [sys.executable, "-m", "bench.naive", "worker", "-l", "info"],
 }
 
@@ -204,7 +204,7 @@ def main() -> None:
     lines = [orjson.dumps(event) for event in traffic.events(args.events)]
     rules = load_rules()
     run = score_lines(lines, rules)
-    oracle = {view.contact_id: snapshot_record(view) for view in run.snapshots(None, rules)}
+    oracle = {view.contact_id: snapshot_record(view) for view in run.snapshots(None)}
     print(
         f"{len(lines):,} events ({sum(map(len, lines)) / len(lines):.0f} B avg), {len(oracle):,} contacts, "
         f"{args.partitions} partitions, store {args.store}, at-least-once",

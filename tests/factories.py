@@ -5,9 +5,9 @@ from __future__ import annotations
 from itertools import count
 from typing import Any
 
-from scoring.engine import Event
-from scoring.rules import Rules, load_rules
-from scoring.timeutil import parse_rfc3339_ms
+from leadpulse.scoring.engine import Event
+from leadpulse.scoring.rules import Rules, load_rules
+from leadpulse.scoring.timeutil import parse_rfc3339_ms
 
 DAY_MS = 86_400_000
 T0 = parse_rfc3339_ms("2026-10-01T09:00:00Z")

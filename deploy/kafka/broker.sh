@@ -7,6 +7,20 @@
 # Environment: KAFKA_VERSION (default 4.4.0), KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (port+1),
 # KAFKA_DATA_DIR (deploy/kafka/.data/<port>), KAFKA_HEAP_OPTS (-Xms128m -Xmx512m),
 # LEADPULSE_CACHE (~/.cache/leadpulse), KAFKA_START_TIMEOUT (seconds, 90).
+#
+# Cluster mode: the same commands run node KAFKA_NODE_ID of an N-node KRaft cluster on 127.0.0.1
+# (every node broker+controller, static voters) when KAFKA_CLUSTER_VOTERS is set:
+#   KAFKA_CLUSTER_VOTERS   id@127.0.0.1:controller-port of every node, comma-separated
+#                          (e.g. 1@127.0.0.1:19093,2@127.0.0.1:19095,3@127.0.0.1:19097)
+#   KAFKA_NODE_ID          this node's id among the voters
+#   KAFKA_CLUSTER_ID       the cluster id, the same for every node (`broker.sh cluster-id` makes one)
+#   KAFKA_PORT, KAFKA_DATA_DIR   this node's own; KAFKA_CONTROLLER_PORT defaults to its port in the voters
+#   KAFKA_REPLICATION_FACTOR (min(3, N)), KAFKA_MIN_INSYNC_REPLICAS (replication factor - 1, at least 1):
+#                          topic defaults and the offsets, transaction and share-state topics
+# Start all nodes at the same time: each one waits for a quorum of voters before it serves. Pick
+# ports below the ephemeral range (/proc/sys/net/ipv4/ip_local_port_range): a client reconnecting
+# to an ephemeral port can end up connected to itself and hold the port a restarted node needs.
+#   broker.sh cluster-id   print a new cluster id
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,6 +34,9 @@ pid_file="$data_dir/broker.pid"
 log_file="$data_dir/broker.log"
 heap="${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
 timeout="${KAFKA_START_TIMEOUT:-90}"
+voters="${KAFKA_CLUSTER_VOTERS:-}"
+node_id="${KAFKA_NODE_ID:-1}"
+label="" # what start and status add in cluster mode: "node <id>, "
 
 die() { echo "broker.sh: $*" >&2; exit 1; }
 
@@ -53,6 +70,10 @@ running_pid() {
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 write_config() {
+  if [ -n "$voters" ]; then
+    write_cluster_config
+    return
+  fi
   cat >"$data_dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
@@ -76,6 +97,68 @@ log.segment.bytes=67108864
 PROPS
 }
 
+# Cluster mode: check the voters, find this node's controller port, derive the replication.
+cluster_setup() {
+  [ -n "$voters" ] || return 0
+  [[ "$node_id" =~ ^[0-9]+$ ]] || die "KAFKA_NODE_ID=$node_id: expected a node id (a whole number)"
+  local voter id address own="" count=0 seen=" "
+  IFS=',' read -r -a voter_list <<<"$voters"
+  for voter in "${voter_list[@]}"; do
+    [[ "$voter" =~ ^([0-9]+)@([^:@]+):([0-9]+)$ ]] \
+      || die "KAFKA_CLUSTER_VOTERS: '$voter' is not id@host:controller-port"
+    id="${BASH_REMATCH[1]}"
+    address="${BASH_REMATCH[3]}"
+    case "$seen" in *" $id "*) die "KAFKA_CLUSTER_VOTERS: node id $id appears twice" ;; esac
+    seen="$seen$id "
+    count=$((count + 1))
+    [ "$id" = "$node_id" ] && own="$address"
+  done
+  [ -n "$own" ] || die "KAFKA_NODE_ID=$node_id is not among KAFKA_CLUSTER_VOTERS=$voters"
+  if [ -n "${KAFKA_CONTROLLER_PORT:-}" ] && [ "$KAFKA_CONTROLLER_PORT" != "$own" ]; then
+    die "KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT but node $node_id's voter entry says $own"
+  fi
+  ctl_port="$own"
+  label="node $node_id, "
+  [ "$ctl_port" != "$port" ] || die "node $node_id: KAFKA_PORT and its controller port are both $port"
+  replication="${KAFKA_REPLICATION_FACTOR:-$((count < 3 ? count : 3))}"
+  min_isr="${KAFKA_MIN_INSYNC_REPLICAS:-$((replication > 1 ? replication - 1 : 1))}"
+  [ "$replication" -le "$count" ] || die "KAFKA_REPLICATION_FACTOR=$replication: the cluster has $count nodes"
+  [ "$min_isr" -le "$replication" ] || die "KAFKA_MIN_INSYNC_REPLICAS=$min_isr exceeds the replication factor $replication"
+}
+
+write_cluster_config() {
+  cat >"$data_dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=$node_id
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctl_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$data_dir/logs
+num.partitions=1
+default.replication.factor=$replication
+min.insync.replicas=$min_isr
+unclean.leader.election.enable=false
+offsets.topic.replication.factor=$replication
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=$replication
+transaction.state.log.min.isr=$min_isr
+share.coordinator.state.topic.replication.factor=$replication
+share.coordinator.state.topic.min.isr=$min_isr
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+log.segment.bytes=67108864
+PROPS
+}
+
+cluster_id() {
+  need java
+  fetch
+  java -cp "$jars/*" kafka.tools.StorageTool random-uuid 2>/dev/null || die "StorageTool random-uuid failed"
+}
+
 java_opts() {
   local logcfg
   case "$version" in
@@ -88,10 +171,14 @@ java_opts() {
 
 start() {
   if pid="$(running_pid)"; then
-    echo "broker.sh: already running (pid $pid, 127.0.0.1:$port)" >&2
+    echo "broker.sh: already running (${label}pid $pid, 127.0.0.1:$port)" >&2
     return 0
   fi
   port_open "$port" && die "port $port on 127.0.0.1 is taken by another process"
+  if [ -n "$voters" ]; then
+    [ -n "${KAFKA_CLUSTER_ID:-}" ] || die "KAFKA_CLUSTER_ID is needed with KAFKA_CLUSTER_VOTERS (the same for every node; broker.sh cluster-id makes one)"
+    port_open "$ctl_port" && die "controller port $ctl_port on 127.0.0.1 is taken by another process"
+  fi
   need java
   fetch
   mkdir -p "$data_dir"
@@ -101,7 +188,7 @@ start() {
   : >"$log_file"
   if [ ! -f "$data_dir/logs/meta.properties" ]; then
     # shellcheck disable=SC2086
-    java $opts -cp "$cp" kafka.tools.StorageTool format -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null || cat /proc/sys/kernel/random/uuid)" \
+    java $opts -cp "$cp" kafka.tools.StorageTool format -t "${KAFKA_CLUSTER_ID:-$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null || cat /proc/sys/kernel/random/uuid)}" \
       -c "$data_dir/server.properties" --ignore-formatted >>"$log_file" 2>&1 \
       || die "formatting storage failed; see $log_file"
   fi
@@ -117,7 +204,7 @@ $(tail -n 20 "$log_file")"
     waited=$((waited + 1))
     [ "$waited" -lt $((timeout * 5)) ] || { kill -9 "$pid" 2>/dev/null; die "broker not ready after ${timeout}s; see $log_file"; }
   done
-  echo "broker.sh: Kafka $version running on 127.0.0.1:$port (pid $pid, data $data_dir)" >&2
+  echo "broker.sh: Kafka $version running on 127.0.0.1:$port (${label}pid $pid, data $data_dir)" >&2
   echo "$pid"
 }
 
@@ -141,7 +228,7 @@ stop() {
 status() {
   local pid
   if pid="$(running_pid)"; then
-    echo "running: pid $pid, 127.0.0.1:$port, Kafka $version, data $data_dir"
+    echo "running: ${label}pid $pid, 127.0.0.1:$port, Kafka $version, data $data_dir"
   else
     echo "not running (127.0.0.1:$port)"
     return 3
@@ -149,9 +236,14 @@ status() {
 }
 
 case "${1:-}" in
+  start | stop | status) cluster_setup ;;
+esac
+
+case "${1:-}" in
   fetch) fetch ;;
+  cluster-id) cluster_id ;;
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) die "usage: broker.sh fetch|start|stop|status" ;;
+  *) die "usage: broker.sh fetch|start|stop|status|cluster-id" ;;
 esac

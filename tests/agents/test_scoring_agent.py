@@ -1,79 +1,17 @@
-"""The scoring agent in Faust's test context: records in, table and sends out."""
+"""The scoring agent in Faust's test context: records in, table writes and record batches out."""
 
 import asyncio
-from types import SimpleNamespace
 from unittest.mock import AsyncMock
 
 import orjson
-import pytest
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-from agents import scoring
+from leadpulse.agents import scoring as scoring_module
+from leadpulse.streams.outbox import DeliveryFailed
 from tests.factories import buyer_documents, raw_event
 
 
-class BatchCapture:
-    """Stands in for aiokafka's batch interface (create_batch / send_batch), which needs a
-    started producer; the integration tests send real batches to a real broker."""
-
-    def __init__(self):
-        self.batches = []  # (topic, partition, [(key, value)])
-
-    def create_batch(self):
-        return CapturedBatch()
-
-    async def partitions_for(self, topic):
-        return set(range(scoring.settings.partitions))
-
-    async def send_batch(self, batch, topic, *, partition):
-        self.batches.append((topic, partition, batch.records))
-        delivered = asyncio.get_running_loop().create_future()
-        delivered.set_result(SimpleNamespace(offset=len(self.batches)))
-        return delivered
-
-
-class CapturedBatch:
-    def __init__(self):
-        self.records = []
-
-    def append(self, *, key, value, timestamp):
-        self.records.append((key, value))
-        return len(self.records)
-
-    def record_count(self):
-        return len(self.records)
-
-    def close(self):
-        pass
-
-
-@pytest.fixture(autouse=True)
-def batches(monkeypatch):
-    """Faust's test context starts no producer: topic creation, sends and flushes are
-    captured instead (the integration tests cover them on a real broker)."""
-    for topic in scoring.topics.outputs:
-        monkeypatch.setattr(topic, "maybe_declare", AsyncMock())
-    monkeypatch.setattr(scoring.app.producer, "send", AsyncMock())
-    monkeypatch.setattr(scoring.app.producer, "flush", AsyncMock())
-    capture = BatchCapture()
-    monkeypatch.setattr(scoring, "kafka_producer", lambda app: capture)
-    return capture
-
-
-@pytest.fixture
-def sent(batches):
-    """Records the agent sent (one by one or in batches), by topic attribute name."""
-    send = scoring.app.producer.send
-
-    def by_topic(name):
-        topic = getattr(scoring.topics, name).get_topic_name()
-        one_by_one = [(args[1], args[2]) for args, _ in send.call_args_list if args[0] == topic]
-        batched = [record for to, _, records in batches.batches if to == topic for record in records]
-        return [(key, orjson.loads(value)) for key, value in one_by_one + batched]
-
-    return by_topic
-
-
-async def settled(condition, timeout_s=5.0):
+async def settled(condition, timeout_s=10.0):
     """Batches are taken every few milliseconds: wait until the agent has acted."""
     for _ in range(int(timeout_s / 0.01)):
         if condition():
@@ -82,36 +20,69 @@ async def settled(condition, timeout_s=5.0):
     return False
 
 
-async def test_events_update_the_table_and_publish_snapshot_stage_changes_and_a_hot_lead(sent):
-    async with scoring.score.test_context() as agent:
+async def put_at(agent, document: bytes, key: bytes | None, offset: int):
+    """Deliver a record at a chosen offset (test_context numbers them itself otherwise),
+    referenced once as Faust's conductor does for a consumed message (test_context does not)."""
+    channel = agent.stream().channel
+    message = agent.to_message(key, document, offset=offset)
+    message.incref()
+    event = await channel.decode(message)
+    await channel.put(event)
+    return event
+
+
+async def test_events_update_the_table_and_publish_snapshot_stage_changes_and_a_hot_lead(scorer, sent):
+    async with scorer.agent.test_context() as agent:
         for document in buyer_documents("agent-c1"):
             await agent.put(orjson.dumps(document), key=b"agent-c1")
-        assert await settled(lambda: len([k for k, _ in sent("hot_leads") if k == b"agent-c1"]) == 1)
-        state = scoring.contacts.get("agent-c1")
-    assert state is not None and state.stage == "opportunity"
+        assert await settled(lambda: (s := scorer.contacts.get("agent-c1")) is not None and s.stage == "opportunity")
+    assert len([k for k, _ in sent("hot_leads") if k == b"agent-c1"]) == 1
     snapshots = [record for key, record in sent("scores") if key == b"agent-c1"]
     assert snapshots[-1]["temperature_label"] == "hot"
     assert [r["to_stage"] for k, r in sent("stage_changes") if k == b"agent-c1"] == ["lead", "opportunity"]
-    assert len([r for k, r in sent("hot_leads") if k == b"agent-c1"]) == 1
 
 
-async def test_a_malformed_record_is_dead_lettered_and_the_agent_keeps_scoring(sent):
-    async with scoring.score.test_context() as agent:
+async def test_a_malformed_record_is_dead_lettered_and_the_agent_keeps_scoring(scorer, sent):
+    async with scorer.agent.test_context() as agent:
         await agent.put(b"{broken", key=b"agent-c2")
         await agent.put(orjson.dumps(raw_event(event_id="ok-1", contact_id="agent-c2")), key=b"agent-c2")
-        assert await settled(lambda: scoring.contacts.get("agent-c2") is not None)
+        assert await settled(lambda: scorer.contacts.get("agent-c2") is not None)
     letters = sent("dead_letters")
     assert len(letters) == 1
     assert letters[0][1]["reason"].startswith("not valid JSON")
-    assert letters[0][1]["value"] == {"text": "{broken"}
-    assert letters[0][1]["origin"]["key"] == {"text": "agent-c2"}
+    assert letters[0][1]["value"]["text"] == "{broken"
+    assert letters[0][1]["origin"]["key"]["text"] == "agent-c2"
 
 
-async def test_a_redelivered_event_changes_nothing_and_republishes_the_same_snapshot(sent):
+async def test_a_record_that_makes_the_engine_raise_is_dead_lettered_alone(scorer, sent, monkeypatch):
+    real_apply = scoring_module.apply
+
+    def apply_or_raise(state, event, rules):
+        if event.event_id == "poison":
+            raise ZeroDivisionError("injected")
+        return real_apply(state, event, rules)
+
+    monkeypatch.setattr(scoring_module, "apply", apply_or_raise)
+    contacts = [f"agent-many-{i}" for i in range(999)]
+    async with scorer.agent.test_context() as agent:
+        for i, contact in enumerate(contacts[:500]):
+            await agent.put(orjson.dumps(raw_event(event_id=f"many-{i}", contact_id=contact)), wait=False)
+        await agent.put(orjson.dumps(raw_event(event_id="poison", contact_id="agent-poisoned")), wait=False)
+        for i, contact in enumerate(contacts[500:], start=500):
+            await agent.put(orjson.dumps(raw_event(event_id=f"many-{i}", contact_id=contact)), wait=False)
+        assert await settled(lambda: all(scorer.contacts.get(c) is not None for c in contacts[-5:]))
+        assert all(scorer.contacts.get(contact) is not None for contact in contacts)
+        assert scorer.contacts.get("agent-poisoned") is None
+    letters = [record for _, record in sent("dead_letters")]
+    assert len(letters) == 1
+    assert letters[0]["reason"] == "could not be processed: ZeroDivisionError: injected"
+
+
+async def test_a_redelivered_event_changes_nothing_and_republishes_the_same_snapshot(scorer, sent):
     document = orjson.dumps(raw_event(event_id="dup-1", contact_id="agent-c3"))
-    async with scoring.score.test_context() as agent:
+    async with scorer.agent.test_context() as agent:
         await agent.put(document, key=b"agent-c3")
-        assert await settled(lambda: len(sent("scores")) == 1)
+        assert await settled(lambda: len([k for k, _ in sent("scores") if k == b"agent-c3"]) == 1)
         await agent.put(document, key=b"agent-c3")
         await agent.put(orjson.dumps(raw_event(event_id="other", contact_id="agent-c4")), key=b"agent-c4")
         assert await settled(lambda: any(key == b"agent-c4" for key, _ in sent("scores")))
@@ -120,22 +91,76 @@ async def test_a_redelivered_event_changes_nothing_and_republishes_the_same_snap
     assert len([key for key, _ in sent("stage_changes") if key == b"agent-c3"]) == 1
 
 
-async def test_alerts_are_flushed_to_the_broker_before_the_state_is_stored(monkeypatch, batches):
-    """After a crash a replayed event is a duplicate for a stored state: its alerts must
-    already be on the broker."""
+async def test_a_replay_of_a_long_burst_changes_nothing_beyond_the_dedup_window(scorer, sent):
+    """After a crash the records since the last commit come again, with the same offsets: a
+    contact with far more events in that span than the id window (64) still counts each once."""
+    contact = "agent-burst"
+    burst = [
+        orjson.dumps(raw_event(event_id=f"burst-{i}", contact_id=contact, type="email_clicked")) for i in range(300)
+    ]
+    async with scorer.agent.test_context() as agent:
+        for offset, document in enumerate(burst, start=10_000):
+            await put_at(agent, document, contact.encode(), offset)
+        assert await settled(lambda: (s := scorer.contacts.get(contact)) is not None and len(s.seen) == 64)
+        assert await settled(lambda: scorer.contacts.get(contact).positions.get("r") == 10_299)
+        before = scorer.contacts.get(contact)
+        outputs_before = len(sent("stage_changes")) + len(sent("hot_leads"))
+        for offset, document in enumerate(burst, start=10_000):
+            await put_at(agent, document, contact.encode(), offset)
+        await put_at(agent, orjson.dumps(raw_event(event_id="marker", contact_id="agent-after")), b"agent-after", 1)
+        assert await settled(lambda: scorer.contacts.get("agent-after") is not None)
+        after = scorer.contacts.get(contact)
+    assert after.signals == before.signals and after.seen == before.seen
+    assert len(sent("stage_changes")) + len(sent("hot_leads")) == outputs_before + 1  # the marker's lead
+
+
+async def test_alerts_reach_the_broker_before_the_state_is_stored(scorer, capture, monkeypatch):
+    """After a crash a replayed event finds its state stored: its alerts must already be out."""
     order = []
-    send_batch = batches.send_batch
+    send_batch = capture.send_batch
 
     async def record_topic(batch, topic, *, partition):
         order.append(topic)
         return await send_batch(batch, topic, partition=partition)
 
-    monkeypatch.setattr(batches, "send_batch", record_topic)
-    monkeypatch.setattr(scoring.app.producer, "flush", AsyncMock(side_effect=lambda: order.append("flush")))
-    monkeypatch.setattr(scoring.contacts, "put_many", lambda partition, states, outbox: order.append("store"))
-    async with scoring.score.test_context() as agent:
+    put_many = scorer.contacts.put_many
+
+    def record_store(partition, states, outbox):
+        order.append("store")
+        put_many(partition, states, outbox)
+
+    monkeypatch.setattr(capture, "send_batch", record_topic)
+    monkeypatch.setattr(scorer.contacts, "put_many", record_store)
+    async with scorer.agent.test_context() as agent:
         for document in buyer_documents("agent-c5"):
             await agent.put(orjson.dumps(document), key=b"agent-c5")
-        assert await settled(lambda: scoring.topics.hot_leads.get_topic_name() in order and "store" in order)
-    hot = order.index(scoring.topics.hot_leads.get_topic_name())
-    assert hot < order.index("flush", hot) < order.index("store", hot)
+        hot_leads = scorer.topics.hot_leads.get_topic_name()
+        assert await settled(lambda: hot_leads in order and "store" in order[order.index(hot_leads) :])
+    assert order.index(hot_leads) < order.index("store", order.index(hot_leads))
+
+
+async def test_a_refused_delivery_stops_the_worker_without_acknowledging_the_batch(scorer, capture, monkeypatch):
+    crash = AsyncMock()
+    monkeypatch.setattr(scorer.app, "crash", crash)
+    capture.fail_next = MessageSizeTooLargeError()
+    async with scorer.agent.test_context() as agent:
+        event = await put_at(agent, orjson.dumps(raw_event(event_id="refused", contact_id="agent-c6")), None, 7)
+        assert await settled(lambda: crash.await_count == 1)
+    assert isinstance(crash.await_args.args[0], DeliveryFailed)
+    assert not event.message.acked, "the batch was acknowledged although its outputs never reached the broker"
+
+
+async def test_a_retriable_delivery_error_is_retried_until_the_broker_takes_the_records(
+    scorer, capture, sent, monkeypatch
+):
+    crash = AsyncMock()
+    monkeypatch.setattr(scorer.app, "crash", crash)
+    capture.fail_next = KafkaTimeoutError()
+    async with scorer.agent.test_context() as agent:
+        await agent.put(orjson.dumps(raw_event(event_id="retried", contact_id="agent-c7")), wait=False)
+        assert await settled(lambda: scorer.pipeline.readiness.deliveries.failing_since is not None)
+        assert not any(key == b"agent-c7" for key, _ in sent("scores"))
+        capture.fail_next = None
+        assert await settled(lambda: any(key == b"agent-c7" for key, _ in sent("scores")))
+    assert scorer.pipeline.readiness.deliveries.failing_since is None
+    assert crash.await_count == 0

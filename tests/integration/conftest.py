@@ -1,11 +1,12 @@
+import hashlib
 import os
 import re
 from pathlib import Path
 
 import pytest
 
-from streams.processes import LocalBroker, WorkerProcess, free_port
-from streams.settings import Settings
+from leadpulse.cli.processes import LocalBroker, WorkerProcess, free_port
+from leadpulse.streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,8 @@ def broker(tmp_path_factory):
 @pytest.fixture
 def make_settings(broker, tmp_path, request):
     """Settings isolated per test: own topics, consumer group, data folder and web port."""
-    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:60]
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    name = f"{slug[:50]}-{hashlib.sha1(slug.encode()).hexdigest()[:8]}"  # unique per parametrized case
 
     def build(**overrides) -> Settings:
         values = {

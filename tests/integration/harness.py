@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from streams.kafka_io import produce_lines, read_topic
-from streams.settings import Settings
+from leadpulse.cli.kafka_clients import produce_lines, read_topic
+from leadpulse.streams.settings import Settings
 
 T = TypeVar("T")
 

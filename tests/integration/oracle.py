@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import orjson
 
-from schemas.outputs import output_record, snapshot_record
-from scoring.engine import HotLead, StageChange
-from scoring.rules import load_rules
-from scoring.timeutil import now_ms
-from streams.offline import score_lines
-from streams.traffic import DAY_MS, Traffic
+from leadpulse.cli.offline import score_lines
+from leadpulse.cli.traffic import DAY_MS, Traffic
+from leadpulse.schemas.outputs import output_record, snapshot_record
+from leadpulse.scoring.engine import HotLead, StageChange
+from leadpulse.scoring.rules import load_rules
+from leadpulse.scoring.timeutil import now_ms
 
 
 def traffic_lines(count: int, contacts: int, seed: int = 11) -> list[bytes]:
@@ -22,7 +22,7 @@ class Oracle:
     def __init__(self, lines: list[bytes]) -> None:
         rules = load_rules()
         run = score_lines(lines, rules)
-        self.snapshots = {view.contact_id: snapshot_record(view) for view in run.snapshots(None, rules)}
+        self.snapshots = {view.contact_id: snapshot_record(view) for view in run.snapshots(None)}
         self.stage_change_ids = {o.id for o in run.outputs if isinstance(o, StageChange)}
         self.hot_lead_ids = {o.id for o in run.outputs if isinstance(o, HotLead)}
         self.hot_leads = {o.id: output_record(o) for o in run.outputs if isinstance(o, HotLead)}

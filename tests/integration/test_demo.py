@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from streams.processes import ROOT, free_port
+from leadpulse.cli.processes import ROOT, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def test_the_demo_shows_live_counts_and_hot_leads_and_stops_its_worker(broker, t
         }
     )
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "demo", "--duration", "25", "--rate", "400"],
+        [sys.executable, "-m", "leadpulse", "demo", "--duration", "25", "--rate", "400"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

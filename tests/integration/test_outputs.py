@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.kafka_io import bootstrap, ensure_topic
-from streams.outbox import Outbox
+from leadpulse.cli.kafka_clients import bootstrap, ensure_topic
+from leadpulse.streams.outbox import DeliveryFailed, Outbox
 from tests.integration.harness import read_all
 
 pytestmark = pytest.mark.integration
@@ -31,12 +32,11 @@ def test_an_outbox_bigger_than_a_record_batch_arrives_complete_and_in_order(make
             for key, value in records:
                 outbox.add(topic, 1, key, value)
             outbox.on_delivered(topic, 1, delivered.append)
-            await outbox.send(producer)
-            assert len(outbox) == 0
             started = time.monotonic()
-            await producer.flush()
-            # closed batches do not wait for the producer's linger (1 s here)
+            await outbox.deliver(producer)
+            # acknowledged on return; closed batches do not wait for the producer's linger (1 s here)
             assert time.monotonic() - started < 0.9
+            assert len(outbox) == 0
         finally:
             await producer.stop()
 
@@ -45,12 +45,42 @@ def test_an_outbox_bigger_than_a_record_batch_arrives_complete_and_in_order(make
     assert delivered == [len(records) - 1]  # offset of the last record in partition 1
 
 
-def test_an_output_topic_with_another_partition_count_stops_the_worker_with_the_reason(
-    make_settings, workers, tmp_path: Path
-):
+def test_a_record_the_topic_refuses_raises_instead_of_vanishing(make_settings):
+    settings = make_settings(partitions=1)
+    topic = settings.topic("tiny")
+
+    async def send() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings))
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "100"})])
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings))
+        await producer.start()
+        try:
+            outbox = Outbox()
+            outbox.add(topic, 0, b"k", b"x" * 500)
+            with pytest.raises(DeliveryFailed, match="MessageSizeTooLarge"):
+                await outbox.deliver(producer)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    assert read_all(settings, topic, idle_s=0.5) == []
+
+
+@pytest.mark.parametrize("kind", ["output", "input", "re-keyed input"])
+def test_a_topic_with_another_partition_count_stops_the_worker_naming_it(make_settings, workers, tmp_path: Path, kind):
     settings = make_settings(partitions=4)
-    asyncio.run(ensure_topic(replace(settings, partitions=2), settings.topic("hot-leads")))
+    name = {
+        "output": settings.topic("hot-leads"),
+        "input": settings.input_topic,
+        "re-keyed input": settings.topic("events-by-contact"),
+    }[kind]
+    asyncio.run(ensure_topic(replace(settings, partitions=3), name))
     with pytest.raises(RuntimeError, match="worker exited with 1"):
         workers(settings)
     log = Path(tmp_path / "worker-0.log").read_text(errors="replace")
-    assert f"topic {settings.topic('hot-leads')} has 2 partitions, LEADPULSE_PARTITIONS is 4" in log
+    assert f"topic {name} has 3 partitions, LEADPULSE_PARTITIONS is 4" in log
+    assert "Traceback" not in log

@@ -5,14 +5,14 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from schemas.outputs import snapshot_record
-from scoring.engine import snapshot
-from scoring.rules import load_rules
-from scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
-from streams.offline import score_lines
-from streams.partitioning import home_partition
-from streams.processes import free_port
-from streams.traffic import DAY_MS
+from leadpulse.cli.offline import score_lines
+from leadpulse.cli.processes import free_port
+from leadpulse.cli.traffic import DAY_MS
+from leadpulse.schemas.outputs import snapshot_record
+from leadpulse.scoring.engine import snapshot
+from leadpulse.scoring.rules import load_rules
+from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
+from leadpulse.streams.partitioning import home_partition
 from tests.factories import buyer_documents
 from tests.integration.harness import latest_by_key, produce, read_all, wait_for
 from tests.integration.oracle import Oracle, traffic_lines

@@ -1,4 +1,4 @@
-from scoring.cooling import CoolingSchedule
+from leadpulse.scoring.cooling import CoolingSchedule
 
 
 def test_only_due_contacts_are_popped_earliest_first():

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from streams.metrics import Metrics
-from streams.settings import Settings, env_name
+from leadpulse.streams.metrics import Metrics
+from leadpulse.streams.settings import Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -45,3 +45,10 @@ def test_the_grafana_dashboard_only_queries_metrics_that_exist():
             base = re.sub(r"_(total|bucket|count|sum)$", "", name)
             assert base in ours, f"{name} is not a LeadPulse metric"
     assert len(exprs) >= 8
+
+
+def test_the_worker_image_copies_the_package_it_installs():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = re.findall(r"^COPY (\S+)", dockerfile, flags=re.MULTILINE)
+    assert "leadpulse" in copied
+    assert all((ROOT / path).exists() for path in copied)

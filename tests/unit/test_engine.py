@@ -1,8 +1,17 @@
 import pytest
 
-from scoring.engine import HotLead, StageChange, apply, future_reason, new_state, next_cooling_ms, reevaluate, snapshot
-from scoring.rules import parse_rules
-from scoring.state import from_bytes, to_bytes
+from leadpulse.scoring.engine import (
+    HotLead,
+    StageChange,
+    apply,
+    future_reason,
+    new_state,
+    next_cooling_ms,
+    reevaluate,
+    snapshot,
+)
+from leadpulse.scoring.rules import parse_rules
+from leadpulse.scoring.state import from_bytes, to_bytes
 from tests.factories import DAY_MS, DEFAULT_RULES, T0, event
 
 H = 30 * DAY_MS
@@ -160,10 +169,22 @@ def test_a_hot_alert_fires_once_per_episode_and_rearms_below_the_gap():
     assert not state.hot_armed
     hot_again, outputs = fold(event("email_replied", T0 + 1), state=state)
     assert not any(isinstance(o, HotLead) for o in outputs)
-    cooled = reevaluate(hot_again, T0 + 3 * H, RULES)
-    assert cooled.state.hot_armed and cooled.outcome == "scored"
-    _, outputs = fold(*[event(e.type, T0 + 3 * H, **e.properties) for e in buyer], state=cooled.state)
+    _, outputs = fold(*[event(e.type, T0 + 3 * H, **e.properties) for e in buyer], state=hot_again)
     assert sum(isinstance(o, HotLead) for o in outputs) == 1
+
+
+def test_a_cooling_tick_lowers_the_temperature_but_never_rearms_the_alert():
+    """Re-arming is decided at event time in apply, so the offline scorer (no ticks) agrees."""
+    buyer = [
+        event("profile_updated", T0, seniority="c_level", budget=60_000, company_size=300, industry="saas"),
+        event("demo_requested", T0),
+        event("webinar_attended", T0),
+        event("form_submitted", T0, form="contact"),
+    ]
+    hot, _ = fold(*buyer)
+    cooled = reevaluate(hot, T0 + 3 * H, RULES)
+    assert cooled.outcome == "scored" and cooled.state.temperature < hot.temperature
+    assert not cooled.state.hot_armed and cooled.outputs == ()
 
 
 def test_a_hot_alert_carries_the_snapshot_with_reasons_and_a_deterministic_id():

@@ -6,7 +6,7 @@ from faust.sensors.prometheus import FaustMetrics
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from streams.monitor import PeriodicPrometheusMonitor
+from leadpulse.streams.monitor import PeriodicPrometheusMonitor
 
 
 def make_monitor() -> tuple[PeriodicPrometheusMonitor, CollectorRegistry]:

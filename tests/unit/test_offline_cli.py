@@ -2,11 +2,14 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 
-from streams.cli import main
+from leadpulse.cli.main import main
 from tests.factories import buyer_documents
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_events(path, documents, extra_lines=()):
@@ -80,10 +83,46 @@ def test_a_bad_at_value_exits_non_zero(tmp_path, capsys):
 
 
 def test_rules_check_prints_a_summary(capsys):
-    assert main(["rules", "check", "scoring/default_rules.toml"]) == 0
+    assert main(["rules", "check", "leadpulse/scoring/default_rules.toml"]) == 0
     assert "OK, version default-2026.11" in capsys.readouterr().out
 
 
 def test_the_installed_console_script_runs():
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "--help"], capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-m", "leadpulse", "--help"], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "score" in done.stdout
+
+
+def test_events_out_in_a_missing_folder_stops_before_any_score_is_printed(tmp_path, capsys):
+    events = tmp_path / "events.jsonl"
+    write_events(events, buyer_documents("c-1"))
+    out = tmp_path / "missing-dir" / "x.jsonl"
+    assert main(["score", "--events-out", str(out), str(events)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [f"leadpulse score: --events-out {out}: folder {out.parent} does not exist"]
+
+
+def test_events_out_that_is_a_folder_is_refused(tmp_path, capsys):
+    events = tmp_path / "events.jsonl"
+    write_events(events, buyer_documents("c-1"))
+    assert main(["score", "--events-out", str(tmp_path), str(events)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"leadpulse score: --events-out {tmp_path}: is a folder, not a file"
+    ]
+
+
+def test_a_missing_input_file_is_one_line(tmp_path, capsys):
+    assert main(["score", str(tmp_path / "nope.jsonl")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"leadpulse score: {tmp_path / 'nope.jsonl'}: no such file"]
+
+
+def test_the_shipped_example_scores_as_the_readme_shows(capsys):
+    assert main(["score", str(ROOT / "examples" / "journey.jsonl")]) == 0
+    captured = capsys.readouterr()
+    rows = [orjson.loads(line) for line in captured.out.splitlines()]
+    assert [(r["contact_id"], r["score"], r["temperature"], r["temperature_label"]) for r in rows] == [
+        ("ada@acme.io", 87, 4, "hot"),
+        ("anon-42", 0, 1, "cold"),
+        ("bob@shop.fr", 1, 1, "cold"),
+    ]
+    assert "line 9: contact_id: one of contact_id or anonymous_id is required" in captured.err

@@ -1,6 +1,6 @@
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.partitioning import home_partition
+from leadpulse.streams.partitioning import home_partition
 
 
 def test_home_partition_agrees_with_the_kafka_default_partitioner():

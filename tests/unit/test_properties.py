@@ -1,10 +1,10 @@
-"""The semantics of DESIGN.md §2 as properties over generated event sets."""
+"""The semantics of docs/scoring.md as properties over generated event sets."""
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scoring.engine import Event, HotLead, StageChange, apply, new_state, snapshot
-from scoring.rules import STAGE_LEVEL, parse_rules
+from leadpulse.scoring.engine import Event, HotLead, StageChange, apply, new_state, snapshot
+from leadpulse.scoring.rules import STAGE_LEVEL, parse_rules
 from tests.factories import DAY_MS, DEFAULT_RULES, T0
 
 RULES = DEFAULT_RULES

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from scoring.rules import RulesError, load_rules, parse_rules
+from leadpulse.scoring.rules import RulesError, load_rules, parse_rules
 from tests.factories import DEFAULT_RULES
 
 MINIMAL = """
@@ -107,5 +107,203 @@ def test_a_missing_file_is_reported_with_its_path(tmp_path: Path):
 
 
 def test_the_default_file_is_plain_toml_with_a_version():
-    text = Path(__file__).parents[2].joinpath("scoring", "default_rules.toml").read_text()
+    text = Path(__file__).parents[2].joinpath("leadpulse", "scoring", "default_rules.toml").read_text()
     assert tomllib.loads(text)["version"] == DEFAULT_RULES.version
+
+
+NUMBER_PLACES = [
+    (lambda t, x: t.replace("points = 10", f"points = {x}"), r"signals\[0\]\.points"),
+    (lambda t, x: t.replace("cap = 25", f"cap = {x}"), r"categories\.web\.cap"),
+    (lambda t, x: t.replace("cap = 25", f"cap = 25\nfloor = {x}"), r"categories\.web\.floor"),
+    (lambda t, x: t + f"[temperature]\nbands = [0, {x}]\nlabels = ['a', 'b']\n", r"temperature\.bands\[1\]"),
+    (lambda t, x: t + f"[temperature]\nrearm_gap = {x}\n", r"temperature\.rearm_gap"),
+    (lambda t, x: t + f"[stages]\nprospect_fit = {x}\n", r"stages\.prospect_fit"),
+    (lambda t, x: t + f"[stages]\nprospect_engagement = {x}\n", r"stages\.prospect_engagement"),
+    (lambda t, x: t + f"[weights]\nfit = {x}\n", r"weights\.fit"),
+    (lambda t, x: t + f"[weights]\nengagement = {x}\n", r"weights\.engagement"),
+    (lambda t, x: t + f"[engagement]\ndedup_window = {x}\n", r"engagement\.dedup_window"),
+    (lambda t, x: t + f"[engagement]\ntop_reasons = {x}\n", r"engagement\.top_reasons"),
+    (lambda t, x: t + f"[fit.budget]\nmatch = 'ranges'\nranges = [[{x}, 1]]\n", r"fit\.budget\.ranges\[0\]\[0\]"),
+    (lambda t, x: t + f"[fit.budget]\nmatch = 'ranges'\nranges = [[0, {x}]]\n", r"fit\.budget\.ranges\[0\]\[1\]"),
+    (lambda t, x: t + f"[fit.seniority]\npoints = {{ vp = {x} }}\n", r"fit\.seniority\.points\.vp"),
+    (lambda t, x: t.replace("points = 2", f"points = 2\nwhen = {{ size = {x} }}"), r"signals\[1\]\.when\.size"),
+]
+
+
+@pytest.mark.parametrize(("change", "where"), NUMBER_PLACES)
+@pytest.mark.parametrize("bad", ["nan", "+nan", "-nan"])
+def test_nan_is_refused_in_every_number_naming_the_key(change, where, bad):
+    with pytest.raises(RulesError, match=rf"rules\.toml: {where}: nan is not a finite number$"):
+        parse_rules(change(MINIMAL, bad), "rules.toml")
+
+
+@pytest.mark.parametrize(("change", "where"), NUMBER_PLACES)
+@pytest.mark.parametrize("bad", ["inf", "-inf"])
+def test_an_infinity_is_refused_in_every_number_naming_the_key(change, where, bad):
+    with pytest.raises(RulesError, match=rf"rules\.toml: {where}: {bad} is not a finite number$"):
+        parse_rules(change(MINIMAL, bad), "rules.toml")
+
+
+def test_an_integer_too_large_for_a_float_is_refused_in_one_line():
+    with pytest.raises(
+        RulesError, match=r"^rules\.toml: fit\.budget\.ranges\[0\]\[0\]: 9{60}\.\.\. \(400 characters\) is too large$"
+    ):
+        parse_rules(MINIMAL + f"[fit.budget]\nmatch = 'ranges'\nranges = [[{'9' * 400}, 1]]\n", "rules.toml")
+
+
+def test_an_integer_too_long_for_python_is_a_toml_error_not_a_crash():
+    with pytest.raises(RulesError, match=r"rules\.toml: not valid TOML: .*4300 digits"):
+        parse_rules(MINIMAL.replace("points = 10", f"points = {'9' * 5000}"), "rules.toml")
+
+
+def test_a_ten_megabyte_version_is_refused_before_parsing():
+    huge = MINIMAL.replace('"t1"', '"' + "x" * 10_000_000 + '"')
+    with pytest.raises(RulesError, match=r"^rules\.toml: over the limit of 1 MiB \(1048576 bytes\) for a rules file$"):
+        parse_rules(huge, "rules.toml")
+
+
+def test_a_rules_file_over_one_mebibyte_is_refused_without_reading_it_all(tmp_path: Path):
+    path = tmp_path / "big.toml"
+    path.write_text(MINIMAL + "#" * (1 << 20))
+    with pytest.raises(RulesError, match=r"big\.toml: over the limit of 1 MiB"):
+        load_rules(path)
+
+
+def test_a_rules_file_that_is_not_utf8_names_the_byte(tmp_path: Path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(MINIMAL.encode() + b"# caf\xe9\n")
+    with pytest.raises(RulesError, match=r"latin1\.toml: not UTF-8 text \(byte \d+\)"):
+        load_rules(path)
+
+
+def test_a_version_over_100_characters_is_refused():
+    parse_rules(MINIMAL.replace('"t1"', '"' + "v" * 100 + '"'))
+    with pytest.raises(RulesError, match=r"^rules\.toml: version: 101 characters, over the limit of 100$"):
+        parse_rules(MINIMAL.replace('"t1"', '"' + "v" * 101 + '"'), "rules.toml")
+
+
+LONG = "x" * 201
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda t: t.replace('name = "page view"', f'name = "{LONG}"'), r"signals\[1\]\.name: 201 characters"),
+        (lambda t: t.replace('event = "page_viewed"', f'event = "{LONG}"', 1), r"signals\[0\]\.event: 201 characters"),
+        (lambda t: t.replace('"/pricing"', f'"/{LONG}"'), r"signals\[0\]\.path_prefix: 202 characters"),
+        (
+            lambda t: t.replace("points = 2", f"points = 2\nwhen = {{ form = '{LONG}' }}"),
+            r"signals\[1\]\.when\.form: 201",
+        ),
+        (
+            lambda t: t.replace("points = 2", f"points = 2\nwhen = {{ f = ['a', '{LONG}'] }}"),
+            r"signals\[1\]\.when\.f\[1\]",
+        ),
+        (lambda t: t + f"[temperature]\nlabels = ['a', 'b', 'c', '{LONG}']\n", r"temperature\.labels\[3\]: 201"),
+        (lambda t: t + f"[fit.title]\nmatch = 'keywords'\npoints = {{ {LONG} = 1 }}\n", r"fit\.title\.points\.x{60}"),
+        (
+            lambda t: t + f"[fit.{LONG}]\npoints = {{ a = 1 }}\n",
+            r"fit\.x{60}\.\.\. \(201 characters\): the name is 201",
+        ),
+        (lambda t: t + f"[categories.{LONG}]\ncap = 1\n", r"categories\.x{60}\.\.\. \(201 characters\): the name"),
+        (lambda t: t + f"[stages]\nopportunity_events = ['{LONG}']\n", r"stages\.opportunity_events\[0\]: 201"),
+        (lambda t: t + f"[stages.explicit]\n{LONG} = 'lead'\n", r"stages\.explicit\.x{60}\.\.\. \(201 characters\)"),
+    ],
+)
+def test_a_string_over_200_characters_is_refused_naming_the_key(change, where):
+    with pytest.raises(RulesError, match=rf"rules\.toml: {where}.*over the limit of 200$"):
+        parse_rules(change(MINIMAL), "rules.toml")
+
+
+def signal(index: int) -> str:
+    return f'[[signals]]\nname = "s{index}"\nevent = "e"\ncategory = "web"\npoints = 1\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'version = "t"\n[categories.web]\n' + "".join(signal(i) for i in range(1001)),
+            r"signals: 1001 signals, over the limit of 1000",
+        ),
+        (
+            MINIMAL + "[fit.size]\nmatch = 'ranges'\nranges = [" + ", ".join(f"[{i}, 1]" for i in range(1001)) + "]\n",
+            r"fit\.size\.ranges: 1001 ranges, over the limit of 1000",
+        ),
+        (
+            MINIMAL + "[fit.industry]\npoints = { " + ", ".join(f"i{i} = 1" for i in range(1001)) + " }\n",
+            r"fit\.industry\.points: 1001 values, over the limit of 1000",
+        ),
+        (
+            MINIMAL + "".join(f"[categories.c{i}]\n" for i in range(100)),
+            r"categories: 101 categories, over the limit of 100",
+        ),
+        (
+            MINIMAL + "".join(f"[fit.a{i}]\npoints = {{ x = 1 }}\n" for i in range(101)),
+            r"fit: 101 fit attributes, over the limit of 100",
+        ),
+        (
+            MINIMAL.replace("points = 2", "points = 2\nwhen = { f = [" + ", ".join(["1"] * 1001) + "] }"),
+            r"signals\[1\]\.when\.f: 1001 values, over the limit of 1000",
+        ),
+    ],
+)
+def test_absurd_sizes_are_refused_naming_the_key_and_the_limit(text, message):
+    with pytest.raises(RulesError, match=rf"^rules\.toml: {message}$"):
+        parse_rules(text, "rules.toml")
+
+
+def test_sizes_at_the_limits_are_accepted():
+    text = 'version = "t"\n[categories.web]\n' + "".join(signal(i) for i in range(1000))
+    text += "[fit.size]\nmatch = 'ranges'\nranges = [" + ", ".join(f"[{i}, 1]" for i in range(1000)) + "]\n"
+    rules = parse_rules(text)
+    assert len(rules.signals["e"]) == 1000
+    assert len(rules.fit["size"].ranges) == 1000
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda t: t.replace("points = 2", "points = 2\npoints_typo = 3"),
+            r"signals\[1\]\.points_typo: unknown key; did you mean 'points'\? "
+            r"\(see leadpulse/scoring/default_rules\.toml for every key\)$",
+        ),
+        (
+            lambda t: t.replace("points = 2", "points = 2\npath_prefx = '/a'"),
+            r"path_prefx: unknown key; did you mean 'path_prefix'",
+        ),
+        (
+            lambda t: t + "[engagement]\nhalflife = '7d'\n",
+            r"engagement\.halflife: unknown key; did you mean 'half_life'",
+        ),
+        (lambda t: t + "[stage]\nprospect_fit = 10\n", r"^rules\.toml: stage: unknown key; did you mean 'stages'"),
+        (lambda t: t + "[temperature]\nbands = [0, 50]\nlabel = ['a', 'b']\n", r"temperature\.label: .*'labels'"),
+    ],
+)
+def test_an_unknown_key_suggests_the_closest_accepted_key(change, message):
+    with pytest.raises(RulesError, match=message):
+        parse_rules(change(MINIMAL), "rules.toml")
+
+
+def test_an_unknown_key_like_no_accepted_key_gets_no_suggestion():
+    with pytest.raises(RulesError, match=r"signals\[1\]\.zzz: unknown key \(see leadpulse/scoring/default_rules\.toml"):
+        parse_rules(MINIMAL.replace("points = 2", "points = 2\nzzz = 3"), "rules.toml")
+
+
+def test_a_misspelled_required_key_is_reported_as_the_misspelling_not_as_missing():
+    with pytest.raises(RulesError, match=r"signals\[1\]\.nmae: unknown key; did you mean 'name'\?"):
+        parse_rules(MINIMAL.replace('name = "page view"', 'nmae = "page view"'), "rules.toml")
+
+
+def test_a_key_that_does_nothing_with_the_chosen_match_is_refused():
+    text = MINIMAL + "[fit.budget]\nmatch = 'values'\npoints = { a = 1 }\nranges = [[0, 1]]\n"
+    with pytest.raises(RulesError, match=r"fit\.budget\.ranges: has no effect"):
+        parse_rules(text, "rules.toml")
+
+
+def test_an_error_quoting_a_huge_value_stays_short():
+    with pytest.raises(RulesError) as caught:
+        parse_rules(MINIMAL.replace("points = 10", f"points = '{'q' * 100_000}'"), "rules.toml")
+    assert len(str(caught.value)) < 200
+    assert "(100002 characters)" in str(caught.value)

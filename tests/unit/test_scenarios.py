@@ -1,6 +1,6 @@
 """The default rules on the journeys a marketer would check first."""
 
-from scoring.engine import HotLead, apply, new_state, snapshot
+from leadpulse.scoring.engine import HotLead, apply, new_state, snapshot
 from tests.factories import DAY_MS, DEFAULT_RULES, T0, event
 
 RULES = DEFAULT_RULES

@@ -1,1 +1,0 @@
-"""Faust agents: thin, they move data between Kafka and the scoring core."""

@@ -1,0 +1,11 @@
+"""Faust agents: they move records between Kafka and the scoring core, nothing more."""
+
+from __future__ import annotations
+
+from leadpulse.agents.scoring import ScoringAgent
+from leadpulse.streams.pipeline import Pipeline
+
+
+def attach_agents(pipeline: Pipeline) -> ScoringAgent:
+    """Register every agent and timer of the worker on `pipeline.app`."""
+    return ScoringAgent.attach(pipeline)

@@ -1,0 +1,305 @@
+"""The scoring agent: batches of raw Kafka records in, table writes and output records out.
+
+Per batch (docs/guarantees.md):
+1. each record is decoded, validated and folded into its contact's state by the core; a
+   record that cannot be processed, whatever the reason, becomes a dead letter on its own;
+   a record already applied to its contact (a replay after a crash: its offset is at or
+   below the position stored with the contact) changes nothing;
+2. stage changes, hot leads, dead letters and re-keyed records are delivered (acknowledged
+   by the broker);
+3. each touched contact is then stored once, and its changelog record and snapshot delivered;
+4. only then are the batch's offsets released for Faust's commit.
+A delivery the broker refuses for good stops the worker before step 4, so that it restarts
+from the last commit; retriable ones are retried (streams/outbox.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from time import perf_counter
+from typing import Any
+
+import orjson
+from faust.exceptions import PartitionsMismatch
+
+from leadpulse.schemas.events import InvalidEvent, decode_event
+from leadpulse.schemas.outputs import dead_letter_record, dumps, output_record, snapshot_record
+from leadpulse.scoring.engine import HotLead, Output, apply, cooling_due_ms, future_reason, new_state, reevaluate
+from leadpulse.scoring.engine import snapshot as snapshot_of
+from leadpulse.scoring.state import ContactState
+from leadpulse.scoring.timeutil import now_ms
+from leadpulse.streams.outbox import BatchProducer, DeliveryFailed, Outbox, kafka_producer
+from leadpulse.streams.partitioning import home_partition
+from leadpulse.streams.pipeline import Pipeline
+from leadpulse.streams.tables import partition_of
+from leadpulse.streams.topics import partition_mismatch
+
+log = logging.getLogger(__name__)
+COOLING_BATCH = 5_000  # contacts asked to re-read per cooling tick, at most
+EVENTS, REKEYED = "e", "r"  # the inputs whose positions a contact state keeps
+
+Scored = dict[str, tuple[ContactState, int]]  # contact id -> (new state, time to publish it at)
+
+
+class ScoringAgent:
+    """The worker's agent and cooling timer, bound to one pipeline (its app, table, topics)."""
+
+    def __init__(self, pipeline: Pipeline, producer: Callable[[], BatchProducer] | None = None) -> None:
+        self.pipeline = pipeline
+        self.app = pipeline.app
+        self.settings = pipeline.settings
+        self.rules = pipeline.rules
+        self.topics = pipeline.topics
+        self.contacts = pipeline.contacts
+        self.metrics = pipeline.metrics
+        self.limits = pipeline.settings.input_limits
+        self.producer = producer or (lambda: kafka_producer(self.app))
+        self.events_topic = pipeline.settings.input_topic
+        self.rekeyed_topic = pipeline.topics.by_contact.get_topic_name()
+        self.cooling_topic = pipeline.topics.cooling.get_topic_name()
+        # Counted per batch and added to the Prometheus counters once (bench/README.md).
+        self.events: Counter[str] = Counter()
+        self.outputs: Counter[str] = Counter()
+        self.agent: Any = None
+
+    @classmethod
+    def attach(cls, pipeline: Pipeline, producer: Callable[[], BatchProducer] | None = None) -> ScoringAgent:
+        """Register the agent, the recovery hook and the cooling timer on `pipeline.app`."""
+        self = cls(pipeline, producer)
+        app = pipeline.app
+        self.agent = app.agent(pipeline.topics.scoring_sources(app), name="leadpulse.score")(self.consume)
+        pipeline.contacts.table.on_recover(self.reschedule_cooling)
+        if pipeline.settings.cooling_interval_s:
+            app.timer(pipeline.settings.cooling_interval_s, name="leadpulse.cool_down")(self.cool_down)
+        return self
+
+    async def consume(self, stream: Any) -> None:
+        if not await self._ready_to_score():
+            return
+        readiness = self.pipeline.readiness
+        readiness.consuming = True
+        try:
+            async for batch in stream.take_events(self.settings.batch_size, within=self.settings.batch_within_s):
+                # Faust's take_events acks a batch in a `finally`, also when scoring it failed or
+                # was cancelled by a rebalance; an extra reference per message keeps its offset
+                # uncommitted until the batch is fully delivered (docs/faust-notes.md).
+                held = [event.message for event in batch]
+                for message in held:
+                    message.incref()
+                try:
+                    await self.run(batch)
+                except Exception as error:
+                    log.critical("stopping: a batch could not be delivered, nothing of it is committed: %s", error)
+                    await self.app.crash(error)
+                    return
+                for message in held:
+                    message.decref()
+        finally:
+            readiness.consuming = False
+
+    async def _ready_to_score(self) -> bool:
+        """Output topics exist before the first record is scored (a send to a topic still
+        being created was seen to hang the producer's flush), and every topic the agent
+        writes by partition number has the input's partition count."""
+        for topic in self.topics.outputs:
+            await topic.maybe_declare()
+        mismatch = await partition_mismatch(
+            self.producer(), [*self.topics.all, self.contacts.table.changelog_topic], self.settings.partitions
+        )
+        if mismatch:
+            await self.app.crash(PartitionsMismatch(mismatch))
+            return False
+        return True
+
+    async def run(self, batch: Sequence[Any]) -> None:
+        started = perf_counter()
+        by_partition: dict[int, list[Any]] = defaultdict(list)
+        for event in batch:
+            by_partition[event.message.partition].append(event)
+        clock = now_ms()
+        deliveries = self.pipeline.readiness.deliveries
+        alerts, stored = Outbox(deliveries), Outbox(deliveries)
+        scored: list[tuple[int, Any, Scored]] = []
+        for partition, events in by_partition.items():
+            with partition_of(events[-1]):
+                results = self._score_partition(partition, events, clock, alerts)
+            scored.append((partition, events[-1], results))
+        # Stage changes, hot leads, dead letters and re-keyed records reach the broker before
+        # the states that produced them are stored: a replayed event finds its state stored
+        # and emits nothing again, so what it emitted must already be there.
+        producer = self.producer()
+        await alerts.deliver(producer)
+        for partition, anchor, results in scored:
+            with partition_of(anchor):
+                self._store(partition, results, stored, clock)
+        await stored.deliver(producer)
+        self._count(started, len(batch))
+
+    def _score_partition(self, partition: int, events: list[Any], clock: int, alerts: Outbox) -> Scored:
+        """Fold the records of one partition. Outputs are keyed by contact, and every output
+        topic has the input's partitions, so a contact's outputs go to its own partition."""
+        results: Scored = {}
+        for record in events:
+            message = record.message
+            try:
+                if message.topic == self.cooling_topic:
+                    self._cool(message, results, partition, alerts)
+                else:
+                    self._score(message, results, clock, partition, alerts)
+            except InvalidEvent as error:
+                self._dead_letter(message, error.field, str(error), clock, alerts)
+            except Exception as error:  # a record fails alone, whatever went wrong with it
+                log.exception("record %s[%s]@%s could not be scored", message.topic, partition, message.offset)
+                self._dead_letter(
+                    message, "", f"could not be processed: {type(error).__name__}: {error}", clock, alerts
+                )
+        return results
+
+    def _score(self, message: Any, results: Scored, clock: int, partition: int, alerts: Outbox) -> None:
+        event = decode_event(message.value, self.limits)
+        # The record's own timestamp, not the clock, decides what is "in the future", so a
+        # replay decides as the live run did (the clock only caps a producer running ahead).
+        record_ms = min(int(message.timestamp * 1000), clock) if message.timestamp else clock
+        reason = future_reason(event, record_ms, self.rules)
+        if reason is not None:
+            raise InvalidEvent("occurred_at", reason)
+        key = event.contact_id.encode()
+        home = home_partition(key, self.settings.partitions)
+        if message.topic == self.events_topic and (message.key != key or message.partition != home):
+            alerts.add(self.rekeyed_topic, home, key, message.value, record_ms)
+            self.events["rekeyed"] += 1
+            return
+        role = EVENTS if message.topic == self.events_topic else REKEYED
+        known = results.get(event.contact_id)
+        state = known[0] if known else self.contacts.get(event.contact_id) or new_state(event.contact_id)
+        applied_at = state.positions.get(role)
+        if applied_at is not None and message.offset <= applied_at:
+            # Replayed after a crash: already in this state. Stored and published again all
+            # the same, in case the state reached the local store but not the broker.
+            self.events["replayed"] += 1
+            updated = state
+        else:
+            applied = apply(state, event, self.rules)
+            self.events[applied.outcome] += 1
+            if applied.outcome != "duplicate":
+                self.metrics.event_age_seconds.observe(max(0, clock - event.occurred_ms) / 1000)
+                self._add_outputs(partition, applied.outputs, alerts)
+            positions = {**state.positions, role: message.offset}
+            if applied.state is state:  # a duplicate: the engine handed back the state it was given
+                updated = replace(state, positions=positions)
+            else:  # a state the engine has just built for this event: ours to finish
+                updated = applied.state
+                updated.positions = positions
+        results[event.contact_id] = (updated, max(updated.last_event_ms, known[1] if known else 0))
+
+    def _cool(self, message: Any, results: Scored, partition: int, alerts: Outbox) -> None:
+        """A cooling tick: re-read the contact at the tick's time; publish it if its
+        temperature dropped (no alert: see engine.reevaluate)."""
+        if not isinstance(message.key, bytes):
+            raise InvalidEvent("key", "a cooling tick needs the contact id as its key")
+        tick = orjson.loads(message.value)
+        at_ms = tick.get("at_ms") if isinstance(tick, dict) else None
+        if not isinstance(at_ms, int) or isinstance(at_ms, bool):
+            raise InvalidEvent("at_ms", "a cooling tick carries the time to re-read at as whole milliseconds")
+        contact_id = message.key.decode()
+        known = results.get(contact_id)
+        state = known[0] if known else self.contacts.get(contact_id)
+        if state is None:
+            return
+        at_ms = max(at_ms, state.last_event_ms)
+        applied = reevaluate(state, at_ms, self.rules)
+        if applied.outcome == "scored" or known:
+            results[contact_id] = (applied.state, max(at_ms, known[1] if known else 0))
+        else:  # same band as before (clock skew, or rules changed): look again later
+            self.pipeline.cooling.set(contact_id, cooling_due_ms(applied.state, self.rules, at_ms))
+
+    def _store(self, partition: int, results: Scored, outbox: Outbox, clock: int) -> None:
+        """One table write and one snapshot per contact per batch; a snapshot's time never
+        goes back for a contact (a late event after a cooling tick keeps the tick's time)."""
+        scores = self.topics.scores.get_topic_name()
+        states = []
+        for contact_id, (state, at_ms) in results.items():
+            at = max(at_ms, state.published_ms)
+            published = state if state.published_ms == at else replace(state, published_ms=at)
+            states.append(published)
+            outbox.add(
+                scores, partition, contact_id.encode(), dumps(snapshot_record(snapshot_of(published, at, self.rules)))
+            )
+            if self.settings.cooling_interval_s:
+                self.pipeline.cooling.set(contact_id, cooling_due_ms(published, self.rules, max(at, clock)))
+        self.contacts.put_many(partition, states, outbox)
+        self.outputs["snapshot"] += len(results)
+
+    def _add_outputs(self, partition: int, outputs: tuple[Output, ...], outbox: Outbox) -> None:
+        for output in outputs:
+            topic, kind = (
+                (self.topics.hot_leads, "hot_lead")
+                if isinstance(output, HotLead)
+                else (self.topics.stage_changes, "stage_change")
+            )
+            outbox.add(topic.get_topic_name(), partition, output.contact_id.encode(), dumps(output_record(output)))
+            self.outputs[kind] += 1
+
+    def _dead_letter(self, message: Any, field: str, reason: str, clock: int, outbox: Outbox) -> None:
+        record = dead_letter_record(
+            reason,
+            field,
+            message.value,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            received_ms=clock,
+            excerpt_bytes=self.limits.dead_letter_excerpt,
+        )
+        outbox.add(self.topics.dead_letters.get_topic_name(), message.partition, _bounded(message.key), dumps(record))
+        self.events["dead_letter"] += 1
+        # labelled by top-level field only: nested paths name the producer's own properties
+        self.metrics.dead_letters.labels(field.split(".", 1)[0].split("[", 1)[0] or "(record)").inc()
+
+    def _count(self, started: float, size: int) -> None:
+        for outcome, count in self.events.items():
+            self.metrics.events.labels(outcome).inc(count)
+        for kind, count in self.outputs.items():
+            self.metrics.outputs.labels(kind).inc(count)
+        self.events.clear()
+        self.outputs.clear()
+        self.metrics.batch_seconds.observe(perf_counter() - started)
+        self.metrics.batch_events.observe(size)
+
+    async def reschedule_cooling(self) -> None:
+        """After start-up or a rebalance the schedule is rebuilt from the recovered partitions:
+        one pass over the local table per rebalance (yielding as it goes), none per tick."""
+        cooling = self.pipeline.cooling
+        cooling.clear()
+        if not self.settings.cooling_interval_s:
+            return
+        clock = now_ms()
+        async for contact_id, state in self.contacts.scan():
+            cooling.set(contact_id, cooling_due_ms(state, self.rules, max(clock, state.published_ms)))
+
+    async def cool_down(self) -> None:
+        """Ask the owning partition to re-read contacts whose temperature is due to drop: the
+        re-read runs in the scoring agent, so table writes stay in partition context."""
+        clock = now_ms()
+        due = self.pipeline.cooling.pop_due(clock, COOLING_BATCH)
+        ticks = Outbox(self.pipeline.readiness.deliveries)
+        value = orjson.dumps({"at_ms": clock})
+        for contact_id in due:
+            key = contact_id.encode()
+            ticks.add(self.cooling_topic, home_partition(key, self.settings.partitions), key, value)
+        try:
+            await ticks.deliver(self.producer())
+        except DeliveryFailed as error:
+            log.error("cooling ticks not delivered, trying again next tick: %s", error)
+            for contact_id in due:
+                self.pipeline.cooling.set(contact_id, clock)
+        self.metrics.cooling_scheduled.set(len(self.pipeline.cooling))
+
+
+def _bounded(key: bytes | None, limit: int = 1_000) -> bytes | None:
+    """A dead letter's key: the original one, unless it is absurdly long."""
+    return key if key is None or len(key) <= limit else key[:limit]

@@ -1,0 +1,198 @@
+"""`leadpulse demo`: a local broker (started if none answers), a worker, and live synthetic
+marketing traffic; the terminal shows running counts and every hot lead with its reasons.
+Everything it started is stopped on Ctrl-C or when --duration runs out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from leadpulse.cli import local_state
+from leadpulse.cli.console import describe
+from leadpulse.cli.kafka_clients import bootstrap, ensure_topic, read_topic
+from leadpulse.cli.preflight import CommandError, broker_info
+from leadpulse.cli.processes import LocalBroker, WorkerProcess
+from leadpulse.cli.traffic import DAY_MS, Traffic
+from leadpulse.scoring.timeutil import now_ms
+from leadpulse.streams.settings import Settings, env_name
+from leadpulse.streams.topics import DEAD_LETTERS, HOT_LEADS, SCORES, STAGE_CHANGES
+
+STATE_DIR = Path(".leadpulse")
+BROKER_DIR = STATE_DIR / "kafka"  # the demo's own broker, when it starts one
+DEMO_DATA_DIR = STATE_DIR / "demo" / "data"  # the demo worker's tables: never shared with `leadpulse worker`
+WORKER_LOG = STATE_DIR / "demo-worker.log"
+MALFORMED_EVERY = 2_000  # one broken record now and then, to show the dead-letter path
+
+
+@dataclass
+class DemoOptions:
+    rate: float
+    duration_s: float | None
+    contacts: int
+    history_days: int
+    traffic_only: bool = False  # only send traffic and show outputs (docker compose runs the worker)
+
+
+def demo_settings(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    """The demo's worker keeps its tables in its own folder unless LEADPULSE_DATA_DIR says
+    otherwise, so that a later `leadpulse worker` (often against another broker) never
+    opens them. Absolute, because the worker process may run in another folder."""
+    data_dir = settings.data_dir if environ.get(env_name("data_dir")) else DEMO_DATA_DIR
+    return dataclasses.replace(settings, data_dir=data_dir.resolve())
+
+
+def run_demo(settings: Settings, options: DemoOptions, *, own_data_dir: bool = True) -> int:
+    """`own_data_dir`: the state folder is the demo's own, so it may be emptied when it
+    belongs to another cluster (a user's LEADPULSE_DATA_DIR never is)."""
+    broker: LocalBroker | None = None
+    worker = None if options.traffic_only else WorkerProcess(settings, WORKER_LOG)
+    try:
+        if worker is not None and not _reachable(settings):
+            broker = _local_broker(settings)
+            print(f"no broker at {settings.broker}: starting a local one (deploy/kafka/broker.sh)...", file=sys.stderr)
+            try:
+                broker.start()
+            except RuntimeError as error:  # broker.sh has said why on stderr already
+                raise CommandError(str(error)) from None
+        info = broker_info(settings)
+        asyncio.run(ensure_topic(settings, settings.input_topic))
+        if worker is not None:
+            if info.cluster_id is not None and settings.store.startswith("rocksdb"):
+                _claim_state_folder(settings, info.cluster_id, own_data_dir)
+            print(f"starting a worker (log: {worker.log_path}, {settings.web_url}/health)...", file=sys.stderr)
+            try:
+                worker.start()
+            except (RuntimeError, TimeoutError) as error:
+                raise CommandError(f"{error}{_last_line(worker.log_path)}") from None
+        print("sending traffic (Ctrl-C stops everything)", file=sys.stderr)
+        asyncio.run(_live(settings, options, worker))
+    except KeyboardInterrupt:
+        print("\nstopping...", file=sys.stderr)
+    finally:
+        if worker is not None:
+            worker.stop()
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+def _claim_state_folder(settings: Settings, cluster_id: str, own: bool) -> None:
+    """Checked here as well as in the worker, so that a mismatch reaches the terminal
+    rather than the worker's log; the demo's own state is disposable and starts afresh."""
+    try:
+        local_state.claim(settings.data_dir, cluster_id, bootstrap(settings))
+    except CommandError:
+        if not own:
+            raise
+        print(
+            f"the demo's state folder {settings.data_dir} belonged to another Kafka cluster: starting it afresh",
+            file=sys.stderr,
+        )
+        local_state.reset(settings.data_dir)
+        local_state.claim(settings.data_dir, cluster_id, bootstrap(settings))
+
+
+def _first_broker(settings: Settings) -> tuple[str, int]:
+    host, _, port = bootstrap(settings).split(",")[0].rpartition(":")
+    return host, int(port)
+
+
+def _reachable(settings: Settings) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(_first_broker(settings), timeout=1):
+        return True
+    return False
+
+
+def _local_broker(settings: Settings) -> LocalBroker:
+    host, port = _first_broker(settings)
+    if host not in ("127.0.0.1", "localhost"):
+        raise CommandError(f"no Kafka broker answers at {bootstrap(settings)}; the demo starts one only on 127.0.0.1")
+    return LocalBroker(port, BROKER_DIR.resolve())
+
+
+async def _live(settings: Settings, options: DemoOptions, worker: WorkerProcess | None) -> None:
+    counts: Counter[str] = Counter()
+    watchers = [
+        asyncio.create_task(_watch(settings, name, counts)) for name in (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS)
+    ]
+    producer = asyncio.create_task(_produce(settings, options, counts))
+    deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            await asyncio.sleep(2)
+            if worker is not None and not worker.running():
+                raise CommandError(f"the worker stopped; see {worker.log_path}{_last_line(worker.log_path)}")
+            print(
+                f"[{time.strftime('%H:%M:%S')}] events sent {counts['sent']:,} | snapshots {counts[SCORES]:,}"
+                f" | stage changes {counts[STAGE_CHANGES]:,} | hot leads {counts[HOT_LEADS]:,}"
+                f" | dead letters {counts[DEAD_LETTERS]:,}",
+                flush=True,
+            )
+    finally:
+        for task in (producer, *watchers):
+            task.cancel()
+        await asyncio.gather(producer, *watchers, return_exceptions=True)
+
+
+def _last_line(log: Path) -> str:
+    """The worker's own one-line error, usually; saves opening the log for the common cases."""
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return f" (its last line: {lines[-1].strip()})" if lines else ""
+
+
+async def _watch(settings: Settings, name: str, counts: Counter[str]) -> None:
+    async for _key, value in read_topic(settings, settings.topic(name), from_beginning=False, idle_timeout_s=None):
+        counts[name] += 1
+        if name in (HOT_LEADS, DEAD_LETTERS):
+            print(describe(value), flush=True)
+
+
+async def _produce(settings: Settings, options: DemoOptions, counts: Counter[str]) -> None:
+    """Journeys spread over the last `history_days` days, sent at `rate` events/s: the
+    engine does not care about arrival order, so history and live traffic mix freely."""
+    from aiokafka import AIOKafkaProducer
+
+    from leadpulse.schemas.events import contact_key
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings), linger_ms=10)
+    await producer.start()
+    try:
+        interval = 1 / options.rate
+        next_at = time.monotonic()
+        for document in _traffic(options):
+            key = contact_key(document)
+            value = orjson.dumps(document)
+            if counts["sent"] % MALFORMED_EVERY == MALFORMED_EVERY - 1:
+                value = value[: len(value) // 2]
+            await producer.send(settings.input_topic, value, key=key.encode() if key else None)
+            counts["sent"] += 1
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+    finally:
+        await producer.stop()
+
+
+def _traffic(options: DemoOptions) -> Iterator[dict[str, Any]]:
+    seed = int(time.time())
+    while True:
+        end = now_ms()
+        span = options.history_days * DAY_MS
+        traffic = Traffic(seed, end - span, span, options.contacts, id_prefix=f"demo{seed}-")
+        yield from traffic.events(10_000)
+        seed += 1

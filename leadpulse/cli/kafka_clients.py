@@ -1,0 +1,120 @@
+"""Plain aiokafka clients for the CLI (produce, tail, demo); the worker uses Faust's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import suppress
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from leadpulse.cli.preflight import broker_address
+from leadpulse.schemas.events import contact_key
+from leadpulse.streams.settings import Settings
+
+
+def bootstrap(settings: Settings) -> str:
+    """aiokafka's bootstrap_servers for LEADPULSE_BROKER."""
+    return broker_address(settings)
+
+
+async def ensure_topic(settings: Settings, name: str) -> None:
+    """Create a topic with the pipeline's partition count unless it exists: a broker's
+    auto-created topic would have its default count and break co-partitioning."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings))
+    await admin.start()
+    try:
+        if name not in await admin.list_topics():
+            with suppress(TopicAlreadyExistsError):
+                await admin.create_topics([NewTopic(name, settings.partitions, settings.replication_factor)])
+    finally:
+        await admin.close()
+
+
+InvalidLine = Callable[[int, str], None]  # (line number, why) for a line that is no event
+
+
+async def produce_lines(
+    settings: Settings,
+    lines: Iterable[bytes],
+    *,
+    keyed: bool = True,
+    progress: Any = None,
+    send_invalid: bool = True,
+    on_invalid: InvalidLine | None = None,
+) -> int:
+    """Send JSON lines to the input topic keyed by contact id (the line's own key field),
+    or unkeyed. A line that is not a JSON object goes to `on_invalid`, and is sent as it is
+    (for the worker to dead-letter) only if `send_invalid`. Returns the records sent."""
+    await ensure_topic(settings, settings.input_topic)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings), linger_ms=10, acks="all")
+    await producer.start()
+    sent = 0
+    try:
+        pending = []
+        for number, line in enumerate(lines, start=1):
+            value = line.rstrip(b"\r\n")
+            if not value.strip():
+                continue
+            if progress is not None:
+                progress.update(1)
+            problem, contact = _check_line(value)
+            if problem is not None:
+                if on_invalid is not None:
+                    on_invalid(number, problem)
+                if not send_invalid:
+                    continue
+            key = contact.encode() if keyed and contact else None
+            pending.append(await producer.send(settings.input_topic, value, key=key))
+            sent += 1
+            if len(pending) >= 5_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent
+
+
+def _check_line(value: bytes) -> tuple[str | None, str | None]:
+    """(what is wrong with the line or None, its contact key or None). Only the shape is
+    checked here; the worker validates the fields and dead-letters what it refuses."""
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError as error:
+        return f"not valid JSON ({error})", None
+    if not isinstance(document, dict):
+        return "not a JSON object", None
+    return None, contact_key(document)
+
+
+async def read_topic(
+    settings: Settings, topic: str, *, from_beginning: bool, idle_timeout_s: float | None
+) -> AsyncIterator[tuple[bytes | None, bytes]]:
+    """Yield (key, value) of a topic without joining a consumer group; stop after
+    `idle_timeout_s` without records (None: follow forever)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+    )
+    await consumer.start()
+    try:
+        idle = 0.0
+        while idle_timeout_s is None or idle < idle_timeout_s:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5_000)
+            if not batches:
+                idle += 0.5
+                continue
+            idle = 0.0
+            for records in batches.values():
+                for record in records:
+                    yield record.key, record.value
+    finally:
+        await consumer.stop()

@@ -1,0 +1,124 @@
+"""What the CLI checks before it starts any Kafka work. Without these checks a newcomer's
+first mistakes (no broker running, a mistyped topic) end in a long traceback or in a client
+that retries forever; here each ends in one line that says what to do."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from leadpulse.streams.settings import Settings, env_name
+
+PREFLIGHT_TIMEOUT_S = 5.0  # a broker that answers at all answers a metadata request in milliseconds
+START_BROKER_HINT = "start the local one with `deploy/kafka/broker.sh start` (or run everything with `make demo`)"
+MAX_LISTED = 20  # broker topics named in an error line
+
+
+class CommandError(Exception):
+    """A user error that the CLI reports as one line on stderr, exiting with `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    """What one metadata round trip tells about the cluster behind LEADPULSE_BROKER."""
+
+    cluster_id: str | None
+    topics: frozenset[str]
+
+
+def broker_address(settings: Settings) -> str:
+    """host:port[,host:port]: as the user wrote it, without the kafka:// scheme."""
+    return ",".join(url.removeprefix("kafka://") for url in settings.broker.split(";"))
+
+
+def broker_info(settings: Settings, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> BrokerInfo:
+    """Connect, read the cluster id and the topic names, or raise a one-line CommandError.
+    Run before the real clients start: theirs is a retry loop that logs every attempt."""
+    return asyncio.run(describe_broker(settings, timeout_s))
+
+
+async def describe_broker(settings: Settings, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> BrokerInfo:
+    """`broker_info` for callers already inside an event loop."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=broker_address(settings), request_timeout_ms=max(1, int(timeout_s * 1000))
+    )
+    try:
+        with _quiet_kafka_client():
+            async with asyncio.timeout(timeout_s):
+                await admin.start()
+                cluster = await admin.describe_cluster()
+                topics = await admin.list_topics()
+    except (KafkaError, OSError, TimeoutError):
+        raise CommandError(no_broker_message(settings)) from None
+    finally:
+        with _quiet_kafka_client():
+            await admin.close()
+    cluster_id = cluster.get("cluster_id")
+    return BrokerInfo(
+        cluster_id if isinstance(cluster_id, str) and cluster_id else None,
+        frozenset(name for name in topics if not name.startswith("__")),
+    )
+
+
+def no_broker_message(settings: Settings) -> str:
+    return f"no Kafka broker answers at {broker_address(settings)} ({env_name('broker')}); {START_BROKER_HINT}"
+
+
+@contextmanager
+def _quiet_kafka_client() -> Iterator[None]:
+    """aiokafka logs every failed connection attempt at ERROR; the preflight reports it once."""
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def tail_topic(requested: str, settings: Settings, existing: Collection[str]) -> str:
+    """The full topic name `tail` should read, or a one-line CommandError that lists the
+    topics it could have meant: a consumer of a missing topic would wait forever."""
+    from leadpulse.streams.topics import DEAD_LETTERS, HOT_LEADS, SCORES, STAGE_CHANGES  # imports Faust
+
+    tailable = (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS)
+    topic = settings.topic(requested) if requested in tailable else requested
+    if topic in existing:
+        return topic
+    ours = {settings.topic(name) for name in tailable} | {settings.input_topic}
+    if topic in ours:
+        raise CommandError(
+            f"topic {topic} does not exist yet on {broker_address(settings)}: "
+            "a worker creates LeadPulse's topics when it starts (leadpulse worker)"
+        )
+    names = [*tailable, settings.input_topic]
+    others = sorted(name for name in existing if name not in ours)
+    guess = _closest(requested, [*names, *others])
+    listed = ", ".join(others[:MAX_LISTED]) or "none"
+    if len(others) > MAX_LISTED:
+        listed += f" and {len(others) - MAX_LISTED} more"
+    hint = f"; did you mean {guess}?" if guess else ""
+    raise CommandError(
+        f"no topic {requested} on {broker_address(settings)}{hint} "
+        f"(LeadPulse's: {', '.join(names)}; also on the broker: {listed})"
+    )
+
+
+def _closest(word: str, candidates: list[str]) -> str | None:
+    """The likeliest intended name; '_' for '-' is the commonest slip, so it is tried first."""
+    dashed = word.replace("_", "-")
+    if dashed != word and dashed in candidates:
+        return dashed
+    matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return matches[0] if matches else None

@@ -1,0 +1,120 @@
+"""Synthetic but realistic marketing traffic, by persona, for the demo and the benchmarks.
+
+Deterministic for a seed, so a benchmark or a demo run can be scored offline and compared.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from leadpulse.scoring.timeutil import format_ms
+
+DAY_MS = 86_400_000
+PERSONAS = ("browser", "newsletter_reader", "webinar_attendee", "buyer", "churner")
+_WEIGHTS = (45, 25, 15, 8, 7)
+_BLOG = ("/blog/lead-vs-prospect", "/blog/lead-scoring-101", "/blog/b2b-funnel", "/blog/nurturing")
+_PRODUCT = ("/product", "/product/integrations", "/customers/acme", "/pricing", "/pricing/enterprise")
+
+
+class Traffic:
+    """Yields event dicts in time order; each contact follows one persona's journey."""
+
+    def __init__(self, seed: int, start_ms: int, span_ms: int, contacts: int, id_prefix: str = "") -> None:
+        self.random = random.Random(seed)
+        self.id_prefix = id_prefix
+        self.start_ms = start_ms
+        self.span_ms = span_ms
+        self.contacts = contacts
+        self.serial = 0
+
+    def events(self, count: int) -> Iterator[dict[str, Any]]:
+        """`count` events over `contacts` contacts, interleaved as a site would see them."""
+        journeys: dict[int, Iterator[dict[str, Any]]] = {}
+        produced = 0
+        while produced < count:
+            index = self.random.randrange(self.contacts)
+            journey = journeys.get(index)
+            if journey is None:
+                journey = journeys[index] = self._journey(index)
+            event = next(journey, None)
+            if event is None:
+                journeys[index] = self._journey(index)
+                continue
+            produced += 1
+            yield event
+
+    def _journey(self, index: int) -> Iterator[dict[str, Any]]:
+        persona = self.random.choices(PERSONAS, _WEIGHTS)[0] if index % 50 else "buyer"
+        steps: Callable[[], Iterator[tuple[str, dict[str, Any]]]] = getattr(self, f"_{persona}")
+        identified = persona != "browser"
+        contact = f"c-{index:07d}" if identified else f"anon-{index:07d}"
+        at = self.start_ms + self.random.randrange(self.span_ms)
+        for event_type, properties in steps():
+            at += self.random.randrange(10 * 60_000, 3 * DAY_MS)
+            yield self._event(contact, identified, event_type, min(at, self.start_ms + self.span_ms), properties)
+
+    def _event(self, contact: str, identified: bool, event_type: str, at: int, props: dict[str, Any]) -> dict[str, Any]:
+        self.serial += 1
+        event: dict[str, Any] = {
+            "event_id": f"{self.id_prefix}ev-{self.serial:09d}",
+            "type": event_type,
+            "occurred_at": format_ms(at),
+        }
+        event["contact_id" if identified else "anonymous_id"] = contact
+        event["source"] = "web" if event_type == "page_viewed" else "marketing"
+        if props:
+            event["properties"] = props
+        return event
+
+    def _page(self, pool: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+        return "page_viewed", {"path": self.random.choice(pool)}
+
+    def _profile(self, senior: bool) -> tuple[str, dict[str, Any]]:
+        pick = self.random.choice
+        return "profile_updated", {
+            "seniority": pick(("c_level", "vp", "director")) if senior else pick(("manager", "individual")),
+            "budget": pick((25_000, 60_000, 120_000)) if senior else pick((0, 2_000, 8_000)),
+            "company_size": pick((60, 250, 1200)),
+            "industry": pick(("software", "saas", "financial_services", "retail")),
+            "channel": pick(("referral", "organic", "event", "paid")),
+            "department": pick(("executive", "marketing", "sales", "it")),
+            "country": pick(("fr", "be", "de", "us")),
+        }
+
+    def _browser(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for _ in range(self.random.randint(1, 6)):
+            yield self._page(_BLOG)
+
+    def _newsletter_reader(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        yield self._page(_BLOG)
+        yield "newsletter_subscribed", {"email": "reader@example.com"}
+        for _ in range(self.random.randint(2, 8)):
+            yield self.random.choice((("email_opened", {}), ("email_clicked", {}), self._page(_BLOG)))
+
+    def _webinar_attendee(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        yield self._page(_PRODUCT)
+        yield "webinar_registered", {"webinar": "scoring-live"}
+        yield self._profile(senior=self.random.random() < 0.4)
+        yield "webinar_attended", {"webinar": "scoring-live"}
+        yield self._page(_PRODUCT)
+
+    def _buyer(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        yield self._page(_PRODUCT)
+        yield "form_submitted", {"form": "whitepaper", "email": "buyer@example.com"}
+        yield self._profile(senior=True)
+        yield self._page(("/pricing", "/pricing/enterprise"))
+        yield "webinar_attended", {"webinar": "roi"}
+        yield "email_replied", {}
+        yield self.random.choice(("demo_requested", "quote_requested")), {}
+        if self.random.random() < 0.5:
+            yield "sales_qualified", {}
+            yield "opportunity_opened", {}
+            yield self.random.choice(("deal_won", "deal_lost")), {}
+
+    def _churner(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        yield "newsletter_subscribed", {}
+        yield "email_opened", {}
+        yield self._page(("/careers", "/careers/jobs"))
+        yield self.random.choice((("newsletter_unsubscribed", {}), ("email_bounced", {"hard": True})))

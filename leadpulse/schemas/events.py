@@ -1,0 +1,153 @@
+"""The input contract. One validation path for the stream and the offline scorer: every
+rejection names the field and the reason, which end up in the dead-letter record."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits, variable
+from leadpulse.scoring.engine import Event
+from leadpulse.scoring.timeutil import parse_rfc3339_ms
+
+_MAX_ID = 256
+_TYPE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
+
+
+class InvalidEvent(ValueError):
+    """An input that cannot be scored; `field` is the JSON field at fault ('' for the whole)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+        self.reason = reason
+
+
+def decode_event(raw: bytes | str, limits: InputLimits = DEFAULT_LIMITS) -> Event:
+    """Bytes (or text) of one input record -> Event, within `limits`. The size is checked
+    before parsing, since parsing is what an oversized record would cost."""
+    if isinstance(raw, str):  # tests and tools; the stream hands over bytes
+        raw = raw.encode("utf-8", "surrogatepass")
+    size = len(raw)
+    if size > limits.max_record_bytes:
+        raise InvalidEvent("", f"record is {size} bytes, {_over(limits.max_record_bytes, 'max_record_bytes')}")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidEvent("", f"not valid JSON: {error}") from None
+    event = validate_event(document)
+    if len(event.properties) > limits.max_properties:
+        count = len(event.properties)
+        raise InvalidEvent("properties", f"{count} properties, {_over(limits.max_properties, 'max_properties')}")
+    # Exact shortcuts that spare nearly every record the walk: no string is longer than the
+    # record, and a value N levels below the top-level object takes N opening brackets.
+    if size > limits.max_string or raw.count(b"{") + raw.count(b"[") > limits.max_depth + 1:
+        _check_nesting(document, limits)
+    return event
+
+
+def validate_event(document: Any) -> Event:
+    if not isinstance(document, dict):
+        raise InvalidEvent("", f"expected a JSON object, got {_json_kind(document)}")
+    event_id = _identifier(document, "event_id")
+    if event_id is None:
+        raise InvalidEvent("event_id", "required")
+    event_type = document.get("type")
+    if not isinstance(event_type, str) or not _TYPE.match(event_type):
+        raise InvalidEvent("type", "required: lower-case event type such as 'page_viewed'")
+    contact_id = _identifier(document, "contact_id")
+    anonymous_id = _identifier(document, "anonymous_id")
+    if contact_id is None and anonymous_id is None:
+        raise InvalidEvent("contact_id", "one of contact_id or anonymous_id is required")
+    occurred_at = document.get("occurred_at")
+    if not isinstance(occurred_at, str):
+        raise InvalidEvent("occurred_at", "required: RFC 3339 timestamp with offset")
+    try:
+        occurred_ms = parse_rfc3339_ms(occurred_at)
+    except ValueError as error:
+        raise InvalidEvent("occurred_at", str(error)) from None
+    source = document.get("source")
+    if source is not None and not isinstance(source, str):
+        raise InvalidEvent("source", f"expected a string, got {_json_kind(source)}")
+    properties = document.get("properties")
+    if properties is None:
+        properties = {}
+    elif not isinstance(properties, dict):
+        raise InvalidEvent("properties", f"expected an object, got {_json_kind(properties)}")
+    return Event(
+        event_id=event_id,
+        type=event_type,
+        contact_id=contact_id if contact_id is not None else str(anonymous_id),
+        identified=contact_id is not None or isinstance(properties.get("email"), str),
+        occurred_ms=occurred_ms,
+        properties=properties,
+        source=source,
+    )
+
+
+def _check_nesting(document: dict[str, Any], limits: InputLimits) -> None:
+    """Every string (keys included) within max_string and every value at most max_depth
+    levels inside `properties` (or any other top-level field). A loop, not a recursion: a
+    document is checked without growing the Python stack however deep it is, and nothing
+    deeper than the limit is visited. Exact types suffice: the document comes from orjson."""
+    max_string, deepest = limits.max_string, limits.max_depth + 1  # `properties` is itself a level
+    pending: list[tuple[str, dict[str, Any] | list[Any], int]] = [("", document, 0)]
+    while pending:
+        path, container, depth = pending.pop()
+        items: Iterable[tuple[str | int, Any]]
+        if isinstance(container, dict):
+            if container and max(map(len, container)) > max_string:
+                longest = max(container, key=len)
+                raise InvalidEvent(path, f"a key is {len(longest)} characters, {_over(max_string, 'max_string')}")
+            items = container.items()
+        else:
+            items = enumerate(container)
+        if depth == deepest and container:
+            first: str | int = next(iter(container)) if isinstance(container, dict) else 0
+            raise InvalidEvent(_child(path, first), f"nested {depth} levels deep, {_over(deepest - 1, 'max_depth')}")
+        for key, value in items:
+            kind = type(value)
+            if kind is str:
+                if len(value) > max_string:
+                    raise InvalidEvent(_child(path, key), f"{len(value)} characters, {_over(max_string, 'max_string')}")
+            elif kind is dict or kind is list:
+                pending.append((_child(path, key), value, depth + 1))
+
+
+def _child(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _over(limit: int, setting: str) -> str:
+    return f"over the limit of {limit} ({variable(setting)})"
+
+
+def contact_key(document: Any) -> str | None:
+    """The partitioning key of a raw input (contact id, else anonymous id), if it has one."""
+    if isinstance(document, dict):
+        for field in ("contact_id", "anonymous_id"):
+            value = document.get(field)
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+def _identifier(document: dict[str, Any], field: str) -> str | None:
+    value = document.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidEvent(field, f"expected a non-empty string, got {_json_kind(value)}")
+    if len(value) > _MAX_ID:
+        raise InvalidEvent(field, f"longer than {_MAX_ID} characters")
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)

@@ -1,0 +1,122 @@
+"""Output records as JSON: what `contact-scores`, `stage-changes`, `hot-leads` and
+`dead-letters` carry. Field names are the contract published in schemas/json/."""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import hashlib
+from typing import Any
+
+import orjson
+
+from leadpulse.schemas.limits import DEFAULT_LIMITS
+from leadpulse.scoring.engine import HotLead, Output, Snapshot, StageChange
+from leadpulse.scoring.timeutil import format_ms
+
+
+def snapshot_record(view: Snapshot) -> dict[str, Any]:
+    return {
+        "contact_id": view.contact_id,
+        "score": view.score,
+        "fit": view.fit,
+        "engagement": view.engagement,
+        "temperature": view.temperature,
+        "temperature_label": view.temperature_label,
+        "stage": view.stage,
+        "rules_version": view.rules_version,
+        "updated_at": format_ms(view.updated_ms),
+        "reasons": _reasons(view),
+    }
+
+
+def _reasons(view: Snapshot) -> list[dict[str, Any]]:
+    return [{"signal": r.signal, "part": r.part, "points": r.points} for r in view.reasons]
+
+
+def output_record(output: Output) -> dict[str, Any]:
+    if isinstance(output, StageChange):
+        return {
+            "id": output.id,
+            "kind": "stage_change",
+            "contact_id": output.contact_id,
+            "from_stage": output.from_stage,
+            "to_stage": output.to_stage,
+            "occurred_at": format_ms(output.occurred_ms),
+            "cause_event_id": output.cause_event_id,
+            "score": output.score,
+            "rules_version": output.rules_version,
+        }
+    return hot_lead_record(output)
+
+
+def hot_lead_record(alert: HotLead) -> dict[str, Any]:
+    view = alert.snapshot
+    return {
+        "id": alert.id,
+        "kind": "hot_lead",
+        "contact_id": alert.contact_id,
+        "occurred_at": format_ms(alert.occurred_ms),
+        "cause_event_id": alert.cause_event_id,
+        "score": view.score,
+        "fit": view.fit,
+        "engagement": view.engagement,
+        "stage": view.stage,
+        "rules_version": view.rules_version,
+        "reasons": _reasons(view),
+    }
+
+
+MAX_REASON = 1000
+"""Characters of a dead letter's reason (and field path): past this they are cut."""
+
+
+def dead_letter_record(
+    reason: str,
+    field: str,
+    raw: bytes | None,
+    *,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    key: bytes | None,
+    received_ms: int,
+    excerpt_bytes: int = DEFAULT_LIMITS.dead_letter_excerpt,
+) -> dict[str, Any]:
+    """A bounded record whatever the input: the first `excerpt_bytes` of the value and of the
+    key (as text when UTF-8, else base64), with the size and SHA-256 of the whole value, so a
+    megabyte of garbage costs the dead-letter topic a few kilobytes and can still be found."""
+    excerpt, truncated = _excerpt(raw, excerpt_bytes)
+    return {
+        "reason": _cut(reason, MAX_REASON),
+        "field": _cut(field, MAX_REASON),
+        "origin": {"topic": topic, "partition": partition, "offset": offset, "key": _excerpt(key, excerpt_bytes)[0]},
+        "value": excerpt,
+        "size": None if raw is None else len(raw),
+        "sha256": None if raw is None else hashlib.sha256(raw).hexdigest(),
+        "truncated": truncated,
+        "received_at": format_ms(received_ms),
+    }
+
+
+def dumps(record: dict[str, Any]) -> bytes:
+    return orjson.dumps(record)
+
+
+def _excerpt(raw: bytes | None, limit: int) -> tuple[dict[str, str] | None, bool]:
+    """The first `limit` bytes as text if they are UTF-8, else as base64, and whether that is
+    less than the whole. A character split by the cut is dropped rather than turning
+    readable text into base64."""
+    if raw is None:
+        return None, False
+    prefix, truncated = raw[:limit], len(raw) > limit
+    try:
+        if truncated:
+            return {"text": codecs.getincrementaldecoder("utf-8")().decode(prefix, final=False)}, truncated
+        return {"text": prefix.decode("utf-8")}, truncated
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(prefix).decode()}, truncated
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,353 @@
+"""The scoring engine: `apply` folds one event into a contact's state, `snapshot` reads it.
+
+Everything here is a pure function of (state, event, rules, time): the stream, a restarted
+worker and the offline scorer therefore compute the same table from the same events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Literal, NamedTuple
+
+from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, STAGE_LEVEL, PropertyValue, Rules
+from leadpulse.scoring.state import ContactState, CrmStage, ProfileValue, SignalSum
+
+Outcome = Literal["scored", "unscored", "duplicate"]
+_PROSPECT = STAGE_LEVEL["prospect"]
+_OPPORTUNITY = STAGE_LEVEL["opportunity"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated input event. `contact_id` is the key: the contact id, else the anonymous id."""
+
+    event_id: str
+    type: str
+    contact_id: str
+    identified: bool
+    occurred_ms: int
+    properties: dict[str, Any]
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    signal: str
+    part: Literal["fit", "engagement"]
+    points: float
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    contact_id: str
+    score: int
+    fit: float
+    engagement: float
+    temperature: int
+    temperature_label: str
+    stage: str
+    rules_version: str
+    updated_ms: int
+    reasons: tuple[Reason, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StageChange:
+    id: str
+    contact_id: str
+    from_stage: str | None
+    to_stage: str
+    occurred_ms: int
+    cause_event_id: str
+    score: int
+    rules_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class HotLead:
+    id: str
+    contact_id: str
+    occurred_ms: int
+    cause_event_id: str
+    snapshot: Snapshot
+
+
+Output = StageChange | HotLead
+
+
+class Applied(NamedTuple):
+    state: ContactState
+    outputs: tuple[Output, ...]
+    outcome: Outcome
+
+
+def event_hash(event_id: str) -> int:
+    """64-bit id hash used for de-duplication and as the last-writer-wins tie-breaker."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+
+
+def output_id(*cause: str) -> str:
+    """Deterministic id of an output from its cause, so consumers can drop replays."""
+    return hashlib.blake2b("\x1f".join(cause).encode(), digest_size=16).hexdigest()
+
+
+def future_reason(event: Event, now_ms: int, rules: Rules) -> str | None:
+    """Why an event is refused for being ahead of `now_ms`, or None: decay would otherwise
+    credit points that have not happened yet (a producer with a wrong clock)."""
+    ahead = event.occurred_ms - now_ms
+    if ahead > rules.max_future_ms:
+        return f"occurred_at is {ahead / 1000:.0f}s in the future (limit {rules.max_future_ms / 1000:.0f}s)"
+    return None
+
+
+def new_state(contact_id: str) -> ContactState:
+    return ContactState(contact_id=contact_id)
+
+
+def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
+    """Fold `event` into `state`. Duplicates (an id among the last `dedup_window` applied to
+    this contact) change nothing: retries and redelivery after a crash resend an event within
+    seconds, long before a contact receives that many newer events."""
+    tie = event_hash(event.event_id)
+    if tie in state.seen:
+        return Applied(state, (), "duplicate")
+    seen = (*state.seen[-rules.dedup_window + 1 :], tie) if rules.dedup_window > 1 else (tie,)
+    signals = state.signals
+    signal = rules.signal_for(event.type, event.properties)
+    if signal is not None:
+        signals = dict(signals)
+        signals[signal.name] = _add(signals.get(signal.name), signal.points, event.occurred_ms, rules.half_life_ms)
+    profile, best_fit = _merge_profile(state, event, tie, rules)
+    crm_level, crm_last = state.crm_level, state.crm_last
+    explicit = rules.explicit_stages.get(event.type)
+    if explicit is not None:
+        if explicit in STAGE_LEVEL:
+            crm_level = max(crm_level, STAGE_LEVEL[explicit])
+        if crm_last is None or (event.occurred_ms, tie) > (crm_last.occurred_ms, crm_last.tie):
+            crm_last = CrmStage(explicit, event.occurred_ms, tie)
+    scored = signal is not None or profile is not state.profile or explicit is not None
+    updated = ContactState(
+        state.contact_id,
+        state.identified or event.identified,
+        state.intent or event.type in rules.opportunity_events,
+        state.hot_armed,
+        max(state.last_event_ms, event.occurred_ms),
+        crm_level,
+        crm_last,
+        state.stage,
+        state.temperature,
+        signals,
+        profile,
+        best_fit,
+        seen,
+        state.positions,
+        state.published_ms,
+    )
+    outputs = _settle(updated, updated.last_event_ms, event.event_id, event.occurred_ms, rules)
+    return Applied(updated, outputs, "scored" if scored else "unscored")
+
+
+def reevaluate(state: ContactState, at_ms: int, rules: Rules) -> Applied:
+    """Re-read a contact at `at_ms` without a new event (the cooling timer): the temperature
+    may drop. Nothing else moves: stages do not depend on time, and the hot alert re-arms
+    only in `apply`, at event time, so that the stream (which ticks) and the offline scorer
+    (which does not) decide every alert alike. Outcome 'scored': the snapshot changed."""
+    score = _score(state, at_ms, rules)[2]
+    updated = replace(state, temperature=rules.temperature(score))
+    return Applied(updated, (), "scored" if updated.temperature != state.temperature else "unscored")
+
+
+def snapshot(state: ContactState, at_ms: int, rules: Rules) -> Snapshot:
+    fit_points = list(_fit_points(state, rules))
+    decayed = list(_decayed_signals(state, at_ms, rules))
+    fit, engagement, score = _combine(fit_points, decayed, rules)
+    temperature = rules.temperature(score)
+    reasons = [Reason(f"{attribute}: {value}", "fit", points) for attribute, value, points in fit_points if points]
+    reasons.extend(Reason(name, "engagement", rounded) for name, _, value in decayed if (rounded := round(value, 1)))
+    reasons.sort(key=lambda r: (-abs(r.points), r.signal))
+    return Snapshot(
+        contact_id=state.contact_id,
+        score=score,
+        fit=fit,
+        engagement=engagement,
+        temperature=temperature,
+        temperature_label=rules.band_labels[temperature - 1],
+        stage=stage_of(state, rules),
+        rules_version=rules.version,
+        updated_ms=at_ms,
+        reasons=tuple(reasons[: rules.top_reasons]),
+    )
+
+
+def stage_of(state: ContactState, rules: Rules) -> str:
+    """The stage is a function of state built from monotone parts (flags, maxima, lifetime
+    points), so it never moves back by rule and does not depend on arrival order. Side
+    stages come only from the latest explicit CRM event."""
+    if state.crm_last is not None and state.crm_last.stage in SIDE_STAGES:
+        return state.crm_last.stage
+    level = max(1 if state.identified else 0, state.crm_level)
+    if level < _PROSPECT and _qualifies(state, rules):
+        level = _PROSPECT
+    if level >= _PROSPECT and state.intent:
+        level = max(level, _OPPORTUNITY)
+    return FUNNEL_STAGES[level]
+
+
+def next_cooling_ms(state: ContactState, rules: Rules, from_ms: int | None = None) -> int | None:
+    """When the temperature the contact has at `from_ms` (default: its latest event) will next
+    drop if nothing happens, or None when it is cold by then. Found by bisection on time, so the
+    cooling timer can schedule each contact once per band instead of scanning the table."""
+    start = state.last_event_ms if from_ms is None else max(from_ms, state.last_event_ms)
+    temperature = rules.temperature(_score(state, start, rules)[2])
+    if temperature <= 1:
+        return None
+    floor = rules.band_floors[temperature - 1]
+    low, high = 0, 20 * rules.half_life_ms
+    if _score(state, start + high, rules)[2] >= floor:
+        return None
+    while high - low > 60_000:
+        middle = (low + high) // 2
+        if _score(state, start + middle, rules)[2] >= floor:
+            low = middle
+        else:
+            high = middle
+    return start + high
+
+
+def cooling_due_ms(state: ContactState, rules: Rules, now_ms: int) -> int | None:
+    """When the contact's published temperature will next be out of date if nothing happens:
+    `now_ms` if it already is (a worker that was down while the contact cooled), else the next
+    band drop after `now_ms`; None once it is cold for good."""
+    start = max(now_ms, state.last_event_ms)
+    if rules.temperature(_score(state, start, rules)[2]) != state.temperature:
+        return start
+    return next_cooling_ms(state, rules, start)
+
+
+def _settle(state: ContactState, at_ms: int, cause: str, occurred_ms: int, rules: Rules) -> tuple[Output, ...]:
+    """Derive stage, temperature and the hot-lead hysteresis of a state the caller has just
+    built, and say what changed."""
+    score = _score(state, at_ms, rules)[2]
+    stage = stage_of(state, rules)
+    outputs: list[Output] = []
+    if stage != state.stage:
+        outputs.append(
+            StageChange(
+                id=output_id(state.contact_id, "stage", str(state.stage), stage, cause),
+                contact_id=state.contact_id,
+                from_stage=state.stage,
+                to_stage=stage,
+                occurred_ms=occurred_ms,
+                cause_event_id=cause,
+                score=score,
+                rules_version=rules.version,
+            )
+        )
+        state.stage = stage
+    if state.hot_armed and score >= rules.hot_floor:
+        state.hot_armed = False
+        view = snapshot(state, at_ms, rules)
+        outputs.append(HotLead(output_id(state.contact_id, "hot", cause), state.contact_id, occurred_ms, cause, view))
+    elif not state.hot_armed and score < rules.hot_floor - rules.rearm_gap:
+        state.hot_armed = True
+    state.temperature = rules.temperature(score)
+    return tuple(outputs)
+
+
+def _add(current: SignalSum | None, points: float, at_ms: int, half_life_ms: int) -> SignalSum:
+    """Add p at time t: a late event is decayed to the reference, a newer one moves it."""
+    lifetime = max(points, 0.0)
+    if current is None:
+        return SignalSum(points, at_ms, lifetime)
+    lifetime += current.lifetime
+    if at_ms <= current.ref_ms:
+        return SignalSum(
+            current.value + points * 2.0 ** ((at_ms - current.ref_ms) / half_life_ms), current.ref_ms, lifetime
+        )
+    return SignalSum(current.value * 2.0 ** ((current.ref_ms - at_ms) / half_life_ms) + points, at_ms, lifetime)
+
+
+def _merge_profile(
+    state: ContactState, event: Event, tie: int, rules: Rules
+) -> tuple[dict[str, ProfileValue], dict[str, float]]:
+    """Profile attributes come from any event that carries them (profile updates, forms)."""
+    profile, best_fit = state.profile, state.best_fit
+    for attribute, value in event.properties.items():
+        criterion = rules.fit.get(attribute)
+        if criterion is None or value is None or isinstance(value, dict | list):
+            continue
+        known = profile.get(attribute)
+        if known is None or (event.occurred_ms, tie) > (known.occurred_ms, known.tie):
+            if profile is state.profile:
+                profile = dict(profile)
+            profile[attribute] = ProfileValue(value, event.occurred_ms, tie)
+        points = criterion.points(value)
+        if points > best_fit.get(attribute, float("-inf")):
+            if best_fit is state.best_fit:
+                best_fit = dict(best_fit)
+            best_fit[attribute] = points
+    return profile, best_fit
+
+
+def _score(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, float, int]:
+    return _combine(_fit_points(state, rules), _decayed_signals(state, at_ms, rules), rules)
+
+
+def _combine(
+    fit_points: Iterable[tuple[str, PropertyValue, float]], decayed: Iterable[tuple[str, str, float]], rules: Rules
+) -> tuple[float, float, int]:
+    """(fit, engagement, score) from the fit points and decayed signals at one moment; parts
+    rounded to 0.1 before combining so that the published numbers add up."""
+    fit = round(_clamp(math.fsum(points for _, _, points in fit_points)), 1)
+    per_category: dict[str, list[float]] = {}
+    for _, category_name, value in decayed:
+        per_category.setdefault(category_name, []).append(value)
+    capped = []
+    for category_name, values in per_category.items():
+        category = rules.categories[category_name]
+        capped.append(min(max(math.fsum(values), category.floor), category.cap))
+    engagement = round(_clamp(math.fsum(capped)), 1)
+    return fit, engagement, int(rules.weight_fit * fit + rules.weight_engagement * engagement + 0.5)
+
+
+def _fit_points(state: ContactState, rules: Rules) -> Iterator[tuple[str, PropertyValue, float]]:
+    for attribute, known in state.profile.items():
+        criterion = rules.fit.get(attribute)
+        if criterion is not None:
+            yield attribute, known.value, criterion.points(known.value)
+
+
+def _decayed_signals(state: ContactState, at_ms: int, rules: Rules) -> Iterator[tuple[str, str, float]]:
+    """(signal, category, value at `at_ms`). A signal the current rules no longer define
+    scores nothing (rules changed without a replay)."""
+    for name, summed in state.signals.items():
+        category = rules.signal_categories.get(name)
+        if category is not None:
+            yield name, category, _decayed(summed, at_ms, rules.half_life_ms)
+
+
+def _decayed(summed: SignalSum, at_ms: int, half_life_ms: int) -> float:
+    if at_ms > summed.ref_ms:
+        factor: float = 2.0 ** ((summed.ref_ms - at_ms) / half_life_ms)
+        return summed.value * factor
+    return summed.value
+
+
+def _qualifies(state: ContactState, rules: Rules) -> bool:
+    fit = _clamp(math.fsum(state.best_fit.values()))
+    if fit < rules.prospect_fit:
+        return False
+    per_category: dict[str, list[float]] = {}
+    for name, summed in state.signals.items():
+        category = rules.signal_categories.get(name)
+        if category is not None:
+            per_category.setdefault(category, []).append(summed.lifetime)
+    lifetime = math.fsum(min(math.fsum(values), rules.categories[name].cap) for name, values in per_category.items())
+    return _clamp(lifetime) >= rules.prospect_engagement
+
+
+def _clamp(value: float) -> float:
+    return min(max(value, 0.0), 100.0)

@@ -1,0 +1,468 @@
+"""Scoring rules as data: a TOML file, validated once at start-up into frozen objects.
+
+Marketers edit the file, so every mistake is reported with the key path that holds it
+(`signals[3].points: ...`) and unknown keys are refused: a typo must not silently turn a
+criterion off.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, NoReturn
+
+from leadpulse.scoring.timeutil import parse_duration_ms
+
+FUNNEL_STAGES: tuple[str, ...] = ("suspect", "lead", "prospect", "opportunity", "customer")
+SIDE_STAGES: tuple[str, ...] = ("nurturing", "disqualified")
+STAGE_LEVEL: dict[str, int] = {name: level for level, name in enumerate(FUNNEL_STAGES)}
+FIT_MATCHES = ("values", "ranges", "keywords")
+PropertyValue = str | int | float | bool
+SHIPPED_RULES = "leadpulse/scoring/default_rules.toml"
+
+# Bounds far above any real rules file: they turn a pasted log or a generated file into a
+# one-line error at start-up instead of a slow or memory-hungry worker.
+MAX_FILE_BYTES = 1 << 20
+MAX_VERSION = 100  # characters; every output record carries the version
+MAX_TEXT = 200  # characters of a name, label, event type, path prefix, keyword or condition value
+MAX_SIGNALS = 1000
+MAX_LIST = 1000  # values of a fit attribute, values of a condition, event types
+MAX_ENTRIES = 100  # categories, fit attributes, conditions of a signal
+MAX_BANDS = 100
+_SIZE_REASON = f"over the limit of 1 MiB ({MAX_FILE_BYTES} bytes) for a rules file"
+_TOP_KEYS = ("version", "engagement", "weights", "temperature", "categories", "signals", "fit", "stages")
+_SIGNAL_KEYS = ("name", "event", "category", "points", "path_prefix", "when")
+
+
+class RulesError(ValueError):
+    """A rules file that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One scoring rule: an event type (plus conditions) earns points in a category."""
+
+    name: str
+    event_type: str
+    category: str
+    points: float
+    path_prefix: str | None = None
+    when: tuple[tuple[str, tuple[PropertyValue, ...]], ...] = ()
+
+    def matches(self, properties: dict[str, Any]) -> bool:
+        if self.path_prefix is not None:
+            path = properties.get("path")
+            if not isinstance(path, str) or not path.startswith(self.path_prefix):
+                return False
+        return all(properties.get(key) in accepted for key, accepted in self.when)
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    """Caps are applied when the score is read, so the final score is order-independent."""
+
+    name: str
+    cap: float
+    floor: float
+
+
+@dataclass(frozen=True, slots=True)
+class FitCriterion:
+    """Points for one profile attribute: exact values, numeric ranges or title keywords."""
+
+    attribute: str
+    match: str
+    values: dict[str, float] = field(default_factory=dict)
+    ranges: tuple[tuple[float, float], ...] = ()
+
+    def points(self, value: PropertyValue) -> float:
+        if self.match == "ranges":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return 0.0
+            earned = 0.0
+            for lower, points in self.ranges:
+                if value >= lower:
+                    earned = points
+            return earned
+        text = str(value).strip().lower()
+        if self.match == "values":
+            return self.values.get(text, 0.0)
+        matched = [points for keyword, points in self.values.items() if keyword in text]
+        return max(matched, default=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    version: str
+    half_life_ms: int
+    max_future_ms: int
+    dedup_window: int
+    weight_fit: float
+    weight_engagement: float
+    band_floors: tuple[float, ...]
+    band_labels: tuple[str, ...]
+    rearm_gap: float
+    top_reasons: int
+    prospect_fit: float
+    prospect_engagement: float
+    opportunity_events: frozenset[str]
+    explicit_stages: dict[str, str]
+    categories: dict[str, Category]
+    signals: dict[str, tuple[Signal, ...]]
+    signal_categories: dict[str, str]
+    fit: dict[str, FitCriterion]
+
+    @property
+    def hot_floor(self) -> float:
+        return self.band_floors[-1]
+
+    def signal_for(self, event_type: str, properties: dict[str, Any]) -> Signal | None:
+        """The first signal in file order that matches: specific rules go above general ones."""
+        for signal in self.signals.get(event_type, ()):
+            if signal.matches(properties):
+                return signal
+        return None
+
+    def temperature(self, score: float) -> int:
+        """1-based band index: 1 cold ... len(bands) hot."""
+        level = 1
+        for index, floor in enumerate(self.band_floors):
+            if score >= floor:
+                level = index + 1
+        return level
+
+
+class _Table:
+    """Reads one TOML table, remembering the key path for errors and the keys it consumed.
+
+    A table that names its `keys` refuses any other key at once, before a misspelling can
+    surface as a confusing consequence ('name: missing', 'labels: expected 4 names')."""
+
+    def __init__(self, data: Any, path: str, source: str, keys: tuple[str, ...] = ()) -> None:
+        self.source = source
+        self.path = path
+        if not isinstance(data, dict):
+            self.fail("", f"expected a table, got {_kind(data)}")
+        self.data: dict[str, Any] = data
+        self.accepted: set[str] = set(keys)
+        self.seen: set[str] = set()
+        if keys:
+            self.refuse_unknown(self.accepted)
+
+    def fail(self, key: str, reason: str) -> NoReturn:
+        where = ".".join(part for part in (self.path, _cut(key)) if part) or "(top level)"
+        raise RulesError(f"{self.source}: {where}: {reason}")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.seen.add(key)
+        return self.data.get(key, default)
+
+    def require(self, key: str) -> Any:
+        if key not in self.data:
+            self.fail(key, "missing (required)")
+        return self.get(key)
+
+    def number(self, key: str, default: float | None = None, lo: float | None = None, hi: float | None = None) -> float:
+        value = self.require(key) if default is None else self.get(key, default)
+        return self.check_number(key, value, lo, hi)
+
+    def check_number(self, key: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
+        """Every number of the file passes here: NaN would compare false with every bound
+        and then poison each score it touches, and TOML spells it `nan`."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(key, f"expected a number, got {_kind(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            self.fail(key, f"{_cut(str(value))} is too large")
+        if not math.isfinite(number):
+            self.fail(key, f"{value} is not a finite number")
+        if (lo is not None and number < lo) or (hi is not None and number > hi):
+            self.fail(key, f"{_cut(str(value))} is outside [{lo}, {hi}]")
+        return number
+
+    def text(self, key: str, default: str | None = None, limit: int = MAX_TEXT) -> str:
+        value = self.require(key) if default is None else self.get(key, default)
+        return self.check_text(key, value, limit)
+
+    def check_text(self, key: str, value: Any, limit: int = MAX_TEXT) -> str:
+        if not isinstance(value, str) or not value.strip():
+            self.fail(key, f"expected a non-empty string, got {_kind(value)}")
+        if len(value) > limit:
+            self.fail(key, f"{len(value)} characters, over the limit of {limit}")
+        return value
+
+    def check_name(self, key: str) -> str:
+        """Table keys are names too (categories, attributes, keywords, event types)."""
+        if len(key) > MAX_TEXT:
+            self.fail(key, f"the name is {len(key)} characters, over the limit of {MAX_TEXT}")
+        return key
+
+    def check_count(self, key: str, items: list[Any] | dict[str, Any], limit: int, what: str) -> None:
+        if len(items) > limit:
+            self.fail(key, f"{len(items)} {what}, over the limit of {limit}")
+
+    def duration(self, key: str, default: str) -> int:
+        value = self.text(key, default)
+        try:
+            millis = parse_duration_ms(value)
+        except ValueError as error:
+            self.fail(key, str(error))
+        if millis <= 0:
+            self.fail(key, "must be longer than zero")
+        return millis
+
+    def sub(self, key: str, required: bool = False, keys: tuple[str, ...] = ()) -> _Table:
+        value = self.require(key) if required else self.get(key, {})
+        return _Table(value, f"{self.path}.{key}" if self.path else key, self.source, keys)
+
+    def refuse_unknown(self, known: set[str]) -> None:
+        for key in self.data:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1) if len(key) <= MAX_TEXT else []
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self.fail(key, f"unknown key{hint} (see {SHIPPED_RULES} for every key)")
+
+    def done(self) -> None:
+        """Called once the table is read: a key nothing asked for would be silently ignored."""
+        self.refuse_unknown(self.accepted | self.seen)
+        for key in self.data:
+            if key not in self.seen:
+                self.fail(key, f"has no effect with the other settings of this table (remove it; see {SHIPPED_RULES})")
+
+
+def _kind(value: Any) -> str:
+    return f"{type(value).__name__} {_cut(repr(value))}" if not isinstance(value, dict | list) else type(value).__name__
+
+
+def _cut(text: str, limit: int = 60) -> str:
+    """Keeps an error message one readable line when the file holds a pasted megabyte."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def load_rules(path: str | Path | None = None) -> Rules:
+    """Load and validate a rules file; None loads the rules shipped with LeadPulse."""
+    if path is None:
+        text = resources.files("leadpulse.scoring").joinpath("default_rules.toml").read_text("utf-8")
+        return parse_rules(text, "default_rules.toml")
+    try:
+        with Path(path).open("rb") as handle:
+            content = handle.read(MAX_FILE_BYTES + 1)  # not more: the path may be a device or a huge file
+    except OSError as error:
+        raise RulesError(f"{path}: cannot read rules file: {error.strerror}") from None
+    if len(content) > MAX_FILE_BYTES:
+        raise RulesError(f"{path}: {_SIZE_REASON}")
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RulesError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    return parse_rules(text, str(path))
+
+
+def parse_rules(text: str, source: str = "rules") -> Rules:
+    if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise RulesError(f"{source}: {_SIZE_REASON}")
+    try:
+        data = tomllib.loads(text)
+    except ValueError as error:  # TOMLDecodeError, or an integer of more than 4300 digits
+        raise RulesError(f"{source}: not valid TOML: {_cut(str(error), 200)}") from None
+    top = _Table(data, "", source, _TOP_KEYS)
+    version = top.text("version", limit=MAX_VERSION)
+
+    engagement = top.sub("engagement", keys=("half_life", "max_future", "dedup_window", "top_reasons"))
+    half_life_ms = engagement.duration("half_life", "30d")
+    max_future_ms = engagement.duration("max_future", "15m")
+    dedup_window = int(engagement.number("dedup_window", 64, lo=1, hi=4096))
+    top_reasons = int(engagement.number("top_reasons", 5, lo=1, hi=50))
+    engagement.done()
+
+    weights = top.sub("weights", keys=("fit", "engagement"))
+    weight_fit = weights.number("fit", 0.4, lo=0, hi=1)
+    weight_engagement = weights.number("engagement", 0.6, lo=0, hi=1)
+    if abs(weight_fit + weight_engagement - 1.0) > 1e-9:
+        weights.fail("", f"fit + engagement must add up to 1 (got {weight_fit} + {weight_engagement})")
+    weights.done()
+
+    bands, labels, rearm_gap = _parse_temperature(top.sub("temperature", keys=("bands", "labels", "rearm_gap")))
+    categories = _parse_categories(top.sub("categories", required=True))
+    signals = _parse_signals(top, categories)
+    fit = _parse_fit(top.sub("fit"))
+    prospect_fit, prospect_engagement, opportunity_events, explicit_stages = _parse_stages(
+        top.sub("stages", keys=("prospect_fit", "prospect_engagement", "opportunity_events", "explicit"))
+    )
+    top.done()
+
+    return Rules(
+        version=version,
+        half_life_ms=half_life_ms,
+        max_future_ms=max_future_ms,
+        dedup_window=dedup_window,
+        weight_fit=weight_fit,
+        weight_engagement=weight_engagement,
+        band_floors=bands,
+        band_labels=labels,
+        rearm_gap=rearm_gap,
+        top_reasons=top_reasons,
+        prospect_fit=prospect_fit,
+        prospect_engagement=prospect_engagement,
+        opportunity_events=opportunity_events,
+        explicit_stages=explicit_stages,
+        categories=categories,
+        signals=signals,
+        signal_categories={s.name: s.category for group in signals.values() for s in group},
+        fit=fit,
+    )
+
+
+def _parse_temperature(table: _Table) -> tuple[tuple[float, ...], tuple[str, ...], float]:
+    floors = table.get("bands", [0, 25, 50, 75])
+    labels = table.get("labels", ["cold", "cool", "warm", "hot"])
+    if not isinstance(floors, list) or len(floors) < 2:
+        table.fail("bands", "expected a list of at least two band lower bounds, e.g. [0, 25, 50, 75]")
+    table.check_count("bands", floors, MAX_BANDS, "bands")
+    numbers = tuple(table.check_number(f"bands[{i}]", value, 0, 100) for i, value in enumerate(floors))
+    if numbers[0] != 0 or any(b <= a for a, b in pairwise(numbers)):
+        table.fail("bands", "must start at 0 and increase strictly")
+    if not isinstance(labels, list) or len(labels) != len(numbers):
+        table.fail("labels", f"expected {len(numbers)} names, one per band")
+    names = tuple(table.check_text(f"labels[{i}]", label) for i, label in enumerate(labels))
+    rearm_gap = table.number("rearm_gap", 10, lo=0, hi=100)
+    table.done()
+    return numbers, names, rearm_gap
+
+
+def _parse_categories(table: _Table) -> dict[str, Category]:
+    table.check_count("", table.data, MAX_ENTRIES, "categories")
+    categories: dict[str, Category] = {}
+    for name in table.data:
+        entry = table.sub(table.check_name(name), keys=("cap", "floor"))
+        cap = entry.number("cap", 100, lo=-100, hi=100)
+        floor = entry.number("floor", -100, lo=-100, hi=100)
+        if floor > cap:
+            entry.fail("floor", f"floor {floor} is above cap {cap}")
+        entry.done()
+        categories[name] = Category(name, cap, floor)
+    if not categories:
+        table.fail("", "define at least one category")
+    return categories
+
+
+def _parse_signals(top: _Table, categories: dict[str, Category]) -> dict[str, tuple[Signal, ...]]:
+    raw = top.require("signals")
+    if not isinstance(raw, list) or not raw:
+        top.fail("signals", "expected one or more [[signals]] tables")
+    top.check_count("signals", raw, MAX_SIGNALS, "signals")
+    by_type: dict[str, list[Signal]] = {}
+    names: set[str] = set()
+    for index, item in enumerate(raw):
+        entry = _Table(item, f"signals[{index}]", top.source, _SIGNAL_KEYS)
+        name = entry.text("name")
+        if name in names:
+            entry.fail("name", f"duplicate signal name {name!r}")
+        names.add(name)
+        category = entry.text("category")
+        if category not in categories:
+            entry.fail("category", f"unknown category {category!r}; defined: {', '.join(categories)}")
+        path_prefix = entry.get("path_prefix")
+        if path_prefix is not None:
+            if not isinstance(path_prefix, str):
+                entry.fail("path_prefix", f"expected a string, got {_kind(path_prefix)}")
+            entry.check_text("path_prefix", path_prefix)
+        signal = Signal(
+            name=name,
+            event_type=entry.text("event"),
+            category=category,
+            points=entry.number("points", lo=-100, hi=100),
+            path_prefix=path_prefix,
+            when=_parse_conditions(entry.sub("when")),
+        )
+        entry.done()
+        by_type.setdefault(signal.event_type, []).append(signal)
+    return {event_type: tuple(signals) for event_type, signals in by_type.items()}
+
+
+def _parse_conditions(when: _Table) -> tuple[tuple[str, tuple[PropertyValue, ...]], ...]:
+    when.check_count("", when.data, MAX_ENTRIES, "conditions")
+    conditions: list[tuple[str, tuple[PropertyValue, ...]]] = []
+    for key, accepted in when.data.items():
+        when.check_name(key)
+        options = accepted if isinstance(accepted, list) else [accepted]
+        if not options or not all(isinstance(o, str | int | float | bool) for o in options):
+            when.fail(key, "expected a string, number, boolean or a list of them")
+        when.check_count(key, options, MAX_LIST, "values")
+        for i, option in enumerate(options):
+            at = f"{key}[{i}]" if isinstance(accepted, list) else key
+            if isinstance(option, str):
+                when.check_text(at, option)
+            elif not isinstance(option, bool):
+                when.check_number(at, option)
+        conditions.append((key, tuple(options)))
+    when.seen.update(when.data)
+    when.done()
+    return tuple(conditions)
+
+
+def _parse_fit(table: _Table) -> dict[str, FitCriterion]:
+    table.check_count("", table.data, MAX_ENTRIES, "fit attributes")
+    criteria: dict[str, FitCriterion] = {}
+    for attribute in table.data:
+        entry = table.sub(table.check_name(attribute), keys=("match", "points", "ranges"))
+        match = entry.text("match", "values")
+        if match not in FIT_MATCHES:
+            entry.fail("match", f"unknown match {match!r}; one of {', '.join(FIT_MATCHES)}")
+        values: dict[str, float] = {}
+        ranges: tuple[tuple[float, float], ...] = ()
+        if match == "ranges":
+            ranges = _parse_ranges(entry)
+        else:
+            points = entry.sub("points", required=True)
+            points.check_count("", points.data, MAX_LIST, "values")
+            for value in points.data:
+                values[points.check_name(value).strip().lower()] = points.number(value, lo=-100, hi=100)
+            points.done()
+        entry.done()
+        criteria[attribute] = FitCriterion(attribute, match, values, ranges)
+    return criteria
+
+
+def _parse_ranges(entry: _Table) -> tuple[tuple[float, float], ...]:
+    raw_ranges = entry.require("ranges")
+    if not isinstance(raw_ranges, list) or not raw_ranges:
+        entry.fail("ranges", "expected a list of [lower_bound, points] pairs")
+    entry.check_count("ranges", raw_ranges, MAX_LIST, "ranges")
+    ranges: list[tuple[float, float]] = []
+    for i, pair in enumerate(raw_ranges):
+        if not isinstance(pair, list) or len(pair) != 2:
+            entry.fail(f"ranges[{i}]", "expected [lower_bound, points]")
+        lower = entry.check_number(f"ranges[{i}][0]", pair[0])
+        if ranges and lower <= ranges[-1][0]:
+            entry.fail(f"ranges[{i}]", "lower bounds must increase")
+        ranges.append((lower, entry.check_number(f"ranges[{i}][1]", pair[1], -100, 100)))
+    return tuple(ranges)
+
+
+def _parse_stages(stages: _Table) -> tuple[float, float, frozenset[str], dict[str, str]]:
+    prospect_fit = stages.number("prospect_fit", 40, lo=0, hi=100)
+    prospect_engagement = stages.number("prospect_engagement", 30, lo=0, hi=100)
+    opportunity_events = stages.get("opportunity_events", ["quote_requested", "demo_requested"])
+    if not isinstance(opportunity_events, list) or not all(isinstance(e, str) for e in opportunity_events):
+        stages.fail("opportunity_events", "expected a list of event types")
+    stages.check_count("opportunity_events", opportunity_events, MAX_LIST, "event types")
+    for i, event_type in enumerate(opportunity_events):
+        stages.check_text(f"opportunity_events[{i}]", event_type)
+    explicit = stages.sub("explicit")
+    explicit.check_count("", explicit.data, MAX_LIST, "event types")
+    explicit_stages: dict[str, str] = {}
+    for event_type in explicit.data:
+        stage = explicit.text(explicit.check_name(event_type))
+        if stage not in STAGE_LEVEL and stage not in SIDE_STAGES:
+            explicit.fail(event_type, f"unknown stage {stage!r}; one of {', '.join(FUNNEL_STAGES + SIDE_STAGES)}")
+        explicit_stages[event_type] = stage
+    explicit.done()
+    stages.done()
+    return prospect_fit, prospect_engagement, frozenset(opportunity_events), explicit_stages

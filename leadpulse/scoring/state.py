@@ -1,0 +1,131 @@
+"""Per-contact state: everything the engine needs to score a contact, and nothing it can derive.
+
+Each part is merged commutatively so that the final state does not depend on arrival order:
+decayed sums per signal, last-writer-wins profile attributes (by event time, then event id),
+monotone maxima and flags. The bytes form goes into a Faust table and its changelog.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from dataclasses import dataclass, field
+
+import orjson
+
+from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, PropertyValue
+
+FORMAT_VERSION = 2  # 2 added stream positions and the published time; 1 is still read
+STAGE_CODES: tuple[str, ...] = FUNNEL_STAGES + SIDE_STAGES
+_FLAG_IDENTIFIED, _FLAG_INTENT, _FLAG_ARMED = 1, 2, 4
+
+
+@dataclass(frozen=True, slots=True)
+class SignalSum:
+    """Σ p·2^(-(ref - t)/H) for one signal, kept at `ref_ms` (its newest event), plus the
+    undecayed positive points ever earned (`lifetime`), which only grows: stages use it."""
+
+    value: float
+    ref_ms: int
+    lifetime: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileValue:
+    """Last writer wins by (occurred_ms, tie), tie being the event-id hash: order-independent."""
+
+    value: PropertyValue
+    occurred_ms: int
+    tie: int
+
+
+@dataclass(frozen=True, slots=True)
+class CrmStage:
+    """The latest explicit CRM stage event; it decides side stages (nurturing, disqualified)."""
+
+    stage: str
+    occurred_ms: int
+    tie: int
+
+
+@dataclass(slots=True)
+class ContactState:
+    """Treated as a value: the engine never changes a state it is given, only the new one it
+    builds (mutable so that building it costs one constructor call on the hot path)."""
+
+    contact_id: str
+    identified: bool = False
+    intent: bool = False
+    hot_armed: bool = True
+    last_event_ms: int = 0
+    crm_level: int = 0
+    crm_last: CrmStage | None = None
+    stage: str | None = None
+    temperature: int = 0
+    signals: dict[str, SignalSum] = field(default_factory=dict)
+    profile: dict[str, ProfileValue] = field(default_factory=dict)
+    best_fit: dict[str, float] = field(default_factory=dict)
+    seen: tuple[int, ...] = ()
+    # Where the stream stands for this contact, per input (its offset in the contact's
+    # partition): a replay after a crash re-delivers offsets at or below these, however many
+    # events the contact got in the replayed span. The engine carries them over untouched.
+    positions: dict[str, int] = field(default_factory=dict)
+    published_ms: int = 0  # latest time a snapshot was published at: updated_at never goes back
+
+
+def to_bytes(state: ContactState) -> bytes:
+    """Compact JSON array; ids of seen events as packed 64-bit ints in base64 (11 B each)."""
+    flags = (
+        (_FLAG_IDENTIFIED if state.identified else 0)
+        | (_FLAG_INTENT if state.intent else 0)
+        | (_FLAG_ARMED if state.hot_armed else 0)
+    )
+    crm = state.crm_last
+    return orjson.dumps(
+        [
+            FORMAT_VERSION,
+            state.contact_id,
+            flags,
+            state.last_event_ms,
+            state.crm_level,
+            None if crm is None else [STAGE_CODES.index(crm.stage), crm.occurred_ms, crm.tie],
+            -1 if state.stage is None else STAGE_CODES.index(state.stage),
+            state.temperature,
+            {name: [s.value, s.ref_ms, s.lifetime] for name, s in state.signals.items()},
+            {name: [p.value, p.occurred_ms, p.tie] for name, p in state.profile.items()},
+            state.best_fit,
+            base64.b64encode(struct.pack(f"<{len(state.seen)}Q", *state.seen)).decode(),
+            state.positions,
+            state.published_ms,
+        ]
+    )
+
+
+def from_bytes(data: bytes) -> ContactState:
+    fields = orjson.loads(data)
+    if not isinstance(fields, list) or fields[0] not in (1, FORMAT_VERSION):
+        raise ValueError(f"unsupported contact state format {fields[0] if isinstance(fields, list) else '?'}")
+    if fields[0] == 1:
+        fields.extend(({}, fields[3]))
+    (_, contact_id, flags, last_event_ms, crm_level, crm, stage, temperature, signals, profile, best, seen) = fields[
+        :12
+    ]
+    positions, published_ms = fields[12:]
+    packed = base64.b64decode(seen)
+    return ContactState(
+        contact_id=contact_id,
+        identified=bool(flags & _FLAG_IDENTIFIED),
+        intent=bool(flags & _FLAG_INTENT),
+        hot_armed=bool(flags & _FLAG_ARMED),
+        last_event_ms=last_event_ms,
+        crm_level=crm_level,
+        crm_last=None if crm is None else CrmStage(STAGE_CODES[crm[0]], crm[1], crm[2]),
+        stage=None if stage < 0 else STAGE_CODES[stage],
+        temperature=temperature,
+        signals={name: SignalSum(v, ref, life) for name, (v, ref, life) in signals.items()},
+        profile={name: ProfileValue(v, t, tie) for name, (v, t, tie) in profile.items()},
+        best_fit=best,
+        seen=struct.unpack(f"<{len(packed) // 8}Q", packed),
+        positions=positions,
+        published_ms=published_ms,
+    )

@@ -1,0 +1,105 @@
+"""`create_app(settings)`: the Faust app with its topics, contact table, metrics and web views.
+The agents (leadpulse.agents) are attached to it by `leadpulse.app`, or by a test."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import faust
+from faust.sensors.prometheus import PrometheusMonitor, setup_prometheus_sensors
+
+from leadpulse.scoring.cooling import CoolingSchedule
+from leadpulse.scoring.rules import Rules, load_rules
+from leadpulse.streams.metrics import Metrics
+from leadpulse.streams.monitor import PeriodicPrometheusMonitor
+from leadpulse.streams.outbox import DeliveryHealth
+from leadpulse.streams.settings import Settings
+from leadpulse.streams.tables import ContactTable
+from leadpulse.streams.topics import Topics, declare_topics
+from leadpulse.streams.transport import App
+
+
+@dataclass
+class Readiness:
+    """What /health reports: the agent is consuming, and deliveries are not failing."""
+
+    consuming: bool = False
+    deliveries: DeliveryHealth = field(default_factory=DeliveryHealth)
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    rules: Rules
+    app: faust.App
+    topics: Topics
+    contacts: ContactTable
+    metrics: Metrics
+    cooling: CoolingSchedule = field(default_factory=CoolingSchedule)
+    readiness: Readiness = field(default_factory=Readiness)
+
+
+def create_app(settings: Settings) -> Pipeline:
+    rules = load_rules(settings.rules)
+    app = App(
+        settings.app_id,
+        broker=settings.broker,
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        processing_guarantee=settings.processing_guarantee,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        canonical_url=settings.web_url,  # where table_route sends requests for other partitions
+        # Faust's defaults made each consumer-group join take ~30 s (docs/faust-notes.md).
+        broker_session_timeout=settings.session_timeout_s,
+        broker_rebalance_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        # Linger 0 sent ~1.7 records per produce request (docs/faust-notes.md).
+        producer_linger_ms=10,
+        # Fetched records waiting for the agent: at the default 4,096 the fetcher paused and
+        # resumed partitions all the time, leaving the worker idle (bench/README.md).
+        stream_buffer_maxsize=16_384,
+        # One record batch per partition per agent batch (streams/outbox.py): with 16 KiB
+        # batches each further batch of a partition waited for the previous one.
+        producer_max_batch_size=256 * 1024,
+        table_standby_replicas=0 if settings.partitions == 1 else 1,
+        web_enabled=True,
+        # Faust's own pages: the table dumps and cluster layout are not for the public.
+        web_tables_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+    )
+    topics = declare_topics(app, settings)
+    table: Any = app.Table(
+        "contacts",
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        help="Per-contact scoring state (scoring.state bytes)",
+    )
+    metrics = Metrics.create()
+    setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")  # also serves /metrics
+    faust_metrics = cast(PrometheusMonitor, app.monitor)._metrics
+    monitor = app.monitor = PeriodicPrometheusMonitor(metrics=faust_metrics)
+    app.timer(PUBLISH_INTERVAL_S)(_publish(monitor))
+    pipeline = Pipeline(settings, rules, app, topics, ContactTable(table), metrics)
+    from leadpulse.streams.web import register_views
+
+    register_views(pipeline)
+    return pipeline
+
+
+PUBLISH_INTERVAL_S = 1.0  # how stale Faust's own metrics on /metrics may be
+
+
+def _publish(monitor: PeriodicPrometheusMonitor) -> Callable[[], Awaitable[None]]:
+    async def publish_faust_metrics() -> None:
+        monitor.publish()
+
+    return publish_faust_metrics

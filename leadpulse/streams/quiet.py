@@ -1,0 +1,379 @@
+"""A broker outage is quiet and bounded.
+
+Without this, every aiokafka loop retries on its own clock while the broker is down: the
+fetcher and the group-coordinator lookup every 100 ms (`retry_backoff_ms`), the producer's
+sender after each failed request, and the metadata synchroniser whenever any of them asks
+for fresh metadata. None of them backs off, and aiokafka 0.14 has no reconnect backoff
+setting to give them (`reconnect_backoff_ms` is the Java client's; aiokafka's
+`retry_backoff_ms` is a fixed sleep in some loops, and Faust 0.15 passes neither). Each try
+logs one or two ERROR lines.
+
+Two parts, both safe to install in any process:
+
+- `BrokerBackoff` / `install_reconnect_backoff(client)`: every new connection an aiokafka
+  client opens to a broker goes through `AIOKafkaClient._get_conn`; the wrapper waits
+  until the broker's next allowed attempt before trying, doubling the wait (with jitter)
+  after each failure up to a cap, and resets on success, as the Java client's
+  `reconnect.backoff.ms`/`reconnect.backoff.max.ms`. Waiting (rather than failing fast)
+  also slows the loops that have no sleep of their own. The state is per broker address
+  and shared by all clients of the process (the consumer's runs in its own thread). It
+  logs that the broker is unreachable once, then once per interval with how long, and
+  once when it is back. `QuietConsumerThread` and `QuietProducer` install it on the
+  clients Faust creates.
+- `LogThrottle`: a filter on each root handler that lets the first WARNING/ERROR of a kind
+  (logger, level, message template) through, suppresses its repeats for an interval, then
+  writes one summary line for the interval ("broker 127.0.0.1:9092 unreachable for 42 s:
+  1,234 similar messages from aiokafka suppressed in the last 30 s; last: ..."). Faust
+  replaces the root handlers when the worker starts, after the app is created, so the
+  transport classes attach it when they create their Kafka clients (after Faust's logging
+  set-up, before any connection), and `install_log_throttle(app)` adds a one-second app
+  timer that attaches it to handlers added later and writes the summaries that are due
+  when nothing else is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.client import ConnectionGroup
+from faust.transport.drivers import aiokafka as aiokafka_driver
+
+log = logging.getLogger(__name__)
+
+INITIAL_BACKOFF_S = 0.1  # first wait after a failed connection attempt
+MAX_BACKOFF_S = 2.0  # cap: how long a returning broker waits for us, at most
+JITTER = 0.2  # each wait is +-20 %, so that clients do not retry in step
+REPORT_INTERVAL_S = 30.0  # "broker unreachable for ..." and throttle summaries, once per this
+
+QUIET_ATTR = "leadpulse_quiet"  # on a record: never throttled (our own rate-limited lines)
+FLUSH_ATTR = "leadpulse_flush"  # on a record: write every pending summary first (the outage is over)
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class _Outage:
+    since: float
+    failures: int = 0  # consecutive failed windows: the next wait is INITIAL * 2**failures
+    attempts: int = 0
+    next_at: float = 0.0
+    last_failed_at: float = 0.0
+    reported_at: float = 0.0
+    over: bool = False
+
+
+class BrokerBackoff:
+    """Connection attempts per broker address: exponential backoff with a cap, and the
+    log lines that say the broker is unreachable (once per interval) and back. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        initial_s: float = INITIAL_BACKOFF_S,
+        max_s: float = MAX_BACKOFF_S,
+        jitter: float = JITTER,
+        report_interval_s: float = REPORT_INTERVAL_S,
+        clock: Clock = time.monotonic,
+        rand: Callable[[], float] = random.random,
+        logger: logging.Logger = log,
+    ) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.jitter = jitter
+        self.report_interval_s = report_interval_s
+        self.clock = clock
+        self.rand = rand
+        self.log = logger
+        self.attempts_total = 0
+        self._outages: dict[str, _Outage] = {}
+        self._lock = threading.Lock()
+
+    def wait_s(self, address: str) -> float:
+        """How long to wait before the next connection attempt to `address`."""
+        with self._lock:
+            outage = self._outages.get(address)
+            return 0.0 if outage is None else max(0.0, outage.next_at - self.clock())
+
+    def failed(self, address: str, started: float) -> None:
+        """A connection attempt that began at `started` (clock time) failed."""
+        now = self.clock()
+        report: tuple[Any, ...] | None = None
+        with self._lock:
+            self.attempts_total += 1
+            outage = self._outages.get(address)
+            if outage is None:
+                outage = self._outages[address] = _Outage(since=started, reported_at=now)
+                report = (
+                    "broker %s unreachable: reconnecting with exponential backoff (%.1f s doubling up to %.0f s); "
+                    "repeated client errors are summarised every %.0f s",
+                    address,
+                    self.initial_s,
+                    self.max_s,
+                    self.report_interval_s,
+                )
+            outage.attempts += 1
+            # Attempts that were already under way when another one failed share its wait.
+            if started >= outage.last_failed_at:
+                base = min(self.max_s, self.initial_s * 2.0 ** min(outage.failures, 60))  # 2.0**1024 overflows
+                outage.failures += 1
+                outage.next_at = now + base * (1.0 + self.jitter * (2.0 * self.rand() - 1.0))
+            outage.last_failed_at = now
+            if report is None and now - outage.reported_at >= self.report_interval_s:
+                outage.reported_at = now
+                report = (
+                    "broker %s unreachable for %.0f s (%d connection attempts, next in %.1f s)",
+                    address,
+                    now - outage.since,
+                    outage.attempts,
+                    max(0.0, outage.next_at - now),
+                )
+        if report is not None:
+            self.log.warning(*report, extra={QUIET_ATTR: True})
+
+    def succeeded(self, address: str) -> None:
+        """A connection to `address` was opened: the outage (if any) is over."""
+        with self._lock:
+            outage = self._outages.get(address)
+            if outage is None or outage.over:
+                return
+            outage.over = True
+            self.attempts_total += 1
+            down_s = self.clock() - outage.since
+        # Logged before the outage is forgotten: the summaries this line flushes still name it.
+        self.log.info(
+            "broker %s reachable again after %.0f s (%d connection attempts)",
+            address,
+            down_s,
+            outage.attempts + 1,
+            extra={QUIET_ATTR: True, FLUSH_ATTR: True},
+        )
+        with self._lock:
+            if self._outages.get(address) is outage:
+                del self._outages[address]
+
+    def status(self) -> str | None:
+        """'broker host:port unreachable for 42 s' while an outage lasts, else None."""
+        with self._lock:
+            if not self._outages:
+                return None
+            now = self.clock()
+            address, outage = min(self._outages.items(), key=lambda item: item[1].since)
+            if outage.over:
+                return f"broker {address} was unreachable for {now - outage.since:.0f} s"
+            return f"broker {address} unreachable for {now - outage.since:.0f} s"
+
+
+BROKERS = BrokerBackoff()  # the process's brokers, shared by every client (and the throttle)
+
+
+def install_reconnect_backoff(client: Any, backoff: BrokerBackoff = BROKERS) -> None:
+    """Make an `aiokafka.AIOKafkaClient` wait for `backoff` before each new connection."""
+    if getattr(client, "_leadpulse_backoff", None) is not None:
+        return
+    get_conn = client._get_conn
+    conns = client._conns
+
+    async def backoff_get_conn(node_id: Any, **kwargs: Any) -> Any:
+        conn = conns.get((node_id, kwargs.get("group", ConnectionGroup.DEFAULT)))
+        if conn is not None and conn.connected():
+            return conn  # the common case: an open connection, nothing to wait for
+        address = _address(client, node_id)
+        wait = backoff.wait_s(address)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        started = backoff.clock()
+        conn = await get_conn(node_id, **kwargs)
+        if conn is None:
+            backoff.failed(address, started)
+        else:
+            backoff.succeeded(address)
+        return conn
+
+    client._get_conn = backoff_get_conn
+    client._leadpulse_backoff = backoff
+
+
+def _address(client: Any, node_id: Any) -> str:
+    broker = client.cluster.broker_metadata(node_id) if node_id != "bootstrap" else None
+    if broker is None:
+        return f"node {node_id}"
+    return f"{broker.host}:{broker.port}"
+
+
+class QuietConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    """Faust's consumer thread whose aiokafka client backs off (see the module docstring)."""
+
+    def _create_consumer(self, loop: asyncio.AbstractEventLoop) -> Any:
+        consumer = super()._create_consumer(loop)
+        install_reconnect_backoff(consumer._client)
+        attach_log_throttle()
+        return consumer
+
+
+class QuietProducer(aiokafka_driver.Producer):
+    """Faust's producer whose aiokafka client backs off (see the module docstring)."""
+
+    def _new_producer(self, transactional_id: str | None = None) -> Any:
+        producer = super()._new_producer(transactional_id)
+        install_reconnect_backoff(producer.client)
+        attach_log_throttle()
+        return producer
+
+
+# --- the log throttle ---------------------------------------------------------------------
+
+_NUMBERS = re.compile(r"\d+")
+_LAST_CHARS = 300
+
+
+@dataclass
+class _Window:
+    started: float
+    suppressed: int = 0
+    last: str = ""
+
+
+class LogThrottle(logging.Filter):
+    """On one handler: the first WARNING+ record of a kind passes, its repeats within
+    `interval_s` are counted instead, and one summary per interval is written to the
+    handler. A kind is (logger, level, message template); digits in the template are
+    ignored, for loggers that format before logging."""
+
+    def __init__(
+        self,
+        handler: logging.Handler,
+        *,
+        interval_s: float = REPORT_INTERVAL_S,
+        min_level: int = logging.WARNING,
+        clock: Clock = time.monotonic,
+        status: Callable[[], str | None] | None = BROKERS.status,
+        max_kinds: int = 1_000,
+    ) -> None:
+        super().__init__()
+        self.handler = handler
+        self.interval_s = interval_s
+        self.min_level = min_level
+        self.clock = clock
+        self.status = status
+        self.max_kinds = max_kinds
+        self.suppressed_total = 0
+        self._windows: dict[tuple[str, int, str], _Window] = {}
+        self._next_due = float("inf")
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, QUIET_ATTR, False):
+            if getattr(record, FLUSH_ATTR, False):
+                self.flush(force=True)
+            return True
+        now = self.clock()
+        if record.levelno < self.min_level:
+            if now >= self._next_due:
+                self.flush()
+            return True
+        kind = (record.name, record.levelno, _template(record))
+        with self._lock:
+            due = self._take_due(now, force=False) if now >= self._next_due else []
+            window = self._windows.get(kind)
+            if window is None:
+                passes = True
+                if len(self._windows) < self.max_kinds:
+                    self._windows[kind] = _Window(started=now)
+                    self._next_due = min(self._next_due, now + self.interval_s)
+            else:
+                passes = False
+                window.suppressed += 1
+                self.suppressed_total += 1
+                window.last = _last(record)
+        self._emit(due)
+        return passes
+
+    def flush(self, *, force: bool = False) -> None:
+        """Write the summaries of windows that are over (all of them if `force`)."""
+        with self._lock:
+            due = self._take_due(self.clock(), force=force)
+        self._emit(due)
+
+    def _take_due(self, now: float, *, force: bool) -> list[logging.LogRecord]:
+        summaries = []
+        next_due = float("inf")
+        for kind, window in list(self._windows.items()):
+            if force or now >= window.started + self.interval_s:
+                if window.suppressed:
+                    summaries.append(self._summary(kind, window, now))
+                    self._windows[kind] = _Window(started=now)  # repeats go on: a new window
+                    next_due = min(next_due, now + self.interval_s)
+                else:
+                    del self._windows[kind]  # quiet for a whole interval: the next one passes
+            else:
+                next_due = min(next_due, window.started + self.interval_s)
+        self._next_due = next_due
+        return summaries
+
+    def _summary(self, kind: tuple[str, int, str], window: _Window, now: float) -> logging.LogRecord:
+        name, level, _ = kind
+        status = self.status() if self.status is not None else None
+        record = logging.LogRecord(
+            name=__name__,
+            level=level,
+            pathname=__file__,
+            lineno=0,
+            msg="%s%s similar messages from %s suppressed in the last %.0f s; last: %s",
+            args=(f"{status}: " if status else "", f"{window.suppressed:,}", name, now - window.started, window.last),
+            exc_info=None,
+        )
+        setattr(record, QUIET_ATTR, True)
+        return record
+
+    def _emit(self, summaries: list[logging.LogRecord]) -> None:
+        for summary in summaries:
+            self.handler.handle(summary)
+
+
+def _template(record: logging.LogRecord) -> str:
+    return _NUMBERS.sub("#", str(record.msg)[:200])
+
+
+def _last(record: logging.LogRecord) -> str:
+    try:
+        text = record.getMessage()
+    except Exception:  # a record whose arguments do not fit its template
+        text = str(record.msg)
+    return text if len(text) <= _LAST_CHARS else text[:_LAST_CHARS] + "..."
+
+
+def attach_log_throttle(logger: logging.Logger | None = None, **options: Any) -> list[LogThrottle]:
+    """A `LogThrottle` on every handler of `logger` (the root logger) that has none yet;
+    returns the throttles of all its handlers. Safe to call again after handlers change."""
+    target = logger if logger is not None else logging.getLogger()
+    throttles = []
+    for handler in list(target.handlers):
+        existing = [f for f in handler.filters if isinstance(f, LogThrottle)]
+        if existing:
+            throttles.extend(existing)
+            continue
+        throttle = LogThrottle(handler, **options)
+        handler.addFilter(throttle)
+        throttles.append(throttle)
+    return throttles
+
+
+def install_log_throttle(app: Any, *, interval_s: float = REPORT_INTERVAL_S) -> None:
+    """Throttle a worker's log from a one-second app timer: it attaches the throttle to the
+    root handlers (Faust sets them up when the worker starts, after the app is created) and
+    writes the summaries that are due when nothing else is logged. Nothing is attached
+    before the app runs, so an app built by a test leaves the test's log handlers alone."""
+
+    async def quiet_log() -> None:
+        for throttle in attach_log_throttle(interval_s=interval_s):
+            throttle.flush()
+
+    app.timer(1.0, name="leadpulse.quiet_log")(quiet_log)

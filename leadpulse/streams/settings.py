@@ -1,0 +1,268 @@
+"""Worker settings from `LEADPULSE_*` environment variables, validated at start-up: a bad
+value stops the worker with a one-line message that names the variable, rather than a
+traceback from Faust or Kafka minutes later."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits
+from leadpulse.scoring.timeutil import parse_duration_ms
+
+PREFIX = "LEADPULSE_"
+_KAFKA_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+GUARANTEES = ("at_least_once", "exactly_once")
+STORES = ("rocksdb://", "memory://")
+FAUST_LOG_LEVELS = {
+    "debug": "debug",
+    "info": "info",
+    "warning": "warn",
+    "warn": "warn",
+    "error": "error",
+    "critical": "crit",
+}
+"""Our names (Python's, plus 'warn') -> the only ones Faust's `-l` accepts."""
+MAX_SECONDS = 86_400.0
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names the environment variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str = "kafka://127.0.0.1:9092"
+    app_id: str = "leadpulse"
+    topic_prefix: str = ""
+    input_topic: str = "events"
+    partitions: int = 8
+    replication_factor: int = 1
+    store: str = "rocksdb://"
+    data_dir: Path = Path(".leadpulse/data")
+    rules: Path | None = None
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    advertised_url: str | None = None  # how other workers reach this one (default http://web_host:web_port)
+    processing_guarantee: str = "at_least_once"
+    cooling_interval_s: float = 60.0
+    batch_size: int = 1000
+    batch_within_s: float = 0.05
+    session_timeout_s: float = 10.0
+    log_level: str = "info"
+    max_record_bytes: int = DEFAULT_LIMITS.max_record_bytes
+    max_properties: int = DEFAULT_LIMITS.max_properties
+    max_depth: int = DEFAULT_LIMITS.max_depth
+    max_string: int = DEFAULT_LIMITS.max_string
+    dead_letter_excerpt: int = DEFAULT_LIMITS.dead_letter_excerpt
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for setting in fields(cls):
+            name = env_name(setting.name)
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            parse = _PARSERS.get(setting.name, _text)
+            values[setting.name] = parse(name, raw.strip())
+        _refuse_unknown(env, [env_name(f.name) for f in fields(cls)])
+        if values.get("processing_guarantee") == "exactly_once":
+            raise SettingsError(
+                f"{env_name('processing_guarantee')}=exactly_once: not supported yet; at_least_once with "
+                "event-id de-duplication and deterministic output ids gives effectively-once results"
+            )
+        return cls(**values)
+
+    @property
+    def web_url(self) -> str:
+        return self.advertised_url or f"http://{self.web_host}:{self.web_port}"
+
+    @property
+    def faust_log_level(self) -> str:
+        """What to pass to Faust's `-l`: it refuses 'warning' and 'critical'."""
+        return FAUST_LOG_LEVELS.get(self.log_level, self.log_level)
+
+    @property
+    def input_limits(self) -> InputLimits:
+        return InputLimits(
+            max_record_bytes=self.max_record_bytes,
+            max_properties=self.max_properties,
+            max_depth=self.max_depth,
+            max_string=self.max_string,
+            dead_letter_excerpt=self.dead_letter_excerpt,
+        )
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as environment variables, to start a worker process with them."""
+        env = {}
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if value is not None:
+                env[env_name(setting.name)] = str(value)
+        return env
+
+
+HELP: dict[str, str] = {
+    "broker": "Kafka bootstrap servers: host:port or kafka://host:port, ';' between several.",
+    "app_id": "Faust application id: names the consumer group and the internal topics.",
+    "topic_prefix": "Put before every topic name, to run several pipelines on one cluster.",
+    "input_topic": "Topic the events are read from (the prefix is added).",
+    "partitions": "Partitions of the topics LeadPulse creates, 1..10000; fixed once they exist.",
+    "replication_factor": "Replicas of each topic LeadPulse creates, 1..32 (at most the number of brokers).",
+    "store": "Table store: rocksdb:// (on disk, quick restarts) or memory:// (rebuilt from the changelog).",
+    "data_dir": "Directory of the worker's local state.",
+    "rules": "Scoring rules file (TOML); unset uses leadpulse/scoring/default_rules.toml.",
+    "web_host": "Address the HTTP server (/metrics, GET /contacts/{id}) listens on.",
+    "web_port": "Port of that HTTP server, 1..65535.",
+    "advertised_url": "URL other workers use to reach this one; unset means http://WEB_HOST:WEB_PORT.",
+    "processing_guarantee": "at_least_once (exactly_once is not supported yet).",
+    "cooling_interval_s": "Re-evaluate cooling scores this often: seconds or a duration ('1m'), 0..86400; 0 is off.",
+    "batch_size": "Most events scored in one batch, 1..100000.",
+    "batch_within_s": "Longest wait to fill a batch: seconds or a duration, 0..86400.",
+    "session_timeout_s": "Kafka consumer session and rebalance timeout: seconds or a duration, 6..1800.",
+    "log_level": "debug, info, warning (or warn), error or critical.",
+    "max_record_bytes": "Largest input record scored, in bytes, 1000..900000; larger ones are dead-lettered.",
+    "max_properties": "Most keys in an event's properties object, 1..10000.",
+    "max_depth": "Deepest nesting of a value inside properties, 1..100.",
+    "max_string": "Longest string (key or value) in an input record, in characters, 256..900000.",
+    "dead_letter_excerpt": "Bytes of the raw value (and key) kept in a dead letter, 0..50000, besides size and hash.",
+}
+
+
+def env_name(field_name: str) -> str:
+    return PREFIX + field_name.removesuffix("_s").upper()
+
+
+def _refuse_unknown(env: Mapping[str, str], known: list[str]) -> None:
+    """A misspelled variable would otherwise be ignored and its default used silently."""
+    unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known)
+    if unknown:
+        suffixes = [name.removeprefix(PREFIX) for name in known]  # the shared prefix would make all alike
+        close = difflib.get_close_matches(unknown[0].removeprefix(PREFIX), suffixes, n=1)
+        hint = f"did you mean {PREFIX}{close[0]}?" if close else f"known: {', '.join(known)}"
+        name = unknown[0] if len(unknown[0]) <= 80 else f"{unknown[0][:80]}..."
+        raise SettingsError(f"{name}: unknown setting ({hint})")
+
+
+def _text(_name: str, raw: str) -> str:
+    return raw
+
+
+def _kafka_name(name: str, raw: str) -> str:
+    """Topic and group names: Kafka accepts only these characters, and says so late."""
+    if not _KAFKA_NAME.match(raw):
+        raise SettingsError(f"{name}={_shown(raw)}: only ASCII letters, digits, '.', '_' and '-' are allowed")
+    return raw
+
+
+def _whole(lo: int, hi: int, why: str = "") -> Callable[[str, str], int]:
+    """A whole number within bounds: past them Kafka, Faust or the producer fails later with
+    a traceback (2**31 partitions, a record larger than a request)."""
+
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={_shown(raw)}: expected a whole number from {lo} to {hi}") from None
+        if not lo <= value <= hi:
+            raise SettingsError(f"{name}={_shown(raw)}: must be from {lo} to {hi}{why}")
+        return value
+
+    return parse
+
+
+def _seconds(name: str, raw: str) -> float:
+    """Plain seconds ('0.05') or a duration ('10s', '1m'); 0 turns a timer off."""
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            value = parse_duration_ms(raw) / 1000
+        except ValueError as error:
+            raise SettingsError(f"{name}={_shown(raw)}: {error}") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name}={_shown(raw)}: not a finite number of seconds")
+    if not 0 <= value <= MAX_SECONDS:
+        raise SettingsError(f"{name}={_shown(raw)}: must be from 0 to {MAX_SECONDS:.0f} seconds (24h)")
+    return value
+
+
+def _session_timeout(name: str, raw: str) -> float:
+    """Brokers accept 6 s to 30 min by default (group.min/max.session.timeout.ms); outside
+    that the worker would only fail later, when it joins its group."""
+    value = _seconds(name, raw)
+    if not 6 <= value <= 1_800:
+        raise SettingsError(f"{name}={_shown(raw)}: must be from 6 to 1800 seconds (the broker's default limits)")
+    return value
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.lower()
+    if level not in FAUST_LOG_LEVELS:
+        raise SettingsError(f"{name}={_shown(raw)}: one of {', '.join(FAUST_LOG_LEVELS)}")
+    return level
+
+
+def _existing_file(name: str, raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_file():
+        raise SettingsError(f"{name}={_shown(raw)}: no such rules file")
+    return path
+
+
+def _broker(name: str, raw: str) -> str:
+    urls = [url.strip() if "://" in url else f"kafka://{url.strip()}" for url in raw.split(";")]
+    for url in urls:
+        if not url.startswith("kafka://") or ":" not in url.removeprefix("kafka://"):
+            raise SettingsError(f"{name}={_shown(raw)}: expected host:port or kafka://host:port (';' between brokers)")
+    return ";".join(urls)
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        if raw not in options:
+            raise SettingsError(f"{name}={_shown(raw)}: one of {', '.join(options)}")
+        return raw
+
+    return parse
+
+
+def _shown(raw: str, limit: int = 60) -> str:
+    """A value as quoted in an error: cut, so that the message stays one readable line."""
+    return repr(raw) if len(raw) <= limit else f"{raw[:limit]!r}... ({len(raw)} characters)"
+
+
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "partitions": _whole(1, 10_000),
+    "replication_factor": _whole(1, 32),
+    "web_port": _whole(1, 65_535),
+    "batch_size": _whole(1, 100_000),
+    "data_dir": lambda _name, raw: Path(raw),
+    "rules": _existing_file,
+    "store": _choice(STORES),
+    "processing_guarantee": _choice(GUARANTEES),
+    "cooling_interval_s": _seconds,
+    "batch_within_s": _seconds,
+    "session_timeout_s": _session_timeout,
+    "log_level": _log_level,
+    "broker": _broker,
+    "app_id": _kafka_name,
+    "input_topic": _kafka_name,
+    "topic_prefix": _kafka_name,
+    "max_record_bytes": _whole(1_000, 900_000, " (a re-keyed record must fit in the producer's 1000000-byte request)"),
+    "max_properties": _whole(1, 10_000),
+    "max_depth": _whole(1, 100),
+    "max_string": _whole(256, 900_000, " (identifiers alone may be 256 characters)"),
+    "dead_letter_excerpt": _whole(0, 50_000, " (a dead letter must fit in one producer request)"),
+}

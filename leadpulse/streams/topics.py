@@ -1,0 +1,87 @@
+"""Every topic LeadPulse reads or writes, declared in one place. Keys are contact ids;
+values are raw bytes (JSON encoded with orjson by schemas.outputs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from leadpulse.streams.settings import Settings
+
+RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+BY_CONTACT, COOLING, SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS = NAMES = (
+    "events-by-contact",
+    "cooling-ticks",
+    "contact-scores",
+    "stage-changes",
+    "hot-leads",
+    "dead-letters",
+)  # each gets LEADPULSE_TOPIC_PREFIX in front
+
+
+@dataclass(frozen=True)
+class Topics:
+    events: Any  # input: engagement, profile and CRM events, from producers
+    by_contact: Any  # internal: inputs that arrived unkeyed or on the wrong partition, re-keyed
+    cooling: Any  # internal: "re-read this contact now" ticks from the cooling timer
+    scores: Any  # compacted: the latest snapshot per contact
+    stage_changes: Any
+    hot_leads: Any
+    dead_letters: Any
+
+    @property
+    def outputs(self) -> tuple[Any, ...]:
+        return (self.scores, self.stage_changes, self.hot_leads, self.dead_letters)
+
+    @property
+    def all(self) -> tuple[Any, ...]:
+        """Inputs and outputs: each is read or written by partition number, so all of them
+        (and the table's changelog) need the same partition count."""
+        return (self.events, self.by_contact, self.cooling, *self.outputs)
+
+    def scoring_sources(self, app: faust.App) -> Any:
+        """The scoring agent reads all three co-partitioned inputs, so one table serves them.
+        Declared (created if missing, with the table's partition count) before subscribing."""
+        return app.topic(
+            self.events.get_topic_name(),
+            self.by_contact.get_topic_name(),
+            self.cooling.get_topic_name(),
+            partitions=self.events.partitions,
+            replicas=self.events.replicas,
+            internal=True,
+            **RAW,
+        )
+
+
+def declare_topics(app: faust.App, settings: Settings) -> Topics:
+    partitions, replicas = settings.partitions, settings.replication_factor
+
+    def topic(name: str, **options: Any) -> Any:
+        return app.topic(settings.topic(name), partitions=partitions, replicas=replicas, **RAW, **options)
+
+    return Topics(
+        events=app.topic(settings.input_topic, partitions=partitions, replicas=replicas, **RAW),
+        by_contact=topic(BY_CONTACT, internal=True),
+        cooling=topic(COOLING, internal=True, retention=86_400.0),
+        scores=topic(SCORES, internal=True, compacting=True),
+        stage_changes=topic(STAGE_CHANGES, internal=True),
+        hot_leads=topic(HOT_LEADS, internal=True),
+        dead_letters=topic(DEAD_LETTERS, internal=True),
+    )
+
+
+async def partition_mismatch(producer: Any, topics: Sequence[Any], partitions: int) -> str | None:
+    """The agent writes a contact's outputs and changelog to the partition number its input
+    came from: a topic created elsewhere with another count would scatter them."""
+    for topic in topics:
+        name = topic.get_topic_name()
+        found = len(await producer.partitions_for(name))
+        if found != partitions:
+            return (
+                f"topic {name} has {found} partitions, LEADPULSE_PARTITIONS is {partitions}: "
+                "every output topic and the table changelog need the input's partition count"
+            )
+    return None

@@ -1,0 +1,87 @@
+"""Faust's aiokafka transport with a cheaper hand-over from the fetcher to the streams.
+
+Faust's `Consumer._drain_messages` races *every* fetched message against a rebalance
+(`wait_first(callback(message), suspend_flow.wait())`): four tasks and an `asyncio.wait`
+per message (docs/faust-notes.md; its cost here is in bench/README.md). Here the race covers
+a whole fetched batch: when a rebalance suspends
+the flow, the delivering task is cancelled at the message it was handing over and
+`getmany` stops yielding, exactly as Faust's loop ends up; Faust then seeks every
+partition back to its committed offset, so nothing is skipped or scored twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import faust
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP, Message, TransportT
+
+YIELD_EVERY = 100  # messages handed over before the loop lets other tasks run (as Faust)
+
+
+class BatchHandoverConsumer(aiokafka_driver.Consumer):
+    async def _drain_messages(self, fetcher: Any) -> None:
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                fetched = self.getmany(timeout=1.0)
+                await self.sleep(0)
+                if not self.should_stop:
+                    await self.wait_first(self._hand_over(fetched), self.suspend_flow.wait())
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _hand_over(self, fetched: AsyncIterator[tuple[TP, Message]]) -> None:
+        """Faust's per-message bookkeeping (read offsets, gaps, commit_every), one task."""
+        callback = self.callback
+        read_offset = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        since_yield = 0
+        async for tp, message in fetched:
+            since_yield += 1
+            if since_yield > YIELD_EVERY:
+                await asyncio.sleep(0)
+                since_yield = 0
+            offset = message.offset
+            last = read_offset[tp]
+            if last is not None and offset < last:
+                continue  # already handed over (Faust drops these too)
+            if last and offset - last > 1 and acks_enabled_for(message.topic):
+                await self._add_gap(tp, last + 1, offset)
+            if self._commit_every is not None and self._n_acked >= self._commit_every:
+                self._n_acked = 0
+                await self.commit()
+            await callback(message)
+            read_offset[tp] = offset
+
+
+class Transport(aiokafka_driver.Transport):
+    Consumer = BatchHandoverConsumer
+
+
+class App(faust.App):
+    """faust.App whose consumer hands fetched batches over as above; the broker URL keeps
+    its usual kafka:// scheme."""
+
+    def _new_transport(self) -> TransportT:
+        return Transport(self.conf.broker_consumer, self)

@@ -1,0 +1,81 @@
+"""The query API on the worker's web port: GET /contacts/{id} (routed by Faust to the worker
+that owns the contact's partition) and GET /health."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from leadpulse.schemas.outputs import dumps, snapshot_record
+from leadpulse.scoring.engine import snapshot
+from leadpulse.scoring.replay import LAST_EVENT
+from leadpulse.scoring.timeutil import now_ms, parse_rfc3339_ms
+
+if TYPE_CHECKING:
+    from leadpulse.streams.pipeline import Pipeline
+
+
+def register_views(pipeline: Pipeline) -> None:
+    app, contacts = pipeline.app, pipeline.contacts
+
+    @app.page("/contacts/{contact_id}")
+    @app.table_route(table=contacts.table, match_info="contact_id")
+    async def contact(web: Any, request: Any, contact_id: str) -> Any:
+        """The snapshot now (`?at=` an RFC 3339 time, or `last-event` as the stream published it)."""
+        state = contacts.get(contact_id)
+        if state is None:
+            return web.json({"error": f"unknown contact {contact_id!r}"}, status=404)
+        at = request.query.get("at")
+        if at == LAST_EVENT:
+            at_ms = state.last_event_ms
+        elif at:
+            try:
+                at_ms = parse_rfc3339_ms(at)
+            except ValueError as error:
+                return web.json({"error": f"at: {error}"}, status=400)
+        else:
+            at_ms = max(now_ms(), state.last_event_ms)
+        return web.bytes(
+            dumps(snapshot_record(snapshot(state, at_ms, pipeline.rules))), content_type="application/json"
+        )
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        """200 once the agent consumes every input of the partitions it owns and deliveries
+        succeed; 503 before that (starting, rebalancing) or while the broker refuses them."""
+        assigned = app.consumer.assignment() if app.consumer else set()
+        problem = _not_ready(pipeline, assigned)
+        readiness = pipeline.readiness
+        return web.json(
+            {
+                "status": "ok" if problem is None else "unavailable",
+                "reason": problem,
+                "rules_version": pipeline.rules.version,
+                "assigned_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+                "cooling_scheduled": len(pipeline.cooling),
+                "delivery_error": readiness.deliveries.last_error,
+            },
+            status=200 if problem is None else 503,
+        )
+
+
+def _not_ready(pipeline: Pipeline, assigned: set[Any]) -> str | None:
+    if not pipeline.readiness.consuming:
+        return "the scoring agent is not consuming yet"
+    inputs = [
+        topic.get_topic_name()
+        for topic in (pipeline.topics.events, pipeline.topics.by_contact, pipeline.topics.cooling)
+    ]
+    owned = {tp.partition for tp in assigned if tp.topic == inputs[0]}
+    if not owned:
+        return "no partition assigned yet"
+    missing = sorted(
+        f"{topic}:{p}"
+        for topic in inputs
+        for p in owned
+        if not any(tp.topic == topic and tp.partition == p for tp in assigned)
+    )
+    if missing:
+        return f"inputs not assigned: {', '.join(missing)}"
+    if pipeline.readiness.deliveries.failing_since is not None:
+        return f"deliveries failing: {pipeline.readiness.deliveries.last_error}"
+    return None

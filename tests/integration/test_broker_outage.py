@@ -1,0 +1,110 @@
+"""The broker stops for 30 s in the middle of a stream and comes back: the worker waits
+quietly (bounded reconnects, a few log lines), resumes by itself, and its result equals the
+offline scorer's. A broker of its own, on a port below the ephemeral range: a client that
+keeps reconnecting to an ephemeral port can connect to itself (TCP simultaneous open) and
+hold the port the broker needs to come back on."""
+
+import random
+import re
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from leadpulse.cli.processes import LocalBroker, free_port
+from leadpulse.streams.settings import Settings
+from tests.integration.harness import produce, wait_for
+from tests.integration.oracle import Oracle, traffic_lines
+from tests.integration.test_pipeline import scores_equal_oracle
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+OUTAGE_S = 30.0  # the injected fault
+MAX_OUTAGE_LINES = 200
+MAX_OUTAGE_BYTES = 100_000
+
+
+def port_below_ephemeral() -> int:
+    """A free port P (and P+1, the controller's) that the kernel never picks as a source port."""
+    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ranges.read_text().split()[0]) if ranges.exists() else 32768
+    for _ in range(200):
+        port = random.randrange(10_000, low - 2)
+        if _free(port) and _free(port + 1):
+            return port
+    raise RuntimeError(f"no free port pair below {low}")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture
+def own_broker(tmp_path_factory):
+    instance = LocalBroker(port=port_below_ephemeral(), data_dir=tmp_path_factory.mktemp("kafka-outage"))
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.stop()  # by the pid in its data folder, whichever start it is from
+
+
+def log_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    return data.count(b"\n"), len(data)
+
+
+def test_a_30s_broker_outage_is_quiet_and_the_worker_resumes_by_itself(own_broker, workers, tmp_path):
+    settings = Settings(
+        broker=f"kafka://127.0.0.1:{own_broker.port}",
+        app_id="lp-outage",
+        topic_prefix="outage.",
+        input_topic="outage.events",
+        partitions=8,
+        data_dir=tmp_path / "data",
+        web_port=free_port(),
+        cooling_interval_s=0.0,
+        session_timeout_s=10.0,
+    )
+    lines = traffic_lines(20_000, 2_000, seed=31)
+    oracle = Oracle(lines)
+    produce(settings, lines)
+    worker = workers(settings)
+    assert wait_for(lambda: worker.metric("leadpulse_events_total", 'outcome="scored"') >= 1_000, 120, 0.05)
+
+    lines_before, bytes_before = log_size(worker.log_path)  # the outage begins with the stop
+    own_broker.stop()
+    time.sleep(OUTAGE_S)
+    assert worker.running(), "the worker exited while the broker was down"
+    lines_after, bytes_after = log_size(worker.log_path)
+    outage_lines, outage_bytes = lines_after - lines_before, bytes_after - bytes_before
+    snapshots = worker.metric("leadpulse_outputs_total", 'kind="snapshot"')
+
+    own_broker.start()
+    back = time.monotonic()
+    assert wait_for(lambda: worker.metric("leadpulse_outputs_total", 'kind="snapshot"') > snapshots, 120, 0.1)
+    resumed_s = time.monotonic() - back
+    assert wait_for(scores_equal_oracle(settings, oracle), timeout_s=300) == oracle.snapshots
+    complete_s = time.monotonic() - back
+    assert worker.running()
+
+    print(
+        f"\noutage {OUTAGE_S:.0f} s: {outage_lines} log lines, {outage_bytes:,} bytes; first new snapshot "
+        f"{resumed_s:.1f} s after the broker was back, result equal to the oracle after {complete_s:.1f} s"
+    )
+    assert outage_lines < MAX_OUTAGE_LINES and outage_bytes < MAX_OUTAGE_BYTES, (
+        f"{outage_lines} lines, {outage_bytes} bytes logged during a {OUTAGE_S:.0f} s outage"
+    )
+    log = worker.log_path.read_text(errors="replace")
+    address = f"127.0.0.1:{own_broker.port}"
+    assert f"broker {address} unreachable: reconnecting with exponential backoff" in log
+    down = re.search(rf"broker {re.escape(address)} reachable again after (\d+) s \((\d+) connection attempts\)", log)
+    assert down, "the log does not say that the broker was back"
+    assert int(down[1]) >= OUTAGE_S
+    assert int(down[2]) < 4 * OUTAGE_S, "reconnects did not back off"
