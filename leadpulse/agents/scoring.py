@@ -220,16 +220,17 @@ class ScoringAgent:
         """One table write and one snapshot per contact per batch; a snapshot's time never
         goes back for a contact (a late event after a cooling tick keeps the tick's time)."""
         scores = self.topics.scores.get_topic_name()
+        cooling = self.settings.cooling_interval_s
         states = []
         for contact_id, (state, at_ms) in results.items():
             at = max(at_ms, state.published_ms)
-            published = state if state.published_ms == at else replace(state, published_ms=at)
+            due = cooling_due_ms(state, self.rules, max(at, clock)) if cooling else None
+            published = replace(state, published_ms=at, cooling_due_ms=due)
             states.append(published)
-            outbox.add(
-                scores, partition, contact_id.encode(), dumps(snapshot_record(snapshot_of(published, at, self.rules)))
-            )
-            if self.settings.cooling_interval_s:
-                self.pipeline.cooling.set(contact_id, cooling_due_ms(published, self.rules, max(at, clock)))
+            view = snapshot_of(published, at, self.rules)
+            outbox.add(scores, partition, contact_id.encode(), dumps(snapshot_record(view)))
+            if cooling:
+                self.pipeline.cooling.set(contact_id, due)
         self.contacts.put_many(partition, states, outbox)
         self.outputs["snapshot"] += len(results)
 
@@ -271,15 +272,19 @@ class ScoringAgent:
         self.metrics.batch_events.observe(size)
 
     async def reschedule_cooling(self) -> None:
-        """After start-up or a rebalance the schedule is rebuilt from the recovered partitions:
-        one pass over the local table per rebalance (yielding as it goes), none per tick."""
+        """After start-up or a rebalance the schedule is rebuilt from the recovered partitions,
+        from the due times stored with each contact (one pass per rebalance, none per tick,
+        yielding as it goes); only a contact stored while cooling was off is computed anew."""
         cooling = self.pipeline.cooling
         cooling.clear()
         if not self.settings.cooling_interval_s:
             return
         clock = now_ms()
         async for contact_id, state in self.contacts.scan():
-            cooling.set(contact_id, cooling_due_ms(state, self.rules, max(clock, state.published_ms)))
+            due = state.cooling_due_ms
+            if due is None and state.temperature > 1:
+                due = cooling_due_ms(state, self.rules, max(clock, state.published_ms))
+            cooling.set(contact_id, due)
 
     async def cool_down(self) -> None:
         """Ask the owning partition to re-read contacts whose temperature is due to drop: the

@@ -145,6 +145,7 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         seen,
         state.positions,
         state.published_ms,
+        state.cooling_due_ms,
     )
     outputs = _settle(updated, updated.last_event_ms, event.event_id, event.occurred_ms, rules)
     return Applied(updated, outputs, "scored" if scored else "unscored")

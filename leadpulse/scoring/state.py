@@ -71,6 +71,7 @@ class ContactState:
     # events the contact got in the replayed span. The engine carries them over untouched.
     positions: dict[str, int] = field(default_factory=dict)
     published_ms: int = 0  # latest time a snapshot was published at: updated_at never goes back
+    cooling_due_ms: int | None = None  # when the stream means to re-read it (kept: no recomputing on recovery)
 
 
 def to_bytes(state: ContactState) -> bytes:
@@ -97,6 +98,7 @@ def to_bytes(state: ContactState) -> bytes:
             base64.b64encode(struct.pack(f"<{len(state.seen)}Q", *state.seen)).decode(),
             state.positions,
             state.published_ms,
+            state.cooling_due_ms,
         ]
     )
 
@@ -106,11 +108,11 @@ def from_bytes(data: bytes) -> ContactState:
     if not isinstance(fields, list) or fields[0] not in (1, FORMAT_VERSION):
         raise ValueError(f"unsupported contact state format {fields[0] if isinstance(fields, list) else '?'}")
     if fields[0] == 1:
-        fields.extend(({}, fields[3]))
+        fields.extend(({}, fields[3], None))
     (_, contact_id, flags, last_event_ms, crm_level, crm, stage, temperature, signals, profile, best, seen) = fields[
         :12
     ]
-    positions, published_ms = fields[12:]
+    positions, published_ms, cooling_due_ms = fields[12:]
     packed = base64.b64decode(seen)
     return ContactState(
         contact_id=contact_id,
@@ -128,4 +130,5 @@ def from_bytes(data: bytes) -> ContactState:
         seen=struct.unpack(f"<{len(packed) // 8}Q", packed),
         positions=positions,
         published_ms=published_ms,
+        cooling_due_ms=cooling_due_ms,
     )

@@ -49,7 +49,7 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 log = logging.getLogger(__name__)
 
 INITIAL_BACKOFF_S = 0.1  # first wait after a failed connection attempt
-MAX_BACKOFF_S = 2.0  # cap: how long a returning broker waits for us, at most
+MAX_BACKOFF_S = 1.0  # cap (as the Java client's reconnect.backoff.max.ms): a returning broker waits <= 1.2 s for us
 JITTER = 0.2  # each wait is +-20 %, so that clients do not retry in step
 REPORT_INTERVAL_S = 30.0  # "broker unreachable for ..." and throttle summaries, once per this
 

@@ -118,7 +118,8 @@ class LocalCluster:
         }
 
     def start(self) -> None:
-        """Start every node at once; return when all serve, or raise with their log tails."""
+        """Start every node at once; return when all serve, or stop them all and raise with what
+        broker.sh said (its message names the log and quotes its tail when a node exited)."""
         if not self.cluster_id:
             made = subprocess.run(
                 [str(BROKER_SCRIPT), "cluster-id"], capture_output=True, text=True, check=False, timeout=300

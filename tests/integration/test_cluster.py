@@ -273,8 +273,10 @@ def throughput_figures(
     window = [s for s in after if killed_at + takeover_s <= s[0] <= killed_at + takeover_s + 10]
     if len(window) >= 2:
         figures["rate_after"] = (window[-1][1] - window[0][1]) / max(window[-1][0] - window[0][0], 1e-3)
-    progress = [before[-1]] if before else []
-    progress += [s for s in after if not progress or s[2] > progress[-1][2]]  # where snapshots grew
+    progress = [before[-1]] if before else []  # the samples that saw more snapshots than the one before
+    for sample in after:
+        if not progress or sample[2] > progress[-1][2]:
+            progress.append(sample)
     if len(progress) >= 2:
         figures["first_snapshot_after_kill_s"] = progress[1][0] - killed_at
         gap, ended = max((b[0] - max(a[0], killed_at), b[0]) for a, b in pairwise(progress))

@@ -1,9 +1,11 @@
+import orjson
 import pytest
 
 from leadpulse.scoring.engine import (
     HotLead,
     StageChange,
     apply,
+    cooling_due_ms,
     future_reason,
     new_state,
     next_cooling_ms,
@@ -253,6 +255,35 @@ def test_state_round_trips_through_bytes_compactly():
     data = to_bytes(state)
     assert from_bytes(data) == state
     assert len(data) < 400
+
+
+def test_the_stream_bookkeeping_in_a_state_round_trips_and_survives_apply():
+    state, _ = fold(event("page_viewed", T0, path="/pricing"))
+    state.positions = {"e": 41, "r": 7}
+    state.published_ms = T0 + 5
+    state.cooling_due_ms = T0 + H
+    assert from_bytes(to_bytes(state)) == state
+    after, _ = fold(event("page_viewed", T0 + 1, path="/blog"), state=state)
+    assert (after.positions, after.published_ms, after.cooling_due_ms) == ({"e": 41, "r": 7}, T0 + 5, T0 + H)
+
+
+def test_a_state_stored_by_the_previous_format_still_loads():
+    state, _ = fold(event("page_viewed", T0, path="/pricing"))
+    old = orjson.loads(to_bytes(state))[:12]
+    old[0] = 1
+    loaded = from_bytes(orjson.dumps(old))
+    assert loaded.signals == state.signals and loaded.positions == {} and loaded.published_ms == state.last_event_ms
+
+
+def test_a_contact_that_cooled_while_nobody_looked_is_due_at_once():
+    hot, _ = fold(
+        event("profile_updated", T0, seniority="c_level", budget=60_000, company_size=300, industry="saas"),
+        event("demo_requested", T0),
+        event("webinar_attended", T0),
+    )
+    assert cooling_due_ms(hot, RULES, T0 + 10 * H) == T0 + 10 * H
+    due = cooling_due_ms(hot, RULES, T0)
+    assert due is not None and T0 < due < T0 + 10 * H
 
 
 def test_a_rules_version_appears_on_every_output():

@@ -166,3 +166,29 @@ def test_stages_move_back_only_through_explicit_events(events):
             continue
         assert change.from_stage in STAGE_LEVEL and change.to_stage in STAGE_LEVEL
         assert STAGE_LEVEL[change.to_stage] > STAGE_LEVEL[change.from_stage]
+
+
+FRACTIONAL = parse_rules(
+    'version = "f"\n[categories.all]\ncap = 100\n'
+    + "".join(
+        f'[[signals]]\nname = "{t}"\nevent = "{t}"\ncategory = "all"\npoints = {p}\n'
+        for t, p in [("email_opened", 0.05), ("email_clicked", 0.15), ("webinar_attended", 0.35), ("up", 1.25)]
+    )
+)
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["email_opened", "email_clicked", "webinar_attended", "up"]), st.integers(0, 2)),
+        min_size=2,
+        max_size=40,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_fractional_points_at_equal_times_sum_alike_in_any_order(items, rnd):
+    """Float sums follow the order of addition; the published parts must not."""
+    events = [Event(f"e{i}", kind, "a", True, T0 + slot * DAY_MS, {}) for i, (kind, slot) in enumerate(items)]
+    shuffled = list(events)
+    rnd.shuffle(shuffled)
+    assert score_all(shuffled, FRACTIONAL)[0] == score_all(events, FRACTIONAL)[0]

@@ -95,6 +95,17 @@ def test_seconds_must_be_within_a_day(name, raw):
 
 @pytest.mark.parametrize(("raw", "seconds"), [("0", 0.0), ("86400", 86_400.0), ("24h", 86_400.0), ("1m", 60.0)])
 def test_seconds_at_the_bounds_and_durations_are_accepted(raw, seconds):
+    assert Settings.from_env({"LEADPULSE_COOLING_INTERVAL": raw}).cooling_interval_s == seconds
+
+
+@pytest.mark.parametrize("raw", ["0", "5.9", "1801", "1h"])
+def test_the_session_timeout_stays_within_what_brokers_accept(raw):
+    with pytest.raises(SettingsError, match=r"must be from 6 to 1800 seconds"):
+        Settings.from_env({"LEADPULSE_SESSION_TIMEOUT": raw})
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [("6", 6.0), ("30m", 1_800.0), ("10s", 10.0)])
+def test_a_session_timeout_brokers_accept_is_taken(raw, seconds):
     assert Settings.from_env({"LEADPULSE_SESSION_TIMEOUT": raw}).session_timeout_s == seconds
 
 
