@@ -338,7 +338,9 @@ def _decayed(summed: SignalSum, at_ms: int, half_life_ms: int) -> float:
 
 
 def _qualifies(state: ContactState, rules: Rules) -> bool:
-    fit = _clamp(math.fsum(state.best_fit.values()))
+    """Best fit and lifetime engagement only grow, so a contact never un-qualifies by rule;
+    an attribute whose best value scores negative (an intern's title) counts as 0 here."""
+    fit = _clamp(math.fsum(max(points, 0.0) for points in state.best_fit.values()))
     if fit < rules.prospect_fit:
         return False
     per_category: dict[str, list[float]] = {}

@@ -15,6 +15,7 @@ from leadpulse.scoring.rules import Rules, load_rules
 from leadpulse.streams.metrics import Metrics
 from leadpulse.streams.monitor import PeriodicPrometheusMonitor
 from leadpulse.streams.outbox import DeliveryHealth
+from leadpulse.streams.quiet import install_log_throttle
 from leadpulse.streams.settings import Settings
 from leadpulse.streams.tables import ContactTable
 from leadpulse.streams.topics import Topics, declare_topics
@@ -75,6 +76,7 @@ def create_app(settings: Settings) -> Pipeline:
         web_stats_enabled=False,
         web_graph_enabled=False,
     )
+    install_log_throttle(app)  # a broker outage is logged once per interval, not per retry
     topics = declare_topics(app, settings)
     table: Any = app.Table(
         "contacts",

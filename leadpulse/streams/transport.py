@@ -20,10 +20,16 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message, TransportT
 
+from leadpulse.streams.quiet import QuietConsumerThread, QuietProducer
+
 YIELD_EVERY = 100  # messages handed over before the loop lets other tasks run (as Faust)
 
 
 class BatchHandoverConsumer(aiokafka_driver.Consumer):
+    def _new_consumer_thread(self) -> QuietConsumerThread:
+        """Its clients back off while a broker is unreachable (streams/quiet.py)."""
+        return QuietConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     async def _drain_messages(self, fetcher: Any) -> None:
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
@@ -77,6 +83,7 @@ class BatchHandoverConsumer(aiokafka_driver.Consumer):
 
 class Transport(aiokafka_driver.Transport):
     Consumer = BatchHandoverConsumer
+    Producer = QuietProducer
 
 
 class App(faust.App):

@@ -7,6 +7,7 @@ import orjson
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from leadpulse.agents import scoring as scoring_module
+from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 from leadpulse.streams.outbox import DeliveryFailed
 from tests.factories import buyer_documents, raw_event
 
@@ -164,3 +165,38 @@ async def test_a_retriable_delivery_error_is_retried_until_the_broker_takes_the_
         assert await settled(lambda: any(key == b"agent-c7" for key, _ in sent("scores")))
     assert scorer.pipeline.readiness.deliveries.failing_since is None
     assert crash.await_count == 0
+
+
+async def test_the_future_limit_is_judged_by_the_record_time_so_a_replay_decides_alike(scorer, sent):
+    """Written at 09:00 and stamped 10:00: refused now as when it was first read, although by
+    the clock of a later replay 10:00 is long past."""
+    written = now_ms() - 5 * 3_600_000
+    document = orjson.dumps(
+        raw_event(event_id="early", contact_id="agent-c8", occurred_at=format_ms(written + 3_600_000))
+    )
+    async with scorer.agent.test_context() as agent:
+        await agent.put(document, key=b"agent-c8", timestamp=written / 1000)
+        assert await settled(lambda: len(sent("dead_letters")) == 1)
+    letter = sent("dead_letters")[0][1]
+    assert letter["field"] == "occurred_at" and "in the future" in letter["reason"]
+    assert scorer.contacts.get("agent-c8") is None
+
+
+async def test_a_late_event_after_a_cooling_tick_does_not_move_updated_at_back(scorer, sent):
+    contact = "agent-c9"
+    events_at = now_ms() - 40 * 86_400_000
+    async with scorer.agent.test_context() as agent:
+        for offset, document in enumerate(buyer_documents(contact, format_ms(events_at)), start=20_000):
+            await put_at(agent, orjson.dumps(document), contact.encode(), offset)
+        assert await settled(lambda: (s := scorer.contacts.get(contact)) is not None and s.stage == "opportunity")
+        tick_at = now_ms()
+        tick = agent.to_message(contact.encode(), orjson.dumps({"at_ms": tick_at}), offset=1)
+        tick.topic = scorer.cooling_topic
+        channel = agent.stream().channel
+        await channel.put(await channel.decode(tick))
+        assert await settled(lambda: scorer.contacts.get(contact).published_ms == tick_at)
+        late = raw_event("email_opened", event_id="late", contact_id=contact, occurred_at=format_ms(events_at - 1000))
+        await put_at(agent, orjson.dumps(late), contact.encode(), 30_000)
+        assert await settled(lambda: scorer.contacts.get(contact).positions.get("r") == 30_000)
+    published = [parse_rfc3339_ms(record["updated_at"]) for key, record in sent("scores") if key == contact.encode()]
+    assert published == sorted(published) and published[-1] == tick_at

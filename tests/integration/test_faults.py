@@ -185,3 +185,20 @@ def test_a_crash_during_a_long_burst_for_one_contact_counts_every_event_once(mak
     assert wait_for(scores_equal_oracle(settings, oracle), timeout_s=120) == oracle.snapshots
     hot = {orjson.loads(value)["id"] for _, value in read_all(settings, settings.topic("hot-leads"))}
     assert hot == oracle.hot_lead_ids
+
+
+def test_three_kills_during_one_stream_change_nothing_in_the_result(make_settings, workers):
+    settings = make_settings()
+    lines = traffic_lines(60_000, 6_000, seed=41)
+    oracle = Oracle(lines)
+    produce(settings, lines)
+    worker = workers(settings)
+    for progress in (1_000, 5_000, 10_000):  # counted by each new process from its own start
+        assert wait_for(lambda n=progress: worker.metric("leadpulse_events_total", 'outcome="scored"') >= n, 90, 0.02)
+        worker.kill()
+        worker.start()
+    assert wait_for(scores_equal_oracle(settings, oracle), timeout_s=180) == oracle.snapshots
+    stage_changes = {orjson.loads(value)["id"] for _, value in read_all(settings, settings.topic("stage-changes"))}
+    assert stage_changes == oracle.stage_change_ids
+    hot = {orjson.loads(value)["id"] for _, value in read_all(settings, settings.topic("hot-leads"))}
+    assert hot == oracle.hot_lead_ids

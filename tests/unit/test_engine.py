@@ -296,3 +296,13 @@ def test_a_rules_version_appears_on_every_output():
     assert snapshot(state, T0, rules).rules_version == "v-test"
     assert {o.rules_version for o in outputs if isinstance(o, StageChange)} == {"v-test"}
     assert {o.snapshot.rules_version for o in outputs if isinstance(o, HotLead)} == {"v-test"}
+
+
+def test_a_negative_attribute_seen_after_qualifying_does_not_undo_the_prospect_stage():
+    state, _ = fold(
+        event("form_submitted", T0, form="contact", identified=False),
+        event("profile_updated", T0, seniority="director", budget=25_000, channel="referral", identified=False),
+    )
+    assert state.stage == "prospect"
+    state, outputs = fold(event("profile_updated", T0, job_title="Marketing intern", identified=False), state=state)
+    assert state.stage == "prospect" and outputs == []
