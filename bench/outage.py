@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -32,7 +30,7 @@ import orjson
 
 from leadpulse.cli.kafka_clients import produce_lines, read_topic
 from leadpulse.cli.offline import score_lines
-from leadpulse.cli.processes import LocalBroker, WorkerProcess, free_port
+from leadpulse.cli.processes import LocalBroker, WorkerProcess, broker_port, free_port
 from leadpulse.cli.traffic import DAY_MS, Traffic
 from leadpulse.schemas.outputs import snapshot_record
 from leadpulse.scoring.rules import load_rules
@@ -66,7 +64,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, work: Path) -> None:
-    broker = LocalBroker(port=args.port or port_below_ephemeral(), data_dir=work / "kafka")
+    broker = LocalBroker(port=args.port or broker_port(), data_dir=work / "kafka")
     settings = Settings(
         broker=f"kafka://127.0.0.1:{broker.port}",
         app_id="lp-outage-bench",
@@ -190,26 +188,6 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, interval_s: float) 
         if time.monotonic() > deadline:
             return False
         time.sleep(interval_s)
-    return True
-
-
-def port_below_ephemeral() -> int:
-    """A free port P (and P+1, the controller's) that the kernel never picks as a source port."""
-    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
-    low = int(ranges.read_text().split()[0]) if ranges.exists() else 32768
-    for _ in range(200):
-        port = random.randrange(10_000, low - 2)
-        if _free(port) and _free(port + 1):
-            return port
-    raise RuntimeError(f"no free port pair below {low}")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
     return True
 
 

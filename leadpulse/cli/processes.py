@@ -4,6 +4,7 @@ Each is stopped by its pid; a worker counts as ready when /health says ok (it co
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,6 +31,55 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+LOWEST_PORT = 10_000
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The source ports the kernel hands out (Linux's default when it cannot be read)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999  # Linux's default
+
+
+def low_free_ports(count: int) -> list[int]:
+    """`count` distinct ports below the ephemeral range that nothing uses now. A client that
+    keeps reconnecting to a dead broker's ephemeral port can be given that very port as its
+    own source port and connect to itself (TCP simultaneous open), holding the port that the
+    restarted broker needs; ports outside the range are never handed out as source ports."""
+    low, _ = ephemeral_range()
+    ports: list[int] = []
+    candidates = list(range(LOWEST_PORT, max(LOWEST_PORT + 1_000, low)))
+    random.shuffle(candidates)
+    for port in candidates:
+        if port in ports:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError(f"no {count} free ports below {low}")
+
+
+def broker_port() -> int:
+    """A port for a local broker below the ephemeral range, whose next port (the broker's
+    controller) is free too."""
+    for _ in range(100):
+        (port,) = low_free_ports(1)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free pair of ports below the ephemeral range")
 
 
 @dataclass

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 FIRST_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 5.0
 REPORT_EVERY_S = 30.0  # while deliveries keep failing, one log line per this many seconds
+STALLED_AFTER_S = 10.0  # a delivery unacknowledged this long makes the worker report itself unready
 
 
 class DeliveryFailed(RuntimeError):
@@ -112,7 +113,7 @@ class Outbox:
             submitted = [(where, await _submit(producer, where, records)) for where, records in pending.items()]
             failed: dict[tuple[str, int], list[Record]] = {}
             for where, batches in submitted:
-                results = await asyncio.gather(*(delivery for delivery, _ in batches), return_exceptions=True)
+                results = await self._acknowledged([delivery for delivery, _ in batches], where)
                 errors = [result for result in results if isinstance(result, BaseException)]
                 if not errors:
                     callback = self._on_delivered.get(where)
@@ -132,6 +133,20 @@ class Outbox:
                 self._health.ok()
             pending = failed
         self._on_delivered.clear()
+
+    async def _acknowledged(self, deliveries: list[asyncio.Future[Any]], where: tuple[str, int]) -> list[Any]:
+        """Results or errors of `deliveries`. aiokafka retries some errors (a deleted topic,
+        a leader that is gone) inside the producer for as long as it likes: while it does,
+        readiness says the deliveries are stalled, and the wait goes on."""
+        gathered = asyncio.gather(*deliveries, return_exceptions=True)
+        waited = 0.0
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(gathered), STALLED_AFTER_S)
+            except TimeoutError:
+                waited += STALLED_AFTER_S
+                stalled = TimeoutError(f"no acknowledgement from the broker for {waited:.0f} s")
+                self._health.failed(stalled, f"{where[0]}[{where[1]}]")
 
 
 async def _submit(

@@ -5,49 +5,14 @@ a quorum), stopped by pid through broker.sh, and one can be killed (SIGKILL) by 
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from leadpulse.cli.processes import BROKER_SCRIPT
-
-LOWEST_PORT = 10_000
-
-
-def ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32_768, 60_999  # Linux's default
-
-
-def low_free_ports(count: int) -> list[int]:
-    """`count` distinct ports below the ephemeral range that nothing uses now. A client that
-    keeps reconnecting to a dead broker's ephemeral port can be given that very port as its
-    own source port and connect to itself (TCP simultaneous open), holding the port that the
-    restarted broker needs; ports outside the range are never handed out as source ports."""
-    low, _ = ephemeral_range()
-    ports: list[int] = []
-    candidates = list(range(LOWEST_PORT, max(LOWEST_PORT + 1_000, low)))
-    random.shuffle(candidates)
-    for port in candidates:
-        if port in ports:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-        if len(ports) == count:
-            return ports
-    raise RuntimeError(f"no {count} free ports below {low}")
+from leadpulse.cli.processes import BROKER_SCRIPT, low_free_ports
 
 
 def alive(pid: int) -> bool:

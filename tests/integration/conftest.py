@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from leadpulse.cli.processes import LocalBroker, WorkerProcess, free_port
+from leadpulse.cli.processes import LocalBroker, WorkerProcess, broker_port, free_port
 from leadpulse.streams.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     """One real Kafka broker (KRaft) for the whole run, stopped by pid at the end."""
-    instance = LocalBroker(port=free_port(), data_dir=tmp_path_factory.mktemp("kafka"))
+    instance = LocalBroker(port=broker_port(), data_dir=tmp_path_factory.mktemp("kafka"))
     try:
         instance.start()
         yield instance

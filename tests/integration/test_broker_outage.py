@@ -4,15 +4,13 @@ offline scorer's. A broker of its own, on a port below the ephemeral range: a cl
 keeps reconnecting to an ephemeral port can connect to itself (TCP simultaneous open) and
 hold the port the broker needs to come back on."""
 
-import random
 import re
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from leadpulse.cli.processes import LocalBroker, free_port
+from leadpulse.cli.processes import LocalBroker, broker_port, free_port
 from leadpulse.streams.settings import Settings
 from tests.integration.harness import produce, wait_for
 from tests.integration.oracle import Oracle, traffic_lines
@@ -25,29 +23,9 @@ MAX_OUTAGE_LINES = 200
 MAX_OUTAGE_BYTES = 100_000
 
 
-def port_below_ephemeral() -> int:
-    """A free port P (and P+1, the controller's) that the kernel never picks as a source port."""
-    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
-    low = int(ranges.read_text().split()[0]) if ranges.exists() else 32768
-    for _ in range(200):
-        port = random.randrange(10_000, low - 2)
-        if _free(port) and _free(port + 1):
-            return port
-    raise RuntimeError(f"no free port pair below {low}")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture
 def own_broker(tmp_path_factory):
-    instance = LocalBroker(port=port_below_ephemeral(), data_dir=tmp_path_factory.mktemp("kafka-outage"))
+    instance = LocalBroker(port=broker_port(), data_dir=tmp_path_factory.mktemp("kafka-outage"))
     try:
         instance.start()
         yield instance

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from leadpulse.cli.kafka_clients import bootstrap
+from leadpulse.cli.kafka_clients import bootstrap, ensure_topic
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.startup import prepare_topics
 from tests.integration.harness import latest_by_key, produce, read_all, wait_for
@@ -202,3 +202,35 @@ def test_three_kills_during_one_stream_change_nothing_in_the_result(make_setting
     assert stage_changes == oracle.stage_change_ids
     hot = {orjson.loads(value)["id"] for _, value in read_all(settings, settings.topic("hot-leads"))}
     assert hot == oracle.hot_lead_ids
+
+
+def test_an_output_topic_deleted_mid_run_holds_the_worker_until_it_is_back(make_settings, workers):
+    """Deliveries to a deleted topic fail with retriable errors: the worker waits, says so on
+    /health, commits nothing past them, and goes on once the topic exists again."""
+    settings = make_settings()
+    stage_changes = settings.topic("stage-changes")
+    lines = traffic_lines(6_000, 600, seed=43)
+    oracle = Oracle(lines)
+    worker = workers(settings)
+    produce(settings, lines[:2_000])
+    assert wait_for(scores_equal_oracle(settings, Oracle(lines[:2_000])), timeout_s=90)
+
+    async def delete() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings))
+        await admin.start()
+        try:
+            await admin.delete_topics([stage_changes])
+        finally:
+            await admin.close()
+
+    asyncio.run(delete())
+    produce(settings, lines[2_000:])
+    held = wait_for(lambda: (h := worker.health()) and h["status"] != "ok" and h["delivery_error"], 120, 0.5)
+    assert held, "the worker did not report the failing deliveries"
+    assert worker.running()
+    asyncio.run(ensure_topic(settings, stage_changes))
+    assert wait_for(scores_equal_oracle(settings, oracle), timeout_s=180) == oracle.snapshots
+    assert wait_for(lambda: (h := worker.health()) and h["status"] == "ok", 60, 0.5)
+    # what reached the topic after it came back: every stage change of the held batches
+    after = {orjson.loads(value)["id"] for _, value in read_all(settings, stage_changes)}
+    assert after and after <= oracle.stage_change_ids

@@ -159,13 +159,18 @@ def test_explicit_crm_events_set_the_stage_and_side_stages_hold_until_a_later_ex
     assert state.stage == "opportunity"
 
 
-def test_a_hot_alert_fires_once_per_episode_and_rearms_below_the_gap():
-    buyer = [
+def hot_buyer():
+    """A decision maker with budget who asks for a demo: hot at once."""
+    return [
         event("profile_updated", T0, seniority="c_level", budget=60_000, company_size=300, industry="saas"),
         event("demo_requested", T0),
         event("webinar_attended", T0),
         event("form_submitted", T0, form="contact"),
     ]
+
+
+def test_a_hot_alert_fires_once_per_episode_and_rearms_below_the_gap():
+    buyer = hot_buyer()
     state, outputs = fold(*buyer)
     assert sum(isinstance(o, HotLead) for o in outputs) == 1
     assert not state.hot_armed
@@ -177,12 +182,7 @@ def test_a_hot_alert_fires_once_per_episode_and_rearms_below_the_gap():
 
 def test_a_cooling_tick_lowers_the_temperature_but_never_rearms_the_alert():
     """Re-arming is decided at event time in apply, so the offline scorer (no ticks) agrees."""
-    buyer = [
-        event("profile_updated", T0, seniority="c_level", budget=60_000, company_size=300, industry="saas"),
-        event("demo_requested", T0),
-        event("webinar_attended", T0),
-        event("form_submitted", T0, form="contact"),
-    ]
+    buyer = hot_buyer()
     hot, _ = fold(*buyer)
     cooled = reevaluate(hot, T0 + 3 * H, RULES)
     assert cooled.outcome == "scored" and cooled.state.temperature < hot.temperature

@@ -1,0 +1,46 @@
+"""What /health calls ready: consuming every input of the partitions it owns, deliveries ok."""
+
+from types import SimpleNamespace
+
+from faust.types import TP
+
+from leadpulse.streams.outbox import DeliveryHealth
+from leadpulse.streams.pipeline import Readiness
+from leadpulse.streams.web import _not_ready
+
+
+def topic(name):
+    return SimpleNamespace(get_topic_name=lambda: name)
+
+
+def pipeline(consuming=True, failing=False):
+    deliveries = DeliveryHealth()
+    if failing:
+        deliveries.failed(TimeoutError("broker away"), "scores[0]")
+    topics = SimpleNamespace(events=topic("events"), by_contact=topic("by-contact"), cooling=topic("cooling"))
+    return SimpleNamespace(readiness=Readiness(consuming=consuming, deliveries=deliveries), topics=topics)
+
+
+def owned(*partitions, topics=("events", "by-contact", "cooling")):
+    return {TP(name, p) for name in topics for p in partitions}
+
+
+def test_a_worker_consuming_all_inputs_of_its_partitions_is_ready():
+    assert _not_ready(pipeline(), owned(0, 3)) is None
+
+
+def test_a_worker_whose_agent_has_not_started_is_not_ready():
+    assert _not_ready(pipeline(consuming=False), owned(0)) == "the scoring agent is not consuming yet"
+
+
+def test_a_worker_without_partitions_is_not_ready():
+    assert _not_ready(pipeline(), set()) == "no partition assigned yet"
+
+
+def test_a_worker_missing_one_input_of_a_partition_it_owns_is_not_ready():
+    assigned = owned(0, 1) - {TP("cooling", 1)}
+    assert _not_ready(pipeline(), assigned) == "inputs not assigned: cooling:1"
+
+
+def test_a_worker_whose_deliveries_fail_is_not_ready():
+    assert "deliveries failing: scores[0]" in _not_ready(pipeline(failing=True), owned(0))
