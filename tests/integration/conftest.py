@@ -60,7 +60,10 @@ def workers(tmp_path):
         return worker
 
     yield start
-    for worker in started:
+    for worker in started:  # shown by pytest when the test failed: what each worker said it was doing
+        if worker.running():
+            counts = {o: worker.metric("leadpulse_events_total", f'outcome="{o}"') for o in ("scored", "dead_letter")}
+            print(f"worker {worker.pid}: health {worker.health()}, events {counts}")
         worker.kill()
     if os.environ.get("SHOW_WORKER_LOGS"):
         for worker in started:
