@@ -1,12 +1,14 @@
 import hashlib
 import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
 
 from leadpulse.cli.processes import LocalBroker, WorkerProcess, broker_port, free_port
 from leadpulse.streams.settings import Settings
+from tests.integration.harness import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +51,7 @@ def make_settings(broker, tmp_path, request):
 
 
 @pytest.fixture
-def workers(tmp_path):
+def workers(tmp_path, request):
     """Start workers through this fixture: every one is stopped by pid at teardown."""
     started: list[WorkerProcess] = []
 
@@ -60,11 +62,36 @@ def workers(tmp_path):
         return worker
 
     yield start
+    failed = getattr(request.node, "call_report", None) is not None and request.node.call_report.failed
     for worker in started:  # shown by pytest when the test failed: what each worker said it was doing
         if worker.running():
             counts = {o: worker.metric("leadpulse_events_total", f'outcome="{o}"') for o in ("scored", "dead_letter")}
             print(f"worker {worker.pid}: health {worker.health()}, events {counts}")
+            if failed:
+                _print_task_stacks(worker)
         worker.kill()
     if os.environ.get("SHOW_WORKER_LOGS"):
         for worker in started:
             print(Path(worker.log_path).read_text(errors="replace")[-5000:])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep the call phase's report on the test item, so fixtures can tell a failed test."""
+    report = yield
+    if report.when == "call":
+        item.call_report = report
+    return report
+
+
+def _print_task_stacks(worker: WorkerProcess) -> None:
+    """mode's worker dumps every thread's and task's stack to its log on SIGUSR1: what a
+    stalled worker was waiting for."""
+    log = Path(worker.log_path)
+    before = log.stat().st_size
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGUSR1)
+    wait_for(
+        lambda: log.stat().st_size > before and b"TASKS" in log.read_bytes()[before:], timeout_s=15, interval_s=0.2
+    )
+    print(log.read_bytes()[before:][:100_000].decode(errors="replace"))
