@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
-from leadpulse.cli.kafka_clients import bootstrap, produce_lines
+from leadpulse.cli.kafka_clients import produce_lines
 from leadpulse.cli.offline import score_lines
 from leadpulse.cli.processes import LocalBroker, WorkerProcess, free_port
 from leadpulse.cli.traffic import DAY_MS, Traffic
@@ -46,8 +46,8 @@ IMPLEMENTATIONS = {
 
 
 async def committed_everything(settings: Settings) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings))
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap(settings))
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     await consumer.start()
     try:
@@ -66,7 +66,7 @@ async def committed_everything(settings: Settings) -> bool:
 async def read_scores(settings: Settings) -> tuple[dict[str, Any], float]:
     """Latest snapshot per contact and the timestamp (s) of the first snapshot record."""
     consumer = AIOKafkaConsumer(
-        settings.topic("contact-scores"), bootstrap_servers=bootstrap(settings), auto_offset_reset="earliest"
+        settings.topic("contact-scores"), bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest"
     )
     await consumer.start()
     latest: dict[str, Any] = {}

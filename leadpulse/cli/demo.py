@@ -20,7 +20,7 @@ import orjson
 
 from leadpulse.cli import local_state
 from leadpulse.cli.console import describe
-from leadpulse.cli.kafka_clients import bootstrap, ensure_topic, read_topic
+from leadpulse.cli.kafka_clients import ensure_topic, read_topic
 from leadpulse.cli.preflight import CommandError, broker_info
 from leadpulse.cli.processes import LocalBroker, WorkerProcess
 from leadpulse.cli.traffic import DAY_MS, Traffic
@@ -91,7 +91,7 @@ def _claim_state_folder(settings: Settings, cluster_id: str, own: bool) -> None:
     """Checked here as well as in the worker, so that a mismatch reaches the terminal
     rather than the worker's log; the demo's own state is disposable and starts afresh."""
     try:
-        local_state.claim(settings.data_dir, cluster_id, bootstrap(settings))
+        local_state.claim(settings.data_dir, cluster_id, settings.bootstrap_servers)
     except CommandError:
         if not own:
             raise
@@ -100,11 +100,11 @@ def _claim_state_folder(settings: Settings, cluster_id: str, own: bool) -> None:
             file=sys.stderr,
         )
         local_state.reset(settings.data_dir)
-        local_state.claim(settings.data_dir, cluster_id, bootstrap(settings))
+        local_state.claim(settings.data_dir, cluster_id, settings.bootstrap_servers)
 
 
 def _first_broker(settings: Settings) -> tuple[str, int]:
-    host, _, port = bootstrap(settings).split(",")[0].rpartition(":")
+    host, _, port = settings.bootstrap_servers.split(",")[0].rpartition(":")
     return host, int(port)
 
 
@@ -117,7 +117,9 @@ def _reachable(settings: Settings) -> bool:
 def _local_broker(settings: Settings) -> LocalBroker:
     host, port = _first_broker(settings)
     if host not in ("127.0.0.1", "localhost"):
-        raise CommandError(f"no Kafka broker answers at {bootstrap(settings)}; the demo starts one only on 127.0.0.1")
+        raise CommandError(
+            f"no Kafka broker answers at {settings.bootstrap_servers}; the demo starts one only on 127.0.0.1"
+        )
     return LocalBroker(port, BROKER_DIR.resolve())
 
 
@@ -168,7 +170,7 @@ async def _produce(settings: Settings, options: DemoOptions, counts: Counter[str
 
     from leadpulse.schemas.events import contact_key
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings), linger_ms=10)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=10)
     await producer.start()
     try:
         interval = 1 / options.rate

@@ -231,12 +231,12 @@ def _score(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from leadpulse.cli import local_state
-    from leadpulse.cli.preflight import broker_address, broker_info
+    from leadpulse.cli.preflight import broker_info
 
     settings = _settings()
     info = broker_info(settings)
     if info.cluster_id is not None and settings.store.startswith("rocksdb"):
-        local_state.claim(settings.data_dir, info.cluster_id, broker_address(settings))
+        local_state.claim(settings.data_dir, info.cluster_id, settings.bootstrap_servers)
     _prepare_topics(settings)
     from leadpulse.app import app
     from leadpulse.streams.runtime import tune_gc

@@ -34,11 +34,6 @@ class BrokerInfo:
     topics: frozenset[str]
 
 
-def broker_address(settings: Settings) -> str:
-    """host:port[,host:port]: as the user wrote it, without the kafka:// scheme."""
-    return ",".join(url.removeprefix("kafka://") for url in settings.broker.split(";"))
-
-
 def broker_info(settings: Settings, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> BrokerInfo:
     """Connect, read the cluster id and the topic names, or raise a one-line CommandError.
     Run before the real clients start: theirs is a retry loop that logs every attempt."""
@@ -51,7 +46,7 @@ async def describe_broker(settings: Settings, timeout_s: float = PREFLIGHT_TIMEO
     from aiokafka.errors import KafkaError
 
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=broker_address(settings), request_timeout_ms=max(1, int(timeout_s * 1000))
+        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=max(1, int(timeout_s * 1000))
     )
     try:
         with _quiet_kafka_client():
@@ -72,7 +67,7 @@ async def describe_broker(settings: Settings, timeout_s: float = PREFLIGHT_TIMEO
 
 
 def no_broker_message(settings: Settings) -> str:
-    return f"no Kafka broker answers at {broker_address(settings)} ({env_name('broker')}); {START_BROKER_HINT}"
+    return f"no Kafka broker answers at {settings.bootstrap_servers} ({env_name('broker')}); {START_BROKER_HINT}"
 
 
 @contextmanager
@@ -99,18 +94,22 @@ def tail_topic(requested: str, settings: Settings, existing: Collection[str]) ->
     ours = {settings.topic(name) for name in tailable} | {settings.input_topic}
     if topic in ours:
         raise CommandError(
-            f"topic {topic} does not exist yet on {broker_address(settings)}: "
+            f"topic {topic} does not exist yet on {settings.bootstrap_servers}: "
             "a worker creates LeadPulse's topics when it starts (leadpulse worker)"
         )
     names = [*tailable, settings.input_topic]
-    others = sorted(name for name in existing if name not in ours)
+    # the topics under the user's own prefix first: on a shared cluster those are the ones meant
+    prefix = settings.topic_prefix
+    others = sorted(
+        (name for name in existing if name not in ours), key=lambda name: (not name.startswith(prefix), name)
+    )
     guess = _closest(requested, [*names, *others])
     listed = ", ".join(others[:MAX_LISTED]) or "none"
     if len(others) > MAX_LISTED:
         listed += f" and {len(others) - MAX_LISTED} more"
     hint = f"; did you mean {guess}?" if guess else ""
     raise CommandError(
-        f"no topic {requested} on {broker_address(settings)}{hint} "
+        f"no topic {requested} on {settings.bootstrap_servers}{hint} "
         f"(LeadPulse's: {', '.join(names)}; also on the broker: {listed})"
     )
 

@@ -82,6 +82,11 @@ class Settings:
         return cls(**values)
 
     @property
+    def bootstrap_servers(self) -> str:
+        """host:port[,host:port] for Kafka clients: the broker setting without its kafka:// scheme."""
+        return ",".join(url.removeprefix("kafka://") for url in self.broker.split(";"))
+
+    @property
     def web_url(self) -> str:
         return self.advertised_url or f"http://{self.web_host}:{self.web_port}"
 

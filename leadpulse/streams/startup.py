@@ -55,14 +55,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def bootstrap_servers(settings: Settings) -> str:
-    return ",".join(url.removeprefix("kafka://") for url in settings.broker.split(";"))
-
-
 async def prepare_topics(settings: Settings) -> None:
     """Create the missing topics, check the partition count of all of them, and wait for the
     group coordinator; raise StartupError naming what is wrong."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings))
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
         specs = topic_specs(settings)

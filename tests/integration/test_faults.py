@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from leadpulse.cli.kafka_clients import bootstrap, ensure_topic
+from leadpulse.cli.kafka_clients import ensure_topic
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.startup import prepare_topics
 from tests.integration.harness import latest_by_key, produce, read_all, wait_for
@@ -26,7 +26,7 @@ def outcome_counts(worker) -> dict[str, float]:
 
 
 async def _set_topic_config(settings, topic: str, config: dict[str, str], *, create: bool) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings))
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
         if create:
@@ -120,7 +120,7 @@ def test_poison_records_among_valid_ones_are_dead_lettered_and_the_worker_keeps_
     worker = workers(settings)
 
     async def send_all() -> int:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings), max_request_size=2_000_000)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, max_request_size=2_000_000)
         await producer.start()
         try:
             sent = 0
@@ -216,7 +216,7 @@ def test_an_output_topic_deleted_mid_run_holds_the_worker_until_it_is_back(make_
     assert wait_for(scores_equal_oracle(settings, Oracle(lines[:2_000])), timeout_s=90)
 
     async def delete() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings))
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
         await admin.start()
         try:
             await admin.delete_topics([stage_changes])

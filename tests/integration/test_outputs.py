@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from leadpulse.cli.kafka_clients import bootstrap, ensure_topic
+from leadpulse.cli.kafka_clients import ensure_topic
 from leadpulse.streams.outbox import DeliveryFailed, Outbox
 from tests.integration.harness import read_all
 
@@ -25,7 +25,7 @@ def test_an_outbox_bigger_than_a_record_batch_arrives_complete_and_in_order(make
 
     async def send() -> None:
         await ensure_topic(settings, topic)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings), linger_ms=1000)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=1000)
         await producer.start()
         try:
             outbox = Outbox()
@@ -50,13 +50,13 @@ def test_a_record_the_topic_refuses_raises_instead_of_vanishing(make_settings):
     topic = settings.topic("tiny")
 
     async def send() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings))
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
         await admin.start()
         try:
             await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "100"})])
         finally:
             await admin.close()
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap(settings))
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
         await producer.start()
         try:
             outbox = Outbox()
