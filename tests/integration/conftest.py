@@ -69,6 +69,9 @@ def workers(tmp_path, request):
             print(f"worker {worker.pid}: health {worker.health()}, events {counts}")
             if failed:
                 _print_task_stacks(worker)
+        elif worker.process is not None:
+            tail = Path(worker.log_path).read_text(errors="replace")[-6000:]
+            print(f"worker {worker.pid}: exited with {worker.process.returncode}; its log ends:\n{tail}")
         worker.kill()
     if os.environ.get("SHOW_WORKER_LOGS"):
         for worker in started:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from leadpulse.cli.offline import score_lines
@@ -27,3 +29,17 @@ class Oracle:
         self.hot_lead_ids = {o.id for o in run.outputs if isinstance(o, HotLead)}
         self.hot_leads = {o.id: output_record(o) for o in run.outputs if isinstance(o, HotLead)}
         self.bad_lines = run.bad
+
+
+def scores_mismatch(latest: dict[str, Any], expected: dict[str, Any], shown: int = 5) -> str:
+    """What separates `contact-scores` from the oracle, in a few lines a failure can print."""
+    missing = sorted(expected.keys() - latest.keys())
+    extra = sorted(latest.keys() - expected.keys())
+    differing = sorted(k for k in expected.keys() & latest.keys() if expected[k] != latest[k])
+    lines = [f"{len(missing)} contacts missing {missing[:shown]}, {len(extra)} extra {extra[:shown]}"]
+    lines.append(f"{len(differing)} differ:")
+    for key in differing[:shown]:
+        stream, oracle = latest[key], expected[key]
+        fields = sorted(f for f in stream.keys() | oracle.keys() if stream.get(f) != oracle.get(f))
+        lines.append(f"  {key}: " + ", ".join(f"{f} stream={stream.get(f)!r} oracle={oracle.get(f)!r}" for f in fields))
+    return "\n".join(lines)

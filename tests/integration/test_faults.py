@@ -13,9 +13,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from leadpulse.cli.kafka_clients import ensure_topic
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.startup import prepare_topics
-from tests.integration.harness import latest_by_key, produce, read_all, wait_for
+from tests.integration.harness import latest_by_key, produce, read_all, scores_reach, wait_for
 from tests.integration.oracle import Oracle, traffic_lines
-from tests.integration.test_pipeline import scores_equal_oracle
 
 pytestmark = pytest.mark.integration
 OUTCOMES = ("scored", "unscored", "duplicate", "replayed", "rekeyed", "dead_letter")
@@ -56,7 +55,7 @@ def test_a_delivery_the_broker_refuses_stops_the_worker_and_nothing_is_committed
 
     asyncio.run(_set_topic_config(settings, hot_leads, {"max.message.bytes": "1048588"}, create=False))
     worker.start()
-    assert wait_for(scores_equal_oracle(settings, oracle), timeout_s=120) == oracle.snapshots
+    scores_reach(settings, oracle.snapshots, timeout_s=120)
     published = {orjson.loads(value)["id"] for _, value in read_all(settings, hot_leads)}
     assert published == oracle.hot_lead_ids
 
@@ -136,7 +135,7 @@ def test_poison_records_among_valid_ones_are_dead_lettered_and_the_worker_keeps_
             await producer.stop()
 
     sent = asyncio.run(send_all())
-    assert wait_for(scores_equal_oracle(settings, oracle), timeout_s=120) == oracle.snapshots
+    scores_reach(settings, oracle.snapshots, timeout_s=120)
     assert worker.running()
 
     def balanced():
@@ -182,7 +181,7 @@ def test_a_crash_during_a_long_burst_for_one_contact_counts_every_event_once(mak
     at_kill = latest_by_key(read_all(settings, settings.topic("contact-scores"), idle_s=0.5))
     assert at_kill != oracle.snapshots, "the worker finished before it was killed: nothing was tested"
     worker.start()
-    assert wait_for(scores_equal_oracle(settings, oracle), timeout_s=120) == oracle.snapshots
+    scores_reach(settings, oracle.snapshots, timeout_s=120)
     hot = {orjson.loads(value)["id"] for _, value in read_all(settings, settings.topic("hot-leads"))}
     assert hot == oracle.hot_lead_ids
 
@@ -197,7 +196,7 @@ def test_three_kills_during_one_stream_change_nothing_in_the_result(make_setting
         assert wait_for(lambda n=progress: worker.metric("leadpulse_events_total", 'outcome="scored"') >= n, 90, 0.02)
         worker.kill()
         worker.start()
-    assert wait_for(scores_equal_oracle(settings, oracle), timeout_s=180) == oracle.snapshots
+    scores_reach(settings, oracle.snapshots, timeout_s=180)
     stage_changes = {orjson.loads(value)["id"] for _, value in read_all(settings, settings.topic("stage-changes"))}
     assert stage_changes == oracle.stage_change_ids
     hot = {orjson.loads(value)["id"] for _, value in read_all(settings, settings.topic("hot-leads"))}
@@ -213,7 +212,7 @@ def test_an_output_topic_deleted_mid_run_holds_the_worker_until_it_is_back(make_
     oracle = Oracle(lines)
     worker = workers(settings)
     produce(settings, lines[:2_000])
-    assert wait_for(scores_equal_oracle(settings, Oracle(lines[:2_000])), timeout_s=90)
+    scores_reach(settings, Oracle(lines[:2_000]).snapshots, timeout_s=90)
 
     async def delete() -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
@@ -229,7 +228,7 @@ def test_an_output_topic_deleted_mid_run_holds_the_worker_until_it_is_back(make_
     assert held, "the worker did not report the failing deliveries"
     assert worker.running()
     asyncio.run(ensure_topic(settings, stage_changes))
-    assert wait_for(scores_equal_oracle(settings, oracle), timeout_s=180) == oracle.snapshots
+    scores_reach(settings, oracle.snapshots, timeout_s=180)
     assert wait_for(lambda: (h := worker.health()) and h["status"] == "ok", 60, 0.5)
     # what reached the topic after it came back: every stage change of the held batches
     after = {orjson.loads(value)["id"] for _, value in read_all(settings, stage_changes)}

@@ -14,7 +14,7 @@ from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 from leadpulse.streams.partitioning import home_partition
 from tests.factories import buyer_documents
-from tests.integration.harness import latest_by_key, produce, read_all, wait_for
+from tests.integration.harness import latest_by_key, produce, read_all, scores_reach, wait_for
 from tests.integration.oracle import Oracle, traffic_lines
 
 pytestmark = pytest.mark.integration
@@ -27,16 +27,6 @@ MALFORMED = [
 ]
 
 
-def scores_equal_oracle(settings, oracle):
-    """The compacted topic's latest value per contact, once it matches the oracle (or not)."""
-
-    def check():
-        latest = latest_by_key(read_all(settings, settings.topic("contact-scores"), idle_s=1.0))
-        return latest if latest == oracle.snapshots else None
-
-    return check
-
-
 @pytest.mark.parametrize("store", ["rocksdb://", "memory://"])
 def test_every_output_topic_matches_the_offline_scorer(make_settings, workers, store):
     settings = make_settings(store=store)
@@ -46,8 +36,7 @@ def test_every_output_topic_matches_the_offline_scorer(make_settings, workers, s
     mixed = lines[:1000] + MALFORMED[:2] + lines[1000:3000] + MALFORMED[2:] + lines[3000:]
     produce(settings, mixed)
 
-    latest = wait_for(scores_equal_oracle(settings, oracle), timeout_s=90)
-    assert latest == oracle.snapshots
+    scores_reach(settings, oracle.snapshots, timeout_s=90)
 
     stage_changes = [orjson.loads(v) for _, v in read_all(settings, settings.topic("stage-changes"))]
     assert {record["id"] for record in stage_changes} == oracle.stage_change_ids
@@ -77,8 +66,7 @@ def test_unkeyed_inputs_are_rekeyed_by_contact(make_settings, workers):
     oracle = Oracle(lines)
     workers(settings)
     produce(settings, lines, keyed=False)
-    latest = wait_for(scores_equal_oracle(settings, oracle), timeout_s=90)
-    assert latest == oracle.snapshots
+    scores_reach(settings, oracle.snapshots, timeout_s=90)
     assert len(read_all(settings, settings.topic("events-by-contact"))) > 0
 
 
@@ -88,7 +76,7 @@ def test_the_query_api_answers_for_contacts_on_every_partition(make_settings, wo
     oracle = Oracle(lines)
     worker = workers(settings)
     produce(settings, lines)
-    assert wait_for(scores_equal_oracle(settings, oracle), timeout_s=90) == oracle.snapshots
+    scores_reach(settings, oracle.snapshots, timeout_s=90)
 
     one_per_partition = {}
     for contact_id in oracle.snapshots:
@@ -107,7 +95,7 @@ def test_a_graceful_restart_with_rocksdb_resumes_with_identical_state(make_setti
     first, second = lines[:1500], lines[1500:]
     worker = workers(settings)
     produce(settings, first)
-    assert wait_for(scores_equal_oracle(settings, Oracle(first)), timeout_s=90)
+    scores_reach(settings, Oracle(first).snapshots, timeout_s=90)
     before = {cid: worker.get(f"/contacts/{cid}?at=last-event")[1] for cid in list(Oracle(first).snapshots)[:50]}
 
     worker.stop()
@@ -117,7 +105,7 @@ def test_a_graceful_restart_with_rocksdb_resumes_with_identical_state(make_setti
 
     produce(settings, second)
     oracle = Oracle(lines)
-    assert wait_for(scores_equal_oracle(settings, oracle), timeout_s=90) == oracle.snapshots
+    scores_reach(settings, oracle.snapshots, timeout_s=90)
 
 
 @pytest.mark.parametrize("store", ["rocksdb://", "memory://"])
@@ -132,8 +120,7 @@ def test_a_worker_killed_mid_stream_recovers_to_the_oracle(make_settings, worker
     at_kill = latest_by_key(read_all(settings, settings.topic("contact-scores"), idle_s=0.5))
     assert at_kill != oracle.snapshots, "the worker finished before it was killed: nothing was tested"
     worker.start()
-    latest = wait_for(scores_equal_oracle(settings, oracle), timeout_s=120)
-    assert latest == oracle.snapshots
+    scores_reach(settings, oracle.snapshots, timeout_s=120)
 
 
 def test_the_cooling_timer_publishes_decay_without_new_events(make_settings, workers):
@@ -172,7 +159,7 @@ def test_two_workers_share_the_partitions_and_route_queries_to_the_owner(make_se
     first = workers(first_settings)
     second = workers(second_settings)
     produce(first_settings, lines)
-    assert wait_for(scores_equal_oracle(first_settings, oracle), timeout_s=120) == oracle.snapshots
+    scores_reach(first_settings, oracle.snapshots, timeout_s=120)
 
     owned = [
         {p for p in worker.health()["assigned_partitions"] if p.startswith(f"{first_settings.input_topic}:")}
@@ -199,5 +186,5 @@ def test_a_worker_joining_mid_stream_takes_partitions_over_without_changing_the_
     assert wait_for(lambda: first.metric("leadpulse_events_total", 'outcome="scored"') >= 2_000, 60, 0.05)
     second = workers(second_settings)  # ready once it consumes the partitions it was given
     produce(first_settings, lines[20_000:])  # half the stream arrives after the join, whatever the pace
-    assert wait_for(scores_equal_oracle(first_settings, oracle), timeout_s=180) == oracle.snapshots
+    scores_reach(first_settings, oracle.snapshots, timeout_s=180)
     assert second.metric("leadpulse_events_total", 'outcome="scored"') > 0, "the second worker scored nothing"
