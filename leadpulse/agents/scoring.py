@@ -95,6 +95,7 @@ class ScoringAgent:
                     log.critical("stopping: a batch could not be delivered, nothing of it is committed: %s", error)
                     await self.app.crash(error)
                     return
+                self.app.mark_scored(held)
                 for message in held:
                     message.decref()
         finally:

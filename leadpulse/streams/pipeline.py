@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import faust
 from faust.sensors.prometheus import PrometheusMonitor, setup_prometheus_sensors
 
 from leadpulse.scoring.cooling import CoolingSchedule
@@ -34,7 +33,7 @@ class Readiness:
 class Pipeline:
     settings: Settings
     rules: Rules
-    app: faust.App
+    app: App
     topics: Topics
     contacts: ContactTable
     metrics: Metrics

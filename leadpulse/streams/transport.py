@@ -7,18 +7,27 @@ a whole fetched batch: when a rebalance suspends
 the flow, the delivering task is cancelled at the message it was handing over and
 `getmany` stops yielding, exactly as Faust's loop ends up; Faust then seeks every
 partition back to its committed offset, so nothing is skipped or scored twice.
+
+Only offsets the scoring agent has delivered count towards a commit (`mark_scored`). Faust
+also acks records nobody processed: a stream acks the records it skips during a rebalance
+(flow stopped, an old generation), and once an agent has stopped on a failed batch the
+stream goes on draining and acking what was already fetched. Faust commits the longest run
+of acked offsets and, for a partition without a commit yet, does not check where that run
+starts, so such acks committed offsets past records never scored (docs/faust-notes.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
+from weakref import WeakSet
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message, TransportT
+from faust.types.tuples import ack_lock
 
 from leadpulse.streams.quiet import QuietConsumerThread, QuietProducer
 
@@ -26,6 +35,24 @@ YIELD_EVERY = 100  # messages handed over before the loop lets other tasks run (
 
 
 class BatchHandoverConsumer(aiokafka_driver.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._scored: WeakSet[Message] = WeakSet()
+
+    def mark_scored(self, messages: Iterable[Message]) -> None:
+        """These records are scored and their outputs delivered: their acks may be committed."""
+        self._scored.update(messages)
+
+    def ack(self, message: Message) -> bool:
+        """Count the ack towards a commit only for a record the agent has scored; any other
+        is let go unprocessed, to be fetched again from the committed offset."""
+        with ack_lock:
+            if message in self._scored:
+                return super().ack(message)
+            message.acked = True
+            self._unacked_messages.discard(message)
+            return False
+
     def _new_consumer_thread(self) -> QuietConsumerThread:
         """Its clients back off while a broker is unreachable (streams/quiet.py)."""
         return QuietConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -92,3 +119,8 @@ class App(faust.App):
 
     def _new_transport(self) -> TransportT:
         return Transport(self.conf.broker_consumer, self)
+
+    def mark_scored(self, messages: Iterable[Message]) -> None:
+        consumer = self.consumer
+        assert isinstance(consumer, BatchHandoverConsumer), "the app's transport is this module's"
+        consumer.mark_scored(messages)

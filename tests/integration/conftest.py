@@ -55,10 +55,10 @@ def workers(tmp_path, request):
     """Start workers through this fixture: every one is stopped by pid at teardown."""
     started: list[WorkerProcess] = []
 
-    def start(settings: Settings) -> WorkerProcess:
+    def start(settings: Settings, *, wait_ready: bool = True) -> WorkerProcess:
         worker = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log")
         started.append(worker)
-        worker.start()
+        worker.start(wait_ready=wait_ready)
         return worker
 
     yield start

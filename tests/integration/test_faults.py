@@ -43,11 +43,11 @@ def test_a_delivery_the_broker_refuses_stops_the_worker_and_nothing_is_committed
     settings = make_settings()
     hot_leads = settings.topic("hot-leads")
     asyncio.run(_set_topic_config(settings, hot_leads, {"max.message.bytes": "200"}, create=True))
-    lines = traffic_lines(3_000, 300, seed=23)
+    lines = traffic_lines(20_000, 300, seed=23)
     oracle = Oracle(lines)
     assert oracle.hot_lead_ids, "the traffic must make hot leads for this test to mean anything"
-    worker = workers(settings)
-    produce(settings, lines)
+    produce(settings, lines)  # all waiting: the stream holds records beyond the failed batch when it fails
+    worker = workers(settings, wait_ready=False)
     assert wait_for(lambda: not worker.running(), timeout_s=90, interval_s=0.2), "the worker kept running"
     assert worker.process.returncode != 0
     log = worker.log_path.read_text(errors="replace")
