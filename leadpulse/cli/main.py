@@ -15,7 +15,7 @@ from pathlib import Path
 from leadpulse.cli.preflight import CommandError
 from leadpulse.scoring.rules import Rules, RulesError, load_rules
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
-from leadpulse.streams.settings import HELP, Settings, SettingsError, env_name
+from leadpulse.streams.settings import HELP, Settings, SettingsError, drop_faust_variables, env_name
 
 USAGE_ERROR = 2  # bad arguments, files, rules or settings; 1 is for the environment (broker, state)
 
@@ -233,11 +233,17 @@ def _worker(args: argparse.Namespace) -> int:
     from leadpulse.cli import local_state
     from leadpulse.cli.preflight import broker_info
 
+    dropped = drop_faust_variables(os.environ)  # before anything imports Faust
     settings = _settings()
     info = broker_info(settings)
     if info.cluster_id is not None and settings.store.startswith("rocksdb"):
         local_state.claim(settings.data_dir, info.cluster_id, settings.bootstrap_servers)
     _prepare_topics(settings)
+    from leadpulse.streams.pipeline import faust_variables
+
+    ignored = sorted({*dropped, *faust_variables(os.environ)})
+    if ignored:
+        print(f"leadpulse worker: ignoring {', '.join(ignored)}: the worker reads LEADPULSE_* only", file=sys.stderr)
     from leadpulse.app import app
     from leadpulse.streams.runtime import tune_gc
 

@@ -5,10 +5,11 @@ traceback from Faust or Kafka minutes later."""
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ FAUST_LOG_LEVELS = {
 }
 """Our names (Python's, plus 'warn') -> the only ones Faust's `-l` accepts."""
 MAX_SECONDS = 86_400.0
+FAUST_PREFIXES = ("FAUST_", "F_")
+LOG_CONTACTS = ("hidden", "pseudonymised", "plain")
+SWITCHES = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+MIN_TOKEN_CHARS = 16
 
 
 class SettingsError(ValueError):
@@ -61,6 +66,10 @@ class Settings:
     max_depth: int = DEFAULT_LIMITS.max_depth
     max_string: int = DEFAULT_LIMITS.max_string
     dead_letter_excerpt: int = DEFAULT_LIMITS.dead_letter_excerpt
+    query_api: bool = True
+    api_tokens_file: Path | None = None
+    health_metrics: bool = True
+    log_contacts: str = "hidden"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -79,7 +88,18 @@ class Settings:
                 f"{env_name('processing_guarantee')}=exactly_once: not supported yet; at_least_once with "
                 "event-id de-duplication and deterministic output ids gives effectively-once results"
             )
-        return cls(**values)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Rules between settings (each value alone was checked when it was read)."""
+        if self.query_api and self.api_tokens_file is None and not is_loopback(self.web_host):
+            raise SettingsError(
+                f"{env_name('web_host')}={_shown(self.web_host)}: the query API (/contacts) would serve every "
+                f"contact's score without authentication; set {env_name('api_tokens_file')}, or "
+                f"{env_name('query_api')}=off, or bind to 127.0.0.1"
+            )
 
     @property
     def bootstrap_servers(self) -> str:
@@ -142,7 +162,53 @@ HELP: dict[str, str] = {
     "max_depth": "Deepest nesting of a value inside properties, 1..100.",
     "max_string": "Longest string (key or value) in an input record, in characters, 256..900000.",
     "dead_letter_excerpt": "Bytes of the raw value (and key) kept in a dead letter, 0..50000, besides size and hash.",
+    "query_api": "on/off: serve GET /contacts/{id}; off a loopback WEB_HOST it needs API_TOKENS_FILE.",
+    "api_tokens_file": "Bearer tokens for /contacts, one a line (16+ characters); unset: no authentication.",
+    "health_metrics": "on/off: serve GET /health and GET /metrics (no contact data, no token).",
+    "log_contacts": "Contact ids and e-mails in logs: hidden, pseudonymised (a stable hash) or plain.",
 }
+
+
+def drop_faust_variables(environ: MutableMapping[str, str]) -> list[str]:
+    """Remove FAUST_*/F_* variables before Faust is imported: its command line reads them at
+    import time (F_WEB_PORT; F_WORKDIR changes directory; F_DEBUG opens a console port).
+    The unprefixed ones (WEB_BIND, BROKER...) are ignored by `create_app` and stay, for
+    other programs of the same environment."""
+    dropped = sorted(key for key in environ if key.startswith(FAUST_PREFIXES))
+    for key in dropped:
+        del environ[key]
+    return dropped
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_tokens(path: Path) -> tuple[str, ...]:
+    """Bearer tokens, one a line; a short token is refused as guessable."""
+    name = env_name("api_tokens_file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(f"{name}={_shown(str(path))}: cannot read it ({error.__class__.__name__})") from None
+    tokens = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        token = line.strip()
+        if not token or token.startswith("#"):
+            continue
+        if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+            raise SettingsError(
+                f"{name}={_shown(str(path))}: line {number}: a token is {MIN_TOKEN_CHARS}+ characters without spaces"
+            )
+        tokens.append(token)
+    if not tokens:
+        raise SettingsError(f"{name}={_shown(str(path))}: no token in the file")
+    return tuple(tokens)
 
 
 def env_name(field_name: str) -> str:
@@ -234,6 +300,19 @@ def _broker(name: str, raw: str) -> str:
     return ";".join(urls)
 
 
+def _switch(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value not in SWITCHES:
+        raise SettingsError(f"{name}={_shown(raw)}: on or off")
+    return SWITCHES[value]
+
+
+def _tokens_file(name: str, raw: str) -> Path:
+    path = Path(raw)
+    read_tokens(path)
+    return path
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         if raw not in options:
@@ -270,4 +349,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "max_depth": _whole(1, 100),
     "max_string": _whole(256, 900_000, " (identifiers alone may be 256 characters)"),
     "dead_letter_excerpt": _whole(0, 50_000, " (a dead letter must fit in one producer request)"),
+    "query_api": _switch,
+    "api_tokens_file": _tokens_file,
+    "health_metrics": _switch,
+    "log_contacts": _choice(LOG_CONTACTS),
 }
