@@ -17,6 +17,7 @@ from leadpulse.streams.metrics import Metrics
 from leadpulse.streams.monitor import PeriodicPrometheusMonitor
 from leadpulse.streams.outbox import DeliveryHealth
 from leadpulse.streams.quiet import install_log_throttle
+from leadpulse.streams.security import describe, faust_credentials
 from leadpulse.streams.settings import FAUST_PREFIXES, Settings
 from leadpulse.streams.tables import ContactTable
 from leadpulse.streams.topics import Topics, declare_topics
@@ -53,6 +54,7 @@ def create_app(settings: Settings) -> Pipeline:
         # environment over the values given here: an empty mapping leaves only LEADPULSE_*.
         env={},
         broker=settings.broker,
+        broker_credentials=faust_credentials(settings),
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
@@ -97,7 +99,7 @@ def create_app(settings: Settings) -> Pipeline:
     faust_metrics = FaustMetrics.create(metrics.registry, "faust")  # served on /metrics (streams/web.py)
     monitor = app.monitor = PeriodicPrometheusMonitor(metrics=faust_metrics)
     app.timer(PUBLISH_INTERVAL_S)(_publish(monitor))
-    app.task(_announce(app))
+    app.task(_announce(app, describe(settings)))
     pipeline = Pipeline(settings, rules, app, topics, ContactTable(table), metrics)
     from leadpulse.streams.web import register_views
 
@@ -115,18 +117,19 @@ def faust_variables(environ: Mapping[str, str]) -> list[str]:
 PUBLISH_INTERVAL_S = 1.0  # how stale Faust's own metrics on /metrics may be
 
 
-def _announce(app: faust.App) -> Callable[[], Awaitable[None]]:
+def _announce(app: faust.App, security: str) -> Callable[[], Awaitable[None]]:
     async def announce_configuration() -> None:
         """What the worker actually runs with, read back from Faust's configuration: the
         settings an operator (or a security review) would otherwise have to take on trust."""
         conf = app.conf
         log.info(
-            "configured: web %s:%s, processing %s, store %s, broker %s",
+            "configured: web %s:%s, processing %s, store %s, broker %s over %s",
             conf.web_bind,
             conf.web_port,
             conf.processing_guarantee.value,
             conf.store,
             ";".join(str(url) for url in conf.broker),
+            security,
         )
 
     return announce_configuration

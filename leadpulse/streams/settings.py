@@ -33,12 +33,39 @@ FAUST_LOG_LEVELS = {
 MAX_SECONDS = 86_400.0
 FAUST_PREFIXES = ("FAUST_", "F_")
 LOG_CONTACTS = ("hidden", "pseudonymised", "plain")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 SWITCHES = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
 MIN_TOKEN_CHARS = 16
 
 
 class SettingsError(ValueError):
     """A setting that cannot be used; the message names the environment variable."""
+
+
+class Secret:
+    """A password: shown as *** by repr() and str(), so that printing the settings (an error,
+    a debug line, a test failure) never reveals it; `reveal()` is the one way to read it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -70,6 +97,15 @@ class Settings:
     api_tokens_file: Path | None = None
     health_metrics: bool = True
     log_contacts: str = "hidden"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    sasl_password_file: Path | None = None
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    ssl_check_hostname: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -94,6 +130,9 @@ class Settings:
 
     def check(self) -> None:
         """Rules between settings (each value alone was checked when it was read)."""
+        from leadpulse.streams.security import check_security
+
+        check_security(self)
         if self.query_api and self.api_tokens_file is None and not is_loopback(self.web_host):
             raise SettingsError(
                 f"{env_name('web_host')}={_shown(self.web_host)}: the query API (/contacts) would serve every "
@@ -133,7 +172,9 @@ class Settings:
         env = {}
         for setting in fields(self):
             value = getattr(self, setting.name)
-            if value is not None:
+            if isinstance(value, Secret):
+                env[env_name(setting.name)] = value.reveal()
+            elif value is not None:
                 env[env_name(setting.name)] = str(value)
         return env
 
@@ -166,6 +207,15 @@ HELP: dict[str, str] = {
     "api_tokens_file": "Bearer tokens for /contacts, one a line (16+ characters); unset: no authentication.",
     "health_metrics": "on/off: serve GET /health and GET /metrics (no contact data, no token).",
     "log_contacts": "Contact ids and e-mails in logs: hidden, pseudonymised (a stable hash) or plain.",
+    "security_protocol": "Kafka connection: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (every client).",
+    "sasl_mechanism": "SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (PLAIN only over SASL_SSL in production).",
+    "sasl_username": "SASL user name.",
+    "sasl_password": "SASL password (never printed); prefer SASL_PASSWORD_FILE.",
+    "sasl_password_file": "File holding the SASL password (first line), e.g. a mounted secret.",
+    "ssl_ca_file": "CA certificate(s), PEM, to verify the brokers; unset: the system's CAs.",
+    "ssl_cert_file": "Client certificate, PEM, for mutual TLS (with SSL_KEY_FILE).",
+    "ssl_key_file": "Private key of the client certificate, PEM, unencrypted (keep the file private).",
+    "ssl_check_hostname": "on/off: check that a broker's certificate names the host connected to.",
 }
 
 
@@ -307,6 +357,18 @@ def _switch(name: str, raw: str) -> bool:
     return SWITCHES[value]
 
 
+def _readable_file(name: str, raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_file():
+        raise SettingsError(f"{name}={_shown(raw)}: no such file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as error:
+        raise SettingsError(f"{name}={_shown(raw)}: cannot read it ({error.strerror})") from None
+    return path
+
+
 def _tokens_file(name: str, raw: str) -> Path:
     path = Path(raw)
     read_tokens(path)
@@ -353,4 +415,12 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "api_tokens_file": _tokens_file,
     "health_metrics": _switch,
     "log_contacts": _choice(LOG_CONTACTS),
+    "security_protocol": _choice(SECURITY_PROTOCOLS),
+    "sasl_mechanism": _choice(SASL_MECHANISMS),
+    "sasl_password": lambda _name, raw: Secret(raw),
+    "sasl_password_file": _readable_file,
+    "ssl_ca_file": _readable_file,
+    "ssl_cert_file": _readable_file,
+    "ssl_key_file": _readable_file,
+    "ssl_check_hostname": _switch,
 }

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError, TopicAlreadyExistsError
 
+from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
 from leadpulse.streams.topics import BY_CONTACT, COOLING, DEAD_LETTERS, HOT_LEADS, SCORES, STAGE_CHANGES
 
@@ -58,7 +59,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 async def prepare_topics(settings: Settings) -> None:
     """Create the missing topics, check the partition count of all of them, and wait for the
     group coordinator; raise StartupError naming what is wrong."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         specs = topic_specs(settings)
