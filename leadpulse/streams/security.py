@@ -151,7 +151,7 @@ async def connection_problem(settings: Settings, timeout_s: float) -> str | None
         conn.close()
     except kafka_errors.UnsupportedSaslMechanismError as error:
         return f"{where}: the broker does not offer {env_name('sasl_mechanism')}={settings.sasl_mechanism} ({error})"
-    except (kafka_errors.SaslAuthenticationFailed, kafka_errors.AuthenticationFailedError) as error:
+    except (kafka_errors.SaslAuthenticationFailed, kafka_errors.AuthenticationFailedError):
         return (
             f"{where}: authentication failed for user {settings.sasl_username!r} with {settings.sasl_mechanism}: "
             "wrong password or unknown user (the broker does not tell which)"
