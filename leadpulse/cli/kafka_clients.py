@@ -4,28 +4,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import suppress
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
 
 from leadpulse.schemas.events import contact_key
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
+from leadpulse.streams.startup import TopicSpec, create_topics, topic_specs
 
 
 async def ensure_topic(settings: Settings, name: str) -> None:
-    """Create a topic with the pipeline's partition count unless it exists: a broker's
-    auto-created topic would have its default count and break co-partitioning."""
+    """Create a topic as the worker would (partitions, replicas, configuration) unless it
+    exists, or LEADPULSE_CREATE_TOPICS=off: a broker's auto-created topic would have its
+    default partition count and break co-partitioning."""
+    if not settings.create_topics:
+        return
+    specs = [spec for spec in topic_specs(settings) if spec.name == name] or [TopicSpec(name)]
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         if name not in await admin.list_topics():
-            with suppress(TopicAlreadyExistsError):
-                await admin.create_topics([NewTopic(name, settings.partitions, settings.replication_factor)])
+            await create_topics(admin, settings, specs)
     finally:
         await admin.close()
 

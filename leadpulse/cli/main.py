@@ -15,7 +15,7 @@ from pathlib import Path
 from leadpulse.cli.preflight import CommandError
 from leadpulse.scoring.rules import Rules, RulesError, load_rules
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
-from leadpulse.streams.settings import HELP, Settings, SettingsError, drop_faust_variables, env_name
+from leadpulse.streams.settings import HELP, Settings, SettingsError, StartupError, drop_faust_variables, env_name
 
 USAGE_ERROR = 2  # bad arguments, files, rules or settings; 1 is for the environment (broker, state)
 
@@ -29,6 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as error:
         print(f"{command}: {error}", file=sys.stderr)
         return error.code
+    except StartupError as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return 1
     except RulesError as error:
         print(f"leadpulse: bad rules: {error}", file=sys.stderr)
         return USAGE_ERROR
@@ -92,6 +95,16 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--idle-exit", type=float, default=None, help="stop after this many seconds without records")
     tail.add_argument("--raw", action="store_true", help="one JSON record per line, for scripts")
     tail.set_defaults(run=_tail)
+
+    topics = commands.add_parser("topics", help="the worker's topics, for an administrator")
+    topics_commands = topics.add_subparsers(dest="topics_command", required=True)
+    create = topics_commands.add_parser(
+        "create", help="create the missing topics with the configured partitions, replicas and configuration"
+    )
+    create.set_defaults(run=_topics_create)
+    listing = topics_commands.add_parser("commands", help="print kafka-topics.sh and kafka-acls.sh commands instead")
+    listing.add_argument("--principal", default=None, help="the worker's principal (default User:SASL_USERNAME)")
+    listing.set_defaults(run=_topics_commands)
 
     demo = commands.add_parser("demo", help="local broker + worker + live synthetic traffic, with live counts")
     demo.add_argument("--rate", type=float, default=200, help="events per second (default 200)")
@@ -258,12 +271,34 @@ def _prepare_topics(settings: Settings) -> None:
     """Every topic exists with the right partition count before the worker subscribes."""
     import asyncio
 
-    from leadpulse.streams.startup import StartupError, prepare_topics
+    from leadpulse.streams.startup import prepare_topics
 
-    try:
-        asyncio.run(prepare_topics(settings))
-    except StartupError as error:
-        raise CommandError(str(error)) from None
+    asyncio.run(prepare_topics(settings))
+
+
+def _topics_create(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from leadpulse.cli.preflight import broker_info
+    from leadpulse.streams.startup import prepare_topics
+
+    settings = _settings()
+    broker_info(settings)
+    created = asyncio.run(prepare_topics(settings, create=True))
+    print(f"created {len(created)} topics: {', '.join(created) or 'none missing'}", file=sys.stderr)
+    return 0
+
+
+def _topics_commands(args: argparse.Namespace) -> int:
+    from leadpulse.streams.startup import acl_commands, create_commands
+
+    settings = _settings()
+    principal = args.principal or f"User:{settings.sasl_username or 'leadpulse'}"
+    print("# topics (admin.properties: the administrator's client settings)")
+    print("\n".join(create_commands(settings)))
+    print(f"# ACLs of the worker's principal {principal}")
+    print("\n".join(acl_commands(settings, principal)))
+    return 0
 
 
 def _produce(args: argparse.Namespace) -> int:

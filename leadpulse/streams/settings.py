@@ -33,6 +33,7 @@ FAUST_LOG_LEVELS = {
 MAX_SECONDS = 86_400.0
 FAUST_PREFIXES = ("FAUST_", "F_")
 LOG_CONTACTS = ("hidden", "pseudonymised", "plain")
+COMPRESSIONS = ("zstd", "lz4", "gzip", "snappy", "producer", "uncompressed")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 SWITCHES = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
@@ -41,6 +42,10 @@ MIN_TOKEN_CHARS = 16
 
 class SettingsError(ValueError):
     """A setting that cannot be used; the message names the environment variable."""
+
+
+class StartupError(RuntimeError):
+    """The cluster is not in a state the worker can run against; the message says why."""
 
 
 class Secret:
@@ -76,6 +81,9 @@ class Settings:
     input_topic: str = "events"
     partitions: int = 8
     replication_factor: int = 1
+    min_insync_replicas: int | None = None
+    topic_compression: str | None = None
+    create_topics: bool = True
     store: str = "rocksdb://"
     data_dir: Path = Path(".leadpulse/data")
     rules: Path | None = None
@@ -133,6 +141,11 @@ class Settings:
         from leadpulse.streams.security import check_security
 
         check_security(self)
+        if self.min_insync_replicas is not None and self.min_insync_replicas > self.replication_factor:
+            raise SettingsError(
+                f"{env_name('min_insync_replicas')}={self.min_insync_replicas}: more than "
+                f"{env_name('replication_factor')}={self.replication_factor}; every write would be refused"
+            )
         if self.query_api and self.api_tokens_file is None and not is_loopback(self.web_host):
             raise SettingsError(
                 f"{env_name('web_host')}={_shown(self.web_host)}: the query API (/contacts) would serve every "
@@ -186,6 +199,9 @@ HELP: dict[str, str] = {
     "input_topic": "Topic the events are read from (the prefix is added).",
     "partitions": "Partitions of the topics LeadPulse creates, 1..10000; fixed once they exist.",
     "replication_factor": "Replicas of each topic LeadPulse creates, 1..32 (at most the number of brokers).",
+    "min_insync_replicas": "min.insync.replicas of the topics LeadPulse creates, 1..REPLICATION_FACTOR.",
+    "topic_compression": "compression.type of the topics LeadPulse creates: zstd, lz4, gzip, snappy, producer...",
+    "create_topics": "on/off: off, the worker only checks that an administrator created its topics.",
     "store": "Table store: rocksdb:// (on disk, quick restarts) or memory:// (rebuilt from the changelog).",
     "data_dir": "Directory of the worker's local state.",
     "rules": "Scoring rules file (TOML); unset uses leadpulse/scoring/default_rules.toml.",
@@ -392,6 +408,9 @@ def _shown(raw: str, limit: int = 60) -> str:
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "partitions": _whole(1, 10_000),
     "replication_factor": _whole(1, 32),
+    "min_insync_replicas": _whole(1, 32),
+    "topic_compression": _choice(COMPRESSIONS),
+    "create_topics": _switch,
     "web_port": _whole(1, 65_535),
     "batch_size": _whole(1, 100_000),
     "data_dir": lambda _name, raw: Path(raw),

@@ -3,17 +3,13 @@
 go in over SASL_PLAINTEXT with SCRAM-SHA-256, `produce` and `tail` run over mutual TLS, and
 bad credentials stop a command at once with one line naming the cause."""
 
-import os
-import subprocess
-import sys
-import time
 from dataclasses import replace
 
 import orjson
 import pytest
 
-from leadpulse.cli.processes import ROOT, LocalBroker, broker_port, low_free_ports
-from tests.integration.harness import latest_by_key, produce, read_all, wait_for
+from leadpulse.cli.processes import LocalBroker, broker_port, low_free_ports
+from tests.integration.harness import latest_by_key, produce, read_all, run_cli, wait_for
 from tests.integration.pki import KEYSTORE_PASSWORD, make_pki
 
 SCORER_PASSWORD = "scorer-secret-0123"
@@ -75,21 +71,6 @@ def mutual_tls(secure, settings):
     )  # fmt: skip
 
 
-def leadpulse(settings, *args, timeout_s=120):
-    """The CLI in its own process, with the settings as LEADPULSE_* variables only."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPULSE_")} | settings.as_env()
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "leadpulse", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    return done, time.monotonic() - started
-
-
 def events(count):
     return [
         orjson.dumps({"event_id": f"e{i}", "type": "webinar_attended", "contact_id": f"c{i % 7}@acme.io",
@@ -117,9 +98,9 @@ def test_produce_and_tail_over_mutual_tls(secure, make_settings, tmp_path):
     settings = mutual_tls(secure, make_settings(partitions=2))
     source = tmp_path / "events.jsonl"
     source.write_bytes(b"\n".join(events(5)) + b"\n")
-    produced, _ = leadpulse(settings, "produce", str(source))
+    produced, _ = run_cli(settings, "produce", str(source))
     assert produced.returncode == 0, produced.stderr.decode()
-    tailed, _ = leadpulse(settings, "tail", settings.input_topic, "--from-beginning", "--raw", "--idle-exit", "3")
+    tailed, _ = run_cli(settings, "tail", settings.input_topic, "--from-beginning", "--raw", "--idle-exit", "3")
     assert tailed.returncode == 0, tailed.stderr.decode()
     assert sorted(tailed.stdout.splitlines()) == sorted(events(5))
 
@@ -152,7 +133,7 @@ def test_bad_credentials_stop_at_once_with_one_line(secure, make_settings, comma
         name: Secret(value) if name == "sasl_password" else secure["pki"].other_ca if value == "other_ca" else value
         for name, value in change.items()
     }
-    done, took = leadpulse(replace(settings, **change), *command)
+    done, took = run_cli(replace(settings, **change), *command)
     stderr = done.stderr.decode()
     assert done.returncode == 1 and took < FAIL_FAST_S
     assert expected in stderr and "Traceback" not in stderr
