@@ -134,7 +134,7 @@ def settings_help() -> str:
         lines.append(f"  {env_name(setting.name)}={default}")
         lines.extend(_wrapped(HELP[setting.name]))
     lines.append("")
-    lines.append("Faust also reads its own unprefixed variables (WEB_PORT, WEB_BIND, PROCESSING_GUARANTEE, ...).")
+    lines.append("Faust's own variables (WEB_PORT, WEB_BIND, PROCESSING_GUARANTEE, FAUST_*, F_*...) are ignored.")
     return "\n".join(lines)
 
 
