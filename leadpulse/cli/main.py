@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     listing = topics_commands.add_parser("commands", help="print kafka-topics.sh and kafka-acls.sh commands instead")
     listing.add_argument("--principal", default=None, help="the worker's principal (default User:SASL_USERNAME)")
     listing.set_defaults(run=_topics_commands)
+    acls = topics_commands.add_parser("acls", help="the same ACLs, one a line, for deploy/kafka/acls.sh")
+    acls.add_argument("--principal", default=None, help="the worker's principal (default User:SASL_USERNAME)")
+    acls.set_defaults(run=_topics_acls)
 
     demo = commands.add_parser("demo", help="local broker + worker + live synthetic traffic, with live counts")
     demo.add_argument("--rate", type=float, default=200, help="events per second (default 200)")
@@ -293,12 +296,25 @@ def _topics_commands(args: argparse.Namespace) -> int:
     from leadpulse.streams.startup import acl_commands, create_commands
 
     settings = _settings()
-    principal = args.principal or f"User:{settings.sasl_username or 'leadpulse'}"
+    principal = _principal(args, settings)
     print("# topics (admin.properties: the administrator's client settings)")
     print("\n".join(create_commands(settings)))
     print(f"# ACLs of the worker's principal {principal}")
     print("\n".join(acl_commands(settings, principal)))
     return 0
+
+
+def _topics_acls(args: argparse.Namespace) -> int:
+    from leadpulse.streams.startup import acl_bindings
+
+    settings = _settings()
+    principal = _principal(args, settings)
+    print("\n".join(binding.line(principal) for binding in acl_bindings(settings)))
+    return 0
+
+
+def _principal(args: argparse.Namespace, settings: Settings) -> str:
+    return str(args.principal or f"User:{settings.sasl_username or 'leadpulse'}")
 
 
 def _produce(args: argparse.Namespace) -> int:

@@ -19,14 +19,17 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
+    CoordinatorLoadInProgressError,
     GroupAuthorizationFailedError,
     GroupCoordinatorNotAvailableError,
     KafkaError,
+    NotCoordinatorForGroupError,
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
     for_code,
 )
 
+from leadpulse.streams.authorized import group_operations, topic_operations
 from leadpulse.streams.security import client_options, describe
 from leadpulse.streams.settings import Settings, StartupError, env_name
 from leadpulse.streams.topics import BY_CONTACT, COOLING, DEAD_LETTERS, HOT_LEADS, SCORES, STAGE_CHANGES
@@ -86,27 +89,50 @@ def create_commands(settings: Settings) -> list[str]:
     return lines
 
 
-TOPIC_OPERATIONS = {"input": "Read Describe", "internal": "Read Write Describe", "output": "Write Describe"}
+TOPIC_OPERATIONS = {
+    "input": ("Read", "Describe"),
+    "internal": ("Read", "Write", "Describe"),
+    "output": ("Write", "Describe"),
+}
+
+
+@dataclass(frozen=True)
+class AclBinding:
+    """One resource and the operations the worker's principal is allowed on it: what both
+    the printed kafka-acls.sh lines and deploy/kafka/acls.sh are made from, so they cannot
+    drift apart, and what the start-up check compares the broker's answer with."""
+
+    resource: str  # "topic" or "group"
+    name: str
+    operations: tuple[str, ...]
+
+    def line(self, principal: str) -> str:
+        """deploy/kafka/acls.sh's input format."""
+        return f"{principal} {self.resource} {self.name} {','.join(self.operations)}"
+
+
+def acl_bindings(settings: Settings) -> list[AclBinding]:
+    """What the worker needs and no more: its own topics (read what it consumes, write what it
+    produces), its consumer group, and, when it creates its topics itself, Create on them; with
+    LEADPULSE_CREATE_TOPICS=off, DescribeConfigs instead, for the start-up check."""
+    outputs = {settings.topic(name) for name in (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS)}
+    extra = ("DescribeConfigs",) if not settings.create_topics else ("Create",)
+    bindings = []
+    for spec in topic_specs(settings):
+        kind = "input" if spec.name == settings.input_topic else "output" if spec.name in outputs else "internal"
+        bindings.append(AclBinding("topic", spec.name, TOPIC_OPERATIONS[kind] + extra))
+    bindings.append(AclBinding("group", settings.app_id, ("Read", "Describe")))
+    return bindings
 
 
 def acl_commands(settings: Settings, principal: str) -> list[str]:
-    """kafka-acls.sh lines granting `principal` what the worker needs and no more: its own
-    topics (read what it consumes, write what it produces), its consumer group, and, when it
-    creates its topics itself, Create on them; with LEADPULSE_CREATE_TOPICS=off,
-    DescribeConfigs instead, for the start-up check."""
-    specs = topic_specs(settings)
-    outputs = {settings.topic(name) for name in (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS)}
+    """kafka-acls.sh lines granting `principal` the worker's ACLs (acl_bindings)."""
     base = f"kafka-acls.sh --bootstrap-server {settings.bootstrap_servers} --command-config admin.properties --add"
-    extra = " DescribeConfigs" if not settings.create_topics else " Create"
-    lines = []
-    for spec in specs:
-        kind = "input" if spec.name == settings.input_topic else "output" if spec.name in outputs else "internal"
-        operations = "".join(f" --operation {op}" for op in (TOPIC_OPERATIONS[kind] + extra).split())
-        lines.append(f"{base} --allow-principal {principal}{operations} --topic {spec.name}")
-    lines.append(
-        f"{base} --allow-principal {principal} --operation Read --operation Describe --group {settings.app_id}"
-    )
-    return lines
+    return [
+        f"{base} --allow-principal {principal}{''.join(f' --operation {op}' for op in binding.operations)} "
+        f"--{binding.resource} {binding.name}"
+        for binding in acl_bindings(settings)
+    ]
 
 
 async def prepare_topics(settings: Settings, *, create: bool | None = None) -> list[str]:
@@ -131,6 +157,7 @@ async def prepare_topics(settings: Settings, *, create: bool | None = None) -> l
         await _check_partitions(admin, settings, specs)
         if not create:
             await _check_configs(admin, specs)
+        await _check_topic_acls(admin, settings)
         await _wait_for_coordinator(admin, settings)
         return [spec.name for spec in missing]
     finally:
@@ -170,9 +197,10 @@ async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings, spec
         described = await admin.describe_topics(names)
         denied = [entry["topic"] for entry in described if for_code(entry["error_code"]) in AUTHORIZATION_ERRORS]
         if denied:
+            (binding,) = (binding for binding in acl_bindings(settings) if binding.name == denied[0])
             raise StartupError(
-                f"{describe(settings)} may not describe topic {denied[0]} (TopicAuthorizationFailedError): "
-                "grant DESCRIBE, READ and WRITE on the worker's topics (README, Security)"
+                f"{describe(settings)} may not DESCRIBE topic {denied[0]} (TopicAuthorizationFailedError): "
+                f"grant {_grant(binding)} on it (leadpulse topics commands)"
             )
         counts = {entry["topic"]: len(entry["partitions"]) for entry in described if not entry["error_code"]}
         replicas = {
@@ -221,20 +249,61 @@ async def _check_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> 
                 )
 
 
+# Checked after the fact: Create and DescribeConfigs are only needed by the steps before.
+USED_WHILE_RUNNING = ("Read", "Write", "Describe")
+
+
+def _missing(binding: AclBinding, allowed: set[str]) -> list[str]:
+    return [op.upper() for op in binding.operations if op in USED_WHILE_RUNNING and op not in allowed]
+
+
+def _grant(binding: AclBinding) -> str:
+    return " and ".join(", ".join(op.upper() for op in binding.operations if op in USED_WHILE_RUNNING).rsplit(", ", 1))
+
+
+async def _check_topic_acls(admin: AIOKafkaAdminClient, settings: Settings) -> None:
+    """A topic the worker may describe but not read or write passes every check above, and
+    the worker would then wait forever (authorized.py); name the missing ACL instead."""
+    topics = [binding for binding in acl_bindings(settings) if binding.resource == "topic"]
+    allowed = await topic_operations(admin, [binding.name for binding in topics])
+    if allowed is None:
+        return
+    for binding in topics:
+        missing = _missing(binding, allowed.get(binding.name, set()))
+        if missing:
+            raise StartupError(
+                f"{describe(settings)} may not {' or '.join(missing)} topic {binding.name} "
+                f"(TopicAuthorizationFailedError): grant {_grant(binding)} on it (leadpulse topics commands)"
+            )
+
+
+def _check_group_acls(settings: Settings, allowed: set[str] | None) -> None:
+    """A group the worker may describe but not read passes the coordinator check, and the
+    worker would then wait forever for its JoinGroup (authorized.py)."""
+    (binding,) = (binding for binding in acl_bindings(settings) if binding.resource == "group")
+    missing = [] if allowed is None else _missing(binding, allowed)
+    if missing:
+        raise StartupError(
+            f"{describe(settings)} may not {' or '.join(missing)} consumer group {binding.name!r} "
+            f"(GroupAuthorizationFailedError): grant {_grant(binding)} on it"
+        )
+
+
 async def _wait_for_coordinator(admin: AIOKafkaAdminClient, settings: Settings) -> None:
-    """A fresh broker creates its offsets topic on the first group request; answer that here
-    instead of in the worker's log."""
+    """A fresh broker creates its offsets topic on the first group request, and loads its
+    partitions a moment later; answer that here instead of in the worker's log."""
     deadline = time.monotonic() + COORDINATOR_WAIT_S
     while True:
         try:
             await admin.list_consumer_group_offsets(settings.app_id)
-            return
+            allowed = await group_operations(admin, settings.app_id)
+            break
         except GroupAuthorizationFailedError:
             raise StartupError(
                 f"{describe(settings)} may not use consumer group {settings.app_id!r} (GroupAuthorizationFailedError): "
                 "grant READ and DESCRIBE on it"
             ) from None
-        except GroupCoordinatorNotAvailableError:
+        except (GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError, CoordinatorLoadInProgressError):
             if time.monotonic() > deadline:
                 raise StartupError(
                     f"the broker's group coordinator did not answer within {COORDINATOR_WAIT_S:.0f} s"
@@ -242,3 +311,4 @@ async def _wait_for_coordinator(admin: AIOKafkaAdminClient, settings: Settings) 
             await asyncio.sleep(0.2)
         except KafkaError as error:
             raise StartupError(f"the broker refused the consumer group {settings.app_id!r}: {error!r}") from None
+    _check_group_acls(settings, allowed)

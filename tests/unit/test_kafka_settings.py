@@ -5,7 +5,7 @@ import pytest
 
 from leadpulse.streams.security import client_options, describe, faust_credentials
 from leadpulse.streams.settings import Secret, Settings, SettingsError
-from leadpulse.streams.startup import acl_commands, create_commands, topic_specs
+from leadpulse.streams.startup import acl_bindings, acl_commands, create_commands, topic_specs
 
 
 def test_the_password_never_shows_in_the_settings_or_errors():
@@ -101,3 +101,15 @@ def test_the_acls_are_the_least_the_worker_needs():
     assert "Read" not in by_target["lp.hot-leads"] and "--operation Write" in by_target["lp.hot-leads"]
     assert "--group leadpulse" in lines[-1] and "Create" not in " ".join(lines)
     assert all("--allow-principal User:scorer" in line and "--cluster" not in line for line in lines)
+
+
+def test_acls_sh_input_and_the_kafka_acls_lines_are_the_same_acls():
+    settings = Settings(topic_prefix="lp.", input_topic="lp.events")
+    commands = acl_commands(settings, "User:scorer")
+    lines = [binding.line("User:scorer") for binding in acl_bindings(settings)]
+    assert len(lines) == len(commands)
+    for line, command in zip(lines, commands, strict=True):
+        principal, resource, name, operations = line.split()
+        assert command.endswith(f" --{resource} {name}") and f"--allow-principal {principal} " in command
+        assert [part.split()[0] for part in command.split("--operation ")[1:]] == operations.split(",")
+    assert lines[0] == "User:scorer topic lp.events Read,Describe,Create"
