@@ -31,7 +31,7 @@
 #                          storage is formatted (a fresh KAFKA_DATA_DIR), and the PLAIN users
 #   KAFKA_SSL_KEYSTORE, KAFKA_SSL_KEYSTORE_PASSWORD   the broker's key and certificate (PKCS12)
 #   KAFKA_SSL_CA           the CA certificate (PEM) that client certificates must be signed by
-#   KAFKA_AUTHORIZER=on    StandardAuthorizer, deny when no ACL matches; KAFKA_SUPER_USERS (default
+#   KAFKA_AUTHORIZER=on    StandardAuthorizer, deny when no ACL matches (grant with acls.sh); KAFKA_SUPER_USERS (default
 #                          User:ANONYMOUS, i.e. the PLAINTEXT listener, so keep that port private)
 set -euo pipefail
 
