@@ -15,7 +15,7 @@ from pathlib import Path
 from leadpulse.cli.preflight import CommandError
 from leadpulse.scoring.rules import Rules, RulesError, load_rules
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
-from leadpulse.streams.settings import HELP, Settings, SettingsError, env_name
+from leadpulse.streams.settings import HELP, Settings, SettingsError, StartupError, drop_faust_variables, env_name
 
 USAGE_ERROR = 2  # bad arguments, files, rules or settings; 1 is for the environment (broker, state)
 
@@ -29,6 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as error:
         print(f"{command}: {error}", file=sys.stderr)
         return error.code
+    except StartupError as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return 1
     except RulesError as error:
         print(f"leadpulse: bad rules: {error}", file=sys.stderr)
         return USAGE_ERROR
@@ -93,6 +96,19 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--raw", action="store_true", help="one JSON record per line, for scripts")
     tail.set_defaults(run=_tail)
 
+    topics = commands.add_parser("topics", help="the worker's topics, for an administrator")
+    topics_commands = topics.add_subparsers(dest="topics_command", required=True)
+    create = topics_commands.add_parser(
+        "create", help="create the missing topics with the configured partitions, replicas and configuration"
+    )
+    create.set_defaults(run=_topics_create)
+    listing = topics_commands.add_parser("commands", help="print kafka-topics.sh and kafka-acls.sh commands instead")
+    listing.add_argument("--principal", default=None, help="the worker's principal (default User:SASL_USERNAME)")
+    listing.set_defaults(run=_topics_commands)
+    acls = topics_commands.add_parser("acls", help="the same ACLs, one a line, for deploy/kafka/acls.sh")
+    acls.add_argument("--principal", default=None, help="the worker's principal (default User:SASL_USERNAME)")
+    acls.set_defaults(run=_topics_acls)
+
     demo = commands.add_parser("demo", help="local broker + worker + live synthetic traffic, with live counts")
     demo.add_argument("--rate", type=float, default=200, help="events per second (default 200)")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
@@ -121,7 +137,7 @@ def settings_help() -> str:
         lines.append(f"  {env_name(setting.name)}={default}")
         lines.extend(_wrapped(HELP[setting.name]))
     lines.append("")
-    lines.append("Faust also reads its own unprefixed variables (WEB_PORT, WEB_BIND, PROCESSING_GUARANTEE, ...).")
+    lines.append("Faust's own variables (WEB_PORT, WEB_BIND, PROCESSING_GUARANTEE, FAUST_*, F_*...) are ignored.")
     return "\n".join(lines)
 
 
@@ -233,11 +249,17 @@ def _worker(args: argparse.Namespace) -> int:
     from leadpulse.cli import local_state
     from leadpulse.cli.preflight import broker_info
 
+    dropped = drop_faust_variables(os.environ)  # before anything imports Faust
     settings = _settings()
     info = broker_info(settings)
     if info.cluster_id is not None and settings.store.startswith("rocksdb"):
         local_state.claim(settings.data_dir, info.cluster_id, settings.bootstrap_servers)
     _prepare_topics(settings)
+    from leadpulse.streams.pipeline import faust_variables
+
+    ignored = sorted({*dropped, *faust_variables(os.environ)})
+    if ignored:
+        print(f"leadpulse worker: ignoring {', '.join(ignored)}: the worker reads LEADPULSE_* only", file=sys.stderr)
     from leadpulse.app import app
     from leadpulse.streams.runtime import tune_gc
 
@@ -252,12 +274,47 @@ def _prepare_topics(settings: Settings) -> None:
     """Every topic exists with the right partition count before the worker subscribes."""
     import asyncio
 
-    from leadpulse.streams.startup import StartupError, prepare_topics
+    from leadpulse.streams.startup import prepare_topics
 
-    try:
-        asyncio.run(prepare_topics(settings))
-    except StartupError as error:
-        raise CommandError(str(error)) from None
+    asyncio.run(prepare_topics(settings))
+
+
+def _topics_create(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from leadpulse.cli.preflight import broker_info
+    from leadpulse.streams.startup import prepare_topics
+
+    settings = _settings()
+    broker_info(settings)
+    created = asyncio.run(prepare_topics(settings, create=True))
+    print(f"created {len(created)} topics: {', '.join(created) or 'none missing'}", file=sys.stderr)
+    return 0
+
+
+def _topics_commands(args: argparse.Namespace) -> int:
+    from leadpulse.streams.startup import acl_commands, create_commands
+
+    settings = _settings()
+    principal = _principal(args, settings)
+    print("# topics (admin.properties: the administrator's client settings)")
+    print("\n".join(create_commands(settings)))
+    print(f"# ACLs of the worker's principal {principal}")
+    print("\n".join(acl_commands(settings, principal)))
+    return 0
+
+
+def _topics_acls(args: argparse.Namespace) -> int:
+    from leadpulse.streams.startup import acl_bindings
+
+    settings = _settings()
+    principal = _principal(args, settings)
+    print("\n".join(binding.line(principal) for binding in acl_bindings(settings)))
+    return 0
+
+
+def _principal(args: argparse.Namespace, settings: Settings) -> str:
+    return str(args.principal or f"User:{settings.sasl_username or 'leadpulse'}")
 
 
 def _produce(args: argparse.Namespace) -> int:

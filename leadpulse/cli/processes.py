@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +88,11 @@ class LocalBroker:
 
     port: int
     data_dir: Path
+    extra_env: Mapping[str, str] = field(default_factory=dict)  # broker.sh's security listeners, say
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "KAFKA_PORT": str(self.port), "KAFKA_DATA_DIR": str(self.data_dir)}
+        return {**os.environ, **self.extra_env, "KAFKA_PORT": str(self.port), "KAFKA_DATA_DIR": str(self.data_dir)}
 
     def start(self) -> None:
         if not BROKER_SCRIPT.exists():

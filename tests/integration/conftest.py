@@ -55,8 +55,8 @@ def workers(tmp_path, request):
     """Start workers through this fixture: every one is stopped by pid at teardown."""
     started: list[WorkerProcess] = []
 
-    def start(settings: Settings, *, wait_ready: bool = True) -> WorkerProcess:
-        worker = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log")
+    def start(settings: Settings, env: dict[str, str] | None = None, *, wait_ready: bool = True) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log", env=env)
         started.append(worker)
         worker.start(wait_ready=wait_ready)
         return worker

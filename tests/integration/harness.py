@@ -4,6 +4,9 @@ streams.processes, stopped by pid by the fixtures in conftest.py."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -11,6 +14,7 @@ from typing import Any, TypeVar
 import orjson
 
 from leadpulse.cli.kafka_clients import produce_lines, read_topic
+from leadpulse.cli.processes import ROOT
 from leadpulse.streams.settings import Settings
 from tests.integration.oracle import scores_mismatch
 
@@ -31,6 +35,22 @@ def read_all(settings: Settings, topic: str, idle_s: float = 2.0) -> list[tuple[
 def latest_by_key(records: list[tuple[bytes | None, bytes]]) -> dict[str, Any]:
     """What a compacted topic converges to: the last value per key."""
     return {key.decode(): orjson.loads(value) for key, value in records if key is not None}
+
+
+def run_cli(settings: Settings, *args: str, timeout_s: float = 120) -> tuple[subprocess.CompletedProcess[bytes], float]:
+    """`leadpulse ARGS` in its own process, configured by the settings' LEADPULSE_* variables
+    only; returns the finished process and how long it took."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPULSE_")} | settings.as_env()
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "leadpulse", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    return done, time.monotonic() - started
 
 
 def wait_for(condition: Callable[[], T], timeout_s: float, interval_s: float = 1.0) -> T:
