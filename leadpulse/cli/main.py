@@ -221,9 +221,10 @@ def _score(args: argparse.Namespace) -> int:
                     events_out.write(dumps(output_record(output)) + b"\n")
         except OSError as error:
             raise CommandError(f"--events-out {args.events_out}: {error.strerror}") from None
+    unmapped = f" ({run.unmapped} of them Segment track names not in [mapping])" if run.unmapped else ""
     print(
         f"scored {run.events} events for {len(run.contacts)} contacts: {run.bad} bad lines skipped, "
-        f"{run.duplicates} duplicates, {run.unscored} unscored; {len(run.outputs)} outputs",
+        f"{run.duplicates} duplicates, {run.unscored} unscored{unmapped}; {len(run.outputs)} outputs",
         file=sys.stderr,
     )
     return 0
