@@ -93,6 +93,14 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--raw", action="store_true", help="one JSON record per line, for scripts")
     tail.set_defaults(run=_tail)
 
+    collect = commands.add_parser(
+        "collect",
+        help="serve Segment's HTTP tracking API (/v1/batch, /v1/track, ...) into the input topic",
+        description=COLLECT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    collect.set_defaults(run=_collect)
+
     demo = commands.add_parser("demo", help="local broker + worker + live synthetic traffic, with live counts")
     demo.add_argument("--rate", type=float, default=200, help="events per second (default 200)")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
@@ -108,6 +116,16 @@ Run a scoring worker: it consumes the input topic, keeps the contacts table and
 publishes snapshots, stage changes, hot leads and dead letters. It needs a broker
 (deploy/kafka/broker.sh start). Ctrl-C or SIGTERM commits and stops it; it logs to
 stdout/stderr."""
+
+
+COLLECT_DESCRIPTION = """\
+Serve Segment's HTTP tracking API: POST /v1/batch, /v1/track, /v1/identify, /v1/page,
+/v1/screen, /v1/group, /v1/alias, with a write key as the basic-auth user name. Point a
+Segment or RudderStack SDK's host at it. Each message is validated as the worker would,
+produced to the input topic keyed by userId (else anonymousId) with acks=all, and the
+request is answered 200 once Kafka has them. Settings: LEADPULSE_COLLECT_HOST (127.0.0.1),
+LEADPULSE_COLLECT_PORT (8088), LEADPULSE_WRITE_KEYS_FILE (required), and the worker's
+broker, topic, rules and input limits (`leadpulse worker --help`)."""
 
 
 def settings_help() -> str:
@@ -319,6 +337,21 @@ def _tail(args: argparse.Namespace) -> int:
             print(value.decode("utf-8", "replace") if args.raw else describe(value), flush=True)
 
     asyncio.run(follow())
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from leadpulse.cli.collect import run_collector
+    from leadpulse.cli.preflight import broker_info
+    from leadpulse.collector.keys import load_write_keys
+
+    settings = _settings()
+    keys = load_write_keys(settings.write_keys_file)
+    rules = _rules_from(None)
+    broker_info(settings)
+    asyncio.run(run_collector(settings, keys, rules))
     return 0
 
 

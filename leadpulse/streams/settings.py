@@ -61,6 +61,9 @@ class Settings:
     max_depth: int = DEFAULT_LIMITS.max_depth
     max_string: int = DEFAULT_LIMITS.max_string
     dead_letter_excerpt: int = DEFAULT_LIMITS.dead_letter_excerpt
+    collect_host: str = "127.0.0.1"
+    collect_port: int = 8088
+    write_keys_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -142,6 +145,10 @@ HELP: dict[str, str] = {
     "max_depth": "Deepest nesting of a value inside properties, 1..100.",
     "max_string": "Longest string (key or value) in an input record, in characters, 256..900000.",
     "dead_letter_excerpt": "Bytes of the raw value (and key) kept in a dead letter, 0..50000, besides size and hash.",
+    "collect_host": "Address `leadpulse collect` (the Segment-compatible HTTP collector) listens on.",
+    "collect_port": "Port of the collector, 1..65535.",
+    "write_keys_file": "File of the write keys the collector accepts, one per line ('#' starts a comment); "
+    "required by `leadpulse collect`.",
 }
 
 
@@ -219,11 +226,14 @@ def _log_level(name: str, raw: str) -> str:
     return level
 
 
-def _existing_file(name: str, raw: str) -> Path:
-    path = Path(raw)
-    if not path.is_file():
-        raise SettingsError(f"{name}={_shown(raw)}: no such rules file")
-    return path
+def _existing_file(what: str) -> Callable[[str, str], Path]:
+    def parse(name: str, raw: str) -> Path:
+        path = Path(raw)
+        if not path.is_file():
+            raise SettingsError(f"{name}={_shown(raw)}: no such {what}")
+        return path
+
+    return parse
 
 
 def _broker(name: str, raw: str) -> str:
@@ -254,7 +264,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "web_port": _whole(1, 65_535),
     "batch_size": _whole(1, 100_000),
     "data_dir": lambda _name, raw: Path(raw),
-    "rules": _existing_file,
+    "rules": _existing_file("rules file"),
+    "write_keys_file": _existing_file("write keys file"),
+    "collect_port": _whole(1, 65_535),
     "store": _choice(STORES),
     "processing_guarantee": _choice(GUARANTEES),
     "cooling_interval_s": _seconds,
