@@ -145,10 +145,9 @@ HELP: dict[str, str] = {
     "max_depth": "Deepest nesting of a value inside properties, 1..100.",
     "max_string": "Longest string (key or value) in an input record, in characters, 256..900000.",
     "dead_letter_excerpt": "Bytes of the raw value (and key) kept in a dead letter, 0..50000, besides size and hash.",
-    "collect_host": "Address `leadpulse collect` (the Segment-compatible HTTP collector) listens on.",
+    "collect_host": "Address `leadpulse collect` (the Segment-compatible collector) listens on.",
     "collect_port": "Port of the collector, 1..65535.",
-    "write_keys_file": "File of the write keys the collector accepts, one per line ('#' starts a comment); "
-    "required by `leadpulse collect`.",
+    "write_keys_file": "Write keys `leadpulse collect` accepts (required there): a file, one key per line.",
 }
 
 
