@@ -170,6 +170,7 @@ def _rules_check(args: argparse.Namespace) -> int:
     print(f"{args.file}: OK, version {rules.version}")
     print(f"  {signals} signals over {len(rules.signals)} event types, {len(rules.categories)} categories")
     print(f"  fit attributes: {', '.join(rules.fit) or '(none)'}")
+    print(f"  {len(rules.mapping)} Segment track names mapped to event types")
     print(
         f"  half-life {rules.half_life_ms / 86_400_000:g} d, weights fit {rules.weight_fit:g} / "
         f"engagement {rules.weight_engagement:g}, bands {list(rules.band_floors)} {list(rules.band_labels)}, "
@@ -239,7 +240,7 @@ def _score(args: argparse.Namespace) -> int:
                     events_out.write(dumps(output_record(output)) + b"\n")
         except OSError as error:
             raise CommandError(f"--events-out {args.events_out}: {error.strerror}") from None
-    unmapped = f" ({run.unmapped} of them Segment track names not in [mapping])" if run.unmapped else ""
+    unmapped = f" ({run.unmapped} of them Segment track names without a [mapping])" if run.unmapped else ""
     print(
         f"scored {run.events} events for {len(run.contacts)} contacts: {run.bad} bad lines skipped, "
         f"{run.duplicates} duplicates, {run.unscored} unscored{unmapped}; {len(run.outputs)} outputs",
