@@ -191,6 +191,15 @@ def test_a_group_call_keeps_the_account_on_the_contact_state_and_snapshot():
     assert "account_id" not in snapshot_record(snapshot(new_state("x"), AT_MS, DEFAULT_RULES))
 
 
+def test_a_state_stored_before_accounts_existed_still_loads():
+    state = apply(new_state("ada@acme.io"), decode(message()), DEFAULT_RULES).state
+    stored = orjson.loads(to_bytes(state))
+    assert stored[-1] is None
+    stored = stored[:-1]
+    stored[0] = 2
+    assert from_bytes(orjson.dumps(stored)) == state
+
+
 def test_the_latest_account_wins_in_any_order():
     early = decode(message("group", messageId="g1", groupId="old-co", timestamp="2026-11-01T00:00:00Z"))
     late = decode(message("group", messageId="g2", groupId="new-co", timestamp="2026-11-02T00:00:00Z"))
