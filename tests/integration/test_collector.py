@@ -1,14 +1,15 @@
 """`leadpulse collect` on the real broker, driven by the real Segment and RudderStack Python
 SDKs pointed at its URL, with a real worker: what the SDKs send ends up scored in
-contact-scores, exactly as the offline scorer scores the records the collector produced."""
+contact-scores, exactly as the offline scorer scores the records the collector produced
+(and Segment messages written to the topic directly, unkeyed)."""
 
 from datetime import UTC, datetime, timedelta
 
 from rudderstack.analytics import Client as RudderClient
 from segment.analytics import Client as SegmentClient
 
-from leadpulse.cli.processes import free_port
-from tests.integration.harness import read_all, scores_reach, wait_for
+from leadpulse.cli.processes import ROOT, free_port
+from tests.integration.harness import produce, read_all, scores_reach, wait_for
 from tests.integration.oracle import Oracle
 
 SEGMENT_KEY, RUDDER_KEY = "segment-write-key-01", "rudder-write-key-001"
@@ -60,11 +61,15 @@ def test_events_sent_by_the_segment_and_rudderstack_sdks_are_scored(make_setting
     intruder.shutdown()
     assert [getattr(error, "status", error) for error in errors] == [401]
 
+    # Segment messages written straight to the topic, unkeyed (as a Kafka destination may):
+    # the worker re-keys them by userId / anonymousId.
+    produce(settings, (ROOT / "examples" / "segment.jsonl").read_bytes().splitlines(), keyed=False)
+
     records = wait_for(lambda: [v for _, v in read_all(settings, settings.input_topic, idle_s=1.0)], timeout_s=30)
-    assert len(records) == 10
+    assert len(records) == 18
     expected = Oracle(records).snapshots
-    assert set(expected) == {"cookie-ada", "ada@acme.io", "bob@shop.fr"}
+    assert set(expected) == {"cookie-ada", "ada@acme.io", "bob@shop.fr", "cookie-77", "grace@initech.com"}
     assert expected["ada@acme.io"]["stage"] == "opportunity" and expected["ada@acme.io"]["account_id"] == "acme"
     assert expected["bob@shop.fr"]["engagement"] > 0 and expected["cookie-ada"]["stage"] == "suspect"
     scores_reach(settings, expected, timeout_s=120, alive=worker.running)
-    assert worker.metric("leadpulse_unmapped_events_total") == 1
+    assert worker.metric("leadpulse_unmapped_events_total") == 2
