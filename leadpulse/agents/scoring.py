@@ -27,6 +27,7 @@ from faust.exceptions import PartitionsMismatch
 
 from leadpulse.schemas.events import InvalidEvent, decode_event
 from leadpulse.schemas.outputs import dead_letter_record, dumps, output_record, snapshot_record
+from leadpulse.schemas.segment import is_unmapped
 from leadpulse.scoring.engine import HotLead, Output, apply, cooling_due_ms, future_reason, new_state, reevaluate
 from leadpulse.scoring.engine import snapshot as snapshot_of
 from leadpulse.scoring.state import ContactState
@@ -160,7 +161,7 @@ class ScoringAgent:
         return results
 
     def _score(self, message: Any, results: Scored, clock: int, partition: int, alerts: Outbox) -> None:
-        event = decode_event(message.value, self.limits)
+        event = decode_event(message.value, self.limits, self.rules.mapping)
         # The record's own timestamp, not the clock, decides what is "in the future", so a
         # replay decides as the live run did (the clock only caps a producer running ahead).
         record_ms = min(int(message.timestamp * 1000), clock) if message.timestamp else clock
@@ -187,6 +188,8 @@ class ScoringAgent:
             self.events[applied.outcome] += 1
             if applied.outcome != "duplicate":
                 self.metrics.event_age_seconds.observe(max(0, clock - event.occurred_ms) / 1000)
+                if is_unmapped(event):
+                    self.metrics.unmapped_events.inc()
                 self._add_outputs(partition, applied.outputs, alerts)
             positions = {**state.positions, role: message.offset}
             if applied.state is state:  # a duplicate: the engine handed back the state it was given

@@ -32,6 +32,12 @@ async def ensure_topic(settings: Settings, name: str) -> None:
         await admin.close()
 
 
+def input_producer(settings: Settings) -> AIOKafkaProducer:
+    """A producer for the input topic (not started): acks=all, so that a record counts as
+    sent only once every in-sync replica has it; linger 10 ms to fill produce requests."""
+    return AIOKafkaProducer(**client_options(settings), linger_ms=10, acks="all")
+
+
 InvalidLine = Callable[[int, str], None]  # (line number, why) for a line that is no event
 
 
@@ -48,7 +54,7 @@ async def produce_lines(
     or unkeyed. A line that is not a JSON object goes to `on_invalid`, and is sent as it is
     (for the worker to dead-letter) only if `send_invalid`. Returns the records sent."""
     await ensure_topic(settings, settings.input_topic)
-    producer = AIOKafkaProducer(**client_options(settings), linger_ms=10, acks="all")
+    producer = input_producer(settings)
     await producer.start()
     sent = 0
     try:

@@ -109,6 +109,14 @@ def _parser() -> argparse.ArgumentParser:
     acls.add_argument("--principal", default=None, help="the worker's principal (default User:SASL_USERNAME)")
     acls.set_defaults(run=_topics_acls)
 
+    collect = commands.add_parser(
+        "collect",
+        help="serve Segment's HTTP tracking API (/v1/batch, /v1/track, ...) into the input topic",
+        description=COLLECT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    collect.set_defaults(run=_collect)
+
     demo = commands.add_parser("demo", help="local broker + worker + live synthetic traffic, with live counts")
     demo.add_argument("--rate", type=float, default=200, help="events per second (default 200)")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
@@ -124,6 +132,16 @@ Run a scoring worker: it consumes the input topic, keeps the contacts table and
 publishes snapshots, stage changes, hot leads and dead letters. It needs a broker
 (deploy/kafka/broker.sh start). Ctrl-C or SIGTERM commits and stops it; it logs to
 stdout/stderr."""
+
+
+COLLECT_DESCRIPTION = """\
+Serve Segment's HTTP tracking API: POST /v1/batch, /v1/track, /v1/identify, /v1/page,
+/v1/screen, /v1/group, /v1/alias, with a write key as the basic-auth user name. Point a
+Segment or RudderStack SDK's host at it. Each message is validated as the worker would,
+produced to the input topic keyed by userId (else anonymousId) with acks=all, and the
+request is answered 200 once Kafka has them. Settings: LEADPULSE_COLLECT_HOST (127.0.0.1),
+LEADPULSE_COLLECT_PORT (8088), LEADPULSE_WRITE_KEYS_FILE (required), and the worker's
+broker, topic, rules and input limits (`leadpulse worker --help`)."""
 
 
 def settings_help() -> str:
@@ -168,6 +186,7 @@ def _rules_check(args: argparse.Namespace) -> int:
     print(f"{args.file}: OK, version {rules.version}")
     print(f"  {signals} signals over {len(rules.signals)} event types, {len(rules.categories)} categories")
     print(f"  fit attributes: {', '.join(rules.fit) or '(none)'}")
+    print(f"  {len(rules.mapping)} Segment track names mapped to event types")
     print(
         f"  half-life {rules.half_life_ms / 86_400_000:g} d, weights fit {rules.weight_fit:g} / "
         f"engagement {rules.weight_engagement:g}, bands {list(rules.band_floors)} {list(rules.band_labels)}, "
@@ -237,9 +256,10 @@ def _score(args: argparse.Namespace) -> int:
                     events_out.write(dumps(output_record(output)) + b"\n")
         except OSError as error:
             raise CommandError(f"--events-out {args.events_out}: {error.strerror}") from None
+    unmapped = f" ({run.unmapped} of them Segment track names without a [mapping])" if run.unmapped else ""
     print(
         f"scored {run.events} events for {len(run.contacts)} contacts: {run.bad} bad lines skipped, "
-        f"{run.duplicates} duplicates, {run.unscored} unscored; {len(run.outputs)} outputs",
+        f"{run.duplicates} duplicates, {run.unscored} unscored{unmapped}; {len(run.outputs)} outputs",
         file=sys.stderr,
     )
     return 0
@@ -375,6 +395,21 @@ def _tail(args: argparse.Namespace) -> int:
             print(value.decode("utf-8", "replace") if args.raw else describe(value), flush=True)
 
     asyncio.run(follow())
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from leadpulse.cli.collect import run_collector
+    from leadpulse.cli.preflight import broker_info
+    from leadpulse.collector.keys import load_write_keys
+
+    settings = _settings()
+    keys = load_write_keys(settings.write_keys_file)
+    rules = _rules_from(None)
+    broker_info(settings)
+    asyncio.run(run_collector(settings, keys, rules))
     return 0
 
 

@@ -156,8 +156,12 @@ class WorkerProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.web_host}:{self.settings.web_port}"
+
     def get(self, path: str) -> tuple[int, Any]:
-        url = f"http://{self.settings.web_host}:{self.settings.web_port}{path}"
+        url = f"{self.base_url}{path}"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 body = response.read()
@@ -202,3 +206,15 @@ class WorkerProcess:
             assert self.process is not None
             self.process.kill()
             self.process.wait(10)
+
+
+class CollectorProcess(WorkerProcess):
+    """`leadpulse collect` in its own process, ready when its /health answers; stopped by pid
+    like a worker (SIGTERM lets it answer the requests in flight)."""
+
+    def __init__(self, settings: Settings, log_path: Path, *, cwd: Path | None = None) -> None:
+        super().__init__(settings, log_path, [sys.executable, "-m", "leadpulse", "collect"], cwd=cwd)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.collect_host}:{self.settings.collect_port}"

@@ -16,7 +16,9 @@ from leadpulse.scoring.timeutil import format_ms
 
 
 def snapshot_record(view: Snapshot) -> dict[str, Any]:
-    return {
+    """`account_id` only once a contact has one (Segment `group`), so snapshots of contacts
+    without an account keep the shape they always had."""
+    record = {
         "contact_id": view.contact_id,
         "score": view.score,
         "fit": view.fit,
@@ -28,6 +30,9 @@ def snapshot_record(view: Snapshot) -> dict[str, Any]:
         "updated_at": format_ms(view.updated_ms),
         "reasons": _reasons(view),
     }
+    if view.account_id is not None:
+        record["account_id"] = view.account_id
+    return record
 
 
 def _reasons(view: Snapshot) -> list[dict[str, Any]]:

@@ -22,7 +22,11 @@ _OPPORTUNITY = STAGE_LEVEL["opportunity"]
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A validated input event. `contact_id` is the key: the contact id, else the anonymous id."""
+    """A validated input event. `contact_id` is the key: the contact id, else the anonymous id.
+
+    The identity fields after `source` are carried for identity stitching and account
+    scoring (a contact's cookies, its aliases, its account); scoring reads only
+    `account_id` (kept on the state, latest by event time)."""
 
     event_id: str
     type: str
@@ -31,6 +35,10 @@ class Event:
     occurred_ms: int
     properties: dict[str, Any]
     source: str | None = None
+    anonymous_id: str | None = None  # the cookie or device id, also when a contact id is known
+    account_id: str | None = None  # Segment groupId (group call, or context.groupId)
+    previous_id: str | None = None  # Segment alias: the id the contact was known by before
+    call: str | None = None  # the Segment call it came from (track, identify, ...); None: native
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +60,7 @@ class Snapshot:
     rules_version: str
     updated_ms: int
     reasons: tuple[Reason, ...]
+    account_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +138,11 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         if crm_last is None or (event.occurred_ms, tie) > (crm_last.occurred_ms, crm_last.tie):
             crm_last = CrmStage(explicit, event.occurred_ms, tie)
     scored = signal is not None or profile is not state.profile or explicit is not None
+    account = state.account
+    if event.account_id is not None and (
+        account is None or (event.occurred_ms, tie) > (account.occurred_ms, account.tie)
+    ):
+        account = ProfileValue(event.account_id, event.occurred_ms, tie)
     updated = ContactState(
         state.contact_id,
         state.identified or event.identified,
@@ -146,6 +160,7 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         state.positions,
         state.published_ms,
         state.cooling_due_ms,
+        account,
     )
     outputs = _settle(updated, updated.last_event_ms, event.event_id, event.occurred_ms, rules)
     return Applied(updated, outputs, "scored" if scored else "unscored")
@@ -180,6 +195,7 @@ def snapshot(state: ContactState, at_ms: int, rules: Rules) -> Snapshot:
         rules_version=rules.version,
         updated_ms=at_ms,
         reasons=tuple(reasons[: rules.top_reasons]),
+        account_id=None if state.account is None else str(state.account.value),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from leadpulse.scoring.engine import Event, Output, Snapshot, apply, new_state, snapshot
+from leadpulse.scoring.engine import Event, Outcome, Output, Snapshot, apply, new_state, snapshot
 from leadpulse.scoring.rules import Rules
 from leadpulse.scoring.state import ContactState
 
@@ -23,9 +23,10 @@ class ScoreRun:
     bad: int = 0
     duplicates: int = 0
     unscored: int = 0
+    unmapped: int = 0  # of the unscored: Segment track names the rules' [mapping] does not know (counted by the caller)
     latest_ms: int | None = None
 
-    def add(self, event: Event) -> None:
+    def add(self, event: Event) -> Outcome:
         """Fold one valid event, in the order given."""
         state = self.contacts.get(event.contact_id) or new_state(event.contact_id)
         applied = apply(state, event, self.rules)
@@ -38,6 +39,7 @@ class ScoreRun:
         self.outputs.extend(applied.outputs)
         if self.latest_ms is None or event.occurred_ms > self.latest_ms:
             self.latest_ms = event.occurred_ms
+        return applied.outcome
 
     def snapshots(self, at_ms: int | None) -> list[Snapshot]:
         """Sorted by contact id; `at_ms` None evaluates each contact at its own latest event,

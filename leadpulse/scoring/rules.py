@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -35,7 +36,20 @@ MAX_LIST = 1000  # values of a fit attribute, values of a condition, event types
 MAX_ENTRIES = 100  # categories, fit attributes, conditions of a signal
 MAX_BANDS = 100
 _SIZE_REASON = f"over the limit of 1 MiB ({MAX_FILE_BYTES} bytes) for a rules file"
-_TOP_KEYS = ("version", "engagement", "weights", "temperature", "categories", "signals", "fit", "stages")
+_TOP_KEYS = ("version", "engagement", "weights", "temperature", "categories", "signals", "fit", "stages", "mapping")
+EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
+"""What a LeadPulse event type looks like (the input contract's `type`)."""
+_NAME_SEPARATORS = re.compile(r"[\s_-]+")
+
+
+def event_name_key(name: str) -> str:
+    """How a Segment `track` name is looked up in `[mapping]`: case and the choice between
+    spaces, underscores and hyphens vary between SDKs, tag managers and teams ('Demo
+    Requested', 'demo_requested', 'demo-requested'), and none of them should decide whether
+    an event scores."""
+    return _NAME_SEPARATORS.sub(" ", name.strip()).lower()
+
+
 _SIGNAL_KEYS = ("name", "event", "category", "points", "path_prefix", "when")
 
 
@@ -116,6 +130,12 @@ class Rules:
     signals: dict[str, tuple[Signal, ...]]
     signal_categories: dict[str, str]
     fit: dict[str, FitCriterion]
+    mapping: dict[str, str] = field(default_factory=dict)
+    """Segment `track` names (as `event_name_key` spells them) -> LeadPulse event types."""
+
+    def mapped_type(self, name: str) -> str | None:
+        """The event type a Segment `track` name stands for, or None when `[mapping]` does not know it."""
+        return self.mapping.get(event_name_key(name))
 
     @property
     def hot_floor(self) -> float:
@@ -295,6 +315,7 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
     prospect_fit, prospect_engagement, opportunity_events, explicit_stages = _parse_stages(
         top.sub("stages", keys=("prospect_fit", "prospect_engagement", "opportunity_events", "explicit"))
     )
+    mapping = _parse_mapping(top.sub("mapping"))
     top.done()
 
     return Rules(
@@ -316,7 +337,28 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
         signals=signals,
         signal_categories={s.name: s.category for group in signals.values() for s in group},
         fit=fit,
+        mapping=mapping,
     )
+
+
+def _parse_mapping(table: _Table) -> dict[str, str]:
+    """Two names that only differ in case or separators are one name to the lookup, so they
+    must not point at two types: the file would then depend on which one TOML read last."""
+    table.check_count("", table.data, MAX_LIST, "names")
+    mapping: dict[str, str] = {}
+    spelled: dict[str, str] = {}
+    for name in table.data:
+        event_type = table.text(table.check_name(name))
+        if not EVENT_TYPE.match(event_type):
+            table.fail(name, f"{_cut(event_type)!r} is not an event type (lower case, digits, '_' or '.')")
+        key = event_name_key(name)
+        if not key:
+            table.fail(name, "expected a non-empty event name")
+        if key in mapping and mapping[key] != event_type:
+            table.fail(name, f"the same name as {spelled[key]!r} (case and separators aside), mapped otherwise")
+        mapping[key], spelled[key] = event_type, name
+    table.done()
+    return mapping
 
 
 def _parse_temperature(table: _Table) -> tuple[tuple[float, ...], tuple[str, ...], float]:

@@ -15,7 +15,7 @@ import orjson
 
 from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, PropertyValue
 
-FORMAT_VERSION = 2  # 2 added stream positions and the published time; 1 is still read
+FORMAT_VERSION = 3  # 3 added the account, 2 stream positions and the published time; 1 and 2 are still read
 STAGE_CODES: tuple[str, ...] = FUNNEL_STAGES + SIDE_STAGES
 _FLAG_IDENTIFIED, _FLAG_INTENT, _FLAG_ARMED = 1, 2, 4
 
@@ -72,6 +72,9 @@ class ContactState:
     positions: dict[str, int] = field(default_factory=dict)
     published_ms: int = 0  # latest time a snapshot was published at: updated_at never goes back
     cooling_due_ms: int | None = None  # when the stream means to re-read it (kept: no recomputing on recovery)
+    # The account (Segment groupId) the contact belongs to, latest by (event time, event-id
+    # hash) like a profile value, so any arrival order ends with the same account.
+    account: ProfileValue | None = None
 
 
 def to_bytes(state: ContactState) -> bytes:
@@ -99,20 +102,23 @@ def to_bytes(state: ContactState) -> bytes:
             state.positions,
             state.published_ms,
             state.cooling_due_ms,
+            None if state.account is None else [state.account.value, state.account.occurred_ms, state.account.tie],
         ]
     )
 
 
 def from_bytes(data: bytes) -> ContactState:
     fields = orjson.loads(data)
-    if not isinstance(fields, list) or fields[0] not in (1, FORMAT_VERSION):
+    if not isinstance(fields, list) or fields[0] not in (1, 2, FORMAT_VERSION):
         raise ValueError(f"unsupported contact state format {fields[0] if isinstance(fields, list) else '?'}")
     if fields[0] == 1:
         fields.extend(({}, fields[3], None))
+    if fields[0] < 3:
+        fields.append(None)
     (_, contact_id, flags, last_event_ms, crm_level, crm, stage, temperature, signals, profile, best, seen) = fields[
         :12
     ]
-    positions, published_ms, cooling_due_ms = fields[12:]
+    positions, published_ms, cooling_due_ms, account = fields[12:]
     packed = base64.b64decode(seen)
     return ContactState(
         contact_id=contact_id,
@@ -131,4 +137,5 @@ def from_bytes(data: bytes) -> ContactState:
         positions=positions,
         published_ms=published_ms,
         cooling_due_ms=cooling_due_ms,
+        account=None if account is None else ProfileValue(*account),
     )

@@ -114,6 +114,9 @@ class Settings:
     ssl_cert_file: Path | None = None
     ssl_key_file: Path | None = None
     ssl_check_hostname: bool = True
+    collect_host: str = "127.0.0.1"
+    collect_port: int = 8088
+    write_keys_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -232,6 +235,9 @@ HELP: dict[str, str] = {
     "ssl_cert_file": "Client certificate, PEM, for mutual TLS (with SSL_KEY_FILE).",
     "ssl_key_file": "Private key of the client certificate, PEM, unencrypted (keep the file private).",
     "ssl_check_hostname": "on/off: check that a broker's certificate names the host connected to.",
+    "collect_host": "Address `leadpulse collect` (the Segment-compatible collector) listens on.",
+    "collect_port": "Port of the collector, 1..65535.",
+    "write_keys_file": "Write keys `leadpulse collect` accepts (required there): a file, one key per line.",
 }
 
 
@@ -351,11 +357,14 @@ def _log_level(name: str, raw: str) -> str:
     return level
 
 
-def _existing_file(name: str, raw: str) -> Path:
-    path = Path(raw)
-    if not path.is_file():
-        raise SettingsError(f"{name}={_shown(raw)}: no such rules file")
-    return path
+def _existing_file(what: str) -> Callable[[str, str], Path]:
+    def parse(name: str, raw: str) -> Path:
+        path = Path(raw)
+        if not path.is_file():
+            raise SettingsError(f"{name}={_shown(raw)}: no such {what}")
+        return path
+
+    return parse
 
 
 def _broker(name: str, raw: str) -> str:
@@ -414,7 +423,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "web_port": _whole(1, 65_535),
     "batch_size": _whole(1, 100_000),
     "data_dir": lambda _name, raw: Path(raw),
-    "rules": _existing_file,
+    "rules": _existing_file("rules file"),
+    "write_keys_file": _existing_file("write keys file"),
+    "collect_port": _whole(1, 65_535),
     "store": _choice(STORES),
     "processing_guarantee": _choice(GUARANTEES),
     "cooling_interval_s": _seconds,
