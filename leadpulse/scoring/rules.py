@@ -35,7 +35,7 @@ MAX_LIST = 1000  # values of a fit attribute, values of a condition, event types
 MAX_ENTRIES = 100  # categories, fit attributes, conditions of a signal
 MAX_BANDS = 100
 _SIZE_REASON = f"over the limit of 1 MiB ({MAX_FILE_BYTES} bytes) for a rules file"
-_TOP_KEYS = ("version", "engagement", "weights", "temperature", "categories", "signals", "fit", "stages")
+_TOP_KEYS = ("version", "engagement", "weights", "temperature", "categories", "signals", "fit", "stages", "erasure")
 _SIGNAL_KEYS = ("name", "event", "category", "points", "path_prefix", "when")
 
 
@@ -116,6 +116,7 @@ class Rules:
     signals: dict[str, tuple[Signal, ...]]
     signal_categories: dict[str, str]
     fit: dict[str, FitCriterion]
+    erasure_grace_ms: int = 30 * 86_400_000
 
     @property
     def hot_floor(self) -> float:
@@ -292,6 +293,9 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
     categories = _parse_categories(top.sub("categories", required=True))
     signals = _parse_signals(top, categories)
     fit = _parse_fit(top.sub("fit"))
+    erasure = top.sub("erasure", keys=("grace",))
+    erasure_grace_ms = erasure.duration("grace", "30d")
+    erasure.done()
     prospect_fit, prospect_engagement, opportunity_events, explicit_stages = _parse_stages(
         top.sub("stages", keys=("prospect_fit", "prospect_engagement", "opportunity_events", "explicit"))
     )
@@ -316,6 +320,7 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
         signals=signals,
         signal_categories={s.name: s.category for group in signals.values() for s in group},
         fit=fit,
+        erasure_grace_ms=erasure_grace_ms,
     )
 
 
