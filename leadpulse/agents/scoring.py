@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from time import perf_counter
 from typing import Any
 
@@ -30,6 +30,7 @@ from leadpulse.schemas.outputs import dead_letter_record, dumps, output_record, 
 from leadpulse.schemas.segment import is_unmapped
 from leadpulse.scoring.engine import HotLead, Output, apply, cooling_due_ms, future_reason, new_state, reevaluate
 from leadpulse.scoring.engine import snapshot as snapshot_of
+from leadpulse.scoring.erasure import ERASE_EVENT, Erasure, erasure_of
 from leadpulse.scoring.state import ContactState
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.outbox import BatchProducer, DeliveryFailed, Outbox, kafka_producer
@@ -42,7 +43,18 @@ log = logging.getLogger(__name__)
 COOLING_BATCH = 5_000  # contacts asked to re-read per cooling tick, at most
 EVENTS, REKEYED = "e", "r"  # the inputs whose positions a contact state keeps
 
-Scored = dict[str, tuple[ContactState, int]]  # contact id -> (new state, time to publish it at)
+Scored = dict[str, tuple[ContactState | None, int]]  # contact id -> (new state or None: erased, time to publish it at)
+
+
+@dataclass
+class PartitionWork:
+    """What a batch does to one partition: the states to store, the erasure markers to
+    store with them; `anchor` is one of its events, for Faust's partition context."""
+
+    partition: int
+    anchor: Any
+    results: Scored = field(default_factory=dict)
+    erased: dict[str, Erasure] = field(default_factory=dict)
 
 
 class ScoringAgent:
@@ -124,43 +136,40 @@ class ScoringAgent:
         clock = now_ms()
         deliveries = self.pipeline.readiness.deliveries
         alerts, stored = Outbox(deliveries), Outbox(deliveries)
-        scored: list[tuple[int, Any, Scored]] = []
-        for partition, events in by_partition.items():
-            with partition_of(events[-1]):
-                results = self._score_partition(partition, events, clock, alerts)
-            scored.append((partition, events[-1], results))
+        scored = [PartitionWork(partition, events[-1]) for partition, events in by_partition.items()]
+        for work in scored:
+            with partition_of(work.anchor):
+                self._score_partition(work, by_partition[work.partition], clock, alerts)
         # Stage changes, hot leads, dead letters and re-keyed records reach the broker before
         # the states that produced them are stored: a replayed event finds its state stored
         # and emits nothing again, so what it emitted must already be there.
         producer = self.producer()
         await alerts.deliver(producer)
-        for partition, anchor, results in scored:
-            with partition_of(anchor):
-                self._store(partition, results, stored, clock)
+        for work in scored:
+            with partition_of(work.anchor):
+                self._store(work, stored, clock)
         await stored.deliver(producer)
         self._count(started, len(batch))
 
-    def _score_partition(self, partition: int, events: list[Any], clock: int, alerts: Outbox) -> Scored:
+    def _score_partition(self, work: PartitionWork, events: list[Any], clock: int, alerts: Outbox) -> None:
         """Fold the records of one partition. Outputs are keyed by contact, and every output
         topic has the input's partitions, so a contact's outputs go to its own partition."""
-        results: Scored = {}
         for record in events:
             message = record.message
             try:
                 if message.topic == self.cooling_topic:
-                    self._cool(message, results, partition, alerts)
+                    self._cool(message, work, alerts)
                 else:
-                    self._score(message, results, clock, partition, alerts)
+                    self._score(message, work, clock, alerts)
             except InvalidEvent as error:
                 self._dead_letter(message, error.field, str(error), clock, alerts)
             except Exception as error:  # a record fails alone, whatever went wrong with it
-                log.exception("record %s[%s]@%s could not be scored", message.topic, partition, message.offset)
+                log.exception("record %s[%s]@%s could not be scored", message.topic, work.partition, message.offset)
                 self._dead_letter(
                     message, "", f"could not be processed: {type(error).__name__}: {error}", clock, alerts
                 )
-        return results
 
-    def _score(self, message: Any, results: Scored, clock: int, partition: int, alerts: Outbox) -> None:
+    def _score(self, message: Any, work: PartitionWork, clock: int, alerts: Outbox) -> None:
         event = decode_event(message.value, self.limits, self.rules.mapping)
         # The record's own timestamp, not the clock, decides what is "in the future", so a
         # replay decides as the live run did (the clock only caps a producer running ahead).
@@ -175,8 +184,21 @@ class ScoringAgent:
             self.events["rekeyed"] += 1
             return
         role = EVENTS if message.topic == self.events_topic else REKEYED
-        known = results.get(event.contact_id)
-        state = known[0] if known else self.contacts.get(event.contact_id) or new_state(event.contact_id)
+        contact_id, results, erased = event.contact_id, work.results, work.erased
+        known = results.get(contact_id)
+        state = known[0] if known else self.contacts.get(contact_id)
+        if event.type == ERASE_EVENT:
+            erasure = erasure_of(event.occurred_ms, self.rules.erasure_grace_ms)
+            erased[contact_id] = erasure.merged(erased.get(contact_id) or self.contacts.erasure(contact_id))
+            results[contact_id] = (None, event.occurred_ms)
+            self.events["erased"] += 1
+            return
+        if state is None:
+            erasure_known = erased.get(contact_id) or self.contacts.erasure(contact_id)
+            if erasure_known is not None and erasure_known.forgets(event.occurred_ms):
+                self.events["forgotten"] += 1  # late, replayed or in flight for an erased contact
+                return
+            state = new_state(contact_id)
         applied_at = state.positions.get(role)
         if applied_at is not None and message.offset <= applied_at:
             # Replayed after a crash: already in this state. Stored and published again all
@@ -190,7 +212,7 @@ class ScoringAgent:
                 self.metrics.event_age_seconds.observe(max(0, clock - event.occurred_ms) / 1000)
                 if is_unmapped(event):
                     self.metrics.unmapped_events.inc()
-                self._add_outputs(partition, applied.outputs, alerts)
+                self._add_outputs(work.partition, applied.outputs, alerts)
             positions = {**state.positions, role: message.offset}
             if applied.state is state:  # a duplicate: the engine handed back the state it was given
                 updated = replace(state, positions=positions)
@@ -199,7 +221,7 @@ class ScoringAgent:
                 updated.positions = positions
         results[event.contact_id] = (updated, max(updated.last_event_ms, known[1] if known else 0))
 
-    def _cool(self, message: Any, results: Scored, partition: int, alerts: Outbox) -> None:
+    def _cool(self, message: Any, work: PartitionWork, alerts: Outbox) -> None:
         """A cooling tick: re-read the contact at the tick's time; publish it if its
         temperature dropped (no alert: see engine.reevaluate)."""
         if not isinstance(message.key, bytes):
@@ -208,7 +230,7 @@ class ScoringAgent:
         at_ms = tick.get("at_ms") if isinstance(tick, dict) else None
         if not isinstance(at_ms, int) or isinstance(at_ms, bool):
             raise InvalidEvent("at_ms", "a cooling tick carries the time to re-read at as whole milliseconds")
-        contact_id = message.key.decode()
+        contact_id, results = message.key.decode(), work.results
         known = results.get(contact_id)
         state = known[0] if known else self.contacts.get(contact_id)
         if state is None:
@@ -220,13 +242,19 @@ class ScoringAgent:
         else:  # same band as before (clock skew, or rules changed): look again later
             self.pipeline.cooling.set(contact_id, cooling_due_ms(applied.state, self.rules, at_ms))
 
-    def _store(self, partition: int, results: Scored, outbox: Outbox, clock: int) -> None:
+    def _store(self, work: PartitionWork, outbox: Outbox, clock: int) -> None:
         """One table write and one snapshot per contact per batch; a snapshot's time never
-        goes back for a contact (a late event after a cooling tick keeps the tick's time)."""
+        goes back for a contact (a late event after a cooling tick keeps the tick's time).
+        An erased contact gets a tombstone in contact-scores and in the changelog."""
         scores = self.topics.scores.get_topic_name()
         cooling = self.settings.cooling_interval_s
         states = []
+        partition, results = work.partition, work.results
         for contact_id, (state, at_ms) in results.items():
+            if state is None:
+                outbox.add(scores, partition, contact_id.encode(), None)
+                self.pipeline.cooling.set(contact_id, None)
+                continue
             at = max(at_ms, state.published_ms)
             due = cooling_due_ms(state, self.rules, max(at, clock)) if cooling else None
             published = replace(state, published_ms=at, cooling_due_ms=due)
@@ -235,7 +263,7 @@ class ScoringAgent:
             outbox.add(scores, partition, contact_id.encode(), dumps(snapshot_record(view)))
             if cooling:
                 self.pipeline.cooling.set(contact_id, due)
-        self.contacts.put_many(partition, states, outbox)
+        self.contacts.put_many(partition, states, outbox, work.erased)
         self.outputs["snapshot"] += len(results)
 
     def _add_outputs(self, partition: int, outputs: tuple[Output, ...], outbox: Outbox) -> None:

@@ -97,9 +97,9 @@ def _check_line(value: bytes) -> tuple[str | None, str | None]:
 
 async def read_topic(
     settings: Settings, topic: str, *, from_beginning: bool, idle_timeout_s: float | None
-) -> AsyncIterator[tuple[bytes | None, bytes]]:
+) -> AsyncIterator[tuple[bytes | None, bytes | None]]:
     """Yield (key, value) of a topic without joining a consumer group; stop after
-    `idle_timeout_s` without records (None: follow forever)."""
+    `idle_timeout_s` without records (None: follow forever). A None value is a tombstone."""
     consumer = AIOKafkaConsumer(
         topic,
         **client_options(settings),
@@ -121,3 +121,17 @@ async def read_topic(
                     yield record.key, record.value
     finally:
         await consumer.stop()
+
+
+def latest_by_key(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, Any]:
+    """What a compacted topic converges to: the last JSON value per key; a tombstone (None)
+    removes the key."""
+    latest: dict[str, Any] = {}
+    for key, value in records:
+        if key is None:
+            continue
+        if value is None:
+            latest.pop(key.decode(), None)
+        else:
+            latest[key.decode()] = orjson.loads(value)
+    return latest

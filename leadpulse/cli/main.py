@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     produce.set_defaults(run=_produce)
 
+    erase = commands.add_parser(
+        "erase",
+        help="erase contacts: their state, snapshots and linked records (a contact_erased event each)",
+    )
+    erase.add_argument("contact_ids", nargs="+", metavar="CONTACT_ID")
+    erase.set_defaults(run=_erase)
+
     tail = commands.add_parser("tail", help="pretty-print an output topic")
     tail.add_argument("topic", help="contact-scores, stage-changes, hot-leads, dead-letters, or any topic name")
     tail.add_argument("--from-beginning", action="store_true")
@@ -259,7 +266,8 @@ def _score(args: argparse.Namespace) -> int:
     unmapped = f" ({run.unmapped} of them Segment track names without a [mapping])" if run.unmapped else ""
     print(
         f"scored {run.events} events for {len(run.contacts)} contacts: {run.bad} bad lines skipped, "
-        f"{run.duplicates} duplicates, {run.unscored} unscored{unmapped}; {len(run.outputs)} outputs",
+        f"{run.duplicates} duplicates, {run.unscored} unscored{unmapped}; {len(run.outputs)} outputs"
+        + (f"; {len(run.erased)} contacts erased, {run.forgotten} of their events dropped" if run.erased else ""),
         file=sys.stderr,
     )
     return 0
@@ -378,6 +386,37 @@ def _produce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _erase(args: argparse.Namespace) -> int:
+    """One `contact_erased` event per contact on the input topic, stamped now: the worker
+    deletes the state and publishes tombstones, and drops the contact's events for the
+    rules' erasure grace period (docs/scoring.md)."""
+    import asyncio
+
+    import orjson
+
+    from leadpulse.cli.kafka_clients import produce_lines
+    from leadpulse.cli.preflight import broker_info
+    from leadpulse.scoring.timeutil import format_ms, now_ms
+
+    settings = _settings()
+    broker_info(settings)
+    at = now_ms()
+    lines = [
+        orjson.dumps(
+            {
+                "event_id": f"erase:{contact}:{at}",
+                "type": "contact_erased",
+                "contact_id": contact,
+                "occurred_at": format_ms(at),
+            }
+        )
+        for contact in args.contact_ids
+    ]
+    sent = asyncio.run(produce_lines(settings, lines, send_invalid=False))
+    print(f"sent {sent} erasure requests to {settings.input_topic}", file=sys.stderr)
+    return 0
+
+
 def _tail(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -389,10 +428,13 @@ def _tail(args: argparse.Namespace) -> int:
     topic = tail_topic(args.topic, settings, broker_info(settings).topics)
 
     async def follow() -> None:
-        async for _key, value in read_topic(
+        async for key, value in read_topic(
             settings, topic, from_beginning=args.from_beginning, idle_timeout_s=args.idle_exit
         ):
-            print(value.decode("utf-8", "replace") if args.raw else describe(value), flush=True)
+            if value is None:  # an erased contact's tombstone
+                print(f"ERASED {(key or b'').decode('utf-8', 'replace')}", flush=True)
+            else:
+                print(value.decode("utf-8", "replace") if args.raw else describe(value), flush=True)
 
     asyncio.run(follow())
     return 0

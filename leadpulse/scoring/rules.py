@@ -36,7 +36,18 @@ MAX_LIST = 1000  # values of a fit attribute, values of a condition, event types
 MAX_ENTRIES = 100  # categories, fit attributes, conditions of a signal
 MAX_BANDS = 100
 _SIZE_REASON = f"over the limit of 1 MiB ({MAX_FILE_BYTES} bytes) for a rules file"
-_TOP_KEYS = ("version", "engagement", "weights", "temperature", "categories", "signals", "fit", "stages", "mapping")
+_TOP_KEYS = (
+    "version",
+    "engagement",
+    "weights",
+    "temperature",
+    "categories",
+    "signals",
+    "fit",
+    "stages",
+    "mapping",
+    "erasure",
+)
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 """What a LeadPulse event type looks like (the input contract's `type`)."""
 _NAME_SEPARATORS = re.compile(r"[\s_-]+")
@@ -136,6 +147,8 @@ class Rules:
     def mapped_type(self, name: str) -> str | None:
         """The event type a Segment `track` name stands for, or None when `[mapping]` does not know it."""
         return self.mapping.get(event_name_key(name))
+
+    erasure_grace_ms: int = 30 * 86_400_000
 
     @property
     def hot_floor(self) -> float:
@@ -312,6 +325,9 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
     categories = _parse_categories(top.sub("categories", required=True))
     signals = _parse_signals(top, categories)
     fit = _parse_fit(top.sub("fit"))
+    erasure = top.sub("erasure", keys=("grace",))
+    erasure_grace_ms = erasure.duration("grace", "30d")
+    erasure.done()
     prospect_fit, prospect_engagement, opportunity_events, explicit_stages = _parse_stages(
         top.sub("stages", keys=("prospect_fit", "prospect_engagement", "opportunity_events", "explicit"))
     )
@@ -338,6 +354,7 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
         signal_categories={s.name: s.category for group in signals.values() for s in group},
         fit=fit,
         mapping=mapping,
+        erasure_grace_ms=erasure_grace_ms,
     )
 
 

@@ -21,6 +21,7 @@ from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event
 from faust.types import TP
 
+from leadpulse.scoring.erasure import Erasure, is_marker, marker_bytes, marker_from_bytes, marker_key
 from leadpulse.scoring.state import ContactState, from_bytes, to_bytes
 from leadpulse.streams.outbox import Outbox
 
@@ -42,13 +43,24 @@ class ContactTable:
         data = self.table.get(contact_id.encode())
         return None if data is None else from_bytes(data)
 
-    def put_many(self, partition: int, states: Iterable[ContactState], outbox: Outbox) -> None:
+    def erasure(self, contact_id: str) -> Erasure | None:
+        data = self.table.get(marker_key(contact_id))
+        return None if data is None else marker_from_bytes(data)
+
+    def put_many(
+        self, partition: int, states: Iterable[ContactState], outbox: Outbox, erased: dict[str, Erasure] | None = None
+    ) -> None:
         """Write the local store now and queue one changelog record per contact in `outbox`;
         run in `partition_of` an event of `partition`. Faust's `table[key] = value` would send
         each changelog record on its own; the persisted offset (where recovery resumes) is
-        set the way Faust sets it, once the broker has the records."""
+        set the way Faust sets it, once the broker has the records. An erased contact's
+        record is deleted (a tombstone in the changelog) and its marker stored."""
         changelog = self.table.changelog_topic.get_topic_name()
-        records = [(state.contact_id.encode(), to_bytes(state)) for state in states]
+        records: list[tuple[bytes, bytes | None]] = []
+        for contact_id, erasure in (erased or {}).items():  # first: a contact back after its grace is stored after
+            records.append((contact_id.encode(), None))
+            records.append((marker_key(contact_id), marker_bytes(erasure)))
+        records.extend((state.contact_id.encode(), to_bytes(state)) for state in states)
         for key, value in records:
             outbox.add(changelog, partition, key, value)
         store = self.table.data
@@ -61,20 +73,29 @@ class ContactTable:
         large table does not stall the worker (bench/recovery.py measures it)."""
         resumed = time.perf_counter()
         for key, data in self.table.items():
+            if is_marker(key):
+                continue
             yield key.decode(), from_bytes(data)
             if time.perf_counter() - resumed >= slice_s:
                 await asyncio.sleep(0)
                 resumed = time.perf_counter()
 
 
-def _write_local(store: Any, partition: int, records: list[tuple[bytes, bytes]]) -> None:
+def _write_local(store: Any, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
     """RocksDB gets one write batch per partition (as Faust's own changelog recovery writes
-    it; a put per key cost more: bench/README.md); other stores a plain assignment per key."""
+    it; a put per key cost more: bench/README.md); other stores a plain assignment per key.
+    A None value deletes the key, as a tombstone does when the changelog is replayed."""
     if isinstance(store, RocksDBStore) and store.use_rocksdict:
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in records:
-            batch.put(key, value)
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         store._db_for_partition(partition).write(batch)
     else:
         for key, value in records:
-            store[key] = value
+            if value is None:
+                store.pop(key, None)
+            else:
+                store[key] = value

@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-import orjson
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from leadpulse.cli.kafka_clients import produce_lines, read_topic
+from leadpulse.cli.kafka_clients import latest_by_key, produce_lines, read_topic
 from leadpulse.cli.processes import ROOT
 from leadpulse.streams.settings import Settings
 from tests.integration.oracle import scores_mismatch
@@ -25,16 +26,11 @@ def produce(settings: Settings, lines: Iterable[bytes], *, keyed: bool = True) -
     return asyncio.run(produce_lines(settings, lines, keyed=keyed))
 
 
-def read_all(settings: Settings, topic: str, idle_s: float = 2.0) -> list[tuple[bytes | None, bytes]]:
-    async def collect() -> list[tuple[bytes | None, bytes]]:
+def read_all(settings: Settings, topic: str, idle_s: float = 2.0) -> list[tuple[bytes | None, bytes | None]]:
+    async def collect() -> list[tuple[bytes | None, bytes | None]]:
         return [record async for record in read_topic(settings, topic, from_beginning=True, idle_timeout_s=idle_s)]
 
     return asyncio.run(collect())
-
-
-def latest_by_key(records: list[tuple[bytes | None, bytes]]) -> dict[str, Any]:
-    """What a compacted topic converges to: the last value per key."""
-    return {key.decode(): orjson.loads(value) for key, value in records if key is not None}
 
 
 def run_cli(settings: Settings, *args: str, timeout_s: float = 120) -> tuple[subprocess.CompletedProcess[bytes], float]:
@@ -83,3 +79,16 @@ def scores_reach(
         )
     latest: dict[str, Any] = seen["latest"]
     return latest
+
+
+async def set_topic_config(settings: Settings, topic: str, config: dict[str, str], *, create: bool) -> None:
+    """Create `topic` with `config`, or change the config of an existing one."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        if create:
+            await admin.create_topics([NewTopic(topic, settings.partitions, 1, topic_configs=config)])
+        else:
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
+    finally:
+        await admin.close()
