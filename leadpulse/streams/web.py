@@ -9,6 +9,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from faust.exceptions import ConsumerNotStarted
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from leadpulse.schemas.outputs import dumps, snapshot_record
@@ -101,8 +102,9 @@ def _register_health(pipeline: Pipeline) -> None:
     async def health(web: Any, request: Any) -> Any:
         """200 once the agent consumes every input of the partitions it owns and deliveries
         succeed; 503 before that (starting, rebalancing) or while the broker refuses them."""
-        assigned = app.consumer.assignment() if app.consumer else set()
-        problem = _not_ready(pipeline, assigned)
+        assigned = _assignment(app)
+        problem = _not_ready(pipeline, assigned) if assigned is not None else "the consumer is starting"
+        assigned = assigned or set()
         readiness = pipeline.readiness
         return web.json(
             {
@@ -115,6 +117,15 @@ def _register_health(pipeline: Pipeline) -> None:
             },
             status=200 if problem is None else 503,
         )
+
+
+def _assignment(app: Any) -> set[Any] | None:
+    """The consumer's partitions, or None while its thread is not started: the web server
+    answers before the consumer exists, and a probe then must get 503, not an error."""
+    try:
+        return set(app.consumer.assignment())
+    except ConsumerNotStarted:
+        return None
 
 
 def _not_ready(pipeline: Pipeline, assigned: set[Any]) -> str | None:

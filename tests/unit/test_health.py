@@ -5,8 +5,9 @@ from types import SimpleNamespace
 from faust.types import TP
 
 from leadpulse.streams.outbox import DeliveryHealth
-from leadpulse.streams.pipeline import Readiness
-from leadpulse.streams.web import _not_ready
+from leadpulse.streams.pipeline import Readiness, create_app
+from leadpulse.streams.settings import Settings
+from leadpulse.streams.web import _assignment, _not_ready
 
 
 def topic(name):
@@ -44,3 +45,8 @@ def test_a_worker_missing_one_input_of_a_partition_it_owns_is_not_ready():
 
 def test_a_worker_whose_deliveries_fail_is_not_ready():
     assert "deliveries failing: scores[0]" in _not_ready(pipeline(failing=True), owned(0))
+
+
+def test_a_worker_whose_consumer_thread_has_not_started_has_no_assignment_yet():
+    app = create_app(Settings(store="memory://")).app
+    assert _assignment(app) is None  # /health answers 503 "the consumer is starting", not a 500
