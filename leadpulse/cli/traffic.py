@@ -95,17 +95,17 @@ class Traffic:
 
     def _webinar_attendee(self) -> Iterator[tuple[str, dict[str, Any]]]:
         yield self._page(_PRODUCT)
-        yield "webinar_registered", {"webinar": "scoring-live"}
+        yield "webinar_registered", {"webinar": "scoring-live", "topic": "lead-scoring"}
         yield self._profile(senior=self.random.random() < 0.4)
-        yield "webinar_attended", {"webinar": "scoring-live"}
+        yield "webinar_attended", {"webinar": "scoring-live", "topic": "lead-scoring"}
         yield self._page(_PRODUCT)
 
     def _buyer(self) -> Iterator[tuple[str, dict[str, Any]]]:
         yield self._page(_PRODUCT)
-        yield "form_submitted", {"form": "whitepaper", "email": "buyer@example.com"}
+        yield "form_submitted", {"form": "whitepaper", "email": "buyer@example.com", "tags": ["security", "gdpr"]}
         yield self._profile(senior=True)
         yield self._page(("/pricing", "/pricing/enterprise"))
-        yield "webinar_attended", {"webinar": "roi"}
+        yield "webinar_attended", {"webinar": "roi", "topic": "roi"}
         yield "email_replied", {}
         yield self.random.choice(("demo_requested", "quote_requested")), {}
         if self.random.random() < 0.5:

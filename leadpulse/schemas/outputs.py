@@ -27,6 +27,16 @@ def snapshot_record(view: Snapshot) -> dict[str, Any]:
         "rules_version": view.rules_version,
         "updated_at": format_ms(view.updated_ms),
         "reasons": _reasons(view),
+        **_segments_and_interests(view),
+    }
+
+
+def _segments_and_interests(view: Snapshot) -> dict[str, Any]:
+    """Who the contact is (segments) and what they care about (interests): what sales and
+    nurturing pick the offer by."""
+    return {
+        "segments": list(view.segments),
+        "interests": [{"name": name, "weight": weight} for name, weight in view.interests],
     }
 
 
@@ -64,6 +74,7 @@ def hot_lead_record(alert: HotLead) -> dict[str, Any]:
         "stage": view.stage,
         "rules_version": view.rules_version,
         "reasons": _reasons(view),
+        **_segments_and_interests(view),
     }
 
 

@@ -52,6 +52,8 @@ class Snapshot:
     rules_version: str
     updated_ms: int
     reasons: tuple[Reason, ...]
+    segments: tuple[str, ...] = ()
+    interests: tuple[tuple[str, float], ...] = ()  # (interest, decayed weight), strongest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,13 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
     if signal is not None:
         signals = dict(signals)
         signals[signal.name] = _add(signals.get(signal.name), signal.points, event.occurred_ms, rules.half_life_ms)
+    interests = state.interests
+    for interest in rules.interests_of(event.properties):
+        if interests is state.interests:
+            interests = dict(interests)
+        interests[interest.name] = _add(
+            interests.get(interest.name), interest.weight, event.occurred_ms, rules.half_life_ms
+        )
     profile, best_fit = _merge_profile(state, event, tie, rules)
     crm_level, crm_last = state.crm_level, state.crm_last
     explicit = rules.explicit_stages.get(event.type)
@@ -128,7 +137,9 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
             crm_level = max(crm_level, STAGE_LEVEL[explicit])
         if crm_last is None or (event.occurred_ms, tie) > (crm_last.occurred_ms, crm_last.tie):
             crm_last = CrmStage(explicit, event.occurred_ms, tie)
-    scored = signal is not None or profile is not state.profile or explicit is not None
+    scored = (
+        signal is not None or profile is not state.profile or explicit is not None or interests is not state.interests
+    )
     updated = ContactState(
         state.contact_id,
         state.identified or event.identified,
@@ -146,6 +157,7 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         state.positions,
         state.published_ms,
         state.cooling_due_ms,
+        interests,
     )
     outputs = _settle(updated, updated.last_event_ms, event.event_id, event.occurred_ms, rules)
     return Applied(updated, outputs, "scored" if scored else "unscored")
@@ -180,7 +192,28 @@ def snapshot(state: ContactState, at_ms: int, rules: Rules) -> Snapshot:
         rules_version=rules.version,
         updated_ms=at_ms,
         reasons=tuple(reasons[: rules.top_reasons]),
+        segments=segments_of(state, fit, rules),
+        interests=top_interests(state, at_ms, rules),
     )
+
+
+def segments_of(state: ContactState, fit: float, rules: Rules) -> tuple[str, ...]:
+    """The rules' segments (in file order) the contact's latest profile and fit fall in."""
+    profile = {attribute: known.value for attribute, known in state.profile.items()}
+    return tuple(segment.name for segment in rules.segments if segment.contains(profile, fit))
+
+
+def top_interests(state: ContactState, at_ms: int, rules: Rules) -> tuple[tuple[str, float], ...]:
+    """The strongest interests at `at_ms` (decayed, rounded to 0.1; those that rounded to
+    nothing left out). Interests the rules no longer define are not shown."""
+    defined = {interest.name for interest in rules.interests}
+    weights = [
+        (name, rounded)
+        for name, summed in state.interests.items()
+        if name in defined and (rounded := round(_decayed(summed, at_ms, rules.half_life_ms), 1)) > 0
+    ]
+    weights.sort(key=lambda item: (-item[1], item[0]))
+    return tuple(weights[: rules.top_interests])
 
 
 def stage_of(state: ContactState, rules: Rules) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import pairwise
@@ -35,8 +36,22 @@ MAX_LIST = 1000  # values of a fit attribute, values of a condition, event types
 MAX_ENTRIES = 100  # categories, fit attributes, conditions of a signal
 MAX_BANDS = 100
 _SIZE_REASON = f"over the limit of 1 MiB ({MAX_FILE_BYTES} bytes) for a rules file"
-_TOP_KEYS = ("version", "engagement", "weights", "temperature", "categories", "signals", "fit", "stages")
+_TOP_KEYS = (
+    "version",
+    "engagement",
+    "weights",
+    "temperature",
+    "categories",
+    "signals",
+    "fit",
+    "stages",
+    "segments",
+    "interests",
+)
 _SIGNAL_KEYS = ("name", "event", "category", "points", "path_prefix", "when")
+_INTEREST_KEYS = ("path_prefix", "tags", "topics", "weight")
+MAX_SEGMENTS = 100
+FIT_SCORE = "fit"  # a segment condition on the contact's fit score rather than a profile attribute
 
 
 class RulesError(ValueError):
@@ -97,6 +112,72 @@ class FitCriterion:
 
 
 @dataclass(frozen=True, slots=True)
+class SegmentCondition:
+    """One test of a segment: a profile attribute (or the fit score) among `values`
+    (compared as fit values are: trimmed, lower case) or within [minimum, maximum]."""
+
+    attribute: str
+    values: frozenset[str] = frozenset()
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def holds(self, value: PropertyValue | None) -> bool:
+        if value is None:
+            return False
+        if self.values:
+            return str(value).strip().lower() in self.values
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return (self.minimum is None or value >= self.minimum) and (self.maximum is None or value <= self.maximum)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A named part of the market: a contact is in it when every condition holds. Read
+    from the latest profile values at snapshot time, so membership is order-independent."""
+
+    name: str
+    conditions: tuple[SegmentCondition, ...]
+
+    def contains(self, profile: dict[str, PropertyValue], fit: float) -> bool:
+        return all(
+            condition.holds(fit if condition.attribute == FIT_SCORE else profile.get(condition.attribute))
+            for condition in self.conditions
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Interest:
+    """A topic a contact shows interest in: pages under a path prefix, content tagged with
+    one of `tags` (the event's `tags` or `tag` property), webinars on one of `topics` (its
+    `topic` property). Each matching event adds `weight`, decayed like engagement."""
+
+    name: str
+    path_prefixes: tuple[str, ...]
+    tags: frozenset[str]
+    topics: frozenset[str]
+    weight: float
+
+    def matches(self, properties: dict[str, Any]) -> bool:
+        path = properties.get("path")
+        if isinstance(path, str) and path.startswith(self.path_prefixes):
+            return True
+        if self.tags and not self.tags.isdisjoint(_words(properties.get("tags"), properties.get("tag"))):
+            return True
+        return bool(self.topics) and not self.topics.isdisjoint(_words(properties.get("topic")))
+
+
+def _words(*values: Any) -> set[str]:
+    """Tag-like property values, normalised: a string, or a list of strings."""
+    words: set[str] = set()
+    for value in values:
+        for item in value if isinstance(value, list) else (value,):
+            if isinstance(item, str):
+                words.add(item.strip().lower())
+    return words
+
+
+@dataclass(frozen=True, slots=True)
 class Rules:
     version: str
     half_life_ms: int
@@ -116,6 +197,9 @@ class Rules:
     signals: dict[str, tuple[Signal, ...]]
     signal_categories: dict[str, str]
     fit: dict[str, FitCriterion]
+    segments: tuple[Segment, ...] = ()
+    interests: tuple[Interest, ...] = ()
+    top_interests: int = 3
 
     @property
     def hot_floor(self) -> float:
@@ -127,6 +211,9 @@ class Rules:
             if signal.matches(properties):
                 return signal
         return None
+
+    def interests_of(self, properties: dict[str, Any]) -> Iterator[Interest]:
+        return (interest for interest in self.interests if interest.matches(properties))
 
     def temperature(self, score: float) -> int:
         """1-based band index: 1 cold ... len(bands) hot."""
@@ -274,11 +361,12 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
     top = _Table(data, "", source, _TOP_KEYS)
     version = top.text("version", limit=MAX_VERSION)
 
-    engagement = top.sub("engagement", keys=("half_life", "max_future", "dedup_window", "top_reasons"))
+    engagement = top.sub("engagement", keys=("half_life", "max_future", "dedup_window", "top_reasons", "top_interests"))
     half_life_ms = engagement.duration("half_life", "30d")
     max_future_ms = engagement.duration("max_future", "15m")
     dedup_window = int(engagement.number("dedup_window", 64, lo=1, hi=4096))
     top_reasons = int(engagement.number("top_reasons", 5, lo=1, hi=50))
+    top_interests = int(engagement.number("top_interests", 3, lo=1, hi=50))
     engagement.done()
 
     weights = top.sub("weights", keys=("fit", "engagement"))
@@ -292,6 +380,8 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
     categories = _parse_categories(top.sub("categories", required=True))
     signals = _parse_signals(top, categories)
     fit = _parse_fit(top.sub("fit"))
+    segments = _parse_segments(top, fit)
+    interests = _parse_interests(top.sub("interests"))
     prospect_fit, prospect_engagement, opportunity_events, explicit_stages = _parse_stages(
         top.sub("stages", keys=("prospect_fit", "prospect_engagement", "opportunity_events", "explicit"))
     )
@@ -316,6 +406,9 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
         signals=signals,
         signal_categories={s.name: s.category for group in signals.values() for s in group},
         fit=fit,
+        segments=segments,
+        interests=interests,
+        top_interests=top_interests,
     )
 
 
@@ -466,3 +559,77 @@ def _parse_stages(stages: _Table) -> tuple[float, float, frozenset[str], dict[st
     explicit.done()
     stages.done()
     return prospect_fit, prospect_engagement, frozenset(opportunity_events), explicit_stages
+
+
+def _parse_segments(top: _Table, fit: dict[str, FitCriterion]) -> tuple[Segment, ...]:
+    """`[[segments]]`: a name and conditions on `[fit]` attributes (the only profile values
+    a contact's state keeps) or on `fit` itself."""
+    raw = top.get("segments", [])
+    if not isinstance(raw, list):
+        top.fail("segments", "expected [[segments]] tables")
+    top.check_count("segments", raw, MAX_SEGMENTS, "segments")
+    segments: list[Segment] = []
+    for index, item in enumerate(raw):
+        entry = _Table(item, f"segments[{index}]", top.source)
+        name = entry.text("name")
+        if any(segment.name == name for segment in segments):
+            entry.fail("name", f"duplicate segment name {name!r}")
+        conditions = []
+        for attribute in entry.data:
+            if attribute == "name":
+                continue
+            if attribute != FIT_SCORE and attribute not in fit:
+                known = ", ".join([FIT_SCORE, *fit])
+                entry.fail(attribute, f"segments test the fit score or a [fit] attribute; one of {known}")
+            conditions.append(_parse_condition(entry, attribute))
+        if not conditions:
+            entry.fail("", "a segment needs at least one condition besides its name")
+        entry.done()
+        segments.append(Segment(name, tuple(conditions)))
+    return tuple(segments)
+
+
+def _parse_condition(entry: _Table, attribute: str) -> SegmentCondition:
+    """`attribute = ["a", "b"]` (one of these values) or `attribute = { min = 50, max = 999 }`."""
+    value = entry.get(attribute)
+    if isinstance(value, list):
+        if not value:
+            entry.fail(attribute, "expected at least one value")
+        entry.check_count(attribute, value, MAX_LIST, "values")
+        words = frozenset(entry.check_text(f"{attribute}[{i}]", str(v)).strip().lower() for i, v in enumerate(value))
+        return SegmentCondition(attribute, values=words)
+    bounds = entry.sub(attribute, keys=("min", "max"))
+    minimum = bounds.get("min")
+    maximum = bounds.get("max")
+    if minimum is None and maximum is None:
+        bounds.fail("", "expected a list of values, or { min = ..., max = ... }")
+    low = None if minimum is None else bounds.check_number("min", minimum)
+    high = None if maximum is None else bounds.check_number("max", maximum)
+    if low is not None and high is not None and low > high:
+        bounds.fail("min", f"min {low} is above max {high}")
+    bounds.done()
+    return SegmentCondition(attribute, minimum=low, maximum=high)
+
+
+def _parse_interests(table: _Table) -> tuple[Interest, ...]:
+    table.check_count("", table.data, MAX_ENTRIES, "interests")
+    interests: list[Interest] = []
+    for name in table.data:
+        entry = table.sub(table.check_name(name), keys=_INTEREST_KEYS)
+        prefixes = tuple(_text_list(entry, "path_prefix"))
+        tags = frozenset(word.strip().lower() for word in _text_list(entry, "tags"))
+        topics = frozenset(word.strip().lower() for word in _text_list(entry, "topics"))
+        if not (prefixes or tags or topics):
+            entry.fail("", "an interest needs path_prefix, tags or topics to match events")
+        weight = entry.number("weight", 1, lo=0, hi=100)
+        entry.done()
+        interests.append(Interest(name, prefixes, tags, topics, weight))
+    return tuple(interests)
+
+
+def _text_list(entry: _Table, key: str) -> list[str]:
+    """A string or a list of strings (path prefixes, tags, topics)."""
+    value = entry.get(key, [])
+    items = value if isinstance(value, list) else [value]
+    entry.check_count(key, items, MAX_LIST, "values")
+    return [entry.check_text(f"{key}[{i}]" if isinstance(value, list) else key, item) for i, item in enumerate(items)]

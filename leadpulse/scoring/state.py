@@ -15,7 +15,7 @@ import orjson
 
 from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, PropertyValue
 
-FORMAT_VERSION = 2  # 2 added stream positions and the published time; 1 is still read
+FORMAT_VERSION = 3  # 3 added interests, 2 stream positions and the published time; 1 and 2 are still read
 STAGE_CODES: tuple[str, ...] = FUNNEL_STAGES + SIDE_STAGES
 _FLAG_IDENTIFIED, _FLAG_INTENT, _FLAG_ARMED = 1, 2, 4
 
@@ -72,6 +72,7 @@ class ContactState:
     positions: dict[str, int] = field(default_factory=dict)
     published_ms: int = 0  # latest time a snapshot was published at: updated_at never goes back
     cooling_due_ms: int | None = None  # when the stream means to re-read it (kept: no recomputing on recovery)
+    interests: dict[str, SignalSum] = field(default_factory=dict)  # decayed weight per interest of the rules
 
 
 def to_bytes(state: ContactState) -> bytes:
@@ -99,20 +100,23 @@ def to_bytes(state: ContactState) -> bytes:
             state.positions,
             state.published_ms,
             state.cooling_due_ms,
+            {name: [s.value, s.ref_ms, s.lifetime] for name, s in state.interests.items()},
         ]
     )
 
 
 def from_bytes(data: bytes) -> ContactState:
     fields = orjson.loads(data)
-    if not isinstance(fields, list) or fields[0] not in (1, FORMAT_VERSION):
+    if not isinstance(fields, list) or fields[0] not in (1, 2, FORMAT_VERSION):
         raise ValueError(f"unsupported contact state format {fields[0] if isinstance(fields, list) else '?'}")
     if fields[0] == 1:
         fields.extend(({}, fields[3], None))
+    if fields[0] < 3:
+        fields.append({})
     (_, contact_id, flags, last_event_ms, crm_level, crm, stage, temperature, signals, profile, best, seen) = fields[
         :12
     ]
-    positions, published_ms, cooling_due_ms = fields[12:]
+    positions, published_ms, cooling_due_ms, interests = fields[12:]
     packed = base64.b64decode(seen)
     return ContactState(
         contact_id=contact_id,
@@ -131,4 +135,5 @@ def from_bytes(data: bytes) -> ContactState:
         positions=positions,
         published_ms=published_ms,
         cooling_due_ms=cooling_due_ms,
+        interests={name: SignalSum(v, ref, life) for name, (v, ref, life) in interests.items()},
     )
