@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 
 from leadpulse.schemas.limits import DEFAULT_LIMITS
-from leadpulse.scoring.engine import HotLead, Output, Snapshot, StageChange
+from leadpulse.scoring.accounts import AccountSnapshot, HotAccount
+from leadpulse.scoring.engine import HotLead, Output, Reason, Snapshot, StageChange
 from leadpulse.scoring.timeutil import format_ms
 
 
@@ -41,7 +42,52 @@ def _segments_and_interests(view: Snapshot) -> dict[str, Any]:
 
 
 def _reasons(view: Snapshot) -> list[dict[str, Any]]:
-    return [{"signal": r.signal, "part": r.part, "points": r.points} for r in view.reasons]
+    return _reason_list(view.reasons)
+
+
+def _reason_list(reasons: tuple[Reason, ...]) -> list[dict[str, Any]]:
+    return [{"signal": r.signal, "part": r.part, "points": r.points} for r in reasons]
+
+
+def account_record(view: AccountSnapshot) -> dict[str, Any]:
+    """`account-scores`: what sales needs to see a buying committee forming."""
+    return {
+        "account_id": view.account_id,
+        "score": view.score,
+        "temperature": view.temperature,
+        "temperature_label": view.temperature_label,
+        "contacts": view.contacts,
+        "engaged_contacts": view.engaged_contacts,
+        "committee": {
+            "covered": list(view.committee_covered),
+            "missing": list(view.committee_missing),
+            "coverage": view.coverage,
+        },
+        "best_fit": {"contact_id": view.best_fit_contact, "fit": view.best_fit},
+        "top_contacts": [
+            {
+                "contact_id": top.contact_id,
+                "score": top.score,
+                "temperature": top.temperature,
+                "stage": top.stage,
+                **dict(top.attributes),
+                "reasons": _reason_list(top.reasons),
+            }
+            for top in view.top_contacts
+        ],
+        "rules_version": view.rules_version,
+        "updated_at": format_ms(view.updated_ms),
+    }
+
+
+def hot_account_record(alert: HotAccount) -> dict[str, Any]:
+    return {
+        "id": alert.id,
+        "kind": "hot_account",
+        "occurred_at": format_ms(alert.occurred_ms),
+        "cause_contact_id": alert.cause_contact_id,
+        **account_record(alert.snapshot),
+    }
 
 
 def output_record(output: Output) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
-from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, STAGE_LEVEL, PropertyValue, Rules
+from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, STAGE_LEVEL, PropertyValue, Rules, hot_hysteresis
 from leadpulse.scoring.state import ContactState, CrmStage, ProfileValue, SignalSum
 
 Outcome = Literal["scored", "unscored", "duplicate"]
@@ -130,6 +130,7 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
             interests.get(interest.name), interest.weight, event.occurred_ms, rules.half_life_ms
         )
     profile, best_fit = _merge_profile(state, event, tie, rules)
+    identity = _merge_identity(state, event, tie)
     crm_level, crm_last = state.crm_level, state.crm_last
     explicit = rules.explicit_stages.get(event.type)
     if explicit is not None:
@@ -138,7 +139,11 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         if crm_last is None or (event.occurred_ms, tie) > (crm_last.occurred_ms, crm_last.tie):
             crm_last = CrmStage(explicit, event.occurred_ms, tie)
     scored = (
-        signal is not None or profile is not state.profile or explicit is not None or interests is not state.interests
+        signal is not None
+        or profile is not state.profile
+        or explicit is not None
+        or interests is not state.interests
+        or identity is not state.identity
     )
     updated = ContactState(
         state.contact_id,
@@ -158,6 +163,8 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         state.published_ms,
         state.cooling_due_ms,
         interests,
+        identity,
+        state.account,
     )
     outputs = _settle(updated, updated.last_event_ms, event.event_id, event.occurred_ms, rules)
     return Applied(updated, outputs, "scored" if scored else "unscored")
@@ -281,12 +288,10 @@ def _settle(state: ContactState, at_ms: int, cause: str, occurred_ms: int, rules
             )
         )
         state.stage = stage
-    if state.hot_armed and score >= rules.hot_floor:
-        state.hot_armed = False
+    state.hot_armed, fired = hot_hysteresis(state.hot_armed, score, rules.hot_floor, rules.rearm_gap)
+    if fired:
         view = snapshot(state, at_ms, rules)
         outputs.append(HotLead(output_id(state.contact_id, "hot", cause), state.contact_id, occurred_ms, cause, view))
-    elif not state.hot_armed and score < rules.hot_floor - rules.rearm_gap:
-        state.hot_armed = True
     state.temperature = rules.temperature(score)
     return tuple(outputs)
 
@@ -324,6 +329,25 @@ def _merge_profile(
                 best_fit = dict(best_fit)
             best_fit[attribute] = points
     return profile, best_fit
+
+
+IDENTITY_PROPERTIES = ("account_id", "email")  # what a contact's account is derived from
+
+
+def _merge_identity(state: ContactState, event: Event, tie: int) -> dict[str, ProfileValue]:
+    """Latest `account_id` and `email` properties, last writer wins as profile values do, so
+    the account a contact ends in does not depend on arrival order."""
+    identity = state.identity
+    for name in IDENTITY_PROPERTIES:
+        value = event.properties.get(name)
+        if not isinstance(value, str) or not value.strip():
+            continue
+        known = identity.get(name)
+        if known is None or (event.occurred_ms, tie) > (known.occurred_ms, known.tie):
+            if identity is state.identity:
+                identity = dict(identity)
+            identity[name] = ProfileValue(value.strip(), event.occurred_ms, tie)
+    return identity
 
 
 def _score(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, float, int]:

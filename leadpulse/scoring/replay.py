@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from leadpulse.scoring.accounts import AccountSnapshot, accounts_of
 from leadpulse.scoring.engine import Event, Output, Snapshot, apply, new_state, snapshot
 from leadpulse.scoring.rules import Rules
 from leadpulse.scoring.state import ContactState
@@ -46,3 +47,9 @@ class ScoreRun:
             snapshot(state, state.last_event_ms if at_ms is None else at_ms, self.rules)
             for _, state in sorted(self.contacts.items())
         ]
+
+    def accounts(self, at_ms: int | None) -> list[AccountSnapshot]:
+        """Account snapshots from the contacts' snapshots at `at_ms` (None: each at its own
+        latest event, as the stream publishes them), sorted by account id."""
+        states = [state for _, state in sorted(self.contacts.items())]
+        return accounts_of(zip(states, self.snapshots(at_ms), strict=True), self.rules)

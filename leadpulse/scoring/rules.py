@@ -47,9 +47,19 @@ _TOP_KEYS = (
     "stages",
     "segments",
     "interests",
+    "accounts",
 )
 _SIGNAL_KEYS = ("name", "event", "category", "points", "path_prefix", "when")
 _INTEREST_KEYS = ("path_prefix", "tags", "topics", "weight")
+_ACCOUNT_KEYS = (
+    "top_weights",
+    "engaged_score",
+    "committee_points",
+    "top_contacts",
+    "member_reasons",
+    "temperature",
+    "committee",
+)
 MAX_SEGMENTS = 100
 FIT_SCORE = "fit"  # a segment condition on the contact's fit score rather than a profile attribute
 
@@ -177,6 +187,55 @@ def _words(*values: Any) -> set[str]:
     return words
 
 
+def band_of(score: float, floors: tuple[float, ...]) -> int:
+    """1-based index of the band `score` falls in: 1 cold ... len(floors) hot."""
+    level = 1
+    for index, floor in enumerate(floors):
+        if score >= floor:
+            level = index + 1
+    return level
+
+
+def hot_hysteresis(armed: bool, score: float, hot_floor: float, rearm_gap: float) -> tuple[bool, bool]:
+    """(armed afterwards, alert now): one alert per hot episode for contacts and accounts
+    alike; an episode ends only once the score is clearly below the hot band, so a score
+    wavering around the floor does not alert at every change."""
+    if armed and score >= hot_floor:
+        return False, True
+    if not armed and score < hot_floor - rearm_gap:
+        return True, False
+    return armed, False
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRules:
+    """How an account is read from its members' latest snapshots (`[accounts]`)."""
+
+    top_weights: tuple[float, ...] = (0.5, 0.3, 0.2, 0.15, 0.1)
+    engaged_score: float = 40.0
+    committee_points: float = 20.0
+    top_contacts: int = 3
+    member_reasons: int = 3
+    band_floors: tuple[float, ...] = (0.0, 25.0, 50.0, 75.0)
+    band_labels: tuple[str, ...] = ("cold", "cool", "warm", "hot")
+    rearm_gap: float = 10.0
+    committee: tuple[Segment, ...] = ()
+
+    @property
+    def hot_floor(self) -> float:
+        return self.band_floors[-1]
+
+    @property
+    def member_attributes(self) -> tuple[str, ...]:
+        """Profile attributes a member record carries: what the committee roles test, and
+        department and seniority, which the top contacts show."""
+        tested = [c.attribute for role in self.committee for c in role.conditions if c.attribute != FIT_SCORE]
+        return tuple(dict.fromkeys(["department", "seniority", *tested]))
+
+
+_ACCOUNT_DEFAULTS = AccountRules()
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
     version: str
@@ -200,6 +259,7 @@ class Rules:
     segments: tuple[Segment, ...] = ()
     interests: tuple[Interest, ...] = ()
     top_interests: int = 3
+    accounts: AccountRules = field(default_factory=AccountRules)
 
     @property
     def hot_floor(self) -> float:
@@ -217,11 +277,7 @@ class Rules:
 
     def temperature(self, score: float) -> int:
         """1-based band index: 1 cold ... len(bands) hot."""
-        level = 1
-        for index, floor in enumerate(self.band_floors):
-            if score >= floor:
-                level = index + 1
-        return level
+        return band_of(score, self.band_floors)
 
 
 class _Table:
@@ -380,8 +436,9 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
     categories = _parse_categories(top.sub("categories", required=True))
     signals = _parse_signals(top, categories)
     fit = _parse_fit(top.sub("fit"))
-    segments = _parse_segments(top, fit)
+    segments = _parse_segments(top, "segments", fit)
     interests = _parse_interests(top.sub("interests"))
+    accounts = _parse_accounts(top.sub("accounts", keys=_ACCOUNT_KEYS), fit, (bands, labels, rearm_gap))
     prospect_fit, prospect_engagement, opportunity_events, explicit_stages = _parse_stages(
         top.sub("stages", keys=("prospect_fit", "prospect_engagement", "opportunity_events", "explicit"))
     )
@@ -409,12 +466,18 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
         segments=segments,
         interests=interests,
         top_interests=top_interests,
+        accounts=accounts,
     )
 
 
-def _parse_temperature(table: _Table) -> tuple[tuple[float, ...], tuple[str, ...], float]:
-    floors = table.get("bands", [0, 25, 50, 75])
-    labels = table.get("labels", ["cold", "cool", "warm", "hot"])
+Bands = tuple[tuple[float, ...], tuple[str, ...], float]  # floors, labels, re-arm gap
+
+
+def _parse_temperature(
+    table: _Table, defaults: Bands = ((0, 25, 50, 75), ("cold", "cool", "warm", "hot"), 10)
+) -> Bands:
+    floors = table.get("bands", list(defaults[0]))
+    labels = table.get("labels", list(defaults[1]))
     if not isinstance(floors, list) or len(floors) < 2:
         table.fail("bands", "expected a list of at least two band lower bounds, e.g. [0, 25, 50, 75]")
     table.check_count("bands", floors, MAX_BANDS, "bands")
@@ -424,7 +487,7 @@ def _parse_temperature(table: _Table) -> tuple[tuple[float, ...], tuple[str, ...
     if not isinstance(labels, list) or len(labels) != len(numbers):
         table.fail("labels", f"expected {len(numbers)} names, one per band")
     names = tuple(table.check_text(f"labels[{i}]", label) for i, label in enumerate(labels))
-    rearm_gap = table.number("rearm_gap", 10, lo=0, hi=100)
+    rearm_gap = table.number("rearm_gap", defaults[2], lo=0, hi=100)
     table.done()
     return numbers, names, rearm_gap
 
@@ -561,19 +624,19 @@ def _parse_stages(stages: _Table) -> tuple[float, float, frozenset[str], dict[st
     return prospect_fit, prospect_engagement, frozenset(opportunity_events), explicit_stages
 
 
-def _parse_segments(top: _Table, fit: dict[str, FitCriterion]) -> tuple[Segment, ...]:
-    """`[[segments]]`: a name and conditions on `[fit]` attributes (the only profile values
-    a contact's state keeps) or on `fit` itself."""
-    raw = top.get("segments", [])
+def _parse_segments(owner: _Table, key: str, fit: dict[str, FitCriterion]) -> tuple[Segment, ...]:
+    """`[[segments]]` (and `[[accounts.committee]]` roles): a name and conditions on `[fit]`
+    attributes (the only profile values a contact's state keeps) or on `fit` itself."""
+    raw = owner.get(key, [])
     if not isinstance(raw, list):
-        top.fail("segments", "expected [[segments]] tables")
-    top.check_count("segments", raw, MAX_SEGMENTS, "segments")
+        owner.fail(key, f"expected [[{owner.path + '.' if owner.path else ''}{key}]] tables")
+    owner.check_count(key, raw, MAX_SEGMENTS, key)
     segments: list[Segment] = []
     for index, item in enumerate(raw):
-        entry = _Table(item, f"segments[{index}]", top.source)
+        entry = _Table(item, f"{owner.path + '.' if owner.path else ''}{key}[{index}]", owner.source)
         name = entry.text("name")
         if any(segment.name == name for segment in segments):
-            entry.fail("name", f"duplicate segment name {name!r}")
+            entry.fail("name", f"duplicate {'segment' if key == 'segments' else 'role'} name {name!r}")
         conditions = []
         for attribute in entry.data:
             if attribute == "name":
@@ -633,3 +696,33 @@ def _text_list(entry: _Table, key: str) -> list[str]:
     items = value if isinstance(value, list) else [value]
     entry.check_count(key, items, MAX_LIST, "values")
     return [entry.check_text(f"{key}[{i}]" if isinstance(value, list) else key, item) for i, item in enumerate(items)]
+
+
+def _parse_accounts(table: _Table, fit: dict[str, FitCriterion], contact_bands: Bands) -> AccountRules:
+    """`[accounts]`: every key has a default, and the temperature bands default to the
+    contacts' so that "hot" means the same number unless the file says otherwise."""
+    weights = table.get("top_weights", list(_ACCOUNT_DEFAULTS.top_weights))
+    if not isinstance(weights, list) or not weights:
+        table.fail("top_weights", "expected a list of weights, best member first, e.g. [0.5, 0.3, 0.2]")
+    table.check_count("top_weights", weights, MAX_BANDS, "weights")
+    top_weights = tuple(table.check_number(f"top_weights[{i}]", w, 0, 10) for i, w in enumerate(weights))
+    engaged_score = table.number("engaged_score", _ACCOUNT_DEFAULTS.engaged_score, lo=0, hi=100)
+    committee_points = table.number("committee_points", _ACCOUNT_DEFAULTS.committee_points, lo=0, hi=100)
+    top_contacts = int(table.number("top_contacts", _ACCOUNT_DEFAULTS.top_contacts, lo=1, hi=50))
+    member_reasons = int(table.number("member_reasons", _ACCOUNT_DEFAULTS.member_reasons, lo=0, hi=50))
+    floors, labels, rearm_gap = _parse_temperature(
+        table.sub("temperature", keys=("bands", "labels", "rearm_gap")), contact_bands
+    )
+    committee = _parse_segments(table, "committee", fit)
+    table.done()
+    return AccountRules(
+        top_weights=top_weights,
+        engaged_score=engaged_score,
+        committee_points=committee_points,
+        top_contacts=top_contacts,
+        member_reasons=member_reasons,
+        band_floors=floors,
+        band_labels=labels,
+        rearm_gap=rearm_gap,
+        committee=committee,
+    )

@@ -15,7 +15,7 @@ import orjson
 
 from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, PropertyValue
 
-FORMAT_VERSION = 3  # 3 added interests, 2 stream positions and the published time; 1 and 2 are still read
+FORMAT_VERSION = 4  # 4 added identity and account, 3 interests, 2 stream positions and the published time; all read
 STAGE_CODES: tuple[str, ...] = FUNNEL_STAGES + SIDE_STAGES
 _FLAG_IDENTIFIED, _FLAG_INTENT, _FLAG_ARMED = 1, 2, 4
 
@@ -73,6 +73,10 @@ class ContactState:
     published_ms: int = 0  # latest time a snapshot was published at: updated_at never goes back
     cooling_due_ms: int | None = None  # when the stream means to re-read it (kept: no recomputing on recovery)
     interests: dict[str, SignalSum] = field(default_factory=dict)  # decayed weight per interest of the rules
+    # Latest `account_id` and `email` properties (last writer wins, as profile values): what
+    # the contact's account is derived from (scoring.accounts.account_of).
+    identity: dict[str, ProfileValue] = field(default_factory=dict)
+    account: str | None = None  # the account the stream last sent this contact's member record to
 
 
 def to_bytes(state: ContactState) -> bytes:
@@ -101,22 +105,26 @@ def to_bytes(state: ContactState) -> bytes:
             state.published_ms,
             state.cooling_due_ms,
             {name: [s.value, s.ref_ms, s.lifetime] for name, s in state.interests.items()},
+            {name: [p.value, p.occurred_ms, p.tie] for name, p in state.identity.items()},
+            state.account,
         ]
     )
 
 
 def from_bytes(data: bytes) -> ContactState:
     fields = orjson.loads(data)
-    if not isinstance(fields, list) or fields[0] not in (1, 2, FORMAT_VERSION):
+    if not isinstance(fields, list) or fields[0] not in (1, 2, 3, FORMAT_VERSION):
         raise ValueError(f"unsupported contact state format {fields[0] if isinstance(fields, list) else '?'}")
     if fields[0] == 1:
         fields.extend(({}, fields[3], None))
     if fields[0] < 3:
         fields.append({})
+    if fields[0] < 4:
+        fields.extend(({}, None))
     (_, contact_id, flags, last_event_ms, crm_level, crm, stage, temperature, signals, profile, best, seen) = fields[
         :12
     ]
-    positions, published_ms, cooling_due_ms, interests = fields[12:]
+    positions, published_ms, cooling_due_ms, interests, identity, account = fields[12:]
     packed = base64.b64decode(seen)
     return ContactState(
         contact_id=contact_id,
@@ -136,4 +144,6 @@ def from_bytes(data: bytes) -> ContactState:
         published_ms=published_ms,
         cooling_due_ms=cooling_due_ms,
         interests={name: SignalSum(v, ref, life) for name, (v, ref, life) in interests.items()},
+        identity={name: ProfileValue(v, t, tie) for name, (v, t, tie) in identity.items()},
+        account=account,
     )
