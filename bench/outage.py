@@ -177,7 +177,9 @@ def latest_scores(settings: Settings) -> dict[str, Any]:
     async def collect() -> dict[str, Any]:
         topic = settings.topic("contact-scores")
         records = read_topic(settings, topic, from_beginning=True, idle_timeout_s=1.0)
-        return {key.decode(): orjson.loads(value) async for key, value in records if key is not None}
+        return {
+            key.decode(): orjson.loads(value) async for key, value in records if key is not None and value is not None
+        }
 
     return asyncio.run(collect())
 

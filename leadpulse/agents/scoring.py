@@ -7,7 +7,9 @@ Per batch (docs/guarantees.md):
    below the position stored with the contact) changes nothing;
 2. stage changes, hot leads, dead letters and re-keyed records are delivered (acknowledged
    by the broker);
-3. each touched contact is then stored once, and its changelog record and snapshot delivered;
+3. each touched contact is then stored once, and its changelog record, snapshot and
+   account member record delivered (a contact that changed account sends a leave record to
+   its old account in step 2, before the state that forgets the old account is stored);
 4. only then are the batch's offsets released for Faust's commit.
 A delivery the broker refuses for good stops the worker before step 4, so that it restarts
 from the last commit; retriable ones are retried (streams/outbox.py).
@@ -27,6 +29,7 @@ from faust.exceptions import PartitionsMismatch
 
 from leadpulse.schemas.events import InvalidEvent, decode_event
 from leadpulse.schemas.outputs import dead_letter_record, dumps, output_record, snapshot_record
+from leadpulse.scoring.accounts import account_updates, member_to_bytes
 from leadpulse.scoring.engine import HotLead, Output, apply, cooling_due_ms, future_reason, new_state, reevaluate
 from leadpulse.scoring.engine import snapshot as snapshot_of
 from leadpulse.scoring.state import ContactState
@@ -42,6 +45,7 @@ COOLING_BATCH = 5_000  # contacts asked to re-read per cooling tick, at most
 EVENTS, REKEYED = "e", "r"  # the inputs whose positions a contact state keeps
 
 Scored = dict[str, tuple[ContactState, int]]  # contact id -> (new state, time to publish it at)
+Prepared = list[tuple[ContactState, bytes, list[tuple[bytes, bytes]]]]  # state, snapshot, member records
 
 
 class ScoringAgent:
@@ -64,6 +68,7 @@ class ScoringAgent:
         self.events: Counter[str] = Counter()
         self.outputs: Counter[str] = Counter()
         self.agent: Any = None
+        self.accounts: Any = None  # the accounts agent, when attached with this one (agents.attach_agents)
 
     @classmethod
     def attach(cls, pipeline: Pipeline, producer: Callable[[], BatchProducer] | None = None) -> ScoringAgent:
@@ -108,7 +113,9 @@ class ScoringAgent:
         for topic in self.topics.outputs:
             await topic.maybe_declare()
         mismatch = await partition_mismatch(
-            self.producer(), [*self.topics.all, self.contacts.table.changelog_topic], self.settings.partitions
+            self.producer(),
+            [*self.topics.all, self.contacts.table.changelog_topic, self.pipeline.accounts.table.changelog_topic],
+            self.settings.partitions,
         )
         if mismatch:
             await self.app.crash(PartitionsMismatch(mismatch))
@@ -131,11 +138,12 @@ class ScoringAgent:
         # Stage changes, hot leads, dead letters and re-keyed records reach the broker before
         # the states that produced them are stored: a replayed event finds its state stored
         # and emits nothing again, so what it emitted must already be there.
+        prepared = [(partition, anchor, self._prepare(results, clock, alerts)) for partition, anchor, results in scored]
         producer = self.producer()
         await alerts.deliver(producer)
-        for partition, anchor, results in scored:
+        for partition, anchor, states in prepared:
             with partition_of(anchor):
-                self._store(partition, results, stored, clock)
+                self._store(partition, states, stored)
         await stored.deliver(producer)
         self._count(started, len(batch))
 
@@ -217,23 +225,44 @@ class ScoringAgent:
         else:  # same band as before (clock skew, or rules changed): look again later
             self.pipeline.cooling.set(contact_id, cooling_due_ms(applied.state, self.rules, at_ms))
 
-    def _store(self, partition: int, results: Scored, outbox: Outbox, clock: int) -> None:
-        """One table write and one snapshot per contact per batch; a snapshot's time never
-        goes back for a contact (a late event after a cooling tick keeps the tick's time)."""
-        scores = self.topics.scores.get_topic_name()
+    def _prepare(self, results: Scored, clock: int, alerts: Outbox) -> Prepared:
+        """The state, snapshot and account member record each contact is published with; a
+        snapshot's time never goes back for a contact (a late event after a cooling tick keeps
+        the tick's time). A leave record goes out with the alerts: once the state that no
+        longer names the old account is stored, a replay would not send it again."""
         cooling = self.settings.cooling_interval_s
-        states = []
-        for contact_id, (state, at_ms) in results.items():
+        members = self.topics.account_members.get_topic_name()
+        prepared: Prepared = []
+        for state, at_ms in results.values():
             at = max(at_ms, state.published_ms)
             due = cooling_due_ms(state, self.rules, max(at, clock)) if cooling else None
-            published = replace(state, published_ms=at, cooling_due_ms=due)
-            states.append(published)
-            view = snapshot_of(published, at, self.rules)
-            outbox.add(scores, partition, contact_id.encode(), dumps(snapshot_record(view)))
+            view = snapshot_of(state, at, self.rules)
+            account, updates = account_updates(state, view, self.rules)
+            published = replace(state, published_ms=at, cooling_due_ms=due, account=account)
+            records = []
+            for target, record in updates:
+                key, value = target.encode(), member_to_bytes(record)
+                if record.left:
+                    alerts.add(members, home_partition(key, self.settings.partitions), key, value)
+                    self.outputs["account_leave"] += 1
+                else:
+                    records.append((key, value))
+            prepared.append((published, dumps(snapshot_record(view)), records))
+        return prepared
+
+    def _store(self, partition: int, prepared: Prepared, outbox: Outbox) -> None:
+        """One table write, one snapshot and at most one member record per contact per batch."""
+        scores = self.topics.scores.get_topic_name()
+        members = self.topics.account_members.get_topic_name()
+        cooling = self.settings.cooling_interval_s
+        for state, view, records in prepared:
+            outbox.add(scores, partition, state.contact_id.encode(), view)
+            for key, value in records:
+                outbox.add(members, home_partition(key, self.settings.partitions), key, value)
             if cooling:
-                self.pipeline.cooling.set(contact_id, due)
-        self.contacts.put_many(partition, states, outbox)
-        self.outputs["snapshot"] += len(results)
+                self.pipeline.cooling.set(state.contact_id, state.cooling_due_ms)
+        self.contacts.put_many(partition, (state for state, _, _ in prepared), outbox)
+        self.outputs["snapshot"] += len(prepared)
 
     def _add_outputs(self, partition: int, outputs: tuple[Output, ...], outbox: Outbox) -> None:
         for output in outputs:

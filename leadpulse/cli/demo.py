@@ -159,7 +159,7 @@ def _last_line(log: Path) -> str:
 async def _watch(settings: Settings, name: str, counts: Counter[str]) -> None:
     async for _key, value in read_topic(settings, settings.topic(name), from_beginning=False, idle_timeout_s=None):
         counts[name] += 1
-        if name in (HOT_LEADS, DEAD_LETTERS):
+        if value is not None and name in (HOT_LEADS, DEAD_LETTERS):
             print(describe(value), flush=True)
 
 

@@ -88,9 +88,10 @@ def _check_line(value: bytes) -> tuple[str | None, str | None]:
 
 async def read_topic(
     settings: Settings, topic: str, *, from_beginning: bool, idle_timeout_s: float | None
-) -> AsyncIterator[tuple[bytes | None, bytes]]:
+) -> AsyncIterator[tuple[bytes | None, bytes | None]]:
     """Yield (key, value) of a topic without joining a consumer group; stop after
-    `idle_timeout_s` without records (None: follow forever)."""
+    `idle_timeout_s` without records (None: follow forever). A None value is a compacted
+    topic's tombstone (an account whose last contact left)."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.bootstrap_servers,

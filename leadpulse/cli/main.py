@@ -321,9 +321,12 @@ def _tail(args: argparse.Namespace) -> int:
     topic = tail_topic(args.topic, settings, broker_info(settings).topics)
 
     async def follow() -> None:
-        async for _key, value in read_topic(
+        async for key, value in read_topic(
             settings, topic, from_beginning=args.from_beginning, idle_timeout_s=args.idle_exit
         ):
+            if value is None:
+                print(f"(deleted: {(key or b'').decode('utf-8', 'replace')})", flush=True)
+                continue
             print(value.decode("utf-8", "replace") if args.raw else describe(value), flush=True)
 
     asyncio.run(follow())

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
 
 Delivered = Callable[[int], None]  # called with the offset of a partition's last record
-Record = tuple[bytes | None, bytes, int | None]  # key, value, timestamp (ms; None: now)
+Record = tuple[bytes | None, bytes | None, int | None]  # key, value (None: a tombstone), timestamp (ms; None: now)
 log = logging.getLogger(__name__)
 
 FIRST_BACKOFF_S = 0.1
@@ -93,7 +93,9 @@ class Outbox:
         self._on_delivered: dict[tuple[str, int], Delivered] = {}
         self._health = health or DeliveryHealth()
 
-    def add(self, topic: str, partition: int, key: bytes | None, value: bytes, timestamp_ms: int | None = None) -> None:
+    def add(
+        self, topic: str, partition: int, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None
+    ) -> None:
         self._records[(topic, partition)].append((key, value, timestamp_ms))
 
     def on_delivered(self, topic: str, partition: int, callback: Delivered) -> None:

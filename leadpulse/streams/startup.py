@@ -20,9 +20,19 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError, TopicAlreadyExistsError
 
 from leadpulse.streams.settings import Settings
-from leadpulse.streams.topics import BY_CONTACT, COOLING, DEAD_LETTERS, HOT_LEADS, SCORES, STAGE_CHANGES
+from leadpulse.streams.topics import (
+    ACCOUNT_MEMBERS,
+    ACCOUNT_SCORES,
+    BY_CONTACT,
+    COOLING,
+    DEAD_LETTERS,
+    HOT_ACCOUNTS,
+    HOT_LEADS,
+    SCORES,
+    STAGE_CHANGES,
+)
 
-TABLE = "contacts"  # the contact table's name; Faust names its changelog after it
+TABLE, ACCOUNTS_TABLE = "contacts", "accounts"  # the tables' names; Faust names their changelogs after them
 COORDINATOR_WAIT_S = 60.0
 
 
@@ -36,8 +46,8 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-def changelog_topic(settings: Settings) -> str:
-    return f"{settings.app_id}-{TABLE}-changelog"
+def changelog_topic(settings: Settings, table: str = TABLE) -> str:
+    return f"{settings.app_id}-{table}-changelog"
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
@@ -52,6 +62,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(HOT_LEADS)),
         TopicSpec(settings.topic(DEAD_LETTERS)),
         TopicSpec(changelog_topic(settings), compacted),
+        TopicSpec(settings.topic(ACCOUNT_MEMBERS)),
+        TopicSpec(settings.topic(ACCOUNT_SCORES), compacted),
+        TopicSpec(settings.topic(HOT_ACCOUNTS)),
+        TopicSpec(changelog_topic(settings, ACCOUNTS_TABLE), compacted),
     ]
 
 

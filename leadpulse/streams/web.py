@@ -1,11 +1,12 @@
-"""The query API on the worker's web port: GET /contacts/{id} (routed by Faust to the worker
-that owns the contact's partition) and GET /health."""
+"""The query API on the worker's web port: GET /contacts/{id} and GET /accounts/{id} (routed
+by Faust to the worker that owns the key's partition) and GET /health."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from leadpulse.schemas.outputs import dumps, snapshot_record
+from leadpulse.schemas.outputs import account_record, dumps, snapshot_record
+from leadpulse.scoring.accounts import account_snapshot
 from leadpulse.scoring.engine import snapshot
 from leadpulse.scoring.replay import LAST_EVENT
 from leadpulse.scoring.timeutil import now_ms, parse_rfc3339_ms
@@ -37,6 +38,17 @@ def register_views(pipeline: Pipeline) -> None:
         return web.bytes(
             dumps(snapshot_record(snapshot(state, at_ms, pipeline.rules))), content_type="application/json"
         )
+
+    @app.page("/accounts/{account_id}")
+    @app.table_route(table=pipeline.accounts.table, match_info="account_id")
+    async def account(web: Any, request: Any, account_id: str) -> Any:
+        """The account as last published: a function of its members' latest records, at the
+        newest member's time (a member's score is the one its own snapshot published)."""
+        state = pipeline.accounts.get(account_id)
+        view = None if state is None else account_snapshot(account_id, state.members.values(), pipeline.rules)
+        if view is None:
+            return web.json({"error": f"unknown account {account_id!r}"}, status=404)
+        return web.bytes(dumps(account_record(view)), content_type="application/json")
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
