@@ -4,9 +4,9 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint unit integration bench setup kafka clean
+.PHONY: demo test lint unit integration bench setup kafka clean constraints audit
 
 demo: setup kafka
 	$(BIN)/leadpulse demo
@@ -37,11 +37,24 @@ $(STAMP):
 	"$(PYTHON)" -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	@# setuptools' editable install prints a long warning meant for packagers, not for users
-	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e '.[dev]'
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	@rm -f $(VENV)/.installed-*; touch $@
+
+# Re-pin every package after a change to pyproject.toml: a fresh resolve, written to constraints.txt.
+constraints:
+	rm -rf .venv-pin && "$(PYTHON)" -m venv .venv-pin
+	.venv-pin/bin/pip install -q -e '.[dev]'
+	{ sed -n '1,2p' constraints.txt; .venv-pin/bin/pip freeze --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt; rm -rf .venv-pin
+
+# Known vulnerabilities of the pinned packages (pip-audit in its own virtualenv). --strict: a
+# package the vulnerability service cannot look up fails the audit instead of passing unchecked.
+audit:
+	test -x .venv-audit/bin/pip-audit || { "$(PYTHON)" -m venv .venv-audit && .venv-audit/bin/pip install -q pip-audit; }
+	.venv-audit/bin/pip-audit --strict --progress-spinner off -r constraints.txt
 
 kafka:
 	@deploy/kafka/broker.sh fetch
 
 clean:
-	rm -rf $(VENV) .leadpulse deploy/kafka/.data
+	rm -rf $(VENV) .venv-audit .leadpulse deploy/kafka/.data

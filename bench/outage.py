@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from leadpulse.cli.kafka_clients import produce_lines, read_topic
+from leadpulse.cli.kafka_clients import latest_by_key, produce_lines, read_topic
 from leadpulse.cli.offline import score_lines
 from leadpulse.cli.processes import LocalBroker, WorkerProcess, broker_port, free_port
 from leadpulse.cli.traffic import DAY_MS, Traffic
@@ -177,9 +177,7 @@ def latest_scores(settings: Settings) -> dict[str, Any]:
     async def collect() -> dict[str, Any]:
         topic = settings.topic("contact-scores")
         records = read_topic(settings, topic, from_beginning=True, idle_timeout_s=1.0)
-        return {
-            key.decode(): orjson.loads(value) async for key, value in records if key is not None and value is not None
-        }
+        return latest_by_key([record async for record in records])
 
     return asyncio.run(collect())
 

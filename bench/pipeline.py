@@ -36,6 +36,7 @@ from leadpulse.cli.traffic import DAY_MS, Traffic
 from leadpulse.schemas.outputs import snapshot_record
 from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import now_ms
+from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"
@@ -46,8 +47,8 @@ IMPLEMENTATIONS = {
 
 
 async def committed_everything(settings: Settings) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    consumer = AIOKafkaConsumer(**client_options(settings))
     await admin.start()
     await consumer.start()
     try:
@@ -66,7 +67,7 @@ async def committed_everything(settings: Settings) -> bool:
 async def read_scores(settings: Settings) -> tuple[dict[str, Any], float]:
     """Latest snapshot per contact and the timestamp (s) of the first snapshot record."""
     consumer = AIOKafkaConsumer(
-        settings.topic("contact-scores"), bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest"
+        settings.topic("contact-scores"), **client_options(settings), auto_offset_reset="earliest"
     )
     await consumer.start()
     latest: dict[str, Any] = {}

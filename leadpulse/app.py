@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from leadpulse.agents import attach_agents
 from leadpulse.streams.pipeline import create_app
+from leadpulse.streams.privacy import install_log_redaction
 from leadpulse.streams.settings import Settings
 
-pipeline = create_app(Settings.from_env())
+settings = Settings.from_env()
+install_log_redaction(settings.log_contacts)  # before Faust logs anything
+pipeline = create_app(settings)
 agents = attach_agents(pipeline)
 app = pipeline.app

@@ -21,6 +21,18 @@
 # ports below the ephemeral range (/proc/sys/net/ipv4/ip_local_port_range): a client reconnecting
 # to an ephemeral port can end up connected to itself and hold the port a restarted node needs.
 #   broker.sh cluster-id   print a new cluster id
+#
+# Security listeners (single node; what the security tests and the README's walk-through use),
+# each added next to PLAINTEXT (which stays for the broker itself and an administrator):
+#   KAFKA_SASL_PORT        a SASL_PLAINTEXT listener (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN)
+#   KAFKA_SSL_PORT         an SSL listener; clients must present a certificate signed by the CA
+#   KAFKA_SASL_SSL_PORT    a SASL_SSL listener (same mechanisms, TLS without client certificates)
+#   KAFKA_SCRAM_USERS      name=password,... : SCRAM-SHA-256 and -512 credentials written when the
+#                          storage is formatted (a fresh KAFKA_DATA_DIR), and the PLAIN users
+#   KAFKA_SSL_KEYSTORE, KAFKA_SSL_KEYSTORE_PASSWORD   the broker's key and certificate (PKCS12)
+#   KAFKA_SSL_CA           the CA certificate (PEM) that client certificates must be signed by
+#   KAFKA_AUTHORIZER=on    StandardAuthorizer, deny when no ACL matches (grant with acls.sh); KAFKA_SUPER_USERS (default
+#                          User:ANONYMOUS, i.e. the PLAINTEXT listener, so keep that port private)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -74,15 +86,23 @@ write_config() {
     write_cluster_config
     return
   fi
+  local extra="" map="" props=""
+  for spec in "SASL_PLAINTEXT:${KAFKA_SASL_PORT:-}" "SSL:${KAFKA_SSL_PORT:-}" "SASL_SSL:${KAFKA_SASL_SSL_PORT:-}"; do
+    [ -n "${spec#*:}" ] || continue
+    extra="$extra,${spec%%:*}://127.0.0.1:${spec#*:}"
+    map="$map,${spec%%:*}:${spec%%:*}"
+  done
+  [ -z "$extra" ] || props="$(security_properties)"
   cat >"$data_dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$ctl_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctl_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctl_port$extra
+advertised.listeners=PLAINTEXT://127.0.0.1:$port$extra
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT$map
 inter.broker.listener.name=PLAINTEXT
+$props
 log.dirs=$data_dir/logs
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -95,6 +115,49 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.segment.bytes=67108864
 PROPS
+}
+
+# The SASL and TLS settings of the security listeners (see the header).
+security_properties() {
+  local jaas_plain="org.apache.kafka.common.security.plain.PlainLoginModule required" user
+  IFS=',' read -r -a users <<<"${KAFKA_SCRAM_USERS:-}"
+  for user in "${users[@]}"; do
+    [[ "$user" =~ ^([A-Za-z0-9_.-]+)=(.+)$ ]] || die "KAFKA_SCRAM_USERS: '$user' is not name=password"
+    jaas_plain="$jaas_plain user_${BASH_REMATCH[1]}=\"${BASH_REMATCH[2]}\""
+  done
+  echo "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN"
+  for listener in sasl_plaintext sasl_ssl; do
+    echo "listener.name.$listener.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    echo "listener.name.$listener.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    echo "listener.name.$listener.plain.sasl.jaas.config=$jaas_plain;"
+  done
+  if [ -n "${KAFKA_SSL_PORT:-}${KAFKA_SASL_SSL_PORT:-}" ]; then
+    [ -f "${KAFKA_SSL_KEYSTORE:-}" ] || die "KAFKA_SSL_KEYSTORE: a PKCS12 keystore file is needed for the TLS listeners"
+    [ -f "${KAFKA_SSL_CA:-}" ] || die "KAFKA_SSL_CA: the CA certificate (PEM) is needed for the TLS listeners"
+    echo "ssl.keystore.type=PKCS12"
+    echo "ssl.keystore.location=$KAFKA_SSL_KEYSTORE"
+    echo "ssl.keystore.password=${KAFKA_SSL_KEYSTORE_PASSWORD:-}"
+    echo "ssl.truststore.type=PEM"
+    echo "ssl.truststore.location=$KAFKA_SSL_CA"
+    echo "listener.name.ssl.ssl.client.auth=required"
+  fi
+  if [ "${KAFKA_AUTHORIZER:-off}" = "on" ]; then
+    echo "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    echo "super.users=${KAFKA_SUPER_USERS:-User:ANONYMOUS}"
+    echo "allow.everyone.if.no.acl.found=false"
+  fi
+}
+
+# `--add-scram` arguments of the storage format for KAFKA_SCRAM_USERS.
+scram_arguments() {
+  local user
+  IFS=',' read -r -a users <<<"${KAFKA_SCRAM_USERS:-}"
+  for user in "${users[@]}"; do
+    [[ "$user" =~ ^([A-Za-z0-9_.-]+)=(.+)$ ]] || continue
+    for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
+      printf '%s\n' --add-scram "$mechanism=[name=${BASH_REMATCH[1]},password=${BASH_REMATCH[2]}]"
+    done
+  done
 }
 
 # Cluster mode: check the voters, find this node's controller port, derive the replication.
@@ -187,9 +250,11 @@ start() {
   opts="$(java_opts)"
   : >"$log_file"
   if [ ! -f "$data_dir/logs/meta.properties" ]; then
+    local scram=()
+    mapfile -t scram < <(scram_arguments)
     # shellcheck disable=SC2086
     java $opts -cp "$cp" kafka.tools.StorageTool format -t "${KAFKA_CLUSTER_ID:-$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null || cat /proc/sys/kernel/random/uuid)}" \
-      -c "$data_dir/server.properties" --ignore-formatted >>"$log_file" 2>&1 \
+      -c "$data_dir/server.properties" --ignore-formatted "${scram[@]}" >>"$log_file" 2>&1 \
       || die "formatting storage failed; see $log_file"
   fi
   # shellcheck disable=SC2086

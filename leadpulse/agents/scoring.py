@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from time import perf_counter
 from typing import Any
 
@@ -29,9 +29,11 @@ from faust.exceptions import PartitionsMismatch
 
 from leadpulse.schemas.events import InvalidEvent, decode_event
 from leadpulse.schemas.outputs import dead_letter_record, dumps, output_record, snapshot_record
-from leadpulse.scoring.accounts import account_updates, member_to_bytes
+from leadpulse.schemas.segment import is_unmapped
+from leadpulse.scoring.accounts import Member, account_updates, leaving, member_to_bytes
 from leadpulse.scoring.engine import HotLead, Output, apply, cooling_due_ms, future_reason, new_state, reevaluate
 from leadpulse.scoring.engine import snapshot as snapshot_of
+from leadpulse.scoring.erasure import ERASE_EVENT, Erasure, erasure_of
 from leadpulse.scoring.state import ContactState
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.outbox import BatchProducer, DeliveryFailed, Outbox, kafka_producer
@@ -44,8 +46,21 @@ log = logging.getLogger(__name__)
 COOLING_BATCH = 5_000  # contacts asked to re-read per cooling tick, at most
 EVENTS, REKEYED = "e", "r"  # the inputs whose positions a contact state keeps
 
-Scored = dict[str, tuple[ContactState, int]]  # contact id -> (new state, time to publish it at)
+Scored = dict[str, tuple[ContactState | None, int]]  # contact id -> (new state or None: erased, time to publish it at)
 Prepared = list[tuple[ContactState, bytes, list[tuple[bytes, bytes]]]]  # state, snapshot, member records
+
+
+@dataclass
+class PartitionWork:
+    """What a batch does to one partition: the states to store, the erasure markers to
+    store with them, and the account each erased contact leaves (with the time of its leave
+    record); `anchor` is one of its events, for Faust's partition context."""
+
+    partition: int
+    anchor: Any
+    results: Scored = field(default_factory=dict)
+    erased: dict[str, Erasure] = field(default_factory=dict)
+    leaving: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 class ScoringAgent:
@@ -130,45 +145,42 @@ class ScoringAgent:
         clock = now_ms()
         deliveries = self.pipeline.readiness.deliveries
         alerts, stored = Outbox(deliveries), Outbox(deliveries)
-        scored: list[tuple[int, Any, Scored]] = []
-        for partition, events in by_partition.items():
-            with partition_of(events[-1]):
-                results = self._score_partition(partition, events, clock, alerts)
-            scored.append((partition, events[-1], results))
+        scored = [PartitionWork(partition, events[-1]) for partition, events in by_partition.items()]
+        for work in scored:
+            with partition_of(work.anchor):
+                self._score_partition(work, by_partition[work.partition], clock, alerts)
         # Stage changes, hot leads, dead letters and re-keyed records reach the broker before
         # the states that produced them are stored: a replayed event finds its state stored
         # and emits nothing again, so what it emitted must already be there.
-        prepared = [(partition, anchor, self._prepare(results, clock, alerts)) for partition, anchor, results in scored]
+        prepared = [(work, self._prepare(work, clock, alerts)) for work in scored]
         producer = self.producer()
         await alerts.deliver(producer)
-        for partition, anchor, states in prepared:
-            with partition_of(anchor):
-                self._store(partition, states, stored)
+        for work, states in prepared:
+            with partition_of(work.anchor):
+                self._store(work, states, stored)
         await stored.deliver(producer)
         self._count(started, len(batch))
 
-    def _score_partition(self, partition: int, events: list[Any], clock: int, alerts: Outbox) -> Scored:
+    def _score_partition(self, work: PartitionWork, events: list[Any], clock: int, alerts: Outbox) -> None:
         """Fold the records of one partition. Outputs are keyed by contact, and every output
         topic has the input's partitions, so a contact's outputs go to its own partition."""
-        results: Scored = {}
         for record in events:
             message = record.message
             try:
                 if message.topic == self.cooling_topic:
-                    self._cool(message, results, partition, alerts)
+                    self._cool(message, work, alerts)
                 else:
-                    self._score(message, results, clock, partition, alerts)
+                    self._score(message, work, clock, alerts)
             except InvalidEvent as error:
                 self._dead_letter(message, error.field, str(error), clock, alerts)
             except Exception as error:  # a record fails alone, whatever went wrong with it
-                log.exception("record %s[%s]@%s could not be scored", message.topic, partition, message.offset)
+                log.exception("record %s[%s]@%s could not be scored", message.topic, work.partition, message.offset)
                 self._dead_letter(
                     message, "", f"could not be processed: {type(error).__name__}: {error}", clock, alerts
                 )
-        return results
 
-    def _score(self, message: Any, results: Scored, clock: int, partition: int, alerts: Outbox) -> None:
-        event = decode_event(message.value, self.limits)
+    def _score(self, message: Any, work: PartitionWork, clock: int, alerts: Outbox) -> None:
+        event = decode_event(message.value, self.limits, self.rules.mapping)
         # The record's own timestamp, not the clock, decides what is "in the future", so a
         # replay decides as the live run did (the clock only caps a producer running ahead).
         record_ms = min(int(message.timestamp * 1000), clock) if message.timestamp else clock
@@ -182,8 +194,28 @@ class ScoringAgent:
             self.events["rekeyed"] += 1
             return
         role = EVENTS if message.topic == self.events_topic else REKEYED
-        known = results.get(event.contact_id)
-        state = known[0] if known else self.contacts.get(event.contact_id) or new_state(event.contact_id)
+        contact_id, results, erased = event.contact_id, work.results, work.erased
+        known = results.get(contact_id)
+        state = known[0] if known else self.contacts.get(contact_id)
+        if event.type == ERASE_EVENT:
+            erasure = erasure_of(event.occurred_ms, self.rules.erasure_grace_ms)
+            erased[contact_id] = erasure.merged(erased.get(contact_id) or self.contacts.erasure(contact_id))
+            results[contact_id] = (None, event.occurred_ms)
+            if state is not None and state.account_sent is not None:
+                # Leaves its account as a move does, at a time no record sent before has.
+                at = max(state.published_ms, state.last_event_ms, event.occurred_ms)
+                work.leaving[contact_id] = (state.account_sent, at)
+            self.events["erased"] += 1
+            return
+        if state is None:
+            erasure_known = erased.get(contact_id) or self.contacts.erasure(contact_id)
+            if erasure_known is not None and erasure_known.forgets(event.occurred_ms):
+                self.events["forgotten"] += 1  # late, replayed or in flight for an erased contact
+                return
+            state = new_state(contact_id)
+            left = work.leaving.pop(contact_id, None)
+            if left is not None:  # back in this batch, after its grace: a move, if to another account
+                state.account_sent = left[0]
         applied_at = state.positions.get(role)
         if applied_at is not None and message.offset <= applied_at:
             # Replayed after a crash: already in this state. Stored and published again all
@@ -195,7 +227,9 @@ class ScoringAgent:
             self.events[applied.outcome] += 1
             if applied.outcome != "duplicate":
                 self.metrics.event_age_seconds.observe(max(0, clock - event.occurred_ms) / 1000)
-                self._add_outputs(partition, applied.outputs, alerts)
+                if is_unmapped(event):
+                    self.metrics.unmapped_events.inc()
+                self._add_outputs(work.partition, applied.outputs, alerts)
             positions = {**state.positions, role: message.offset}
             if applied.state is state:  # a duplicate: the engine handed back the state it was given
                 updated = replace(state, positions=positions)
@@ -204,7 +238,7 @@ class ScoringAgent:
                 updated.positions = positions
         results[event.contact_id] = (updated, max(updated.last_event_ms, known[1] if known else 0))
 
-    def _cool(self, message: Any, results: Scored, partition: int, alerts: Outbox) -> None:
+    def _cool(self, message: Any, work: PartitionWork, alerts: Outbox) -> None:
         """A cooling tick: re-read the contact at the tick's time; publish it if its
         temperature dropped (no alert: see engine.reevaluate)."""
         if not isinstance(message.key, bytes):
@@ -213,7 +247,7 @@ class ScoringAgent:
         at_ms = tick.get("at_ms") if isinstance(tick, dict) else None
         if not isinstance(at_ms, int) or isinstance(at_ms, bool):
             raise InvalidEvent("at_ms", "a cooling tick carries the time to re-read at as whole milliseconds")
-        contact_id = message.key.decode()
+        contact_id, results = message.key.decode(), work.results
         known = results.get(contact_id)
         state = known[0] if known else self.contacts.get(contact_id)
         if state is None:
@@ -225,44 +259,62 @@ class ScoringAgent:
         else:  # same band as before (clock skew, or rules changed): look again later
             self.pipeline.cooling.set(contact_id, cooling_due_ms(applied.state, self.rules, at_ms))
 
-    def _prepare(self, results: Scored, clock: int, alerts: Outbox) -> Prepared:
+    def _prepare(self, work: PartitionWork, clock: int, alerts: Outbox) -> Prepared:
         """The state, snapshot and account member record each contact is published with; a
         snapshot's time never goes back for a contact (a late event after a cooling tick keeps
-        the tick's time). A leave record goes out with the alerts: once the state that no
-        longer names the old account is stored, a replay would not send it again."""
+        the tick's time). Leave records (a contact that changed account, or was erased) go
+        out with the alerts: once the state that no longer names the old account is stored
+        (or deleted), a replay would not send them again."""
         cooling = self.settings.cooling_interval_s
-        members = self.topics.account_members.get_topic_name()
         prepared: Prepared = []
-        for state, at_ms in results.values():
+        for contact_id, (left, left_ms) in work.leaving.items():
+            self._leave(left, leaving(contact_id, left_ms), alerts)
+        for state, at_ms in work.results.values():
+            if state is None:
+                continue
             at = max(at_ms, state.published_ms)
             due = cooling_due_ms(state, self.rules, max(at, clock)) if cooling else None
             view = snapshot_of(state, at, self.rules)
             account, updates = account_updates(state, view, self.rules)
-            published = replace(state, published_ms=at, cooling_due_ms=due, account=account)
+            published = replace(state, published_ms=at, cooling_due_ms=due, account_sent=account)
             records = []
             for target, record in updates:
-                key, value = target.encode(), member_to_bytes(record)
                 if record.left:
-                    alerts.add(members, home_partition(key, self.settings.partitions), key, value)
-                    self.outputs["account_leave"] += 1
+                    self._leave(target, record, alerts)
                 else:
-                    records.append((key, value))
+                    records.append((target.encode(), member_to_bytes(record)))
             prepared.append((published, dumps(snapshot_record(view)), records))
         return prepared
 
-    def _store(self, partition: int, prepared: Prepared, outbox: Outbox) -> None:
-        """One table write, one snapshot and at most one member record per contact per batch."""
+    def _leave(self, account: str, record: Member, alerts: Outbox) -> None:
+        key = account.encode()
+        alerts.add(
+            self.topics.account_members.get_topic_name(),
+            home_partition(key, self.settings.partitions),
+            key,
+            member_to_bytes(record),
+        )
+        self.outputs["account_leave"] += 1
+
+    def _store(self, work: PartitionWork, prepared: Prepared, outbox: Outbox) -> None:
+        """One table write, one snapshot and at most one member record per contact per batch.
+        An erased contact gets a tombstone in contact-scores and in the changelog."""
         scores = self.topics.scores.get_topic_name()
         members = self.topics.account_members.get_topic_name()
         cooling = self.settings.cooling_interval_s
+        partition = work.partition
+        for contact_id, (state, _) in work.results.items():
+            if state is None:
+                outbox.add(scores, partition, contact_id.encode(), None)
+                self.pipeline.cooling.set(contact_id, None)
         for state, view, records in prepared:
             outbox.add(scores, partition, state.contact_id.encode(), view)
             for key, value in records:
                 outbox.add(members, home_partition(key, self.settings.partitions), key, value)
             if cooling:
                 self.pipeline.cooling.set(state.contact_id, state.cooling_due_ms)
-        self.contacts.put_many(partition, (state for state, _, _ in prepared), outbox)
-        self.outputs["snapshot"] += len(prepared)
+        self.contacts.put_many(partition, (state for state, _, _ in prepared), outbox, work.erased)
+        self.outputs["snapshot"] += len(work.results)
 
     def _add_outputs(self, partition: int, outputs: tuple[Output, ...], outbox: Outbox) -> None:
         for output in outputs:

@@ -25,6 +25,7 @@ from leadpulse.cli.preflight import CommandError, broker_info
 from leadpulse.cli.processes import LocalBroker, WorkerProcess
 from leadpulse.cli.traffic import DAY_MS, Traffic
 from leadpulse.scoring.timeutil import now_ms
+from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings, env_name
 from leadpulse.streams.topics import DEAD_LETTERS, HOT_LEADS, SCORES, STAGE_CHANGES
 
@@ -159,7 +160,7 @@ def _last_line(log: Path) -> str:
 async def _watch(settings: Settings, name: str, counts: Counter[str]) -> None:
     async for _key, value in read_topic(settings, settings.topic(name), from_beginning=False, idle_timeout_s=None):
         counts[name] += 1
-        if value is not None and name in (HOT_LEADS, DEAD_LETTERS):
+        if name in (HOT_LEADS, DEAD_LETTERS) and value is not None:
             print(describe(value), flush=True)
 
 
@@ -170,7 +171,7 @@ async def _produce(settings: Settings, options: DemoOptions, counts: Counter[str
 
     from leadpulse.schemas.events import contact_key
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=10)
+    producer = AIOKafkaProducer(**client_options(settings), linger_ms=10)
     await producer.start()
     try:
         interval = 1 / options.rate

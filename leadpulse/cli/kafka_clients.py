@@ -4,29 +4,38 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import suppress
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
 
 from leadpulse.schemas.events import contact_key
+from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
+from leadpulse.streams.startup import TopicSpec, create_topics, topic_specs
 
 
 async def ensure_topic(settings: Settings, name: str) -> None:
-    """Create a topic with the pipeline's partition count unless it exists: a broker's
-    auto-created topic would have its default count and break co-partitioning."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    """Create a topic as the worker would (partitions, replicas, configuration) unless it
+    exists, or LEADPULSE_CREATE_TOPICS=off: a broker's auto-created topic would have its
+    default partition count and break co-partitioning."""
+    if not settings.create_topics:
+        return
+    specs = [spec for spec in topic_specs(settings) if spec.name == name] or [TopicSpec(name)]
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         if name not in await admin.list_topics():
-            with suppress(TopicAlreadyExistsError):
-                await admin.create_topics([NewTopic(name, settings.partitions, settings.replication_factor)])
+            await create_topics(admin, settings, specs)
     finally:
         await admin.close()
+
+
+def input_producer(settings: Settings) -> AIOKafkaProducer:
+    """A producer for the input topic (not started): acks=all, so that a record counts as
+    sent only once every in-sync replica has it; linger 10 ms to fill produce requests."""
+    return AIOKafkaProducer(**client_options(settings), linger_ms=10, acks="all")
 
 
 InvalidLine = Callable[[int, str], None]  # (line number, why) for a line that is no event
@@ -45,7 +54,7 @@ async def produce_lines(
     or unkeyed. A line that is not a JSON object goes to `on_invalid`, and is sent as it is
     (for the worker to dead-letter) only if `send_invalid`. Returns the records sent."""
     await ensure_topic(settings, settings.input_topic)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=10, acks="all")
+    producer = input_producer(settings)
     await producer.start()
     sent = 0
     try:
@@ -90,11 +99,11 @@ async def read_topic(
     settings: Settings, topic: str, *, from_beginning: bool, idle_timeout_s: float | None
 ) -> AsyncIterator[tuple[bytes | None, bytes | None]]:
     """Yield (key, value) of a topic without joining a consumer group; stop after
-    `idle_timeout_s` without records (None: follow forever). A None value is a compacted
-    topic's tombstone (an account whose last contact left)."""
+    `idle_timeout_s` without records (None: follow forever). A None value is a tombstone (an
+    erased contact, an account whose last contact left)."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
@@ -113,3 +122,17 @@ async def read_topic(
                     yield record.key, record.value
     finally:
         await consumer.stop()
+
+
+def latest_by_key(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, Any]:
+    """What a compacted topic converges to: the last JSON value per key; a tombstone (None)
+    removes the key."""
+    latest: dict[str, Any] = {}
+    for key, value in records:
+        if key is None:
+            continue
+        if value is None:
+            latest.pop(key.decode(), None)
+        else:
+            latest[key.decode()] = orjson.loads(value)
+    return latest

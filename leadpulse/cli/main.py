@@ -15,7 +15,7 @@ from pathlib import Path
 from leadpulse.cli.preflight import CommandError
 from leadpulse.scoring.rules import Rules, RulesError, load_rules
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
-from leadpulse.streams.settings import HELP, Settings, SettingsError, env_name
+from leadpulse.streams.settings import HELP, Settings, SettingsError, StartupError, drop_faust_variables, env_name
 
 USAGE_ERROR = 2  # bad arguments, files, rules or settings; 1 is for the environment (broker, state)
 
@@ -29,6 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as error:
         print(f"{command}: {error}", file=sys.stderr)
         return error.code
+    except StartupError as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return 1
     except RulesError as error:
         print(f"leadpulse: bad rules: {error}", file=sys.stderr)
         return USAGE_ERROR
@@ -91,12 +94,40 @@ def _parser() -> argparse.ArgumentParser:
     )
     produce.set_defaults(run=_produce)
 
+    erase = commands.add_parser(
+        "erase",
+        help="erase contacts: their state, snapshots and linked records (a contact_erased event each)",
+    )
+    erase.add_argument("contact_ids", nargs="+", metavar="CONTACT_ID")
+    erase.set_defaults(run=_erase)
+
     tail = commands.add_parser("tail", help="pretty-print an output topic")
     tail.add_argument("topic", help="contact-scores, stage-changes, hot-leads, dead-letters, or any topic name")
     tail.add_argument("--from-beginning", action="store_true")
     tail.add_argument("--idle-exit", type=float, default=None, help="stop after this many seconds without records")
     tail.add_argument("--raw", action="store_true", help="one JSON record per line, for scripts")
     tail.set_defaults(run=_tail)
+
+    topics = commands.add_parser("topics", help="the worker's topics, for an administrator")
+    topics_commands = topics.add_subparsers(dest="topics_command", required=True)
+    create = topics_commands.add_parser(
+        "create", help="create the missing topics with the configured partitions, replicas and configuration"
+    )
+    create.set_defaults(run=_topics_create)
+    listing = topics_commands.add_parser("commands", help="print kafka-topics.sh and kafka-acls.sh commands instead")
+    listing.add_argument("--principal", default=None, help="the worker's principal (default User:SASL_USERNAME)")
+    listing.set_defaults(run=_topics_commands)
+    acls = topics_commands.add_parser("acls", help="the same ACLs, one a line, for deploy/kafka/acls.sh")
+    acls.add_argument("--principal", default=None, help="the worker's principal (default User:SASL_USERNAME)")
+    acls.set_defaults(run=_topics_acls)
+
+    collect = commands.add_parser(
+        "collect",
+        help="serve Segment's HTTP tracking API (/v1/batch, /v1/track, ...) into the input topic",
+        description=COLLECT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    collect.set_defaults(run=_collect)
 
     demo = commands.add_parser("demo", help="local broker + worker + live synthetic traffic, with live counts")
     demo.add_argument("--rate", type=float, default=200, help="events per second (default 200)")
@@ -115,6 +146,16 @@ publishes snapshots, stage changes, hot leads and dead letters. It needs a broke
 stdout/stderr."""
 
 
+COLLECT_DESCRIPTION = """\
+Serve Segment's HTTP tracking API: POST /v1/batch, /v1/track, /v1/identify, /v1/page,
+/v1/screen, /v1/group, /v1/alias, with a write key as the basic-auth user name. Point a
+Segment or RudderStack SDK's host at it. Each message is validated as the worker would,
+produced to the input topic keyed by userId (else anonymousId) with acks=all, and the
+request is answered 200 once Kafka has them. Settings: LEADPULSE_COLLECT_HOST (127.0.0.1),
+LEADPULSE_COLLECT_PORT (8088), LEADPULSE_WRITE_KEYS_FILE (required), and the worker's
+broker, topic, rules and input limits (`leadpulse worker --help`)."""
+
+
 def settings_help() -> str:
     """Every LEADPULSE_* variable with its default and meaning, from the settings module
     itself, so that `worker --help` cannot drift from what the worker reads."""
@@ -126,7 +167,7 @@ def settings_help() -> str:
         lines.append(f"  {env_name(setting.name)}={default}")
         lines.extend(_wrapped(HELP[setting.name]))
     lines.append("")
-    lines.append("Faust also reads its own unprefixed variables (WEB_PORT, WEB_BIND, PROCESSING_GUARANTEE, ...).")
+    lines.append("Faust's own variables (WEB_PORT, WEB_BIND, PROCESSING_GUARANTEE, FAUST_*, F_*...) are ignored.")
     return "\n".join(lines)
 
 
@@ -157,6 +198,7 @@ def _rules_check(args: argparse.Namespace) -> int:
     print(f"{args.file}: OK, version {rules.version}")
     print(f"  {signals} signals over {len(rules.signals)} event types, {len(rules.categories)} categories")
     print(f"  fit attributes: {', '.join(rules.fit) or '(none)'}")
+    print(f"  {len(rules.mapping)} Segment track names mapped to event types")
     print(
         f"  half-life {rules.half_life_ms / 86_400_000:g} d, weights fit {rules.weight_fit:g} / "
         f"engagement {rules.weight_engagement:g}, bands {list(rules.band_floors)} {list(rules.band_labels)}, "
@@ -230,9 +272,11 @@ def _score(args: argparse.Namespace) -> int:
                     events_out.write(dumps(output_record(output)) + b"\n")
         except OSError as error:
             raise CommandError(f"--events-out {args.events_out}: {error.strerror}") from None
+    unmapped = f" ({run.unmapped} of them Segment track names without a [mapping])" if run.unmapped else ""
     print(
         f"scored {run.events} events for {len(run.contacts)} contacts: {run.bad} bad lines skipped, "
-        f"{run.duplicates} duplicates, {run.unscored} unscored; {len(run.outputs)} outputs",
+        f"{run.duplicates} duplicates, {run.unscored} unscored{unmapped}; {len(run.outputs)} outputs"
+        + (f"; {len(run.erased)} contacts erased, {run.forgotten} of their events dropped" if run.erased else ""),
         file=sys.stderr,
     )
     return 0
@@ -242,11 +286,17 @@ def _worker(args: argparse.Namespace) -> int:
     from leadpulse.cli import local_state
     from leadpulse.cli.preflight import broker_info
 
+    dropped = drop_faust_variables(os.environ)  # before anything imports Faust
     settings = _settings()
     info = broker_info(settings)
     if info.cluster_id is not None and settings.store.startswith("rocksdb"):
         local_state.claim(settings.data_dir, info.cluster_id, settings.bootstrap_servers)
     _prepare_topics(settings)
+    from leadpulse.streams.pipeline import faust_variables
+
+    ignored = sorted({*dropped, *faust_variables(os.environ)})
+    if ignored:
+        print(f"leadpulse worker: ignoring {', '.join(ignored)}: the worker reads LEADPULSE_* only", file=sys.stderr)
     from leadpulse.app import app
     from leadpulse.streams.runtime import tune_gc
 
@@ -261,12 +311,47 @@ def _prepare_topics(settings: Settings) -> None:
     """Every topic exists with the right partition count before the worker subscribes."""
     import asyncio
 
-    from leadpulse.streams.startup import StartupError, prepare_topics
+    from leadpulse.streams.startup import prepare_topics
 
-    try:
-        asyncio.run(prepare_topics(settings))
-    except StartupError as error:
-        raise CommandError(str(error)) from None
+    asyncio.run(prepare_topics(settings))
+
+
+def _topics_create(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from leadpulse.cli.preflight import broker_info
+    from leadpulse.streams.startup import prepare_topics
+
+    settings = _settings()
+    broker_info(settings)
+    created = asyncio.run(prepare_topics(settings, create=True))
+    print(f"created {len(created)} topics: {', '.join(created) or 'none missing'}", file=sys.stderr)
+    return 0
+
+
+def _topics_commands(args: argparse.Namespace) -> int:
+    from leadpulse.streams.startup import acl_commands, create_commands
+
+    settings = _settings()
+    principal = _principal(args, settings)
+    print("# topics (admin.properties: the administrator's client settings)")
+    print("\n".join(create_commands(settings)))
+    print(f"# ACLs of the worker's principal {principal}")
+    print("\n".join(acl_commands(settings, principal)))
+    return 0
+
+
+def _topics_acls(args: argparse.Namespace) -> int:
+    from leadpulse.streams.startup import acl_bindings
+
+    settings = _settings()
+    principal = _principal(args, settings)
+    print("\n".join(binding.line(principal) for binding in acl_bindings(settings)))
+    return 0
+
+
+def _principal(args: argparse.Namespace, settings: Settings) -> str:
+    return str(args.principal or f"User:{settings.sasl_username or 'leadpulse'}")
 
 
 def _produce(args: argparse.Namespace) -> int:
@@ -310,6 +395,37 @@ def _produce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _erase(args: argparse.Namespace) -> int:
+    """One `contact_erased` event per contact on the input topic, stamped now: the worker
+    deletes the state and publishes tombstones, and drops the contact's events for the
+    rules' erasure grace period (docs/scoring.md)."""
+    import asyncio
+
+    import orjson
+
+    from leadpulse.cli.kafka_clients import produce_lines
+    from leadpulse.cli.preflight import broker_info
+    from leadpulse.scoring.timeutil import format_ms, now_ms
+
+    settings = _settings()
+    broker_info(settings)
+    at = now_ms()
+    lines = [
+        orjson.dumps(
+            {
+                "event_id": f"erase:{contact}:{at}",
+                "type": "contact_erased",
+                "contact_id": contact,
+                "occurred_at": format_ms(at),
+            }
+        )
+        for contact in args.contact_ids
+    ]
+    sent = asyncio.run(produce_lines(settings, lines, send_invalid=False))
+    print(f"sent {sent} erasure requests to {settings.input_topic}", file=sys.stderr)
+    return 0
+
+
 def _tail(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -324,12 +440,27 @@ def _tail(args: argparse.Namespace) -> int:
         async for key, value in read_topic(
             settings, topic, from_beginning=args.from_beginning, idle_timeout_s=args.idle_exit
         ):
-            if value is None:
-                print(f"(deleted: {(key or b'').decode('utf-8', 'replace')})", flush=True)
-                continue
-            print(value.decode("utf-8", "replace") if args.raw else describe(value), flush=True)
+            if value is None:  # a tombstone: an erased contact, an account whose last contact left
+                print(f"DELETED {(key or b'').decode('utf-8', 'replace')}", flush=True)
+            else:
+                print(value.decode("utf-8", "replace") if args.raw else describe(value), flush=True)
 
     asyncio.run(follow())
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from leadpulse.cli.collect import run_collector
+    from leadpulse.cli.preflight import broker_info
+    from leadpulse.collector.keys import load_write_keys
+
+    settings = _settings()
+    keys = load_write_keys(settings.write_keys_file)
+    rules = _rules_from(None)
+    broker_info(settings)
+    asyncio.run(run_collector(settings, keys, rules))
     return 0
 
 

@@ -9,6 +9,7 @@ from typing import BinaryIO
 
 from leadpulse.schemas.events import InvalidEvent, decode_event
 from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits
+from leadpulse.schemas.segment import is_unmapped
 from leadpulse.scoring.engine import future_reason
 from leadpulse.scoring.replay import ScoreRun
 from leadpulse.scoring.rules import Rules
@@ -22,22 +23,23 @@ def score_lines(
     limits: InputLimits = DEFAULT_LIMITS,
     on_bad: Callable[[int, InvalidEvent], None] = lambda line, error: None,
 ) -> ScoreRun:
-    """Apply every valid line in order. `now_ms`, when given, refuses events further ahead
-    of it than the rules allow, as the stream does with its clock; `limits` are the worker's
-    input limits, so that the same lines are refused as in the stream."""
+    """Apply every valid line in order, native events and Segment messages alike. `now_ms`,
+    when given, refuses events further ahead of it than the rules allow, as the stream does
+    with its clock; `limits` are the worker's input limits, so that the same lines are refused as in the stream."""
     run = ScoreRun(rules)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            event = decode_event(line, limits)
+            event = decode_event(line, limits, rules.mapping)
             if now_ms is not None and (reason := future_reason(event, now_ms, rules)) is not None:
                 raise InvalidEvent("occurred_at", reason)
         except InvalidEvent as error:
             run.bad += 1
             on_bad(number, error)
             continue
-        run.add(event)
+        if run.add(event) != "duplicate" and is_unmapped(event):
+            run.unmapped += 1
     return run
 
 

@@ -11,6 +11,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from leadpulse.streams.security import client_options, connection_problem
 from leadpulse.streams.settings import Settings, env_name
 
 PREFLIGHT_TIMEOUT_S = 5.0  # a broker that answers at all answers a metadata request in milliseconds
@@ -45,9 +46,7 @@ async def describe_broker(settings: Settings, timeout_s: float = PREFLIGHT_TIMEO
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=max(1, int(timeout_s * 1000))
-    )
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=max(1, int(timeout_s * 1000)))
     try:
         with _quiet_kafka_client():
             async with asyncio.timeout(timeout_s):
@@ -55,7 +54,9 @@ async def describe_broker(settings: Settings, timeout_s: float = PREFLIGHT_TIMEO
                 cluster = await admin.describe_cluster()
                 topics = await admin.list_topics()
     except (KafkaError, OSError, TimeoutError):
-        raise CommandError(no_broker_message(settings)) from None
+        with _quiet_kafka_client():
+            problem = await connection_problem(settings, timeout_s)
+        raise CommandError(problem or no_broker_message(settings)) from None
     finally:
         with _quiet_kafka_client():
             await admin.close()
@@ -85,9 +86,16 @@ def _quiet_kafka_client() -> Iterator[None]:
 def tail_topic(requested: str, settings: Settings, existing: Collection[str]) -> str:
     """The full topic name `tail` should read, or a one-line CommandError that lists the
     topics it could have meant: a consumer of a missing topic would wait forever."""
-    from leadpulse.streams.topics import DEAD_LETTERS, HOT_LEADS, SCORES, STAGE_CHANGES  # imports Faust
+    from leadpulse.streams.topics import (  # imports Faust
+        ACCOUNT_SCORES,
+        DEAD_LETTERS,
+        HOT_ACCOUNTS,
+        HOT_LEADS,
+        SCORES,
+        STAGE_CHANGES,
+    )
 
-    tailable = (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS)
+    tailable = (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS, ACCOUNT_SCORES, HOT_ACCOUNTS)
     topic = settings.topic(requested) if requested in tailable else requested
     if topic in existing:
         return topic

@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +88,11 @@ class LocalBroker:
 
     port: int
     data_dir: Path
+    extra_env: Mapping[str, str] = field(default_factory=dict)  # broker.sh's security listeners, say
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "KAFKA_PORT": str(self.port), "KAFKA_DATA_DIR": str(self.data_dir)}
+        return {**os.environ, **self.extra_env, "KAFKA_PORT": str(self.port), "KAFKA_DATA_DIR": str(self.data_dir)}
 
     def start(self) -> None:
         if not BROKER_SCRIPT.exists():
@@ -155,8 +156,12 @@ class WorkerProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.web_host}:{self.settings.web_port}"
+
     def get(self, path: str) -> tuple[int, Any]:
-        url = f"http://{self.settings.web_host}:{self.settings.web_port}{path}"
+        url = f"{self.base_url}{path}"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 body = response.read()
@@ -201,3 +206,15 @@ class WorkerProcess:
             assert self.process is not None
             self.process.kill()
             self.process.wait(10)
+
+
+class CollectorProcess(WorkerProcess):
+    """`leadpulse collect` in its own process, ready when its /health answers; stopped by pid
+    like a worker (SIGTERM lets it answer the requests in flight)."""
+
+    def __init__(self, settings: Settings, log_path: Path, *, cwd: Path | None = None) -> None:
+        super().__init__(settings, log_path, [sys.executable, "-m", "leadpulse", "collect"], cwd=cwd)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.collect_host}:{self.settings.collect_port}"

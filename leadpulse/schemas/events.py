@@ -1,34 +1,32 @@
 """The input contract. One validation path for the stream and the offline scorer: every
-rejection names the field and the reason, which end up in the dead-letter record."""
+rejection names the field and the reason, which end up in the dead-letter record.
+
+Two shapes share the input topic: LeadPulse's native events and Segment-spec messages
+(schemas/segment.py), told apart by their fields."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 
+from leadpulse.schemas.fields import InvalidEvent, identifier, json_kind
 from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits, variable
+from leadpulse.schemas.segment import is_segment, segment_event, segment_key, shipped_mapping
 from leadpulse.scoring.engine import Event
+from leadpulse.scoring.rules import EVENT_TYPE
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
 
-_MAX_ID = 256
-_TYPE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
+__all__ = ["InvalidEvent", "contact_key", "decode_event", "validate_event"]
 
 
-class InvalidEvent(ValueError):
-    """An input that cannot be scored; `field` is the JSON field at fault ('' for the whole)."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}" if field else reason)
-        self.field = field
-        self.reason = reason
-
-
-def decode_event(raw: bytes | str, limits: InputLimits = DEFAULT_LIMITS) -> Event:
+def decode_event(
+    raw: bytes | str, limits: InputLimits = DEFAULT_LIMITS, mapping: Mapping[str, str] | None = None
+) -> Event:
     """Bytes (or text) of one input record -> Event, within `limits`. The size is checked
-    before parsing, since parsing is what an oversized record would cost."""
+    before parsing, since parsing is what an oversized record would cost. `mapping` is the
+    rules' `[mapping]` of Segment track names (None: the shipped rules')."""
     if isinstance(raw, str):  # tests and tools; the stream hands over bytes
         raw = raw.encode("utf-8", "surrogatepass")
     size = len(raw)
@@ -38,10 +36,11 @@ def decode_event(raw: bytes | str, limits: InputLimits = DEFAULT_LIMITS) -> Even
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise InvalidEvent("", f"not valid JSON: {error}") from None
-    event = validate_event(document)
+    event = validate_event(document, mapping)
     if len(event.properties) > limits.max_properties:
         count = len(event.properties)
-        raise InvalidEvent("properties", f"{count} properties, {_over(limits.max_properties, 'max_properties')}")
+        field = "traits" if event.call in ("identify", "group") else "properties"
+        raise InvalidEvent(field, f"{count} properties, {_over(limits.max_properties, 'max_properties')}")
     # Exact shortcuts that spare nearly every record the walk: no string is longer than the
     # record, and a value N levels below the top-level object takes N opening brackets.
     if size > limits.max_string or raw.count(b"{") + raw.count(b"[") > limits.max_depth + 1:
@@ -49,17 +48,19 @@ def decode_event(raw: bytes | str, limits: InputLimits = DEFAULT_LIMITS) -> Even
     return event
 
 
-def validate_event(document: Any) -> Event:
+def validate_event(document: Any, mapping: Mapping[str, str] | None = None) -> Event:
     if not isinstance(document, dict):
-        raise InvalidEvent("", f"expected a JSON object, got {_json_kind(document)}")
-    event_id = _identifier(document, "event_id")
+        raise InvalidEvent("", f"expected a JSON object, got {json_kind(document)}")
+    if is_segment(document):
+        return segment_event(document, shipped_mapping() if mapping is None else mapping)
+    event_id = identifier(document, "event_id")
     if event_id is None:
         raise InvalidEvent("event_id", "required")
     event_type = document.get("type")
-    if not isinstance(event_type, str) or not _TYPE.match(event_type):
+    if not isinstance(event_type, str) or not EVENT_TYPE.match(event_type):
         raise InvalidEvent("type", "required: lower-case event type such as 'page_viewed'")
-    contact_id = _identifier(document, "contact_id")
-    anonymous_id = _identifier(document, "anonymous_id")
+    contact_id = identifier(document, "contact_id")
+    anonymous_id = identifier(document, "anonymous_id")
     if contact_id is None and anonymous_id is None:
         raise InvalidEvent("contact_id", "one of contact_id or anonymous_id is required")
     occurred_at = document.get("occurred_at")
@@ -71,12 +72,12 @@ def validate_event(document: Any) -> Event:
         raise InvalidEvent("occurred_at", str(error)) from None
     source = document.get("source")
     if source is not None and not isinstance(source, str):
-        raise InvalidEvent("source", f"expected a string, got {_json_kind(source)}")
+        raise InvalidEvent("source", f"expected a string, got {json_kind(source)}")
     properties = document.get("properties")
     if properties is None:
         properties = {}
     elif not isinstance(properties, dict):
-        raise InvalidEvent("properties", f"expected an object, got {_json_kind(properties)}")
+        raise InvalidEvent("properties", f"expected an object, got {json_kind(properties)}")
     return Event(
         event_id=event_id,
         type=event_type,
@@ -85,6 +86,7 @@ def validate_event(document: Any) -> Event:
         occurred_ms=occurred_ms,
         properties=properties,
         source=source,
+        anonymous_id=anonymous_id,
     )
 
 
@@ -129,25 +131,11 @@ def _over(limit: int, setting: str) -> str:
 
 def contact_key(document: Any) -> str | None:
     """The partitioning key of a raw input (contact id, else anonymous id), if it has one."""
+    if isinstance(document, dict) and is_segment(document):
+        return segment_key(document)
     if isinstance(document, dict):
         for field in ("contact_id", "anonymous_id"):
             value = document.get(field)
             if isinstance(value, str) and value:
                 return value
     return None
-
-
-def _identifier(document: dict[str, Any], field: str) -> str | None:
-    value = document.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise InvalidEvent(field, f"expected a non-empty string, got {_json_kind(value)}")
-    if len(value) > _MAX_ID:
-        raise InvalidEvent(field, f"longer than {_MAX_ID} characters")
-    return value
-
-
-def _json_kind(value: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)

@@ -17,7 +17,9 @@ from leadpulse.scoring.timeutil import format_ms
 
 
 def snapshot_record(view: Snapshot) -> dict[str, Any]:
-    return {
+    """`account_id` only when the contact has an account (explicit, else a business e-mail
+    domain: scoring.domains.account_of), so snapshots without one keep the shape they had."""
+    record = {
         "contact_id": view.contact_id,
         "score": view.score,
         "fit": view.fit,
@@ -30,6 +32,9 @@ def snapshot_record(view: Snapshot) -> dict[str, Any]:
         "reasons": _reasons(view),
         **_segments_and_interests(view),
     }
+    if view.account_id is not None:
+        record["account_id"] = view.account_id
+    return record
 
 
 def _segments_and_interests(view: Snapshot) -> dict[str, Any]:

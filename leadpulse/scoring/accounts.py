@@ -12,80 +12,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from typing import Any
 
 import orjson
 
+from leadpulse.scoring.domains import account_of_state
 from leadpulse.scoring.engine import Reason, Snapshot, output_id
 from leadpulse.scoring.rules import AccountRules, PropertyValue, Rules, band_of, hot_hysteresis
 from leadpulse.scoring.state import ContactState
 
 MEMBER_FORMAT, ACCOUNT_FORMAT = 1, 1
-MAX_ACCOUNT_ID = 256  # characters, as contact ids: an account id is a Kafka key and a URL segment
-
-
-@dataclass(frozen=True)
-class FreeMail:
-    """Domains that never make an account (`freemail.txt`): exact names, and `name.*`
-    entries that match the name under any top-level domain."""
-
-    exact: frozenset[str]
-    any_tld: frozenset[str]
-
-    def __contains__(self, domain: object) -> bool:
-        if not isinstance(domain, str):
-            return False
-        if domain in self.exact:
-            return True
-        name, _, rest = domain.partition(".")
-        return bool(rest) and name in self.any_tld
-
-
-@cache
-def free_mail() -> FreeMail:
-    text = resources.files("leadpulse.scoring").joinpath("freemail.txt").read_text("utf-8")
-    entries = [line.strip().lower() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    return FreeMail(
-        frozenset(entry for entry in entries if not entry.endswith(".*")),
-        frozenset(entry[:-2] for entry in entries if entry.endswith(".*")),
-    )
-
-
-def email_domain(value: str) -> str | None:
-    """The lower-case domain of something that looks like an e-mail address, else None."""
-    local, at, domain = value.strip().rpartition("@")
-    domain = domain.lower().rstrip(".")
-    if not at or not local or "." not in domain or any(c.isspace() or c in "@/\\" for c in domain):
-        return None
-    if domain.startswith(".") or ".." in domain:
-        return None
-    return domain
-
-
-def business_domain(value: str | None) -> str | None:
-    """The domain of a business e-mail address; None for free mail and non-addresses."""
-    domain = None if value is None else email_domain(value)
-    return None if domain is None or domain in free_mail() else domain
-
-
-def account_of(contact_id: str, explicit: str | None = None, email: str | None = None) -> str | None:
-    """The account a contact belongs to: its latest explicit `account_id`, else the domain
-    of its latest `email` property, else of its id, when that is a business address."""
-    if explicit is not None and explicit.strip() and len(explicit.strip()) <= MAX_ACCOUNT_ID:
-        return explicit.strip()
-    domain = business_domain(email) or business_domain(contact_id)
-    return domain if domain is not None and len(domain) <= MAX_ACCOUNT_ID else None
-
-
-def account_of_state(state: ContactState) -> str | None:
-    explicit, email = state.identity.get("account_id"), state.identity.get("email")
-    return account_of(
-        state.contact_id,
-        None if explicit is None else str(explicit.value),
-        None if email is None else str(email.value),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +66,8 @@ def account_updates(state: ContactState, view: Snapshot, rules: Rules) -> tuple[
     the current account, to keep with the stored state."""
     account = account_of_state(state)
     updates: list[tuple[str, Member]] = []
-    if state.account is not None and state.account != account:
-        updates.append((state.account, leaving(state.contact_id, view.updated_ms)))
+    if state.account_sent is not None and state.account_sent != account:
+        updates.append((state.account_sent, leaving(state.contact_id, view.updated_ms)))
     if account is not None:
         updates.append((account, member_of(view, state, rules)))
     return account, updates

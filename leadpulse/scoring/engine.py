@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
+from leadpulse.scoring.domains import account_of_state
 from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, STAGE_LEVEL, PropertyValue, Rules, hot_hysteresis
 from leadpulse.scoring.state import ContactState, CrmStage, ProfileValue, SignalSum
 
@@ -22,7 +23,11 @@ _OPPORTUNITY = STAGE_LEVEL["opportunity"]
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A validated input event. `contact_id` is the key: the contact id, else the anonymous id."""
+    """A validated input event. `contact_id` is the key: the contact id, else the anonymous id.
+
+    The identity fields after `source` are carried for identity stitching and account
+    scoring (a contact's cookies, its aliases, its account); scoring reads only
+    `account_id` (kept on the state, latest by event time)."""
 
     event_id: str
     type: str
@@ -31,6 +36,10 @@ class Event:
     occurred_ms: int
     properties: dict[str, Any]
     source: str | None = None
+    anonymous_id: str | None = None  # the cookie or device id, also when a contact id is known
+    account_id: str | None = None  # Segment groupId (group call, or context.groupId)
+    previous_id: str | None = None  # Segment alias: the id the contact was known by before
+    call: str | None = None  # the Segment call it came from (track, identify, ...); None: native
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +63,7 @@ class Snapshot:
     reasons: tuple[Reason, ...]
     segments: tuple[str, ...] = ()
     interests: tuple[tuple[str, float], ...] = ()  # (interest, decayed weight), strongest first
+    account_id: str | None = None  # the contact's account (account_of): explicit, else a business e-mail domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +140,6 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
             interests.get(interest.name), interest.weight, event.occurred_ms, rules.half_life_ms
         )
     profile, best_fit = _merge_profile(state, event, tie, rules)
-    identity = _merge_identity(state, event, tie)
     crm_level, crm_last = state.crm_level, state.crm_last
     explicit = rules.explicit_stages.get(event.type)
     if explicit is not None:
@@ -138,12 +147,15 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
             crm_level = max(crm_level, STAGE_LEVEL[explicit])
         if crm_last is None or (event.occurred_ms, tie) > (crm_last.occurred_ms, crm_last.tie):
             crm_last = CrmStage(explicit, event.occurred_ms, tie)
+    account = _latest(state.account, _explicit_account(event), event.occurred_ms, tie)
+    email = _latest(state.email, _text(event.properties.get("email")), event.occurred_ms, tie)
     scored = (
         signal is not None
         or profile is not state.profile
         or explicit is not None
         or interests is not state.interests
-        or identity is not state.identity
+        or account is not state.account
+        or email is not state.email
     )
     updated = ContactState(
         state.contact_id,
@@ -163,8 +175,9 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         state.published_ms,
         state.cooling_due_ms,
         interests,
-        identity,
-        state.account,
+        account,
+        email,
+        state.account_sent,
     )
     outputs = _settle(updated, updated.last_event_ms, event.event_id, event.occurred_ms, rules)
     return Applied(updated, outputs, "scored" if scored else "unscored")
@@ -201,6 +214,7 @@ def snapshot(state: ContactState, at_ms: int, rules: Rules) -> Snapshot:
         reasons=tuple(reasons[: rules.top_reasons]),
         segments=segments_of(state, fit, rules),
         interests=top_interests(state, at_ms, rules),
+        account_id=account_of_state(state),
     )
 
 
@@ -331,23 +345,21 @@ def _merge_profile(
     return profile, best_fit
 
 
-IDENTITY_PROPERTIES = ("account_id", "email")  # what a contact's account is derived from
+def _explicit_account(event: Event) -> str | None:
+    """The account an event names: a Segment group's groupId (Event.account_id), else an
+    `account_id` property; one field, so both kinds of input end in the same account."""
+    return event.account_id if event.account_id is not None else _text(event.properties.get("account_id"))
 
 
-def _merge_identity(state: ContactState, event: Event, tie: int) -> dict[str, ProfileValue]:
-    """Latest `account_id` and `email` properties, last writer wins as profile values do, so
-    the account a contact ends in does not depend on arrival order."""
-    identity = state.identity
-    for name in IDENTITY_PROPERTIES:
-        value = event.properties.get(name)
-        if not isinstance(value, str) or not value.strip():
-            continue
-        known = identity.get(name)
-        if known is None or (event.occurred_ms, tie) > (known.occurred_ms, known.tie):
-            if identity is state.identity:
-                identity = dict(identity)
-            identity[name] = ProfileValue(value.strip(), event.occurred_ms, tie)
-    return identity
+def _text(value: object) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _latest(known: ProfileValue | None, value: str | None, occurred_ms: int, tie: int) -> ProfileValue | None:
+    """Last writer wins by (event time, event-id hash), as profile values: order-independent."""
+    if value is None or (known is not None and (occurred_ms, tie) <= (known.occurred_ms, known.tie)):
+        return known
+    return ProfileValue(value, occurred_ms, tie)
 
 
 def _score(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, float, int]:

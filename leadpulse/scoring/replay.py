@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from leadpulse.scoring.accounts import AccountSnapshot, accounts_of
-from leadpulse.scoring.engine import Event, Output, Snapshot, apply, new_state, snapshot
+from leadpulse.scoring.engine import Event, Outcome, Output, Snapshot, apply, new_state, snapshot
+from leadpulse.scoring.erasure import ERASE_EVENT, Erasure, erasure_of
 from leadpulse.scoring.rules import Rules
 from leadpulse.scoring.state import ContactState
 
@@ -20,25 +21,41 @@ class ScoreRun:
     rules: Rules
     contacts: dict[str, ContactState] = field(default_factory=dict)
     outputs: list[Output] = field(default_factory=list)
+    erased: dict[str, Erasure] = field(default_factory=dict)
     events: int = 0
     bad: int = 0
     duplicates: int = 0
     unscored: int = 0
+    unmapped: int = 0  # of the unscored: Segment track names the rules' [mapping] does not know (counted by the caller)
+    forgotten: int = 0  # events dropped because their contact was erased
     latest_ms: int | None = None
 
-    def add(self, event: Event) -> None:
-        """Fold one valid event, in the order given."""
-        state = self.contacts.get(event.contact_id) or new_state(event.contact_id)
+    def add(self, event: Event) -> Outcome:
+        """Fold one valid event, in the order given; an erasure drops the contact, and the
+        events for it that it forgets (scoring.erasure): both score nothing."""
+        if self.latest_ms is None or event.occurred_ms > self.latest_ms:
+            self.latest_ms = event.occurred_ms
+        self.events += 1
+        state = self.contacts.get(event.contact_id)
+        if event.type == ERASE_EVENT:
+            erasure = erasure_of(event.occurred_ms, self.rules.erasure_grace_ms)
+            self.erased[event.contact_id] = erasure.merged(self.erased.get(event.contact_id))
+            self.contacts.pop(event.contact_id, None)
+            return "unscored"
+        if state is None:
+            erased = self.erased.get(event.contact_id)
+            if erased is not None and erased.forgets(event.occurred_ms):
+                self.forgotten += 1
+                return "unscored"
+            state = new_state(event.contact_id)
         applied = apply(state, event, self.rules)
         self.contacts[event.contact_id] = applied.state
-        self.events += 1
         if applied.outcome == "duplicate":
             self.duplicates += 1
         elif applied.outcome == "unscored":
             self.unscored += 1
         self.outputs.extend(applied.outputs)
-        if self.latest_ms is None or event.occurred_ms > self.latest_ms:
-            self.latest_ms = event.occurred_ms
+        return applied.outcome
 
     def snapshots(self, at_ms: int | None) -> list[Snapshot]:
         """Sorted by contact id; `at_ms` None evaluates each contact at its own latest event,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,7 +49,22 @@ _TOP_KEYS = (
     "segments",
     "interests",
     "accounts",
+    "mapping",
+    "erasure",
 )
+EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
+"""What a LeadPulse event type looks like (the input contract's `type`)."""
+_NAME_SEPARATORS = re.compile(r"[\s_-]+")
+
+
+def event_name_key(name: str) -> str:
+    """How a Segment `track` name is looked up in `[mapping]`: case and the choice between
+    spaces, underscores and hyphens vary between SDKs, tag managers and teams ('Demo
+    Requested', 'demo_requested', 'demo-requested'), and none of them should decide whether
+    an event scores."""
+    return _NAME_SEPARATORS.sub(" ", name.strip()).lower()
+
+
 _SIGNAL_KEYS = ("name", "event", "category", "points", "path_prefix", "when")
 _INTEREST_KEYS = ("path_prefix", "tags", "topics", "weight")
 _ACCOUNT_KEYS = (
@@ -260,6 +276,13 @@ class Rules:
     interests: tuple[Interest, ...] = ()
     top_interests: int = 3
     accounts: AccountRules = field(default_factory=AccountRules)
+    mapping: dict[str, str] = field(default_factory=dict)
+    """Segment `track` names (as `event_name_key` spells them) -> LeadPulse event types."""
+    erasure_grace_ms: int = 30 * 86_400_000
+
+    def mapped_type(self, name: str) -> str | None:
+        """The event type a Segment `track` name stands for, or None when `[mapping]` does not know it."""
+        return self.mapping.get(event_name_key(name))
 
     @property
     def hot_floor(self) -> float:
@@ -439,9 +462,13 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
     segments = _parse_segments(top, "segments", fit)
     interests = _parse_interests(top.sub("interests"))
     accounts = _parse_accounts(top.sub("accounts", keys=_ACCOUNT_KEYS), fit, (bands, labels, rearm_gap))
+    erasure = top.sub("erasure", keys=("grace",))
+    erasure_grace_ms = erasure.duration("grace", "30d")
+    erasure.done()
     prospect_fit, prospect_engagement, opportunity_events, explicit_stages = _parse_stages(
         top.sub("stages", keys=("prospect_fit", "prospect_engagement", "opportunity_events", "explicit"))
     )
+    mapping = _parse_mapping(top.sub("mapping"))
     top.done()
 
     return Rules(
@@ -467,7 +494,29 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
         interests=interests,
         top_interests=top_interests,
         accounts=accounts,
+        mapping=mapping,
+        erasure_grace_ms=erasure_grace_ms,
     )
+
+
+def _parse_mapping(table: _Table) -> dict[str, str]:
+    """Two names that only differ in case or separators are one name to the lookup, so they
+    must not point at two types: the file would then depend on which one TOML read last."""
+    table.check_count("", table.data, MAX_LIST, "names")
+    mapping: dict[str, str] = {}
+    spelled: dict[str, str] = {}
+    for name in table.data:
+        event_type = table.text(table.check_name(name))
+        if not EVENT_TYPE.match(event_type):
+            table.fail(name, f"{_cut(event_type)!r} is not an event type (lower case, digits, '_' or '.')")
+        key = event_name_key(name)
+        if not key:
+            table.fail(name, "expected a non-empty event name")
+        if key in mapping and mapping[key] != event_type:
+            table.fail(name, f"the same name as {spelled[key]!r} (case and separators aside), mapped otherwise")
+        mapping[key], spelled[key] = event_type, name
+    table.done()
+    return mapping
 
 
 Bands = tuple[tuple[float, ...], tuple[str, ...], float]  # floors, labels, re-arm gap

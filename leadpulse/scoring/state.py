@@ -15,7 +15,10 @@ import orjson
 
 from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, PropertyValue
 
-FORMAT_VERSION = 4  # 4 added identity and account, 3 interests, 2 stream positions and the published time; all read
+# 5: 2 + interests, the explicit account, the latest e-mail and the account last sent to.
+# Also read: 1, 2 and 3 (2 + the explicit account). Formats 3 (2 + interests) and 4 of the
+# accounts branch were never released and are not read: 4 is refused, and a 3 is main's.
+FORMAT_VERSION = 5
 STAGE_CODES: tuple[str, ...] = FUNNEL_STAGES + SIDE_STAGES
 _FLAG_IDENTIFIED, _FLAG_INTENT, _FLAG_ARMED = 1, 2, 4
 
@@ -73,10 +76,14 @@ class ContactState:
     published_ms: int = 0  # latest time a snapshot was published at: updated_at never goes back
     cooling_due_ms: int | None = None  # when the stream means to re-read it (kept: no recomputing on recovery)
     interests: dict[str, SignalSum] = field(default_factory=dict)  # decayed weight per interest of the rules
-    # Latest `account_id` and `email` properties (last writer wins, as profile values): what
-    # the contact's account is derived from (scoring.accounts.account_of).
-    identity: dict[str, ProfileValue] = field(default_factory=dict)
-    account: str | None = None  # the account the stream last sent this contact's member record to
+    # The explicit account: a Segment `group` call's groupId (or context.groupId), or an
+    # `account_id` property of any event; latest by (event time, event-id hash) like a
+    # profile value, so any arrival order ends with the same account.
+    account: ProfileValue | None = None
+    # The latest `email` property (last writer wins): its business domain is the account
+    # when there is no explicit one (scoring.domains.account_of).
+    email: ProfileValue | None = None
+    account_sent: str | None = None  # the account the stream last sent this contact's member record to
 
 
 def to_bytes(state: ContactState) -> bytes:
@@ -105,8 +112,9 @@ def to_bytes(state: ContactState) -> bytes:
             state.published_ms,
             state.cooling_due_ms,
             {name: [s.value, s.ref_ms, s.lifetime] for name, s in state.interests.items()},
-            {name: [p.value, p.occurred_ms, p.tie] for name, p in state.identity.items()},
-            state.account,
+            _profile_value(state.account),
+            _profile_value(state.email),
+            state.account_sent,
         ]
     )
 
@@ -118,13 +126,14 @@ def from_bytes(data: bytes) -> ContactState:
     if fields[0] == 1:
         fields.extend(({}, fields[3], None))
     if fields[0] < 3:
-        fields.append({})
-    if fields[0] < 4:
-        fields.extend(({}, None))
+        fields.append(None)
+    if fields[0] < FORMAT_VERSION:  # 1, 2 and 3 carry no interests, e-mail nor account sent to
+        fields[15:15] = [{}]
+        fields.extend((None, None))
     (_, contact_id, flags, last_event_ms, crm_level, crm, stage, temperature, signals, profile, best, seen) = fields[
         :12
     ]
-    positions, published_ms, cooling_due_ms, interests, identity, account = fields[12:]
+    positions, published_ms, cooling_due_ms, interests, account, email, account_sent = fields[12:]
     packed = base64.b64decode(seen)
     return ContactState(
         contact_id=contact_id,
@@ -144,6 +153,11 @@ def from_bytes(data: bytes) -> ContactState:
         published_ms=published_ms,
         cooling_due_ms=cooling_due_ms,
         interests={name: SignalSum(v, ref, life) for name, (v, ref, life) in interests.items()},
-        identity={name: ProfileValue(v, t, tie) for name, (v, t, tie) in identity.items()},
-        account=account,
+        account=None if account is None else ProfileValue(*account),
+        email=None if email is None else ProfileValue(*email),
+        account_sent=account_sent,
     )
+
+
+def _profile_value(known: ProfileValue | None) -> list[object] | None:
+    return None if known is None else [known.value, known.occurred_ms, known.tie]

@@ -17,6 +17,7 @@ class Metrics:
     batch_events: Histogram
     event_age_seconds: Histogram
     cooling_scheduled: Gauge
+    unmapped_events: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -62,6 +63,11 @@ class Metrics:
             cooling_scheduled=Gauge(
                 "leadpulse_cooling_scheduled_contacts",
                 "Warm contacts waiting for their next cooling check",
+                registry=registry,
+            ),
+            unmapped_events=Counter(
+                "leadpulse_unmapped_events",
+                "Segment track events whose name the rules' [mapping] does not know (outcome unscored)",
                 registry=registry,
             ),
         )

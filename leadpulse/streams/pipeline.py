@@ -3,11 +3,13 @@ The agents (leadpulse.agents) are attached to it by `leadpulse.app`, or by a tes
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from faust.sensors.prometheus import PrometheusMonitor, setup_prometheus_sensors
+import faust
+from faust.sensors.prometheus import FaustMetrics
 
 from leadpulse.scoring.cooling import CoolingSchedule
 from leadpulse.scoring.rules import Rules, load_rules
@@ -15,11 +17,14 @@ from leadpulse.streams.metrics import Metrics
 from leadpulse.streams.monitor import PeriodicPrometheusMonitor
 from leadpulse.streams.outbox import DeliveryHealth
 from leadpulse.streams.quiet import install_log_throttle
-from leadpulse.streams.settings import Settings
+from leadpulse.streams.security import describe, faust_credentials
+from leadpulse.streams.settings import FAUST_PREFIXES, Settings
 from leadpulse.streams.startup import ACCOUNTS_TABLE, TABLE
 from leadpulse.streams.tables import AccountTable, ContactTable
 from leadpulse.streams.topics import Topics, declare_topics
 from leadpulse.streams.transport import App
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,7 +52,11 @@ def create_app(settings: Settings) -> Pipeline:
     rules = load_rules(settings.rules)
     app = App(
         settings.app_id,
+        # Faust reads WEB_PORT, WEB_BIND, PROCESSING_GUARANTEE, BROKER_CREDENTIALS... from the
+        # environment over the values given here: an empty mapping leaves only LEADPULSE_*.
+        env={},
         broker=settings.broker,
+        broker_credentials=faust_credentials(settings),
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
@@ -72,7 +81,9 @@ def create_app(settings: Settings) -> Pipeline:
         producer_max_batch_size=256 * 1024,
         table_standby_replicas=0 if settings.partitions == 1 else 1,
         web_enabled=True,
-        # Faust's own pages: the table dumps and cluster layout are not for the public.
+        # Faust's own pages: the table dumps and cluster layout are not for the public
+        # (table_route forwards requests without the /router pages).
+        web_router_enabled=False,
         web_tables_enabled=False,
         web_stats_enabled=False,
         web_graph_enabled=False,
@@ -94,10 +105,10 @@ def create_app(settings: Settings) -> Pipeline:
         help="Per-account state: the latest member record per contact (scoring.accounts bytes)",
     )
     metrics = Metrics.create()
-    setup_prometheus_sensors(app, registry=metrics.registry, name_prefix="faust")  # also serves /metrics
-    faust_metrics = cast(PrometheusMonitor, app.monitor)._metrics
+    faust_metrics = FaustMetrics.create(metrics.registry, "faust")  # served on /metrics (streams/web.py)
     monitor = app.monitor = PeriodicPrometheusMonitor(metrics=faust_metrics)
     app.timer(PUBLISH_INTERVAL_S)(_publish(monitor))
+    app.task(_announce(app, describe(settings)))
     pipeline = Pipeline(settings, rules, app, topics, ContactTable(table), metrics, AccountTable(accounts))
     from leadpulse.streams.web import register_views
 
@@ -105,7 +116,32 @@ def create_app(settings: Settings) -> Pipeline:
     return pipeline
 
 
+def faust_variables(environ: Mapping[str, str]) -> list[str]:
+    """The variables of `environ` that plain Faust would take as its settings. The worker
+    ignores them; naming them tells an operator why a value they set has no effect."""
+    names = {param.env_name for param in faust.Settings.SETTINGS.values() if param.env_name}
+    return sorted(key for key in environ if key in names or key.startswith(FAUST_PREFIXES))
+
+
 PUBLISH_INTERVAL_S = 1.0  # how stale Faust's own metrics on /metrics may be
+
+
+def _announce(app: faust.App, security: str) -> Callable[[], Awaitable[None]]:
+    async def announce_configuration() -> None:
+        """What the worker actually runs with, read back from Faust's configuration: the
+        settings an operator (or a security review) would otherwise have to take on trust."""
+        conf = app.conf
+        log.info(
+            "configured: web %s:%s, processing %s, store %s, broker %s over %s",
+            conf.web_bind,
+            conf.web_port,
+            conf.processing_guarantee.value,
+            conf.store,
+            ";".join(str(url) for url in conf.broker),
+            security,
+        )
+
+    return announce_configuration
 
 
 def _publish(monitor: PeriodicPrometheusMonitor) -> Callable[[], Awaitable[None]]:

@@ -5,10 +5,11 @@ traceback from Faust or Kafka minutes later."""
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,46 @@ FAUST_LOG_LEVELS = {
 }
 """Our names (Python's, plus 'warn') -> the only ones Faust's `-l` accepts."""
 MAX_SECONDS = 86_400.0
+FAUST_PREFIXES = ("FAUST_", "F_")
+LOG_CONTACTS = ("hidden", "pseudonymised", "plain")
+COMPRESSIONS = ("zstd", "lz4", "gzip", "snappy", "producer", "uncompressed")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+SWITCHES = {"on": True, "off": False, "true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+MIN_TOKEN_CHARS = 16
 
 
 class SettingsError(ValueError):
     """A setting that cannot be used; the message names the environment variable."""
+
+
+class StartupError(RuntimeError):
+    """The cluster is not in a state the worker can run against; the message says why."""
+
+
+class Secret:
+    """A password: shown as *** by repr() and str(), so that printing the settings (an error,
+    a debug line, a test failure) never reveals it; `reveal()` is the one way to read it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -44,6 +81,9 @@ class Settings:
     input_topic: str = "events"
     partitions: int = 8
     replication_factor: int = 1
+    min_insync_replicas: int | None = None
+    topic_compression: str | None = None
+    create_topics: bool = True
     store: str = "rocksdb://"
     data_dir: Path = Path(".leadpulse/data")
     rules: Path | None = None
@@ -61,6 +101,22 @@ class Settings:
     max_depth: int = DEFAULT_LIMITS.max_depth
     max_string: int = DEFAULT_LIMITS.max_string
     dead_letter_excerpt: int = DEFAULT_LIMITS.dead_letter_excerpt
+    query_api: bool = True
+    api_tokens_file: Path | None = None
+    health_metrics: bool = True
+    log_contacts: str = "hidden"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    sasl_password_file: Path | None = None
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    ssl_check_hostname: bool = True
+    collect_host: str = "127.0.0.1"
+    collect_port: int = 8088
+    write_keys_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -79,7 +135,26 @@ class Settings:
                 f"{env_name('processing_guarantee')}=exactly_once: not supported yet; at_least_once with "
                 "event-id de-duplication and deterministic output ids gives effectively-once results"
             )
-        return cls(**values)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Rules between settings (each value alone was checked when it was read)."""
+        from leadpulse.streams.security import check_security
+
+        check_security(self)
+        if self.min_insync_replicas is not None and self.min_insync_replicas > self.replication_factor:
+            raise SettingsError(
+                f"{env_name('min_insync_replicas')}={self.min_insync_replicas}: more than "
+                f"{env_name('replication_factor')}={self.replication_factor}; every write would be refused"
+            )
+        if self.query_api and self.api_tokens_file is None and not is_loopback(self.web_host):
+            raise SettingsError(
+                f"{env_name('web_host')}={_shown(self.web_host)}: the query API (/contacts) would serve every "
+                f"contact's score without authentication; set {env_name('api_tokens_file')}, or "
+                f"{env_name('query_api')}=off, or bind to 127.0.0.1"
+            )
 
     @property
     def bootstrap_servers(self) -> str:
@@ -113,7 +188,9 @@ class Settings:
         env = {}
         for setting in fields(self):
             value = getattr(self, setting.name)
-            if value is not None:
+            if isinstance(value, Secret):
+                env[env_name(setting.name)] = value.reveal()
+            elif value is not None:
                 env[env_name(setting.name)] = str(value)
         return env
 
@@ -125,10 +202,13 @@ HELP: dict[str, str] = {
     "input_topic": "Topic the events are read from (the prefix is added).",
     "partitions": "Partitions of the topics LeadPulse creates, 1..10000; fixed once they exist.",
     "replication_factor": "Replicas of each topic LeadPulse creates, 1..32 (at most the number of brokers).",
+    "min_insync_replicas": "min.insync.replicas of the topics LeadPulse creates, 1..REPLICATION_FACTOR.",
+    "topic_compression": "compression.type of the topics LeadPulse creates: zstd, lz4, gzip, snappy, producer...",
+    "create_topics": "on/off: off, the worker only checks that an administrator created its topics.",
     "store": "Table store: rocksdb:// (on disk, quick restarts) or memory:// (rebuilt from the changelog).",
     "data_dir": "Directory of the worker's local state.",
     "rules": "Scoring rules file (TOML); unset uses leadpulse/scoring/default_rules.toml.",
-    "web_host": "Address the HTTP server (/metrics, GET /contacts/{id}) listens on.",
+    "web_host": "Address the HTTP server (/metrics, GET /contacts/{id}, /accounts/{id}) listens on.",
     "web_port": "Port of that HTTP server, 1..65535.",
     "advertised_url": "URL other workers use to reach this one; unset means http://WEB_HOST:WEB_PORT.",
     "processing_guarantee": "at_least_once (exactly_once is not supported yet).",
@@ -142,7 +222,65 @@ HELP: dict[str, str] = {
     "max_depth": "Deepest nesting of a value inside properties, 1..100.",
     "max_string": "Longest string (key or value) in an input record, in characters, 256..900000.",
     "dead_letter_excerpt": "Bytes of the raw value (and key) kept in a dead letter, 0..50000, besides size and hash.",
+    "query_api": "on/off: serve GET /contacts/{id}, /accounts/{id}; off a loopback WEB_HOST it needs API_TOKENS_FILE.",
+    "api_tokens_file": "Bearer tokens for /contacts, /accounts, one a line (16+ characters); unset: no authentication.",
+    "health_metrics": "on/off: serve GET /health and GET /metrics (no contact data, no token).",
+    "log_contacts": "Contact ids and e-mails in logs: hidden, pseudonymised (a stable hash) or plain.",
+    "security_protocol": "Kafka connection: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (every client).",
+    "sasl_mechanism": "SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (PLAIN only over SASL_SSL in production).",
+    "sasl_username": "SASL user name.",
+    "sasl_password": "SASL password (never printed); prefer SASL_PASSWORD_FILE.",
+    "sasl_password_file": "File holding the SASL password (first line), e.g. a mounted secret.",
+    "ssl_ca_file": "CA certificate(s), PEM, to verify the brokers; unset: the system's CAs.",
+    "ssl_cert_file": "Client certificate, PEM, for mutual TLS (with SSL_KEY_FILE).",
+    "ssl_key_file": "Private key of the client certificate, PEM, unencrypted (keep the file private).",
+    "ssl_check_hostname": "on/off: check that a broker's certificate names the host connected to.",
+    "collect_host": "Address `leadpulse collect` (the Segment-compatible collector) listens on.",
+    "collect_port": "Port of the collector, 1..65535.",
+    "write_keys_file": "Write keys `leadpulse collect` accepts (required there): a file, one key per line.",
 }
+
+
+def drop_faust_variables(environ: MutableMapping[str, str]) -> list[str]:
+    """Remove FAUST_*/F_* variables before Faust is imported: its command line reads them at
+    import time (F_WEB_PORT; F_WORKDIR changes directory; F_DEBUG opens a console port).
+    The unprefixed ones (WEB_BIND, BROKER...) are ignored by `create_app` and stay, for
+    other programs of the same environment."""
+    dropped = sorted(key for key in environ if key.startswith(FAUST_PREFIXES))
+    for key in dropped:
+        del environ[key]
+    return dropped
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_tokens(path: Path) -> tuple[str, ...]:
+    """Bearer tokens, one a line; a short token is refused as guessable."""
+    name = env_name("api_tokens_file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(f"{name}={_shown(str(path))}: cannot read it ({error.__class__.__name__})") from None
+    tokens = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        token = line.strip()
+        if not token or token.startswith("#"):
+            continue
+        if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+            raise SettingsError(
+                f"{name}={_shown(str(path))}: line {number}: a token is {MIN_TOKEN_CHARS}+ characters without spaces"
+            )
+        tokens.append(token)
+    if not tokens:
+        raise SettingsError(f"{name}={_shown(str(path))}: no token in the file")
+    return tuple(tokens)
 
 
 def env_name(field_name: str) -> str:
@@ -219,11 +357,14 @@ def _log_level(name: str, raw: str) -> str:
     return level
 
 
-def _existing_file(name: str, raw: str) -> Path:
-    path = Path(raw)
-    if not path.is_file():
-        raise SettingsError(f"{name}={_shown(raw)}: no such rules file")
-    return path
+def _existing_file(what: str) -> Callable[[str, str], Path]:
+    def parse(name: str, raw: str) -> Path:
+        path = Path(raw)
+        if not path.is_file():
+            raise SettingsError(f"{name}={_shown(raw)}: no such {what}")
+        return path
+
+    return parse
 
 
 def _broker(name: str, raw: str) -> str:
@@ -232,6 +373,31 @@ def _broker(name: str, raw: str) -> str:
         if not url.startswith("kafka://") or ":" not in url.removeprefix("kafka://"):
             raise SettingsError(f"{name}={_shown(raw)}: expected host:port or kafka://host:port (';' between brokers)")
     return ";".join(urls)
+
+
+def _switch(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value not in SWITCHES:
+        raise SettingsError(f"{name}={_shown(raw)}: on or off")
+    return SWITCHES[value]
+
+
+def _readable_file(name: str, raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_file():
+        raise SettingsError(f"{name}={_shown(raw)}: no such file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as error:
+        raise SettingsError(f"{name}={_shown(raw)}: cannot read it ({error.strerror})") from None
+    return path
+
+
+def _tokens_file(name: str, raw: str) -> Path:
+    path = Path(raw)
+    read_tokens(path)
+    return path
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
@@ -251,10 +417,15 @@ def _shown(raw: str, limit: int = 60) -> str:
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "partitions": _whole(1, 10_000),
     "replication_factor": _whole(1, 32),
+    "min_insync_replicas": _whole(1, 32),
+    "topic_compression": _choice(COMPRESSIONS),
+    "create_topics": _switch,
     "web_port": _whole(1, 65_535),
     "batch_size": _whole(1, 100_000),
     "data_dir": lambda _name, raw: Path(raw),
-    "rules": _existing_file,
+    "rules": _existing_file("rules file"),
+    "write_keys_file": _existing_file("write keys file"),
+    "collect_port": _whole(1, 65_535),
     "store": _choice(STORES),
     "processing_guarantee": _choice(GUARANTEES),
     "cooling_interval_s": _seconds,
@@ -270,4 +441,16 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "max_depth": _whole(1, 100),
     "max_string": _whole(256, 900_000, " (identifiers alone may be 256 characters)"),
     "dead_letter_excerpt": _whole(0, 50_000, " (a dead letter must fit in one producer request)"),
+    "query_api": _switch,
+    "api_tokens_file": _tokens_file,
+    "health_metrics": _switch,
+    "log_contacts": _choice(LOG_CONTACTS),
+    "security_protocol": _choice(SECURITY_PROTOCOLS),
+    "sasl_mechanism": _choice(SASL_MECHANISMS),
+    "sasl_password": lambda _name, raw: Secret(raw),
+    "sasl_password_file": _readable_file,
+    "ssl_ca_file": _readable_file,
+    "ssl_cert_file": _readable_file,
+    "ssl_key_file": _readable_file,
+    "ssl_check_hostname": _switch,
 }

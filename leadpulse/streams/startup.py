@@ -13,13 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import suppress
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError, TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    CoordinatorLoadInProgressError,
+    GroupAuthorizationFailedError,
+    GroupCoordinatorNotAvailableError,
+    KafkaError,
+    NotCoordinatorForGroupError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
-from leadpulse.streams.settings import Settings
+from leadpulse.streams.authorized import group_operations, topic_operations
+from leadpulse.streams.security import client_options, describe
+from leadpulse.streams.settings import Settings, StartupError, env_name
 from leadpulse.streams.topics import (
     ACCOUNT_MEMBERS,
     ACCOUNT_SCORES,
@@ -34,16 +46,17 @@ from leadpulse.streams.topics import (
 
 TABLE, ACCOUNTS_TABLE = "contacts", "accounts"  # the tables' names; Faust names their changelogs after them
 COORDINATOR_WAIT_S = 60.0
-
-
-class StartupError(RuntimeError):
-    """The cluster is not in a state the worker can run against; the message says why."""
+AUTHORIZATION_ERRORS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError, GroupAuthorizationFailedError)
 
 
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     config: dict[str, str] = field(default_factory=dict)
+    partitions: int | None = None  # None: LEADPULSE_PARTITIONS
+
+    def partition_count(self, settings: Settings) -> int:
+        return settings.partitions if self.partitions is None else self.partitions
 
 
 def changelog_topic(settings: Settings, table: str = TABLE) -> str:
@@ -51,74 +64,262 @@ def changelog_topic(settings: Settings, table: str = TABLE) -> str:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every topic of the worker, with the configuration it is created with."""
-    compacted = {"cleanup.policy": "compact"}
+    """Every topic of the worker, with the configuration it is created with (and, when the
+    worker may not create topics, checked against)."""
+    common = {}
+    if settings.min_insync_replicas is not None:
+        common["min.insync.replicas"] = str(settings.min_insync_replicas)
+    if settings.topic_compression is not None:
+        common["compression.type"] = settings.topic_compression
+    compacted = {**common, "cleanup.policy": "compact"}
     return [
-        TopicSpec(settings.input_topic),
-        TopicSpec(settings.topic(BY_CONTACT)),
-        TopicSpec(settings.topic(COOLING), {"retention.ms": str(86_400_000)}),
+        TopicSpec(settings.input_topic, common),
+        TopicSpec(settings.topic(BY_CONTACT), common),
+        TopicSpec(settings.topic(COOLING), {**common, "retention.ms": str(86_400_000)}),
         TopicSpec(settings.topic(SCORES), compacted),
-        TopicSpec(settings.topic(STAGE_CHANGES)),
-        TopicSpec(settings.topic(HOT_LEADS)),
-        TopicSpec(settings.topic(DEAD_LETTERS)),
+        TopicSpec(settings.topic(STAGE_CHANGES), common),
+        TopicSpec(settings.topic(HOT_LEADS), common),
+        TopicSpec(settings.topic(DEAD_LETTERS), common),
         TopicSpec(changelog_topic(settings), compacted),
-        TopicSpec(settings.topic(ACCOUNT_MEMBERS)),
+        TopicSpec(settings.topic(ACCOUNT_MEMBERS), common),
         TopicSpec(settings.topic(ACCOUNT_SCORES), compacted),
-        TopicSpec(settings.topic(HOT_ACCOUNTS)),
+        TopicSpec(settings.topic(HOT_ACCOUNTS), common),
         TopicSpec(changelog_topic(settings, ACCOUNTS_TABLE), compacted),
+        # Faust's partition assignor's own topic: Faust creates it unless it exists
+        TopicSpec(f"{settings.app_id}-__assignor-__leader", common, partitions=1),
     ]
 
 
-async def prepare_topics(settings: Settings) -> None:
-    """Create the missing topics, check the partition count of all of them, and wait for the
-    group coordinator; raise StartupError naming what is wrong."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+def create_commands(settings: Settings) -> list[str]:
+    """kafka-topics.sh lines that create the worker's topics, for an administrator."""
+    lines = []
+    for spec in topic_specs(settings):
+        configs = "".join(f" --config {key}={value}" for key, value in sorted(spec.config.items()))
+        lines.append(
+            f"kafka-topics.sh --bootstrap-server {settings.bootstrap_servers} --command-config admin.properties "
+            f"--create --if-not-exists --topic {spec.name} --partitions {spec.partition_count(settings)} "
+            f"--replication-factor {settings.replication_factor}{configs}"
+        )
+    return lines
+
+
+TOPIC_OPERATIONS = {
+    "input": ("Read", "Describe"),
+    "internal": ("Read", "Write", "Describe"),
+    "output": ("Write", "Describe"),
+}
+
+
+@dataclass(frozen=True)
+class AclBinding:
+    """One resource and the operations the worker's principal is allowed on it: what both
+    the printed kafka-acls.sh lines and deploy/kafka/acls.sh are made from, so they cannot
+    drift apart, and what the start-up check compares the broker's answer with."""
+
+    resource: str  # "topic" or "group"
+    name: str
+    operations: tuple[str, ...]
+
+    def line(self, principal: str) -> str:
+        """deploy/kafka/acls.sh's input format."""
+        return f"{principal} {self.resource} {self.name} {','.join(self.operations)}"
+
+
+def acl_bindings(settings: Settings) -> list[AclBinding]:
+    """What the worker needs and no more: its own topics (read what it consumes, write what it
+    produces), its consumer group, and, when it creates its topics itself, Create on them; with
+    LEADPULSE_CREATE_TOPICS=off, DescribeConfigs instead, for the start-up check."""
+    outputs = {
+        settings.topic(name) for name in (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS, ACCOUNT_SCORES, HOT_ACCOUNTS)
+    }
+    extra = ("DescribeConfigs",) if not settings.create_topics else ("Create",)
+    bindings = []
+    for spec in topic_specs(settings):
+        kind = "input" if spec.name == settings.input_topic else "output" if spec.name in outputs else "internal"
+        bindings.append(AclBinding("topic", spec.name, TOPIC_OPERATIONS[kind] + extra))
+    bindings.append(AclBinding("group", settings.app_id, ("Read", "Describe")))
+    return bindings
+
+
+def acl_commands(settings: Settings, principal: str) -> list[str]:
+    """kafka-acls.sh lines granting `principal` the worker's ACLs (acl_bindings)."""
+    base = f"kafka-acls.sh --bootstrap-server {settings.bootstrap_servers} --command-config admin.properties --add"
+    return [
+        f"{base} --allow-principal {principal}{''.join(f' --operation {op}' for op in binding.operations)} "
+        f"--{binding.resource} {binding.name}"
+        for binding in acl_bindings(settings)
+    ]
+
+
+async def prepare_topics(settings: Settings, *, create: bool | None = None) -> list[str]:
+    """Create the missing topics (unless `create` is False, or LEADPULSE_CREATE_TOPICS=off),
+    check the partition count and configuration of all of them, and wait for the group
+    coordinator; raise StartupError naming what is wrong. Returns the topics created."""
+    create = settings.create_topics if create is None else create
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         specs = topic_specs(settings)
-        missing = [spec for spec in specs if spec.name not in set(await admin.list_topics())]
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in specs if spec.name not in existing]
+        if missing and not create:
+            names = ", ".join(spec.name for spec in missing)
+            raise StartupError(
+                f"topics missing: {names}; {env_name('create_topics')}=off, so an administrator creates them "
+                "(leadpulse topics create, or the commands printed by leadpulse topics commands)"
+            )
         if missing:
-            with suppress(TopicAlreadyExistsError):  # another worker of the group created it meanwhile
-                await admin.create_topics(
-                    [
-                        NewTopic(spec.name, settings.partitions, settings.replication_factor, topic_configs=spec.config)
-                        for spec in missing
-                    ]
-                )
-        await _check_partitions(admin, settings, [spec.name for spec in specs])
+            await create_topics(admin, settings, missing)
+        await _check_partitions(admin, settings, specs)
+        if not create:
+            await _check_configs(admin, specs)
+        await _check_topic_acls(admin, settings)
         await _wait_for_coordinator(admin, settings)
+        return [spec.name for spec in missing]
     finally:
         await admin.close()
 
 
-async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings, names: list[str]) -> None:
+async def create_topics(admin: AIOKafkaAdminClient, settings: Settings, specs: list[TopicSpec]) -> None:
+    """aiokafka returns the broker's per-topic errors instead of raising them: a refusal
+    (no ACL, a replication factor above the broker count, a bad config) is named here
+    rather than found missing a minute later."""
+    try:
+        response = await admin.create_topics(
+            [
+                NewTopic(spec.name, settings.partitions, settings.replication_factor, topic_configs=spec.config)
+                for spec in specs
+            ]
+        )
+    except TopicAlreadyExistsError:  # another worker of the group created it meanwhile
+        return
+    for topic, code, *rest in response.topic_errors:
+        error = for_code(code)
+        if code == 0 or error is TopicAlreadyExistsError:
+            continue
+        message = rest[0] if rest and rest[0] else error.description
+        if error in AUTHORIZATION_ERRORS:
+            raise StartupError(
+                f"the broker refused to create topic {topic} for {describe(settings)} ({error.__name__}): grant "
+                f"CREATE on it, or have an administrator create the topics and set {env_name('create_topics')}=off"
+            )
+        raise StartupError(f"the broker refused to create topic {topic}: {message} ({error.__name__})")
+
+
+async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings, specs: list[TopicSpec]) -> None:
+    names = [spec.name for spec in specs]
     deadline = time.monotonic() + COORDINATOR_WAIT_S
     while True:
         described = await admin.describe_topics(names)
+        denied = [entry["topic"] for entry in described if for_code(entry["error_code"]) in AUTHORIZATION_ERRORS]
+        if denied:
+            (binding,) = (binding for binding in acl_bindings(settings) if binding.name == denied[0])
+            raise StartupError(
+                f"{describe(settings)} may not DESCRIBE topic {denied[0]} (TopicAuthorizationFailedError): "
+                f"grant {_grant(binding)} on it (leadpulse topics commands)"
+            )
         counts = {entry["topic"]: len(entry["partitions"]) for entry in described if not entry["error_code"]}
+        replicas = {
+            entry["topic"]: min(len(p["replicas"]) for p in entry["partitions"])
+            for entry in described
+            if not entry["error_code"] and entry["partitions"]
+        }
         if len(counts) == len(names) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)  # just created: metadata is on its way
-    for name in names:
+    for spec in specs:
+        name = spec.name
         found = counts.get(name)
         if found is None:
             raise StartupError(f"topic {name} does not exist and could not be created")
-        if found != settings.partitions:
+        if found != spec.partition_count(settings) and spec.partitions is None:
             raise StartupError(
                 f"topic {name} has {found} partitions, LEADPULSE_PARTITIONS is {settings.partitions}: every topic "
                 "the worker reads or writes needs the same count (use the topic's count, or other topic names)"
             )
+        if replicas.get(name, settings.replication_factor) < settings.replication_factor:
+            raise StartupError(
+                f"topic {name} has {replicas[name]} replicas, {env_name('replication_factor')} is "
+                f"{settings.replication_factor}"
+            )
+
+
+async def _check_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Topics an administrator created must have the configuration the worker relies on (a
+    changelog that is not compacted loses state; one that deletes old records loses it too)."""
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name) for spec in specs])
+    actual: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for resource in response.resources:
+            error_code, _message, _type, name, entries = resource[:5]
+            if for_code(error_code) in AUTHORIZATION_ERRORS:
+                raise StartupError(f"not allowed to read the configuration of topic {name}: grant DESCRIBE_CONFIGS")
+            actual[name] = {entry[0]: entry[1] for entry in entries}
+    for spec in specs:
+        for key, wanted in spec.config.items():
+            found = actual.get(spec.name, {}).get(key)
+            if found != wanted:
+                raise StartupError(
+                    f"topic {spec.name} has {key}={found}, the worker needs {key}={wanted} "
+                    "(kafka-configs.sh --alter, or see leadpulse topics commands)"
+                )
+
+
+# Checked after the fact: Create and DescribeConfigs are only needed by the steps before.
+USED_WHILE_RUNNING = ("Read", "Write", "Describe")
+
+
+def _missing(binding: AclBinding, allowed: set[str]) -> list[str]:
+    return [op.upper() for op in binding.operations if op in USED_WHILE_RUNNING and op not in allowed]
+
+
+def _grant(binding: AclBinding) -> str:
+    return " and ".join(", ".join(op.upper() for op in binding.operations if op in USED_WHILE_RUNNING).rsplit(", ", 1))
+
+
+async def _check_topic_acls(admin: AIOKafkaAdminClient, settings: Settings) -> None:
+    """A topic the worker may describe but not read or write passes every check above, and
+    the worker would then wait forever (authorized.py); name the missing ACL instead."""
+    topics = [binding for binding in acl_bindings(settings) if binding.resource == "topic"]
+    allowed = await topic_operations(admin, [binding.name for binding in topics])
+    if allowed is None:
+        return
+    for binding in topics:
+        missing = _missing(binding, allowed.get(binding.name, set()))
+        if missing:
+            raise StartupError(
+                f"{describe(settings)} may not {' or '.join(missing)} topic {binding.name} "
+                f"(TopicAuthorizationFailedError): grant {_grant(binding)} on it (leadpulse topics commands)"
+            )
+
+
+def _check_group_acls(settings: Settings, allowed: set[str] | None) -> None:
+    """A group the worker may describe but not read passes the coordinator check, and the
+    worker would then wait forever for its JoinGroup (authorized.py)."""
+    (binding,) = (binding for binding in acl_bindings(settings) if binding.resource == "group")
+    missing = [] if allowed is None else _missing(binding, allowed)
+    if missing:
+        raise StartupError(
+            f"{describe(settings)} may not {' or '.join(missing)} consumer group {binding.name!r} "
+            f"(GroupAuthorizationFailedError): grant {_grant(binding)} on it"
+        )
 
 
 async def _wait_for_coordinator(admin: AIOKafkaAdminClient, settings: Settings) -> None:
-    """A fresh broker creates its offsets topic on the first group request; answer that here
-    instead of in the worker's log."""
+    """A fresh broker creates its offsets topic on the first group request, and loads its
+    partitions a moment later; answer that here instead of in the worker's log."""
     deadline = time.monotonic() + COORDINATOR_WAIT_S
     while True:
         try:
             await admin.list_consumer_group_offsets(settings.app_id)
-            return
-        except GroupCoordinatorNotAvailableError:
+            allowed = await group_operations(admin, settings.app_id)
+            break
+        except GroupAuthorizationFailedError:
+            raise StartupError(
+                f"{describe(settings)} may not use consumer group {settings.app_id!r} (GroupAuthorizationFailedError): "
+                "grant READ and DESCRIBE on it"
+            ) from None
+        except (GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError, CoordinatorLoadInProgressError):
             if time.monotonic() > deadline:
                 raise StartupError(
                     f"the broker's group coordinator did not answer within {COORDINATOR_WAIT_S:.0f} s"
@@ -126,3 +327,4 @@ async def _wait_for_coordinator(admin: AIOKafkaAdminClient, settings: Settings) 
             await asyncio.sleep(0.2)
         except KafkaError as error:
             raise StartupError(f"the broker refused the consumer group {settings.app_id!r}: {error!r}") from None
+    _check_group_acls(settings, allowed)

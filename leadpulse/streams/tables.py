@@ -23,6 +23,7 @@ from faust.streams import _current_event
 from faust.types import TP
 
 from leadpulse.scoring.accounts import AccountState, account_from_bytes, account_to_bytes
+from leadpulse.scoring.erasure import Erasure, is_marker, marker_bytes, marker_from_bytes, marker_key
 from leadpulse.scoring.state import ContactState, from_bytes, to_bytes
 from leadpulse.streams.outbox import Outbox
 
@@ -51,13 +52,20 @@ class StateTable(Generic[S]):
         data = self.table.get(key.encode())
         return None if data is None else self.decode(data)
 
-    def put_many(self, partition: int, states: Iterable[S], outbox: Outbox) -> None:
-        """Write the local store now and queue one changelog record per contact in `outbox`;
+    def put_many(
+        self, partition: int, states: Iterable[S], outbox: Outbox, erased: dict[str, Erasure] | None = None
+    ) -> None:
+        """Write the local store now and queue one changelog record per state in `outbox`;
         run in `partition_of` an event of `partition`. Faust's `table[key] = value` would send
         each changelog record on its own; the persisted offset (where recovery resumes) is
-        set the way Faust sets it, once the broker has the records."""
+        set the way Faust sets it, once the broker has the records. An erased contact's
+        record is deleted (a tombstone in the changelog) and its marker stored."""
         changelog = self.table.changelog_topic.get_topic_name()
-        records = [(self.key(state).encode(), self.encode(state)) for state in states]
+        records: list[tuple[bytes, bytes | None]] = []
+        for erased_key, erasure in (erased or {}).items():  # first: a contact back after its grace is stored after
+            records.append((erased_key.encode(), None))
+            records.append((marker_key(erased_key), marker_bytes(erasure)))
+        records.extend((self.key(state).encode(), self.encode(state)) for state in states)
         for key, value in records:
             outbox.add(changelog, partition, key, value)
         store = self.table.data
@@ -65,11 +73,13 @@ class StateTable(Generic[S]):
         outbox.on_delivered(changelog, partition, partial(store.set_persisted_offset, TP(changelog, partition)))
 
     async def scan(self, slice_s: float = 0.005) -> AsyncIterator[tuple[str, S]]:
-        """Every local contact, decoded; lets the event loop run (web, heartbeats, producer)
-        whenever `slice_s` has passed, counting the caller's work on each contact too, so a
+        """Every local state (erasure markers skipped), decoded; lets the event loop run (web, heartbeats, producer)
+        whenever `slice_s` has passed, counting the caller's work on each state too, so a
         large table does not stall the worker (bench/recovery.py measures it)."""
         resumed = time.perf_counter()
         for key, data in self.table.items():
+            if is_marker(key):
+                continue
             yield key.decode(), self.decode(data)
             if time.perf_counter() - resumed >= slice_s:
                 await asyncio.sleep(0)
@@ -77,8 +87,15 @@ class StateTable(Generic[S]):
 
 
 class ContactTable(StateTable[ContactState]):
+    """Contacts, and the erasure markers kept among them (scoring.erasure) under keys no
+    contact id has, so that a marker moves with its contact's partition."""
+
     def __init__(self, table: Any) -> None:
         super().__init__(table, from_bytes, to_bytes, lambda state: state.contact_id)
+
+    def erasure(self, contact_id: str) -> Erasure | None:
+        data = self.table.get(marker_key(contact_id))
+        return None if data is None else marker_from_bytes(data)
 
 
 class AccountTable(StateTable[AccountState]):
@@ -86,14 +103,21 @@ class AccountTable(StateTable[AccountState]):
         super().__init__(table, account_from_bytes, account_to_bytes, lambda state: state.account_id)
 
 
-def _write_local(store: Any, partition: int, records: list[tuple[bytes, bytes]]) -> None:
+def _write_local(store: Any, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
     """RocksDB gets one write batch per partition (as Faust's own changelog recovery writes
-    it; a put per key cost more: bench/README.md); other stores a plain assignment per key."""
+    it; a put per key cost more: bench/README.md); other stores a plain assignment per key.
+    A None value deletes the key, as a tombstone does when the changelog is replayed."""
     if isinstance(store, RocksDBStore) and store.use_rocksdict:
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in records:
-            batch.put(key, value)
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         store._db_for_partition(partition).write(batch)
     else:
         for key, value in records:
-            store[key] = value
+            if value is None:
+                store.pop(key, None)
+            else:
+                store[key] = value

@@ -1,24 +1,74 @@
 """The query API on the worker's web port: GET /contacts/{id} and GET /accounts/{id} (routed
-by Faust to the worker that owns the key's partition) and GET /health."""
+by Faust to the worker that owns the key's partition, with the caller's headers), and GET
+/health and /metrics. /contacts and /accounts serve personal data: with a tokens file they
+need a bearer token, and without one the settings keep the port on loopback (Settings.check)."""
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from leadpulse.schemas.outputs import account_record, dumps, snapshot_record
 from leadpulse.scoring.accounts import account_snapshot
 from leadpulse.scoring.engine import snapshot
 from leadpulse.scoring.replay import LAST_EVENT
 from leadpulse.scoring.timeutil import now_ms, parse_rfc3339_ms
+from leadpulse.streams.settings import read_tokens
 
 if TYPE_CHECKING:
     from leadpulse.streams.pipeline import Pipeline
 
 
+View = Callable[..., Awaitable[Any]]
+
+
 def register_views(pipeline: Pipeline) -> None:
+    settings = pipeline.settings
+    if settings.query_api:
+        tokens = read_tokens(settings.api_tokens_file) if settings.api_tokens_file else None
+        _register_contacts(pipeline, tokens)
+    if settings.health_metrics:
+        _register_health(pipeline)
+
+
+def bearer_guard(tokens: tuple[str, ...] | None) -> Callable[[View], View]:
+    """401 unless the request carries one of `tokens` (None: no authentication). Checked
+    before Faust routes the request, so an unauthenticated caller never reaches another
+    worker; every token is compared, in constant time, so timing tells nothing about them."""
+    expected = [token.encode() for token in tokens or ()]
+
+    def decorate(view: View) -> View:
+        if tokens is None:
+            return view
+
+        async def guarded(web: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            header = request.headers.get("Authorization", "")
+            scheme, _, offered = header.partition(" ")
+            given = offered.strip().encode() if scheme.lower() == "bearer" else b""
+            matched = False
+            for token in expected:
+                matched |= hmac.compare_digest(given, token)
+            if not matched:
+                return web.json(
+                    {"error": "a bearer token is required (Authorization: Bearer <token>)"},
+                    status=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="leadpulse"'},
+                )
+            return await view(web, request, *args, **kwargs)
+
+        return guarded
+
+    return decorate
+
+
+def _register_contacts(pipeline: Pipeline, tokens: tuple[str, ...] | None) -> None:
     app, contacts = pipeline.app, pipeline.contacts
 
     @app.page("/contacts/{contact_id}")
+    @bearer_guard(tokens)
     @app.table_route(table=contacts.table, match_info="contact_id")
     async def contact(web: Any, request: Any, contact_id: str) -> Any:
         """The snapshot now (`?at=` an RFC 3339 time, or `last-event` as the stream published it)."""
@@ -40,6 +90,7 @@ def register_views(pipeline: Pipeline) -> None:
         )
 
     @app.page("/accounts/{account_id}")
+    @bearer_guard(tokens)
     @app.table_route(table=pipeline.accounts.table, match_info="account_id")
     async def account(web: Any, request: Any, account_id: str) -> Any:
         """The account as last published: a function of its members' latest records, at the
@@ -49,6 +100,15 @@ def register_views(pipeline: Pipeline) -> None:
         if view is None:
             return web.json({"error": f"unknown account {account_id!r}"}, status=404)
         return web.bytes(dumps(account_record(view)), content_type="application/json")
+
+
+def _register_health(pipeline: Pipeline) -> None:
+    app = pipeline.app
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        """Ours and Faust's (streams/monitor.py), one registry."""
+        return web.bytes(generate_latest(pipeline.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

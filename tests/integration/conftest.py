@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from leadpulse.cli.processes import LocalBroker, WorkerProcess, broker_port, free_port
+from leadpulse.cli.processes import CollectorProcess, LocalBroker, WorkerProcess, broker_port, free_port
 from leadpulse.streams.settings import Settings
 from tests.integration.harness import wait_for
 
@@ -55,8 +55,8 @@ def workers(tmp_path, request):
     """Start workers through this fixture: every one is stopped by pid at teardown."""
     started: list[WorkerProcess] = []
 
-    def start(settings: Settings, *, wait_ready: bool = True) -> WorkerProcess:
-        worker = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log")
+    def start(settings: Settings, env: dict[str, str] | None = None, *, wait_ready: bool = True) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log", env=env)
         started.append(worker)
         worker.start(wait_ready=wait_ready)
         return worker
@@ -76,6 +76,25 @@ def workers(tmp_path, request):
     if os.environ.get("SHOW_WORKER_LOGS"):
         for worker in started:
             print(Path(worker.log_path).read_text(errors="replace")[-5000:])
+
+
+@pytest.fixture
+def collectors(tmp_path):
+    """Start `leadpulse collect` processes through this fixture: each is stopped by pid at teardown."""
+    started: list[CollectorProcess] = []
+
+    def start(settings: Settings) -> CollectorProcess:
+        collector = CollectorProcess(settings, tmp_path / f"collector-{len(started)}.log")
+        started.append(collector)
+        collector.start()
+        return collector
+
+    yield start
+    for collector in started:
+        if not collector.running() and collector.process is not None:
+            tail = Path(collector.log_path).read_text(errors="replace")[-3000:]
+            print(f"collector {collector.pid}: exited with {collector.process.returncode}; its log ends:\n{tail}")
+        collector.stop(timeout_s=10)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -4,13 +4,18 @@ streams.processes, stopped by pid by the fixtures in conftest.py."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-import orjson
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from leadpulse.cli.kafka_clients import produce_lines, read_topic
+from leadpulse.cli.kafka_clients import latest_by_key, produce_lines, read_topic
+from leadpulse.cli.processes import ROOT
 from leadpulse.streams.settings import Settings
 from tests.integration.oracle import scores_mismatch
 
@@ -21,24 +26,27 @@ def produce(settings: Settings, lines: Iterable[bytes], *, keyed: bool = True) -
     return asyncio.run(produce_lines(settings, lines, keyed=keyed))
 
 
-def read_all(settings: Settings, topic: str, idle_s: float = 2.0) -> list[tuple[bytes | None, bytes]]:
-    async def collect() -> list[tuple[bytes | None, bytes]]:
+def read_all(settings: Settings, topic: str, idle_s: float = 2.0) -> list[tuple[bytes | None, bytes | None]]:
+    async def collect() -> list[tuple[bytes | None, bytes | None]]:
         return [record async for record in read_topic(settings, topic, from_beginning=True, idle_timeout_s=idle_s)]
 
     return asyncio.run(collect())
 
 
-def latest_by_key(records: list[tuple[bytes | None, bytes | None]]) -> dict[str, Any]:
-    """What a compacted topic converges to: the last value per key (a null value deletes it)."""
-    latest: dict[str, Any] = {}
-    for key, value in records:
-        if key is None:
-            continue
-        if value is None:
-            latest.pop(key.decode(), None)
-        else:
-            latest[key.decode()] = orjson.loads(value)
-    return latest
+def run_cli(settings: Settings, *args: str, timeout_s: float = 120) -> tuple[subprocess.CompletedProcess[bytes], float]:
+    """`leadpulse ARGS` in its own process, configured by the settings' LEADPULSE_* variables
+    only; returns the finished process and how long it took."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPULSE_")} | settings.as_env()
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "leadpulse", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    return done, time.monotonic() - started
 
 
 def wait_for(condition: Callable[[], T], timeout_s: float, interval_s: float = 1.0) -> T:
@@ -75,3 +83,16 @@ def scores_reach(
         )
     latest: dict[str, Any] = seen["latest"]
     return latest
+
+
+async def set_topic_config(settings: Settings, topic: str, config: dict[str, str], *, create: bool) -> None:
+    """Create `topic` with `config`, or change the config of an existing one."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        if create:
+            await admin.create_topics([NewTopic(topic, settings.partitions, 1, topic_configs=config)])
+        else:
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
+    finally:
+        await admin.close()

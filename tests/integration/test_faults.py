@@ -7,13 +7,12 @@ import random
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.admin import AIOKafkaAdminClient
 
 from leadpulse.cli.kafka_clients import ensure_topic
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.startup import prepare_topics
-from tests.integration.harness import latest_by_key, produce, read_all, scores_reach, wait_for
+from tests.integration.harness import latest_by_key, produce, read_all, scores_reach, set_topic_config, wait_for
 from tests.integration.oracle import Oracle, traffic_lines
 
 pytestmark = pytest.mark.integration
@@ -24,25 +23,13 @@ def outcome_counts(worker) -> dict[str, float]:
     return {outcome: worker.metric("leadpulse_events_total", f'outcome="{outcome}"') for outcome in OUTCOMES}
 
 
-async def _set_topic_config(settings, topic: str, config: dict[str, str], *, create: bool) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await admin.start()
-    try:
-        if create:
-            await admin.create_topics([NewTopic(topic, settings.partitions, 1, topic_configs=config)])
-        else:
-            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
-    finally:
-        await admin.close()
-
-
 def test_a_delivery_the_broker_refuses_stops_the_worker_and_nothing_is_committed_past_it(make_settings, workers):
     """hot-leads accepts records of 200 bytes at most: the first hot lead is refused for good.
     The worker must stop rather than commit; once the topic is fixed, a restart completes
     every output as the offline scorer has it."""
     settings = make_settings()
     hot_leads = settings.topic("hot-leads")
-    asyncio.run(_set_topic_config(settings, hot_leads, {"max.message.bytes": "200"}, create=True))
+    asyncio.run(set_topic_config(settings, hot_leads, {"max.message.bytes": "200"}, create=True))
     lines = traffic_lines(20_000, 300, seed=23)
     oracle = Oracle(lines)
     assert oracle.hot_lead_ids, "the traffic must make hot leads for this test to mean anything"
@@ -53,7 +40,7 @@ def test_a_delivery_the_broker_refuses_stops_the_worker_and_nothing_is_committed
     log = worker.log_path.read_text(errors="replace")
     assert "a batch could not be delivered" in log and "MessageSizeTooLarge" in log
 
-    asyncio.run(_set_topic_config(settings, hot_leads, {"max.message.bytes": "1048588"}, create=False))
+    asyncio.run(set_topic_config(settings, hot_leads, {"max.message.bytes": "1048588"}, create=False))
     worker.start()
     scores_reach(settings, oracle.snapshots, timeout_s=120)
     published = {orjson.loads(value)["id"] for _, value in read_all(settings, hot_leads)}

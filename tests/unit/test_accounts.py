@@ -1,6 +1,8 @@
 """Accounts in the core: who belongs where, what an account snapshot says, and that it does
 not depend on the order member records arrive in (docs/scoring.md, Accounts)."""
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,15 +11,16 @@ from leadpulse.scoring.accounts import (
     AccountState,
     Member,
     account_from_bytes,
-    account_of,
     account_snapshot,
     account_to_bytes,
     account_updates,
     fold,
+    leaving,
     member_from_bytes,
     member_to_bytes,
     settle,
 )
+from leadpulse.scoring.domains import account_of
 from leadpulse.scoring.engine import Reason, apply, new_state, snapshot
 from leadpulse.scoring.replay import ScoreRun
 from leadpulse.scoring.rules import RulesError, parse_rules
@@ -61,8 +64,10 @@ def test_the_latest_account_id_by_event_time_wins_whatever_the_arrival_order():
 
 
 def test_state_round_trip_keeps_identity_and_account():
-    state = apply(new_state("c-1"), event("form_submitted", T0, "c-1", email="ada@acme.io"), RULES).state
-    state.account = "acme.io"
+    state = apply(
+        new_state("c-1"), event("form_submitted", T0, "c-1", email="ada@acme.io", account_id="acme"), RULES
+    ).state
+    state.account_sent = "acme.io"
     assert from_bytes(to_bytes(state)) == state
 
 
@@ -203,7 +208,7 @@ def stream(events):
         account, updates = account_updates(state, snapshot(state, at, RULES), RULES)
         for target, record in updates:
             sent.setdefault(target, {}).setdefault(record.contact_id, []).append(record)
-        state.account = account
+        state.account_sent = account
         contacts[item.contact_id] = state
     return sent
 
@@ -262,3 +267,37 @@ def test_a_contact_that_changes_account_leaves_the_old_one(events, rng):
                 fold(state, record)
         members = {m.contact_id for m in state.members.values() if not m.left}
         assert members == {contact for contact, home in final.items() if home == account}
+
+
+def test_a_group_call_and_an_account_id_property_are_one_last_writer_wins_account():
+    """Segment's groupId (Event.account_id) and a native `account_id` property feed the
+    same field: the later one wins whichever arrives first."""
+    grouped = replace(event("account_linked", T0 + 1_000, "ada@acme.io"), account_id="globex")
+    named = event("profile_updated", T0, "ada@acme.io", account_id="initech")
+    for order in ((grouped, named), (named, grouped)):
+        state = new_state("ada@acme.io")
+        for item in order:
+            state = apply(state, item, RULES).state
+        assert state.account is not None and state.account.value == "globex"
+        assert snapshot(state, T0 + 1_000, RULES).account_id == "globex"
+
+
+def test_an_erased_contact_leaves_its_account_offline_and_in_the_stream():
+    """The offline scorer drops an erased contact from its account; the stream's leave
+    record, folded after the contact's member record, ends in the same account snapshot."""
+    events = [
+        event("demo_requested", T0, "ada@globex.eu", seniority="vp"),
+        event("demo_requested", T0 + 1_000, "tom@globex.eu", seniority="director"),
+        event("contact_erased", T0 + 2_000, "ada@globex.eu"),
+    ]
+    offline = ScoreRun(RULES)
+    for item in events:
+        offline.add(item)
+    [expected] = offline.accounts(None)
+    assert expected.contacts == 1 and [top.contact_id for top in expected.top_contacts] == ["tom@globex.eu"]
+
+    sent = stream(events[:2])["globex.eu"]
+    state = AccountState("globex.eu")
+    for record in [*sent["ada@globex.eu"], *sent["tom@globex.eu"], leaving("ada@globex.eu", T0 + 2_000)]:
+        fold(state, record)
+    assert account_snapshot("globex.eu", state.members.values(), RULES) == expected

@@ -32,7 +32,7 @@ def stderr_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("command", [["worker"], ["produce", "{events}"], ["tail", "hot-leads"]])
+@pytest.mark.parametrize("command", [["worker"], ["produce", "{events}"], ["tail", "hot-leads"], ["collect"]])
 def test_a_command_without_a_broker_says_so_in_one_line(command, tmp_path):
     """A real process: aiokafka's own error logging would reach stderr there, and pytest's
     log capture would hide it in-process."""
@@ -41,6 +41,8 @@ def test_a_command_without_a_broker_says_so_in_one_line(command, tmp_path):
     port = free_port()  # nothing listens there
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPULSE_")}
     env |= {"LEADPULSE_BROKER": f"127.0.0.1:{port}", "LEADPULSE_DATA_DIR": str(tmp_path / "data")}
+    (tmp_path / "keys").write_text("a-write-key-of-20-chars\n")
+    env |= {"LEADPULSE_WRITE_KEYS_FILE": str(tmp_path / "keys")}
     args = [part.format(events=events) for part in command]
     done = subprocess.run(
         [sys.executable, "-m", "leadpulse", *args],
@@ -142,7 +144,7 @@ def test_tail_of_a_mistyped_name_suggests_the_right_one():
         tail_topic("hot_leads", settings, existing)
     message = str(refused.value)
     assert "no topic hot_leads on 127.0.0.1:9092; did you mean hot-leads?" in message
-    assert "contact-scores, stage-changes, hot-leads, dead-letters, events" in message
+    assert "contact-scores, stage-changes, hot-leads, dead-letters, account-scores, hot-accounts, events" in message
     assert "also on the broker: orders" in message
 
 

@@ -31,7 +31,13 @@ def test_prometheus_scrapes_the_worker_web_port():
     config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     targets = config["scrape_configs"][0]["static_configs"][0]["targets"]
     assert targets == [f"worker:{Settings().web_port}"]
-    assert f"{Settings().web_port}:{Settings().web_port}" in COMPOSE["services"]["worker"]["ports"]
+    assert f"127.0.0.1:{Settings().web_port}:{Settings().web_port}" in COMPOSE["services"]["worker"]["ports"]
+
+
+def test_compose_publishes_ports_on_loopback_only():
+    for name, service in COMPOSE["services"].items():
+        for mapping in service.get("ports", []):
+            assert mapping.startswith("127.0.0.1:"), f"{name} publishes {mapping} on every interface"
 
 
 def test_the_grafana_dashboard_only_queries_metrics_that_exist():
