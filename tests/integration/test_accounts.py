@@ -5,6 +5,7 @@ account table, `account-scores` and `hot-accounts`, checked against the offline 
 import orjson
 import pytest
 
+from leadpulse.scoring.timeutil import format_ms, now_ms
 from tests.integration.harness import latest_by_key, produce, read_all, scores_reach, wait_for
 from tests.integration.oracle import Oracle, traffic_lines
 
@@ -37,3 +38,15 @@ def test_account_scores_equal_the_offline_accounts_after_a_kill_mid_stream(make_
     assert alerts and {alert["kind"] for alert in alerts} == {"hot_account"}
     hot_now = {a for a, view in oracle.accounts.items() if view["temperature_label"] == "hot"}
     assert hot_now <= {alert["account_id"] for alert in alerts}, "an account hot at the end never alerted"
+
+    # Erasing the account's best contact takes it out of the account, as the offline scorer does.
+    victim = oracle.accounts[account_id]["top_contacts"][0]["contact_id"]
+    erase = {"event_id": "erase-victim", "type": "contact_erased", "contact_id": victim}
+    erase_line = orjson.dumps({**erase, "occurred_at": format_ms(now_ms())})
+    after = Oracle([*lines, erase_line])
+    assert after.accounts.get(account_id) != oracle.accounts[account_id]
+    produce(settings, [erase_line])
+    scores_reach(settings, after.snapshots, timeout_s=90)
+    scores_reach(settings, after.accounts, timeout_s=90, topic="account-scores")
+    listed = [top["contact_id"] for top in worker.get(f"/accounts/{account_id}")[1].get("top_contacts", [])]
+    assert victim not in listed

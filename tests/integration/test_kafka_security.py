@@ -16,10 +16,9 @@ import orjson
 import pytest
 
 from leadpulse.cli.processes import ROOT, LocalBroker, broker_port, low_free_ports
-from tests.integration.harness import latest_by_key, produce, read_all, run_cli, wait_for
+from tests.integration.harness import latest_by_key, produce, read_all, run_cli, scores_reach, wait_for
 from tests.integration.oracle import Oracle, traffic_lines
 from tests.integration.pki import KEYSTORE_PASSWORD, make_pki
-from tests.integration.test_pipeline import scores_equal_oracle
 
 SCORER_PASSWORD = "scorer-secret-0123"
 WORKER_PASSWORD = "worker-secret-4567"  # the least-privilege user: only the ACLs a test grants
@@ -199,7 +198,8 @@ def test_worker_scores_with_only_its_least_privilege_acls(secure, make_settings,
     assert produce(scram_256(secure, settings), lines) == len(lines)  # a producer's user, not the worker's
 
     oracle = Oracle(lines)
-    assert wait_for(scores_equal_oracle(mutual_tls(secure, settings), oracle), timeout_s=120) == oracle.snapshots
+    scores_reach(mutual_tls(secure, settings), oracle.snapshots, timeout_s=120)
+    scores_reach(mutual_tls(secure, settings), oracle.accounts, timeout_s=60, topic="account-scores")
 
 
 @pytest.mark.parametrize(
