@@ -8,8 +8,9 @@ Per batch (docs/guarantees.md):
 2. stage changes, hot leads, dead letters and re-keyed records are delivered (acknowledged
    by the broker);
 3. each touched contact is then stored once, and its changelog record, snapshot and
-   account member record delivered (a contact that changed account sends a leave record to
-   its old account in step 2, before the state that forgets the old account is stored);
+   account member record delivered (a contact that changed account, or was erased, sends a
+   leave record to its old account in step 2, before the state that forgets the old account
+   is stored or deleted);
 4. only then are the batch's offsets released for Faust's commit.
 A delivery the broker refuses for good stops the worker before step 4, so that it restarts
 from the last commit; retriable ones are retried (streams/outbox.py).
@@ -287,6 +288,7 @@ class ScoringAgent:
         return prepared
 
     def _leave(self, account: str, record: Member, alerts: Outbox) -> None:
+        """To the account's own partition of account-members, keyed by account as member records."""
         key = account.encode()
         alerts.add(
             self.topics.account_members.get_topic_name(),

@@ -412,3 +412,9 @@ def test_decoding_any_segment_shaped_message_fails_only_with_invalid_event(call,
 def test_decoding_any_bytes_fails_only_with_invalid_event(raw):
     with contextlib.suppress(InvalidEvent):
         decode_event(raw)
+
+
+def test_the_unreleased_format_4_is_refused_rather_than_misread():
+    stored = orjson.loads(to_bytes(new_state("ada@acme.io")))
+    with pytest.raises(ValueError, match="unsupported contact state format 4"):
+        from_bytes(orjson.dumps([4, *stored[1:]]))
