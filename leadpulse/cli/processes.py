@@ -147,7 +147,8 @@ class WorkerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}; see {self.log_path}")
             health = self.health()
-            if health and health.get("status") == "ok":  # consuming every input of its partitions
+            # ok: consuming every input of its partitions (a web server still starting answers text)
+            if isinstance(health, dict) and health.get("status") == "ok":
                 return
             time.sleep(0.2)
         self.kill()
