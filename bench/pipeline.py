@@ -199,9 +199,14 @@ def main() -> None:
     parser.add_argument("--store", default="rocksdb://")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy our worker this long")
     parser.add_argument("--broker", default=None, help="use this broker instead of starting one")
+    parser.add_argument(
+        "--accounts", type=int, default=0, help="contacts name one of this many companies (loads the account table)"
+    )
     args = parser.parse_args()
 
-    traffic = Traffic(seed=21, start_ms=now_ms() - 90 * DAY_MS, span_ms=80 * DAY_MS, contacts=args.contacts)
+    traffic = Traffic(
+        seed=21, start_ms=now_ms() - 90 * DAY_MS, span_ms=80 * DAY_MS, contacts=args.contacts, accounts=args.accounts
+    )
     lines = [orjson.dumps(event) for event in traffic.events(args.events)]
     rules = load_rules()
     run = score_lines(lines, rules)

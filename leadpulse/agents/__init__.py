@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from leadpulse.agents.accounts import AccountsAgent
 from leadpulse.agents.scoring import ScoringAgent
 from leadpulse.streams.pipeline import Pipeline
 
 
 def attach_agents(pipeline: Pipeline) -> ScoringAgent:
     """Register every agent and timer of the worker on `pipeline.app`."""
-    return ScoringAgent.attach(pipeline)
+    scoring = ScoringAgent.attach(pipeline)
+    scoring.accounts = AccountsAgent.attach(pipeline, scoring.producer)
+    return scoring

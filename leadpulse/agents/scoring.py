@@ -7,7 +7,10 @@ Per batch (docs/guarantees.md):
    below the position stored with the contact) changes nothing;
 2. stage changes, hot leads, dead letters and re-keyed records are delivered (acknowledged
    by the broker);
-3. each touched contact is then stored once, and its changelog record and snapshot delivered;
+3. each touched contact is then stored once, and its changelog record, snapshot and
+   account member record delivered (a contact that changed account, or was erased, sends a
+   leave record to its old account in step 2, before the state that forgets the old account
+   is stored or deleted);
 4. only then are the batch's offsets released for Faust's commit.
 A delivery the broker refuses for good stops the worker before step 4, so that it restarts
 from the last commit; retriable ones are retried (streams/outbox.py).
@@ -28,6 +31,7 @@ from faust.exceptions import PartitionsMismatch
 from leadpulse.schemas.events import InvalidEvent, decode_event
 from leadpulse.schemas.outputs import dead_letter_record, dumps, output_record, snapshot_record
 from leadpulse.schemas.segment import is_unmapped
+from leadpulse.scoring.accounts import Member, account_updates, leaving, member_to_bytes
 from leadpulse.scoring.engine import HotLead, Output, apply, cooling_due_ms, future_reason, new_state, reevaluate
 from leadpulse.scoring.engine import snapshot as snapshot_of
 from leadpulse.scoring.erasure import ERASE_EVENT, Erasure, erasure_of
@@ -44,17 +48,20 @@ COOLING_BATCH = 5_000  # contacts asked to re-read per cooling tick, at most
 EVENTS, REKEYED = "e", "r"  # the inputs whose positions a contact state keeps
 
 Scored = dict[str, tuple[ContactState | None, int]]  # contact id -> (new state or None: erased, time to publish it at)
+Prepared = list[tuple[ContactState, bytes, list[tuple[bytes, bytes]]]]  # state, snapshot, member records
 
 
 @dataclass
 class PartitionWork:
     """What a batch does to one partition: the states to store, the erasure markers to
-    store with them; `anchor` is one of its events, for Faust's partition context."""
+    store with them, and the account each erased contact leaves (with the time of its leave
+    record); `anchor` is one of its events, for Faust's partition context."""
 
     partition: int
     anchor: Any
     results: Scored = field(default_factory=dict)
     erased: dict[str, Erasure] = field(default_factory=dict)
+    leaving: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 class ScoringAgent:
@@ -77,6 +84,7 @@ class ScoringAgent:
         self.events: Counter[str] = Counter()
         self.outputs: Counter[str] = Counter()
         self.agent: Any = None
+        self.accounts: Any = None  # the accounts agent, when attached with this one (agents.attach_agents)
 
     @classmethod
     def attach(cls, pipeline: Pipeline, producer: Callable[[], BatchProducer] | None = None) -> ScoringAgent:
@@ -121,7 +129,9 @@ class ScoringAgent:
         for topic in self.topics.outputs:
             await topic.maybe_declare()
         mismatch = await partition_mismatch(
-            self.producer(), [*self.topics.all, self.contacts.table.changelog_topic], self.settings.partitions
+            self.producer(),
+            [*self.topics.all, self.contacts.table.changelog_topic, self.pipeline.accounts.table.changelog_topic],
+            self.settings.partitions,
         )
         if mismatch:
             await self.app.crash(PartitionsMismatch(mismatch))
@@ -143,11 +153,12 @@ class ScoringAgent:
         # Stage changes, hot leads, dead letters and re-keyed records reach the broker before
         # the states that produced them are stored: a replayed event finds its state stored
         # and emits nothing again, so what it emitted must already be there.
+        prepared = [(work, self._prepare(work, clock, alerts)) for work in scored]
         producer = self.producer()
         await alerts.deliver(producer)
-        for work in scored:
+        for work, states in prepared:
             with partition_of(work.anchor):
-                self._store(work, stored, clock)
+                self._store(work, states, stored)
         await stored.deliver(producer)
         self._count(started, len(batch))
 
@@ -191,6 +202,10 @@ class ScoringAgent:
             erasure = erasure_of(event.occurred_ms, self.rules.erasure_grace_ms)
             erased[contact_id] = erasure.merged(erased.get(contact_id) or self.contacts.erasure(contact_id))
             results[contact_id] = (None, event.occurred_ms)
+            if state is not None and state.account_sent is not None:
+                # Leaves its account as a move does, at a time no record sent before has.
+                at = max(state.published_ms, state.last_event_ms, event.occurred_ms)
+                work.leaving[contact_id] = (state.account_sent, at)
             self.events["erased"] += 1
             return
         if state is None:
@@ -199,6 +214,9 @@ class ScoringAgent:
                 self.events["forgotten"] += 1  # late, replayed or in flight for an erased contact
                 return
             state = new_state(contact_id)
+            left = work.leaving.pop(contact_id, None)
+            if left is not None:  # back in this batch, after its grace: a move, if to another account
+                state.account_sent = left[0]
         applied_at = state.positions.get(role)
         if applied_at is not None and message.offset <= applied_at:
             # Replayed after a crash: already in this state. Stored and published again all
@@ -242,29 +260,63 @@ class ScoringAgent:
         else:  # same band as before (clock skew, or rules changed): look again later
             self.pipeline.cooling.set(contact_id, cooling_due_ms(applied.state, self.rules, at_ms))
 
-    def _store(self, work: PartitionWork, outbox: Outbox, clock: int) -> None:
-        """One table write and one snapshot per contact per batch; a snapshot's time never
-        goes back for a contact (a late event after a cooling tick keeps the tick's time).
-        An erased contact gets a tombstone in contact-scores and in the changelog."""
-        scores = self.topics.scores.get_topic_name()
+    def _prepare(self, work: PartitionWork, clock: int, alerts: Outbox) -> Prepared:
+        """The state, snapshot and account member record each contact is published with; a
+        snapshot's time never goes back for a contact (a late event after a cooling tick keeps
+        the tick's time). Leave records (a contact that changed account, or was erased) go
+        out with the alerts: once the state that no longer names the old account is stored
+        (or deleted), a replay would not send them again."""
         cooling = self.settings.cooling_interval_s
-        states = []
-        partition, results = work.partition, work.results
-        for contact_id, (state, at_ms) in results.items():
+        prepared: Prepared = []
+        for contact_id, (left, left_ms) in work.leaving.items():
+            self._leave(left, leaving(contact_id, left_ms), alerts)
+        for state, at_ms in work.results.values():
             if state is None:
-                outbox.add(scores, partition, contact_id.encode(), None)
-                self.pipeline.cooling.set(contact_id, None)
                 continue
             at = max(at_ms, state.published_ms)
             due = cooling_due_ms(state, self.rules, max(at, clock)) if cooling else None
-            published = replace(state, published_ms=at, cooling_due_ms=due)
-            states.append(published)
-            view = snapshot_of(published, at, self.rules)
-            outbox.add(scores, partition, contact_id.encode(), dumps(snapshot_record(view)))
+            view = snapshot_of(state, at, self.rules)
+            account, updates = account_updates(state, view, self.rules)
+            published = replace(state, published_ms=at, cooling_due_ms=due, account_sent=account)
+            records = []
+            for target, record in updates:
+                if record.left:
+                    self._leave(target, record, alerts)
+                else:
+                    records.append((target.encode(), member_to_bytes(record)))
+            prepared.append((published, dumps(snapshot_record(view)), records))
+        return prepared
+
+    def _leave(self, account: str, record: Member, alerts: Outbox) -> None:
+        """To the account's own partition of account-members, keyed by account as member records."""
+        key = account.encode()
+        alerts.add(
+            self.topics.account_members.get_topic_name(),
+            home_partition(key, self.settings.partitions),
+            key,
+            member_to_bytes(record),
+        )
+        self.outputs["account_leave"] += 1
+
+    def _store(self, work: PartitionWork, prepared: Prepared, outbox: Outbox) -> None:
+        """One table write, one snapshot and at most one member record per contact per batch.
+        An erased contact gets a tombstone in contact-scores and in the changelog."""
+        scores = self.topics.scores.get_topic_name()
+        members = self.topics.account_members.get_topic_name()
+        cooling = self.settings.cooling_interval_s
+        partition = work.partition
+        for contact_id, (state, _) in work.results.items():
+            if state is None:
+                outbox.add(scores, partition, contact_id.encode(), None)
+                self.pipeline.cooling.set(contact_id, None)
+        for state, view, records in prepared:
+            outbox.add(scores, partition, state.contact_id.encode(), view)
+            for key, value in records:
+                outbox.add(members, home_partition(key, self.settings.partitions), key, value)
             if cooling:
-                self.pipeline.cooling.set(contact_id, due)
-        self.contacts.put_many(partition, states, outbox, work.erased)
-        self.outputs["snapshot"] += len(results)
+                self.pipeline.cooling.set(state.contact_id, state.cooling_due_ms)
+        self.contacts.put_many(partition, (state for state, _, _ in prepared), outbox, work.erased)
+        self.outputs["snapshot"] += len(work.results)
 
     def _add_outputs(self, partition: int, outputs: tuple[Output, ...], outbox: Outbox) -> None:
         for output in outputs:

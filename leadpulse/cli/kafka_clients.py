@@ -99,7 +99,8 @@ async def read_topic(
     settings: Settings, topic: str, *, from_beginning: bool, idle_timeout_s: float | None
 ) -> AsyncIterator[tuple[bytes | None, bytes | None]]:
     """Yield (key, value) of a topic without joining a consumer group; stop after
-    `idle_timeout_s` without records (None: follow forever). A None value is a tombstone."""
+    `idle_timeout_s` without records (None: follow forever). A None value is a tombstone (an
+    erased contact, an account whose last contact left)."""
     consumer = AIOKafkaConsumer(
         topic,
         **client_options(settings),

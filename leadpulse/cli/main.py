@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         "'last-event' evaluates each contact at its own latest event, as the stream publishes it",
     )
     score.add_argument("--events-out", type=Path, default=None, help="write stage changes and hot leads here")
+    score.add_argument(
+        "--accounts",
+        action="store_true",
+        help="print account snapshots (one per account, sorted by id) instead of contact snapshots",
+    )
     score.set_defaults(run=_score)
 
     worker = commands.add_parser(
@@ -229,7 +234,7 @@ def _check_output(path: Path, option: str) -> None:
 
 def _score(args: argparse.Namespace) -> int:
     from leadpulse.cli.offline import progress_lines, report_bad_line, score_lines
-    from leadpulse.schemas.outputs import dumps, output_record, snapshot_record
+    from leadpulse.schemas.outputs import account_record, dumps, output_record, snapshot_record
     from leadpulse.scoring.replay import LAST_EVENT
     from leadpulse.streams.runtime import tune_gc
 
@@ -253,8 +258,12 @@ def _score(args: argparse.Namespace) -> int:
             run = score_lines(lines, rules, now_ms=at_ms, limits=limits, on_bad=report_bad_line)
     evaluate_at = None if args.at == LAST_EVENT else at_ms if at_ms is not None else run.latest_ms
     out = sys.stdout.buffer
-    for view in run.snapshots(evaluate_at):
-        out.write(dumps(snapshot_record(view)) + b"\n")
+    if args.accounts:
+        for account in run.accounts(evaluate_at):
+            out.write(dumps(account_record(account)) + b"\n")
+    else:
+        for view in run.snapshots(evaluate_at):
+            out.write(dumps(snapshot_record(view)) + b"\n")
     out.flush()
     if args.events_out is not None:
         try:
@@ -431,8 +440,8 @@ def _tail(args: argparse.Namespace) -> int:
         async for key, value in read_topic(
             settings, topic, from_beginning=args.from_beginning, idle_timeout_s=args.idle_exit
         ):
-            if value is None:  # an erased contact's tombstone
-                print(f"ERASED {(key or b'').decode('utf-8', 'replace')}", flush=True)
+            if value is None:  # a tombstone: an erased contact, an account whose last contact left
+                print(f"DELETED {(key or b'').decode('utf-8', 'replace')}", flush=True)
             else:
                 print(value.decode("utf-8", "replace") if args.raw else describe(value), flush=True)
 

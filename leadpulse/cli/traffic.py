@@ -21,8 +21,11 @@ _PRODUCT = ("/product", "/product/integrations", "/customers/acme", "/pricing", 
 class Traffic:
     """Yields event dicts in time order; each contact follows one persona's journey."""
 
-    def __init__(self, seed: int, start_ms: int, span_ms: int, contacts: int, id_prefix: str = "") -> None:
+    def __init__(
+        self, seed: int, start_ms: int, span_ms: int, contacts: int, id_prefix: str = "", *, accounts: int = 0
+    ) -> None:
         self.random = random.Random(seed)
+        self.accounts = accounts  # > 0: profiles and forms name one of this many companies
         self.id_prefix = id_prefix
         self.start_ms = start_ms
         self.span_ms = span_ms
@@ -64,9 +67,19 @@ class Traffic:
         }
         event["contact_id" if identified else "anonymous_id"] = contact
         event["source"] = "web" if event_type == "page_viewed" else "marketing"
+        if self.accounts and identified and event_type in ("profile_updated", "form_submitted"):
+            props = {**props, **self._company()}
         if props:
             event["properties"] = props
         return event
+
+    def _company(self) -> dict[str, Any]:
+        """An explicit account now and then, else a business address; a contact with several
+        profile or form events may change company on the way (and leave an account)."""
+        company = self.random.randrange(self.accounts)
+        if self.random.random() < 0.15:
+            return {"account_id": f"acct-{company:03d}"}
+        return {"email": f"someone@company-{company:03d}.io"}
 
     def _page(self, pool: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
         return "page_viewed", {"path": self.random.choice(pool)}
@@ -95,17 +108,17 @@ class Traffic:
 
     def _webinar_attendee(self) -> Iterator[tuple[str, dict[str, Any]]]:
         yield self._page(_PRODUCT)
-        yield "webinar_registered", {"webinar": "scoring-live"}
+        yield "webinar_registered", {"webinar": "scoring-live", "topic": "lead-scoring"}
         yield self._profile(senior=self.random.random() < 0.4)
-        yield "webinar_attended", {"webinar": "scoring-live"}
+        yield "webinar_attended", {"webinar": "scoring-live", "topic": "lead-scoring"}
         yield self._page(_PRODUCT)
 
     def _buyer(self) -> Iterator[tuple[str, dict[str, Any]]]:
         yield self._page(_PRODUCT)
-        yield "form_submitted", {"form": "whitepaper", "email": "buyer@example.com"}
+        yield "form_submitted", {"form": "whitepaper", "email": "buyer@example.com", "tags": ["security", "gdpr"]}
         yield self._profile(senior=True)
         yield self._page(("/pricing", "/pricing/enterprise"))
-        yield "webinar_attended", {"webinar": "roi"}
+        yield "webinar_attended", {"webinar": "roi", "topic": "roi"}
         yield "email_replied", {}
         yield self.random.choice(("demo_requested", "quote_requested")), {}
         if self.random.random() < 0.5:

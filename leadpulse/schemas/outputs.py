@@ -11,13 +11,14 @@ from typing import Any
 import orjson
 
 from leadpulse.schemas.limits import DEFAULT_LIMITS
-from leadpulse.scoring.engine import HotLead, Output, Snapshot, StageChange
+from leadpulse.scoring.accounts import AccountSnapshot, HotAccount
+from leadpulse.scoring.engine import HotLead, Output, Reason, Snapshot, StageChange
 from leadpulse.scoring.timeutil import format_ms
 
 
 def snapshot_record(view: Snapshot) -> dict[str, Any]:
-    """`account_id` only once a contact has one (Segment `group`), so snapshots of contacts
-    without an account keep the shape they always had."""
+    """`account_id` only when the contact has an account (explicit, else a business e-mail
+    domain: scoring.domains.account_of), so snapshots without one keep the shape they had."""
     record = {
         "contact_id": view.contact_id,
         "score": view.score,
@@ -29,14 +30,69 @@ def snapshot_record(view: Snapshot) -> dict[str, Any]:
         "rules_version": view.rules_version,
         "updated_at": format_ms(view.updated_ms),
         "reasons": _reasons(view),
+        **_segments_and_interests(view),
     }
     if view.account_id is not None:
         record["account_id"] = view.account_id
     return record
 
 
+def _segments_and_interests(view: Snapshot) -> dict[str, Any]:
+    """Who the contact is (segments) and what they care about (interests): what sales and
+    nurturing pick the offer by."""
+    return {
+        "segments": list(view.segments),
+        "interests": [{"name": name, "weight": weight} for name, weight in view.interests],
+    }
+
+
 def _reasons(view: Snapshot) -> list[dict[str, Any]]:
-    return [{"signal": r.signal, "part": r.part, "points": r.points} for r in view.reasons]
+    return _reason_list(view.reasons)
+
+
+def _reason_list(reasons: tuple[Reason, ...]) -> list[dict[str, Any]]:
+    return [{"signal": r.signal, "part": r.part, "points": r.points} for r in reasons]
+
+
+def account_record(view: AccountSnapshot) -> dict[str, Any]:
+    """`account-scores`: what sales needs to see a buying committee forming."""
+    return {
+        "account_id": view.account_id,
+        "score": view.score,
+        "temperature": view.temperature,
+        "temperature_label": view.temperature_label,
+        "contacts": view.contacts,
+        "engaged_contacts": view.engaged_contacts,
+        "committee": {
+            "covered": list(view.committee_covered),
+            "missing": list(view.committee_missing),
+            "coverage": view.coverage,
+        },
+        "best_fit": {"contact_id": view.best_fit_contact, "fit": view.best_fit},
+        "top_contacts": [
+            {
+                "contact_id": top.contact_id,
+                "score": top.score,
+                "temperature": top.temperature,
+                "stage": top.stage,
+                **dict(top.attributes),
+                "reasons": _reason_list(top.reasons),
+            }
+            for top in view.top_contacts
+        ],
+        "rules_version": view.rules_version,
+        "updated_at": format_ms(view.updated_ms),
+    }
+
+
+def hot_account_record(alert: HotAccount) -> dict[str, Any]:
+    return {
+        "id": alert.id,
+        "kind": "hot_account",
+        "occurred_at": format_ms(alert.occurred_ms),
+        "cause_contact_id": alert.cause_contact_id,
+        **account_record(alert.snapshot),
+    }
 
 
 def output_record(output: Output) -> dict[str, Any]:
@@ -69,6 +125,7 @@ def hot_lead_record(alert: HotLead) -> dict[str, Any]:
         "stage": view.stage,
         "rules_version": view.rules_version,
         "reasons": _reasons(view),
+        **_segments_and_interests(view),
     }
 
 

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
-from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, STAGE_LEVEL, PropertyValue, Rules
+from leadpulse.scoring.domains import account_of_state
+from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, STAGE_LEVEL, PropertyValue, Rules, hot_hysteresis
 from leadpulse.scoring.state import ContactState, CrmStage, ProfileValue, SignalSum
 
 Outcome = Literal["scored", "unscored", "duplicate"]
@@ -60,7 +61,9 @@ class Snapshot:
     rules_version: str
     updated_ms: int
     reasons: tuple[Reason, ...]
-    account_id: str | None = None
+    segments: tuple[str, ...] = ()
+    interests: tuple[tuple[str, float], ...] = ()  # (interest, decayed weight), strongest first
+    account_id: str | None = None  # the contact's account (account_of): explicit, else a business e-mail domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,13 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
     if signal is not None:
         signals = dict(signals)
         signals[signal.name] = _add(signals.get(signal.name), signal.points, event.occurred_ms, rules.half_life_ms)
+    interests = state.interests
+    for interest in rules.interests_of(event.properties):
+        if interests is state.interests:
+            interests = dict(interests)
+        interests[interest.name] = _add(
+            interests.get(interest.name), interest.weight, event.occurred_ms, rules.half_life_ms
+        )
     profile, best_fit = _merge_profile(state, event, tie, rules)
     crm_level, crm_last = state.crm_level, state.crm_last
     explicit = rules.explicit_stages.get(event.type)
@@ -137,12 +147,16 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
             crm_level = max(crm_level, STAGE_LEVEL[explicit])
         if crm_last is None or (event.occurred_ms, tie) > (crm_last.occurred_ms, crm_last.tie):
             crm_last = CrmStage(explicit, event.occurred_ms, tie)
-    scored = signal is not None or profile is not state.profile or explicit is not None
-    account = state.account
-    if event.account_id is not None and (
-        account is None or (event.occurred_ms, tie) > (account.occurred_ms, account.tie)
-    ):
-        account = ProfileValue(event.account_id, event.occurred_ms, tie)
+    account = _latest(state.account, _explicit_account(event), event.occurred_ms, tie)
+    email = _latest(state.email, _text(event.properties.get("email")), event.occurred_ms, tie)
+    scored = (
+        signal is not None
+        or profile is not state.profile
+        or explicit is not None
+        or interests is not state.interests
+        or account is not state.account
+        or email is not state.email
+    )
     updated = ContactState(
         state.contact_id,
         state.identified or event.identified,
@@ -160,7 +174,10 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         state.positions,
         state.published_ms,
         state.cooling_due_ms,
+        interests,
         account,
+        email,
+        state.account_sent,
     )
     outputs = _settle(updated, updated.last_event_ms, event.event_id, event.occurred_ms, rules)
     return Applied(updated, outputs, "scored" if scored else "unscored")
@@ -195,8 +212,29 @@ def snapshot(state: ContactState, at_ms: int, rules: Rules) -> Snapshot:
         rules_version=rules.version,
         updated_ms=at_ms,
         reasons=tuple(reasons[: rules.top_reasons]),
-        account_id=None if state.account is None else str(state.account.value),
+        segments=segments_of(state, fit, rules),
+        interests=top_interests(state, at_ms, rules),
+        account_id=account_of_state(state),
     )
+
+
+def segments_of(state: ContactState, fit: float, rules: Rules) -> tuple[str, ...]:
+    """The rules' segments (in file order) the contact's latest profile and fit fall in."""
+    profile = {attribute: known.value for attribute, known in state.profile.items()}
+    return tuple(segment.name for segment in rules.segments if segment.contains(profile, fit))
+
+
+def top_interests(state: ContactState, at_ms: int, rules: Rules) -> tuple[tuple[str, float], ...]:
+    """The strongest interests at `at_ms` (decayed, rounded to 0.1; those that rounded to
+    nothing left out). Interests the rules no longer define are not shown."""
+    defined = {interest.name for interest in rules.interests}
+    weights = [
+        (name, rounded)
+        for name, summed in state.interests.items()
+        if name in defined and (rounded := round(_decayed(summed, at_ms, rules.half_life_ms), 1)) > 0
+    ]
+    weights.sort(key=lambda item: (-item[1], item[0]))
+    return tuple(weights[: rules.top_interests])
 
 
 def stage_of(state: ContactState, rules: Rules) -> str:
@@ -264,12 +302,10 @@ def _settle(state: ContactState, at_ms: int, cause: str, occurred_ms: int, rules
             )
         )
         state.stage = stage
-    if state.hot_armed and score >= rules.hot_floor:
-        state.hot_armed = False
+    state.hot_armed, fired = hot_hysteresis(state.hot_armed, score, rules.hot_floor, rules.rearm_gap)
+    if fired:
         view = snapshot(state, at_ms, rules)
         outputs.append(HotLead(output_id(state.contact_id, "hot", cause), state.contact_id, occurred_ms, cause, view))
-    elif not state.hot_armed and score < rules.hot_floor - rules.rearm_gap:
-        state.hot_armed = True
     state.temperature = rules.temperature(score)
     return tuple(outputs)
 
@@ -307,6 +343,23 @@ def _merge_profile(
                 best_fit = dict(best_fit)
             best_fit[attribute] = points
     return profile, best_fit
+
+
+def _explicit_account(event: Event) -> str | None:
+    """The account an event names: a Segment group's groupId (Event.account_id), else an
+    `account_id` property; one field, so both kinds of input end in the same account."""
+    return event.account_id if event.account_id is not None else _text(event.properties.get("account_id"))
+
+
+def _text(value: object) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _latest(known: ProfileValue | None, value: str | None, occurred_ms: int, tie: int) -> ProfileValue | None:
+    """Last writer wins by (event time, event-id hash), as profile values: order-independent."""
+    if value is None or (known is not None and (occurred_ms, tie) <= (known.occurred_ms, known.tie)):
+        return known
+    return ProfileValue(value, occurred_ms, tie)
 
 
 def _score(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, float, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from leadpulse.scoring.accounts import AccountSnapshot, accounts_of
 from leadpulse.scoring.engine import Event, Outcome, Output, Snapshot, apply, new_state, snapshot
 from leadpulse.scoring.erasure import ERASE_EVENT, Erasure, erasure_of
 from leadpulse.scoring.rules import Rules
@@ -63,3 +64,9 @@ class ScoreRun:
             snapshot(state, state.last_event_ms if at_ms is None else at_ms, self.rules)
             for _, state in sorted(self.contacts.items())
         ]
+
+    def accounts(self, at_ms: int | None) -> list[AccountSnapshot]:
+        """Account snapshots from the contacts' snapshots at `at_ms` (None: each at its own
+        latest event, as the stream publishes them), sorted by account id."""
+        states = [state for _, state in sorted(self.contacts.items())]
+        return accounts_of(zip(states, self.snapshots(at_ms), strict=True), self.rules)

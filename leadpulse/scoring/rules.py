@@ -11,6 +11,7 @@ import difflib
 import math
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import pairwise
@@ -45,6 +46,9 @@ _TOP_KEYS = (
     "signals",
     "fit",
     "stages",
+    "segments",
+    "interests",
+    "accounts",
     "mapping",
     "erasure",
 )
@@ -62,6 +66,18 @@ def event_name_key(name: str) -> str:
 
 
 _SIGNAL_KEYS = ("name", "event", "category", "points", "path_prefix", "when")
+_INTEREST_KEYS = ("path_prefix", "tags", "topics", "weight")
+_ACCOUNT_KEYS = (
+    "top_weights",
+    "engaged_score",
+    "committee_points",
+    "top_contacts",
+    "member_reasons",
+    "temperature",
+    "committee",
+)
+MAX_SEGMENTS = 100
+FIT_SCORE = "fit"  # a segment condition on the contact's fit score rather than a profile attribute
 
 
 class RulesError(ValueError):
@@ -122,6 +138,121 @@ class FitCriterion:
 
 
 @dataclass(frozen=True, slots=True)
+class SegmentCondition:
+    """One test of a segment: a profile attribute (or the fit score) among `values`
+    (compared as fit values are: trimmed, lower case) or within [minimum, maximum]."""
+
+    attribute: str
+    values: frozenset[str] = frozenset()
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def holds(self, value: PropertyValue | None) -> bool:
+        if value is None:
+            return False
+        if self.values:
+            return str(value).strip().lower() in self.values
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return (self.minimum is None or value >= self.minimum) and (self.maximum is None or value <= self.maximum)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A named part of the market: a contact is in it when every condition holds. Read
+    from the latest profile values at snapshot time, so membership is order-independent."""
+
+    name: str
+    conditions: tuple[SegmentCondition, ...]
+
+    def contains(self, profile: dict[str, PropertyValue], fit: float) -> bool:
+        return all(
+            condition.holds(fit if condition.attribute == FIT_SCORE else profile.get(condition.attribute))
+            for condition in self.conditions
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Interest:
+    """A topic a contact shows interest in: pages under a path prefix, content tagged with
+    one of `tags` (the event's `tags` or `tag` property), webinars on one of `topics` (its
+    `topic` property). Each matching event adds `weight`, decayed like engagement."""
+
+    name: str
+    path_prefixes: tuple[str, ...]
+    tags: frozenset[str]
+    topics: frozenset[str]
+    weight: float
+
+    def matches(self, properties: dict[str, Any]) -> bool:
+        path = properties.get("path")
+        if isinstance(path, str) and path.startswith(self.path_prefixes):
+            return True
+        if self.tags and not self.tags.isdisjoint(_words(properties.get("tags"), properties.get("tag"))):
+            return True
+        return bool(self.topics) and not self.topics.isdisjoint(_words(properties.get("topic")))
+
+
+def _words(*values: Any) -> set[str]:
+    """Tag-like property values, normalised: a string, or a list of strings."""
+    words: set[str] = set()
+    for value in values:
+        for item in value if isinstance(value, list) else (value,):
+            if isinstance(item, str):
+                words.add(item.strip().lower())
+    return words
+
+
+def band_of(score: float, floors: tuple[float, ...]) -> int:
+    """1-based index of the band `score` falls in: 1 cold ... len(floors) hot."""
+    level = 1
+    for index, floor in enumerate(floors):
+        if score >= floor:
+            level = index + 1
+    return level
+
+
+def hot_hysteresis(armed: bool, score: float, hot_floor: float, rearm_gap: float) -> tuple[bool, bool]:
+    """(armed afterwards, alert now): one alert per hot episode for contacts and accounts
+    alike; an episode ends only once the score is clearly below the hot band, so a score
+    wavering around the floor does not alert at every change."""
+    if armed and score >= hot_floor:
+        return False, True
+    if not armed and score < hot_floor - rearm_gap:
+        return True, False
+    return armed, False
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRules:
+    """How an account is read from its members' latest snapshots (`[accounts]`)."""
+
+    top_weights: tuple[float, ...] = (0.5, 0.3, 0.2, 0.15, 0.1)
+    engaged_score: float = 40.0
+    committee_points: float = 20.0
+    top_contacts: int = 3
+    member_reasons: int = 3
+    band_floors: tuple[float, ...] = (0.0, 25.0, 50.0, 75.0)
+    band_labels: tuple[str, ...] = ("cold", "cool", "warm", "hot")
+    rearm_gap: float = 10.0
+    committee: tuple[Segment, ...] = ()
+
+    @property
+    def hot_floor(self) -> float:
+        return self.band_floors[-1]
+
+    @property
+    def member_attributes(self) -> tuple[str, ...]:
+        """Profile attributes a member record carries: what the committee roles test, and
+        department and seniority, which the top contacts show."""
+        tested = [c.attribute for role in self.committee for c in role.conditions if c.attribute != FIT_SCORE]
+        return tuple(dict.fromkeys(["department", "seniority", *tested]))
+
+
+_ACCOUNT_DEFAULTS = AccountRules()
+
+
+@dataclass(frozen=True, slots=True)
 class Rules:
     version: str
     half_life_ms: int
@@ -141,14 +272,17 @@ class Rules:
     signals: dict[str, tuple[Signal, ...]]
     signal_categories: dict[str, str]
     fit: dict[str, FitCriterion]
+    segments: tuple[Segment, ...] = ()
+    interests: tuple[Interest, ...] = ()
+    top_interests: int = 3
+    accounts: AccountRules = field(default_factory=AccountRules)
     mapping: dict[str, str] = field(default_factory=dict)
     """Segment `track` names (as `event_name_key` spells them) -> LeadPulse event types."""
+    erasure_grace_ms: int = 30 * 86_400_000
 
     def mapped_type(self, name: str) -> str | None:
         """The event type a Segment `track` name stands for, or None when `[mapping]` does not know it."""
         return self.mapping.get(event_name_key(name))
-
-    erasure_grace_ms: int = 30 * 86_400_000
 
     @property
     def hot_floor(self) -> float:
@@ -161,13 +295,12 @@ class Rules:
                 return signal
         return None
 
+    def interests_of(self, properties: dict[str, Any]) -> Iterator[Interest]:
+        return (interest for interest in self.interests if interest.matches(properties))
+
     def temperature(self, score: float) -> int:
         """1-based band index: 1 cold ... len(bands) hot."""
-        level = 1
-        for index, floor in enumerate(self.band_floors):
-            if score >= floor:
-                level = index + 1
-        return level
+        return band_of(score, self.band_floors)
 
 
 class _Table:
@@ -307,11 +440,12 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
     top = _Table(data, "", source, _TOP_KEYS)
     version = top.text("version", limit=MAX_VERSION)
 
-    engagement = top.sub("engagement", keys=("half_life", "max_future", "dedup_window", "top_reasons"))
+    engagement = top.sub("engagement", keys=("half_life", "max_future", "dedup_window", "top_reasons", "top_interests"))
     half_life_ms = engagement.duration("half_life", "30d")
     max_future_ms = engagement.duration("max_future", "15m")
     dedup_window = int(engagement.number("dedup_window", 64, lo=1, hi=4096))
     top_reasons = int(engagement.number("top_reasons", 5, lo=1, hi=50))
+    top_interests = int(engagement.number("top_interests", 3, lo=1, hi=50))
     engagement.done()
 
     weights = top.sub("weights", keys=("fit", "engagement"))
@@ -325,6 +459,9 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
     categories = _parse_categories(top.sub("categories", required=True))
     signals = _parse_signals(top, categories)
     fit = _parse_fit(top.sub("fit"))
+    segments = _parse_segments(top, "segments", fit)
+    interests = _parse_interests(top.sub("interests"))
+    accounts = _parse_accounts(top.sub("accounts", keys=_ACCOUNT_KEYS), fit, (bands, labels, rearm_gap))
     erasure = top.sub("erasure", keys=("grace",))
     erasure_grace_ms = erasure.duration("grace", "30d")
     erasure.done()
@@ -353,6 +490,10 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
         signals=signals,
         signal_categories={s.name: s.category for group in signals.values() for s in group},
         fit=fit,
+        segments=segments,
+        interests=interests,
+        top_interests=top_interests,
+        accounts=accounts,
         mapping=mapping,
         erasure_grace_ms=erasure_grace_ms,
     )
@@ -378,9 +519,14 @@ def _parse_mapping(table: _Table) -> dict[str, str]:
     return mapping
 
 
-def _parse_temperature(table: _Table) -> tuple[tuple[float, ...], tuple[str, ...], float]:
-    floors = table.get("bands", [0, 25, 50, 75])
-    labels = table.get("labels", ["cold", "cool", "warm", "hot"])
+Bands = tuple[tuple[float, ...], tuple[str, ...], float]  # floors, labels, re-arm gap
+
+
+def _parse_temperature(
+    table: _Table, defaults: Bands = ((0, 25, 50, 75), ("cold", "cool", "warm", "hot"), 10)
+) -> Bands:
+    floors = table.get("bands", list(defaults[0]))
+    labels = table.get("labels", list(defaults[1]))
     if not isinstance(floors, list) or len(floors) < 2:
         table.fail("bands", "expected a list of at least two band lower bounds, e.g. [0, 25, 50, 75]")
     table.check_count("bands", floors, MAX_BANDS, "bands")
@@ -390,7 +536,7 @@ def _parse_temperature(table: _Table) -> tuple[tuple[float, ...], tuple[str, ...
     if not isinstance(labels, list) or len(labels) != len(numbers):
         table.fail("labels", f"expected {len(numbers)} names, one per band")
     names = tuple(table.check_text(f"labels[{i}]", label) for i, label in enumerate(labels))
-    rearm_gap = table.number("rearm_gap", 10, lo=0, hi=100)
+    rearm_gap = table.number("rearm_gap", defaults[2], lo=0, hi=100)
     table.done()
     return numbers, names, rearm_gap
 
@@ -525,3 +671,107 @@ def _parse_stages(stages: _Table) -> tuple[float, float, frozenset[str], dict[st
     explicit.done()
     stages.done()
     return prospect_fit, prospect_engagement, frozenset(opportunity_events), explicit_stages
+
+
+def _parse_segments(owner: _Table, key: str, fit: dict[str, FitCriterion]) -> tuple[Segment, ...]:
+    """`[[segments]]` (and `[[accounts.committee]]` roles): a name and conditions on `[fit]`
+    attributes (the only profile values a contact's state keeps) or on `fit` itself."""
+    raw = owner.get(key, [])
+    if not isinstance(raw, list):
+        owner.fail(key, f"expected [[{owner.path + '.' if owner.path else ''}{key}]] tables")
+    owner.check_count(key, raw, MAX_SEGMENTS, key)
+    segments: list[Segment] = []
+    for index, item in enumerate(raw):
+        entry = _Table(item, f"{owner.path + '.' if owner.path else ''}{key}[{index}]", owner.source)
+        name = entry.text("name")
+        if any(segment.name == name for segment in segments):
+            entry.fail("name", f"duplicate {'segment' if key == 'segments' else 'role'} name {name!r}")
+        conditions = []
+        for attribute in entry.data:
+            if attribute == "name":
+                continue
+            if attribute != FIT_SCORE and attribute not in fit:
+                known = ", ".join([FIT_SCORE, *fit])
+                entry.fail(attribute, f"segments test the fit score or a [fit] attribute; one of {known}")
+            conditions.append(_parse_condition(entry, attribute))
+        if not conditions:
+            entry.fail("", "a segment needs at least one condition besides its name")
+        entry.done()
+        segments.append(Segment(name, tuple(conditions)))
+    return tuple(segments)
+
+
+def _parse_condition(entry: _Table, attribute: str) -> SegmentCondition:
+    """`attribute = ["a", "b"]` (one of these values) or `attribute = { min = 50, max = 999 }`."""
+    value = entry.get(attribute)
+    if isinstance(value, list):
+        if not value:
+            entry.fail(attribute, "expected at least one value")
+        entry.check_count(attribute, value, MAX_LIST, "values")
+        words = frozenset(entry.check_text(f"{attribute}[{i}]", str(v)).strip().lower() for i, v in enumerate(value))
+        return SegmentCondition(attribute, values=words)
+    bounds = entry.sub(attribute, keys=("min", "max"))
+    minimum = bounds.get("min")
+    maximum = bounds.get("max")
+    if minimum is None and maximum is None:
+        bounds.fail("", "expected a list of values, or { min = ..., max = ... }")
+    low = None if minimum is None else bounds.check_number("min", minimum)
+    high = None if maximum is None else bounds.check_number("max", maximum)
+    if low is not None and high is not None and low > high:
+        bounds.fail("min", f"min {low} is above max {high}")
+    bounds.done()
+    return SegmentCondition(attribute, minimum=low, maximum=high)
+
+
+def _parse_interests(table: _Table) -> tuple[Interest, ...]:
+    table.check_count("", table.data, MAX_ENTRIES, "interests")
+    interests: list[Interest] = []
+    for name in table.data:
+        entry = table.sub(table.check_name(name), keys=_INTEREST_KEYS)
+        prefixes = tuple(_text_list(entry, "path_prefix"))
+        tags = frozenset(word.strip().lower() for word in _text_list(entry, "tags"))
+        topics = frozenset(word.strip().lower() for word in _text_list(entry, "topics"))
+        if not (prefixes or tags or topics):
+            entry.fail("", "an interest needs path_prefix, tags or topics to match events")
+        weight = entry.number("weight", 1, lo=0, hi=100)
+        entry.done()
+        interests.append(Interest(name, prefixes, tags, topics, weight))
+    return tuple(interests)
+
+
+def _text_list(entry: _Table, key: str) -> list[str]:
+    """A string or a list of strings (path prefixes, tags, topics)."""
+    value = entry.get(key, [])
+    items = value if isinstance(value, list) else [value]
+    entry.check_count(key, items, MAX_LIST, "values")
+    return [entry.check_text(f"{key}[{i}]" if isinstance(value, list) else key, item) for i, item in enumerate(items)]
+
+
+def _parse_accounts(table: _Table, fit: dict[str, FitCriterion], contact_bands: Bands) -> AccountRules:
+    """`[accounts]`: every key has a default, and the temperature bands default to the
+    contacts' so that "hot" means the same number unless the file says otherwise."""
+    weights = table.get("top_weights", list(_ACCOUNT_DEFAULTS.top_weights))
+    if not isinstance(weights, list) or not weights:
+        table.fail("top_weights", "expected a list of weights, best member first, e.g. [0.5, 0.3, 0.2]")
+    table.check_count("top_weights", weights, MAX_BANDS, "weights")
+    top_weights = tuple(table.check_number(f"top_weights[{i}]", w, 0, 10) for i, w in enumerate(weights))
+    engaged_score = table.number("engaged_score", _ACCOUNT_DEFAULTS.engaged_score, lo=0, hi=100)
+    committee_points = table.number("committee_points", _ACCOUNT_DEFAULTS.committee_points, lo=0, hi=100)
+    top_contacts = int(table.number("top_contacts", _ACCOUNT_DEFAULTS.top_contacts, lo=1, hi=50))
+    member_reasons = int(table.number("member_reasons", _ACCOUNT_DEFAULTS.member_reasons, lo=0, hi=50))
+    floors, labels, rearm_gap = _parse_temperature(
+        table.sub("temperature", keys=("bands", "labels", "rearm_gap")), contact_bands
+    )
+    committee = _parse_segments(table, "committee", fit)
+    table.done()
+    return AccountRules(
+        top_weights=top_weights,
+        engaged_score=engaged_score,
+        committee_points=committee_points,
+        top_contacts=top_contacts,
+        member_reasons=member_reasons,
+        band_floors=floors,
+        band_labels=labels,
+        rearm_gap=rearm_gap,
+        committee=committee,
+    )

@@ -15,7 +15,10 @@ import orjson
 
 from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, PropertyValue
 
-FORMAT_VERSION = 3  # 3 added the account, 2 stream positions and the published time; 1 and 2 are still read
+# 5: 2 + interests, the explicit account, the latest e-mail and the account last sent to.
+# Also read: 1, 2 and 3 (2 + the explicit account). Formats 3 (2 + interests) and 4 of the
+# accounts branch were never released and are not read: 4 is refused, and a 3 is main's.
+FORMAT_VERSION = 5
 STAGE_CODES: tuple[str, ...] = FUNNEL_STAGES + SIDE_STAGES
 _FLAG_IDENTIFIED, _FLAG_INTENT, _FLAG_ARMED = 1, 2, 4
 
@@ -72,9 +75,15 @@ class ContactState:
     positions: dict[str, int] = field(default_factory=dict)
     published_ms: int = 0  # latest time a snapshot was published at: updated_at never goes back
     cooling_due_ms: int | None = None  # when the stream means to re-read it (kept: no recomputing on recovery)
-    # The account (Segment groupId) the contact belongs to, latest by (event time, event-id
-    # hash) like a profile value, so any arrival order ends with the same account.
+    interests: dict[str, SignalSum] = field(default_factory=dict)  # decayed weight per interest of the rules
+    # The explicit account: a Segment `group` call's groupId (or context.groupId), or an
+    # `account_id` property of any event; latest by (event time, event-id hash) like a
+    # profile value, so any arrival order ends with the same account.
     account: ProfileValue | None = None
+    # The latest `email` property (last writer wins): its business domain is the account
+    # when there is no explicit one (scoring.domains.account_of).
+    email: ProfileValue | None = None
+    account_sent: str | None = None  # the account the stream last sent this contact's member record to
 
 
 def to_bytes(state: ContactState) -> bytes:
@@ -102,23 +111,29 @@ def to_bytes(state: ContactState) -> bytes:
             state.positions,
             state.published_ms,
             state.cooling_due_ms,
-            None if state.account is None else [state.account.value, state.account.occurred_ms, state.account.tie],
+            {name: [s.value, s.ref_ms, s.lifetime] for name, s in state.interests.items()},
+            _profile_value(state.account),
+            _profile_value(state.email),
+            state.account_sent,
         ]
     )
 
 
 def from_bytes(data: bytes) -> ContactState:
     fields = orjson.loads(data)
-    if not isinstance(fields, list) or fields[0] not in (1, 2, FORMAT_VERSION):
+    if not isinstance(fields, list) or fields[0] not in (1, 2, 3, FORMAT_VERSION):
         raise ValueError(f"unsupported contact state format {fields[0] if isinstance(fields, list) else '?'}")
     if fields[0] == 1:
         fields.extend(({}, fields[3], None))
     if fields[0] < 3:
         fields.append(None)
+    if fields[0] < FORMAT_VERSION:  # 1, 2 and 3 carry no interests, e-mail nor account sent to
+        fields[15:15] = [{}]
+        fields.extend((None, None))
     (_, contact_id, flags, last_event_ms, crm_level, crm, stage, temperature, signals, profile, best, seen) = fields[
         :12
     ]
-    positions, published_ms, cooling_due_ms, account = fields[12:]
+    positions, published_ms, cooling_due_ms, interests, account, email, account_sent = fields[12:]
     packed = base64.b64decode(seen)
     return ContactState(
         contact_id=contact_id,
@@ -137,5 +152,12 @@ def from_bytes(data: bytes) -> ContactState:
         positions=positions,
         published_ms=published_ms,
         cooling_due_ms=cooling_due_ms,
+        interests={name: SignalSum(v, ref, life) for name, (v, ref, life) in interests.items()},
         account=None if account is None else ProfileValue(*account),
+        email=None if email is None else ProfileValue(*email),
+        account_sent=account_sent,
     )
+
+
+def _profile_value(known: ProfileValue | None) -> list[object] | None:
+    return None if known is None else [known.value, known.occurred_ms, known.tie]

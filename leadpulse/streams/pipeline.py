@@ -19,7 +19,8 @@ from leadpulse.streams.outbox import DeliveryHealth
 from leadpulse.streams.quiet import install_log_throttle
 from leadpulse.streams.security import describe, faust_credentials
 from leadpulse.streams.settings import FAUST_PREFIXES, Settings
-from leadpulse.streams.tables import ContactTable
+from leadpulse.streams.startup import ACCOUNTS_TABLE, TABLE
+from leadpulse.streams.tables import AccountTable, ContactTable
 from leadpulse.streams.topics import Topics, declare_topics
 from leadpulse.streams.transport import App
 
@@ -42,6 +43,7 @@ class Pipeline:
     topics: Topics
     contacts: ContactTable
     metrics: Metrics
+    accounts: AccountTable
     cooling: CoolingSchedule = field(default_factory=CoolingSchedule)
     readiness: Readiness = field(default_factory=Readiness)
 
@@ -89,18 +91,25 @@ def create_app(settings: Settings) -> Pipeline:
     install_log_throttle(app)  # a broker outage is logged once per interval, not per retry
     topics = declare_topics(app, settings)
     table: Any = app.Table(
-        "contacts",
+        TABLE,
         partitions=settings.partitions,
         key_type=bytes,
         value_type=bytes,
         help="Per-contact scoring state (scoring.state bytes)",
+    )
+    accounts: Any = app.Table(
+        ACCOUNTS_TABLE,
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        help="Per-account state: the latest member record per contact (scoring.accounts bytes)",
     )
     metrics = Metrics.create()
     faust_metrics = FaustMetrics.create(metrics.registry, "faust")  # served on /metrics (streams/web.py)
     monitor = app.monitor = PeriodicPrometheusMonitor(metrics=faust_metrics)
     app.timer(PUBLISH_INTERVAL_S)(_publish(monitor))
     app.task(_announce(app, describe(settings)))
-    pipeline = Pipeline(settings, rules, app, topics, ContactTable(table), metrics)
+    pipeline = Pipeline(settings, rules, app, topics, ContactTable(table), metrics, AccountTable(accounts))
     from leadpulse.streams.web import register_views
 
     register_views(pipeline)

@@ -32,9 +32,19 @@ from aiokafka.errors import (
 from leadpulse.streams.authorized import group_operations, topic_operations
 from leadpulse.streams.security import client_options, describe
 from leadpulse.streams.settings import Settings, StartupError, env_name
-from leadpulse.streams.topics import BY_CONTACT, COOLING, DEAD_LETTERS, HOT_LEADS, SCORES, STAGE_CHANGES
+from leadpulse.streams.topics import (
+    ACCOUNT_MEMBERS,
+    ACCOUNT_SCORES,
+    BY_CONTACT,
+    COOLING,
+    DEAD_LETTERS,
+    HOT_ACCOUNTS,
+    HOT_LEADS,
+    SCORES,
+    STAGE_CHANGES,
+)
 
-TABLE = "contacts"  # the contact table's name; Faust names its changelog after it
+TABLE, ACCOUNTS_TABLE = "contacts", "accounts"  # the tables' names; Faust names their changelogs after them
 COORDINATOR_WAIT_S = 60.0
 AUTHORIZATION_ERRORS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError, GroupAuthorizationFailedError)
 
@@ -49,8 +59,8 @@ class TopicSpec:
         return settings.partitions if self.partitions is None else self.partitions
 
 
-def changelog_topic(settings: Settings) -> str:
-    return f"{settings.app_id}-{TABLE}-changelog"
+def changelog_topic(settings: Settings, table: str = TABLE) -> str:
+    return f"{settings.app_id}-{table}-changelog"
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
@@ -71,6 +81,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(HOT_LEADS), common),
         TopicSpec(settings.topic(DEAD_LETTERS), common),
         TopicSpec(changelog_topic(settings), compacted),
+        TopicSpec(settings.topic(ACCOUNT_MEMBERS), common),
+        TopicSpec(settings.topic(ACCOUNT_SCORES), compacted),
+        TopicSpec(settings.topic(HOT_ACCOUNTS), common),
+        TopicSpec(changelog_topic(settings, ACCOUNTS_TABLE), compacted),
         # Faust's partition assignor's own topic: Faust creates it unless it exists
         TopicSpec(f"{settings.app_id}-__assignor-__leader", common, partitions=1),
     ]
@@ -115,7 +129,9 @@ def acl_bindings(settings: Settings) -> list[AclBinding]:
     """What the worker needs and no more: its own topics (read what it consumes, write what it
     produces), its consumer group, and, when it creates its topics itself, Create on them; with
     LEADPULSE_CREATE_TOPICS=off, DescribeConfigs instead, for the start-up check."""
-    outputs = {settings.topic(name) for name in (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS)}
+    outputs = {
+        settings.topic(name) for name in (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS, ACCOUNT_SCORES, HOT_ACCOUNTS)
+    }
     extra = ("DescribeConfigs",) if not settings.create_topics else ("Create",)
     bindings = []
     for spec in topic_specs(settings):

@@ -1,4 +1,5 @@
-"""The contact table: Faust table of contact id -> scoring.state bytes.
+"""The contact and account tables: Faust tables of id -> state bytes (scoring.state,
+scoring.accounts).
 
 Faust decides which local RocksDB partition and which changelog partition a write goes to
 from the *current event*. A batch from `take_events` mixes partitions, so every access runs
@@ -11,19 +12,22 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import rocksdict
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event
 from faust.types import TP
 
+from leadpulse.scoring.accounts import AccountState, account_from_bytes, account_to_bytes
 from leadpulse.scoring.erasure import Erasure, is_marker, marker_bytes, marker_from_bytes, marker_key
 from leadpulse.scoring.state import ContactState, from_bytes, to_bytes
 from leadpulse.streams.outbox import Outbox
+
+S = TypeVar("S")
 
 
 @contextmanager
@@ -35,50 +39,68 @@ def partition_of(event: Any) -> Iterator[None]:
         _current_event.reset(token)
 
 
-class ContactTable:
-    def __init__(self, table: Any) -> None:
+class StateTable(Generic[S]):
+    """A Faust table of states kept as bytes, written a partition's batch at a time."""
+
+    def __init__(
+        self, table: Any, decode: Callable[[bytes], S], encode: Callable[[S], bytes], key: Callable[[S], str]
+    ) -> None:
         self.table = table
+        self.decode, self.encode, self.key = decode, encode, key
 
-    def get(self, contact_id: str) -> ContactState | None:
-        data = self.table.get(contact_id.encode())
-        return None if data is None else from_bytes(data)
-
-    def erasure(self, contact_id: str) -> Erasure | None:
-        data = self.table.get(marker_key(contact_id))
-        return None if data is None else marker_from_bytes(data)
+    def get(self, key: str) -> S | None:
+        data = self.table.get(key.encode())
+        return None if data is None else self.decode(data)
 
     def put_many(
-        self, partition: int, states: Iterable[ContactState], outbox: Outbox, erased: dict[str, Erasure] | None = None
+        self, partition: int, states: Iterable[S], outbox: Outbox, erased: dict[str, Erasure] | None = None
     ) -> None:
-        """Write the local store now and queue one changelog record per contact in `outbox`;
+        """Write the local store now and queue one changelog record per state in `outbox`;
         run in `partition_of` an event of `partition`. Faust's `table[key] = value` would send
         each changelog record on its own; the persisted offset (where recovery resumes) is
         set the way Faust sets it, once the broker has the records. An erased contact's
         record is deleted (a tombstone in the changelog) and its marker stored."""
         changelog = self.table.changelog_topic.get_topic_name()
         records: list[tuple[bytes, bytes | None]] = []
-        for contact_id, erasure in (erased or {}).items():  # first: a contact back after its grace is stored after
-            records.append((contact_id.encode(), None))
-            records.append((marker_key(contact_id), marker_bytes(erasure)))
-        records.extend((state.contact_id.encode(), to_bytes(state)) for state in states)
+        for erased_key, erasure in (erased or {}).items():  # first: a contact back after its grace is stored after
+            records.append((erased_key.encode(), None))
+            records.append((marker_key(erased_key), marker_bytes(erasure)))
+        records.extend((self.key(state).encode(), self.encode(state)) for state in states)
         for key, value in records:
             outbox.add(changelog, partition, key, value)
         store = self.table.data
         _write_local(store, partition, records)
         outbox.on_delivered(changelog, partition, partial(store.set_persisted_offset, TP(changelog, partition)))
 
-    async def scan(self, slice_s: float = 0.005) -> AsyncIterator[tuple[str, ContactState]]:
-        """Every local contact, decoded; lets the event loop run (web, heartbeats, producer)
-        whenever `slice_s` has passed, counting the caller's work on each contact too, so a
+    async def scan(self, slice_s: float = 0.005) -> AsyncIterator[tuple[str, S]]:
+        """Every local state (erasure markers skipped), decoded; lets the event loop run (web, heartbeats, producer)
+        whenever `slice_s` has passed, counting the caller's work on each state too, so a
         large table does not stall the worker (bench/recovery.py measures it)."""
         resumed = time.perf_counter()
         for key, data in self.table.items():
             if is_marker(key):
                 continue
-            yield key.decode(), from_bytes(data)
+            yield key.decode(), self.decode(data)
             if time.perf_counter() - resumed >= slice_s:
                 await asyncio.sleep(0)
                 resumed = time.perf_counter()
+
+
+class ContactTable(StateTable[ContactState]):
+    """Contacts, and the erasure markers kept among them (scoring.erasure) under keys no
+    contact id has, so that a marker moves with its contact's partition."""
+
+    def __init__(self, table: Any) -> None:
+        super().__init__(table, from_bytes, to_bytes, lambda state: state.contact_id)
+
+    def erasure(self, contact_id: str) -> Erasure | None:
+        data = self.table.get(marker_key(contact_id))
+        return None if data is None else marker_from_bytes(data)
+
+
+class AccountTable(StateTable[AccountState]):
+    def __init__(self, table: Any) -> None:
+        super().__init__(table, account_from_bytes, account_to_bytes, lambda state: state.account_id)
 
 
 def _write_local(store: Any, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:

@@ -20,6 +20,11 @@ BY_CONTACT, COOLING, SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS = NAMES = (
     "hot-leads",
     "dead-letters",
 )  # each gets LEADPULSE_TOPIC_PREFIX in front
+ACCOUNT_MEMBERS, ACCOUNT_SCORES, HOT_ACCOUNTS = ACCOUNT_NAMES = (
+    "account-members",  # internal, keyed by account id: contacts' member and leave records
+    "account-scores",
+    "hot-accounts",
+)
 
 
 @dataclass(frozen=True)
@@ -31,15 +36,26 @@ class Topics:
     stage_changes: Any
     hot_leads: Any
     dead_letters: Any
+    account_members: Any  # internal: contacts' member records, re-keyed by account id
+    account_scores: Any  # compacted: the latest snapshot per account
+    hot_accounts: Any
 
     @property
     def outputs(self) -> tuple[Any, ...]:
-        return (self.scores, self.stage_changes, self.hot_leads, self.dead_letters)
+        return (
+            self.scores,
+            self.stage_changes,
+            self.hot_leads,
+            self.dead_letters,
+            self.account_members,
+            self.account_scores,
+            self.hot_accounts,
+        )
 
     @property
     def all(self) -> tuple[Any, ...]:
         """Inputs and outputs: each is read or written by partition number, so all of them
-        (and the table's changelog) need the same partition count."""
+        (and the tables' changelogs) need the same partition count."""
         return (self.events, self.by_contact, self.cooling, *self.outputs)
 
     def scoring_sources(self, app: faust.App) -> Any:
@@ -70,6 +86,9 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         stage_changes=topic(STAGE_CHANGES, internal=True),
         hot_leads=topic(HOT_LEADS, internal=True),
         dead_letters=topic(DEAD_LETTERS, internal=True),
+        account_members=topic(ACCOUNT_MEMBERS, internal=True),
+        account_scores=topic(ACCOUNT_SCORES, internal=True, compacting=True),
+        hot_accounts=topic(HOT_ACCOUNTS, internal=True),
     )
 
 

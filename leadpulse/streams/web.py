@@ -1,7 +1,7 @@
-"""The query API on the worker's web port: GET /contacts/{id} (routed by Faust to the worker
-that owns the contact's partition, with the caller's headers), and GET /health and
-/metrics. /contacts serves personal data: with a tokens file it needs a bearer token, and
-without one the settings keep the port on loopback (Settings.check)."""
+"""The query API on the worker's web port: GET /contacts/{id} and GET /accounts/{id} (routed
+by Faust to the worker that owns the key's partition, with the caller's headers), and GET
+/health and /metrics. /contacts and /accounts serve personal data: with a tokens file they
+need a bearer token, and without one the settings keep the port on loopback (Settings.check)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from faust.exceptions import ConsumerNotStarted
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from leadpulse.schemas.outputs import dumps, snapshot_record
+from leadpulse.schemas.outputs import account_record, dumps, snapshot_record
+from leadpulse.scoring.accounts import account_snapshot
 from leadpulse.scoring.engine import snapshot
 from leadpulse.scoring.replay import LAST_EVENT
 from leadpulse.scoring.timeutil import now_ms, parse_rfc3339_ms
@@ -88,6 +89,18 @@ def _register_contacts(pipeline: Pipeline, tokens: tuple[str, ...] | None) -> No
         return web.bytes(
             dumps(snapshot_record(snapshot(state, at_ms, pipeline.rules))), content_type="application/json"
         )
+
+    @app.page("/accounts/{account_id}")
+    @bearer_guard(tokens)
+    @app.table_route(table=pipeline.accounts.table, match_info="account_id")
+    async def account(web: Any, request: Any, account_id: str) -> Any:
+        """The account as last published: a function of its members' latest records, at the
+        newest member's time (a member's score is the one its own snapshot published)."""
+        state = pipeline.accounts.get(account_id)
+        view = None if state is None else account_snapshot(account_id, state.members.values(), pipeline.rules)
+        if view is None:
+            return web.json({"error": f"unknown account {account_id!r}"}, status=404)
+        return web.bytes(dumps(account_record(view)), content_type="application/json")
 
 
 def _register_health(pipeline: Pipeline) -> None:

@@ -7,6 +7,7 @@ import orjson
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from leadpulse.agents import scoring as scoring_module
+from leadpulse.scoring.accounts import member_from_bytes
 from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 from leadpulse.streams.outbox import DeliveryFailed
 from tests.factories import buyer_documents, raw_event
@@ -230,3 +231,33 @@ async def test_an_erasure_deletes_the_contact_publishes_tombstones_and_forgets_i
     scores, changelog = records.values()
     assert [v for k, v in scores if k == contact.encode()][-1] is None, "no tombstone in contact-scores"
     assert [v for k, v in changelog if k == contact.encode()][-1] is None, "no tombstone in the changelog"
+
+
+async def test_an_erased_contact_leaves_its_account_before_its_state_is_deleted(scorer, capture):
+    """The leave record goes out with the alerts, as on a change of account: once the state
+    is deleted, a replayed erasure finds nothing to leave from."""
+    contact = "agent-leaver@initech.io"
+    async with scorer.agent.test_context() as agent:
+        for document in buyer_documents(contact):
+            await agent.put(orjson.dumps(document), key=contact.encode())
+        assert await settled(lambda: scorer.contacts.get(contact) is not None)
+        assert scorer.contacts.get(contact).account_sent == "initech.io"
+        erase = raw_event("contact_erased", event_id="erase-2", contact_id=contact, occurred_at=format_ms(now_ms()))
+        await agent.put(orjson.dumps(erase), key=contact.encode())
+        assert await settled(lambda: scorer.contacts.get(contact) is None)
+
+    members, changelog = scorer.topics.account_members.get_topic_name(), scorer.contacts.table.changelog_topic
+    sent_in_order = [(to, key, value) for to, _, batch in capture.batches for key, value in batch]
+    to_account = [
+        (index, member_from_bytes(value))
+        for index, (to, key, value) in enumerate(sent_in_order)
+        if to == members and key == b"initech.io" and value is not None
+    ]
+    assert to_account[-1][1].left and to_account[-1][1].contact_id == contact
+    assert not any(record.left for _, record in to_account[:-1])
+    tombstone = max(
+        index
+        for index, (to, key, value) in enumerate(sent_in_order)
+        if to == changelog.get_topic_name() and key == contact.encode() and value is None
+    )
+    assert to_account[-1][0] < tombstone, "the leave record must reach the broker before the state is deleted"

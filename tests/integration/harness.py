@@ -60,22 +60,26 @@ def wait_for(condition: Callable[[], T], timeout_s: float, interval_s: float = 1
 
 
 def scores_reach(
-    settings: Settings, expected: dict[str, Any], timeout_s: float, *, alive: Callable[[], bool] | None = None
+    settings: Settings,
+    expected: dict[str, Any],
+    timeout_s: float,
+    *,
+    alive: Callable[[], bool] | None = None,
+    topic: str = "contact-scores",
 ) -> dict[str, Any]:
-    """Wait until `contact-scores` (latest value per contact) equals `expected`; fail with
-    what still differs, or as soon as `alive()` says the worker is gone."""
+    """Wait until `topic` (a compacted one: latest value per key) equals `expected`; fail
+    with what still differs, or as soon as `alive()` says the worker is gone."""
     seen: dict[str, Any] = {}
 
     def settled() -> bool:
         if alive is not None and not alive():
-            raise AssertionError("the worker exited before contact-scores matched the oracle")
-        seen.update(latest=latest_by_key(read_all(settings, settings.topic("contact-scores"), idle_s=1.0)))
+            raise AssertionError(f"the worker exited before {topic} matched the oracle")
+        seen.update(latest=latest_by_key(read_all(settings, settings.topic(topic), idle_s=1.0)))
         return bool(seen["latest"] == expected)
 
     if not wait_for(settled, timeout_s):
         raise AssertionError(
-            f"contact-scores did not match the oracle within {timeout_s:.0f} s:\n"
-            + scores_mismatch(seen["latest"], expected)
+            f"{topic} did not match the oracle within {timeout_s:.0f} s:\n" + scores_mismatch(seen["latest"], expected)
         )
     latest: dict[str, Any] = seen["latest"]
     return latest

@@ -8,15 +8,17 @@ import orjson
 
 from leadpulse.cli.offline import score_lines
 from leadpulse.cli.traffic import DAY_MS, Traffic
-from leadpulse.schemas.outputs import output_record, snapshot_record
+from leadpulse.schemas.outputs import account_record, output_record, snapshot_record
 from leadpulse.scoring.engine import HotLead, StageChange
 from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import now_ms
 
 
-def traffic_lines(count: int, contacts: int, seed: int = 11) -> list[bytes]:
-    """Realistic events from the last 60 days (so none is in the future for the worker)."""
-    traffic = Traffic(seed=seed, start_ms=now_ms() - 60 * DAY_MS, span_ms=50 * DAY_MS, contacts=contacts)
+def traffic_lines(count: int, contacts: int, seed: int = 11, accounts: int = 0) -> list[bytes]:
+    """Realistic events from the last 60 days (so none is in the future for the worker);
+    `accounts` > 0: contacts name one of that many companies, and some change company."""
+    start = now_ms() - 60 * DAY_MS
+    traffic = Traffic(seed=seed, start_ms=start, span_ms=50 * DAY_MS, contacts=contacts, accounts=accounts)
     return [orjson.dumps(event) for event in traffic.events(count)]
 
 
@@ -25,6 +27,7 @@ class Oracle:
         rules = load_rules()
         run = score_lines(lines, rules)
         self.snapshots = {view.contact_id: snapshot_record(view) for view in run.snapshots(None)}
+        self.accounts = {view.account_id: account_record(view) for view in run.accounts(None)}
         self.stage_change_ids = {o.id for o in run.outputs if isinstance(o, StageChange)}
         self.hot_lead_ids = {o.id for o in run.outputs if isinstance(o, HotLead)}
         self.hot_leads = {o.id: output_record(o) for o in run.outputs if isinstance(o, HotLead)}

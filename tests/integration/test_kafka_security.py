@@ -199,6 +199,7 @@ def test_worker_scores_with_only_its_least_privilege_acls(secure, make_settings,
 
     oracle = Oracle(lines)
     scores_reach(mutual_tls(secure, settings), oracle.snapshots, timeout_s=120)
+    scores_reach(mutual_tls(secure, settings), oracle.accounts, timeout_s=60, topic="account-scores")
 
 
 @pytest.mark.parametrize(

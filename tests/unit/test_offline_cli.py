@@ -126,3 +126,13 @@ def test_the_shipped_example_scores_as_the_readme_shows(capsys):
         ("bob@shop.fr", 1, 1, "cold"),
     ]
     assert "line 9: contact_id: one of contact_id or anonymous_id is required" in captured.err
+
+
+def test_score_accounts_prints_the_readme_committee_example(capsysbinary):
+    """README's worked example: five people of globex.eu, none hot, make a hot account."""
+    assert main(["score", str(ROOT / "examples" / "committee.jsonl"), "--accounts", "--at", "last-event"]) == 0
+    rows = [orjson.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
+    assert [(r["account_id"], r["score"], r["temperature_label"]) for r in rows] == [("globex.eu", 79, "hot")]
+    assert rows[0]["contacts"] == 5 and rows[0]["committee"]["coverage"] == 1.0
+    assert [c["contact_id"] for c in rows[0]["top_contacts"]] == ["marie@globex.eu", "tom@globex.eu", "ana@globex.eu"]
+    assert all(c["score"] < 75 for c in rows[0]["top_contacts"])

@@ -25,6 +25,11 @@ KINDS = st.one_of(
     st.tuples(st.just("email_bounced"), st.fixed_dictionaries({"hard": st.booleans()})),
     st.tuples(st.just("form_submitted"), st.fixed_dictionaries({"form": st.sampled_from(["contact", "ebook"])})),
     st.tuples(st.just("profile_updated"), PROFILE),
+    st.tuples(st.just("webinar_attended"), st.fixed_dictionaries({"topic": st.sampled_from(["roi", "security", "x"])})),
+    st.tuples(
+        st.just("content_downloaded"),
+        st.fixed_dictionaries({"tags": st.lists(st.sampled_from(["api", "gdpr", "roi", "misc"]), max_size=3)}),
+    ),
     st.tuples(
         st.sampled_from(
             [

@@ -192,12 +192,15 @@ def test_a_group_call_keeps_the_account_on_the_contact_state_and_snapshot():
 
 
 def test_a_state_stored_before_accounts_existed_still_loads():
+    """Format 2 (no account) and 3 (2 + the account) are the first 15 and 16 fields of 5."""
     state = apply(new_state("ada@acme.io"), decode(message()), DEFAULT_RULES).state
     stored = orjson.loads(to_bytes(state))
-    assert stored[-1] is None
-    stored = stored[:-1]
-    stored[0] = 2
-    assert from_bytes(orjson.dumps(stored)) == state
+    assert stored[0] == 5 and stored[15:] == [{}, None, None, None]
+    assert from_bytes(orjson.dumps([2, *stored[1:15]])) == state
+    grouped = apply(state, decode(message("group", messageId="m-2", groupId="acme")), DEFAULT_RULES).state
+    stored = orjson.loads(to_bytes(grouped))
+    assert stored[16] == ["acme", grouped.account.occurred_ms, grouped.account.tie]
+    assert from_bytes(orjson.dumps([3, *stored[1:15], stored[16]])) == grouped
 
 
 def test_the_latest_account_wins_in_any_order():
@@ -409,3 +412,9 @@ def test_decoding_any_segment_shaped_message_fails_only_with_invalid_event(call,
 def test_decoding_any_bytes_fails_only_with_invalid_event(raw):
     with contextlib.suppress(InvalidEvent):
         decode_event(raw)
+
+
+def test_the_unreleased_format_4_is_refused_rather_than_misread():
+    stored = orjson.loads(to_bytes(new_state("ada@acme.io")))
+    with pytest.raises(ValueError, match="unsupported contact state format 4"):
+        from_bytes(orjson.dumps([4, *stored[1:]]))

@@ -1,0 +1,125 @@
+"""The accounts agent: contacts' member records in (re-keyed by account through
+`account-members`), account states, `account-scores` and `hot-accounts` out.
+
+Same discipline as the scoring agent (docs/guarantees.md), per batch:
+1. each record is folded into its account's state (the newest record per contact wins); a
+   record at or below the offset stored with its account is a replay and changes nothing;
+2. hot-account alerts are delivered;
+3. each touched account is stored once, and its changelog record and snapshot delivered
+   (an account whose last member left is deleted from `account-scores`: a tombstone);
+4. only then are the batch's offsets released for Faust's commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from leadpulse.schemas.outputs import account_record, dead_letter_record, dumps, hot_account_record
+from leadpulse.scoring.accounts import AccountState, account_snapshot, fold, member_from_bytes, settle
+from leadpulse.scoring.timeutil import now_ms
+from leadpulse.streams.outbox import BatchProducer, Outbox
+from leadpulse.streams.pipeline import Pipeline
+from leadpulse.streams.tables import partition_of
+
+log = logging.getLogger(__name__)
+
+
+class AccountsAgent:
+    def __init__(self, pipeline: Pipeline, producer: Any) -> None:
+        self.pipeline = pipeline
+        self.app = pipeline.app
+        self.rules = pipeline.rules
+        self.topics = pipeline.topics
+        self.accounts = pipeline.accounts
+        self.metrics = pipeline.metrics
+        self.producer = producer
+        self.agent: Any = None
+
+    @classmethod
+    def attach(cls, pipeline: Pipeline, producer: Any) -> AccountsAgent:
+        self = cls(pipeline, producer)
+        topic = pipeline.topics.account_members
+        self.agent = pipeline.app.agent(topic, name="leadpulse.accounts")(self.consume)
+        return self
+
+    async def consume(self, stream: Any) -> None:
+        settings = self.pipeline.settings
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            held = [event.message for event in batch]  # see ScoringAgent.consume
+            for message in held:
+                message.incref()
+            try:
+                await self.run(batch)
+            except Exception as error:
+                log.critical(
+                    "stopping: an accounts batch could not be delivered, nothing of it is committed: %s", error
+                )
+                await self.app.crash(error)
+                return
+            self.app.mark_scored(held)
+            for message in held:
+                message.decref()
+
+    async def run(self, batch: Sequence[Any]) -> None:
+        by_partition: dict[int, list[Any]] = defaultdict(list)
+        for event in batch:
+            by_partition[event.message.partition].append(event)
+        deliveries = self.pipeline.readiness.deliveries
+        alerts, stored = Outbox(deliveries), Outbox(deliveries)
+        folded = [
+            (partition, events[-1], self._fold_partition(partition, events, alerts))
+            for partition, events in by_partition.items()
+        ]
+        producer: BatchProducer = self.producer()
+        await alerts.deliver(producer)
+        scores = self.topics.account_scores.get_topic_name()
+        for partition, anchor, states in folded:
+            for state in states.values():
+                view = account_snapshot(state.account_id, state.members.values(), self.rules)
+                value = None if view is None else dumps(account_record(view))
+                stored.add(scores, partition, state.account_id.encode(), value)
+            with partition_of(anchor):
+                self.accounts.put_many(partition, states.values(), stored)
+            self.metrics.outputs.labels("account_snapshot").inc(len(states))
+        await stored.deliver(producer)
+
+    def _fold_partition(self, partition: int, events: list[Any], alerts: Outbox) -> dict[str, AccountState]:
+        states: dict[str, AccountState] = {}
+        hot = self.topics.hot_accounts.get_topic_name()
+        for event in events:
+            message = event.message
+            try:
+                if not isinstance(message.key, bytes):
+                    raise ValueError("an account member record needs the account id as its key")
+                account_id = message.key.decode()
+                record = member_from_bytes(message.value)
+                with partition_of(event):
+                    state = states.get(account_id) or self.accounts.get(account_id) or AccountState(account_id)
+                states[account_id] = state
+                if state.position is not None and message.offset <= state.position:
+                    self.metrics.events.labels("account_replayed").inc()
+                    continue  # replayed after a crash: already folded, stored and published again
+                state.position = message.offset
+                if not fold(state, record):
+                    continue
+                alert = settle(state, record, self.rules)[1]
+                if alert is not None:
+                    alerts.add(hot, partition, message.key, dumps(hot_account_record(alert)))
+                    self.metrics.outputs.labels("hot_account").inc()
+            except Exception as error:  # a record fails alone, whatever went wrong with it
+                log.exception("account member record [%s]@%s could not be folded", partition, message.offset)
+                record_ = dead_letter_record(
+                    f"could not be processed: {type(error).__name__}: {error}",
+                    "",
+                    message.value,
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=message.key,
+                    received_ms=now_ms(),
+                )
+                alerts.add(self.topics.dead_letters.get_topic_name(), partition, None, dumps(record_))
+        return states

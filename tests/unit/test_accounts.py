@@ -1,0 +1,303 @@
+"""Accounts in the core: who belongs where, what an account snapshot says, and that it does
+not depend on the order member records arrive in (docs/scoring.md, Accounts)."""
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from leadpulse.scoring.accounts import (
+    AccountState,
+    Member,
+    account_from_bytes,
+    account_snapshot,
+    account_to_bytes,
+    account_updates,
+    fold,
+    leaving,
+    member_from_bytes,
+    member_to_bytes,
+    settle,
+)
+from leadpulse.scoring.domains import account_of
+from leadpulse.scoring.engine import Reason, apply, new_state, snapshot
+from leadpulse.scoring.replay import ScoreRun
+from leadpulse.scoring.rules import RulesError, parse_rules
+from leadpulse.scoring.state import from_bytes, to_bytes
+from tests.factories import DAY_MS, DEFAULT_RULES, T0, event
+
+RULES = DEFAULT_RULES
+
+
+@pytest.mark.parametrize(
+    ("contact", "explicit", "email", "expected"),
+    [
+        ("ada@Acme.io", None, None, "acme.io"),
+        ("ada@gmail.com", None, None, None),
+        ("ada@yahoo.co.uk", None, None, None),
+        ("ada@hotmail.fr", None, None, None),
+        ("ada@orange.fr", None, None, None),
+        ("ada@proton.me", None, None, None),
+        ("reader@example.com", None, None, None),
+        ("c-42", None, "ada@acme.io", "acme.io"),
+        ("ada@acme.io", None, "ada@gmail.com", "acme.io"),  # a free-mail e-mail falls back to the id
+        ("c-42", None, "not an address", None),
+        ("c-42", None, "a@nodot", None),
+        ("ada@gmail.com", "acct-7", None, "acct-7"),  # an explicit account wins over everything
+        ("ada@acme.io", " acct-7 ", "x@globex.eu", "acct-7"),
+        ("anon-1", None, None, None),
+    ],
+)
+def test_a_contact_belongs_to_its_explicit_account_else_its_business_domain(contact, explicit, email, expected):
+    assert account_of(contact, explicit, email) == expected
+
+
+def test_the_latest_account_id_by_event_time_wins_whatever_the_arrival_order():
+    late = event("profile_updated", T0 + DAY_MS, "ada@acme.io", account_id="globex")
+    early = event("profile_updated", T0, "ada@acme.io", account_id="initech")
+    for order in ((early, late), (late, early)):
+        state = new_state("ada@acme.io")
+        for item in order:
+            state = apply(state, item, RULES).state
+        assert account_updates(state, snapshot(state, T0 + DAY_MS, RULES), RULES)[0] == "globex"
+
+
+def test_state_round_trip_keeps_identity_and_account():
+    state = apply(
+        new_state("c-1"), event("form_submitted", T0, "c-1", email="ada@acme.io", account_id="acme"), RULES
+    ).state
+    state.account_sent = "acme.io"
+    assert from_bytes(to_bytes(state)) == state
+
+
+def member(contact, score, at=T0, *, fit=0.0, department=None, seniority=None, left=False):
+    attributes = tuple((k, v) for k, v in (("department", department), ("seniority", seniority)) if v is not None)
+    if left:
+        return Member(contact, at, left=True)
+    return Member(contact, at, False, score, fit, RULES.temperature(score), "lead", attributes, ())
+
+
+def test_a_buying_committee_of_lukewarm_contacts_makes_a_hot_account():
+    committee = [
+        member("a", 55, seniority="c_level", department="executive"),
+        member("b", 52, seniority="director", department="marketing"),
+        member("c", 50, seniority="manager", department="it"),
+        member("d", 50, seniority="individual", department="finance"),
+        member("e", 48, seniority="individual", department="sales"),
+    ]
+    view = account_snapshot("acme.io", committee, RULES)
+    assert view is not None
+    assert all(m.score < 75 for m in committee)
+    assert view.temperature_label == "hot" and view.score >= 75
+    assert view.engaged_contacts == 5 and view.coverage == 1.0 and not view.committee_missing
+    assert [top.contact_id for top in view.top_contacts] == ["a", "b", "c"]
+    alone = account_snapshot("acme.io", [member("a", 90, seniority="c_level")], RULES)
+    assert alone is not None and alone.temperature_label != "hot"
+
+
+def test_hot_accounts_alert_once_per_episode():
+    state = AccountState("acme.io")
+    alerts = []
+    scores = [[90, 90, 90, 90], [88, 90, 90, 90], [10, 10, 10, 10], [90, 90, 90, 90]]
+    for step, values in enumerate(scores):
+        for index, score in enumerate(values):
+            record = member(f"c{index}", score, T0 + step * 1000 + index)
+            fold(state, record)
+            alerts.append(settle(state, record, RULES)[1])
+    fired = [alert for alert in alerts if alert is not None]
+    assert len(fired) == 2  # the first episode, and the one after the account cooled off
+    assert len({alert.id for alert in fired}) == 2
+
+
+def test_member_records_and_account_states_round_trip():
+    records = [
+        Member(
+            "a",
+            T0,
+            False,
+            61,
+            40.0,
+            3,
+            "prospect",
+            (("department", "it"),),
+            (Reason("demo request", "engagement", 50.0),),
+        ),
+        Member("b", T0 + 1, left=True),
+    ]
+    for record in records:
+        assert member_from_bytes(member_to_bytes(record)) == record
+    state = AccountState("acme.io", {m.contact_id: m for m in records}, False, 3, 17)
+    assert account_from_bytes(account_to_bytes(state)) == state
+
+
+def test_accounts_rules_errors_name_the_key():
+    base = DEFAULT_RULES_TEXT
+    bad = [
+        (base + '\n[accounts]\ntop_weights = "x"\n', "accounts.top_weights"),
+        (base + "\n[accounts]\nengaged_score = 500\n", "accounts.engaged_score"),
+        (base + "\n[accounts]\ntop_wieghts = [1]\n", "accounts.top_wieghts: unknown key; did you mean 'top_weights'"),
+        (base + '\n[[accounts.committee]]\nname = "x"\nshoe_size = ["9"]\n', r"accounts.committee[0].shoe_size"),
+        (base + "\n[accounts.temperature]\nbands = [0, 50]\n", "accounts.temperature.labels"),
+    ]
+    for text, where in bad:
+        with pytest.raises(RulesError) as raised:
+            parse_rules(text, "r.toml")
+        assert where in str(raised.value)
+        assert "\n" not in str(raised.value)
+
+
+DEFAULT_RULES_TEXT = """
+version = "t"
+[categories.web]
+[[signals]]
+name = "page view"
+event = "page_viewed"
+category = "web"
+points = 1
+[fit.department]
+points = { it = 1 }
+"""
+
+# --- properties -----------------------------------------------------------------------------
+
+ACCOUNT_MOVES = st.one_of(
+    st.fixed_dictionaries({"account_id": st.sampled_from(["acct-1", "acct-2"])}),
+    st.fixed_dictionaries({"email": st.sampled_from(["x@acme.io", "x@globex.eu", "x@gmail.com"])}),
+    st.fixed_dictionaries(
+        {
+            "department": st.sampled_from(["it", "finance", "sales"]),
+            "seniority": st.sampled_from(["c_level", "director", "individual"]),
+        }
+    ),
+    st.fixed_dictionaries({"path": st.sampled_from(["/pricing", "/product", "/blog/x"])}),
+)
+CONTACTS = ["ada@acme.io", "bob@acme.io", "cy@globex.eu", "dee@gmail.com"]
+
+
+@st.composite
+def histories(draw):
+    """Events of a few contacts that move between accounts, with distinct event ids."""
+    items = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(CONTACTS),
+                st.sampled_from(["page_viewed", "profile_updated", "webinar_attended", "demo_requested"]),
+                ACCOUNT_MOVES,
+                st.integers(0, 20 * DAY_MS),
+            ),
+            min_size=1,
+            max_size=25,
+        )
+    )
+    return [
+        event(kind, T0 + at, contact, event_id=f"e{i}", **props) for i, (contact, kind, props, at) in enumerate(items)
+    ]
+
+
+def stream(events):
+    """What the worker sends to `account-members`, contact by contact, one publish per event
+    (the stream's finest batching): per account, the records of each contact in send order."""
+    contacts = {}
+    sent: dict[str, dict[str, list[Member]]] = {}
+    published: dict[str, int] = {}
+    for item in events:
+        state = apply(contacts.get(item.contact_id) or new_state(item.contact_id), item, RULES).state
+        at = max(state.last_event_ms, published.get(item.contact_id, 0))
+        published[item.contact_id] = at
+        account, updates = account_updates(state, snapshot(state, at, RULES), RULES)
+        for target, record in updates:
+            sent.setdefault(target, {}).setdefault(record.contact_id, []).append(record)
+        state.account_sent = account
+        contacts[item.contact_id] = state
+    return sent
+
+
+def interleave(per_contact: dict[str, list[Member]], choices) -> list[Member]:
+    """Any arrival order that keeps each contact's own records in send order (Kafka keeps
+    the order of one partition, and one contact's records to an account share one)."""
+    queues = {contact: list(records) for contact, records in sorted(per_contact.items())}
+    arrived = []
+    while queues:
+        contact = sorted(queues)[choices.draw(st.integers(0, len(queues) - 1))]
+        arrived.append(queues[contact].pop(0))
+        if not queues[contact]:
+            del queues[contact]
+    return arrived
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories(), st.randoms(use_true_random=False), st.data())
+def test_stream_accounts_equal_the_offline_accounts_for_any_arrival_order(events, rng, data):
+    shuffled = list(events)
+    rng.shuffle(shuffled)
+    offline = ScoreRun(RULES)
+    for item in events:
+        offline.add(item)
+    expected = {view.account_id: view for view in offline.accounts(None)}
+    sent = stream(shuffled)
+    got = {}
+    for account, per_contact in sent.items():
+        state = AccountState(account)
+        for record in interleave(per_contact, data):
+            fold(state, record)
+        view = account_snapshot(account, state.members.values(), RULES)
+        if view is not None:
+            got[account] = view
+    assert got == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories(), st.randoms(use_true_random=False))
+def test_a_contact_that_changes_account_leaves_the_old_one(events, rng):
+    shuffled = list(events)
+    rng.shuffle(shuffled)
+    sent = stream(shuffled)
+    offline = ScoreRun(RULES)
+    for item in events:
+        offline.add(item)
+    final = {
+        contact: account_updates(state, snapshot(state, state.last_event_ms, RULES), RULES)[0]
+        for contact, state in offline.contacts.items()
+    }
+    for account, per_contact in sent.items():
+        state = AccountState(account)
+        for records in per_contact.values():
+            for record in records:
+                fold(state, record)
+        members = {m.contact_id for m in state.members.values() if not m.left}
+        assert members == {contact for contact, home in final.items() if home == account}
+
+
+def test_a_group_call_and_an_account_id_property_are_one_last_writer_wins_account():
+    """Segment's groupId (Event.account_id) and a native `account_id` property feed the
+    same field: the later one wins whichever arrives first."""
+    grouped = replace(event("account_linked", T0 + 1_000, "ada@acme.io"), account_id="globex")
+    named = event("profile_updated", T0, "ada@acme.io", account_id="initech")
+    for order in ((grouped, named), (named, grouped)):
+        state = new_state("ada@acme.io")
+        for item in order:
+            state = apply(state, item, RULES).state
+        assert state.account is not None and state.account.value == "globex"
+        assert snapshot(state, T0 + 1_000, RULES).account_id == "globex"
+
+
+def test_an_erased_contact_leaves_its_account_offline_and_in_the_stream():
+    """The offline scorer drops an erased contact from its account; the stream's leave
+    record, folded after the contact's member record, ends in the same account snapshot."""
+    events = [
+        event("demo_requested", T0, "ada@globex.eu", seniority="vp"),
+        event("demo_requested", T0 + 1_000, "tom@globex.eu", seniority="director"),
+        event("contact_erased", T0 + 2_000, "ada@globex.eu"),
+    ]
+    offline = ScoreRun(RULES)
+    for item in events:
+        offline.add(item)
+    [expected] = offline.accounts(None)
+    assert expected.contacts == 1 and [top.contact_id for top in expected.top_contacts] == ["tom@globex.eu"]
+
+    sent = stream(events[:2])["globex.eu"]
+    state = AccountState("globex.eu")
+    for record in [*sent["ada@globex.eu"], *sent["tom@globex.eu"], leaving("ada@globex.eu", T0 + 2_000)]:
+        fold(state, record)
+    assert account_snapshot("globex.eu", state.members.values(), RULES) == expected
