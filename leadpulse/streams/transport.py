@@ -19,7 +19,7 @@ starts, so such acks committed offsets past records never scored (docs/faust-not
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from weakref import WeakSet
 
@@ -38,6 +38,22 @@ class BatchHandoverConsumer(aiokafka_driver.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._scored: WeakSet[Message] = WeakSet()
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """aiokafka's seek_to_committed seeks only partitions with a commit above 0. Records
+        of a partition without one that were fetched but dropped during a rebalance (the
+        flow stopped, an older generation) were then never read again: events lost until a
+        restart (docs/faust-notes.md). Such input partitions go back to their beginning
+        (the consumer's offset reset is `earliest`); replays there change nothing."""
+        committed: Mapping[TP, int] = await self._thread.seek_to_committed()
+        uncommitted = [tp for tp, offset in committed.items() if not offset and self._acking(tp.topic)]
+        if uncommitted and self.app.conf.consumer_auto_offset_reset == "earliest":
+            await self._thread.seek_to_beginning(*uncommitted)
+        return committed
+
+    def _acking(self, topic: str) -> bool:
+        """The agents' inputs; changelog positions are Faust's recovery's to manage."""
+        return bool(self.app.topics.acks_enabled_for(topic))
 
     def mark_scored(self, messages: Iterable[Message]) -> None:
         """These records are scored and their outputs delivered: their acks may be committed."""

@@ -32,3 +32,35 @@ def test_records_acked_without_being_scored_never_move_the_commit_past_the_batch
     for record in refetched:
         consumer.ack(record)
     assert consumer._new_offset(tp) == 9
+
+
+class RecordingThread:
+    """Faust's consumer thread as far as seeking goes: what aiokafka's seek_to_committed
+    returns (None: no commit yet), and which partitions were sent back to their beginning."""
+
+    def __init__(self, committed):
+        self.committed = committed
+        self.to_beginning = []
+
+    async def seek_to_committed(self):
+        return self.committed
+
+    async def seek_to_beginning(self, *partitions):
+        self.to_beginning.extend(partitions)
+
+
+async def test_an_input_partition_without_a_commit_is_read_again_from_its_beginning_after_a_rebalance(
+    scorer, monkeypatch
+):
+    """aiokafka seeks only partitions committed above 0: records of an uncommitted one that
+    were fetched and dropped during the rebalance were otherwise never read again."""
+    consumer = scorer.app.consumer
+    topic = scorer.settings.input_topic
+    changelog = scorer.contacts.table.changelog_topic.get_topic_name()
+    scorer.app.topics.acking_topics.add(topic)
+    thread = RecordingThread({TP(topic, 0): None, TP(topic, 1): 42, TP(changelog, 0): None})
+    monkeypatch.setattr(consumer, "_thread", thread)
+
+    await consumer.seek_to_committed()
+
+    assert thread.to_beginning == [TP(topic, 0)], "only the uncommitted input partition; the changelog is recovery's"
