@@ -298,9 +298,11 @@ def _worker(args: argparse.Namespace) -> int:
     if ignored:
         print(f"leadpulse worker: ignoring {', '.join(ignored)}: the worker reads LEADPULSE_* only", file=sys.stderr)
     from leadpulse.app import app
+    from leadpulse.streams.deadline import CRASH_EXIT_DEADLINE_S
     from leadpulse.streams.runtime import tune_gc
 
     tune_gc()
+    app.exit_deadline_s = CRASH_EXIT_DEADLINE_S
     # Faust's spelling of our level; the level is not cosmetic (docs/faust-notes.md, "Logging costs CPU").
     sys.argv = ["leadpulse", "worker", "-l", settings.faust_log_level]
     app.main()

@@ -19,6 +19,7 @@ starts, so such acks committed offsets past records never scored (docs/faust-not
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from weakref import WeakSet
@@ -29,6 +30,7 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message, TransportT
 from faust.types.tuples import ack_lock
 
+from leadpulse.streams.deadline import exit_after
 from leadpulse.streams.quiet import QuietConsumerThread, QuietProducer
 
 YIELD_EVERY = 100  # messages handed over before the loop lets other tasks run (as Faust)
@@ -133,8 +135,17 @@ class App(faust.App):
     """faust.App whose consumer hands fetched batches over as above; the broker URL keeps
     its usual kafka:// scheme."""
 
+    exit_deadline_s: float | None = None  # set by `leadpulse worker`: not in a test's process
+    _exit_timer: threading.Timer | None = None
+
     def _new_transport(self) -> TransportT:
         return Transport(self.conf.broker_consumer, self)
+
+    async def crash(self, reason: BaseException) -> None:
+        """A crash stops the worker, and within a bounded time (streams/deadline.py)."""
+        if self.exit_deadline_s is not None and self._exit_timer is None:
+            self._exit_timer = exit_after(self.exit_deadline_s, f"a crash ({reason!r})")
+        await super().crash(reason)
 
     def mark_scored(self, messages: Iterable[Message]) -> None:
         consumer = self.consumer

@@ -68,6 +68,8 @@ def workers(tmp_path, request):
             counts = {o: worker.metric("leadpulse_events_total", f'outcome="{o}"') for o in ("scored", "dead_letter")}
             print(f"worker {worker.pid}: health {worker.health()}, events {counts}")
             if failed:
+                tail = Path(worker.log_path).read_text(errors="replace")[-4000:]
+                print(f"worker {worker.pid}: still running; its log ends:\n{tail}")
                 _print_task_stacks(worker)
         elif worker.process is not None:
             tail = Path(worker.log_path).read_text(errors="replace")[-6000:]
