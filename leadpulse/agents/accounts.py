@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from leadpulse.agents.batches import deliver_batches
 from leadpulse.schemas.outputs import account_record, dead_letter_record, dumps, hot_account_record
 from leadpulse.scoring.accounts import AccountState, account_snapshot, fold, member_from_bytes, settle
 from leadpulse.scoring.timeutil import now_ms
@@ -46,22 +47,7 @@ class AccountsAgent:
         return self
 
     async def consume(self, stream: Any) -> None:
-        settings = self.pipeline.settings
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            held = [event.message for event in batch]  # see ScoringAgent.consume
-            for message in held:
-                message.incref()
-            try:
-                await self.run(batch)
-            except Exception as error:
-                log.critical(
-                    "stopping: an accounts batch could not be delivered, nothing of it is committed: %s", error
-                )
-                await self.app.crash(error)
-                return
-            self.app.mark_scored(held)
-            for message in held:
-                message.decref()
+        await deliver_batches(self.app, stream, self.pipeline.settings, self.run, "an accounts batch")
 
     async def run(self, batch: Sequence[Any]) -> None:
         by_partition: dict[int, list[Any]] = defaultdict(list)

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from faust.exceptions import PartitionsMismatch
 
+from leadpulse.agents.batches import deliver_batches
 from leadpulse.schemas.events import InvalidEvent, decode_event
 from leadpulse.schemas.outputs import dead_letter_record, dumps, output_record, snapshot_record
 from leadpulse.schemas.segment import is_unmapped
@@ -103,22 +104,7 @@ class ScoringAgent:
         readiness = self.pipeline.readiness
         readiness.consuming = True
         try:
-            async for batch in stream.take_events(self.settings.batch_size, within=self.settings.batch_within_s):
-                # Faust's take_events acks a batch in a `finally`, also when scoring it failed or
-                # was cancelled by a rebalance; an extra reference per message keeps its offset
-                # uncommitted until the batch is fully delivered (docs/faust-notes.md).
-                held = [event.message for event in batch]
-                for message in held:
-                    message.incref()
-                try:
-                    await self.run(batch)
-                except Exception as error:
-                    log.critical("stopping: a batch could not be delivered, nothing of it is committed: %s", error)
-                    await self.app.crash(error)
-                    return
-                self.app.mark_scored(held)
-                for message in held:
-                    message.decref()
+            await deliver_batches(self.app, stream, self.settings, self.run, "a batch")
         finally:
             readiness.consuming = False
 
