@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from leadpulse.schemas.outputs import account_record, hot_account_record
 from leadpulse.scoring.accounts import (
     AccountState,
     Member,
@@ -26,6 +27,7 @@ from leadpulse.scoring.replay import ScoreRun
 from leadpulse.scoring.rules import RulesError, parse_rules
 from leadpulse.scoring.state import from_bytes, to_bytes
 from tests.factories import DAY_MS, DEFAULT_RULES, T0, event
+from tests.unit.test_schemas import schema
 
 RULES = DEFAULT_RULES
 
@@ -94,6 +96,25 @@ def test_a_buying_committee_of_lukewarm_contacts_makes_a_hot_account():
     assert [top.contact_id for top in view.top_contacts] == ["a", "b", "c"]
     alone = account_snapshot("acme.io", [member("a", 90, seniority="c_level")], RULES)
     assert alone is not None and alone.temperature_label != "hot"
+
+
+def test_account_records_and_hot_account_alerts_match_their_published_schemas():
+    state = AccountState("acme.io")
+    members = [
+        member("a", 90, seniority="c_level", department="executive"),
+        member("b", 85, seniority="director", department="it"),
+        member("c", 80, seniority="manager", department="marketing"),
+    ]
+    alerts = []
+    for record in members:
+        fold(state, replace(record, reasons=(Reason("pricing_page", "engagement", 12.5),)))
+        alerts.append(settle(state, record, RULES)[1])
+    view = account_snapshot("acme.io", list(state.members.values()), RULES)
+    assert view is not None and view.top_contacts[0].attributes
+    schema("account-score").validate(account_record(view))
+    fired = [alert for alert in alerts if alert is not None]
+    assert fired, "three hot members make a hot account"
+    schema("hot-account").validate(hot_account_record(fired[0]))
 
 
 def test_hot_accounts_alert_once_per_episode():
