@@ -47,7 +47,7 @@ class AccountsAgent:
         return self
 
     async def consume(self, stream: Any) -> None:
-        await deliver_batches(self.app, stream, self.pipeline.settings, self.run, "an accounts batch")
+        await deliver_batches(self.pipeline, stream, self.run, "accounts")
 
     async def run(self, batch: Sequence[Any]) -> None:
         by_partition: dict[int, list[Any]] = defaultdict(list)

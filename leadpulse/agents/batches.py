@@ -13,26 +13,32 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from leadpulse.streams.settings import Settings
-from leadpulse.streams.transport import App
+from leadpulse.streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
 
 async def deliver_batches(
-    app: App, stream: Any, settings: Settings, deliver: Callable[[Sequence[Any]], Awaitable[None]], what: str
+    pipeline: Pipeline, stream: Any, deliver: Callable[[Sequence[Any]], Awaitable[None]], agent: str
 ) -> None:
-    """Hand each batch of `stream` to `deliver`; `what` names the batch in the stop message."""
-    async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-        held = [event.message for event in batch]
-        for message in held:
-            message.incref()
-        try:
-            await deliver(batch)
-        except Exception as error:
-            log.critical("stopping: %s could not be delivered, nothing of it is committed: %s", what, error)
-            await app.crash(error)
-            return
-        app.mark_scored(held)
-        for message in held:
-            message.decref()
+    """Hand each batch of `stream` to `deliver`; /health counts `agent` as consuming meanwhile."""
+    app, settings, readiness = pipeline.app, pipeline.settings, pipeline.readiness
+    readiness.consuming.add(agent)
+    try:
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            held = [event.message for event in batch]
+            for message in held:
+                message.incref()
+            try:
+                await deliver(batch)
+            except Exception as error:
+                log.critical(
+                    "stopping: a %s batch could not be delivered, nothing of it is committed: %s", agent, error
+                )
+                await app.crash(error)
+                return
+            app.mark_scored(held)
+            for message in held:
+                message.decref()
+    finally:
+        readiness.consuming.discard(agent)

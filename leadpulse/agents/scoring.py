@@ -99,14 +99,8 @@ class ScoringAgent:
         return self
 
     async def consume(self, stream: Any) -> None:
-        if not await self._ready_to_score():
-            return
-        readiness = self.pipeline.readiness
-        readiness.consuming = True
-        try:
-            await deliver_batches(self.app, stream, self.settings, self.run, "a batch")
-        finally:
-            readiness.consuming = False
+        if await self._ready_to_score():
+            await deliver_batches(self.pipeline, stream, self.run, "scoring")
 
     async def _ready_to_score(self) -> bool:
         """Output topics exist before the first record is scored (a send to a topic still

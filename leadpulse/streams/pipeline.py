@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Readiness:
-    """What /health reports: the agent is consuming, and deliveries are not failing."""
+    """What /health reports: every agent is consuming, and deliveries are not failing."""
 
-    consuming: bool = False
+    consuming: set[str] = field(default_factory=set)  # names of the agents in their batch loop
     deliveries: DeliveryHealth = field(default_factory=DeliveryHealth)
 
 

@@ -141,12 +141,16 @@ def _assignment(app: Any) -> set[Any] | None:
         return None
 
 
+AGENTS = ("scoring", "accounts")  # agents/: each consumes from its own batch loop
+
+
 def _not_ready(pipeline: Pipeline, assigned: set[Any]) -> str | None:
-    if not pipeline.readiness.consuming:
-        return "the scoring agent is not consuming yet"
+    idle = [agent for agent in AGENTS if agent not in pipeline.readiness.consuming]
+    if idle:
+        return f"the {' and '.join(idle)} agent{'s are' if len(idle) > 1 else ' is'} not consuming yet"
+    topics = pipeline.topics
     inputs = [
-        topic.get_topic_name()
-        for topic in (pipeline.topics.events, pipeline.topics.by_contact, pipeline.topics.cooling)
+        topic.get_topic_name() for topic in (topics.events, topics.by_contact, topics.cooling, topics.account_members)
     ]
     owned = {tp.partition for tp in assigned if tp.topic == inputs[0]}
     if not owned:

@@ -38,7 +38,7 @@ def test_a_delivery_the_broker_refuses_stops_the_worker_and_nothing_is_committed
     assert wait_for(lambda: not worker.running(), timeout_s=90, interval_s=0.2), "the worker kept running"
     assert worker.process.returncode != 0
     log = worker.log_path.read_text(errors="replace")
-    assert "a batch could not be delivered" in log and "MessageSizeTooLarge" in log
+    assert "a scoring batch could not be delivered" in log and "MessageSizeTooLarge" in log
 
     asyncio.run(set_topic_config(settings, hot_leads, {"max.message.bytes": "1048588"}, create=False))
     worker.start()

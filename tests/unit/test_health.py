@@ -14,15 +14,20 @@ def topic(name):
     return SimpleNamespace(get_topic_name=lambda: name)
 
 
-def pipeline(consuming=True, failing=False):
+def pipeline(consuming=("scoring", "accounts"), failing=False):
     deliveries = DeliveryHealth()
     if failing:
         deliveries.failed(TimeoutError("broker away"), "scores[0]")
-    topics = SimpleNamespace(events=topic("events"), by_contact=topic("by-contact"), cooling=topic("cooling"))
-    return SimpleNamespace(readiness=Readiness(consuming=consuming, deliveries=deliveries), topics=topics)
+    topics = SimpleNamespace(
+        events=topic("events"),
+        by_contact=topic("by-contact"),
+        cooling=topic("cooling"),
+        account_members=topic("members"),
+    )
+    return SimpleNamespace(readiness=Readiness(consuming=set(consuming), deliveries=deliveries), topics=topics)
 
 
-def owned(*partitions, topics=("events", "by-contact", "cooling")):
+def owned(*partitions, topics=("events", "by-contact", "cooling", "members")):
     return {TP(name, p) for name in topics for p in partitions}
 
 
@@ -31,7 +36,13 @@ def test_a_worker_consuming_all_inputs_of_its_partitions_is_ready():
 
 
 def test_a_worker_whose_agent_has_not_started_is_not_ready():
-    assert _not_ready(pipeline(consuming=False), owned(0)) == "the scoring agent is not consuming yet"
+    assert _not_ready(pipeline(consuming=()), owned(0)) == "the scoring and accounts agents are not consuming yet"
+    assert _not_ready(pipeline(consuming=["scoring"]), owned(0)) == "the accounts agent is not consuming yet"
+
+
+def test_a_worker_missing_the_account_members_of_a_partition_it_owns_is_not_ready():
+    assigned = owned(0, 1) - {TP("members", 0)}
+    assert _not_ready(pipeline(), assigned) == "inputs not assigned: members:0"
 
 
 def test_a_worker_without_partitions_is_not_ready():
