@@ -1,19 +1,24 @@
-"""Throughput of the whole pipeline through a real Kafka broker: our worker against the naive
-per-event Faust agent (bench/naive.py), same events, same broker, interleaved runs.
+"""Throughput of the whole pipeline through a real Kafka broker: our worker against its peers,
+same events, same broker, interleaved runs. The peers run the same job with the same scoring
+core: Quix Streams (bench/peers/quix.py), a hand-written aiokafka loop
+(bench/peers/aiokafka_loop.py) and the naive per-event Faust agent (bench/naive.py).
 
     python -m bench.pipeline [--events 200000] [--contacts 20000] [--partitions 8] [--runs 3]
-                             [--store rocksdb://] [--profile]
+                             [--store rocksdb://] [--only NAME ...] [--profile SECONDS]
 
-A run pre-loads the events, starts the worker and ends when the consumer group has committed
-every input offset; its rate is events / (commit-complete time - first output record time).
-Every run's final contact-scores is checked against the offline scorer (the oracle).
-Prints medians and writes bench/results/pipeline.svg.
+A run pre-loads the events, starts the implementation and ends when its consumer group has
+committed every input offset; its rate is events / (commit-complete time - first output
+record time), its CPU per event the process's CPU time (user + system, start-up included)
+over the events. CPU per event is the figure to steer by on a noisy machine. Every run's
+final contact-scores is checked against the offline scorer (the oracle). Prints medians
+and ratios against our worker, and writes bench/results/pipeline.svg.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -40,10 +45,22 @@ from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"
+OURS = "leadpulse worker"
 IMPLEMENTATIONS = {
-    "leadpulse worker": [sys.executable, "-m", "leadpulse", "worker"],
+    OURS: [sys.executable, "-m", "leadpulse", "worker"],
+    "Quix Streams": [sys.executable, "-m", "bench.peers.quix"],
+    "aiokafka loop": [sys.executable, "-m", "bench.peers.aiokafka_loop"],
     "naive Faust agent": [sys.executable, "-m", "bench.naive", "worker", "-l", "info"],
 }
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Run:
+    rate: float  # events/s
+    cpu_us: float  # process CPU µs per event
+    peak_rss_kb: int
+    equal: bool  # final contact-scores equal to the offline scorer's
 
 
 async def committed_everything(settings: Settings) -> bool:
@@ -104,7 +121,7 @@ class Bench:
         )
 
 
-def one_run(bench: Bench, name: str, command: list[str], tag: str) -> tuple[float, int, bool]:
+def one_run(bench: Bench, name: str, command: list[str], tag: str) -> Run:
     settings = bench.settings(tag)
     asyncio.run(produce_lines(settings, bench.lines))
     worker = WorkerProcess(settings, bench.work / f"{tag}.log", command)
@@ -116,11 +133,21 @@ def one_run(bench: Bench, name: str, command: list[str], tag: str) -> tuple[floa
                 raise RuntimeError(f"{name} stopped or timed out; see {worker.log_path}")
             time.sleep(0.2)
         done = time.time()
-        peak_rss_kb = _peak_rss_kb(worker.pid)
+        peak_rss_kb, cpu_s = _peak_rss_kb(worker.pid), _cpu_seconds(worker.pid)
     finally:
         worker.stop()
     latest, first = asyncio.run(read_scores(settings))
-    return len(bench.lines) / (done - first), peak_rss_kb, latest == bench.oracle
+    events = len(bench.lines)
+    return Run(events / (done - first), cpu_s * 1e6 / events, peak_rss_kb, latest == bench.oracle)
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of the process so far (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def _peak_rss_kb(pid: int | None) -> int:
@@ -197,6 +224,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--store", default="rocksdb://")
+    parser.add_argument("--chart", type=Path, default=RESULTS / "pipeline.svg", help="where the chart goes")
+    parser.add_argument("--only", nargs="+", choices=list(IMPLEMENTATIONS), help="run only these implementations")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy our worker this long")
     parser.add_argument("--broker", default=None, help="use this broker instead of starting one")
     parser.add_argument(
@@ -209,8 +238,8 @@ def main() -> None:
     )
     lines = [orjson.dumps(event) for event in traffic.events(args.events)]
     rules = load_rules()
-    run = score_lines(lines, rules)
-    oracle = {view.contact_id: snapshot_record(view) for view in run.snapshots(None)}
+    offline = score_lines(lines, rules)
+    oracle = {view.contact_id: snapshot_record(view) for view in offline.snapshots(None)}
     print(
         f"{len(lines):,} events ({sum(map(len, lines)) / len(lines):.0f} B avg), {len(oracle):,} contacts, "
         f"{args.partitions} partitions, store {args.store}, at-least-once",
@@ -231,25 +260,33 @@ def main() -> None:
         cooling_interval_s=0.0,
     )
     bench = Bench(lines, oracle, base, work)
-    rates: dict[str, list[float]] = {name: [] for name in IMPLEMENTATIONS}
+    chosen = {name: IMPLEMENTATIONS[name] for name in args.only or IMPLEMENTATIONS}
+    runs: dict[str, list[Run]] = {name: [] for name in chosen}
     try:
         for attempt in range(args.runs):
-            for name, command in IMPLEMENTATIONS.items():
-                tag = f"{'ours' if name.startswith('leadpulse') else 'naive'}-{attempt}-{int(time.time())}"
-                rate, rss_kb, equal = one_run(bench, name, command, tag)
-                rates[name].append(rate)
+            for name, command in chosen.items():
+                tag = f"{name.split()[0].lower()}-{attempt}-{int(time.time())}"
+                run = one_run(bench, name, command, tag)
+                runs[name].append(run)
                 print(
-                    f"  run {attempt + 1} {name:<18} {rate:>8,.0f} events/s  peak RSS {rss_kb / 1024:,.0f} MiB  "
-                    f"oracle {'equal' if equal else 'DIFFERENT'}",
+                    f"  run {attempt + 1} {name:<18} {run.rate:>8,.0f} events/s  {run.cpu_us:>6.0f} µs CPU/event  "
+                    f"peak RSS {run.peak_rss_kb / 1024:,.0f} MiB  oracle {'equal' if run.equal else 'DIFFERENT'}",
                     flush=True,
                 )
-                if not equal:
+                if not run.equal:
                     raise SystemExit(f"{name}: final contact-scores differ from the offline scorer")
-        medians = {name: statistics.median(values) for name, values in rates.items()}
-        ours, naive = medians["leadpulse worker"], medians["naive Faust agent"]
-        print(f"median: leadpulse {ours:,.0f} events/s, naive {naive:,.0f} events/s, ratio {ours / naive:.2f}x")
-        write_chart(medians, RESULTS / "pipeline.svg")
-        print(f"chart: {RESULTS / 'pipeline.svg'}")
+        medians = {name: statistics.median(r.rate for r in values) for name, values in runs.items()}
+        cpu = {name: statistics.median(r.cpu_us for r in values) for name, values in runs.items()}
+        print(f"medians of {args.runs} interleaved runs:")
+        for name in chosen:
+            ratios = ""
+            if OURS in chosen and name != OURS:
+                ratios = (
+                    f"  ours: {medians[OURS] / medians[name]:.2f}x its events/s, {cpu[OURS] / cpu[name]:.2f}x its CPU"
+                )
+            print(f"  {name:<18} {medians[name]:>8,.0f} events/s  {cpu[name]:>6.0f} µs CPU/event{ratios}")
+        write_chart(medians, args.chart)
+        print(f"chart: {args.chart}")
         if args.profile:
             print(f"py-spy, {args.profile}s of our worker, self time:")
             for frame, share in profile_run(bench, args.profile):

@@ -1,0 +1,37 @@
+"""The pipeline benchmark compares like with like: every implementation it runs, ours and its
+peers, ends with the offline scorer's contact-scores (a small run on the test broker)."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.pipeline import IMPLEMENTATIONS
+
+pytestmark = pytest.mark.integration
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def test_every_implementation_in_the_pipeline_benchmark_ends_equal_to_the_offline_scorer(broker, tmp_path):
+    command = [
+        *(sys.executable, "-m", "bench.pipeline", "--events", "3000", "--contacts", "300", "--partitions", "4"),
+        *("--runs", "1", "--broker", f"kafka://127.0.0.1:{broker.port}", "--chart", str(tmp_path / "chart.svg")),
+    ]
+    # its own session: the benchmark's workers are stopped with it, also when this test times out
+    bench = subprocess.Popen(
+        command, cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        output, _ = bench.communicate(timeout=900)
+    finally:
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGKILL)
+            bench.wait()
+    assert bench.returncode == 0, output[-3000:]
+    for name in IMPLEMENTATIONS:
+        assert re.search(rf"run 1 {name}\s.*oracle equal", output), f"{name} did not run or differs:\n{output[-3000:]}"
+    assert (tmp_path / "chart.svg").read_text().count("ev/s") == len(IMPLEMENTATIONS)
