@@ -1,0 +1,195 @@
+"""Latency of the worker at fixed input rates: from the moment an event is handed to the
+producer to the moment its contact's snapshot is read back from `contact-scores`.
+
+    python -m bench.latency [--rates 1000 5000] [--seconds 30] [--partitions 8] [--broker URL]
+
+Each rate runs on a fresh worker and topics after the same warm-up. The traffic is the
+demo's (bench.pipeline's) generator, paced in 10 ms ticks; one event in PROBE_EVERY goes to
+a contact seen nowhere else (a probe), so the first snapshot of that contact follows that
+event and no other. A hot lead of a batch is delivered before its snapshots (docs/guarantees.md),
+so these figures bound the produce → hot-lead latency from above. The tail consumer waits at
+most 5 ms per fetch. Prints p50/p95/p99/max per rate and writes bench/results/latency.svg.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from leadpulse.cli.kafka_clients import ensure_topic, input_producer
+from leadpulse.cli.processes import LocalBroker, WorkerProcess, free_port
+from leadpulse.cli.traffic import DAY_MS, Traffic
+from leadpulse.scoring.timeutil import now_ms
+from leadpulse.streams.security import client_options
+from leadpulse.streams.settings import Settings
+
+RESULTS = Path(__file__).parent / "results"
+PROBE_EVERY = 20
+TICK_S = 0.01
+
+
+@dataclass(frozen=True)
+class Latencies:
+    rate: int
+    achieved: float  # events/s actually handed to the producer
+    millis: list[float]  # per probe read back
+    probes: int  # probes sent
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.millis)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def measure(settings: Settings, rate: int, seconds: float, tag: str) -> Latencies:
+    traffic = Traffic(seed=rate, start_ms=now_ms() - 30 * DAY_MS, span_ms=29 * DAY_MS, contacts=20_000)
+    events = traffic.events(int(rate * seconds) + rate)
+    sent: dict[bytes, float] = {}
+    received: dict[bytes, float] = {}
+    tail = AIOKafkaConsumer(
+        settings.topic("contact-scores"), **client_options(settings), auto_offset_reset="latest", fetch_max_wait_ms=5
+    )
+    await tail.start()
+    await tail.getmany(timeout_ms=1000)  # joined and positioned before the first probe
+    producer = input_producer(settings)
+    await producer.start()
+    reader = asyncio.create_task(_read_probes(tail, received, tag))
+    started = time.monotonic()
+    count = 0
+    try:
+        while (elapsed := time.monotonic() - started) < seconds:
+            due = int(elapsed * rate) + 1  # events owed by now: a burst per tick
+            while count < due:
+                count += 1
+                probe = count % PROBE_EVERY == 0
+                event = _probe(next(events), f"{tag}-{count}") if probe else next(events)
+                key = str(event.get("contact_id") or event.get("anonymous_id")).encode()
+                if probe:
+                    sent[key] = time.monotonic()
+                await producer.send(settings.input_topic, orjson.dumps(event), key=key)
+            await asyncio.sleep(TICK_S)
+        achieved = count / (time.monotonic() - started)
+        await producer.flush()
+        deadline = time.monotonic() + 60
+        while len(received.keys() & sent.keys()) < len(sent) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        reader.cancel()
+        await producer.stop()
+        await tail.stop()
+    millis = [(received[key] - at) * 1000 for key, at in sent.items() if key in received]
+    return Latencies(rate, achieved, millis, len(sent))
+
+
+def _probe(event: dict[str, Any], name: str) -> dict[str, Any]:
+    probe = {k: v for k, v in event.items() if k != "anonymous_id"}
+    probe.update(event_id=f"probe-{name}", contact_id=f"probe-{name}")
+    return probe
+
+
+async def _read_probes(tail: AIOKafkaConsumer, received: dict[bytes, float], tag: str) -> None:
+    prefix = f"probe-{tag}-".encode()
+    while True:
+        batches = await tail.getmany(timeout_ms=100)
+        at = time.monotonic()
+        for records in batches.values():
+            for record in records:
+                if record.key is not None and record.key.startswith(prefix):
+                    received.setdefault(record.key, at)
+
+
+def write_chart(results: list[Latencies], path: Path) -> None:
+    """Grouped bars: p50, p95, p99 per rate, on a linear scale up to the largest p99."""
+    width, height, left, bottom = 640, 320, 60, 270
+    top = max(r.percentile(0.99) for r in results) or 1.0
+    colours = {"p50": "#9cc3f0", "p95": "#3b7dd8", "p99": "#1d3f73"}
+    group = (width - left - 20) / len(results)
+    parts = []
+    for index, result in enumerate(results):
+        for slot, (name, q) in enumerate((("p50", 0.5), ("p95", 0.95), ("p99", 0.99))):
+            value = result.percentile(q)
+            bar = (bottom - 40) * value / top
+            x = left + index * group + 10 + slot * (group - 20) / 3
+            y = bottom - bar
+            parts.append(
+                f'<rect x="{x:.0f}" y="{y:.0f}" width="{(group - 20) / 3 - 4:.0f}" height="{bar:.0f}" '
+                f'fill="{colours[name]}"/><text x="{x:.0f}" y="{y - 4:.0f}" font-size="11">{value:.0f}</text>'
+            )
+        parts.append(
+            f'<text x="{left + index * group + 10:.0f}" y="{bottom + 18}" font-size="13">{result.rate:,} ev/s</text>'
+        )
+    legend = "".join(
+        f'<rect x="{left + i * 70}" y="{height - 22}" width="12" height="12" fill="{c}"/>'
+        f'<text x="{left + i * 70 + 16}" y="{height - 12}" font-size="12">{n}</text>'
+        for i, (n, c) in enumerate(colours.items())
+    )
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif">'
+        '<text x="10" y="22" font-size="16">Produce → snapshot latency (ms) at fixed input rates</text>'
+        + "".join(parts)
+        + legend
+        + "</svg>\n"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", type=int, nargs="+", default=[1_000, 5_000], help="input events/s, one run each")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured time per rate")
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--broker", default=None, help="use this broker instead of starting one")
+    parser.add_argument("--chart", type=Path, default=RESULTS / "latency.svg", help="where the chart goes")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="leadpulse-latency-"))
+    broker = None
+    if args.broker is None:
+        broker = LocalBroker(free_port(), work / "kafka")
+        broker.start()
+    base = Settings(
+        broker=args.broker or f"kafka://127.0.0.1:{broker.port if broker else 0}",
+        partitions=args.partitions,
+        web_port=free_port(),
+        cooling_interval_s=0.0,
+    )
+    results = []
+    try:
+        for rate in args.rates:
+            tag = f"lat{rate}-{int(time.time())}"
+            settings = replace(
+                base, app_id=tag, topic_prefix=f"{tag}.", input_topic=f"{tag}.events", data_dir=work / tag
+            )
+            asyncio.run(ensure_topic(settings, settings.input_topic))
+            worker = WorkerProcess(settings, work / f"{tag}.log")
+            worker.start()
+            try:
+                result = asyncio.run(measure(settings, rate, args.seconds, tag))
+            finally:
+                worker.stop()
+            results.append(result)
+            lost = result.probes - len(result.millis)
+            print(
+                f"  {rate:>6,} ev/s (sent {result.achieved:,.0f}/s): {len(result.millis):,} probes, "
+                f"p50 {result.percentile(0.5):.0f} ms, p95 {result.percentile(0.95):.0f} ms, "
+                f"p99 {result.percentile(0.99):.0f} ms, max {max(result.millis):.0f} ms, "
+                f"mean {statistics.fmean(result.millis):.0f} ms" + (f", {lost} probes never seen" if lost else ""),
+                flush=True,
+            )
+        write_chart(results, args.chart)
+        print(f"chart: {args.chart}")
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
