@@ -16,12 +16,12 @@ def test_account_scores_equal_the_offline_accounts_after_a_kill_mid_stream(make_
     """Contacts name one of 60 companies (by business e-mail, or an explicit account id) and
     some change company on the way, so leave records are exercised too."""
     settings = make_settings()
-    lines = traffic_lines(12_000, 1_200, seed=53, accounts=60)
+    lines = traffic_lines(36_000, 3_600, seed=53, accounts=60)  # long enough to be mid-stream on a busy machine
     oracle = Oracle(lines)
     assert any(view["temperature_label"] == "hot" for view in oracle.accounts.values())
     produce(settings, lines)
     worker = workers(settings)
-    assert wait_for(lambda: worker.metric("leadpulse_events_total", 'outcome="scored"') >= 3_000, 90, 0.02)
+    assert wait_for(lambda: worker.metric("leadpulse_events_total", 'outcome="scored"') >= 2_000, 90, 0.02)
     worker.kill()
     at_kill = latest_by_key(read_all(settings, settings.topic("account-scores"), idle_s=0.5))
     assert at_kill != oracle.accounts, "the worker finished before it was killed: nothing was tested"
