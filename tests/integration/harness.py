@@ -9,13 +9,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError
 
 from leadpulse.cli.kafka_clients import latest_by_key, produce_lines, read_topic
 from leadpulse.cli.processes import ROOT
+from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
 from tests.integration.oracle import scores_mismatch
 
@@ -68,7 +72,11 @@ def scores_reach(
     topic: str = "contact-scores",
 ) -> dict[str, Any]:
     """Wait until `topic` (a compacted one: latest value per key) equals `expected`; fail
-    with what still differs, or as soon as `alive()` says the worker is gone."""
+    with what still differs, or as soon as `alive()` says the worker is gone.
+
+    `timeout_s` counts from the worker group's last progress (offsets committed), up to four
+    times over: on a busy machine a slow worker is given time, a stalled one is not. A failure
+    says whether the group still had records to read (slow) or had read them all (lost)."""
     seen: dict[str, Any] = {}
 
     def settled() -> bool:
@@ -77,12 +85,61 @@ def scores_reach(
         seen.update(latest=latest_by_key(read_all(settings, settings.topic(topic), idle_s=1.0)))
         return bool(seen["latest"] == expected)
 
-    if not wait_for(settled, timeout_s):
-        raise AssertionError(
-            f"{topic} did not match the oracle within {timeout_s:.0f} s:\n" + scores_mismatch(seen["latest"], expected)
-        )
+    started = time.monotonic()
+    deadline = started + timeout_s
+    lag = group_lag(settings)
+    while not settled():
+        now = time.monotonic()
+        before, lag = lag, group_lag(settings)
+        if lag is not None and before is not None and lag.committed > before.committed:
+            deadline = min(now + timeout_s, started + 4 * timeout_s)
+        if now > deadline:
+            raise AssertionError(
+                f"{topic} did not match the oracle within {now - started:.0f} s; {lag or 'group lag unknown'}:\n"
+                + scores_mismatch(seen["latest"], expected)
+            )
+        time.sleep(1.0)
     latest: dict[str, Any] = seen["latest"]
     return latest
+
+
+@dataclass(frozen=True)
+class Lag:
+    committed: int  # offsets the worker group has committed on its inputs, summed
+    behind: int  # records of its inputs beyond those
+
+    def __str__(self) -> str:
+        if self.behind:
+            return f"the worker group is {self.behind:,} records behind on its inputs (slow, not lost)"
+        return "the worker group has committed every input record"
+
+
+def group_lag(settings: Settings) -> Lag | None:
+    """How far the worker group's commits are behind its inputs (events, re-keyed events,
+    account members), summed over their partitions; None if the broker would not say."""
+
+    async def measure() -> Lag | None:
+        names = [settings.input_topic, settings.topic("events-by-contact"), settings.topic("account-members")]
+        partitions = [TopicPartition(name, p) for name in names for p in range(settings.partitions)]
+        admin = AIOKafkaAdminClient(**client_options(settings))
+        consumer = AIOKafkaConsumer(**client_options(settings))
+        try:
+            await admin.start()
+            await consumer.start()
+            ends = await asyncio.wait_for(consumer.end_offsets(partitions), 10)
+            try:
+                offsets = await admin.list_consumer_group_offsets(settings.app_id)
+            except GroupCoordinatorNotAvailableError:  # no group yet
+                offsets = {}
+            committed = {tp: offsets[tp].offset if tp in offsets else 0 for tp in partitions}
+        except (KafkaError, TimeoutError):
+            return None
+        finally:
+            await consumer.stop()
+            await admin.close()
+        return Lag(sum(committed.values()), sum(max(0, ends[tp] - committed[tp]) for tp in partitions))
+
+    return asyncio.run(measure())
 
 
 async def set_topic_config(settings: Settings, topic: str, config: dict[str, str], *, create: bool) -> None:
