@@ -288,6 +288,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     dropped = drop_faust_variables(os.environ)  # before anything imports Faust
     settings = _settings()
+    load_rules(settings.rules)  # a bad rules file is one line now, not a crash after joining the group
     info = broker_info(settings)
     if info.cluster_id is not None and settings.store.startswith("rocksdb"):
         local_state.claim(settings.data_dir, info.cluster_id, settings.bootstrap_servers)
