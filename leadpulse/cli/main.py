@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print account snapshots (one per account, sorted by id) instead of contact snapshots",
     )
+    score.add_argument(
+        "--nurture",
+        action="store_true",
+        help="print the nurture records due at --at (by contact, then track) instead of contact snapshots",
+    )
     score.set_defaults(run=_score)
 
     worker = commands.add_parser(
@@ -234,11 +239,13 @@ def _check_output(path: Path, option: str) -> None:
 
 def _score(args: argparse.Namespace) -> int:
     from leadpulse.cli.offline import progress_lines, report_bad_line, score_lines
-    from leadpulse.schemas.outputs import account_record, dumps, output_record, snapshot_record
+    from leadpulse.schemas.outputs import account_record, dumps, nurture_record, output_record, snapshot_record
     from leadpulse.scoring.replay import LAST_EVENT
     from leadpulse.streams.runtime import tune_gc
 
     _check_input(args.events)
+    if args.accounts and args.nurture:
+        raise CommandError("--accounts and --nurture: choose one", USAGE_ERROR)
     if args.events_out is not None:
         _check_output(args.events_out, "--events-out")
     at_ms: int | None = None
@@ -261,6 +268,9 @@ def _score(args: argparse.Namespace) -> int:
     if args.accounts:
         for account in run.accounts(evaluate_at):
             out.write(dumps(account_record(account)) + b"\n")
+    elif args.nurture:
+        for record in run.nurtures(evaluate_at):
+            out.write(dumps(nurture_record(record)) + b"\n")
     else:
         for view in run.snapshots(evaluate_at):
             out.write(dumps(snapshot_record(view)) + b"\n")
