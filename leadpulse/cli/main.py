@@ -107,7 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     erase.set_defaults(run=_erase)
 
     tail = commands.add_parser("tail", help="pretty-print an output topic")
-    tail.add_argument("topic", help="contact-scores, stage-changes, hot-leads, dead-letters, or any topic name")
+    tail.add_argument(
+        "topic", help="contact-scores, stage-changes, hot-leads, nurture, dead-letters, or any topic name"
+    )
     tail.add_argument("--from-beginning", action="store_true")
     tail.add_argument("--idle-exit", type=float, default=None, help="stop after this many seconds without records")
     tail.add_argument("--raw", action="store_true", help="one JSON record per line, for scripts")

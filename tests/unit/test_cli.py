@@ -144,7 +144,10 @@ def test_tail_of_a_mistyped_name_suggests_the_right_one():
         tail_topic("hot_leads", settings, existing)
     message = str(refused.value)
     assert "no topic hot_leads on 127.0.0.1:9092; did you mean hot-leads?" in message
-    assert "contact-scores, stage-changes, hot-leads, dead-letters, account-scores, hot-accounts, events" in message
+    assert (
+        "contact-scores, stage-changes, hot-leads, dead-letters, account-scores, hot-accounts, nurture, events"
+        in message
+    )
     assert "also on the broker: orders" in message
 
 
