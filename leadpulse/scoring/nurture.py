@@ -14,8 +14,9 @@ state only, never on the order in which events arrived.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import NamedTuple
 
 from leadpulse.scoring.engine import (
@@ -163,46 +164,51 @@ def revisit(state: ContactState, at_ms: int, rules: Rules) -> Revisited:
 def revisit_due_ms(state: ContactState, rules: Rules, now_ms: int) -> int | None:
     """When the stream should next re-read the contact: its published temperature goes out of
     date (engine.cooling_due_ms), or a track may become due; None when neither will happen."""
-    times = [due for due in (cooling_due_ms(state, rules, now_ms), next_nurture_ms(state, rules, now_ms)) if due]
-    return min(times, default=None)
+    cooling = cooling_due_ms(state, rules, now_ms)
+    nurturing = next_nurture_ms(state, rules, now_ms, cooling)
+    return min((due for due in (cooling, nurturing) if due is not None), default=None)
 
 
-def next_nurture_ms(state: ContactState, rules: Rules, now_ms: int) -> int | None:
-    """The earliest time from `now_ms` at which a track may become due. A hot contact waits
-    for its drop out of the hot band, which the cooling schedule already has; a contact in an
-    excluded stage waits for an event, which reschedules it anyway."""
+def next_nurture_ms(state: ContactState, rules: Rules, now_ms: int, before: int | None = None) -> int | None:
+    """The earliest time from `now_ms` at which a track may become due, if earlier than
+    `before` (a re-read already planned, which computes the next time anew). A hot contact
+    waits for its drop out of the hot band, which the cooling schedule already has; a contact
+    in an excluded stage waits for an event, which reschedules it anyway."""
     start = max(now_ms, state.last_event_ms)
     if not rules.nurture.tracks or excluded(state, start, rules):
         return None
-    return min(_track_times(state, rules, start), default=None)
-
-
-def _track_times(state: ContactState, rules: Rules, start: int) -> Iterator[int]:
     period_ms = rules.nurture.period_ms
+    fixed = []  # the times a track may become due
     for track in rules.nurture.tracks:
         begins = _holds_from(track, state, rules, start)
-        if begins is not None:
-            # not before the period after the last one sent
-            yield max(begins, (state.nurtured.get(track.name, -1) + 1) * period_ms)
+        if begins is not None:  # not before the period after the last one sent
+            fixed.append(max(begins, (state.nurtured.get(track.name, -1) + 1) * period_ms))
+    bound = min((due for due in (*fixed, before) if due is not None), default=start + 20 * rules.half_life_ms)
+    for track in rules.nurture.tracks:
+        if track.trigger == "low_engagement" and not holds(track, state, start, rules):
+            found = _first_time(partial(holds, track, state, rules=rules), start, bound - start)
+            if found is not None:
+                fixed.append(max(found, (state.nurtured.get(track.name, -1) + 1) * period_ms))
+    return min(fixed, default=None)
 
 
 def _holds_from(track: NurtureTrack, state: ContactState, rules: Rules, start: int) -> int | None:
-    """When the track's condition next holds from `start`, as far as time alone can make it."""
+    """When the track's condition next holds from `start`, where time alone decides it
+    (low engagement needs a search: next_nurture_ms; cooled is a band drop, which the cooling
+    schedule ticks at)."""
     if holds(track, state, start, rules):
         return start
     if track.trigger == "stalled" and stage_of(state, rules) in track.stages:
         return state.last_event_ms + track.after_ms
     if track.trigger == "recycled" and state.crm_last is not None and stage_of(state, rules) == RECYCLED_STAGE:
         return state.crm_last.occurred_ms + track.after_ms
-    if track.trigger == "low_engagement" and score_parts(state, start, rules)[0] >= track.min_fit:
-        return _first_time(lambda at: holds(track, state, at, rules), start, 20 * rules.half_life_ms)
-    return None  # cooled: a band drop, which the cooling schedule ticks at
+    return None
 
 
 def _first_time(check: Callable[[int], bool], start: int, horizon_ms: int) -> int | None:
-    """The first time (to a minute) the condition holds, assuming it stays true once true
-    (engagement decays); a tick that finds it false is just rescheduled."""
-    if not check(start + horizon_ms):
+    """The first time (to a minute) within the horizon the condition holds, assuming it stays
+    true once true (engagement decays); a tick that finds it false is just rescheduled."""
+    if horizon_ms <= 0 or not check(start + horizon_ms):
         return None
     low, high = 0, horizon_ms
     while high - low > _BISECT_STEP_MS:

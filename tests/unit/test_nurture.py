@@ -138,3 +138,17 @@ def test_the_timer_is_asked_back_when_a_track_becomes_due_then_next_period():
 def test_a_contact_nothing_can_nurture_is_not_scheduled_for_it():
     customer = fold(event("deal_won", T0, "c@x.io"))
     assert revisit_due_ms(customer, RULES, T0 + DAY_MS) is None
+
+
+def test_a_good_fit_is_re_read_when_its_engagement_has_decayed_to_the_threshold():
+    """Engagement 18 on the day, 15 about eight days later: the timer comes back then, to the minute."""
+    vp = fold(
+        event("profile_updated", T0, "vp@globex.eu", seniority="vp", budget=60_000, company_size=300),
+        event("email_replied", T0, "vp@globex.eu"),
+        event("email_clicked", T0, "vp@globex.eu"),
+    )
+    assert snapshot(vp, T0, RULES).engagement == 18.0 and nurtures_at(vp, T0, RULES) == ()
+    due = revisit_due_ms(vp, RULES, T0)
+    assert due is not None and 7 * DAY_MS < due - T0 < 9 * DAY_MS
+    assert [r.track for r in nurtures_at(vp, due, RULES)] == ["fit-but-quiet"]
+    assert nurtures_at(vp, due - 60_000, RULES) == ()
