@@ -212,6 +212,12 @@ def _rules_check(args: argparse.Namespace) -> int:
         f"hot re-arm gap {rules.rearm_gap:g}"
     )
     print(f"  prospect at fit >= {rules.prospect_fit:g} and lifetime engagement >= {rules.prospect_engagement:g}")
+    nurture = rules.nurture
+    tracks = ", ".join(f"{track.name} ({track.trigger})" for track in nurture.tracks) or "none"
+    print(
+        f"  nurture tracks: {tracks}; {len(nurture.catalogue)} content entries, "
+        f"once per {nurture.period_ms / 86_400_000:g} d"
+    )
     return 0
 
 

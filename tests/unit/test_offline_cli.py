@@ -84,7 +84,10 @@ def test_a_bad_at_value_exits_non_zero(tmp_path, capsys):
 
 def test_rules_check_prints_a_summary(capsys):
     assert main(["rules", "check", "leadpulse/scoring/default_rules.toml"]) == 0
-    assert "OK, version default-2026.11" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "OK, version default-2026.11" in out
+    assert "nurture tracks: fit-but-quiet (low_engagement), cooling-off (cooled), stalled (stalled), recycle" in out
+    assert "7 content entries, once per 14 d" in out
 
 
 def test_the_installed_console_script_runs():
