@@ -269,6 +269,7 @@ class ScoringAgent:
         the tick's time). Leave records (a contact that changed account, or was erased) go
         out with the alerts: once the state that no longer names the old account is stored
         (or deleted), a replay would not send them again."""
+        cooling = self.settings.cooling_interval_s
         prepared: Prepared = []
         for contact_id, (left, left_ms) in work.leaving.items():
             self._leave(left, leaving(contact_id, left_ms), alerts)
@@ -276,9 +277,7 @@ class ScoringAgent:
             if state is None:
                 continue
             at = max(at_ms, state.published_ms)
-            # Stored also while cooling is off: a worker started with cooling later finds every
-            # contact's time, cold ones included (a nurture track may become due for them).
-            due = revisit_due_ms(state, self.rules, max(at, clock))
+            due = revisit_due_ms(state, self.rules, max(at, clock)) if cooling else None
             view = snapshot_of(state, at, self.rules)
             account, updates = account_updates(state, view, self.rules)
             published = replace(state, published_ms=at, cooling_due_ms=due, account_sent=account)
@@ -369,8 +368,9 @@ class ScoringAgent:
     async def reschedule_cooling(self) -> None:
         """After start-up or a rebalance the schedule is rebuilt from the recovered partitions,
         from the due times stored with each contact (one pass per rebalance, none per tick,
-        yielding as it goes); only a warm contact stored without one (by an earlier version) is
-        computed anew. A cold contact stored before nurturing existed waits for its next event."""
+        yielding as it goes); only a warm contact stored while cooling was off is computed anew.
+        A cold one waits for its next event (computing every cold contact at every rebalance
+        would cost more than the recovery itself), as do cold contacts stored before nurturing."""
         cooling = self.pipeline.cooling
         cooling.clear()
         if not self.settings.cooling_interval_s:

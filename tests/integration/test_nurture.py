@@ -16,8 +16,9 @@ WINDOW_MS = 20 * 60_000  # longer than this test runs: no contact crosses a thre
 
 
 def test_the_cooling_timer_sends_the_nurture_records_the_offline_scorer_computes(make_settings, workers, tmp_path):
-    """Events go in while the cooling timer is off (complete states, no tick between the events
-    of a contact), then a worker with the timer on re-reads every contact from its stored state:
+    """Events go in while the cooling timer waits an hour (complete states, no tick between the
+    events of a contact), then a worker ticking every second re-reads every contact at the due
+    time stored with it:
     the records it sends are exactly `leadpulse score --nurture --at` for the same events, each
     once, whatever the tick times within the period."""
     start = now_ms()
@@ -35,11 +36,11 @@ def test_the_cooling_timer_sends_the_nurture_records_the_offline_scorer_computes
     ]
     assert not any(r["contact_id"] == "ada@acme.io" for r in expected.values())  # an opportunity
 
-    settings = make_settings()  # cooling off
+    settings = make_settings(cooling_interval_s=3600.0)  # due times stored, no tick during the test
     first = workers(settings)
     produce(settings, lines)
     scores_reach(settings, oracle.snapshots, timeout_s=120, alive=first.running)
-    assert read_all(settings, settings.topic("nurture"), idle_s=1.0) == []  # nothing ticks: nothing is nurtured
+    assert read_all(settings, settings.topic("nurture"), idle_s=1.0) == []  # events alone nurture nobody
     first.stop()
 
     cooling = replace(settings, cooling_interval_s=1.0)
