@@ -5,8 +5,8 @@ Per batch (docs/guarantees.md):
    record that cannot be processed, whatever the reason, becomes a dead letter on its own;
    a record already applied to its contact (a replay after a crash: its offset is at or
    below the position stored with the contact) changes nothing;
-2. stage changes, hot leads, dead letters and re-keyed records are delivered (acknowledged
-   by the broker);
+2. stage changes, hot leads, nurture records, dead letters and re-keyed records are
+   delivered (acknowledged by the broker);
 3. each touched contact is then stored once, and its changelog record, snapshot and
    account member record delivered (a contact that changed account, or was erased, sends a
    leave record to its old account in step 2, before the state that forgets the old account
@@ -30,12 +30,13 @@ from faust.exceptions import PartitionsMismatch
 
 from leadpulse.agents.batches import deliver_batches
 from leadpulse.schemas.events import InvalidEvent, decode_event
-from leadpulse.schemas.outputs import dead_letter_record, dumps, output_record, snapshot_record
+from leadpulse.schemas.outputs import dead_letter_record, dumps, nurture_record, output_record, snapshot_record
 from leadpulse.schemas.segment import is_unmapped
 from leadpulse.scoring.accounts import Member, account_updates, leaving, member_to_bytes
-from leadpulse.scoring.engine import HotLead, Output, apply, cooling_due_ms, future_reason, new_state, reevaluate
+from leadpulse.scoring.engine import HotLead, Output, apply, future_reason, new_state
 from leadpulse.scoring.engine import snapshot as snapshot_of
 from leadpulse.scoring.erasure import ERASE_EVENT, Erasure, erasure_of
+from leadpulse.scoring.nurture import Nurture, revisit, revisit_due_ms
 from leadpulse.scoring.state import ContactState
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.outbox import BatchProducer, DeliveryFailed, Outbox, kafka_producer
@@ -221,7 +222,8 @@ class ScoringAgent:
 
     def _cool(self, message: Any, work: PartitionWork, alerts: Outbox) -> None:
         """A cooling tick: re-read the contact at the tick's time; publish it if its
-        temperature dropped (no alert: see engine.reevaluate)."""
+        temperature dropped (no alert: see engine.reevaluate), and send the nurture records
+        that became due (with the alerts: the state that remembers them is stored after)."""
         if not isinstance(message.key, bytes):
             raise InvalidEvent("key", "a cooling tick needs the contact id as its key")
         tick = orjson.loads(message.value)
@@ -234,11 +236,12 @@ class ScoringAgent:
         if state is None:
             return
         at_ms = max(at_ms, state.last_event_ms)
-        applied = reevaluate(state, at_ms, self.rules)
-        if applied.outcome == "scored" or known:
-            results[contact_id] = (applied.state, max(at_ms, known[1] if known else 0))
-        else:  # same band as before (clock skew, or rules changed): look again later
-            self.pipeline.cooling.set(contact_id, cooling_due_ms(applied.state, self.rules, at_ms))
+        revisited = revisit(state, at_ms, self.rules)
+        self._add_nurtures(work.partition, revisited.nurtures, alerts)
+        if revisited.outcome == "scored" or known:
+            results[contact_id] = (revisited.state, max(at_ms, known[1] if known else 0))
+        else:  # nothing changed (clock skew, or rules changed): look again later
+            self.pipeline.cooling.set(contact_id, revisit_due_ms(revisited.state, self.rules, at_ms))
 
     def _prepare(self, work: PartitionWork, clock: int, alerts: Outbox) -> Prepared:
         """The state, snapshot and account member record each contact is published with; a
@@ -254,7 +257,7 @@ class ScoringAgent:
             if state is None:
                 continue
             at = max(at_ms, state.published_ms)
-            due = cooling_due_ms(state, self.rules, max(at, clock)) if cooling else None
+            due = revisit_due_ms(state, self.rules, max(at, clock)) if cooling else None
             view = snapshot_of(state, at, self.rules)
             account, updates = account_updates(state, view, self.rules)
             published = replace(state, published_ms=at, cooling_due_ms=due, account_sent=account)
@@ -308,6 +311,13 @@ class ScoringAgent:
             outbox.add(topic.get_topic_name(), partition, output.contact_id.encode(), dumps(output_record(output)))
             self.outputs[kind] += 1
 
+    def _add_nurtures(self, partition: int, records: tuple[Nurture, ...], outbox: Outbox) -> None:
+        topic = self.topics.nurture.get_topic_name()
+        for record in records:
+            outbox.add(topic, partition, record.contact_id.encode(), dumps(nurture_record(record)))
+            self.metrics.nurtures.labels(record.track).inc()
+            self.outputs["nurture"] += 1
+
     def _dead_letter(self, message: Any, field: str, reason: str, clock: int, outbox: Outbox) -> None:
         record = dead_letter_record(
             reason,
@@ -338,7 +348,9 @@ class ScoringAgent:
     async def reschedule_cooling(self) -> None:
         """After start-up or a rebalance the schedule is rebuilt from the recovered partitions,
         from the due times stored with each contact (one pass per rebalance, none per tick,
-        yielding as it goes); only a contact stored while cooling was off is computed anew."""
+        yielding as it goes); only a warm contact stored while cooling was off is computed anew.
+        A cold one waits for its next event (computing every cold contact at every rebalance
+        would cost more than the recovery itself), as do cold contacts stored before nurturing."""
         cooling = self.pipeline.cooling
         cooling.clear()
         if not self.settings.cooling_interval_s:
@@ -347,12 +359,13 @@ class ScoringAgent:
         async for contact_id, state in self.contacts.scan():
             due = state.cooling_due_ms
             if due is None and state.temperature > 1:
-                due = cooling_due_ms(state, self.rules, max(clock, state.published_ms))
+                due = revisit_due_ms(state, self.rules, max(clock, state.published_ms))
             cooling.set(contact_id, due)
 
     async def cool_down(self) -> None:
-        """Ask the owning partition to re-read contacts whose temperature is due to drop: the
-        re-read runs in the scoring agent, so table writes stay in partition context."""
+        """Ask the owning partition to re-read contacts whose temperature is due to drop, or
+        for which a nurture track may have become due: the re-read runs in the scoring agent,
+        so table writes stay in partition context."""
         clock = now_ms()
         due = self.pipeline.cooling.pop_due(clock, COOLING_BATCH)
         ticks = Outbox(self.pipeline.readiness.deliveries)

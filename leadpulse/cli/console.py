@@ -17,6 +17,8 @@ def describe(value: bytes) -> str:
     kind = record.get("kind")
     if kind == "hot_lead":
         return hot_lead_line(record)
+    if kind == "nurture":
+        return nurture_line(record)
     if kind == "stage_change":
         return (
             f"STAGE {record['contact_id']}: {record['from_stage'] or '(new)'} -> {record['to_stage']}  "
@@ -38,6 +40,14 @@ def hot_lead_line(record: dict[str, Any]) -> str:
     return (
         f"HOT   {record['contact_id']}: score {record['score']} ({record['stage']}) "
         f"because {reasons_text(record['reasons'])}"
+    )
+
+
+def nurture_line(record: dict[str, Any]) -> str:
+    interest = f", interest {record['interest']}" if record.get("interest") else ""
+    return (
+        f"NURTURE {record['contact_id']}: {record['track']} ({record['stage']}{interest}) "
+        f"-> {record['content']['title']} {record['content']['url']}"
     )
 
 

@@ -1,5 +1,6 @@
 """`leadpulse demo`: a local broker (started if none answers), a worker, and live synthetic
-marketing traffic; the terminal shows running counts and every hot lead with its reasons.
+marketing traffic; the terminal shows running counts, every hot lead with its reasons and
+the nurture records as the cooling timer sends them.
 Everything it started is stopped on Ctrl-C or when --duration runs out."""
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ from leadpulse.cli.traffic import DAY_MS, Traffic
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings, env_name
-from leadpulse.streams.topics import DEAD_LETTERS, HOT_LEADS, SCORES, STAGE_CHANGES
+from leadpulse.streams.topics import DEAD_LETTERS, HOT_LEADS, NURTURE, SCORES, STAGE_CHANGES
 
 STATE_DIR = Path(".leadpulse")
 BROKER_DIR = STATE_DIR / "kafka"  # the demo's own broker, when it starts one
 DEMO_DATA_DIR = STATE_DIR / "demo" / "data"  # the demo worker's tables: never shared with `leadpulse worker`
 WORKER_LOG = STATE_DIR / "demo-worker.log"
 MALFORMED_EVERY = 2_000  # one broken record now and then, to show the dead-letter path
+DEMO_COOLING_S = 2.0  # the worker's cooling timer: nurture records show within seconds, not a minute
+NURTURE_SHOWN = 5  # nurture records printed per status line (a timer tick may send hundreds)
 
 
 @dataclass
@@ -50,7 +53,8 @@ def demo_settings(settings: Settings, environ: Mapping[str, str]) -> Settings:
     otherwise, so that a later `leadpulse worker` (often against another broker) never
     opens them. Absolute, because the worker process may run in another folder."""
     data_dir = settings.data_dir if environ.get(env_name("data_dir")) else DEMO_DATA_DIR
-    return dataclasses.replace(settings, data_dir=data_dir.resolve())
+    cooling = settings.cooling_interval_s if environ.get(env_name("cooling_interval_s")) else DEMO_COOLING_S
+    return dataclasses.replace(settings, data_dir=data_dir.resolve(), cooling_interval_s=cooling)
 
 
 def run_demo(settings: Settings, options: DemoOptions, *, own_data_dir: bool = True) -> int:
@@ -127,7 +131,8 @@ def _local_broker(settings: Settings) -> LocalBroker:
 async def _live(settings: Settings, options: DemoOptions, worker: WorkerProcess | None) -> None:
     counts: Counter[str] = Counter()
     watchers = [
-        asyncio.create_task(_watch(settings, name, counts)) for name in (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS)
+        asyncio.create_task(_watch(settings, name, counts))
+        for name in (SCORES, STAGE_CHANGES, HOT_LEADS, NURTURE, DEAD_LETTERS)
     ]
     producer = asyncio.create_task(_produce(settings, options, counts))
     deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
@@ -139,9 +144,10 @@ async def _live(settings: Settings, options: DemoOptions, worker: WorkerProcess 
             print(
                 f"[{time.strftime('%H:%M:%S')}] events sent {counts['sent']:,} | snapshots {counts[SCORES]:,}"
                 f" | stage changes {counts[STAGE_CHANGES]:,} | hot leads {counts[HOT_LEADS]:,}"
-                f" | dead letters {counts[DEAD_LETTERS]:,}",
+                f" | nurture {counts[NURTURE]:,} | dead letters {counts[DEAD_LETTERS]:,}",
                 flush=True,
             )
+            counts["nurture shown"] = 0
     finally:
         for task in (producer, *watchers):
             task.cancel()
@@ -160,7 +166,12 @@ def _last_line(log: Path) -> str:
 async def _watch(settings: Settings, name: str, counts: Counter[str]) -> None:
     async for _key, value in read_topic(settings, settings.topic(name), from_beginning=False, idle_timeout_s=None):
         counts[name] += 1
-        if name in (HOT_LEADS, DEAD_LETTERS) and value is not None:
+        if value is None:
+            continue
+        if name in (HOT_LEADS, DEAD_LETTERS):
+            print(describe(value), flush=True)
+        elif name == NURTURE and counts["nurture shown"] < NURTURE_SHOWN:
+            counts["nurture shown"] += 1
             print(describe(value), flush=True)
 
 

@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print account snapshots (one per account, sorted by id) instead of contact snapshots",
     )
+    score.add_argument(
+        "--nurture",
+        action="store_true",
+        help="print the nurture records due at --at (by contact, then track) instead of contact snapshots",
+    )
     score.set_defaults(run=_score)
 
     worker = commands.add_parser(
@@ -102,7 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     erase.set_defaults(run=_erase)
 
     tail = commands.add_parser("tail", help="pretty-print an output topic")
-    tail.add_argument("topic", help="contact-scores, stage-changes, hot-leads, dead-letters, or any topic name")
+    tail.add_argument(
+        "topic", help="contact-scores, stage-changes, hot-leads, nurture, dead-letters, or any topic name"
+    )
     tail.add_argument("--from-beginning", action="store_true")
     tail.add_argument("--idle-exit", type=float, default=None, help="stop after this many seconds without records")
     tail.add_argument("--raw", action="store_true", help="one JSON record per line, for scripts")
@@ -205,6 +212,12 @@ def _rules_check(args: argparse.Namespace) -> int:
         f"hot re-arm gap {rules.rearm_gap:g}"
     )
     print(f"  prospect at fit >= {rules.prospect_fit:g} and lifetime engagement >= {rules.prospect_engagement:g}")
+    nurture = rules.nurture
+    tracks = ", ".join(f"{track.name} ({track.trigger})" for track in nurture.tracks) or "none"
+    print(
+        f"  nurture tracks: {tracks}; {len(nurture.catalogue)} content entries, "
+        f"once per {nurture.period_ms / 86_400_000:g} d"
+    )
     return 0
 
 
@@ -234,11 +247,13 @@ def _check_output(path: Path, option: str) -> None:
 
 def _score(args: argparse.Namespace) -> int:
     from leadpulse.cli.offline import progress_lines, report_bad_line, score_lines
-    from leadpulse.schemas.outputs import account_record, dumps, output_record, snapshot_record
+    from leadpulse.schemas.outputs import account_record, dumps, nurture_record, output_record, snapshot_record
     from leadpulse.scoring.replay import LAST_EVENT
     from leadpulse.streams.runtime import tune_gc
 
     _check_input(args.events)
+    if args.accounts and args.nurture:
+        raise CommandError("--accounts and --nurture: choose one", USAGE_ERROR)
     if args.events_out is not None:
         _check_output(args.events_out, "--events-out")
     at_ms: int | None = None
@@ -261,6 +276,9 @@ def _score(args: argparse.Namespace) -> int:
     if args.accounts:
         for account in run.accounts(evaluate_at):
             out.write(dumps(account_record(account)) + b"\n")
+    elif args.nurture:
+        for record in run.nurtures(evaluate_at):
+            out.write(dumps(nurture_record(record)) + b"\n")
     else:
         for view in run.snapshots(evaluate_at):
             out.write(dumps(snapshot_record(view)) + b"\n")
@@ -288,6 +306,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     dropped = drop_faust_variables(os.environ)  # before anything imports Faust
     settings = _settings()
+    load_rules(settings.rules)  # a bad rules file is one line now, not a crash after joining the group
     info = broker_info(settings)
     if info.cluster_id is not None and settings.store.startswith("rocksdb"):
         local_state.claim(settings.data_dir, info.cluster_id, settings.bootstrap_servers)

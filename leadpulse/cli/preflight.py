@@ -91,11 +91,12 @@ def tail_topic(requested: str, settings: Settings, existing: Collection[str]) ->
         DEAD_LETTERS,
         HOT_ACCOUNTS,
         HOT_LEADS,
+        NURTURE,
         SCORES,
         STAGE_CHANGES,
     )
 
-    tailable = (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS, ACCOUNT_SCORES, HOT_ACCOUNTS)
+    tailable = (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS, ACCOUNT_SCORES, HOT_ACCOUNTS, NURTURE)
     topic = settings.topic(requested) if requested in tailable else requested
     if topic in existing:
         return topic

@@ -1,5 +1,5 @@
-"""Output records as JSON: what `contact-scores`, `stage-changes`, `hot-leads` and
-`dead-letters` carry. Field names are the contract published in schemas/json/."""
+"""Output records as JSON: what `contact-scores`, `stage-changes`, `hot-leads`, `nurture`
+and `dead-letters` carry. Field names are the contract published in schemas/json/."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import orjson
 from leadpulse.schemas.limits import DEFAULT_LIMITS
 from leadpulse.scoring.accounts import AccountSnapshot, HotAccount
 from leadpulse.scoring.engine import HotLead, Output, Reason, Snapshot, StageChange
+from leadpulse.scoring.nurture import Nurture
 from leadpulse.scoring.timeutil import format_ms
 
 
@@ -126,6 +127,25 @@ def hot_lead_record(alert: HotLead) -> dict[str, Any]:
         "rules_version": view.rules_version,
         "reasons": _reasons(view),
         **_segments_and_interests(view),
+    }
+
+
+def nurture_record(record: Nurture) -> dict[str, Any]:
+    """No evaluation time, only the period: the record is the same wherever in its period the
+    stream's cooling timer or `leadpulse score --nurture --at` decided it."""
+    return {
+        "id": record.id,
+        "kind": "nurture",
+        "contact_id": record.contact_id,
+        "track": record.track,
+        "trigger": record.trigger,
+        "period_start": format_ms(record.period_start_ms),
+        "period_end": format_ms(record.period_end_ms),
+        "stage": record.stage,
+        "segments": list(record.segments),
+        "interest": record.interest,
+        "content": {"title": record.content.title, "url": record.content.url},
+        "rules_version": record.rules_version,
     }
 
 

@@ -178,6 +178,7 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         account,
         email,
         state.account_sent,
+        state.nurtured,
     )
     outputs = _settle(updated, updated.last_event_ms, event.event_id, event.occurred_ms, rules)
     return Applied(updated, outputs, "scored" if scored else "unscored")
@@ -235,6 +236,19 @@ def top_interests(state: ContactState, at_ms: int, rules: Rules) -> tuple[tuple[
     ]
     weights.sort(key=lambda item: (-item[1], item[0]))
     return tuple(weights[: rules.top_interests])
+
+
+def interest_ranking(state: ContactState, at_ms: int, rules: Rules) -> list[str]:
+    """The interests of the rules the contact has shown, strongest first (unrounded, so the
+    order is the same at any time after the contact's events: every weight decays alike)."""
+    defined = {interest.name for interest in rules.interests}
+    weights = [
+        (name, weight)
+        for name, summed in state.interests.items()
+        if name in defined and (weight := _decayed(summed, at_ms, rules.half_life_ms)) > 0
+    ]
+    weights.sort(key=lambda item: (-item[1], item[0]))
+    return [name for name, _ in weights]
 
 
 def stage_of(state: ContactState, rules: Rules) -> str:
@@ -360,6 +374,11 @@ def _latest(known: ProfileValue | None, value: str | None, occurred_ms: int, tie
     if value is None or (known is not None and (occurred_ms, tie) <= (known.occurred_ms, known.tie)):
         return known
     return ProfileValue(value, occurred_ms, tie)
+
+
+def score_parts(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, float, int]:
+    """(fit, engagement, score) at `at_ms`, without building a snapshot."""
+    return _score(state, at_ms, rules)
 
 
 def _score(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, float, int]:

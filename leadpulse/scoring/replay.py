@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from leadpulse.scoring.accounts import AccountSnapshot, accounts_of
 from leadpulse.scoring.engine import Event, Outcome, Output, Snapshot, apply, new_state, snapshot
 from leadpulse.scoring.erasure import ERASE_EVENT, Erasure, erasure_of
+from leadpulse.scoring.nurture import Nurture, nurtures_at
 from leadpulse.scoring.rules import Rules
 from leadpulse.scoring.state import ContactState
 
@@ -70,3 +71,15 @@ class ScoreRun:
         latest event, as the stream publishes them), sorted by account id."""
         states = [state for _, state in sorted(self.contacts.items())]
         return accounts_of(zip(states, self.snapshots(at_ms), strict=True), self.rules)
+
+    def nurtures(self, at_ms: int | None) -> list[Nurture]:
+        """The nurture records due at `at_ms` (None: each contact at its own latest event),
+        by contact id then track order: what the stream's cooling timer sends when it re-reads
+        these contacts in the same period, having sent nothing in it before."""
+        return [
+            record
+            for _, state in sorted(self.contacts.items())
+            for record in nurtures_at(
+                state, state.last_event_ms if at_ms is None else max(at_ms, state.last_event_ms), self.rules
+            )
+        ]

@@ -18,6 +18,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, NoReturn
 
+from leadpulse.scoring.nurture_rules import NurtureRules, parse_nurture
 from leadpulse.scoring.timeutil import parse_duration_ms
 
 FUNNEL_STAGES: tuple[str, ...] = ("suspect", "lead", "prospect", "opportunity", "customer")
@@ -51,6 +52,7 @@ _TOP_KEYS = (
     "accounts",
     "mapping",
     "erasure",
+    "nurture",
 )
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 """What a LeadPulse event type looks like (the input contract's `type`)."""
@@ -279,6 +281,7 @@ class Rules:
     mapping: dict[str, str] = field(default_factory=dict)
     """Segment `track` names (as `event_name_key` spells them) -> LeadPulse event types."""
     erasure_grace_ms: int = 30 * 86_400_000
+    nurture: NurtureRules = field(default_factory=NurtureRules)
 
     def mapped_type(self, name: str) -> str | None:
         """The event type a Segment `track` name stands for, or None when `[mapping]` does not know it."""
@@ -383,6 +386,16 @@ class _Table:
             self.fail(key, "must be longer than zero")
         return millis
 
+    def items(self, key: str, limit: int, keys: tuple[str, ...] = ()) -> list[_Table]:
+        """The tables of an array of tables (`[[path.key]]`, none when absent), each naming
+        itself `key[i]` in errors."""
+        raw = self.get(key, [])
+        where = f"{self.path}.{key}" if self.path else key
+        if not isinstance(raw, list):
+            self.fail(key, f"expected [[{where}]] tables")
+        self.check_count(key, raw, limit, key)
+        return [_Table(item, f"{where}[{index}]", self.source, keys) for index, item in enumerate(raw)]
+
     def sub(self, key: str, required: bool = False, keys: tuple[str, ...] = ()) -> _Table:
         value = self.require(key) if required else self.get(key, {})
         return _Table(value, f"{self.path}.{key}" if self.path else key, self.source, keys)
@@ -469,6 +482,13 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
         top.sub("stages", keys=("prospect_fit", "prospect_engagement", "opportunity_events", "explicit"))
     )
     mapping = _parse_mapping(top.sub("mapping"))
+    nurture = parse_nurture(
+        top.sub("nurture", keys=("period", "skip_stages", "tracks", "content")),
+        FUNNEL_STAGES + SIDE_STAGES,
+        {interest.name for interest in interests},
+        {segment.name for segment in segments},
+        labels,
+    )
     top.done()
 
     return Rules(
@@ -496,6 +516,7 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
         accounts=accounts,
         mapping=mapping,
         erasure_grace_ms=erasure_grace_ms,
+        nurture=nurture,
     )
 
 

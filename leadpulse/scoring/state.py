@@ -15,10 +15,11 @@ import orjson
 
 from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, PropertyValue
 
+# 6: 5 + the nurture period last sent per track.
 # 5: 2 + interests, the explicit account, the latest e-mail and the account last sent to.
-# Also read: 1, 2 and 3 (2 + the explicit account). Formats 3 (2 + interests) and 4 of the
+# Also read: 1, 2, 3 (2 + the explicit account) and 5. Formats 3 (2 + interests) and 4 of the
 # accounts branch were never released and are not read: 4 is refused, and a 3 is main's.
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 STAGE_CODES: tuple[str, ...] = FUNNEL_STAGES + SIDE_STAGES
 _FLAG_IDENTIFIED, _FLAG_INTENT, _FLAG_ARMED = 1, 2, 4
 
@@ -84,6 +85,9 @@ class ContactState:
     # when there is no explicit one (scoring.domains.account_of).
     email: ProfileValue | None = None
     account_sent: str | None = None  # the account the stream last sent this contact's member record to
+    # Per nurture track, the latest period (index of a fixed window of time) a record was sent
+    # in: at most one per track per period, and a maximum, so merging never depends on order.
+    nurtured: dict[str, int] = field(default_factory=dict)
 
 
 def to_bytes(state: ContactState) -> bytes:
@@ -115,25 +119,28 @@ def to_bytes(state: ContactState) -> bytes:
             _profile_value(state.account),
             _profile_value(state.email),
             state.account_sent,
+            state.nurtured,
         ]
     )
 
 
 def from_bytes(data: bytes) -> ContactState:
     fields = orjson.loads(data)
-    if not isinstance(fields, list) or fields[0] not in (1, 2, 3, FORMAT_VERSION):
+    if not isinstance(fields, list) or fields[0] not in (1, 2, 3, 5, FORMAT_VERSION):
         raise ValueError(f"unsupported contact state format {fields[0] if isinstance(fields, list) else '?'}")
     if fields[0] == 1:
         fields.extend(({}, fields[3], None))
     if fields[0] < 3:
         fields.append(None)
-    if fields[0] < FORMAT_VERSION:  # 1, 2 and 3 carry no interests, e-mail nor account sent to
+    if fields[0] < 5:  # 1, 2 and 3 carry no interests, e-mail nor account sent to
         fields[15:15] = [{}]
         fields.extend((None, None))
+    if fields[0] < FORMAT_VERSION:  # nothing nurtured yet
+        fields.append({})
     (_, contact_id, flags, last_event_ms, crm_level, crm, stage, temperature, signals, profile, best, seen) = fields[
         :12
     ]
-    positions, published_ms, cooling_due_ms, interests, account, email, account_sent = fields[12:]
+    positions, published_ms, cooling_due_ms, interests, account, email, account_sent, nurtured = fields[12:]
     packed = base64.b64decode(seen)
     return ContactState(
         contact_id=contact_id,
@@ -156,6 +163,7 @@ def from_bytes(data: bytes) -> ContactState:
         account=None if account is None else ProfileValue(*account),
         email=None if email is None else ProfileValue(*email),
         account_sent=account_sent,
+        nurtured=nurtured,
     )
 
 

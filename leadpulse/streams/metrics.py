@@ -18,6 +18,7 @@ class Metrics:
     event_age_seconds: Histogram
     cooling_scheduled: Gauge
     unmapped_events: Counter
+    nurtures: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -38,7 +39,7 @@ class Metrics:
             ),
             outputs=Counter(
                 "leadpulse_outputs",
-                "Records produced, by kind: snapshot, stage_change, hot_lead",
+                "Records produced, by kind: snapshot, stage_change, hot_lead, nurture",
                 ["kind"],
                 registry=registry,
             ),
@@ -68,6 +69,12 @@ class Metrics:
             unmapped_events=Counter(
                 "leadpulse_unmapped_events",
                 "Segment track events whose name the rules' [mapping] does not know (outcome unscored)",
+                registry=registry,
+            ),
+            nurtures=Counter(
+                "leadpulse_nurture_records",
+                "Records sent to the nurture topic, by track ([[nurture.tracks]] name)",
+                ["track"],
                 registry=registry,
             ),
         )

@@ -40,6 +40,7 @@ from leadpulse.streams.topics import (
     DEAD_LETTERS,
     HOT_ACCOUNTS,
     HOT_LEADS,
+    NURTURE,
     SCORES,
     STAGE_CHANGES,
 )
@@ -84,6 +85,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(ACCOUNT_MEMBERS), common),
         TopicSpec(settings.topic(ACCOUNT_SCORES), compacted),
         TopicSpec(settings.topic(HOT_ACCOUNTS), common),
+        TopicSpec(settings.topic(NURTURE), common),
         TopicSpec(changelog_topic(settings, ACCOUNTS_TABLE), compacted),
         # Faust's partition assignor's own topic: Faust creates it unless it exists
         TopicSpec(f"{settings.app_id}-__assignor-__leader", common, partitions=1),
@@ -130,7 +132,8 @@ def acl_bindings(settings: Settings) -> list[AclBinding]:
     produces), its consumer group, and, when it creates its topics itself, Create on them; with
     LEADPULSE_CREATE_TOPICS=off, DescribeConfigs instead, for the start-up check."""
     outputs = {
-        settings.topic(name) for name in (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS, ACCOUNT_SCORES, HOT_ACCOUNTS)
+        settings.topic(name)
+        for name in (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS, ACCOUNT_SCORES, HOT_ACCOUNTS, NURTURE)
     }
     extra = ("DescribeConfigs",) if not settings.create_topics else ("Create",)
     bindings = []

@@ -25,6 +25,7 @@ ACCOUNT_MEMBERS, ACCOUNT_SCORES, HOT_ACCOUNTS = ACCOUNT_NAMES = (
     "account-scores",
     "hot-accounts",
 )
+NURTURE = "nurture"  # contacts that need content rather than a salesperson (scoring.nurture)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Topics:
     account_members: Any  # internal: contacts' member records, re-keyed by account id
     account_scores: Any  # compacted: the latest snapshot per account
     hot_accounts: Any
+    nurture: Any
 
     @property
     def outputs(self) -> tuple[Any, ...]:
@@ -50,6 +52,7 @@ class Topics:
             self.account_members,
             self.account_scores,
             self.hot_accounts,
+            self.nurture,
         )
 
     @property
@@ -89,6 +92,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         account_members=topic(ACCOUNT_MEMBERS, internal=True),
         account_scores=topic(ACCOUNT_SCORES, internal=True, compacting=True),
         hot_accounts=topic(HOT_ACCOUNTS, internal=True),
+        nurture=topic(NURTURE, internal=True),
     )
 
 

@@ -261,3 +261,58 @@ async def test_an_erased_contact_leaves_its_account_before_its_state_is_deleted(
         if to == changelog.get_topic_name() and key == contact.encode() and value is None
     )
     assert to_account[-1][0] < tombstone, "the leave record must reach the broker before the state is deleted"
+
+
+async def tick(agent, scorer, contact: str, at_ms: int, offset: int) -> None:
+    """A cooling tick as the timer sends it: the contact's id as key, the time to re-read at."""
+    message = agent.to_message(contact.encode(), orjson.dumps({"at_ms": at_ms}), offset=offset)
+    message.topic = scorer.cooling_topic
+    channel = agent.stream().channel
+    await channel.put(await channel.decode(message))
+
+
+async def test_a_cooling_tick_sends_due_nurture_records_before_storing_the_state_once_per_period(
+    scorer, capture, sent, monkeypatch
+):
+    """A good fit who did nothing for weeks: the tick sends the fit-but-quiet and stalled
+    records, then stores the state that remembers them; a second tick in the period sends none."""
+    contact = "agent-n1"
+    order = []
+    send_batch = capture.send_batch
+
+    async def record_topic(batch, topic, *, partition):
+        order.append(topic)
+        return await send_batch(batch, topic, partition=partition)
+
+    put_many = scorer.contacts.put_many
+
+    def record_store(partition, states, outbox, erased):
+        order.append("store")
+        put_many(partition, states, outbox, erased)
+
+    monkeypatch.setattr(capture, "send_batch", record_topic)
+    monkeypatch.setattr(scorer.contacts, "put_many", record_store)
+    profile = raw_event(
+        "profile_updated",
+        event_id="n1-p",
+        contact_id=contact,
+        occurred_at=format_ms(now_ms() - 30 * 86_400_000),
+        properties={"seniority": "vp", "budget": 60_000, "company_size": 300},
+    )
+    nurture = scorer.topics.nurture.get_topic_name()
+    async with scorer.agent.test_context() as agent:
+        await put_at(agent, orjson.dumps(profile), contact.encode(), 40_000)
+        assert await settled(lambda: scorer.contacts.get(contact) is not None)
+        assert sent("nurture") == []  # events never nurture: the ticks do
+        order.clear()
+        at = now_ms()
+        await tick(agent, scorer, contact, at, 2)
+        assert await settled(lambda: scorer.contacts.get(contact).nurtured != {})
+        await tick(agent, scorer, contact, at + 1, 3)
+        opened = raw_event("email_opened", event_id="n1-o", contact_id=contact, occurred_at=format_ms(at))
+        await put_at(agent, orjson.dumps(opened), contact.encode(), 40_001)  # read after the tick
+        assert await settled(lambda: 40_001 in scorer.contacts.get(contact).positions.values())
+    records = [record for key, record in sent("nurture") if key == contact.encode()]
+    assert sorted(r["track"] for r in records) == ["fit-but-quiet", "stalled"]
+    assert order.index(nurture) < order.index("store")
+    assert scorer.metrics.nurtures.labels("stalled")._value.get() >= 1

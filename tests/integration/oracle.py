@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from leadpulse.cli.offline import score_lines
 from leadpulse.cli.traffic import DAY_MS, Traffic
-from leadpulse.schemas.outputs import account_record, output_record, snapshot_record
+from leadpulse.schemas.events import contact_key
+from leadpulse.schemas.outputs import account_record, nurture_record, output_record, snapshot_record
 from leadpulse.scoring.engine import HotLead, StageChange
 from leadpulse.scoring.rules import load_rules
-from leadpulse.scoring.timeutil import now_ms
+from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def traffic_lines(count: int, contacts: int, seed: int = 11, accounts: int = 0) -> list[bytes]:
@@ -32,6 +36,33 @@ class Oracle:
         self.hot_lead_ids = {o.id for o in run.outputs if isinstance(o, HotLead)}
         self.hot_leads = {o.id: output_record(o) for o in run.outputs if isinstance(o, HotLead)}
         self.bad_lines = run.bad
+        self.run = run
+
+    def nurture(self, at_ms: int) -> dict[str, dict[str, Any]]:
+        """The records `leadpulse score --nurture --at` prints for `at_ms`, by id."""
+        return {record.id: nurture_record(record) for record in self.run.nurtures(at_ms)}
+
+
+def nurture_example_lines(evaluated_at_ms: int) -> list[bytes]:
+    """examples/nurture.jsonl (README's worked example, evaluated there at 2026-10-01T12:00Z)
+    moved in time so that `evaluated_at_ms` plays that moment."""
+    shift = evaluated_at_ms - parse_rfc3339_ms("2026-10-01T12:00:00Z")
+    lines = []
+    for line in (EXAMPLES / "nurture.jsonl").read_bytes().splitlines():
+        document = orjson.loads(line)
+        document["occurred_at"] = format_ms(parse_rfc3339_ms(document["occurred_at"]) + shift)
+        lines.append(orjson.dumps(document))
+    return lines
+
+
+def steady_nurture_lines(lines: list[bytes], start_ms: int, window_ms: int) -> list[bytes]:
+    """`lines` without the contacts whose nurture records would change between `start_ms` and
+    `start_ms + window_ms` (a threshold crossed while the test runs): for the others, the
+    stream's ticks and the offline scorer decide alike anywhere in the window."""
+    run = score_lines(lines, load_rules())
+    before, after = run.nurtures(start_ms), run.nurtures(start_ms + window_ms)
+    moving = {record.contact_id for record in set(before) ^ set(after)}
+    return [line for line in lines if contact_key(orjson.loads(line)) not in moving]
 
 
 def scores_mismatch(latest: dict[str, Any], expected: dict[str, Any], shown: int = 5) -> str:

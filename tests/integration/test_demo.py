@@ -12,7 +12,7 @@ from leadpulse.cli.processes import ROOT, free_port
 pytestmark = pytest.mark.integration
 
 
-def test_the_demo_shows_live_counts_and_hot_leads_and_stops_its_worker(broker, tmp_path):
+def test_the_demo_shows_live_counts_hot_leads_and_nurture_records_and_stops_its_worker(broker, tmp_path):
     web_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPULSE_")}
     env.update(
@@ -40,5 +40,8 @@ def test_the_demo_shows_live_counts_and_hot_leads_and_stops_its_worker(broker, t
     assert counts and "hot leads 0 " not in counts[-1]
     hot = [line for line in done.stdout.splitlines() if line.startswith("HOT ")]
     assert hot and all(" because " in line for line in hot)
+    assert "nurture 0 " not in counts[-1]
+    nurture = [line for line in done.stdout.splitlines() if line.startswith("NURTURE ")]
+    assert nurture and all(" -> " in line and "https://" in line for line in nurture)
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", web_port)) != 0, "the demo left its worker running"

@@ -8,6 +8,7 @@ import types
 from dataclasses import fields
 from unittest.mock import AsyncMock
 
+import orjson
 import pytest
 from faust.cli.base import LOGLEVELS
 
@@ -144,7 +145,10 @@ def test_tail_of_a_mistyped_name_suggests_the_right_one():
         tail_topic("hot_leads", settings, existing)
     message = str(refused.value)
     assert "no topic hot_leads on 127.0.0.1:9092; did you mean hot-leads?" in message
-    assert "contact-scores, stage-changes, hot-leads, dead-letters, account-scores, hot-accounts, events" in message
+    assert (
+        "contact-scores, stage-changes, hot-leads, dead-letters, account-scores, hot-accounts, nurture, events"
+        in message
+    )
     assert "also on the broker: orders" in message
 
 
@@ -165,6 +169,37 @@ def test_the_demo_keeps_its_tables_apart_unless_told_otherwise(tmp_path):
     assert demo_settings(Settings(), {}).data_dir == DEMO_DATA_DIR.resolve()
     chosen = tmp_path / "mine"
     assert demo_settings(Settings(data_dir=chosen), {"LEADPULSE_DATA_DIR": str(chosen)}).data_dir == chosen
+
+
+def test_the_demo_worker_ticks_every_two_seconds_unless_told_otherwise():
+    """Nurture records come from the cooling timer: with the default minute the demo would
+    show none in its first minute."""
+    from leadpulse.cli.demo import DEMO_COOLING_S, demo_settings
+
+    assert demo_settings(Settings(), {}).cooling_interval_s == DEMO_COOLING_S == 2.0
+    chosen = Settings(cooling_interval_s=30.0)
+    assert demo_settings(chosen, {"LEADPULSE_COOLING_INTERVAL": "30"}).cooling_interval_s == 30.0
+
+
+def test_a_nurture_record_reads_as_one_line():
+    from leadpulse.cli.console import describe
+
+    record = {
+        "id": "x",
+        "kind": "nurture",
+        "contact_id": "lea@acme.io",
+        "track": "cooling-off",
+        "trigger": "cooled",
+        "stage": "prospect",
+        "interest": "pricing",
+        "content": {"title": "Pricing white paper", "url": "https://example.com/p"},
+    }
+    assert describe(orjson.dumps(record)) == (
+        "NURTURE lea@acme.io: cooling-off (prospect, interest pricing) -> Pricing white paper https://example.com/p"
+    )
+    assert describe(orjson.dumps(record | {"interest": None})).startswith(
+        "NURTURE lea@acme.io: cooling-off (prospect) ->"
+    )
 
 
 def test_the_demo_starts_its_own_state_folder_afresh_when_another_cluster_wrote_it(tmp_path, capsys):

@@ -275,6 +275,22 @@ def test_a_state_stored_by_the_previous_format_still_loads():
     assert loaded.signals == state.signals and loaded.positions == {} and loaded.published_ms == state.last_event_ms
 
 
+def test_a_state_stored_by_format_5_loads_with_nothing_nurtured():
+    state, _ = fold(event("profile_updated", T0, seniority="vp"), event("page_viewed", T0 + 1, path="/pricing"))
+    stored = orjson.loads(to_bytes(state))
+    assert stored[0] == 6 and stored[-1] == {}
+    loaded = from_bytes(orjson.dumps([5, *stored[1:-1]]))
+    assert loaded == state and loaded.nurtured == {}
+
+
+def test_a_state_remembers_the_nurture_periods_it_was_sent():
+    state, _ = fold(event("page_viewed", T0, path="/pricing"))
+    state.nurtured = {"cooling-off": 1461, "stalled": 1460}
+    assert from_bytes(to_bytes(state)) == state
+    after, _ = fold(event("page_viewed", T0 + 1, path="/blog"), state=state)
+    assert after.nurtured == {"cooling-off": 1461, "stalled": 1460}
+
+
 def test_a_contact_that_cooled_while_nobody_looked_is_due_at_once():
     hot, _ = fold(
         event("profile_updated", T0, seniority="c_level", budget=60_000, company_size=300, industry="saas"),

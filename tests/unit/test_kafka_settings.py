@@ -99,6 +99,7 @@ def test_the_acls_are_the_least_the_worker_needs():
     assert "--operation Read --operation Describe --operation DescribeConfigs" in by_target["lp.events"]
     assert "Write" not in by_target["lp.events"]
     assert "Read" not in by_target["lp.hot-leads"] and "--operation Write" in by_target["lp.hot-leads"]
+    assert "Read" not in by_target["lp.nurture"] and "--operation Write" in by_target["lp.nurture"]
     assert "--group leadpulse" in lines[-1] and "Create" not in " ".join(lines)
     assert all("--allow-principal User:scorer" in line and "--cluster" not in line for line in lines)
 

@@ -84,7 +84,10 @@ def test_a_bad_at_value_exits_non_zero(tmp_path, capsys):
 
 def test_rules_check_prints_a_summary(capsys):
     assert main(["rules", "check", "leadpulse/scoring/default_rules.toml"]) == 0
-    assert "OK, version default-2026.11" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "OK, version default-2026.11" in out
+    assert "nurture tracks: fit-but-quiet (low_engagement), cooling-off (cooled), stalled (stalled), recycle" in out
+    assert "7 content entries, once per 14 d" in out
 
 
 def test_the_installed_console_script_runs():
@@ -136,3 +139,30 @@ def test_score_accounts_prints_the_readme_committee_example(capsysbinary):
     assert rows[0]["contacts"] == 5 and rows[0]["committee"]["coverage"] == 1.0
     assert [c["contact_id"] for c in rows[0]["top_contacts"]] == ["marie@globex.eu", "tom@globex.eu", "ana@globex.eu"]
     assert all(c["score"] < 75 for c in rows[0]["top_contacts"])
+
+
+def nurture_rows(capsysbinary, *args):
+    assert main(["score", str(ROOT / "examples" / "nurture.jsonl"), "--nurture", *args]) == 0
+    return [orjson.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
+
+
+def test_score_nurture_prints_the_readme_example(capsysbinary):
+    """README's worked example: Lea, warm after reading about pricing, has cooled by Oct 1 and
+    gets the pricing white paper; Ada asked for a demo (an opportunity) and gets nothing."""
+    before = nurture_rows(capsysbinary, "--at", "2026-09-25T12:00:00Z")
+    assert [(r["contact_id"], r["track"]) for r in before] == [("max@globex.eu", "fit-but-quiet")]
+    rows = nurture_rows(capsysbinary, "--at", "2026-10-01T12:00:00Z")
+    assert [(r["contact_id"], r["track"], r["content"]["title"]) for r in rows] == [
+        ("ben@initech.com", "recycle", "What is new since we last spoke"),
+        ("lea@acme.io", "cooling-off", "Pricing white paper: what real-time lead scoring costs and returns"),
+        ("max@globex.eu", "fit-but-quiet", "Executive brief: pipeline you are not seeing"),
+        ("max@globex.eu", "stalled", "Customer stories: how B2B teams qualify faster"),
+    ]
+    lea = rows[1]
+    assert (lea["interest"], lea["stage"], lea["period_start"]) == ("pricing", "prospect", "2026-09-24T00:00:00.000Z")
+    assert nurture_rows(capsysbinary, "--at", "2026-10-05T12:00:00Z") == rows  # same period: same records
+
+
+def test_score_nurture_and_accounts_together_are_refused(capsys):
+    assert main(["score", str(ROOT / "examples" / "nurture.jsonl"), "--nurture", "--accounts"]) == 2
+    assert "--accounts and --nurture: choose one" in capsys.readouterr().err

@@ -13,9 +13,10 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from leadpulse.schemas.events import InvalidEvent, decode_event, validate_event
 from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits
-from leadpulse.schemas.outputs import dead_letter_record, dumps, output_record, snapshot_record
+from leadpulse.schemas.outputs import dead_letter_record, dumps, nurture_record, output_record, snapshot_record
 from leadpulse.scoring.engine import HotLead, StageChange, apply, new_state, snapshot
-from tests.factories import DEFAULT_RULES, T0, event, raw_event
+from leadpulse.scoring.nurture import nurtures_at
+from tests.factories import DAY_MS, DEFAULT_RULES, T0, event, raw_event
 
 
 def schema(name):
@@ -132,6 +133,25 @@ def test_every_output_record_matches_its_published_schema():
     schema("dead-letter").validate(letter)
     assert letter["value"] == {"base64": "/3s="}
     assert (letter["size"], letter["truncated"]) == (2, False)
+
+
+def test_nurture_records_of_every_track_match_their_schema():
+    """Content chosen for an interest, and a contact in segments, as the schema describes."""
+    reader = new_state("r-1")
+    for item in [
+        event("profile_updated", T0, "r-1", seniority="vp", budget=60_000, company_size=300, industry="saas"),
+        event("page_viewed", T0 + 10 * DAY_MS, "r-1", path="/pricing"),
+    ]:
+        reader = apply(reader, item, DEFAULT_RULES).state
+    records = [r for days in (10, 40, 60) for r in nurtures_at(reader, T0 + days * DAY_MS, DEFAULT_RULES)]
+    assert {r.track for r in records} == {"fit-but-quiet", "stalled"}
+    assert any(r.interest == "pricing" and r.segments for r in records)
+    for record in records:
+        schema("nurture").validate(nurture_record(record))
+    lost = apply(reader, event("deal_lost", T0 + 11 * DAY_MS, "r-1"), DEFAULT_RULES).state
+    recycled = [r for r in nurtures_at(lost, T0 + 110 * DAY_MS, DEFAULT_RULES) if r.track == "recycle"]
+    assert [nurture_record(r)["stage"] for r in recycled] == ["nurturing"]
+    schema("nurture").validate(nurture_record(recycled[0]))
 
 
 def test_an_occurred_at_outside_1970_to_9999_is_refused():
