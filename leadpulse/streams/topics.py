@@ -25,6 +25,7 @@ ACCOUNT_MEMBERS, ACCOUNT_SCORES, HOT_ACCOUNTS = ACCOUNT_NAMES = (
     "account-scores",
     "hot-accounts",
 )
+IDENTITY = "identity-links"  # internal: links keyed by anonymous id, hand-overs keyed by contact id
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Topics:
     account_members: Any  # internal: contacts' member records, re-keyed by account id
     account_scores: Any  # compacted: the latest snapshot per account
     hot_accounts: Any
+    identity: Any  # internal: identity stitching's links and hand-overs (scoring/identity.py)
 
     @property
     def outputs(self) -> tuple[Any, ...]:
@@ -56,15 +58,16 @@ class Topics:
     def all(self) -> tuple[Any, ...]:
         """Inputs and outputs: each is read or written by partition number, so all of them
         (and the tables' changelogs) need the same partition count."""
-        return (self.events, self.by_contact, self.cooling, *self.outputs)
+        return (self.events, self.by_contact, self.cooling, self.identity, *self.outputs)
 
     def scoring_sources(self, app: faust.App) -> Any:
-        """The scoring agent reads all three co-partitioned inputs, so one table serves them.
+        """The scoring agent reads all four co-partitioned inputs, so one table serves them.
         Declared (created if missing, with the table's partition count) before subscribing."""
         return app.topic(
             self.events.get_topic_name(),
             self.by_contact.get_topic_name(),
             self.cooling.get_topic_name(),
+            self.identity.get_topic_name(),
             partitions=self.events.partitions,
             replicas=self.events.replicas,
             internal=True,
@@ -89,6 +92,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         account_members=topic(ACCOUNT_MEMBERS, internal=True),
         account_scores=topic(ACCOUNT_SCORES, internal=True, compacting=True),
         hot_accounts=topic(HOT_ACCOUNTS, internal=True),
+        identity=topic(IDENTITY, internal=True),
     )
 
 
