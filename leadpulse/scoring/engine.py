@@ -219,9 +219,11 @@ def attach(state: ContactState, anonymous_id: str, part: Part, rules: Rules) -> 
     known = state.parts.get(anonymous_id)
     if known is not None and part.version < known.version:
         return Applied(state, (), "duplicate")
-    if known is None and part.state is None:
-        return Applied(state, (), "unscored")  # a detach of a part never attached
     updated = replace(state, parts={**state.parts, anonymous_id: part})
+    if (known is None or known.state is None) and part.state is None:
+        # Nothing was attached: nothing to settle, but the detach is kept, so that an
+        # older hand-over arriving after it cannot attach the id.
+        return Applied(updated, (), "unscored")
     cause = f"merge:{anonymous_id}:{part.version}"
     outputs = _settle_view(updated, cause, view_of(updated, rules).last_event_ms, rules, merged_from=anonymous_id)
     return Applied(updated, outputs, "scored")
