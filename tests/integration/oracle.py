@@ -10,15 +10,20 @@ from leadpulse.cli.offline import score_lines
 from leadpulse.cli.traffic import DAY_MS, Traffic
 from leadpulse.schemas.outputs import account_record, output_record, snapshot_record
 from leadpulse.scoring.engine import HotLead, StageChange
+from leadpulse.scoring.identity import winner
 from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import now_ms
 
 
-def traffic_lines(count: int, contacts: int, seed: int = 11, accounts: int = 0) -> list[bytes]:
+def traffic_lines(count: int, contacts: int, seed: int = 11, accounts: int = 0, identities: float = 0.0) -> list[bytes]:
     """Realistic events from the last 60 days (so none is in the future for the worker);
-    `accounts` > 0: contacts name one of that many companies, and some change company."""
+    `accounts` > 0: contacts name one of that many companies, and some change company;
+    `identities` > 0: that share of identified contacts first browse under a cookie that
+    their first identified event links (some cookies shared by several contacts)."""
     start = now_ms() - 60 * DAY_MS
-    traffic = Traffic(seed=seed, start_ms=start, span_ms=50 * DAY_MS, contacts=contacts, accounts=accounts)
+    traffic = Traffic(
+        seed=seed, start_ms=start, span_ms=50 * DAY_MS, contacts=contacts, accounts=accounts, identities=identities
+    )
     return [orjson.dumps(event) for event in traffic.events(count)]
 
 
@@ -32,6 +37,8 @@ class Oracle:
         self.hot_lead_ids = {o.id for o in run.outputs if isinstance(o, HotLead)}
         self.hot_leads = {o.id: output_record(o) for o in run.outputs if isinstance(o, HotLead)}
         self.bad_lines = run.bad
+        # anonymous id -> the contact it is merged into (not in `snapshots`: a tombstone in the stream)
+        self.merged_into = {key: into for key, state in run.contacts.items() if (into := winner(state)) is not None}
 
 
 def scores_mismatch(latest: dict[str, Any], expected: dict[str, Any], shown: int = 5) -> str:
