@@ -492,6 +492,8 @@ class ScoringAgent:
             return
         clock = now_ms()
         async for contact_id, state in self.contacts.scan():
+            if winner(state) is not None:  # a merged anonymous id: its contact cools instead
+                continue
             due = state.cooling_due_ms
             if due is None and state.temperature > 1:
                 due = cooling_due_ms(state, self.rules, max(clock, state.published_ms))
