@@ -15,10 +15,12 @@ Per batch (docs/guarantees.md):
 A delivery the broker refuses for good stops the worker before step 4, so that it restarts
 from the last commit; retriable ones are retried (streams/outbox.py).
 
-Identity stitching (scoring/identity.py) rides on the same steps: links (to the anonymous
-id's partition), hand-overs and detaches (to the contact's partition) and the erasures an
-erased contact sends its linked ids all go out in step 2, before the state that would not
-send them again is stored.
+Identity stitching (scoring/identity.py) rides on the same steps and the same re-keyed
+input: links (to the anonymous id's partition), hand-overs and detaches (to the contact's
+partition) and the erasures an erased contact sends its linked ids all go out to
+`events-by-contact` in step 2, before the state that would not send them again is stored.
+Identity records are JSON arrays, re-keyed events JSON objects: no new topic to subscribe
+to, create, grant or check.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from leadpulse.scoring.identity import (
     hand_over,
     handover_bytes,
     identity_from_bytes,
+    is_identity_record,
     link_bytes,
     links_to_send,
     record_claim,
@@ -73,7 +76,7 @@ from leadpulse.streams.topics import partition_mismatch
 
 log = logging.getLogger(__name__)
 COOLING_BATCH = 5_000  # contacts asked to re-read per cooling tick, at most
-EVENTS, REKEYED, IDENTITY = "e", "r", "i"  # the inputs whose positions a contact state keeps
+EVENTS, REKEYED = "e", "r"  # the inputs whose positions a contact state keeps
 
 Scored = dict[str, tuple[ContactState | None, int]]  # contact id -> (new state or None: erased, time to publish it at)
 # state, snapshot (None: a merged anonymous id, deleted from contact-scores), member records
@@ -109,7 +112,6 @@ class ScoringAgent:
         self.events_topic = pipeline.settings.input_topic
         self.rekeyed_topic = pipeline.topics.by_contact.get_topic_name()
         self.cooling_topic = pipeline.topics.cooling.get_topic_name()
-        self.identity_topic = pipeline.topics.identity.get_topic_name()
         # Counted per batch and added to the Prometheus counters once (bench/README.md).
         self.events: Counter[str] = Counter()
         self.outputs: Counter[str] = Counter()
@@ -200,7 +202,7 @@ class ScoringAgent:
             try:
                 if message.topic == self.cooling_topic:
                     self._cool(message, work, alerts)
-                elif message.topic == self.identity_topic:
+                elif message.topic == self.rekeyed_topic and is_identity_record(message.value):
                     self._identity(message, work, alerts)
                 else:
                     self._score(message, work, clock, alerts)
@@ -302,8 +304,8 @@ class ScoringAgent:
                 self.events["forgotten" if occurred is not None else "unscored"] += 1
                 return
             state = new_state(key_id)
-        applied_at = state.positions.get(IDENTITY)
-        positions = {**state.positions, IDENTITY: message.offset}
+        applied_at = state.positions.get(REKEYED)
+        positions = {**state.positions, REKEYED: message.offset}
         if applied_at is not None and message.offset <= applied_at:
             self.events["replayed"] += 1
             updated = state
@@ -333,10 +335,10 @@ class ScoringAgent:
         return None if record.part.state is None else record.part.state.last_event_ms
 
     def _send(self, key_id: str, value: bytes, alerts: Outbox) -> None:
-        """An identity record to the identity topic's partition of its key (co-partitioned
+        """An identity record to its key's partition of the re-keyed input (co-partitioned
         with the contacts table)."""
         key = key_id.encode()
-        alerts.add(self.identity_topic, home_partition(key, self.settings.partitions), key, value)
+        alerts.add(self.rekeyed_topic, home_partition(key, self.settings.partitions), key, value)
         self.outputs["identity"] += 1
 
     def _erase_links(

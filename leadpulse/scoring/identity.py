@@ -117,8 +117,14 @@ def handover_bytes(handover: Handover) -> bytes:
     return orjson.dumps([IDENTITY_FORMAT, "part", handover.anonymous_id, part.version, state])
 
 
+def is_identity_record(data: bytes | None) -> bool:
+    """Identity records travel with re-keyed events (`events-by-contact`): they are JSON
+    arrays, and a re-keyed event is always a JSON object (it was decoded before re-keying)."""
+    return data is not None and data[:1] == b"["
+
+
 def identity_from_bytes(data: bytes) -> Link | Handover:
-    """An `identity-links` record; ValueError (with why) for anything else."""
+    """An identity record; ValueError (with why) for anything else."""
     fields = orjson.loads(data)
     if not isinstance(fields, list) or len(fields) < 3 or fields[0] != IDENTITY_FORMAT:
         raise ValueError("not an identity record of format 1")

@@ -40,7 +40,6 @@ from leadpulse.streams.topics import (
     DEAD_LETTERS,
     HOT_ACCOUNTS,
     HOT_LEADS,
-    IDENTITY,
     SCORES,
     STAGE_CHANGES,
 )
@@ -86,7 +85,6 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic(ACCOUNT_SCORES), compacted),
         TopicSpec(settings.topic(HOT_ACCOUNTS), common),
         TopicSpec(changelog_topic(settings, ACCOUNTS_TABLE), compacted),
-        TopicSpec(settings.topic(IDENTITY), common),
         # Faust's partition assignor's own topic: Faust creates it unless it exists
         TopicSpec(f"{settings.app_id}-__assignor-__leader", common, partitions=1),
     ]

@@ -25,13 +25,14 @@ ACCOUNT_MEMBERS, ACCOUNT_SCORES, HOT_ACCOUNTS = ACCOUNT_NAMES = (
     "account-scores",
     "hot-accounts",
 )
-IDENTITY = "identity-links"  # internal: links keyed by anonymous id, hand-overs keyed by contact id
 
 
 @dataclass(frozen=True)
 class Topics:
     events: Any  # input: engagement, profile and CRM events, from producers
-    by_contact: Any  # internal: inputs that arrived unkeyed or on the wrong partition, re-keyed
+    # internal: inputs that arrived unkeyed or on the wrong partition, re-keyed; and identity
+    # stitching's records (links, hand-overs: JSON arrays, where re-keyed inputs are objects)
+    by_contact: Any
     cooling: Any  # internal: "re-read this contact now" ticks from the cooling timer
     scores: Any  # compacted: the latest snapshot per contact
     stage_changes: Any
@@ -40,7 +41,6 @@ class Topics:
     account_members: Any  # internal: contacts' member records, re-keyed by account id
     account_scores: Any  # compacted: the latest snapshot per account
     hot_accounts: Any
-    identity: Any  # internal: identity stitching's links and hand-overs (scoring/identity.py)
 
     @property
     def outputs(self) -> tuple[Any, ...]:
@@ -58,16 +58,15 @@ class Topics:
     def all(self) -> tuple[Any, ...]:
         """Inputs and outputs: each is read or written by partition number, so all of them
         (and the tables' changelogs) need the same partition count."""
-        return (self.events, self.by_contact, self.cooling, self.identity, *self.outputs)
+        return (self.events, self.by_contact, self.cooling, *self.outputs)
 
     def scoring_sources(self, app: faust.App) -> Any:
-        """The scoring agent reads all four co-partitioned inputs, so one table serves them.
+        """The scoring agent reads all three co-partitioned inputs, so one table serves them.
         Declared (created if missing, with the table's partition count) before subscribing."""
         return app.topic(
             self.events.get_topic_name(),
             self.by_contact.get_topic_name(),
             self.cooling.get_topic_name(),
-            self.identity.get_topic_name(),
             partitions=self.events.partitions,
             replicas=self.events.replicas,
             internal=True,
@@ -92,7 +91,6 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         account_members=topic(ACCOUNT_MEMBERS, internal=True),
         account_scores=topic(ACCOUNT_SCORES, internal=True, compacting=True),
         hot_accounts=topic(HOT_ACCOUNTS, internal=True),
-        identity=topic(IDENTITY, internal=True),
     )
 
 

@@ -153,12 +153,7 @@ def _not_ready(pipeline: Pipeline, assigned: set[Any]) -> str | None:
         return "the scoring agent is not consuming yet"
     inputs = [
         topic.get_topic_name()
-        for topic in (
-            pipeline.topics.events,
-            pipeline.topics.by_contact,
-            pipeline.topics.cooling,
-            pipeline.topics.identity,
-        )
+        for topic in (pipeline.topics.events, pipeline.topics.by_contact, pipeline.topics.cooling)
     ]
     owned = {tp.partition for tp in assigned if tp.topic == inputs[0]}
     if not owned:

@@ -1,5 +1,5 @@
 """Identity stitching on the real broker: anonymous histories handed over to their contacts
-on other partitions through `identity-links`, checked against the offline scorer, also after
+on other partitions through `events-by-contact`, checked against the offline scorer, also after
 kill -9 of the worker in the middle of the merges."""
 
 from collections import defaultdict

@@ -70,14 +70,13 @@ def test_a_record_the_topic_refuses_raises_instead_of_vanishing(make_settings):
     assert read_all(settings, topic, idle_s=0.5) == []
 
 
-@pytest.mark.parametrize("kind", ["output", "input", "re-keyed input", "identity links"])
+@pytest.mark.parametrize("kind", ["output", "input", "re-keyed input"])
 def test_a_topic_with_another_partition_count_stops_the_worker_naming_it(make_settings, workers, tmp_path: Path, kind):
     settings = make_settings(partitions=4)
     name = {
         "output": settings.topic("hot-leads"),
         "input": settings.input_topic,
         "re-keyed input": settings.topic("events-by-contact"),
-        "identity links": settings.topic("identity-links"),
     }[kind]
     asyncio.run(ensure_topic(replace(settings, partitions=3), name))
     with pytest.raises(RuntimeError, match="worker exited with 1"):

@@ -18,13 +18,11 @@ def pipeline(consuming=True, failing=False):
     deliveries = DeliveryHealth()
     if failing:
         deliveries.failed(TimeoutError("broker away"), "scores[0]")
-    topics = SimpleNamespace(
-        events=topic("events"), by_contact=topic("by-contact"), cooling=topic("cooling"), identity=topic("identity")
-    )
+    topics = SimpleNamespace(events=topic("events"), by_contact=topic("by-contact"), cooling=topic("cooling"))
     return SimpleNamespace(readiness=Readiness(consuming=consuming, deliveries=deliveries), topics=topics)
 
 
-def owned(*partitions, topics=("events", "by-contact", "cooling", "identity")):
+def owned(*partitions, topics=("events", "by-contact", "cooling")):
     return {TP(name, p) for name in topics for p in partitions}
 
 

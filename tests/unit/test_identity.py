@@ -19,6 +19,7 @@ from leadpulse.scoring.identity import (
     hand_over,
     handover_bytes,
     identity_from_bytes,
+    is_identity_record,
     link_bytes,
     links_to_send,
     record_claim,
@@ -208,6 +209,7 @@ def test_identity_records_round_trip_and_anything_else_is_refused_with_a_reason(
     part = apply(new_state("ck"), anonymous("w1", T0, "ck", path="/pricing"), RULES).state
     handover = Handover("ck", Part(4, part))
     assert identity_from_bytes(handover_bytes(handover)) == handover
+    assert is_identity_record(link_bytes(link)) and not is_identity_record(b'{"event_id": "e1"}')
     for bad in (b"[1]", b'{"a":1}', b'[1,"link","ck","ada","x",1]', b'[2,"part","ck",1,null]', b'[1,"move","ck"]'):
         with pytest.raises(ValueError, match="identity record"):
             identity_from_bytes(bad)
