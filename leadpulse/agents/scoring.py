@@ -14,6 +14,13 @@ Per batch (docs/guarantees.md):
 4. only then are the batch's offsets released for Faust's commit.
 A delivery the broker refuses for good stops the worker before step 4, so that it restarts
 from the last commit; retriable ones are retried (streams/outbox.py).
+
+Identity stitching (scoring/identity.py) rides on the same steps and the same re-keyed
+input: links (to the anonymous id's partition), hand-overs and detaches (to the contact's
+partition) and the erasures an erased contact sends its linked ids all go out to
+`events-by-contact` in step 2, before the state that would not send them again is stored.
+Identity records are JSON arrays, re-keyed events JSON objects: no new topic to subscribe
+to, create, grant or check.
 """
 
 from __future__ import annotations
@@ -33,12 +40,34 @@ from leadpulse.schemas.events import InvalidEvent, decode_event
 from leadpulse.schemas.outputs import dead_letter_record, dumps, nurture_record, output_record, snapshot_record
 from leadpulse.schemas.segment import is_unmapped
 from leadpulse.scoring.accounts import Member, account_updates, leaving, member_to_bytes
-from leadpulse.scoring.engine import HotLead, Output, apply, future_reason, new_state
+from leadpulse.scoring.engine import (
+    HotLead,
+    Output,
+    apply,
+    attach,
+    future_reason,
+    new_state,
+    view_of,
+)
 from leadpulse.scoring.engine import snapshot as snapshot_of
 from leadpulse.scoring.erasure import ERASE_EVENT, Erasure, erasure_of
+from leadpulse.scoring.identity import (
+    Handover,
+    Link,
+    detach,
+    hand_over,
+    handover_bytes,
+    identity_from_bytes,
+    is_identity_record,
+    link_bytes,
+    links_to_send,
+    record_claim,
+    version_of,
+    winner,
+)
 from leadpulse.scoring.nurture import Nurture, revisit, revisit_due_ms
 from leadpulse.scoring.state import ContactState
-from leadpulse.scoring.timeutil import now_ms
+from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.outbox import BatchProducer, DeliveryFailed, Outbox, kafka_producer
 from leadpulse.streams.partitioning import home_partition
 from leadpulse.streams.pipeline import Pipeline
@@ -50,7 +79,8 @@ COOLING_BATCH = 5_000  # contacts asked to re-read per cooling tick, at most
 EVENTS, REKEYED = "e", "r"  # the inputs whose positions a contact state keeps
 
 Scored = dict[str, tuple[ContactState | None, int]]  # contact id -> (new state or None: erased, time to publish it at)
-Prepared = list[tuple[ContactState, bytes, list[tuple[bytes, bytes]]]]  # state, snapshot, member records
+# state, snapshot (None: a merged anonymous id, deleted from contact-scores), member records
+Prepared = list[tuple[ContactState, bytes | None, list[tuple[bytes, bytes]]]]
 
 
 @dataclass
@@ -151,6 +181,8 @@ class ScoringAgent:
             try:
                 if message.topic == self.cooling_topic:
                     self._cool(message, work, alerts)
+                elif message.topic == self.rekeyed_topic and is_identity_record(message.value):
+                    self._identity(message, work, alerts)
                 else:
                     self._score(message, work, clock, alerts)
             except InvalidEvent as error:
@@ -187,6 +219,10 @@ class ScoringAgent:
                 # Leaves its account as a move does, at a time no record sent before has.
                 at = max(state.published_ms, state.last_event_ms, event.occurred_ms)
                 work.leaving[contact_id] = (state.account_sent, at)
+            if state is not None:
+                self._erase_links(
+                    state, event.event_id, event.occurred_ms, {**state.positions, role: message.offset}, alerts
+                )
             self.events["erased"] += 1
             return
         if state is None:
@@ -211,14 +247,97 @@ class ScoringAgent:
                 self.metrics.event_age_seconds.observe(max(0, clock - event.occurred_ms) / 1000)
                 if is_unmapped(event):
                     self.metrics.unmapped_events.inc()
-                self._add_outputs(work.partition, applied.outputs, alerts)
+                if winner(applied.state) is None:  # a merged anonymous id speaks through its contact
+                    self._add_outputs(work.partition, applied.outputs, alerts)
+                for link in links_to_send(state, applied.state):
+                    self._send(link.anonymous_id, link_bytes(link), alerts)
             positions = {**state.positions, role: message.offset}
             if applied.state is state:  # a duplicate: the engine handed back the state it was given
                 updated = replace(state, positions=positions)
             else:  # a state the engine has just built for this event: ours to finish
                 updated = applied.state
                 updated.positions = positions
-        results[event.contact_id] = (updated, max(updated.last_event_ms, known[1] if known else 0))
+        at = view_of(updated, self.rules).last_event_ms
+        results[event.contact_id] = (updated, max(at, known[1] if known else 0))
+
+    def _identity(self, message: Any, work: PartitionWork, alerts: Outbox) -> None:
+        """A link (at the anonymous id's partition: keep the winning one) or a hand-over (at
+        the contact's: replace the anonymous id's part and settle the merged view). The
+        hand-over of the changed id goes out when the batch is prepared."""
+        if not isinstance(message.key, bytes):
+            raise InvalidEvent("key", "an identity record needs the anonymous or contact id as its key")
+        try:
+            record = identity_from_bytes(message.value)
+        except (ValueError, TypeError, orjson.JSONDecodeError) as error:
+            raise InvalidEvent("", f"not an identity record: {error}") from None
+        key_id, results = message.key.decode(), work.results
+        expected = record.anonymous_id if isinstance(record, Link) else None
+        if expected is not None and expected != key_id:
+            raise InvalidEvent("key", f"a link for {expected!r} keyed otherwise")
+        known = results.get(key_id)
+        state = known[0] if known else self.contacts.get(key_id)
+        if state is None:
+            occurred = self._identity_time(record)
+            erasure = work.erased.get(key_id) or self.contacts.erasure(key_id)
+            if occurred is None or (erasure is not None and erasure.forgets(occurred)):
+                self.events["forgotten" if occurred is not None else "unscored"] += 1
+                return
+            state = new_state(key_id)
+        applied_at = state.positions.get(REKEYED)
+        positions = {**state.positions, REKEYED: message.offset}
+        if applied_at is not None and message.offset <= applied_at:
+            self.events["replayed"] += 1
+            updated = state
+        elif isinstance(record, Link):
+            updated = replace(record_claim(state, record.claim), positions=positions)
+            self.events["linked"] += 1
+        else:
+            applied = attach(state, record.anonymous_id, record.part, self.rules)
+            self._add_outputs(work.partition, applied.outputs, alerts)
+            updated = replace(applied.state, positions=positions)
+            self.events["merged"] += 1
+        at = view_of(updated, self.rules).last_event_ms
+        if isinstance(record, Handover):
+            # A detach can take the latest event of the merged view back in time: the contact
+            # is published at its own history's time again, as the offline scorer does.
+            updated.published_ms = min(updated.published_ms, at)
+            results[key_id] = (updated, at)
+        else:
+            results[key_id] = (updated, max(at, known[1] if known else 0))
+
+    @staticmethod
+    def _identity_time(record: Link | Handover) -> int | None:
+        """The event time an identity record stands for, to decide whether an erasure forgets
+        it; None: a detach for a contact with no state, which changes nothing."""
+        if isinstance(record, Link):
+            return record.claim.occurred_ms
+        return None if record.part.state is None else record.part.state.last_event_ms
+
+    def _send(self, key_id: str, value: bytes, alerts: Outbox) -> None:
+        """An identity record to its key's partition of the re-keyed input (co-partitioned
+        with the contacts table)."""
+        key = key_id.encode()
+        alerts.add(self.rekeyed_topic, home_partition(key, self.settings.partitions), key, value)
+        self.outputs["identity"] += 1
+
+    def _erase_links(
+        self, state: ContactState, event_id: str, occurred_ms: int, positions: dict[str, int], alerts: Outbox
+    ) -> None:
+        """An erased id leaves the contact it was merged into (a detach newer than any part it
+        sent), and every anonymous id a contact linked is erased with it: an erasure event
+        for each goes to its partition through the re-keyed input."""
+        for target, part in detach(state, version_of(positions)):
+            self._send(target, handover_bytes(Handover(state.contact_id, part)), alerts)
+        for linked in sorted(state.claims):
+            key = linked.encode()
+            erasure = {
+                "event_id": f"{event_id}/{linked}",
+                "type": ERASE_EVENT,
+                "contact_id": linked,
+                "occurred_at": format_ms(occurred_ms),
+            }
+            alerts.add(self.rekeyed_topic, home_partition(key, self.settings.partitions), key, orjson.dumps(erasure))
+            self.outputs["erasure_forwarded"] += 1
 
     def _cool(self, message: Any, work: PartitionWork, alerts: Outbox) -> None:
         """A cooling tick: re-read the contact at the tick's time; publish it if its
@@ -233,9 +352,9 @@ class ScoringAgent:
         contact_id, results = message.key.decode(), work.results
         known = results.get(contact_id)
         state = known[0] if known else self.contacts.get(contact_id)
-        if state is None:
+        if state is None or winner(state) is not None:  # erased, or merged: published nowhere
             return
-        at_ms = max(at_ms, state.last_event_ms)
+        at_ms = max(at_ms, view_of(state, self.rules).last_event_ms)
         revisited = revisit(state, at_ms, self.rules)
         self._add_nurtures(work.partition, revisited.nurtures, alerts)
         if revisited.outcome == "scored" or known:
@@ -253,13 +372,21 @@ class ScoringAgent:
         prepared: Prepared = []
         for contact_id, (left, left_ms) in work.leaving.items():
             self._leave(left, leaving(contact_id, left_ms), alerts)
-        for state, at_ms in work.results.values():
-            if state is None:
+        for stored, at_ms in work.results.values():
+            if stored is None:
+                continue
+            state, sends = hand_over(stored, version_of(stored.positions))
+            for target, part in sends:
+                self._send(target, handover_bytes(Handover(state.contact_id, part)), alerts)
+            if winner(state) is not None:  # merged into a contact: deleted from contact-scores
+                if state.account_sent is not None:
+                    self._leave(state.account_sent, leaving(state.contact_id, max(at_ms, state.published_ms)), alerts)
+                prepared.append((replace(state, account_sent=None, cooling_due_ms=None), None, []))
                 continue
             at = max(at_ms, state.published_ms)
             due = revisit_due_ms(state, self.rules, max(at, clock)) if cooling else None
             view = snapshot_of(state, at, self.rules)
-            account, updates = account_updates(state, view, self.rules)
+            account, updates = account_updates(view_of(state, self.rules), view, self.rules)
             published = replace(state, published_ms=at, cooling_due_ms=due, account_sent=account)
             records = []
             for target, record in updates:
@@ -357,6 +484,8 @@ class ScoringAgent:
             return
         clock = now_ms()
         async for contact_id, state in self.contacts.scan():
+            if winner(state) is not None:  # a merged anonymous id: its contact cools instead
+                continue
             due = state.cooling_due_ms
             if due is None and state.temperature > 1:
                 due = revisit_due_ms(state, self.rules, max(clock, state.published_ms))

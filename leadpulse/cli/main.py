@@ -291,8 +291,11 @@ def _score(args: argparse.Namespace) -> int:
         except OSError as error:
             raise CommandError(f"--events-out {args.events_out}: {error.strerror}") from None
     unmapped = f" ({run.unmapped} of them Segment track names without a [mapping])" if run.unmapped else ""
+    merged = len(run.contacts) - len(run.published())
     print(
-        f"scored {run.events} events for {len(run.contacts)} contacts: {run.bad} bad lines skipped, "
+        f"scored {run.events} events for {len(run.contacts) - merged} contacts"
+        + (f" ({merged} anonymous ids merged into them)" if merged else "")
+        + f": {run.bad} bad lines skipped, "
         f"{run.duplicates} duplicates, {run.unscored} unscored{unmapped}; {len(run.outputs)} outputs"
         + (f"; {len(run.erased)} contacts erased, {run.forgotten} of their events dropped" if run.erased else ""),
         file=sys.stderr,

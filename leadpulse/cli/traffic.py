@@ -22,10 +22,21 @@ class Traffic:
     """Yields event dicts in time order; each contact follows one persona's journey."""
 
     def __init__(
-        self, seed: int, start_ms: int, span_ms: int, contacts: int, id_prefix: str = "", *, accounts: int = 0
+        self,
+        seed: int,
+        start_ms: int,
+        span_ms: int,
+        contacts: int,
+        id_prefix: str = "",
+        *,
+        accounts: int = 0,
+        identities: float = 0.0,
     ) -> None:
         self.random = random.Random(seed)
         self.accounts = accounts  # > 0: profiles and forms name one of this many companies
+        # > 0: this share of identified journeys starts as an anonymous cookie, linked at the
+        # first identified event; some cookies are shared by several contacts (conflicts)
+        self.identities = identities
         self.id_prefix = id_prefix
         self.start_ms = start_ms
         self.span_ms = span_ms
@@ -54,9 +65,33 @@ class Traffic:
         identified = persona != "browser"
         contact = f"c-{index:07d}" if identified else f"anon-{index:07d}"
         at = self.start_ms + self.random.randrange(self.span_ms)
+        end = self.start_ms + self.span_ms
+        cookie = self._cookie(index) if identified and self.identities else None
+        if cookie is not None:  # an anonymous history first: pricing and product pages
+            for _ in range(self.random.randint(1, 4)):
+                at += self.random.randrange(10 * 60_000, 2 * DAY_MS)
+                page, properties = self._page(_PRODUCT)
+                yield self._event(cookie, False, page, min(at, end), properties)
+        linked = False
         for event_type, properties in steps():
             at += self.random.randrange(10 * 60_000, 3 * DAY_MS)
-            yield self._event(contact, identified, event_type, min(at, self.start_ms + self.span_ms), properties)
+            if cookie is not None and linked and event_type == "page_viewed" and self.random.random() < 0.5:
+                # a later visit from the same device, not logged in: counts for the contact too
+                yield self._event(cookie, False, event_type, min(at, end), properties)
+                continue
+            event = self._event(contact, identified, event_type, min(at, end), properties)
+            if cookie is not None and not linked:  # the first identified event carries the cookie
+                event["anonymous_id"] = cookie
+                linked = True
+            yield event
+
+    def _cookie(self, index: int) -> str | None:
+        """This journey's device cookie, if it has one; one in ten is a shared computer's."""
+        if self.random.random() >= self.identities:
+            return None
+        if self.random.random() < 0.1:
+            return f"{self.id_prefix}ck-shared-{self.random.randrange(max(1, self.contacts // 100)):04d}"
+        return f"{self.id_prefix}ck-{index:07d}-{self.random.randrange(1000):03d}"
 
     def _event(self, contact: str, identified: bool, event_type: str, at: int, props: dict[str, Any]) -> dict[str, Any]:
         self.serial += 1

@@ -108,8 +108,14 @@ def output_record(output: Output) -> dict[str, Any]:
             "cause_event_id": output.cause_event_id,
             "score": output.score,
             "rules_version": output.rules_version,
+            **_merged_from(output.merged_from),
         }
     return hot_lead_record(output)
+
+
+def _merged_from(anonymous_id: str | None) -> dict[str, Any]:
+    """Named only on outputs a merge caused (identity stitching), so others keep their shape."""
+    return {} if anonymous_id is None else {"merged_from": anonymous_id}
 
 
 def hot_lead_record(alert: HotLead) -> dict[str, Any]:
@@ -127,6 +133,7 @@ def hot_lead_record(alert: HotLead) -> dict[str, Any]:
         "rules_version": view.rules_version,
         "reasons": _reasons(view),
         **_segments_and_interests(view),
+        **_merged_from(alert.merged_from),
     }
 
 

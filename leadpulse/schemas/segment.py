@@ -11,8 +11,9 @@ offline scorer treat both shapes alike:
   `context.page`;
 - `identify` -> `profile_updated`, traits renamed to the profile attributes fit reads;
 - `group` -> `account_linked`, the account id kept, company traits as profile attributes;
-- `alias` -> `identity_linked` for `userId`, `previousId` kept: linking the two ids is
-  identity stitching's job, until then the contact is only marked as known.
+- `alias` -> `identity_linked` for `userId`, `previousId` kept: identity stitching links
+  the previous id to the user (scoring/identity.py), as it links the `anonymousId` of any
+  call that also has a `userId`.
 
 The key is `userId`, else `anonymousId`: a message with only an anonymous id is its own
 contact (a suspect), as a native event with only `anonymous_id` is.

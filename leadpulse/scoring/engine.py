@@ -13,8 +13,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
 from leadpulse.scoring.domains import account_of_state
+from leadpulse.scoring.merge import merged_view
 from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, STAGE_LEVEL, PropertyValue, Rules, hot_hysteresis
-from leadpulse.scoring.state import ContactState, CrmStage, ProfileValue, SignalSum
+from leadpulse.scoring.state import ContactState, CrmStage, Part, ProfileValue, SignalSum
 
 Outcome = Literal["scored", "unscored", "duplicate"]
 _PROSPECT = STAGE_LEVEL["prospect"]
@@ -26,8 +27,9 @@ class Event:
     """A validated input event. `contact_id` is the key: the contact id, else the anonymous id.
 
     The identity fields after `source` are carried for identity stitching and account
-    scoring (a contact's cookies, its aliases, its account); scoring reads only
-    `account_id` (kept on the state, latest by event time)."""
+    scoring (a contact's cookies, its aliases, its account): `anonymous_id` and
+    `previous_id` link those ids to the contact (`linked_ids`), `account_id` is kept on the
+    state (latest by event time)."""
 
     event_id: str
     type: str
@@ -76,6 +78,7 @@ class StageChange:
     cause_event_id: str
     score: int
     rules_version: str
+    merged_from: str | None = None  # the anonymous id whose hand-over caused it (identity stitching)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,7 @@ class HotLead:
     occurred_ms: int
     cause_event_id: str
     snapshot: Snapshot
+    merged_from: str | None = None  # the anonymous id whose hand-over caused it (identity stitching)
 
 
 Output = StageChange | HotLead
@@ -119,6 +123,19 @@ def new_state(contact_id: str) -> ContactState:
     return ContactState(contact_id=contact_id)
 
 
+def linked_ids(event: Event) -> tuple[str, ...]:
+    """The ids an event links to its contact: the cookie of an identified event (a form fill,
+    an identify call with both ids) and the previous id of a Segment alias. An event keyed by
+    its anonymous id links nothing."""
+    found = (event.anonymous_id, event.previous_id)
+    return tuple(dict.fromkeys(i for i in found if i is not None and i != event.contact_id))
+
+
+def view_of(state: ContactState, rules: Rules) -> ContactState:
+    """The state a contact is scored on: its own merged with its linked anonymous ids' parts."""
+    return merged_view(state, rules.half_life_ms)
+
+
 def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
     """Fold `event` into `state`. Duplicates (an id among the last `dedup_window` applied to
     this contact) change nothing: retries and redelivery after a crash resend an event within
@@ -147,6 +164,13 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
             crm_level = max(crm_level, STAGE_LEVEL[explicit])
         if crm_last is None or (event.occurred_ms, tie) > (crm_last.occurred_ms, crm_last.tie):
             crm_last = CrmStage(explicit, event.occurred_ms, tie)
+    claims = state.claims
+    for linked in linked_ids(event):
+        first = claims.get(linked)
+        if first is None or (event.occurred_ms, tie) < first:
+            if claims is state.claims:
+                claims = dict(claims)
+            claims[linked] = (event.occurred_ms, tie)
     account = _latest(state.account, _explicit_account(event), event.occurred_ms, tie)
     email = _latest(state.email, _text(event.properties.get("email")), event.occurred_ms, tie)
     scored = (
@@ -179,9 +203,31 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         email,
         state.account_sent,
         state.nurtured,
+        claims,
+        state.parts,
+        state.claim,
+        state.sent_to,
     )
-    outputs = _settle(updated, updated.last_event_ms, event.event_id, event.occurred_ms, rules)
+    outputs = _settle_view(updated, event.event_id, event.occurred_ms, rules)
     return Applied(updated, outputs, "scored" if scored else "unscored")
+
+
+def attach(state: ContactState, anonymous_id: str, part: Part, rules: Rules) -> Applied:
+    """A linked anonymous id's hand-over reaches its contact: its whole state replaces the
+    part the contact held for it (None: detached, the id went to another contact or was
+    erased), unless an older version arrives after a newer one (a replay). The merged view is
+    settled as after an event; its stage changes and hot lead name the merge as their cause."""
+    known = state.parts.get(anonymous_id)
+    if known is not None and part.version < known.version:
+        return Applied(state, (), "duplicate")
+    updated = replace(state, parts={**state.parts, anonymous_id: part})
+    if (known is None or known.state is None) and part.state is None:
+        # Nothing was attached: nothing to settle, but the detach is kept, so that an
+        # older hand-over arriving after it cannot attach the id.
+        return Applied(updated, (), "unscored")
+    cause = f"merge:{anonymous_id}:{part.version}"
+    outputs = _settle_view(updated, cause, view_of(updated, rules).last_event_ms, rules, merged_from=anonymous_id)
+    return Applied(updated, outputs, "scored")
 
 
 def reevaluate(state: ContactState, at_ms: int, rules: Rules) -> Applied:
@@ -189,12 +235,14 @@ def reevaluate(state: ContactState, at_ms: int, rules: Rules) -> Applied:
     may drop. Nothing else moves: stages do not depend on time, and the hot alert re-arms
     only in `apply`, at event time, so that the stream (which ticks) and the offline scorer
     (which does not) decide every alert alike. Outcome 'scored': the snapshot changed."""
-    score = _score(state, at_ms, rules)[2]
+    score = _score(view_of(state, rules), at_ms, rules)[2]
     updated = replace(state, temperature=rules.temperature(score))
     return Applied(updated, (), "scored" if updated.temperature != state.temperature else "unscored")
 
 
 def snapshot(state: ContactState, at_ms: int, rules: Rules) -> Snapshot:
+    """The contact at `at_ms`, on its merged view (its own history and its linked ids')."""
+    own_id, state = state.contact_id, view_of(state, rules)
     fit_points = list(_fit_points(state, rules))
     decayed = list(_decayed_signals(state, at_ms, rules))
     fit, engagement, score = _combine(fit_points, decayed, rules)
@@ -203,7 +251,7 @@ def snapshot(state: ContactState, at_ms: int, rules: Rules) -> Snapshot:
     reasons.extend(Reason(name, "engagement", rounded) for name, _, value in decayed if (rounded := round(value, 1)))
     reasons.sort(key=lambda r: (-abs(r.points), r.signal))
     return Snapshot(
-        contact_id=state.contact_id,
+        contact_id=own_id,
         score=score,
         fit=fit,
         engagement=engagement,
@@ -269,6 +317,7 @@ def next_cooling_ms(state: ContactState, rules: Rules, from_ms: int | None = Non
     """When the temperature the contact has at `from_ms` (default: its latest event) will next
     drop if nothing happens, or None when it is cold by then. Found by bisection on time, so the
     cooling timer can schedule each contact once per band instead of scanning the table."""
+    state = view_of(state, rules)
     start = state.last_event_ms if from_ms is None else max(from_ms, state.last_event_ms)
     temperature = rules.temperature(_score(state, start, rules)[2])
     if temperature <= 1:
@@ -290,13 +339,29 @@ def cooling_due_ms(state: ContactState, rules: Rules, now_ms: int) -> int | None
     """When the contact's published temperature will next be out of date if nothing happens:
     `now_ms` if it already is (a worker that was down while the contact cooled), else the next
     band drop after `now_ms`; None once it is cold for good."""
+    state = view_of(state, rules)
     start = max(now_ms, state.last_event_ms)
     if rules.temperature(_score(state, start, rules)[2]) != state.temperature:
         return start
     return next_cooling_ms(state, rules, start)
 
 
-def _settle(state: ContactState, at_ms: int, cause: str, occurred_ms: int, rules: Rules) -> tuple[Output, ...]:
+def _settle_view(
+    state: ContactState, cause: str, occurred_ms: int, rules: Rules, merged_from: str | None = None
+) -> tuple[Output, ...]:
+    """Settle a contact on its merged view, at the view's latest event, and keep the view's
+    stage, hysteresis and temperature on the contact's own state (the state the caller has
+    just built)."""
+    view = view_of(state, rules)
+    outputs = _settle(view, view.last_event_ms, cause, occurred_ms, rules, merged_from=merged_from)
+    if view is not state:
+        state.stage, state.hot_armed, state.temperature = view.stage, view.hot_armed, view.temperature
+    return outputs
+
+
+def _settle(
+    state: ContactState, at_ms: int, cause: str, occurred_ms: int, rules: Rules, *, merged_from: str | None = None
+) -> tuple[Output, ...]:
     """Derive stage, temperature and the hot-lead hysteresis of a state the caller has just
     built, and say what changed."""
     score = _score(state, at_ms, rules)[2]
@@ -313,13 +378,15 @@ def _settle(state: ContactState, at_ms: int, cause: str, occurred_ms: int, rules
                 cause_event_id=cause,
                 score=score,
                 rules_version=rules.version,
+                merged_from=merged_from,
             )
         )
         state.stage = stage
     state.hot_armed, fired = hot_hysteresis(state.hot_armed, score, rules.hot_floor, rules.rearm_gap)
     if fired:
         view = snapshot(state, at_ms, rules)
-        outputs.append(HotLead(output_id(state.contact_id, "hot", cause), state.contact_id, occurred_ms, cause, view))
+        alert_id = output_id(state.contact_id, "hot", cause)
+        outputs.append(HotLead(alert_id, state.contact_id, occurred_ms, cause, view, merged_from))
     state.temperature = rules.temperature(score)
     return tuple(outputs)
 

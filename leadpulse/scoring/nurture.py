@@ -28,6 +28,7 @@ from leadpulse.scoring.engine import (
     score_parts,
     segments_of,
     stage_of,
+    view_of,
 )
 from leadpulse.scoring.nurture_rules import RECYCLED_STAGE, CatalogueItem, NurtureTrack
 from leadpulse.scoring.rules import Rules
@@ -93,7 +94,9 @@ def holds(track: NurtureTrack, state: ContactState, at_ms: int, rules: Rules) ->
 
 def nurtures_at(state: ContactState, at_ms: int, rules: Rules) -> tuple[Nurture, ...]:
     """The records due for the contact at `at_ms`: one per track whose condition holds and
-    that was not sent in this period, in the rules' track order."""
+    that was not sent in this period, in the rules' track order. Decided on the contact's
+    merged view (its linked anonymous ids' history counts); the memory is the contact's own."""
+    state = view_of(state, rules)
     if not rules.nurture.tracks or excluded(state, at_ms, rules):
         return ()
     period = period_of(at_ms, rules)
@@ -174,6 +177,7 @@ def next_nurture_ms(state: ContactState, rules: Rules, now_ms: int, before: int 
     `before` (a re-read already planned, which computes the next time anew). A hot contact
     waits for its drop out of the hot band, which the cooling schedule already has; a contact
     in an excluded stage waits for an event, which reschedules it anyway."""
+    state = view_of(state, rules)
     start = max(now_ms, state.last_event_ms)
     if not rules.nurture.tracks or excluded(state, start, rules):
         return None

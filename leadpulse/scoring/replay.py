@@ -1,16 +1,21 @@
 """Scoring a whole sequence of events in one pass: the offline scorer's fold, and the oracle
-the stream is tested against. Decoding the input is the caller's job (schemas/)."""
+the stream is tested against. Decoding the input is the caller's job (schemas/).
+
+Identity stitching runs the stream's protocol (scoring.identity) with every link and
+hand-over delivered at once: since the winner of an anonymous id and the merged view do not
+depend on the order of arrival, the final snapshots equal the stream's."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from leadpulse.scoring.accounts import AccountSnapshot, accounts_of
-from leadpulse.scoring.engine import Event, Outcome, Output, Snapshot, apply, new_state, snapshot
+from leadpulse.scoring.engine import Event, Outcome, Output, Snapshot, apply, attach, new_state, snapshot, view_of
 from leadpulse.scoring.erasure import ERASE_EVENT, Erasure, erasure_of
+from leadpulse.scoring.identity import Link, detach, hand_over, links_to_send, record_claim, winner
 from leadpulse.scoring.nurture import Nurture, nurtures_at
 from leadpulse.scoring.rules import Rules
-from leadpulse.scoring.state import ContactState
+from leadpulse.scoring.state import ContactState, Part
 
 LAST_EVENT = "last-event"  # evaluate each contact at its own latest event, as the stream publishes it
 
@@ -30,6 +35,7 @@ class ScoreRun:
     unmapped: int = 0  # of the unscored: Segment track names the rules' [mapping] does not know (counted by the caller)
     forgotten: int = 0  # events dropped because their contact was erased
     latest_ms: int | None = None
+    handovers: int = 0  # the version of the latest hand-over: every one is newer than the one before
 
     def add(self, event: Event) -> Outcome:
         """Fold one valid event, in the order given; an erasure drops the contact, and the
@@ -39,9 +45,7 @@ class ScoreRun:
         self.events += 1
         state = self.contacts.get(event.contact_id)
         if event.type == ERASE_EVENT:
-            erasure = erasure_of(event.occurred_ms, self.rules.erasure_grace_ms)
-            self.erased[event.contact_id] = erasure.merged(self.erased.get(event.contact_id))
-            self.contacts.pop(event.contact_id, None)
+            self._erase(event.contact_id, event.occurred_ms)
             return "unscored"
         if state is None:
             erased = self.erased.get(event.contact_id)
@@ -55,21 +59,73 @@ class ScoreRun:
             self.duplicates += 1
         elif applied.outcome == "unscored":
             self.unscored += 1
-        self.outputs.extend(applied.outputs)
+        if winner(applied.state) is None:  # a merged anonymous id speaks through its contact
+            self.outputs.extend(applied.outputs)
+        for link in links_to_send(state, applied.state):
+            self._link(link)
+        self._hand_over(event.contact_id)
         return applied.outcome
+
+    def _erase(self, contact_id: str, occurred_ms: int) -> None:
+        """Erase a contact and every anonymous id it linked (as the stream sends each of them
+        an erasure); an erased id that was merged is detached from its contact."""
+        erasure = erasure_of(occurred_ms, self.rules.erasure_grace_ms)
+        self.erased[contact_id] = erasure.merged(self.erased.get(contact_id))
+        state = self.contacts.pop(contact_id, None)
+        if state is None:
+            return
+        self.handovers += 1
+        for target, part in detach(state, self.handovers):
+            self._attach(target, contact_id, part)
+        for linked in sorted(state.claims):
+            self._erase(linked, occurred_ms)
+
+    def _link(self, link: Link) -> None:
+        state = self.contacts.get(link.anonymous_id)
+        if state is None:
+            erased = self.erased.get(link.anonymous_id)
+            if erased is not None and erased.forgets(link.claim.occurred_ms):
+                return
+            state = new_state(link.anonymous_id)
+        self.contacts[link.anonymous_id] = record_claim(state, link.claim)
+        self._hand_over(link.anonymous_id)
+
+    def _hand_over(self, contact_id: str) -> None:
+        self.handovers += 1
+        state, sends = hand_over(self.contacts[contact_id], self.handovers)
+        self.contacts[contact_id] = state
+        for target, part in sends:
+            self._attach(target, contact_id, part)
+
+    def _attach(self, contact_id: str, anonymous_id: str, part: Part) -> None:
+        state = self.contacts.get(contact_id)
+        if state is None:
+            erased = self.erased.get(contact_id)
+            if part.state is None or (erased is not None and erased.forgets(part.state.last_event_ms)):
+                return
+            state = new_state(contact_id)
+        applied = attach(state, anonymous_id, part, self.rules)
+        self.contacts[contact_id] = applied.state
+        self.outputs.extend(applied.outputs)
+        if winner(applied.state) is not None:  # a contact merged itself (after an erasure): passes it on
+            self._hand_over(contact_id)
+
+    def published(self) -> list[ContactState]:
+        """The merged views of the contacts that are published (merged anonymous ids are not),
+        sorted by contact id."""
+        return [view_of(state, self.rules) for _, state in sorted(self.contacts.items()) if winner(state) is None]
 
     def snapshots(self, at_ms: int | None) -> list[Snapshot]:
         """Sorted by contact id; `at_ms` None evaluates each contact at its own latest event,
         which is what the stream publishes after that event."""
         return [
-            snapshot(state, state.last_event_ms if at_ms is None else at_ms, self.rules)
-            for _, state in sorted(self.contacts.items())
+            snapshot(state, state.last_event_ms if at_ms is None else at_ms, self.rules) for state in self.published()
         ]
 
     def accounts(self, at_ms: int | None) -> list[AccountSnapshot]:
         """Account snapshots from the contacts' snapshots at `at_ms` (None: each at its own
         latest event, as the stream publishes them), sorted by account id."""
-        states = [state for _, state in sorted(self.contacts.items())]
+        states = self.published()
         return accounts_of(zip(states, self.snapshots(at_ms), strict=True), self.rules)
 
     def nurtures(self, at_ms: int | None) -> list[Nurture]:
@@ -78,7 +134,7 @@ class ScoreRun:
         these contacts in the same period, having sent nothing in it before."""
         return [
             record
-            for _, state in sorted(self.contacts.items())
+            for state in self.published()
             for record in nurtures_at(
                 state, state.last_event_ms if at_ms is None else max(at_ms, state.last_event_ms), self.rules
             )

@@ -15,11 +15,15 @@ import orjson
 
 from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, PropertyValue
 
+# 7: 6 + identity stitching (the ids a contact linked, the winning link of an anonymous id,
+# where its part was last sent, the parts of linked anonymous ids).
 # 6: 5 + the nurture period last sent per track.
 # 5: 2 + interests, the explicit account, the latest e-mail and the account last sent to.
-# Also read: 1, 2, 3 (2 + the explicit account) and 5. Formats 3 (2 + interests) and 4 of the
-# accounts branch were never released and are not read: 4 is refused, and a 3 is main's.
-FORMAT_VERSION = 6
+# Also read: 1, 2, 3 (2 + the explicit account), 5 and 6. Formats 3 (2 + interests) and 4 of
+# the accounts branch were never released and are not read: 4 is refused, and a 3 is main's.
+# The identity branch's own 7 (without the nurture periods) was never released either.
+FORMAT_VERSION = 7
+_READ = (1, 2, 3, 5, 6, FORMAT_VERSION)
 STAGE_CODES: tuple[str, ...] = FUNNEL_STAGES + SIDE_STAGES
 _FLAG_IDENTIFIED, _FLAG_INTENT, _FLAG_ARMED = 1, 2, 4
 
@@ -50,6 +54,29 @@ class CrmStage:
     stage: str
     occurred_ms: int
     tie: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A link of an anonymous id to a contact, ordered by (event time, event-id hash,
+    contact id): the earliest one wins (docs/scoring.md#identity), whatever the order of arrival."""
+
+    contact_id: str
+    occurred_ms: int
+    tie: int
+
+    def key(self) -> tuple[int, int, str]:
+        return (self.occurred_ms, self.tie, self.contact_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """What a contact holds of one linked anonymous id: its whole own state as last handed
+    over (None: detached), and the version it was sent with, so that an older hand-over
+    arriving late (a replay after a crash) cannot replace a newer one."""
+
+    version: int
+    state: ContactState | None
 
 
 @dataclass(slots=True)
@@ -88,45 +115,67 @@ class ContactState:
     # Per nurture track, the latest period (index of a fixed window of time) a record was sent
     # in: at most one per track per period, and a maximum, so merging never depends on order.
     nurtured: dict[str, int] = field(default_factory=dict)
+    # Identity stitching (scoring/identity.py). As a contact: the anonymous ids its own events
+    # linked to it, each with its earliest link (event time, event-id hash), and the latest
+    # part handed over by each anonymous id. As an anonymous id: the winning link, and the
+    # contact its part was last sent to (so that a contact that lost it gets a detach).
+    claims: dict[str, tuple[int, int]] = field(default_factory=dict)
+    parts: dict[str, Part] = field(default_factory=dict)
+    claim: Claim | None = None
+    sent_to: str | None = None
 
 
 def to_bytes(state: ContactState) -> bytes:
     """Compact JSON array; ids of seen events as packed 64-bit ints in base64 (11 B each)."""
+    return orjson.dumps(to_fields(state))
+
+
+def to_fields(state: ContactState) -> list[object]:
+    """The JSON array of a state; parts nest their states in the same form."""
     flags = (
         (_FLAG_IDENTIFIED if state.identified else 0)
         | (_FLAG_INTENT if state.intent else 0)
         | (_FLAG_ARMED if state.hot_armed else 0)
     )
     crm = state.crm_last
-    return orjson.dumps(
-        [
-            FORMAT_VERSION,
-            state.contact_id,
-            flags,
-            state.last_event_ms,
-            state.crm_level,
-            None if crm is None else [STAGE_CODES.index(crm.stage), crm.occurred_ms, crm.tie],
-            -1 if state.stage is None else STAGE_CODES.index(state.stage),
-            state.temperature,
-            {name: [s.value, s.ref_ms, s.lifetime] for name, s in state.signals.items()},
-            {name: [p.value, p.occurred_ms, p.tie] for name, p in state.profile.items()},
-            state.best_fit,
-            base64.b64encode(struct.pack(f"<{len(state.seen)}Q", *state.seen)).decode(),
-            state.positions,
-            state.published_ms,
-            state.cooling_due_ms,
-            {name: [s.value, s.ref_ms, s.lifetime] for name, s in state.interests.items()},
-            _profile_value(state.account),
-            _profile_value(state.email),
-            state.account_sent,
-            state.nurtured,
-        ]
-    )
+    claim = state.claim
+    return [
+        FORMAT_VERSION,
+        state.contact_id,
+        flags,
+        state.last_event_ms,
+        state.crm_level,
+        None if crm is None else [STAGE_CODES.index(crm.stage), crm.occurred_ms, crm.tie],
+        -1 if state.stage is None else STAGE_CODES.index(state.stage),
+        state.temperature,
+        {name: [s.value, s.ref_ms, s.lifetime] for name, s in state.signals.items()},
+        {name: [p.value, p.occurred_ms, p.tie] for name, p in state.profile.items()},
+        state.best_fit,
+        base64.b64encode(struct.pack(f"<{len(state.seen)}Q", *state.seen)).decode(),
+        state.positions,
+        state.published_ms,
+        state.cooling_due_ms,
+        {name: [s.value, s.ref_ms, s.lifetime] for name, s in state.interests.items()},
+        _profile_value(state.account),
+        _profile_value(state.email),
+        state.account_sent,
+        state.nurtured,
+        {anonymous_id: list(first) for anonymous_id, first in state.claims.items()},
+        {
+            anonymous_id: [part.version, None if part.state is None else to_fields(part.state)]
+            for anonymous_id, part in state.parts.items()
+        },
+        None if claim is None else [claim.contact_id, claim.occurred_ms, claim.tie],
+        state.sent_to,
+    ]
 
 
 def from_bytes(data: bytes) -> ContactState:
-    fields = orjson.loads(data)
-    if not isinstance(fields, list) or fields[0] not in (1, 2, 3, 5, FORMAT_VERSION):
+    return from_fields(orjson.loads(data))
+
+
+def from_fields(fields: object) -> ContactState:
+    if not isinstance(fields, list) or fields[0] not in _READ:
         raise ValueError(f"unsupported contact state format {fields[0] if isinstance(fields, list) else '?'}")
     if fields[0] == 1:
         fields.extend(({}, fields[3], None))
@@ -135,12 +184,15 @@ def from_bytes(data: bytes) -> ContactState:
     if fields[0] < 5:  # 1, 2 and 3 carry no interests, e-mail nor account sent to
         fields[15:15] = [{}]
         fields.extend((None, None))
-    if fields[0] < FORMAT_VERSION:  # nothing nurtured yet
+    if fields[0] < 6:  # nothing nurtured yet
         fields.append({})
+    if fields[0] < FORMAT_VERSION:  # before identity stitching: nothing linked
+        fields.extend(({}, {}, None, None))
     (_, contact_id, flags, last_event_ms, crm_level, crm, stage, temperature, signals, profile, best, seen) = fields[
         :12
     ]
-    positions, published_ms, cooling_due_ms, interests, account, email, account_sent, nurtured = fields[12:]
+    positions, published_ms, cooling_due_ms, interests, account, email, account_sent, nurtured = fields[12:20]
+    claims, parts, claim, sent_to = fields[20:]
     packed = base64.b64decode(seen)
     return ContactState(
         contact_id=contact_id,
@@ -164,6 +216,13 @@ def from_bytes(data: bytes) -> ContactState:
         email=None if email is None else ProfileValue(*email),
         account_sent=account_sent,
         nurtured=nurtured,
+        claims={anonymous_id: (first[0], first[1]) for anonymous_id, first in claims.items()},
+        parts={
+            anonymous_id: Part(version, None if nested is None else from_fields(nested))
+            for anonymous_id, (version, nested) in parts.items()
+        },
+        claim=None if claim is None else Claim(*claim),
+        sent_to=sent_to,
     )
 
 

@@ -27,7 +27,8 @@ class Metrics:
             registry=registry,
             events=Counter(
                 "leadpulse_events",
-                "Input events by outcome: scored, unscored, duplicate, rekeyed, dead_letter",
+                "Input records by outcome: scored, unscored, duplicate, rekeyed, replayed, forgotten, erased, "
+                "dead_letter; identity stitching: linked (a link kept), merged (a hand-over applied)",
                 ["outcome"],
                 registry=registry,
             ),
@@ -39,7 +40,8 @@ class Metrics:
             ),
             outputs=Counter(
                 "leadpulse_outputs",
-                "Records produced, by kind: snapshot, stage_change, hot_lead, nurture",
+                "Records produced, by kind: snapshot, stage_change, hot_lead, nurture, account_leave, identity "
+                "(links and hand-overs), erasure_forwarded (to an erased contact's linked ids)",
                 ["kind"],
                 registry=registry,
             ),

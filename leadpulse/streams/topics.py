@@ -31,7 +31,9 @@ NURTURE = "nurture"  # contacts that need content rather than a salesperson (sco
 @dataclass(frozen=True)
 class Topics:
     events: Any  # input: engagement, profile and CRM events, from producers
-    by_contact: Any  # internal: inputs that arrived unkeyed or on the wrong partition, re-keyed
+    # internal: inputs that arrived unkeyed or on the wrong partition, re-keyed; and identity
+    # stitching's records (links, hand-overs: JSON arrays, where re-keyed inputs are objects)
+    by_contact: Any
     cooling: Any  # internal: "re-read this contact now" ticks from the cooling timer
     scores: Any  # compacted: the latest snapshot per contact
     stage_changes: Any

@@ -14,7 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from leadpulse.schemas.outputs import account_record, dumps, snapshot_record
 from leadpulse.scoring.accounts import account_snapshot
-from leadpulse.scoring.engine import snapshot
+from leadpulse.scoring.engine import snapshot, view_of
+from leadpulse.scoring.identity import winner
 from leadpulse.scoring.replay import LAST_EVENT
 from leadpulse.scoring.timeutil import now_ms, parse_rfc3339_ms
 from leadpulse.streams.settings import read_tokens
@@ -72,20 +73,26 @@ def _register_contacts(pipeline: Pipeline, tokens: tuple[str, ...] | None) -> No
     @bearer_guard(tokens)
     @app.table_route(table=contacts.table, match_info="contact_id")
     async def contact(web: Any, request: Any, contact_id: str) -> Any:
-        """The snapshot now (`?at=` an RFC 3339 time, or `last-event` as the stream published it)."""
+        """The snapshot now (`?at=` an RFC 3339 time, or `last-event` as the stream published it).
+        A merged anonymous id has no snapshot of its own: 404 naming the contact it counts for
+        (not a redirect: that contact may live on another worker, and the caller decides)."""
         state = contacts.get(contact_id)
         if state is None:
             return web.json({"error": f"unknown contact {contact_id!r}"}, status=404)
+        merged_into = winner(state)
+        if merged_into is not None:
+            error = f"{contact_id!r} is an anonymous id merged into contact {merged_into!r}"
+            return web.json({"error": error, "merged_into": merged_into}, status=404)
         at = request.query.get("at")
         if at == LAST_EVENT:
-            at_ms = state.last_event_ms
+            at_ms = view_of(state, pipeline.rules).last_event_ms
         elif at:
             try:
                 at_ms = parse_rfc3339_ms(at)
             except ValueError as error:
                 return web.json({"error": f"at: {error}"}, status=400)
         else:
-            at_ms = max(now_ms(), state.last_event_ms)
+            at_ms = max(now_ms(), view_of(state, pipeline.rules).last_event_ms)
         return web.bytes(
             dumps(snapshot_record(snapshot(state, at_ms, pipeline.rules))), content_type="application/json"
         )

@@ -263,6 +263,110 @@ async def test_an_erased_contact_leaves_its_account_before_its_state_is_deleted(
     assert to_account[-1][0] < tombstone, "the leave record must reach the broker before the state is deleted"
 
 
+class Relay:
+    """Kafka's part in identity stitching: what the agent sent to one of its own inputs is
+    read back by it, on that topic, at growing offsets."""
+
+    def __init__(self, agent, capture, offset=40_000):
+        self.agent, self.capture, self.offset, self.done = agent, capture, offset, 0
+
+    async def forward(self, topic):
+        channel = self.agent.stream().channel
+        batches, self.done = self.capture.batches[self.done :], len(self.capture.batches)
+        for to, _, records in batches:
+            for key, value in records:
+                if to != topic:
+                    continue
+                self.offset += 1
+                message = self.agent.to_message(key, value, offset=self.offset)
+                message.topic = topic
+                await channel.put(await channel.decode(message))
+
+
+async def test_a_cookie_history_is_handed_over_to_its_contact_and_the_cookie_leaves_contact_scores(scorer, capture):
+    cookie, contact = "agent-cookie-1", "agent-lea@northwind.io"
+    at = now_ms() - 3 * 86_400_000
+    visits = [
+        raw_event(event_id=f"v{i}", contact_id=None, anonymous_id=cookie, occurred_at=format_ms(at + i * 60_000))
+        for i in range(3)
+    ]
+    for visit in visits:
+        visit.pop("contact_id")
+        visit["properties"] = {"path": "/pricing"}
+    form = raw_event(
+        "form_submitted", event_id="f1", contact_id=contact, anonymous_id=cookie, occurred_at=format_ms(now_ms())
+    )
+    form["properties"] = {"form": "contact"}
+    identity = scorer.rekeyed_topic  # identity records travel with the re-keyed events
+    async with scorer.agent.test_context() as agent:
+        relay = Relay(agent, capture)
+        for visit in visits:
+            await agent.put(orjson.dumps(visit), key=cookie.encode())
+        await agent.put(orjson.dumps(form), key=contact.encode())
+        assert await settled(lambda: (s := scorer.contacts.get(contact)) is not None and cookie in s.claims)
+        await relay.forward(identity)  # the link, to the cookie's partition
+        assert await settled(lambda: (s := scorer.contacts.get(cookie)) is not None and s.sent_to == contact)
+        await relay.forward(identity)  # the hand-over, to the contact's partition
+        assert await settled(lambda: cookie in scorer.contacts.get(contact).parts)
+
+    scores = scorer.topics.scores.get_topic_name()
+    published = [(key, value) for to, _, batch in capture.batches if to == scores for key, value in batch]
+    assert [value for key, value in published if key == cookie.encode()][-1] is None, "the cookie is not tombstoned"
+    latest = orjson.loads([value for key, value in published if key == contact.encode()][-1])
+    assert "pricing page" in {reason["signal"] for reason in latest["reasons"]}
+    assert scorer.contacts.get(contact).parts[cookie].state.seen == (), "a part carries the history, not the window"
+
+
+async def test_hand_overs_reach_the_broker_before_the_state_that_sent_them_is_stored(scorer, capture, monkeypatch):
+    """A replay after a crash finds the anonymous id stored and would not hand it over again."""
+    cookie, contact = "agent-cookie-2", "agent-max@northwind.io"
+    order = []
+    send_batch, put_many = capture.send_batch, scorer.contacts.put_many
+
+    async def record_topic(batch, topic, *, partition):
+        order.append((topic, [key for key, _ in batch.records]))
+        return await send_batch(batch, topic, partition=partition)
+
+    def record_store(partition, states, outbox, erased):
+        states = list(states)
+        order.append(("store", [state.contact_id.encode() for state in states]))
+        put_many(partition, states, outbox, erased)
+
+    monkeypatch.setattr(capture, "send_batch", record_topic)
+    monkeypatch.setattr(scorer.contacts, "put_many", record_store)
+    link = raw_event(event_id="l2", contact_id=contact, anonymous_id=cookie, occurred_at=format_ms(now_ms()))
+    async with scorer.agent.test_context() as agent:
+        relay = Relay(agent, capture, offset=50_000)
+        await agent.put(orjson.dumps(link), key=contact.encode())
+        assert await settled(lambda: scorer.contacts.get(contact) is not None)
+        await relay.forward(scorer.rekeyed_topic)
+        assert await settled(lambda: (s := scorer.contacts.get(cookie)) is not None and s.sent_to == contact)
+    handed = next(i for i, (to, keys) in enumerate(order) if to == scorer.rekeyed_topic and contact.encode() in keys)
+    stored = next(i for i, (to, keys) in enumerate(order) if to == "store" and cookie.encode() in keys)
+    assert handed < stored
+
+
+async def test_erasing_a_contact_sends_an_erasure_to_each_id_it_linked_and_a_bad_identity_record_is_dead_lettered(
+    scorer, capture, sent
+):
+    contact = "agent-erase-links@acme.io"
+    link = raw_event(event_id="l3", contact_id=contact, anonymous_id="agent-cookie-3", occurred_at=format_ms(now_ms()))
+    erase = raw_event("contact_erased", event_id="x3", contact_id=contact, occurred_at=format_ms(now_ms()))
+    async with scorer.agent.test_context() as agent:
+        await agent.put(orjson.dumps(link), key=contact.encode())
+        await agent.put(orjson.dumps(erase), key=contact.encode())
+        assert await settled(lambda: scorer.contacts.erasure(contact) is not None)
+        bad = agent.to_message(b"agent-cookie-3", b'[1,"move"]', offset=60_000)
+        bad.topic = scorer.rekeyed_topic
+        channel = agent.stream().channel
+        await channel.put(await channel.decode(bad))
+        assert await settled(lambda: len(sent("dead_letters")) == 1)
+    forwarded = [record for key, record in sent("by_contact") if key == b"agent-cookie-3"]
+    assert [record[1] for record in forwarded if isinstance(record, list)] == ["link"]
+    assert [record["type"] for record in forwarded if isinstance(record, dict)] == ["contact_erased"]
+    assert sent("dead_letters")[0][1]["reason"].startswith("not an identity record")
+
+
 async def tick(agent, scorer, contact: str, at_ms: int, offset: int) -> None:
     """A cooling tick as the timer sends it: the contact's id as key, the time to re-read at."""
     message = agent.to_message(contact.encode(), orjson.dumps({"at_ms": at_ms}), offset=offset)

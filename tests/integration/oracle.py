@@ -12,17 +12,22 @@ from leadpulse.cli.traffic import DAY_MS, Traffic
 from leadpulse.schemas.events import contact_key
 from leadpulse.schemas.outputs import account_record, nurture_record, output_record, snapshot_record
 from leadpulse.scoring.engine import HotLead, StageChange
+from leadpulse.scoring.identity import winner
 from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def traffic_lines(count: int, contacts: int, seed: int = 11, accounts: int = 0) -> list[bytes]:
+def traffic_lines(count: int, contacts: int, seed: int = 11, accounts: int = 0, identities: float = 0.0) -> list[bytes]:
     """Realistic events from the last 60 days (so none is in the future for the worker);
-    `accounts` > 0: contacts name one of that many companies, and some change company."""
+    `accounts` > 0: contacts name one of that many companies, and some change company;
+    `identities` > 0: that share of identified contacts first browse under a cookie that
+    their first identified event links (some cookies shared by several contacts)."""
     start = now_ms() - 60 * DAY_MS
-    traffic = Traffic(seed=seed, start_ms=start, span_ms=50 * DAY_MS, contacts=contacts, accounts=accounts)
+    traffic = Traffic(
+        seed=seed, start_ms=start, span_ms=50 * DAY_MS, contacts=contacts, accounts=accounts, identities=identities
+    )
     return [orjson.dumps(event) for event in traffic.events(count)]
 
 
@@ -37,6 +42,8 @@ class Oracle:
         self.hot_leads = {o.id: output_record(o) for o in run.outputs if isinstance(o, HotLead)}
         self.bad_lines = run.bad
         self.run = run
+        # anonymous id -> the contact it is merged into (not in `snapshots`: a tombstone in the stream)
+        self.merged_into = {key: into for key, state in run.contacts.items() if (into := winner(state)) is not None}
 
     def nurture(self, at_ms: int) -> dict[str, dict[str, Any]]:
         """The records `leadpulse score --nurture --at` prints for `at_ms`, by id."""
