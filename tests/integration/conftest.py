@@ -65,7 +65,20 @@ def workers(tmp_path, request):
     failed = getattr(request.node, "call_report", None) is not None and request.node.call_report.failed
     for worker in started:  # shown by pytest when the test failed: what each worker said it was doing
         if worker.running():
-            counts = {o: worker.metric("leadpulse_events_total", f'outcome="{o}"') for o in ("scored", "dead_letter")}
+            counts = {
+                o: worker.metric("leadpulse_events_total", f'outcome="{o}"')
+                for o in (
+                    "scored",
+                    "dead_letter",
+                    "replayed",
+                    "forgotten",
+                    "duplicate",
+                    "unscored",
+                    "rekeyed",
+                    "linked",
+                    "merged",
+                )
+            }
             print(f"worker {worker.pid}: health {worker.health()}, events {counts}")
             if failed:
                 tail = Path(worker.log_path).read_text(errors="replace")[-4000:]
