@@ -24,7 +24,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from leadpulse.cli.processes import CollectorProcess, LocalBroker, broker_port, free_port
+from bench.broker import broker_url
+from leadpulse.cli.processes import CollectorProcess, free_port
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.settings import Settings
 
@@ -116,41 +117,34 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="leadpulse-bench-collector-"))
     keys = work / "write-keys"
     keys.write_text(WRITE_KEY + "\n")
-    broker = None
-    collector = None
-    if args.broker is None:
-        broker = LocalBroker(broker_port(), work / "kafka")
-        broker.start()
-    settings = Settings(
-        broker=args.broker or f"kafka://127.0.0.1:{broker.port if broker else 0}",
-        input_topic=f"bench-collector-{int(time.time())}",
-        partitions=args.partitions,
-        collect_port=free_port(),
-        write_keys_file=keys,
-    )
-    try:
+    with broker_url(args.broker, work) as url:
+        settings = Settings(
+            broker=url,
+            input_topic=f"bench-collector-{int(time.time())}",
+            partitions=args.partitions,
+            collect_port=free_port(),
+            write_keys_file=keys,
+        )
         collector = CollectorProcess(settings, work / "collector.log")
         collector.start()
-        results = []
-        for run in range(args.runs):
-            result = asyncio.run(one_run(collector.base_url, run, args))
-            results.append(result)
-            print(
-                f"  run {run + 1}: {result.requests_per_s:,.0f} requests/s, {result.events_per_s:,.0f} events/s, "
-                f"latency p50 {result.percentile(0.5) * 1000:.1f} ms, p99 {result.percentile(0.99) * 1000:.1f} ms",
-                flush=True,
-            )
-        print(
-            f"median of {args.runs} ({args.requests} batches of {args.batch}, {args.concurrency} in flight): "
-            f"{statistics.median(r.requests_per_s for r in results):,.0f} requests/s, "
-            f"{statistics.median(r.events_per_s for r in results):,.0f} events/s, "
-            f"p99 {statistics.median(r.percentile(0.99) for r in results) * 1000:.1f} ms"
-        )
-    finally:
-        if collector is not None:
+        try:
+            results = []
+            for run in range(args.runs):
+                result = asyncio.run(one_run(collector.base_url, run, args))
+                results.append(result)
+                print(
+                    f"  run {run + 1}: {result.requests_per_s:,.0f} requests/s, {result.events_per_s:,.0f} events/s, "
+                    f"latency p50 {result.percentile(0.5) * 1000:.1f} ms, p99 {result.percentile(0.99) * 1000:.1f} ms",
+                    flush=True,
+                )
+        finally:
             collector.stop()
-        if broker is not None:
-            broker.stop()
+    print(
+        f"median of {args.runs} ({args.requests} batches of {args.batch}, {args.concurrency} in flight): "
+        f"{statistics.median(r.requests_per_s for r in results):,.0f} requests/s, "
+        f"{statistics.median(r.events_per_s for r in results):,.0f} events/s, "
+        f"p99 {statistics.median(r.percentile(0.99) for r in results) * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

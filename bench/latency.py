@@ -25,8 +25,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from bench.broker import broker_url
 from leadpulse.cli.kafka_clients import ensure_topic, input_producer
-from leadpulse.cli.processes import LocalBroker, WorkerProcess, free_port
+from leadpulse.cli.processes import WorkerProcess, free_port
 from leadpulse.cli.traffic import DAY_MS, Traffic
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.security import client_options
@@ -151,18 +152,9 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="leadpulse-latency-"))
-    broker = None
-    if args.broker is None:
-        broker = LocalBroker(free_port(), work / "kafka")
-        broker.start()
-    base = Settings(
-        broker=args.broker or f"kafka://127.0.0.1:{broker.port if broker else 0}",
-        partitions=args.partitions,
-        web_port=free_port(),
-        cooling_interval_s=0.0,
-    )
-    results = []
-    try:
+    with broker_url(args.broker, work) as url:
+        base = Settings(broker=url, partitions=args.partitions, web_port=free_port(), cooling_interval_s=0.0)
+        results = []
         for rate in args.rates:
             tag = f"lat{rate}-{int(time.time())}"
             settings = replace(
@@ -186,9 +178,6 @@ def main() -> None:
             )
         write_chart(results, args.chart)
         print(f"chart: {args.chart}")
-    finally:
-        if broker is not None:
-            broker.stop()
 
 
 if __name__ == "__main__":

@@ -34,9 +34,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
+from bench.broker import broker_url
 from leadpulse.cli.kafka_clients import produce_lines
 from leadpulse.cli.offline import score_lines
-from leadpulse.cli.processes import LocalBroker, WorkerProcess, free_port
+from leadpulse.cli.processes import WorkerProcess, free_port
 from leadpulse.cli.traffic import DAY_MS, Traffic
 from leadpulse.schemas.outputs import snapshot_record
 from leadpulse.scoring.rules import load_rules
@@ -247,53 +248,43 @@ def main() -> None:
     )
 
     work = Path(tempfile.mkdtemp(prefix="leadpulse-bench-"))
-    broker = None
-    port = free_port()
-    if args.broker is None:
-        broker = LocalBroker(port, work / "kafka")
-        broker.start()
-    base = Settings(
-        broker=args.broker or f"kafka://127.0.0.1:{port}",
-        partitions=args.partitions,
-        store=args.store,
-        web_port=free_port(),
-        cooling_interval_s=0.0,
-    )
-    bench = Bench(lines, oracle, base, work)
+    with broker_url(args.broker, work) as url:
+        base = Settings(
+            broker=url, partitions=args.partitions, store=args.store, web_port=free_port(), cooling_interval_s=0.0
+        )
+        run_all(Bench(lines, oracle, base, work), args)
+
+
+def run_all(bench: Bench, args: argparse.Namespace) -> None:
+    """Every chosen implementation, interleaved, `args.runs` times; then the medians and ratios."""
     chosen = {name: IMPLEMENTATIONS[name] for name in args.only or IMPLEMENTATIONS}
     runs: dict[str, list[Run]] = {name: [] for name in chosen}
-    try:
-        for attempt in range(args.runs):
-            for name, command in chosen.items():
-                tag = f"{name.split()[0].lower()}-{attempt}-{int(time.time())}"
-                run = one_run(bench, name, command, tag)
-                runs[name].append(run)
-                print(
-                    f"  run {attempt + 1} {name:<18} {run.rate:>8,.0f} events/s  {run.cpu_us:>6.0f} µs CPU/event  "
-                    f"peak RSS {run.peak_rss_kb / 1024:,.0f} MiB  oracle {'equal' if run.equal else 'DIFFERENT'}",
-                    flush=True,
-                )
-                if not run.equal:
-                    raise SystemExit(f"{name}: final contact-scores differ from the offline scorer")
-        medians = {name: statistics.median(r.rate for r in values) for name, values in runs.items()}
-        cpu = {name: statistics.median(r.cpu_us for r in values) for name, values in runs.items()}
-        print(f"medians of {args.runs} interleaved runs:")
-        for name in chosen:
-            ratios = ""
-            if OURS in chosen and name != OURS:
-                ratios = (
-                    f"  ours: {medians[OURS] / medians[name]:.2f}x its events/s, {cpu[OURS] / cpu[name]:.2f}x its CPU"
-                )
-            print(f"  {name:<18} {medians[name]:>8,.0f} events/s  {cpu[name]:>6.0f} µs CPU/event{ratios}")
-        write_chart(medians, args.chart)
-        print(f"chart: {args.chart}")
-        if args.profile:
-            print(f"py-spy, {args.profile}s of our worker, self time:")
-            for frame, share in profile_run(bench, args.profile):
-                print(f"  {share:6.1%}  {frame}")
-    finally:
-        if broker is not None:
-            broker.stop()
+    for attempt in range(args.runs):
+        for name, command in chosen.items():
+            tag = f"{name.split()[0].lower()}-{attempt}-{int(time.time())}"
+            run = one_run(bench, name, command, tag)
+            runs[name].append(run)
+            print(
+                f"  run {attempt + 1} {name:<18} {run.rate:>8,.0f} events/s  {run.cpu_us:>6.0f} µs CPU/event  "
+                f"peak RSS {run.peak_rss_kb / 1024:,.0f} MiB  oracle {'equal' if run.equal else 'DIFFERENT'}",
+                flush=True,
+            )
+            if not run.equal:
+                raise SystemExit(f"{name}: final contact-scores differ from the offline scorer")
+    medians = {name: statistics.median(r.rate for r in values) for name, values in runs.items()}
+    cpu = {name: statistics.median(r.cpu_us for r in values) for name, values in runs.items()}
+    print(f"medians of {args.runs} interleaved runs:")
+    for name in chosen:
+        ratios = ""
+        if OURS in chosen and name != OURS:
+            ratios = f"  ours: {medians[OURS] / medians[name]:.2f}x its events/s, {cpu[OURS] / cpu[name]:.2f}x its CPU"
+        print(f"  {name:<18} {medians[name]:>8,.0f} events/s  {cpu[name]:>6.0f} µs CPU/event{ratios}")
+    write_chart(medians, args.chart)
+    print(f"chart: {args.chart}")
+    if args.profile:
+        print(f"py-spy, {args.profile}s of our worker, self time:")
+        for frame, share in profile_run(bench, args.profile):
+            print(f"  {share:6.1%}  {frame}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from leadpulse.schemas.outputs import account_record, dead_letter_record, dumps,
 from leadpulse.scoring.accounts import AccountState, account_snapshot, fold, member_from_bytes, settle
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.outbox import BatchProducer, Outbox
-from leadpulse.streams.pipeline import Pipeline
+from leadpulse.streams.pipeline import ACCOUNTS, Pipeline
 from leadpulse.streams.tables import partition_of
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class AccountsAgent:
         return self
 
     async def consume(self, stream: Any) -> None:
-        await deliver_batches(self.pipeline, stream, self.run, "accounts")
+        await deliver_batches(self.pipeline, stream, self.run, ACCOUNTS)
 
     async def run(self, batch: Sequence[Any]) -> None:
         by_partition: dict[int, list[Any]] = defaultdict(list)

@@ -70,7 +70,7 @@ from leadpulse.scoring.state import ContactState
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.outbox import BatchProducer, DeliveryFailed, Outbox, kafka_producer
 from leadpulse.streams.partitioning import home_partition
-from leadpulse.streams.pipeline import Pipeline
+from leadpulse.streams.pipeline import SCORING, Pipeline
 from leadpulse.streams.tables import partition_of
 from leadpulse.streams.topics import partition_mismatch
 
@@ -131,7 +131,7 @@ class ScoringAgent:
 
     async def consume(self, stream: Any) -> None:
         if await self._ready_to_score():
-            await deliver_batches(self.pipeline, stream, self.run, "scoring")
+            await deliver_batches(self.pipeline, stream, self.run, SCORING)
 
     async def _ready_to_score(self) -> bool:
         """Output topics exist before the first record is scored (a send to a topic still

@@ -25,6 +25,7 @@ from leadpulse.streams.topics import Topics, declare_topics
 from leadpulse.streams.transport import App
 
 log = logging.getLogger(__name__)
+SCORING, ACCOUNTS = AGENTS = ("scoring", "accounts")  # the agents /health waits for, each in its batch loop
 
 
 @dataclass

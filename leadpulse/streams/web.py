@@ -18,6 +18,7 @@ from leadpulse.scoring.engine import snapshot, view_of
 from leadpulse.scoring.identity import winner
 from leadpulse.scoring.replay import LAST_EVENT
 from leadpulse.scoring.timeutil import now_ms, parse_rfc3339_ms
+from leadpulse.streams.pipeline import AGENTS
 from leadpulse.streams.settings import read_tokens
 
 if TYPE_CHECKING:
@@ -146,9 +147,6 @@ def _assignment(app: Any) -> set[Any] | None:
         return set(app.consumer.assignment())
     except ConsumerNotStarted:
         return None
-
-
-AGENTS = ("scoring", "accounts")  # agents/: each consumes from its own batch loop
 
 
 def _not_ready(pipeline: Pipeline, assigned: set[Any]) -> str | None:

@@ -4,6 +4,7 @@ captures record batches instead of sending them; the integration tests send real
 
 import asyncio
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -97,3 +98,32 @@ def sent(scorer, capture):
         ]
 
     return by_topic
+
+
+@dataclass(frozen=True)
+class Step:
+    """One delivery the agent made: a record batch sent to a topic, or a table write ("store")."""
+
+    to: str
+    keys: tuple[bytes, ...]
+
+
+@pytest.fixture
+def delivery_order(scorer, capture, monkeypatch) -> list[Step]:
+    """The agent's sends and table writes, in the order they happened: what must reach the
+    broker before the state that produced it is stored (docs/guarantees.md)."""
+    order: list[Step] = []
+    send_batch, put_many = capture.send_batch, scorer.contacts.put_many
+
+    async def record_send(batch, topic, *, partition):
+        order.append(Step(topic, tuple(key for key, _ in batch.records)))
+        return await send_batch(batch, topic, partition=partition)
+
+    def record_store(partition, states, outbox, erased):
+        states = list(states)
+        order.append(Step("store", tuple(state.contact_id.encode() for state in states)))
+        put_many(partition, states, outbox, erased)
+
+    monkeypatch.setattr(capture, "send_batch", record_send)
+    monkeypatch.setattr(scorer.contacts, "put_many", record_store)
+    return order

@@ -116,28 +116,20 @@ async def test_a_replay_of_a_long_burst_changes_nothing_beyond_the_dedup_window(
     assert len(sent("stage_changes")) + len(sent("hot_leads")) == outputs_before + 1  # the marker's lead
 
 
-async def test_alerts_reach_the_broker_before_the_state_is_stored(scorer, capture, monkeypatch):
+async def test_alerts_reach_the_broker_before_the_state_is_stored(scorer, delivery_order):
     """After a crash a replayed event finds its state stored: its alerts must already be out."""
-    order = []
-    send_batch = capture.send_batch
+    hot_leads = scorer.topics.hot_leads.get_topic_name()
 
-    async def record_topic(batch, topic, *, partition):
-        order.append(topic)
-        return await send_batch(batch, topic, partition=partition)
+    def destinations() -> list[str]:
+        return [step.to for step in delivery_order]
 
-    put_many = scorer.contacts.put_many
-
-    def record_store(partition, states, outbox, erased):
-        order.append("store")
-        put_many(partition, states, outbox, erased)
-
-    monkeypatch.setattr(capture, "send_batch", record_topic)
-    monkeypatch.setattr(scorer.contacts, "put_many", record_store)
     async with scorer.agent.test_context() as agent:
         for document in buyer_documents("agent-c5"):
             await agent.put(orjson.dumps(document), key=b"agent-c5")
-        hot_leads = scorer.topics.hot_leads.get_topic_name()
-        assert await settled(lambda: hot_leads in order and "store" in order[order.index(hot_leads) :])
+        assert await settled(
+            lambda: hot_leads in destinations() and "store" in destinations()[destinations().index(hot_leads) :]
+        )
+    order = destinations()
     assert order.index(hot_leads) < order.index("store", order.index(hot_leads))
 
 
@@ -317,23 +309,9 @@ async def test_a_cookie_history_is_handed_over_to_its_contact_and_the_cookie_lea
     assert scorer.contacts.get(contact).parts[cookie].state.seen == (), "a part carries the history, not the window"
 
 
-async def test_hand_overs_reach_the_broker_before_the_state_that_sent_them_is_stored(scorer, capture, monkeypatch):
+async def test_hand_overs_reach_the_broker_before_the_state_that_sent_them_is_stored(scorer, capture, delivery_order):
     """A replay after a crash finds the anonymous id stored and would not hand it over again."""
     cookie, contact = "agent-cookie-2", "agent-max@northwind.io"
-    order = []
-    send_batch, put_many = capture.send_batch, scorer.contacts.put_many
-
-    async def record_topic(batch, topic, *, partition):
-        order.append((topic, [key for key, _ in batch.records]))
-        return await send_batch(batch, topic, partition=partition)
-
-    def record_store(partition, states, outbox, erased):
-        states = list(states)
-        order.append(("store", [state.contact_id.encode() for state in states]))
-        put_many(partition, states, outbox, erased)
-
-    monkeypatch.setattr(capture, "send_batch", record_topic)
-    monkeypatch.setattr(scorer.contacts, "put_many", record_store)
     link = raw_event(event_id="l2", contact_id=contact, anonymous_id=cookie, occurred_at=format_ms(now_ms()))
     async with scorer.agent.test_context() as agent:
         relay = Relay(agent, capture, offset=50_000)
@@ -341,8 +319,10 @@ async def test_hand_overs_reach_the_broker_before_the_state_that_sent_them_is_st
         assert await settled(lambda: scorer.contacts.get(contact) is not None)
         await relay.forward(scorer.rekeyed_topic)
         assert await settled(lambda: (s := scorer.contacts.get(cookie)) is not None and s.sent_to == contact)
-    handed = next(i for i, (to, keys) in enumerate(order) if to == scorer.rekeyed_topic and contact.encode() in keys)
-    stored = next(i for i, (to, keys) in enumerate(order) if to == "store" and cookie.encode() in keys)
+    handed = next(
+        i for i, s in enumerate(delivery_order) if s.to == scorer.rekeyed_topic and contact.encode() in s.keys
+    )
+    stored = next(i for i, s in enumerate(delivery_order) if s.to == "store" and cookie.encode() in s.keys)
     assert handed < stored
 
 
@@ -376,26 +356,11 @@ async def tick(agent, scorer, contact: str, at_ms: int, offset: int) -> None:
 
 
 async def test_a_cooling_tick_sends_due_nurture_records_before_storing_the_state_once_per_period(
-    scorer, capture, sent, monkeypatch
+    scorer, capture, sent, delivery_order
 ):
     """A good fit who did nothing for weeks: the tick sends the fit-but-quiet and stalled
     records, then stores the state that remembers them; a second tick in the period sends none."""
     contact = "agent-n1"
-    order = []
-    send_batch = capture.send_batch
-
-    async def record_topic(batch, topic, *, partition):
-        order.append(topic)
-        return await send_batch(batch, topic, partition=partition)
-
-    put_many = scorer.contacts.put_many
-
-    def record_store(partition, states, outbox, erased):
-        order.append("store")
-        put_many(partition, states, outbox, erased)
-
-    monkeypatch.setattr(capture, "send_batch", record_topic)
-    monkeypatch.setattr(scorer.contacts, "put_many", record_store)
     profile = raw_event(
         "profile_updated",
         event_id="n1-p",
@@ -408,7 +373,7 @@ async def test_a_cooling_tick_sends_due_nurture_records_before_storing_the_state
         await put_at(agent, orjson.dumps(profile), contact.encode(), 40_000)
         assert await settled(lambda: scorer.contacts.get(contact) is not None)
         assert sent("nurture") == []  # events never nurture: the ticks do
-        order.clear()
+        delivery_order.clear()
         at = now_ms()
         await tick(agent, scorer, contact, at, 2)
         assert await settled(lambda: scorer.contacts.get(contact).nurtured != {})
@@ -418,5 +383,6 @@ async def test_a_cooling_tick_sends_due_nurture_records_before_storing_the_state
         assert await settled(lambda: 40_001 in scorer.contacts.get(contact).positions.values())
     records = [record for key, record in sent("nurture") if key == contact.encode()]
     assert sorted(r["track"] for r in records) == ["fit-but-quiet", "stalled"]
+    order = [step.to for step in delivery_order]
     assert order.index(nurture) < order.index("store")
     assert scorer.metrics.nurtures.labels("stalled")._value.get() >= 1
