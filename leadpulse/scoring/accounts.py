@@ -9,6 +9,7 @@ final contact states, therefore publish the same account snapshot.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,13 +23,15 @@ from leadpulse.scoring.rules import AccountRules, PropertyValue, Rules, band_of,
 from leadpulse.scoring.state import ContactState
 
 MEMBER_FORMAT, ACCOUNT_FORMAT = 1, 1
+DEPARTED = "departed:"  # prefix of the digest a leave is kept under (departed())
 
 
 @dataclass(frozen=True, slots=True)
 class Member:
     """What an account keeps of one contact: its latest snapshot, cut to what the account
     snapshot reads, at the snapshot's time; `left` marks a contact that moved to another
-    account (kept, so that an older record arriving late cannot bring it back)."""
+    account or was erased (kept, so that an older record arriving late cannot bring it
+    back, under `departed(contact_id)`)."""
 
     contact_id: str
     at_ms: int
@@ -130,11 +133,24 @@ def newer(record: Member, known: Member | None) -> bool:
     return known is None or record.at_ms >= known.at_ms
 
 
+def departed(contact_id: str) -> str:
+    """The key and id an account keeps a contact's leave under: a digest, so that the
+    account's compacted changelog does not keep an erased contact's id in clear
+    (docs/guarantees.md, "Erasure")."""
+    return DEPARTED + hashlib.sha256(contact_id.encode()).hexdigest()
+
+
 def fold(state: AccountState, record: Member) -> bool:
     """Keep `record` if it is the contact's newest; say whether the account changed."""
-    if not newer(record, state.members.get(record.contact_id)):
+    members, marker = state.members, departed(record.contact_id)
+    if not newer(record, members.get(record.contact_id) or members.get(marker)):
         return False
-    state.members[record.contact_id] = record
+    if record.left:
+        members.pop(record.contact_id, None)
+        members[marker] = Member(marker, record.at_ms, left=True)
+    else:
+        members.pop(marker, None)
+        members[record.contact_id] = record
     return True
 
 
@@ -271,5 +287,10 @@ def account_from_bytes(data: bytes) -> AccountState:
     if not isinstance(fields, list) or not fields or fields[0] != ACCOUNT_FORMAT:
         raise ValueError("unsupported account state format")
     _, account_id, armed, temperature, position, members = fields
-    records = (_member(m) for m in members)
-    return AccountState(account_id, {m.contact_id: m for m in records}, armed, temperature, position)
+    state = AccountState(account_id, {}, armed, temperature, position)
+    for record in map(_member, members):
+        if record.left and not record.contact_id.startswith(DEPARTED):  # stored in clear by an older version
+            fold(state, record)
+        else:
+            state.members[record.contact_id] = record
+    return state

@@ -3,6 +3,7 @@ not depend on the order member records arrive in (docs/scoring.md, Accounts)."""
 
 from dataclasses import replace
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +16,7 @@ from leadpulse.scoring.accounts import (
     account_snapshot,
     account_to_bytes,
     account_updates,
+    departed,
     fold,
     leaving,
     member_from_bytes,
@@ -144,7 +146,7 @@ def test_member_records_and_account_states_round_trip():
             (("department", "it"),),
             (Reason("demo request", "engagement", 50.0),),
         ),
-        Member("b", T0 + 1, left=True),
+        Member(departed("b"), T0 + 1, left=True),
     ]
     for record in records:
         assert member_from_bytes(member_to_bytes(record)) == record
@@ -322,3 +324,27 @@ def test_an_erased_contact_leaves_its_account_offline_and_in_the_stream():
     for record in [*sent["ada@globex.eu"], *sent["tom@globex.eu"], leaving("ada@globex.eu", T0 + 2_000)]:
         fold(state, record)
     assert account_snapshot("globex.eu", state.members.values(), RULES) == expected
+
+
+def test_an_account_keeps_a_leave_under_a_digest_never_the_contact_id_in_clear():
+    """The account table's changelog is compacted: whatever the latest account record holds
+    stays. An erased contact's id must not be in it."""
+    state = AccountState("acme.io")
+    fold(state, member("ada@acme.io", 40, T0))
+    fold(state, leaving("ada@acme.io", T0 + 1))
+
+    stored = account_to_bytes(state)
+    assert b"ada@acme.io" not in stored
+    assert not fold(state, member("ada@acme.io", 40, T0)), "an older record arriving late does not bring her back"
+    assert fold(state, member("ada@acme.io", 55, T0 + 2)), "a newer one does (she came back)"
+    assert b"departed:" not in account_to_bytes(state)
+
+
+def test_a_leave_stored_in_clear_by_an_older_version_is_read_as_a_digest():
+    clear = orjson.dumps([1, "acme.io", True, 0, 9, [[1, "ada@acme.io", T0, 1]]])
+
+    state = account_from_bytes(clear)
+
+    assert list(state.members) == [departed("ada@acme.io")]
+    assert b"ada@acme.io" not in account_to_bytes(state)
+    assert not fold(state, member("ada@acme.io", 40, T0 - 1))
