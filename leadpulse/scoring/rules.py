@@ -11,7 +11,6 @@ import difflib
 import math
 import re
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import pairwise
@@ -186,13 +185,11 @@ class Interest:
     topics: frozenset[str]
     weight: float
 
-    def matches(self, properties: dict[str, Any]) -> bool:
-        path = properties.get("path")
-        if isinstance(path, str) and path.startswith(self.path_prefixes):
+    def matches(self, path: str | None, tags: set[str], topics: set[str]) -> bool:
+        """`tags` and `topics` are the event's words (`_words`), read once for all interests."""
+        if path is not None and path.startswith(self.path_prefixes):
             return True
-        if self.tags and not self.tags.isdisjoint(_words(properties.get("tags"), properties.get("tag"))):
-            return True
-        return bool(self.topics) and not self.topics.isdisjoint(_words(properties.get("topic")))
+        return not self.tags.isdisjoint(tags) or not self.topics.isdisjoint(topics)
 
 
 def _words(*values: Any) -> set[str]:
@@ -298,8 +295,14 @@ class Rules:
                 return signal
         return None
 
-    def interests_of(self, properties: dict[str, Any]) -> Iterator[Interest]:
-        return (interest for interest in self.interests if interest.matches(properties))
+    def interests_of(self, properties: dict[str, Any]) -> list[Interest]:
+        if not self.interests:
+            return []
+        path = properties.get("path")
+        tags = _words(properties.get("tags"), properties.get("tag"))
+        topics = _words(properties.get("topic"))
+        where = path if isinstance(path, str) else None
+        return [interest for interest in self.interests if interest.matches(where, tags, topics)]
 
     def temperature(self, score: float) -> int:
         """1-based band index: 1 cold ... len(bands) hot."""
