@@ -30,7 +30,7 @@ import re
 import traceback
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from operator import itemgetter
@@ -85,6 +85,15 @@ def ids_of(line: bytes) -> list[bytes]:
     return [v.encode("utf-8", "surrogatepass") for f in ID_FIELDS if isinstance(v := document.get(f), str)]
 
 
+def first_id(line: bytes) -> bytes | None:
+    """`ids_of(line)[0]`, or None, without reading the line's end: the ids named together
+    share a group, so any one of them routes the line."""
+    if b"\\" in line:
+        return next(iter(ids_of(line)), None)
+    found = _ID.search(line)
+    return None if found is None else found.group(1)
+
+
 def groups(links: Iterable[Sequence[bytes]]) -> dict[bytes, bytes]:
     """Each id named together with another -> its group's representative (union-find)."""
     parent: dict[bytes, bytes] = {}
@@ -112,14 +121,16 @@ class Router:
 
     jobs: int
     roots: dict[bytes, bytes]
+    owners: dict[bytes, int] = field(default_factory=dict)  # a cache: every line asks
 
-    def owner(self, number: int, ids: list[bytes]) -> int:
-        if not ids:  # a bad line (or an id-less one, which `check` refuses): anyone reports it
+    def owner(self, number: int, line: bytes) -> int:
+        node = first_id(line)
+        if node is None:  # a bad line (or an id-less one, which `check` refuses): anyone reports it
             return number % self.jobs
-        return self.owner_of(ids[0])
-
-    def owner_of(self, node: bytes) -> int:
-        return zlib.crc32(self.roots.get(node, node)) % self.jobs
+        owner = self.owners.get(node)
+        if owner is None:
+            owner = self.owners[node] = zlib.crc32(self.roots.get(node, node)) % self.jobs
+        return owner
 
     def check(self, me: int) -> Callable[[Event], None]:
         def check(event: Event) -> None:
@@ -208,8 +219,8 @@ def score_parallel(
                 process.join()
     if len(parts) < jobs:
         return _one_process(source, options, on_bad)
-    for number, field, reason in sorted(bad for part in parts for bad in part.bad):
-        on_bad(number, InvalidEvent(field, reason))
+    for number, at_fault, reason in sorted(bad for part in parts for bad in part.bad):
+        on_bad(number, InvalidEvent(at_fault, reason))
     totals = sum((part.totals for part in parts), Totals())
     return Scored(_records(printed, options), _outputs(printed), totals)
 
@@ -319,7 +330,7 @@ def _owned(
         done += len(line)
         if done - reported >= _PROGRESS_BYTES:
             progress[me] = reported = done
-        if router.owner(number, ids_of(line)) == me:
+        if router.owner(number, line) == me:
             yield number, line
             tags.extend([number] * (len(run.outputs) - len(tags)))
     progress[me] = done
