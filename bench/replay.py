@@ -16,6 +16,7 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -63,20 +64,29 @@ def cpu_seconds() -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-def timed(path: Path, jobs: int, runs: int, events: int) -> tuple[float, set[tuple[str, Totals]]]:
-    rates, cpu_rates, printed = [], [], set()
-    for _ in range(runs):
+@dataclass
+class Runs:
+    """One configuration's runs: events/s by the wall clock and per CPU-second, what it printed."""
+
+    jobs: int
+    rates: list[float] = field(default_factory=list)
+    cpu_rates: list[float] = field(default_factory=list)
+    printed: set[tuple[str, Totals]] = field(default_factory=set)
+
+    def run(self, path: Path, events: int) -> None:
         began, began_cpu = time.perf_counter(), cpu_seconds()
-        printed.add(score(path, jobs))
-        rates.append(events / (time.perf_counter() - began))
-        cpu_rates.append(events / (cpu_seconds() - began_cpu))
-    median = statistics.median(rates)
-    print(
-        f"  --jobs {jobs:<3} {median:>10,.0f} events/s   (runs: {', '.join(f'{r:,.0f}' for r in rates)}); "
-        f"{statistics.median(cpu_rates):,.0f} events per CPU-second",
-        flush=True,
-    )
-    return median, printed
+        self.printed.add(score(path, self.jobs))
+        self.rates.append(events / (time.perf_counter() - began))
+        self.cpu_rates.append(events / (cpu_seconds() - began_cpu))
+
+    def report(self) -> float:
+        median = statistics.median(self.rates)
+        runs = ", ".join(f"{r:,.0f}" for r in self.rates)
+        print(
+            f"  --jobs {self.jobs:<3} {median:>10,.0f} events/s   (runs: {runs}); "
+            f"{statistics.median(self.cpu_rates):,.0f} events per CPU-second"
+        )
+        return median
 
 
 def main() -> None:
@@ -91,11 +101,17 @@ def main() -> None:
         path = Path(folder) / "events.jsonl"
         print(f"writing {args.events:,} events for {args.contacts:,} contacts...", flush=True)
         write_traffic(path, args.events, args.contacts)
-        print(f"median of {args.runs} runs; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs:")
-        one, one_printed = timed(path, 1, args.runs, args.events)
-        many, many_printed = timed(path, args.jobs, args.runs, args.events)
-    same = len(one_printed) == 1 and one_printed == many_printed
-    print(f"  ratio --jobs {args.jobs} / --jobs 1: {many / one:.2f}x; same output: {'yes' if same else 'NO'}")
+        print(
+            f"median of {args.runs} runs, interleaved; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs:"
+        )
+        one, many = Runs(1), Runs(args.jobs)
+        for _ in range(args.runs):  # interleaved, so that a change of load hits both alike
+            one.run(path, args.events)
+            many.run(path, args.events)
+    one_rate = one.report()
+    ratio = many.report() / one_rate
+    same = len(one.printed) == 1 and one.printed == many.printed
+    print(f"  ratio --jobs {args.jobs} / --jobs 1: {ratio:.2f}x; same output: {'yes' if same else 'NO'}")
     print(f"  load average at the end: {os.getloadavg()[0]:.1f}")
     if not same:
         raise SystemExit(1)
