@@ -27,6 +27,7 @@ integration: setup kafka
 
 bench: setup kafka
 	$(BIN)/python -m bench.core
+	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.pipeline
 
 setup: $(STAMP)

@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the nurture records due at --at (by contact, then track) instead of contact snapshots",
     )
+    score.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=None,
+        help="processes to score with (default: one per CPU); the output is the same for any number",
+    )
     score.set_defaults(run=_score)
 
     worker = commands.add_parser(
@@ -245,9 +251,19 @@ def _check_output(path: Path, option: str) -> None:
         raise CommandError(f"{option} {path}: not writable", USAGE_ERROR)
 
 
+def _jobs(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes (1 or more), got {text!r}")
+    return jobs
+
+
 def _score(args: argparse.Namespace) -> int:
-    from leadpulse.cli.offline import progress_lines, report_bad_line, score_lines
-    from leadpulse.schemas.outputs import account_record, dumps, nurture_record, output_record, snapshot_record
+    from leadpulse.cli.offline import Kind, progress_lines, report_bad_line, score_lines, scored
+    from leadpulse.cli.parallel import Options, default_jobs, score_parallel
     from leadpulse.scoring.replay import LAST_EVENT
     from leadpulse.streams.runtime import tune_gc
 
@@ -264,42 +280,35 @@ def _score(args: argparse.Namespace) -> int:
             raise CommandError(f"--at: {error}", USAGE_ERROR) from None
     rules = _rules_from(args.rules)
     limits = _settings().input_limits  # the worker's, so the same lines are refused
+    kind: Kind = "accounts" if args.accounts else "nurture" if args.nurture else "contacts"
+    last_event = args.at == LAST_EVENT
+    jobs = args.jobs or default_jobs()
     tune_gc()
-    if str(args.events) == "-":
+    stdin = str(args.events) == "-"
+    if jobs > 1:
+        options = Options(rules, at_ms, limits, kind, at_ms, last_event, args.events_out is not None)
+        source = sys.stdin.buffer.read() if stdin else args.events
+        result = score_parallel(source, options, jobs, report_bad_line)
+    elif stdin:
         run = score_lines(sys.stdin.buffer, rules, now_ms=at_ms, limits=limits, on_bad=report_bad_line)
+        result = scored(run, kind, at_ms, last_event)
     else:
         with args.events.open("rb") as stream:
             lines = progress_lines(stream, args.events.stat().st_size, "scoring")
             run = score_lines(lines, rules, now_ms=at_ms, limits=limits, on_bad=report_bad_line)
-    evaluate_at = None if args.at == LAST_EVENT else at_ms if at_ms is not None else run.latest_ms
+        result = scored(run, kind, at_ms, last_event)
     out = sys.stdout.buffer
-    if args.accounts:
-        for account in run.accounts(evaluate_at):
-            out.write(dumps(account_record(account)) + b"\n")
-    elif args.nurture:
-        for record in run.nurtures(evaluate_at):
-            out.write(dumps(nurture_record(record)) + b"\n")
-    else:
-        for view in run.snapshots(evaluate_at):
-            out.write(dumps(snapshot_record(view)) + b"\n")
+    for record in result.records:
+        out.write(record + b"\n")
     out.flush()
     if args.events_out is not None:
         try:
             with args.events_out.open("wb") as events_out:
-                for output in run.outputs:
-                    events_out.write(dumps(output_record(output)) + b"\n")
+                for line in result.outputs:
+                    events_out.write(line + b"\n")
         except OSError as error:
             raise CommandError(f"--events-out {args.events_out}: {error.strerror}") from None
-    unmapped = f" ({run.unmapped} of them Segment track names without a [mapping])" if run.unmapped else ""
-    merged = len(run.contacts) - len(run.published())
-    print(
-        f"scored {run.events} events for {len(run.contacts) - merged} contacts"
-        + (f" ({merged} anonymous ids merged into them)" if merged else "")
-        + f": {run.bad} bad lines skipped, "
-        f"{run.duplicates} duplicates, {run.unscored} unscored{unmapped}; {len(run.outputs)} outputs"
-        + (f"; {len(run.erased)} contacts erased, {run.forgotten} of their events dropped" if run.erased else ""),
-        file=sys.stderr,
-    )
+    print(result.totals.summary(), file=sys.stderr)
     return 0
 
 

@@ -1,18 +1,25 @@
 """The offline scorer's input side: JSON lines decoded and validated as the stream does, then
-folded by `scoring.replay`; bad lines are reported by number."""
+folded by `scoring.replay`; bad lines are reported by number. Also what `leadpulse score`
+prints of a run, in one shape for one process and for several (cli.parallel)."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
-from typing import BinaryIO
+from dataclasses import dataclass, fields
+from typing import BinaryIO, Literal
 
 from leadpulse.schemas.events import InvalidEvent, decode_event
 from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits
+from leadpulse.schemas.outputs import account_record, dumps, nurture_record, output_record, snapshot_record
 from leadpulse.schemas.segment import is_unmapped
-from leadpulse.scoring.engine import future_reason
+from leadpulse.scoring.accounts import AccountSnapshot
+from leadpulse.scoring.engine import Event, future_reason
+from leadpulse.scoring.identity import winner
 from leadpulse.scoring.replay import ScoreRun
 from leadpulse.scoring.rules import Rules
+
+Kind = Literal["contacts", "accounts", "nurture"]  # what `leadpulse score` prints
 
 
 def score_lines(
@@ -27,7 +34,23 @@ def score_lines(
     when given, refuses events further ahead of it than the rules allow, as the stream does
     with its clock; `limits` are the worker's input limits, so that the same lines are refused as in the stream."""
     run = ScoreRun(rules)
-    for number, line in enumerate(lines, start=1):
+    score_numbered(run, enumerate(lines, start=1), now_ms=now_ms, limits=limits, on_bad=on_bad)
+    return run
+
+
+def score_numbered(
+    run: ScoreRun,
+    numbered: Iterable[tuple[int, bytes]],
+    *,
+    now_ms: int | None,
+    limits: InputLimits,
+    on_bad: Callable[[int, InvalidEvent], None],
+    check: Callable[[Event], None] = lambda event: None,
+) -> None:
+    """`score_lines` over (line number, line) pairs, which may skip lines (another process
+    folds them); `check` sees each valid event before it is folded."""
+    rules = run.rules
+    for number, line in numbered:
         if not line.strip():
             continue
         try:
@@ -38,9 +61,9 @@ def score_lines(
             run.bad += 1
             on_bad(number, error)
             continue
-        if run.add(event) != "duplicate" and is_unmapped(event):
+        check(event)
+        if run.add(event, number) != "duplicate" and is_unmapped(event):
             run.unmapped += 1
-    return run
 
 
 def report_bad_line(line: int, error: InvalidEvent) -> None:
@@ -60,3 +83,85 @@ def progress_lines(stream: BinaryIO, total_bytes: int | None, label: str) -> Ite
                 pending = 0
             yield line
         bar.update(pending)
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The counts of the summary line; adding two runs over disjoint contacts adds them."""
+
+    events: int = 0
+    contacts: int = 0  # published: merged anonymous ids are counted apart
+    merged: int = 0
+    bad: int = 0
+    duplicates: int = 0
+    unscored: int = 0
+    unmapped: int = 0
+    outputs: int = 0
+    erased: int = 0
+    forgotten: int = 0
+
+    @classmethod
+    def of(cls, run: ScoreRun) -> Totals:
+        merged = sum(1 for state in run.contacts.values() if winner(state) is not None)
+        return cls(
+            run.events,
+            len(run.contacts) - merged,
+            merged,
+            run.bad,
+            run.duplicates,
+            run.unscored,
+            run.unmapped,
+            len(run.outputs),
+            len(run.erased),
+            run.forgotten,
+        )
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def summary(self) -> str:
+        unmapped = f" ({self.unmapped} of them Segment track names without a [mapping])" if self.unmapped else ""
+        return (
+            f"scored {self.events} events for {self.contacts} contacts"
+            + (f" ({self.merged} anonymous ids merged into them)" if self.merged else "")
+            + f": {self.bad} bad lines skipped, "
+            f"{self.duplicates} duplicates, {self.unscored} unscored{unmapped}; {self.outputs} outputs"
+            + (f"; {self.erased} contacts erased, {self.forgotten} of their events dropped" if self.erased else "")
+        )
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What `leadpulse score` prints: `records` on stdout, `outputs` into --events-out."""
+
+    records: Iterable[bytes]
+    outputs: Iterable[bytes]
+    totals: Totals
+
+
+def evaluation_time(at_ms: int | None, last_event: bool, latest_ms: int | None) -> int | None:
+    """When contacts are evaluated: --at, else the latest event time of the whole input;
+    None (each contact at its own latest event) for --at last-event."""
+    return None if last_event else at_ms if at_ms is not None else latest_ms
+
+
+def contact_records(run: ScoreRun, kind: Kind, at_ms: int | None) -> list[tuple[str, bytes]]:
+    """(contact id, line) of the contact snapshots or nurture records, by contact id."""
+    if kind == "nurture":
+        return [(record.contact_id, dumps(nurture_record(record))) for record in run.nurtures(at_ms)]
+    return [(view.contact_id, dumps(snapshot_record(view))) for view in run.snapshots(at_ms)]
+
+
+def account_lines(accounts: Iterable[AccountSnapshot]) -> list[bytes]:
+    return [dumps(account_record(account)) for account in accounts]
+
+
+def scored(run: ScoreRun, kind: Kind, at_ms: int | None, last_event: bool) -> Scored:
+    """A one-process run as printed."""
+    evaluate_at = evaluation_time(at_ms, last_event, run.latest_ms)
+    if kind == "accounts":
+        records = account_lines(run.accounts(evaluate_at))
+    else:
+        records = [line for _, line in contact_records(run, kind, evaluate_at)]
+    outputs = (dumps(output_record(output)) for output in run.outputs)
+    return Scored(records, outputs, Totals.of(run))

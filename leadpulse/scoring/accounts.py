@@ -215,11 +215,26 @@ def settle(state: AccountState, cause: Member, rules: Rules) -> tuple[AccountSna
 def accounts_of(contacts: Iterable[tuple[ContactState, Snapshot]], rules: Rules) -> list[AccountSnapshot]:
     """Account snapshots from final contact states and their snapshots (the offline scorer),
     sorted by account id."""
-    grouped: dict[str, list[Member]] = {}
+    return accounts_from(account_members(contacts, rules), rules)
+
+
+def account_members(contacts: Iterable[tuple[ContactState, Snapshot]], rules: Rules) -> list[tuple[str, Member]]:
+    """(account id, member) for each contact that names an account, in the order given: the
+    half of `accounts_of` that needs the contacts' states, so that processes holding
+    disjoint contacts (cli.parallel) can each compute theirs."""
+    members = []
     for state, view in contacts:
         account = account_of_state(state)
         if account is not None:
-            grouped.setdefault(account, []).append(member_of(view, state, rules))
+            members.append((account, member_of(view, state, rules)))
+    return members
+
+
+def accounts_from(members: Iterable[tuple[str, Member]], rules: Rules) -> list[AccountSnapshot]:
+    """Account snapshots from members given in contact id order, sorted by account id."""
+    grouped: dict[str, list[Member]] = {}
+    for account, member in members:
+        grouped.setdefault(account, []).append(member)
     views = (account_snapshot(account, members, rules) for account, members in sorted(grouped.items()))
     return [view for view in views if view is not None]
 

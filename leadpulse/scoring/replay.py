@@ -35,14 +35,19 @@ class ScoreRun:
     unmapped: int = 0  # of the unscored: Segment track names the rules' [mapping] does not know (counted by the caller)
     forgotten: int = 0  # events dropped because their contact was erased
     latest_ms: int | None = None
-    handovers: int = 0  # the version of the latest hand-over: every one is newer than the one before
+    position: int = 0  # of the event being folded: the version of the hand-overs it causes
 
-    def add(self, event: Event) -> Outcome:
+    def add(self, event: Event, position: int | None = None) -> Outcome:
         """Fold one valid event, in the order given; an erasure drops the contact, and the
-        events for it that it forgets (scoring.erasure): both score nothing."""
+        events for it that it forgets (scoring.erasure): both score nothing. `position` is
+        the event's place in the input (its line number; default: the count of events so
+        far), growing from one call to the next. It versions the hand-overs the event causes,
+        as the stream's grow with stream positions: a property of the input, not of the
+        fold, so a run over a subset of the contacts (cli.parallel) names the same versions."""
         if self.latest_ms is None or event.occurred_ms > self.latest_ms:
             self.latest_ms = event.occurred_ms
         self.events += 1
+        self.position = self.events if position is None else position
         state = self.contacts.get(event.contact_id)
         if event.type == ERASE_EVENT:
             self._erase(event.contact_id, event.occurred_ms)
@@ -74,8 +79,7 @@ class ScoreRun:
         state = self.contacts.pop(contact_id, None)
         if state is None:
             return
-        self.handovers += 1
-        for target, part in detach(state, self.handovers):
+        for target, part in detach(state, self.position):
             self._attach(target, contact_id, part)
         for linked in sorted(state.claims):
             self._erase(linked, occurred_ms)
@@ -91,8 +95,7 @@ class ScoreRun:
         self._hand_over(link.anonymous_id)
 
     def _hand_over(self, contact_id: str) -> None:
-        self.handovers += 1
-        state, sends = hand_over(self.contacts[contact_id], self.handovers)
+        state, sends = hand_over(self.contacts[contact_id], self.position)
         self.contacts[contact_id] = state
         for target, part in sends:
             self._attach(target, contact_id, part)

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from leadpulse.cli.main import main
 from tests.factories import buyer_documents
@@ -166,3 +167,38 @@ def test_score_nurture_prints_the_readme_example(capsysbinary):
 def test_score_nurture_and_accounts_together_are_refused(capsys):
     assert main(["score", str(ROOT / "examples" / "nurture.jsonl"), "--nurture", "--accounts"]) == 2
     assert "--accounts and --nurture: choose one" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("*.jsonl")))
+@pytest.mark.parametrize("options", [[], ["--accounts"], ["--nurture", "--at", "2026-12-01T00:00:00Z"]])
+def test_two_jobs_print_byte_for_byte_what_one_job_prints(tmp_path, capsysbinary, example, options):
+    printed = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"outputs-{jobs}.jsonl"
+        args = ["score", str(ROOT / "examples" / example), "--jobs", jobs, "--events-out", str(out), *options]
+        assert main(args) == 0
+        captured = capsysbinary.readouterr()
+        printed.append((captured.out, captured.err, out.read_bytes()))
+    assert printed[1] == printed[0]
+    assert b"scored " in printed[0][1]
+
+
+def test_bad_lines_are_reported_in_line_order_by_several_jobs(tmp_path, capsys):
+    events = tmp_path / "events.jsonl"
+    write_events(
+        events,
+        buyer_documents("c-1") + buyer_documents("c-2"),
+        extra_lines=["{oops", '{"event_id": "x", "type": "page_viewed"}', "[1]"],
+    )
+    assert main(["score", "--jobs", "3", str(events)]) == 0
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("line ")]
+    assert [error.split(":")[0] for error in errors] == ["line 7", "line 8", "line 9"]
+
+
+def test_jobs_must_be_a_positive_number(tmp_path, capsys):
+    events = tmp_path / "events.jsonl"
+    write_events(events, buyer_documents("c-1"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["score", "--jobs", "0", str(events)])
+    assert exit_.value.code == 2
+    assert "--jobs: expected a number of processes (1 or more), got '0'" in capsys.readouterr().err

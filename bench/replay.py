@@ -1,0 +1,121 @@
+"""Benchmark of re-scoring history: `leadpulse score` over a file, one process against several.
+
+    python -m bench.replay [--events 1000000] [--contacts 100000] [--runs 3] [--jobs N]
+
+Writes synthetic traffic (cookies linked to contacts, accounts) to a temporary file and
+scores it as the command does (decode, validate, fold, identity stitching, snapshots at the
+latest event time) with one process and with `--jobs` (default: one per CPU). Prints the
+medians of `--runs` runs in events/s, their ratio, and whether both printed the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from leadpulse.cli.offline import Scored, Totals, score_lines, scored
+from leadpulse.cli.parallel import Options, default_jobs, score_parallel
+from leadpulse.cli.traffic import Traffic
+from leadpulse.schemas.limits import DEFAULT_LIMITS
+from leadpulse.scoring.rules import load_rules
+from leadpulse.scoring.timeutil import parse_rfc3339_ms
+from leadpulse.streams.runtime import tune_gc
+
+START = parse_rfc3339_ms("2026-06-01T00:00:00Z")
+
+
+def write_traffic(path: Path, events: int, contacts: int) -> None:
+    traffic = Traffic(
+        seed=11, start_ms=START, span_ms=180 * 86_400_000, contacts=contacts, accounts=contacts // 100, identities=0.3
+    )
+    with path.open("wb") as out:
+        for event in traffic.events(events):
+            out.write(orjson.dumps(event) + b"\n")
+
+
+def score(path: Path, jobs: int) -> tuple[str, Totals]:
+    """What `leadpulse score FILE --jobs N` prints: a digest of the records, and the summary."""
+    rules = load_rules()
+    result: Scored
+    if jobs == 1:
+        with path.open("rb") as stream:
+            result = scored(score_lines(stream, rules), "contacts", None, last_event=False)
+    else:
+        options = Options(rules, None, DEFAULT_LIMITS, "contacts", None, last_event=False, with_outputs=False)
+        result = score_parallel(path, options, jobs, on_bad=lambda line, error: None)
+    digest = hashlib.sha256()
+    for record in result.records:
+        digest.update(record + b"\n")
+    return digest.hexdigest(), result.totals
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of the processes it waited for: on a shared machine the
+    wall clock says what the others left us, this says what the work cost."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+@dataclass
+class Runs:
+    """One configuration's runs: events/s by the wall clock and per CPU-second, what it printed."""
+
+    jobs: int
+    rates: list[float] = field(default_factory=list)
+    cpu_rates: list[float] = field(default_factory=list)
+    printed: set[tuple[str, Totals]] = field(default_factory=set)
+
+    def run(self, path: Path, events: int) -> None:
+        began, began_cpu = time.perf_counter(), cpu_seconds()
+        self.printed.add(score(path, self.jobs))
+        self.rates.append(events / (time.perf_counter() - began))
+        self.cpu_rates.append(events / (cpu_seconds() - began_cpu))
+
+    def report(self) -> float:
+        median = statistics.median(self.rates)
+        runs = ", ".join(f"{r:,.0f}" for r in self.rates)
+        print(
+            f"  --jobs {self.jobs:<3} {median:>10,.0f} events/s   (runs: {runs}); "
+            f"{statistics.median(self.cpu_rates):,.0f} events per CPU-second"
+        )
+        return median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=default_jobs())
+    args = parser.parse_args()
+    tune_gc()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "events.jsonl"
+        print(f"writing {args.events:,} events for {args.contacts:,} contacts...", flush=True)
+        write_traffic(path, args.events, args.contacts)
+        print(
+            f"median of {args.runs} runs, interleaved; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs:"
+        )
+        one, many = Runs(1), Runs(args.jobs)
+        for _ in range(args.runs):  # interleaved, so that a change of load hits both alike
+            one.run(path, args.events)
+            many.run(path, args.events)
+    one_rate = one.report()
+    ratio = many.report() / one_rate
+    same = len(one.printed) == 1 and one.printed == many.printed
+    print(f"  ratio --jobs {args.jobs} / --jobs 1: {ratio:.2f}x; same output: {'yes' if same else 'NO'}")
+    print(f"  load average at the end: {os.getloadavg()[0]:.1f}")
+    if not same:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+"""`leadpulse score --jobs N`: the offline scorer on N processes, printing exactly what one
+process prints.
+
+Contacts are independent except through identity links (an anonymous id's history moves to
+the contact that links it; an erasure reaches the ids its contact linked) and accounts
+(aggregated from contact snapshots). So:
+
+1. each process reads a slice of the input for the ids every line names, without decoding
+   it (`ids_of`); lines naming several ids join them into one group (union-find, here);
+2. each process reads every line again and folds, with the one-process code, the lines
+   whose group hashes to it: decoding, validating and scoring, most of the cost, are done
+   once per line, on raw bytes (no event crosses a process boundary);
+3. the processes print their contacts' records, merged here by contact id; accounts are
+   aggregated here from the members each process computed; --events-out lines are merged
+   by line number, bad lines reported in line order.
+
+Hand-over versions are line numbers (`ScoreRun.add`), so they do not depend on which other
+contacts a process folded. The routing is checked on every decoded event: a line that names
+an id in a way `ids_of` did not see (which valid JSON cannot) would make the run fall back
+to one process rather than print something else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import io
+import os
+import re
+import traceback
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from multiprocessing.connection import Connection, wait
+from operator import itemgetter
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from leadpulse.cli.offline import (
+    Kind,
+    Scored,
+    Totals,
+    account_lines,
+    contact_records,
+    evaluation_time,
+    score_lines,
+    score_numbered,
+    scored,
+)
+from leadpulse.schemas.events import InvalidEvent
+from leadpulse.schemas.limits import InputLimits
+from leadpulse.schemas.outputs import dumps, output_record
+from leadpulse.scoring.accounts import Member, account_members, accounts_from
+from leadpulse.scoring.engine import Event, linked_ids
+from leadpulse.scoring.replay import ScoreRun
+from leadpulse.scoring.rules import Rules
+
+Source = Path | bytes  # a file, or stdin read whole (every process reads it all)
+
+ID_FIELDS = ("contact_id", "anonymous_id", "userId", "anonymousId", "previousId")  # native and Segment
+# A field named like an id with a string value, wherever it is: a superset of the ids the
+# event names (grouping too much is harmless). Without a backslash in the line, every `"` is a
+# string's delimiter, so no match can start inside a string.
+_ID = re.compile(rb'"(?:contact_id|anonymous_id|userId|anonymousId|previousId)"\s*:\s*"([^"\\]*)"')
+_PROGRESS_BYTES = 1 << 20
+
+
+class Misrouted(Exception):
+    """An event names an id its line's group does not hold."""
+
+
+def ids_of(line: bytes) -> list[bytes]:
+    """The ids a line may name (UTF-8), found without decoding it unless it has escapes."""
+    if b"\\" not in line:
+        return _ID.findall(line)
+    try:
+        document = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(document, dict):
+        return []
+    return [v.encode("utf-8", "surrogatepass") for f in ID_FIELDS if isinstance(v := document.get(f), str)]
+
+
+def first_id(line: bytes) -> bytes | None:
+    """`ids_of(line)[0]`, or None, without reading the line's end: the ids named together
+    share a group, so any one of them routes the line."""
+    if b"\\" in line:
+        return next(iter(ids_of(line)), None)
+    found = _ID.search(line)
+    return None if found is None else found.group(1)
+
+
+def groups(links: Iterable[Sequence[bytes]]) -> dict[bytes, bytes]:
+    """Each id named together with another -> its group's representative (union-find)."""
+    parent: dict[bytes, bytes] = {}
+
+    def find(node: bytes) -> bytes:
+        root = node
+        while (up := parent.setdefault(root, root)) != root:
+            root = up
+        while node != root:
+            parent[node], node = root, parent[node]
+        return root
+
+    for ids in links:
+        first = find(ids[0])
+        for other in ids[1:]:
+            root = find(other)
+            if root != first:
+                parent[root] = first
+    return {node: find(node) for node in parent}
+
+
+@dataclass(frozen=True)
+class Router:
+    """Which process folds a line: the one its group hashes to (a stable hash, not Python's)."""
+
+    jobs: int
+    roots: dict[bytes, bytes]
+    owners: dict[bytes, int] = field(default_factory=dict)  # a cache: every line asks
+
+    def owner(self, number: int, line: bytes) -> int:
+        node = first_id(line)
+        if node is None:  # a bad line (or an id-less one, which `check` refuses): anyone reports it
+            return number % self.jobs
+        owner = self.owners.get(node)
+        if owner is None:
+            owner = self.owners[node] = zlib.crc32(self.roots.get(node, node)) % self.jobs
+        return owner
+
+    def check(self, me: int) -> Callable[[Event], None]:
+        def check(event: Event) -> None:
+            key = event.contact_id.encode("utf-8", "surrogatepass")
+            root = self.roots.get(key, key)
+            if zlib.crc32(root) % self.jobs != me or any(
+                self.roots.get(other, other) != root
+                for other in (i.encode("utf-8", "surrogatepass") for i in linked_ids(event))
+            ):
+                raise Misrouted(event.event_id)
+
+        return check
+
+
+@dataclass(frozen=True)
+class Options:
+    rules: Rules
+    now_ms: int | None
+    limits: InputLimits
+    kind: Kind
+    at_ms: int | None
+    last_event: bool
+    with_outputs: bool
+
+
+@dataclass(frozen=True)
+class Folded:
+    """One process's run, before its records: what the summary and the evaluation time need."""
+
+    totals: Totals
+    latest_ms: int | None
+    bad: list[tuple[int, str, str]]  # line number, field, reason
+
+
+@dataclass(frozen=True)
+class Printed:
+    records: list[tuple[str, bytes]]  # (contact id, line), by contact id
+    members: list[tuple[str, Member]]  # --accounts: (account id, member), by contact id
+    outputs: list[tuple[int, bytes]]  # (line number, line), in processing order
+
+
+def score_parallel(
+    source: Source,
+    options: Options,
+    jobs: int,
+    on_bad: Callable[[int, InvalidEvent], None],
+    label: str = "scoring",
+) -> Scored:
+    """Score `source` on `jobs` processes; the same records, outputs, summary and bad lines
+    as one process (falls back to one if an event was misrouted, see the module's doc)."""
+    context = get_context("fork")  # the workers share the rules and a stdin copy, unpickled
+    total = _size(source)
+    spans = _spans(source, total, jobs)
+    progress = context.Array("q", jobs, lock=False)
+    connections: list[Connection] = []
+    processes = []
+    try:
+        for me in range(jobs):
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=_work, args=(theirs, _Task(source, spans[me], me, options), progress), daemon=True
+            )
+            process.start()
+            theirs.close()
+            connections.append(ours)
+            processes.append(process)
+        links = [ids for connection in connections for ids in _receive(connection)]
+        router = Router(jobs, groups(links))
+        for connection in connections:
+            connection.send(router)
+        folded = _gather(connections, lambda: min(progress), total, label)
+        parts: list[Folded] = [part for part in folded if part is not None]
+        if len(parts) == jobs:
+            latest = [part.latest_ms for part in parts if part.latest_ms is not None]
+            evaluate_at = evaluation_time(options.at_ms, options.last_event, max(latest, default=None))
+            for connection in connections:
+                connection.send(evaluate_at)
+            printed: list[Printed] = [_receive(connection) for connection in connections]
+    finally:
+        for connection in connections:
+            connection.close()  # a process still waiting for its next step ends
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+    if len(parts) < jobs:
+        return _one_process(source, options, on_bad)
+    for number, at_fault, reason in sorted(bad for part in parts for bad in part.bad):
+        on_bad(number, InvalidEvent(at_fault, reason))
+    totals = sum((part.totals for part in parts), Totals())
+    return Scored(_records(printed, options), _outputs(printed), totals)
+
+
+def _records(printed: list[Printed], options: Options) -> Iterable[bytes]:
+    if options.kind == "accounts":
+        members = heapq.merge(*(p.members for p in printed), key=lambda pair: pair[1].contact_id)
+        return account_lines(accounts_from(members, options.rules))
+    return (line for _, line in heapq.merge(*(p.records for p in printed), key=itemgetter(0)))
+
+
+def _outputs(printed: list[Printed]) -> Iterable[bytes]:
+    # every output of a line comes from the process that folded it, in its order: stable merge
+    return (line for _, line in heapq.merge(*(p.outputs for p in printed), key=itemgetter(0)))
+
+
+def _one_process(source: Source, options: Options, on_bad: Callable[[int, InvalidEvent], None]) -> Scored:
+    with _open(source) as stream:
+        run = score_lines(stream, options.rules, now_ms=options.now_ms, limits=options.limits, on_bad=on_bad)
+    return scored(run, options.kind, options.at_ms, options.last_event)
+
+
+def _gather(connections: list[Connection], done: Callable[[], int], total: int, label: str) -> list[Folded | None]:
+    """Each process's `Folded` (None: it met a misrouted event), with a progress bar."""
+    from tqdm import tqdm
+
+    results: dict[int, Folded | None] = {}
+    with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=None, mininterval=0.5) as bar:
+        while len(results) < len(connections):
+            pending = [c for i, c in enumerate(connections) if i not in results]
+            for ready in wait(pending, timeout=0.5):
+                index = connections.index(ready)  # type: ignore[arg-type]
+                results[index] = _receive(connections[index])
+            bar.update(done() - bar.n)
+    return [results[index] for index in range(len(connections))]
+
+
+def _receive(connection: Connection) -> Any:
+    try:
+        message = connection.recv()
+    except EOFError:
+        raise RuntimeError("a scoring process ended without its results") from None
+    if isinstance(message, _Failure):
+        raise RuntimeError(f"a scoring process failed:\n{message.trace}")
+    return message
+
+
+@dataclass(frozen=True)
+class _Failure:
+    trace: str
+
+
+@dataclass(frozen=True)
+class _Task:
+    source: Source
+    span: tuple[int, int]  # the bytes it reads for ids
+    me: int  # the lines it folds: those the router gives it
+    options: Options
+
+
+def _work(connection: Connection, task: _Task, progress: Any) -> None:
+    """One process: the ids of its slice, then its fold, then its records."""
+    source, span, me, options = task.source, task.span, task.me, task.options
+    try:
+        with _open(source) as stream:
+            stream.seek(span[0])
+            piece = stream.read(span[1] - span[0])
+        connection.send([ids for line in piece.split(b"\n") if len(set(ids := ids_of(line))) > 1])
+        del piece
+        router: Router = connection.recv()
+        run = ScoreRun(options.rules)
+        bad: list[tuple[int, str, str]] = []
+        tags: list[int] = []  # the line number of each output
+        try:
+            with _open(source) as stream:
+                lines = _owned(stream, router, me, run=run, tags=tags, progress=progress)
+                score_numbered(
+                    run,
+                    lines,
+                    now_ms=options.now_ms,
+                    limits=options.limits,
+                    on_bad=lambda number, error: bad.append((number, error.field, error.reason)),
+                    check=router.check(me),
+                )
+        except Misrouted:
+            connection.send(None)
+            return
+        totals = Totals.of(run)
+        connection.send(Folded(totals, run.latest_ms, bad))
+        evaluate_at: int | None = connection.recv()
+        connection.send(_print(run, options, evaluate_at, tags))
+    except EOFError:
+        pass  # the parent has what it needs (or stopped)
+    except BaseException:  # reported to the parent, which raises it
+        with contextlib.suppress(OSError):
+            connection.send(_Failure(traceback.format_exc()))
+
+
+def _owned(
+    stream: BinaryIO, router: Router, me: int, *, run: ScoreRun, tags: list[int], progress: Any
+) -> Iterator[tuple[int, bytes]]:
+    """The (number, line) pairs this process folds; notes which line each output came from
+    (an output is added while its line is being folded, before the next one is asked for)."""
+    done = reported = 0
+    number = 0
+    for number, line in enumerate(stream, start=1):
+        done += len(line)
+        if done - reported >= _PROGRESS_BYTES:
+            progress[me] = reported = done
+        if router.owner(number, line) == me:
+            yield number, line
+            tags.extend([number] * (len(run.outputs) - len(tags)))
+    progress[me] = done
+
+
+def _print(run: ScoreRun, options: Options, evaluate_at: int | None, tags: list[int]) -> Printed:
+    if options.kind == "accounts":
+        published = run.published()
+        snapshots = run.snapshots(evaluate_at)
+        members = account_members(zip(published, snapshots, strict=True), options.rules)
+        records: list[tuple[str, bytes]] = []
+    else:
+        members = []
+        records = contact_records(run, options.kind, evaluate_at)
+    outputs = (
+        [(tag, dumps(output_record(output))) for tag, output in zip(tags, run.outputs, strict=True)]
+        if options.with_outputs
+        else []
+    )
+    return Printed(records, members, outputs)
+
+
+def _open(source: Source) -> BinaryIO:
+    return source.open("rb") if isinstance(source, Path) else io.BytesIO(source)
+
+
+def _size(source: Source) -> int:
+    return source.stat().st_size if isinstance(source, Path) else len(source)
+
+
+def _spans(source: Source, total: int, jobs: int) -> list[tuple[int, int]]:
+    """`jobs` byte ranges covering the input, each starting at a line's start."""
+    starts = [0]
+    with _open(source) as stream:
+        for index in range(1, jobs):
+            stream.seek(max(starts[-1], total * index // jobs))
+            stream.readline()
+            starts.append(min(stream.tell(), total))
+    return list(zip(starts, [*starts[1:], total], strict=True))
+
+
+def default_jobs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
