@@ -503,7 +503,7 @@ def _merge_profile(
     state: ContactState, event: Event, tie: int, rules: Rules
 ) -> tuple[dict[str, ProfileValue], dict[str, float]]:
     """Profile attributes come from any event that carries them (profile updates, forms)."""
-    profile, best_fit, kept = state.profile, state.best_fit, rules.profile_attributes
+    profile, best_fit, kept = state.profile, state.best_fit, rules.model_attributes
     for attribute, value in event.properties.items():
         criterion = rules.fit.get(attribute)
         if value is None or isinstance(value, dict | list) or (criterion is None and attribute not in kept):

@@ -345,15 +345,10 @@ class Rules:
     erasure_grace_ms: int = 30 * 86_400_000
     nurture: NurtureRules = field(default_factory=NurtureRules)
     models: tuple[Model, ...] = ()  # the named models, in file order (the default one is the top level)
-
-    @property
-    def own_signal_models(self) -> tuple[Model, ...]:
-        return tuple(model for model in self.models if model.own_signals)
-
-    @property
-    def profile_attributes(self) -> frozenset[str]:
-        """The profile attributes a contact state keeps: those any model's fit reads."""
-        return frozenset(self.fit).union(*(model.fit for model in self.models))
+    # Derived from `models` once, for the hot path: the models whose signal sums the state keeps,
+    # and the profile attributes only a named model's fit reads (the state keeps them too).
+    own_signal_models: tuple[Model, ...] = ()
+    model_attributes: frozenset[str] = frozenset()
 
     def mapped_type(self, name: str) -> str | None:
         """The event type a Segment `track` name stands for, or None when `[mapping]` does not know it."""
@@ -554,17 +549,17 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
     )
     signal_categories = {s.name: s.category for group in signals.values() for s in group}
     top_level = Model(
-        DEFAULT_MODEL,
-        signals,
-        signal_categories,
-        False,
-        categories,
-        fit,
-        weight_fit,
-        weight_engagement,
-        bands,
-        labels,
-        rearm_gap,
+        name=DEFAULT_MODEL,
+        signals=signals,
+        signal_categories=signal_categories,
+        own_signals=False,
+        categories=categories,
+        fit=fit,
+        weight_fit=weight_fit,
+        weight_engagement=weight_engagement,
+        band_floors=bands,
+        band_labels=labels,
+        rearm_gap=rearm_gap,
     )
     models = _parse_models(top.sub("models"), top_level, segments)
     top.done()
@@ -596,6 +591,8 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
         erasure_grace_ms=erasure_grace_ms,
         nurture=nurture,
         models=models,
+        own_signal_models=tuple(model for model in models if model.own_signals),
+        model_attributes=frozenset().union(*(model.fit for model in models)) - frozenset(fit),
     )
 
 

@@ -88,6 +88,7 @@ def test_rules_check_prints_a_summary(capsys):
     assert "OK, version default-2026.11" in out
     assert "nurture tracks: fit-but-quiet (low_engagement), cooling-off (cooled), stalled (stalled), recycle" in out
     assert "7 content entries, once per 14 d" in out
+    assert "model enterprise: for enterprise; the top level's signals, fit attributes seniority, budget" in out
 
 
 def test_the_installed_console_script_runs():
