@@ -142,6 +142,21 @@ def test_score_accounts_prints_the_readme_committee_example(capsysbinary):
     assert all(c["score"] < 75 for c in rows[0]["top_contacts"])
 
 
+def test_score_prints_the_readme_models_example(capsysbinary, tmp_path):
+    """README's worked example: Rita is cool for the default model and hot for payments only."""
+    examples, alerts = ROOT / "examples", tmp_path / "alerts.jsonl"
+    rules, events = str(examples / "two-product-lines.toml"), str(examples / "two-product-lines.jsonl")
+    assert main(["score", "--rules", rules, "--events-out", str(alerts), events]) == 0
+    rita, sam = (orjson.loads(line) for line in capsysbinary.readouterr().out.splitlines())
+    assert (rita["score"], rita["temperature_label"], list(rita["models"])) == (44, "cool", ["payments"])
+    assert (rita["models"]["payments"]["score"], rita["models"]["payments"]["temperature_label"]) == (87, "hot")
+    assert list(sam["models"]) == ["analytics"]
+    hot = [r for r in map(orjson.loads, alerts.read_bytes().splitlines()) if r["kind"] == "hot_lead"]
+    assert [(r["model"], r["contact_id"], r["score"], r["cause_event_id"]) for r in hot] == [
+        ("payments", "rita@shop.example", 87, "m-4")
+    ]
+
+
 def nurture_rows(capsysbinary, *args):
     assert main(["score", str(ROOT / "examples" / "nurture.jsonl"), "--nurture", *args]) == 0
     return [orjson.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
