@@ -132,7 +132,7 @@ def _merged_from(anonymous_id: str | None) -> dict[str, Any]:
 
 def hot_lead_record(alert: HotLead) -> dict[str, Any]:
     """Score, fit, engagement and reasons are those of the model that fired (`model`)."""
-    view, scored = alert.snapshot, alert.score
+    view, scored = alert.snapshot, alert.model_score
     return {
         "id": alert.id,
         "kind": "hot_lead",

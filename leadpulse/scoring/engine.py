@@ -116,7 +116,7 @@ class HotLead:
     model: str = DEFAULT_MODEL  # the model whose score became hot
 
     @property
-    def score(self) -> ModelScore | None:
+    def model_score(self) -> ModelScore | None:
         """The named model's view of the contact (None for the default model: the snapshot's own)."""
         return next((found for found in self.snapshot.models if found.model == self.model), None)
 

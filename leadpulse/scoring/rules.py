@@ -719,7 +719,7 @@ def _parse_categories(table: _Table) -> dict[str, Category]:
 def _parse_signals(top: _Table, categories: dict[str, Category]) -> dict[str, tuple[Signal, ...]]:
     raw = top.require("signals")
     if not isinstance(raw, list) or not raw:
-        top.fail("signals", "expected one or more [[signals]] tables")
+        top.fail("signals", f"expected one or more [[{top.path + '.' if top.path else ''}signals]] tables")
     top.check_count("signals", raw, MAX_SIGNALS, "signals")
     by_type: dict[str, list[Signal]] = {}
     names: set[str] = set()

@@ -82,6 +82,10 @@ def test_the_shipped_rules_define_an_enterprise_model_on_the_enterprise_segment(
         ),
         (lambda t: t.replace("[models.analytics]", "[models.default]"), r"models\.default: 'default' is the model"),
         (lambda t: t.replace("data = 40", "data = 400"), r"models\.analytics\.fit\.department\.points\.data: 400"),
+        (
+            lambda t: t + "[models.empty]\nsignals = []\n",
+            r"models\.empty\.signals: expected one or more \[\[models\.empty\.signals\]\] tables",
+        ),
     ],
 )
 def test_a_bad_model_is_refused_naming_the_model_and_the_key(change, message):
