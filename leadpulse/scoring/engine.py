@@ -466,14 +466,16 @@ def _settle(
 
 def _settle_models(state: ContactState, at_ms: int, fit: float, rules: Rules) -> list[str]:
     """The hot-lead hysteresis of each named model that applies to the contact: one alert per
-    hot episode per model. A model that does not apply keeps its hysteresis as it was."""
-    segments = segments_of(state, fit, rules)
+    hot episode per model. A model that does not apply keeps its hysteresis as it was. Runs
+    at every event, so it tests only the segments a model names and computes scores alone."""
+    profile = {attribute: known.value for attribute, known in state.profile.items()}
     fired: list[str] = []
     armed_by_model = state.model_armed
     for model in rules.models:
-        if not model.applies(segments):
+        if not model.applies_to_profile(profile, fit):
             continue
-        score = _model_score(state, at_ms, model, rules).score
+        decayed = _decayed_signals(_sums_of(state, model), at_ms, model.signal_categories, rules.half_life_ms)
+        score = _combine(_fit_points(state, model), decayed, model)[2]
         armed = armed_by_model.get(model.name, True)
         now_armed, alert = hot_hysteresis(armed, score, model.hot_floor, model.rearm_gap)
         if now_armed != armed:

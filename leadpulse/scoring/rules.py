@@ -271,6 +271,7 @@ class Model:
     band_labels: tuple[str, ...]
     rearm_gap: float
     applies_to: frozenset[str] = frozenset()
+    applies_to_segments: tuple[Segment, ...] = ()  # the segments `applies_to` names
 
     @property
     def hot_floor(self) -> float:
@@ -285,6 +286,10 @@ class Model:
     def applies(self, segments: tuple[str, ...]) -> bool:
         """A model applies to a contact in any of its segments (all contacts without `applies_to`)."""
         return not self.applies_to or not self.applies_to.isdisjoint(segments)
+
+    def applies_to_profile(self, profile: dict[str, PropertyValue], fit: float) -> bool:
+        """`applies` without computing every segment of the rules."""
+        return not self.applies_to or any(segment.contains(profile, fit) for segment in self.applies_to_segments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -641,6 +646,7 @@ def _parse_models(table: _Table, top_level: Model, segments: tuple[Segment, ...]
                 band_labels=labels,
                 rearm_gap=rearm_gap,
                 applies_to=frozenset(applies_to),
+                applies_to_segments=tuple(segment for segment in segments if segment.name in applies_to),
             )
         )
     return tuple(models)
