@@ -1,6 +1,6 @@
 """Benchmark of the scoring core on one core: parse+validate+apply, and apply alone.
 
-    python -m bench.core [--events 1000000] [--contacts 100000] [--runs 3]
+    python -m bench.core [--events 1000000] [--contacts 100000] [--runs 3] [--rules FILE]
 
 Prints medians of `--runs` runs, a ratio against the decode-only floor and against a
 jsonschema-validated baseline measured in the same run, and bytes of state per contact.
@@ -83,8 +83,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rules", help="rules file (default: the shipped rules), e.g. to measure named models")
     args = parser.parse_args()
-    rules = load_rules()
+    rules = load_rules(args.rules)
     tune_gc()
     print(f"generating {args.events:,} events for {args.contacts:,} contacts...", flush=True)
     lines = synthetic_lines(args.events, args.contacts)

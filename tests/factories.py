@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 from leadpulse.scoring.engine import Event
 from leadpulse.scoring.rules import Rules, load_rules
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DAY_MS = 86_400_000
 T0 = parse_rfc3339_ms("2026-10-01T09:00:00Z")
 DEFAULT_RULES: Rules = load_rules()

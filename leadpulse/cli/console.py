@@ -17,6 +17,8 @@ def describe(value: bytes) -> str:
     kind = record.get("kind")
     if kind == "hot_lead":
         return hot_lead_line(record)
+    if kind == "hot_account":
+        return hot_account_line(record)
     if kind == "nurture":
         return nurture_line(record)
     if kind == "stage_change":
@@ -37,9 +39,21 @@ def describe(value: bytes) -> str:
 
 
 def hot_lead_line(record: dict[str, Any]) -> str:
+    """The model is named unless it is the default one (rules without models: as before)."""
+    model = record.get("model", "default")
     return (
-        f"HOT   {record['contact_id']}: score {record['score']} ({record['stage']}) "
-        f"because {reasons_text(record['reasons'])}"
+        f"HOT   {record['contact_id']}: score {record['score']} ({record['stage']})"
+        f"{'' if model == 'default' else f' for model {model}'} because {reasons_text(record['reasons'])}"
+    )
+
+
+def hot_account_line(record: dict[str, Any]) -> str:
+    """Who to call at a hot account: its best contacts, and the buying-committee roles held."""
+    committee = record["committee"]
+    best = ", ".join(f"{top['contact_id']} ({top['score']})" for top in record["top_contacts"])
+    return (
+        f"HOT ACCOUNT {record['account_id']}: score {record['score']}, {record['engaged_contacts']} of "
+        f"{record['contacts']} contacts engaged, committee {', '.join(committee['covered']) or 'none'}; best: {best}"
     )
 
 

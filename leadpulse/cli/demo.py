@@ -1,6 +1,7 @@
 """`leadpulse demo`: a local broker (started if none answers), a worker, and live synthetic
-marketing traffic; the terminal shows running counts, every hot lead with its reasons and
-the nurture records as the cooling timer sends them.
+marketing traffic; the terminal shows running counts, every hot lead with its reasons (and
+the scoring model that fired), the hot accounts with their buying committee, and the nurture
+records as the cooling timer sends them.
 Everything it started is stopped on Ctrl-C or when --duration runs out."""
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from leadpulse.cli.traffic import DAY_MS, Traffic
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings, env_name
-from leadpulse.streams.topics import DEAD_LETTERS, HOT_LEADS, NURTURE, SCORES, STAGE_CHANGES
+from leadpulse.streams.topics import DEAD_LETTERS, HOT_ACCOUNTS, HOT_LEADS, NURTURE, SCORES, STAGE_CHANGES
 
 STATE_DIR = Path(".leadpulse")
 BROKER_DIR = STATE_DIR / "kafka"  # the demo's own broker, when it starts one
@@ -36,7 +37,10 @@ DEMO_DATA_DIR = STATE_DIR / "demo" / "data"  # the demo worker's tables: never s
 WORKER_LOG = STATE_DIR / "demo-worker.log"
 MALFORMED_EVERY = 2_000  # one broken record now and then, to show the dead-letter path
 DEMO_COOLING_S = 2.0  # the worker's cooling timer: nurture records show within seconds, not a minute
-NURTURE_SHOWN = 5  # nurture records printed per status line (a timer tick may send hundreds)
+# Records printed per status line: a timer tick may send hundreds of nurture records, and the
+# history at start-up makes dozens of accounts hot at once.
+SHOWN_PER_LINE = {NURTURE: 5, HOT_ACCOUNTS: 5}
+CONTACTS_PER_ACCOUNT = 40  # the synthetic audience works for one of contacts / 40 companies
 
 
 @dataclass
@@ -132,7 +136,7 @@ async def _live(settings: Settings, options: DemoOptions, worker: WorkerProcess 
     counts: Counter[str] = Counter()
     watchers = [
         asyncio.create_task(_watch(settings, name, counts))
-        for name in (SCORES, STAGE_CHANGES, HOT_LEADS, NURTURE, DEAD_LETTERS)
+        for name in (SCORES, STAGE_CHANGES, HOT_LEADS, HOT_ACCOUNTS, NURTURE, DEAD_LETTERS)
     ]
     producer = asyncio.create_task(_produce(settings, options, counts))
     deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
@@ -144,10 +148,12 @@ async def _live(settings: Settings, options: DemoOptions, worker: WorkerProcess 
             print(
                 f"[{time.strftime('%H:%M:%S')}] events sent {counts['sent']:,} | snapshots {counts[SCORES]:,}"
                 f" | stage changes {counts[STAGE_CHANGES]:,} | hot leads {counts[HOT_LEADS]:,}"
-                f" | nurture {counts[NURTURE]:,} | dead letters {counts[DEAD_LETTERS]:,}",
+                f" | hot accounts {counts[HOT_ACCOUNTS]:,} | nurture {counts[NURTURE]:,}"
+                f" | dead letters {counts[DEAD_LETTERS]:,}",
                 flush=True,
             )
-            counts["nurture shown"] = 0
+            for name in SHOWN_PER_LINE:
+                counts[f"{name} shown"] = 0
     finally:
         for task in (producer, *watchers):
             task.cancel()
@@ -170,8 +176,8 @@ async def _watch(settings: Settings, name: str, counts: Counter[str]) -> None:
             continue
         if name in (HOT_LEADS, DEAD_LETTERS):
             print(describe(value), flush=True)
-        elif name == NURTURE and counts["nurture shown"] < NURTURE_SHOWN:
-            counts["nurture shown"] += 1
+        elif name in SHOWN_PER_LINE and counts[f"{name} shown"] < SHOWN_PER_LINE[name]:
+            counts[f"{name} shown"] += 1
             print(describe(value), flush=True)
 
 
@@ -207,6 +213,7 @@ def _traffic(options: DemoOptions) -> Iterator[dict[str, Any]]:
     while True:
         end = now_ms()
         span = options.history_days * DAY_MS
-        traffic = Traffic(seed, end - span, span, options.contacts, id_prefix=f"demo{seed}-")
+        accounts = max(1, options.contacts // CONTACTS_PER_ACCOUNT)
+        traffic = Traffic(seed, end - span, span, options.contacts, id_prefix=f"demo{seed}-", accounts=accounts)
         yield from traffic.events(10_000)
         seed += 1

@@ -218,6 +218,13 @@ def _rules_check(args: argparse.Namespace) -> int:
         f"hot re-arm gap {rules.rearm_gap:g}"
     )
     print(f"  prospect at fit >= {rules.prospect_fit:g} and lifetime engagement >= {rules.prospect_engagement:g}")
+    for model in rules.models:
+        applies = ", ".join(sorted(model.applies_to)) or "every contact"
+        source = "own signals" if model.own_signals else "the top level's signals"
+        print(
+            f"  model {model.name}: for {applies}; {source}, fit attributes {', '.join(model.fit) or '(none)'}, "
+            f"weights fit {model.weight_fit:g} / engagement {model.weight_engagement:g}, hot at {model.hot_floor:g}"
+        )
     nurture = rules.nurture
     tracks = ", ".join(f"{track.name} ({track.trigger})" for track in nurture.tracks) or "none"
     print(

@@ -35,6 +35,18 @@ def snapshot_record(view: Snapshot) -> dict[str, Any]:
     }
     if view.account_id is not None:
         record["account_id"] = view.account_id
+    if view.models:
+        record["models"] = {
+            scored.model: {
+                "score": scored.score,
+                "fit": scored.fit,
+                "engagement": scored.engagement,
+                "temperature": scored.temperature,
+                "temperature_label": scored.temperature_label,
+                "reasons": _reason_list(scored.reasons),
+            }
+            for scored in view.models
+        }
     return record
 
 
@@ -119,19 +131,21 @@ def _merged_from(anonymous_id: str | None) -> dict[str, Any]:
 
 
 def hot_lead_record(alert: HotLead) -> dict[str, Any]:
-    view = alert.snapshot
+    """Score, fit, engagement and reasons are those of the model that fired (`model`)."""
+    view, scored = alert.snapshot, alert.model_score
     return {
         "id": alert.id,
         "kind": "hot_lead",
+        "model": alert.model,
         "contact_id": alert.contact_id,
         "occurred_at": format_ms(alert.occurred_ms),
         "cause_event_id": alert.cause_event_id,
-        "score": view.score,
-        "fit": view.fit,
-        "engagement": view.engagement,
+        "score": view.score if scored is None else scored.score,
+        "fit": view.fit if scored is None else scored.fit,
+        "engagement": view.engagement if scored is None else scored.engagement,
         "stage": view.stage,
         "rules_version": view.rules_version,
-        "reasons": _reasons(view),
+        "reasons": _reasons(view) if scored is None else _reason_list(scored.reasons),
         **_segments_and_interests(view),
         **_merged_from(alert.merged_from),
     }

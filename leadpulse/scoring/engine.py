@@ -14,7 +14,17 @@ from typing import Any, Literal, NamedTuple
 
 from leadpulse.scoring.domains import account_of_state
 from leadpulse.scoring.merge import merged_view
-from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, STAGE_LEVEL, PropertyValue, Rules, hot_hysteresis
+from leadpulse.scoring.rules import (
+    DEFAULT_MODEL,
+    FUNNEL_STAGES,
+    SIDE_STAGES,
+    STAGE_LEVEL,
+    Model,
+    PropertyValue,
+    Rules,
+    Scorer,
+    hot_hysteresis,
+)
 from leadpulse.scoring.state import ContactState, CrmStage, Part, ProfileValue, SignalSum
 
 Outcome = Literal["scored", "unscored", "duplicate"]
@@ -52,6 +62,19 @@ class Reason:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelScore:
+    """A contact as one named model scores it (rules `[models.<name>]`)."""
+
+    model: str
+    score: int
+    fit: float
+    engagement: float
+    temperature: int
+    temperature_label: str
+    reasons: tuple[Reason, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     contact_id: str
     score: int
@@ -66,6 +89,7 @@ class Snapshot:
     segments: tuple[str, ...] = ()
     interests: tuple[tuple[str, float], ...] = ()  # (interest, decayed weight), strongest first
     account_id: str | None = None  # the contact's account (account_of): explicit, else a business e-mail domain
+    models: tuple[ModelScore, ...] = ()  # the named models that apply to the contact, in file order
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +113,12 @@ class HotLead:
     cause_event_id: str
     snapshot: Snapshot
     merged_from: str | None = None  # the anonymous id whose hand-over caused it (identity stitching)
+    model: str = DEFAULT_MODEL  # the model whose score became hot
+
+    @property
+    def model_score(self) -> ModelScore | None:
+        """The named model's view of the contact (None for the default model: the snapshot's own)."""
+        return next((found for found in self.snapshot.models if found.model == self.model), None)
 
 
 Output = StageChange | HotLead
@@ -156,6 +186,15 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         interests[interest.name] = _add(
             interests.get(interest.name), interest.weight, event.occurred_ms, rules.half_life_ms
         )
+    model_signals = state.model_signals
+    for model in rules.own_signal_models:
+        own = model.signal_for(event.type, event.properties)
+        if own is not None:
+            if model_signals is state.model_signals:
+                model_signals = dict(model_signals)
+            sums = dict(model_signals.get(model.name, {}))
+            sums[own.name] = _add(sums.get(own.name), own.points, event.occurred_ms, rules.half_life_ms)
+            model_signals[model.name] = sums
     profile, best_fit = _merge_profile(state, event, tie, rules)
     crm_level, crm_last = state.crm_level, state.crm_last
     explicit = rules.explicit_stages.get(event.type)
@@ -175,6 +214,7 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
     email = _latest(state.email, _text(event.properties.get("email")), event.occurred_ms, tie)
     scored = (
         signal is not None
+        or model_signals is not state.model_signals
         or profile is not state.profile
         or explicit is not None
         or interests is not state.interests
@@ -207,6 +247,8 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         state.parts,
         state.claim,
         state.sent_to,
+        model_signals,
+        state.model_armed,
     )
     outputs = _settle_view(updated, event.event_id, event.occurred_ms, rules)
     return Applied(updated, outputs, "scored" if scored else "unscored")
@@ -244,12 +286,10 @@ def snapshot(state: ContactState, at_ms: int, rules: Rules) -> Snapshot:
     """The contact at `at_ms`, on its merged view (its own history and its linked ids')."""
     own_id, state = state.contact_id, view_of(state, rules)
     fit_points = list(_fit_points(state, rules))
-    decayed = list(_decayed_signals(state, at_ms, rules))
+    decayed = list(_decayed_signals(state.signals, at_ms, rules.signal_categories, rules.half_life_ms))
     fit, engagement, score = _combine(fit_points, decayed, rules)
     temperature = rules.temperature(score)
-    reasons = [Reason(f"{attribute}: {value}", "fit", points) for attribute, value, points in fit_points if points]
-    reasons.extend(Reason(name, "engagement", rounded) for name, _, value in decayed if (rounded := round(value, 1)))
-    reasons.sort(key=lambda r: (-abs(r.points), r.signal))
+    segments = segments_of(state, fit, rules)
     return Snapshot(
         contact_id=own_id,
         score=score,
@@ -260,11 +300,36 @@ def snapshot(state: ContactState, at_ms: int, rules: Rules) -> Snapshot:
         stage=stage_of(state, rules),
         rules_version=rules.version,
         updated_ms=at_ms,
-        reasons=tuple(reasons[: rules.top_reasons]),
-        segments=segments_of(state, fit, rules),
+        reasons=_reasons(fit_points, decayed, rules.top_reasons),
+        segments=segments,
         interests=top_interests(state, at_ms, rules),
         account_id=account_of_state(state),
+        models=tuple(_model_score(state, at_ms, model, rules) for model in rules.models if model.applies(segments)),
     )
+
+
+def _model_score(state: ContactState, at_ms: int, model: Model, rules: Rules) -> ModelScore:
+    fit_points = list(_fit_points(state, model))
+    decayed = list(_decayed_signals(_sums_of(state, model), at_ms, model.signal_categories, rules.half_life_ms))
+    fit, engagement, score = _combine(fit_points, decayed, model)
+    temperature = model.temperature(score)
+    reasons = _reasons(fit_points, decayed, rules.top_reasons)
+    return ModelScore(model.name, score, fit, engagement, temperature, model.band_labels[temperature - 1], reasons)
+
+
+def _reasons(
+    fit_points: list[tuple[str, PropertyValue, float]], decayed: list[tuple[str, str, float]], top: int
+) -> tuple[Reason, ...]:
+    """The `top` largest contributions to a score, fit and engagement alike."""
+    reasons = [Reason(f"{attribute}: {value}", "fit", points) for attribute, value, points in fit_points if points]
+    reasons.extend(Reason(name, "engagement", rounded) for name, _, value in decayed if (rounded := round(value, 1)))
+    reasons.sort(key=lambda r: (-abs(r.points), r.signal))
+    return tuple(reasons[:top])
+
+
+def _sums_of(state: ContactState, model: Model) -> dict[str, SignalSum]:
+    """A model with signals of its own reads their sums; the others share the top level's."""
+    return state.model_signals.get(model.name, {}) if model.own_signals else state.signals
 
 
 def segments_of(state: ContactState, fit: float, rules: Rules) -> tuple[str, ...]:
@@ -356,6 +421,7 @@ def _settle_view(
     outputs = _settle(view, view.last_event_ms, cause, occurred_ms, rules, merged_from=merged_from)
     if view is not state:
         state.stage, state.hot_armed, state.temperature = view.stage, view.hot_armed, view.temperature
+        state.model_armed = view.model_armed
     return outputs
 
 
@@ -364,7 +430,7 @@ def _settle(
 ) -> tuple[Output, ...]:
     """Derive stage, temperature and the hot-lead hysteresis of a state the caller has just
     built, and say what changed."""
-    score = _score(state, at_ms, rules)[2]
+    fit, _, score = _score(state, at_ms, rules)
     stage = stage_of(state, rules)
     outputs: list[Output] = []
     if stage != state.stage:
@@ -382,13 +448,44 @@ def _settle(
             )
         )
         state.stage = stage
+    fired_models: list[str] = []
     state.hot_armed, fired = hot_hysteresis(state.hot_armed, score, rules.hot_floor, rules.rearm_gap)
     if fired:
+        fired_models.append(DEFAULT_MODEL)
+    if rules.models:
+        fired_models.extend(_settle_models(state, at_ms, fit, rules))
+    if fired_models:
         view = snapshot(state, at_ms, rules)
-        alert_id = output_id(state.contact_id, "hot", cause)
-        outputs.append(HotLead(alert_id, state.contact_id, occurred_ms, cause, view, merged_from))
+        for model in fired_models:
+            named = () if model == DEFAULT_MODEL else (model,)
+            alert_id = output_id(state.contact_id, "hot", *named, cause)
+            outputs.append(HotLead(alert_id, state.contact_id, occurred_ms, cause, view, merged_from, model))
     state.temperature = rules.temperature(score)
     return tuple(outputs)
+
+
+def _settle_models(state: ContactState, at_ms: int, fit: float, rules: Rules) -> list[str]:
+    """The hot-lead hysteresis of each named model that applies to the contact: one alert per
+    hot episode per model. A model that does not apply keeps its hysteresis as it was. Runs
+    at every event, so it tests only the segments a model names and computes scores alone."""
+    profile = {attribute: known.value for attribute, known in state.profile.items()}
+    fired: list[str] = []
+    armed_by_model = state.model_armed
+    for model in rules.models:
+        if not model.applies_to_profile(profile, fit):
+            continue
+        decayed = _decayed_signals(_sums_of(state, model), at_ms, model.signal_categories, rules.half_life_ms)
+        score = _combine(_fit_points(state, model), decayed, model)[2]
+        armed = armed_by_model.get(model.name, True)
+        now_armed, alert = hot_hysteresis(armed, score, model.hot_floor, model.rearm_gap)
+        if now_armed != armed:
+            if armed_by_model is state.model_armed:
+                armed_by_model = dict(armed_by_model)
+            armed_by_model[model.name] = now_armed
+        if alert:
+            fired.append(model.name)
+    state.model_armed = armed_by_model
+    return fired
 
 
 def _add(current: SignalSum | None, points: float, at_ms: int, half_life_ms: int) -> SignalSum:
@@ -408,16 +505,18 @@ def _merge_profile(
     state: ContactState, event: Event, tie: int, rules: Rules
 ) -> tuple[dict[str, ProfileValue], dict[str, float]]:
     """Profile attributes come from any event that carries them (profile updates, forms)."""
-    profile, best_fit = state.profile, state.best_fit
+    profile, best_fit, kept = state.profile, state.best_fit, rules.model_attributes
     for attribute, value in event.properties.items():
         criterion = rules.fit.get(attribute)
-        if criterion is None or value is None or isinstance(value, dict | list):
+        if value is None or isinstance(value, dict | list) or (criterion is None and attribute not in kept):
             continue
         known = profile.get(attribute)
         if known is None or (event.occurred_ms, tie) > (known.occurred_ms, known.tie):
             if profile is state.profile:
                 profile = dict(profile)
             profile[attribute] = ProfileValue(value, event.occurred_ms, tie)
+        if criterion is None:  # only a named model's fit reads it
+            continue
         points = criterion.points(value)
         if points > best_fit.get(attribute, float("-inf")):
             if best_fit is state.best_fit:
@@ -449,11 +548,12 @@ def score_parts(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, f
 
 
 def _score(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, float, int]:
-    return _combine(_fit_points(state, rules), _decayed_signals(state, at_ms, rules), rules)
+    decayed = _decayed_signals(state.signals, at_ms, rules.signal_categories, rules.half_life_ms)
+    return _combine(_fit_points(state, rules), decayed, rules)
 
 
 def _combine(
-    fit_points: Iterable[tuple[str, PropertyValue, float]], decayed: Iterable[tuple[str, str, float]], rules: Rules
+    fit_points: Iterable[tuple[str, PropertyValue, float]], decayed: Iterable[tuple[str, str, float]], rules: Scorer
 ) -> tuple[float, float, int]:
     """(fit, engagement, score) from the fit points and decayed signals at one moment; parts
     rounded to 0.1 before combining so that the published numbers add up."""
@@ -469,20 +569,22 @@ def _combine(
     return fit, engagement, int(rules.weight_fit * fit + rules.weight_engagement * engagement + 0.5)
 
 
-def _fit_points(state: ContactState, rules: Rules) -> Iterator[tuple[str, PropertyValue, float]]:
+def _fit_points(state: ContactState, rules: Scorer) -> Iterator[tuple[str, PropertyValue, float]]:
     for attribute, known in state.profile.items():
         criterion = rules.fit.get(attribute)
         if criterion is not None:
             yield attribute, known.value, criterion.points(known.value)
 
 
-def _decayed_signals(state: ContactState, at_ms: int, rules: Rules) -> Iterator[tuple[str, str, float]]:
-    """(signal, category, value at `at_ms`). A signal the current rules no longer define
-    scores nothing (rules changed without a replay)."""
-    for name, summed in state.signals.items():
-        category = rules.signal_categories.get(name)
+def _decayed_signals(
+    signals: dict[str, SignalSum], at_ms: int, categories: dict[str, str], half_life_ms: int
+) -> Iterator[tuple[str, str, float]]:
+    """(signal, category, value at `at_ms`). A signal the current rules (or model) no longer
+    define scores nothing (rules changed without a replay)."""
+    for name, summed in signals.items():
+        category = categories.get(name)
         if category is not None:
-            yield name, category, _decayed(summed, at_ms, rules.half_life_ms)
+            yield name, category, _decayed(summed, at_ms, half_life_ms)
 
 
 def _decayed(summed: SignalSum, at_ms: int, half_life_ms: int) -> float:

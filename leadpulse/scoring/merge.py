@@ -17,7 +17,7 @@ from leadpulse.scoring.state import ContactState, CrmStage, ProfileValue, Signal
 
 def merged_view(state: ContactState, half_life_ms: int) -> ContactState:
     """`state` itself when nothing is attached; else a new state whose history is the union
-    of the contact's and its parts'. Transition fields (stage, hot hysteresis, temperature),
+    of the contact's and its parts'. Transition fields (stage, hot hysteresis of every model, temperature),
     stream positions and identity bookkeeping stay the contact's own; the view holds no
     parts, so it is never merged twice."""
     attached = [part.state for _, part in sorted(state.parts.items()) if part.state is not None]
@@ -37,6 +37,11 @@ def _merge_into(view: ContactState, other: ContactState, half_life_ms: int) -> N
     view.crm_last = _later_crm(view.crm_last, other.crm_last)
     view.signals = _merge_sums(view.signals, other.signals, half_life_ms)
     view.interests = _merge_sums(view.interests, other.interests, half_life_ms)
+    if other.model_signals:
+        view.model_signals = {
+            model: _merge_sums(view.model_signals.get(model, {}), other.model_signals.get(model, {}), half_life_ms)
+            for model in sorted({*view.model_signals, *other.model_signals})
+        }
     profile = dict(view.profile)
     for attribute, value in other.profile.items():
         profile[attribute] = _later(profile.get(attribute), value)  # type: ignore[assignment]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from leadpulse.scoring.nurture_rules import NurtureRules, parse_nurture
 from leadpulse.scoring.timeutil import parse_duration_ms
@@ -52,6 +52,7 @@ _TOP_KEYS = (
     "mapping",
     "erasure",
     "nurture",
+    "models",
 )
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 """What a LeadPulse event type looks like (the input contract's `type`)."""
@@ -78,6 +79,9 @@ _ACCOUNT_KEYS = (
     "committee",
 )
 MAX_SEGMENTS = 100
+MAX_MODELS = 20
+DEFAULT_MODEL = "default"  # the name of the model the top level of a rules file defines
+_MODEL_KEYS = ("applies_to", "weights", "temperature", "signals", "fit")
 FIT_SCORE = "fit"  # a segment condition on the contact's fit score rather than a profile attribute
 
 
@@ -222,6 +226,69 @@ def hot_hysteresis(armed: bool, score: float, hot_floor: float, rearm_gap: float
     return armed, False
 
 
+def first_signal(signals: dict[str, tuple[Signal, ...]], event_type: str, properties: dict[str, Any]) -> Signal | None:
+    """The first signal in file order that matches: specific rules go above general ones."""
+    for signal in signals.get(event_type, ()):
+        if signal.matches(properties):
+            return signal
+    return None
+
+
+class Scorer(Protocol):
+    """What a score is computed with: the top level of the rules (the default model) or a
+    named model; the engine reads both alike."""
+
+    @property
+    def categories(self) -> dict[str, Category]: ...
+    @property
+    def signal_categories(self) -> dict[str, str]: ...
+    @property
+    def fit(self) -> dict[str, FitCriterion]: ...
+    @property
+    def weight_fit(self) -> float: ...
+    @property
+    def weight_engagement(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """A named scoring model (`[models.<name>]`): its own signals (or the top level's), fit,
+    weights and bands, for the contacts of its `applies_to` segments (empty: every contact).
+    Categories, half-life, stages and segments are the rules' own."""
+
+    name: str
+    signals: dict[str, tuple[Signal, ...]]
+    signal_categories: dict[str, str]
+    own_signals: bool  # False: the top level's signals, whose sums the contact state already keeps
+    categories: dict[str, Category]
+    fit: dict[str, FitCriterion]
+    weight_fit: float
+    weight_engagement: float
+    band_floors: tuple[float, ...]
+    band_labels: tuple[str, ...]
+    rearm_gap: float
+    applies_to: frozenset[str] = frozenset()
+    applies_to_segments: tuple[Segment, ...] = ()  # the segments `applies_to` names
+
+    @property
+    def hot_floor(self) -> float:
+        return self.band_floors[-1]
+
+    def temperature(self, score: float) -> int:
+        return band_of(score, self.band_floors)
+
+    def signal_for(self, event_type: str, properties: dict[str, Any]) -> Signal | None:
+        return first_signal(self.signals, event_type, properties)
+
+    def applies(self, segments: tuple[str, ...]) -> bool:
+        """A model applies to a contact in any of its segments (all contacts without `applies_to`)."""
+        return not self.applies_to or not self.applies_to.isdisjoint(segments)
+
+    def applies_to_profile(self, profile: dict[str, PropertyValue], fit: float) -> bool:
+        """`applies` without computing every segment of the rules."""
+        return not self.applies_to or any(segment.contains(profile, fit) for segment in self.applies_to_segments)
+
+
 @dataclass(frozen=True, slots=True)
 class AccountRules:
     """How an account is read from its members' latest snapshots (`[accounts]`)."""
@@ -279,6 +346,11 @@ class Rules:
     """Segment `track` names (as `event_name_key` spells them) -> LeadPulse event types."""
     erasure_grace_ms: int = 30 * 86_400_000
     nurture: NurtureRules = field(default_factory=NurtureRules)
+    models: tuple[Model, ...] = ()  # the named models, in file order (the default one is the top level)
+    # Derived from `models` once, for the hot path: the models whose signal sums the state keeps,
+    # and the profile attributes only a named model's fit reads (the state keeps them too).
+    own_signal_models: tuple[Model, ...] = ()
+    model_attributes: frozenset[str] = frozenset()
 
     def mapped_type(self, name: str) -> str | None:
         """The event type a Segment `track` name stands for, or None when `[mapping]` does not know it."""
@@ -289,11 +361,7 @@ class Rules:
         return self.band_floors[-1]
 
     def signal_for(self, event_type: str, properties: dict[str, Any]) -> Signal | None:
-        """The first signal in file order that matches: specific rules go above general ones."""
-        for signal in self.signals.get(event_type, ()):
-            if signal.matches(properties):
-                return signal
-        return None
+        return first_signal(self.signals, event_type, properties)
 
     def interests_of(self, properties: dict[str, Any]) -> list[Interest]:
         if not self.interests:
@@ -464,12 +532,7 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
     top_interests = int(engagement.number("top_interests", 3, lo=1, hi=50))
     engagement.done()
 
-    weights = top.sub("weights", keys=("fit", "engagement"))
-    weight_fit = weights.number("fit", 0.4, lo=0, hi=1)
-    weight_engagement = weights.number("engagement", 0.6, lo=0, hi=1)
-    if abs(weight_fit + weight_engagement - 1.0) > 1e-9:
-        weights.fail("", f"fit + engagement must add up to 1 (got {weight_fit} + {weight_engagement})")
-    weights.done()
+    weight_fit, weight_engagement = _parse_weights(top.sub("weights", keys=("fit", "engagement")), (0.4, 0.6))
 
     bands, labels, rearm_gap = _parse_temperature(top.sub("temperature", keys=("bands", "labels", "rearm_gap")))
     categories = _parse_categories(top.sub("categories", required=True))
@@ -492,6 +555,21 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
         {segment.name for segment in segments},
         labels,
     )
+    signal_categories = {s.name: s.category for group in signals.values() for s in group}
+    top_level = Model(
+        name=DEFAULT_MODEL,
+        signals=signals,
+        signal_categories=signal_categories,
+        own_signals=False,
+        categories=categories,
+        fit=fit,
+        weight_fit=weight_fit,
+        weight_engagement=weight_engagement,
+        band_floors=bands,
+        band_labels=labels,
+        rearm_gap=rearm_gap,
+    )
+    models = _parse_models(top.sub("models"), top_level, segments)
     top.done()
 
     return Rules(
@@ -511,7 +589,7 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
         explicit_stages=explicit_stages,
         categories=categories,
         signals=signals,
-        signal_categories={s.name: s.category for group in signals.values() for s in group},
+        signal_categories=signal_categories,
         fit=fit,
         segments=segments,
         interests=interests,
@@ -520,7 +598,73 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
         mapping=mapping,
         erasure_grace_ms=erasure_grace_ms,
         nurture=nurture,
+        models=models,
+        own_signal_models=tuple(model for model in models if model.own_signals),
+        model_attributes=frozenset().union(*(model.fit for model in models)) - frozenset(fit),
     )
+
+
+def _parse_weights(weights: _Table, defaults: tuple[float, float]) -> tuple[float, float]:
+    weight_fit = weights.number("fit", defaults[0], lo=0, hi=1)
+    weight_engagement = weights.number("engagement", defaults[1], lo=0, hi=1)
+    if abs(weight_fit + weight_engagement - 1.0) > 1e-9:
+        weights.fail("", f"fit + engagement must add up to 1 (got {weight_fit} + {weight_engagement})")
+    weights.done()
+    return weight_fit, weight_engagement
+
+
+def _parse_models(table: _Table, top_level: Model, segments: tuple[Segment, ...]) -> tuple[Model, ...]:
+    """`[models.<name>]`: each key left out is the top level's (signals, fit, weights, bands),
+    so a model states only what makes it different."""
+    table.check_count("", table.data, MAX_MODELS, "models")
+    known_segments = [segment.name for segment in segments]
+    models: list[Model] = []
+    for name in table.data:
+        entry = table.sub(table.check_name(name), keys=_MODEL_KEYS)
+        if name == DEFAULT_MODEL:
+            entry.fail("", f"{DEFAULT_MODEL!r} is the model of the top level of the file; name this one otherwise")
+        own_signals = "signals" in entry.data
+        model_signals = _parse_signals(entry, top_level.categories) if own_signals else top_level.signals
+        model_fit = _parse_fit(entry.sub("fit")) if "fit" in entry.data else top_level.fit
+        weight_fit, weight_engagement = _parse_weights(
+            entry.sub("weights", keys=("fit", "engagement")), (top_level.weight_fit, top_level.weight_engagement)
+        )
+        floors, labels, rearm_gap = _parse_temperature(
+            entry.sub("temperature", keys=("bands", "labels", "rearm_gap")),
+            (top_level.band_floors, top_level.band_labels, top_level.rearm_gap),
+        )
+        applies_to = _names_of(entry, "applies_to", known_segments, "segment")
+        entry.done()
+        models.append(
+            Model(
+                name=name,
+                signals=model_signals,
+                signal_categories={s.name: s.category for group in model_signals.values() for s in group},
+                own_signals=own_signals,
+                categories=top_level.categories,
+                fit=model_fit,
+                weight_fit=weight_fit,
+                weight_engagement=weight_engagement,
+                band_floors=floors,
+                band_labels=labels,
+                rearm_gap=rearm_gap,
+                applies_to=frozenset(applies_to),
+                applies_to_segments=tuple(segment for segment in segments if segment.name in applies_to),
+            )
+        )
+    return tuple(models)
+
+
+def _names_of(entry: _Table, key: str, known: list[str], what: str) -> list[str]:
+    """A list of names each of which the file defines elsewhere."""
+    value = entry.get(key, [])
+    if not isinstance(value, list):
+        entry.fail(key, f"expected a list of {what} names")
+    entry.check_count(key, value, MAX_LIST, "names")
+    for i, item in enumerate(value):
+        if entry.check_text(f"{key}[{i}]", item) not in known:
+            entry.fail(f"{key}[{i}]", f"unknown {what} {_cut(item)!r}; defined: {', '.join(known) or '(none)'}")
+    return value
 
 
 def _parse_mapping(table: _Table) -> dict[str, str]:
@@ -584,12 +728,12 @@ def _parse_categories(table: _Table) -> dict[str, Category]:
 def _parse_signals(top: _Table, categories: dict[str, Category]) -> dict[str, tuple[Signal, ...]]:
     raw = top.require("signals")
     if not isinstance(raw, list) or not raw:
-        top.fail("signals", "expected one or more [[signals]] tables")
+        top.fail("signals", f"expected one or more [[{top.path + '.' if top.path else ''}signals]] tables")
     top.check_count("signals", raw, MAX_SIGNALS, "signals")
     by_type: dict[str, list[Signal]] = {}
     names: set[str] = set()
     for index, item in enumerate(raw):
-        entry = _Table(item, f"signals[{index}]", top.source, _SIGNAL_KEYS)
+        entry = _Table(item, f"{top.path + '.' if top.path else ''}signals[{index}]", top.source, _SIGNAL_KEYS)
         name = entry.text("name")
         if name in names:
             entry.fail("name", f"duplicate signal name {name!r}")

@@ -15,15 +15,16 @@ import orjson
 
 from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, PropertyValue
 
+# 8: 7 + named models (per model: the sums of its own signals, its hot-alert hysteresis).
 # 7: 6 + identity stitching (the ids a contact linked, the winning link of an anonymous id,
 # where its part was last sent, the parts of linked anonymous ids).
 # 6: 5 + the nurture period last sent per track.
 # 5: 2 + interests, the explicit account, the latest e-mail and the account last sent to.
-# Also read: 1, 2, 3 (2 + the explicit account), 5 and 6. Formats 3 (2 + interests) and 4 of
+# Also read: 1, 2, 3 (2 + the explicit account), 5, 6 and 7. Formats 3 (2 + interests) and 4 of
 # the accounts branch were never released and are not read: 4 is refused, and a 3 is main's.
 # The identity branch's own 7 (without the nurture periods) was never released either.
-FORMAT_VERSION = 7
-_READ = (1, 2, 3, 5, 6, FORMAT_VERSION)
+FORMAT_VERSION = 8
+_READ = (1, 2, 3, 5, 6, 7, FORMAT_VERSION)
 STAGE_CODES: tuple[str, ...] = FUNNEL_STAGES + SIDE_STAGES
 _FLAG_IDENTIFIED, _FLAG_INTENT, _FLAG_ARMED = 1, 2, 4
 
@@ -123,6 +124,11 @@ class ContactState:
     parts: dict[str, Part] = field(default_factory=dict)
     claim: Claim | None = None
     sent_to: str | None = None
+    # Named models (rules `[models.<name>]`): the decayed sums of the signals of each model
+    # that has its own (the others read `signals`), and each model's hot-alert hysteresis
+    # (absent: armed), kept like `hot_armed`.
+    model_signals: dict[str, dict[str, SignalSum]] = field(default_factory=dict)
+    model_armed: dict[str, bool] = field(default_factory=dict)
 
 
 def to_bytes(state: ContactState) -> bytes:
@@ -167,6 +173,11 @@ def to_fields(state: ContactState) -> list[object]:
         },
         None if claim is None else [claim.contact_id, claim.occurred_ms, claim.tie],
         state.sent_to,
+        {
+            model: {name: [s.value, s.ref_ms, s.lifetime] for name, s in sums.items()}
+            for model, sums in state.model_signals.items()
+        },
+        state.model_armed,
     ]
 
 
@@ -186,13 +197,15 @@ def from_fields(fields: object) -> ContactState:
         fields.extend((None, None))
     if fields[0] < 6:  # nothing nurtured yet
         fields.append({})
-    if fields[0] < FORMAT_VERSION:  # before identity stitching: nothing linked
+    if fields[0] < 7:  # before identity stitching: nothing linked
         fields.extend(({}, {}, None, None))
+    if fields[0] < FORMAT_VERSION:  # before named models
+        fields.extend(({}, {}))
     (_, contact_id, flags, last_event_ms, crm_level, crm, stage, temperature, signals, profile, best, seen) = fields[
         :12
     ]
     positions, published_ms, cooling_due_ms, interests, account, email, account_sent, nurtured = fields[12:20]
-    claims, parts, claim, sent_to = fields[20:]
+    claims, parts, claim, sent_to, model_signals, model_armed = fields[20:]
     packed = base64.b64decode(seen)
     return ContactState(
         contact_id=contact_id,
@@ -223,6 +236,11 @@ def from_fields(fields: object) -> ContactState:
         },
         claim=None if claim is None else Claim(*claim),
         sent_to=sent_to,
+        model_signals={
+            model: {name: SignalSum(v, ref, life) for name, (v, ref, life) in sums.items()}
+            for model, sums in model_signals.items()
+        },
+        model_armed=model_armed,
     )
 
 

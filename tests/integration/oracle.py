@@ -13,7 +13,7 @@ from leadpulse.schemas.events import contact_key
 from leadpulse.schemas.outputs import account_record, nurture_record, output_record, snapshot_record
 from leadpulse.scoring.engine import HotLead, StageChange
 from leadpulse.scoring.identity import winner
-from leadpulse.scoring.rules import load_rules
+from leadpulse.scoring.rules import Rules, load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -32,8 +32,8 @@ def traffic_lines(count: int, contacts: int, seed: int = 11, accounts: int = 0, 
 
 
 class Oracle:
-    def __init__(self, lines: list[bytes]) -> None:
-        rules = load_rules()
+    def __init__(self, lines: list[bytes], rules: Rules | None = None) -> None:
+        rules = rules or load_rules()
         run = score_lines(lines, rules)
         self.snapshots = {view.contact_id: snapshot_record(view) for view in run.snapshots(None)}
         self.accounts = {view.account_id: account_record(view) for view in run.accounts(None)}

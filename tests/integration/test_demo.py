@@ -12,7 +12,7 @@ from leadpulse.cli.processes import ROOT, free_port
 pytestmark = pytest.mark.integration
 
 
-def test_the_demo_shows_live_counts_hot_leads_and_nurture_records_and_stops_its_worker(broker, tmp_path):
+def test_the_demo_shows_live_counts_hot_leads_hot_accounts_and_nurture_records_and_stops_its_worker(broker, tmp_path):
     web_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPULSE_")}
     env.update(
@@ -38,8 +38,11 @@ def test_the_demo_shows_live_counts_hot_leads_and_nurture_records_and_stops_its_
     assert done.returncode == 0, done.stderr
     counts = [line for line in done.stdout.splitlines() if "events sent" in line]
     assert counts and "hot leads 0 " not in counts[-1]
-    hot = [line for line in done.stdout.splitlines() if line.startswith("HOT ")]
+    hot = [line for line in done.stdout.splitlines() if line.startswith("HOT   ")]
     assert hot and all(" because " in line for line in hot)
+    assert "hot accounts 0 " not in counts[-1]
+    accounts = [line for line in done.stdout.splitlines() if line.startswith("HOT ACCOUNT ")]
+    assert accounts and all(" contacts engaged, committee " in line and "best: " in line for line in accounts)
     assert "nurture 0 " not in counts[-1]
     nurture = [line for line in done.stdout.splitlines() if line.startswith("NURTURE ")]
     assert nurture and all(" -> " in line and "https://" in line for line in nurture)

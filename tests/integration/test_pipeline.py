@@ -6,11 +6,11 @@ import orjson
 import pytest
 
 from leadpulse.cli.offline import score_lines
-from leadpulse.cli.processes import free_port
+from leadpulse.cli.processes import ROOT, free_port
 from leadpulse.cli.traffic import DAY_MS
 from leadpulse.schemas.outputs import snapshot_record
 from leadpulse.scoring.engine import snapshot
-from leadpulse.scoring.rules import load_rules
+from leadpulse.scoring.rules import SHIPPED_RULES, load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 from leadpulse.streams.partitioning import home_partition
 from tests.factories import buyer_documents
@@ -58,6 +58,57 @@ def test_every_output_topic_matches_the_offline_scorer(make_settings, workers, s
         origin = letter["origin"]
         assert origin["topic"] == settings.input_topic
         assert 0 <= origin["partition"] < settings.partitions and origin["offset"] >= 0
+
+
+SELF_SERVE_MODEL = """
+[models.self-serve]                  # mid-market software buys from the product pages and webinars
+applies_to = ["mid-market software"]
+[models.self-serve.weights]
+fit = 0.3
+engagement = 0.7
+[[models.self-serve.signals]]
+name = "pricing page"
+event = "page_viewed"
+path_prefix = "/pricing"
+category = "web"
+points = 15
+[[models.self-serve.signals]]
+name = "product page"
+event = "page_viewed"
+path_prefix = "/product"
+category = "web"
+points = 10
+[[models.self-serve.signals]]
+name = "webinar attended"
+event = "webinar_attended"
+category = "events"
+points = 35
+[[models.self-serve.signals]]
+name = "quote request"
+event = "quote_requested"
+category = "intent"
+points = 50
+"""
+
+
+def test_two_named_models_score_in_the_same_pass_and_hot_leads_name_the_model_that_fired(
+    make_settings, workers, tmp_path
+):
+    """The shipped rules (the default model and `enterprise`) plus a `self-serve` model with
+    signals of its own: every model's snapshot and alert equal the offline scorer's."""
+    rules_path = tmp_path / "models.toml"
+    rules_path.write_text((ROOT / SHIPPED_RULES).read_text() + SELF_SERVE_MODEL)
+    settings = make_settings(rules=rules_path)
+    lines = traffic_lines(4_000, 500)
+    oracle = Oracle(lines, load_rules(rules_path))
+    fired = {record["model"] for record in oracle.hot_leads.values()}
+    assert fired == {"default", "enterprise", "self-serve"}, "the traffic must make each model fire"
+    workers(settings)
+    produce(settings, lines)
+
+    scores_reach(settings, oracle.snapshots, timeout_s=90)
+    hot_leads = {r["id"]: r for r in (orjson.loads(v) for _, v in read_all(settings, settings.topic("hot-leads")))}
+    assert hot_leads == oracle.hot_leads
 
 
 def test_unkeyed_inputs_are_rekeyed_by_contact(make_settings, workers):

@@ -2,6 +2,7 @@
 clone ends in one line that says what to do, never in a traceback or a retry loop."""
 
 import os
+import re
 import subprocess
 import sys
 import types
@@ -200,6 +201,53 @@ def test_a_nurture_record_reads_as_one_line():
     assert describe(orjson.dumps(record | {"interest": None})).startswith(
         "NURTURE lea@acme.io: cooling-off (prospect) ->"
     )
+
+
+def test_a_hot_lead_names_its_model_unless_it_is_the_default_one():
+    from leadpulse.cli.console import describe
+
+    record = {
+        "kind": "hot_lead",
+        "model": "payments",
+        "contact_id": "rita@shop.example",
+        "score": 87,
+        "stage": "lead",
+        "reasons": [{"signal": "payments demo", "part": "engagement", "points": 60.0}],
+    }
+    assert describe(orjson.dumps(record)) == (
+        "HOT   rita@shop.example: score 87 (lead) for model payments because payments demo +60"
+    )
+    assert describe(orjson.dumps(record | {"model": "default"})) == (
+        "HOT   rita@shop.example: score 87 (lead) because payments demo +60"
+    )
+
+
+def test_a_hot_account_reads_as_one_line_with_its_committee_and_best_contacts():
+    from leadpulse.cli.console import describe
+
+    record = {
+        "kind": "hot_account",
+        "account_id": "acme.io",
+        "score": 83,
+        "contacts": 6,
+        "engaged_contacts": 5,
+        "committee": {"covered": ["economic buyer", "champion"], "missing": ["finance"], "coverage": 0.67},
+        "top_contacts": [{"contact_id": "lea@acme.io", "score": 71}, {"contact_id": "tom@acme.io", "score": 55}],
+    }
+    assert describe(orjson.dumps(record)) == (
+        "HOT ACCOUNT acme.io: score 83, 5 of 6 contacts engaged, committee economic buyer, champion; "
+        "best: lea@acme.io (71), tom@acme.io (55)"
+    )
+
+
+def test_the_demo_audience_works_for_companies_so_that_accounts_turn_hot():
+    from leadpulse.cli.demo import DemoOptions, _traffic
+
+    documents = _traffic(DemoOptions(rate=1, duration_s=None, contacts=400, history_days=21))
+    named = [next(documents).get("properties", {}) for _ in range(3000)]
+    found = (re.search(r"(?:acct|company)-(\d+)", str(p.get(key))) for p in named for key in ("account_id", "email"))
+    companies = {match.group(1) for match in found if match}
+    assert len(companies) == 400 // 40  # 40 contacts per company: several engaged members make an account hot
 
 
 def test_the_demo_starts_its_own_state_folder_afresh_when_another_cluster_wrote_it(tmp_path, capsys):

@@ -278,7 +278,7 @@ def test_a_state_stored_by_the_previous_format_still_loads():
 def test_a_state_stored_by_format_5_loads_with_nothing_nurtured():
     state, _ = fold(event("profile_updated", T0, seniority="vp"), event("page_viewed", T0 + 1, path="/pricing"))
     stored = orjson.loads(to_bytes(state))
-    assert stored[0] == 7 and stored[19] == {}
+    assert stored[0] == 8 and stored[19] == {}
     loaded = from_bytes(orjson.dumps([5, *stored[1:19]]))
     assert loaded == state and loaded.nurtured == {}
 

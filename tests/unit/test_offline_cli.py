@@ -89,6 +89,7 @@ def test_rules_check_prints_a_summary(capsys):
     assert "OK, version default-2026.11" in out
     assert "nurture tracks: fit-but-quiet (low_engagement), cooling-off (cooled), stalled (stalled), recycle" in out
     assert "7 content entries, once per 14 d" in out
+    assert "model enterprise: for enterprise; the top level's signals, fit attributes seniority, budget" in out
 
 
 def test_the_installed_console_script_runs():
@@ -140,6 +141,21 @@ def test_score_accounts_prints_the_readme_committee_example(capsysbinary):
     assert rows[0]["contacts"] == 5 and rows[0]["committee"]["coverage"] == 1.0
     assert [c["contact_id"] for c in rows[0]["top_contacts"]] == ["marie@globex.eu", "tom@globex.eu", "ana@globex.eu"]
     assert all(c["score"] < 75 for c in rows[0]["top_contacts"])
+
+
+def test_score_prints_the_readme_models_example(capsysbinary, tmp_path):
+    """README's worked example: Rita is cool for the default model and hot for payments only."""
+    examples, alerts = ROOT / "examples", tmp_path / "alerts.jsonl"
+    rules, events = str(examples / "two-product-lines.toml"), str(examples / "two-product-lines.jsonl")
+    assert main(["score", "--rules", rules, "--events-out", str(alerts), events]) == 0
+    rita, sam = (orjson.loads(line) for line in capsysbinary.readouterr().out.splitlines())
+    assert (rita["score"], rita["temperature_label"], list(rita["models"])) == (44, "cool", ["payments"])
+    assert (rita["models"]["payments"]["score"], rita["models"]["payments"]["temperature_label"]) == (87, "hot")
+    assert list(sam["models"]) == ["analytics"]
+    hot = [r for r in map(orjson.loads, alerts.read_bytes().splitlines()) if r["kind"] == "hot_lead"]
+    assert [(r["model"], r["contact_id"], r["score"], r["cause_event_id"]) for r in hot] == [
+        ("payments", "rita@shop.example", 87, "m-4")
+    ]
 
 
 def nurture_rows(capsysbinary, *args):

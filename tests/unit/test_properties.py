@@ -1,11 +1,13 @@
 """The semantics of docs/scoring.md as properties over generated event sets."""
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadpulse.scoring.engine import Event, HotLead, StageChange, apply, new_state, snapshot
-from leadpulse.scoring.rules import STAGE_LEVEL, parse_rules
-from tests.factories import DAY_MS, DEFAULT_RULES, T0
+from leadpulse.scoring.rules import STAGE_LEVEL, load_rules, parse_rules
+from tests.factories import DAY_MS, DEFAULT_RULES, EXAMPLES, T0
 
 RULES = DEFAULT_RULES
 PATHS = st.sampled_from(["/pricing", "/blog/a", "/careers", "/product", "/", "/customers/x"])
@@ -56,8 +58,8 @@ KINDS = st.one_of(
 
 
 @st.composite
-def event_sets(draw, max_size=30):
-    kinds = draw(st.lists(KINDS, min_size=1, max_size=max_size))
+def event_sets(draw, max_size=30, kinds_of=KINDS):
+    kinds = draw(st.lists(kinds_of, min_size=1, max_size=max_size))
     events = []
     for index, (event_type, properties) in enumerate(kinds):
         events.append(
@@ -197,3 +199,81 @@ def test_fractional_points_at_equal_times_sum_alike_in_any_order(items, rnd):
     shuffled = list(events)
     rnd.shuffle(shuffled)
     assert score_all(shuffled, FRACTIONAL)[0] == score_all(events, FRACTIONAL)[0]
+
+
+# -- named models (docs/scoring.md#models) -----------------------------------------------------
+
+TWO_LINES = load_rules(EXAMPLES / "two-product-lines.toml")
+PRODUCTS = st.sampled_from(["payments", "analytics", "other"])
+MODEL_KINDS = st.one_of(
+    KINDS,
+    st.tuples(st.just("page_viewed"), st.fixed_dictionaries({"path": st.sampled_from(["/payments/a", "/analytics"])})),
+    st.tuples(
+        st.just("demo_requested"), st.fixed_dictionaries({"product": st.sampled_from(["payments", "analytics"])})
+    ),
+    st.tuples(
+        st.just("profile_updated"),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "industry": st.sampled_from(["retail", "software", "mining"]),
+                "department": st.sampled_from(["data", "it", "sales"]),
+                "seniority": st.sampled_from(["vp", "manager"]),
+            },
+        ),
+    ),
+)
+
+
+@settings(max_examples=300)
+@given(event_sets(kinds_of=MODEL_KINDS), st.randoms(use_true_random=False))
+def test_every_model_scores_alike_in_any_arrival_order(events, rnd):
+    """Models, the segments they apply to and their own signals' sums: one state, any order."""
+    shuffled = list(events)
+    rnd.shuffle(shuffled)
+    assert score_all(shuffled, TWO_LINES)[0] == score_all(events, TWO_LINES)[0]
+
+
+@settings(max_examples=200)
+@given(event_sets(kinds_of=MODEL_KINDS))
+def test_models_leave_the_default_model_unchanged(events):
+    """Adding models adds `models` to snapshots and their own hot leads, nothing else."""
+    plain = parse_rules(
+        (EXAMPLES / "two-product-lines.toml").read_text().split("[models.payments]")[0].replace("two-product", "x")
+    )
+    with_models, outputs = score_all(events, TWO_LINES)
+    without, plain_outputs = score_all(events, plain)
+    for contact, view in with_models.items():
+        assert replace(view, models=(), rules_version="x") == replace(without[contact], rules_version="x")
+    default_alerts = [o.id for o in outputs if isinstance(o, HotLead) and o.model == "default"]
+    assert default_alerts == [o.id for o in plain_outputs if isinstance(o, HotLead)]
+
+
+MODEL_HOT_RULES = parse_rules(
+    'version = "h"\n[weights]\nfit = 0.0\nengagement = 1.0\n[categories.all]\ncap = 100\n'
+    '[[signals]]\nname = "up"\nevent = "up"\ncategory = "all"\npoints = 8\n'
+    '[models.twice]\n[[models.twice.signals]]\nname = "up"\nevent = "up"\ncategory = "all"\npoints = 16\n'
+    "[models.twice.temperature]\nbands = [0, 50, 90]\nlabels = ['cold', 'warm', 'hot']\nrearm_gap = 20\n"
+)
+
+
+@given(st.lists(st.integers(0, 30), min_size=1, max_size=60))
+def test_an_oscillating_contact_gets_one_alert_per_hot_episode_of_each_model(gaps_in_days):
+    state, at = new_state("a"), T0
+    alerts = {"default": 0, "twice": 0}
+    episodes = {"default": 0, "twice": 0}
+    armed = {"default": True, "twice": True}
+    for index, gap in enumerate(gaps_in_days):
+        at += gap * DAY_MS
+        applied = apply(state, Event(f"e{index}", "up", "a", True, at, {}), MODEL_HOT_RULES)
+        state = applied.state
+        for output in applied.outputs:
+            if isinstance(output, HotLead):
+                alerts[output.model] += 1
+        view = snapshot(state, at, MODEL_HOT_RULES)
+        for model, score, floor, gap_ in (("default", view.score, 75, 10), ("twice", view.models[0].score, 90, 20)):
+            if armed[model] and score >= floor:
+                episodes[model], armed[model] = episodes[model] + 1, False
+            elif score < floor - gap_:
+                armed[model] = True
+    assert alerts == episodes

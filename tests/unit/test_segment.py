@@ -192,10 +192,11 @@ def test_a_group_call_keeps_the_account_on_the_contact_state_and_snapshot():
 
 
 def test_a_state_stored_before_accounts_existed_still_loads():
-    """Format 2 (no account) and 3 (2 + the account) are the first 15 and 16 fields of 7."""
+    """Format 2 (no account) and 3 (2 + the account) are the first 15 and 16 fields of 8."""
     state = apply(new_state("ada@acme.io"), decode(message()), DEFAULT_RULES).state
     stored = orjson.loads(to_bytes(state))
-    assert stored[0] == 7 and stored[15:19] == [{}, None, None, None] and stored[19:] == [{}, {}, {}, None, None]
+    assert stored[0] == 8 and stored[15:19] == [{}, None, None, None]
+    assert stored[19:] == [{}, {}, {}, None, None, {}, {}]
     assert from_bytes(orjson.dumps([2, *stored[1:15]])) == state
     grouped = apply(state, decode(message("group", messageId="m-2", groupId="acme")), DEFAULT_RULES).state
     stored = orjson.loads(to_bytes(grouped))
