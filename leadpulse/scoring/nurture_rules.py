@@ -83,7 +83,7 @@ def parse_nurture(
     conditions, so that no contact it selects goes without content."""
     period_ms = table.duration("period", "30d")
     skip = table.get("skip_stages", ["suspect", "disqualified"])
-    skip_stages = frozenset(_names(table, "skip_stages", skip, stages, "stage")) | frozenset(NEVER_NURTURED)
+    skip_stages = frozenset(table.names("skip_stages", skip, stages, "stage")) | frozenset(NEVER_NURTURED)
     tracks: list[NurtureTrack] = []
     for entry in table.items("tracks", MAX_TRACKS):
         tracks.append(_parse_track(entry, tracks, stages, bands))
@@ -140,7 +140,7 @@ def _parse_track(
         after_ms = entry.duration("after", "21d")
         listed = entry.get("stages", ["lead", "prospect"])
         track = NurtureTrack(
-            name, trigger, after_ms=after_ms, stages=frozenset(_names(entry, "stages", listed, stages, "stage"))
+            name, trigger, after_ms=after_ms, stages=frozenset(entry.names("stages", listed, stages, "stage"))
         )
     else:
         track = NurtureTrack(name, trigger, after_ms=entry.duration("after", "90d"))
@@ -153,16 +153,6 @@ def _band(entry: _Table, key: str, bands: tuple[str, ...]) -> int:
     if label not in bands:
         entry.fail(key, f"unknown band {label!r}; one of {', '.join(bands)} ([temperature] labels)")
     return bands.index(label) + 1
-
-
-def _names(table: _Table, key: str, value: object, known: tuple[str, ...], what: str) -> list[str]:
-    if not isinstance(value, list):
-        table.fail(key, f"expected a list of {what} names")
-    table.check_count(key, value, MAX_TRACKS, "names")
-    for index, name in enumerate(value):
-        if table.check_text(f"{key}[{index}]", name) not in known:
-            table.fail(f"{key}[{index}]", f"unknown {what} {name!r}; one of {', '.join(known)}")
-    return list(value)
 
 
 def _one_of(entry: _Table, key: str, known: set[str], what: str) -> str | None:

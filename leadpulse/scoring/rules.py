@@ -11,6 +11,7 @@ import difflib
 import math
 import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import pairwise
@@ -447,6 +448,16 @@ class _Table:
         if len(items) > limit:
             self.fail(key, f"{len(items)} {what}, over the limit of {limit}")
 
+    def names(self, key: str, value: object, known: Collection[str], what: str) -> list[str]:
+        """`value`: a list of names each of which the file defines elsewhere (in `known`)."""
+        if not isinstance(value, list):
+            self.fail(key, f"expected a list of {what} names")
+        self.check_count(key, value, MAX_LIST, "names")
+        for i, item in enumerate(value):
+            if self.check_text(f"{key}[{i}]", item) not in known:
+                self.fail(f"{key}[{i}]", f"unknown {what} {_cut(item)!r}; defined: {', '.join(known) or '(none)'}")
+        return list(value)
+
     def duration(self, key: str, default: str) -> int:
         value = self.text(key, default)
         try:
@@ -633,7 +644,7 @@ def _parse_models(table: _Table, top_level: Model, segments: tuple[Segment, ...]
             entry.sub("temperature", keys=("bands", "labels", "rearm_gap")),
             (top_level.band_floors, top_level.band_labels, top_level.rearm_gap),
         )
-        applies_to = _names_of(entry, "applies_to", known_segments, "segment")
+        applies_to = entry.names("applies_to", entry.get("applies_to", []), known_segments, "segment")
         entry.done()
         models.append(
             Model(
@@ -653,18 +664,6 @@ def _parse_models(table: _Table, top_level: Model, segments: tuple[Segment, ...]
             )
         )
     return tuple(models)
-
-
-def _names_of(entry: _Table, key: str, known: list[str], what: str) -> list[str]:
-    """A list of names each of which the file defines elsewhere."""
-    value = entry.get(key, [])
-    if not isinstance(value, list):
-        entry.fail(key, f"expected a list of {what} names")
-    entry.check_count(key, value, MAX_LIST, "names")
-    for i, item in enumerate(value):
-        if entry.check_text(f"{key}[{i}]", item) not in known:
-            entry.fail(f"{key}[{i}]", f"unknown {what} {_cut(item)!r}; defined: {', '.join(known) or '(none)'}")
-    return value
 
 
 def _parse_mapping(table: _Table) -> dict[str, str]:
