@@ -277,7 +277,7 @@ def reevaluate(state: ContactState, at_ms: int, rules: Rules) -> Applied:
     may drop. Nothing else moves: stages do not depend on time, and the hot alert re-arms
     only in `apply`, at event time, so that the stream (which ticks) and the offline scorer
     (which does not) decide every alert alike. Outcome 'scored': the snapshot changed."""
-    score = _score(view_of(state, rules), at_ms, rules)[2]
+    score = score_parts(view_of(state, rules), at_ms, rules)[2]
     updated = replace(state, temperature=rules.temperature(score))
     return Applied(updated, (), "scored" if updated.temperature != state.temperature else "unscored")
 
@@ -384,16 +384,16 @@ def next_cooling_ms(state: ContactState, rules: Rules, from_ms: int | None = Non
     cooling timer can schedule each contact once per band instead of scanning the table."""
     state = view_of(state, rules)
     start = state.last_event_ms if from_ms is None else max(from_ms, state.last_event_ms)
-    temperature = rules.temperature(_score(state, start, rules)[2])
+    temperature = rules.temperature(score_parts(state, start, rules)[2])
     if temperature <= 1:
         return None
     floor = rules.band_floors[temperature - 1]
     low, high = 0, 20 * rules.half_life_ms
-    if _score(state, start + high, rules)[2] >= floor:
+    if score_parts(state, start + high, rules)[2] >= floor:
         return None
     while high - low > 60_000:
         middle = (low + high) // 2
-        if _score(state, start + middle, rules)[2] >= floor:
+        if score_parts(state, start + middle, rules)[2] >= floor:
             low = middle
         else:
             high = middle
@@ -406,7 +406,7 @@ def cooling_due_ms(state: ContactState, rules: Rules, now_ms: int) -> int | None
     band drop after `now_ms`; None once it is cold for good."""
     state = view_of(state, rules)
     start = max(now_ms, state.last_event_ms)
-    if rules.temperature(_score(state, start, rules)[2]) != state.temperature:
+    if rules.temperature(score_parts(state, start, rules)[2]) != state.temperature:
         return start
     return next_cooling_ms(state, rules, start)
 
@@ -430,7 +430,7 @@ def _settle(
 ) -> tuple[Output, ...]:
     """Derive stage, temperature and the hot-lead hysteresis of a state the caller has just
     built, and say what changed."""
-    fit, _, score = _score(state, at_ms, rules)
+    fit, _, score = score_parts(state, at_ms, rules)
     stage = stage_of(state, rules)
     outputs: list[Output] = []
     if stage != state.stage:
@@ -544,10 +544,6 @@ def _latest(known: ProfileValue | None, value: str | None, occurred_ms: int, tie
 
 def score_parts(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, float, int]:
     """(fit, engagement, score) at `at_ms`, without building a snapshot."""
-    return _score(state, at_ms, rules)
-
-
-def _score(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, float, int]:
     decayed = _decayed_signals(state.signals, at_ms, rules.signal_categories, rules.half_life_ms)
     return _combine(_fit_points(state, rules), decayed, rules)
 
