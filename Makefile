@@ -25,10 +25,11 @@ unit: setup
 integration: setup kafka
 	$(BIN)/pytest -q tests/integration
 
+# --compiled: each also measures the opt-in mypyc build (setup.py), built here first (~1 min).
 bench: setup kafka
-	$(BIN)/python -m bench.core
+	$(BIN)/python -m bench.core --compiled
 	$(BIN)/python -m bench.replay
-	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.pipeline --compiled
 
 setup: $(STAMP)
 

@@ -1,21 +1,31 @@
 """Benchmark of the scoring core on one core: parse+validate+apply, and apply alone.
 
-    python -m bench.core [--events 1000000] [--contacts 100000] [--runs 3] [--rules FILE]
+    python -m bench.core [--events 1000000] [--contacts 100000] [--runs 3] [--rules FILE] [--compiled]
 
 Prints medians of `--runs` runs, a ratio against the decode-only floor and against a
 jsonschema-validated baseline measured in the same run, and bytes of state per contact.
+`--compiled` also times the opt-in mypyc build (bench/compiled.py) in a child process on the
+same events, prints its ratio to the pure code and fails unless both folded the same states.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
+from bench.compiled import compiled_env, compiled_tree, is_compiled
 from leadpulse.cli.offline import score_lines
 from leadpulse.cli.traffic import Traffic
 from leadpulse.schemas.events import decode_event, validate_event
@@ -61,21 +71,73 @@ def jsonschema_baseline(lines: list[bytes], rules: Rules) -> dict[str, ContactSt
     return fold(events, rules)
 
 
-def timed(label: str, runs: int, count: int, work: Callable[[], object]) -> float:
-    """Median events per wall-clock second; also per second of this process's CPU time,
+class Timing(NamedTuple):
+    rate: float  # median events per wall-clock second
+    cpu_rate: float  # median events per second of this process's CPU time
+    result: object  # what the last run returned
+
+
+def timed(label: str, runs: int, count: int, work: Callable[[], object]) -> Timing:
+    """Medians of events per wall-clock second and per second of this process's CPU time,
     the figure to compare on a shared machine, where other processes take the core away."""
-    rates, cpu_rates = [], []
+    rates, cpu_rates, result = [], [], None
     for _ in range(runs):
         began, began_cpu = time.perf_counter(), time.process_time()
-        work()
+        result = work()
         rates.append(count / (time.perf_counter() - began))
         cpu_rates.append(count / max(time.process_time() - began_cpu, 1e-9))
-    median = statistics.median(rates)
+    timing = Timing(statistics.median(rates), statistics.median(cpu_rates), result)
     print(
-        f"  {label:<38} {median:>10,.0f} events/s   (runs: {', '.join(f'{r:,.0f}' for r in rates)}; "
-        f"per CPU second: {statistics.median(cpu_rates):,.0f})"
+        f"  {label:<38} {timing.rate:>10,.0f} events/s   (runs: {', '.join(f'{r:,.0f}' for r in rates)}; "
+        f"per CPU second: {timing.cpu_rate:,.0f})"
     )
-    return median
+    return timing
+
+
+def states_digest(states: object) -> str:
+    """One digest of every contact's state bytes: the pure and the compiled fold must agree."""
+    assert isinstance(states, dict)
+    digest = hashlib.sha256()
+    for contact_id in sorted(states):
+        digest.update(contact_id.encode() + b"\0" + to_bytes(states[contact_id]) + b"\n")
+    return digest.hexdigest()
+
+
+def core_figures(lines: list[bytes], rules: Rules, runs: int, label: str) -> tuple[Timing, str]:
+    """parse + validate + apply, and apply alone: the figures measured for both builds."""
+    full = timed(f"{label}parse + validate + apply", runs, len(lines), lambda: parse_validate_apply(lines, rules))
+    decoded = [decode_event(line) for line in lines]
+    timed(f"{label}apply alone", runs, len(lines), lambda: fold(decoded, rules))
+    return full, states_digest(full.result)
+
+
+def compare_compiled(args: argparse.Namespace, pure: Timing, pure_digest: str) -> None:
+    """Time the compiled build on the same events in a child process (the pure modules are
+    already imported here), and refuse figures from a build that scores differently."""
+    tree = compiled_tree()
+    with tempfile.TemporaryDirectory() as work:
+        report = Path(work) / "report.json"
+        command = [sys.executable, "-m", "bench.core", "--events", str(args.events), "--contacts", str(args.contacts)]
+        command += ["--runs", str(args.runs), "--child-report", str(report)]
+        command += ["--rules", str(Path(args.rules).resolve())] if args.rules else []
+        # Run from the tree: `python -m` puts the working folder first on the path.
+        if subprocess.run(command, env={**os.environ, **compiled_env(tree)}, cwd=tree, check=False).returncode != 0:
+            raise SystemExit("the compiled run failed (its output is above)")
+        compiled = orjson.loads(report.read_bytes())
+    same = compiled["digest"] == pure_digest
+    print(
+        f"  compiled / pure, parse + validate + apply: {compiled['rate'] / pure.rate:.2f}x events/s, "
+        f"{compiled['cpu_rate'] / pure.cpu_rate:.2f}x per CPU second; same states: {'yes' if same else 'NO'}"
+    )
+    if not same:
+        raise SystemExit("the compiled build folded different states from the pure code: do not ship it")
+
+
+def child(args: argparse.Namespace, lines: list[bytes], rules: Rules) -> None:
+    if not is_compiled():
+        raise SystemExit("bench.core --child-report ran the pure modules: the compiled tree is not first on the path")
+    full, digest = core_figures(lines, rules, args.runs, "compiled: ")
+    Path(args.child_report).write_bytes(orjson.dumps({"rate": full.rate, "cpu_rate": full.cpu_rate, "digest": digest}))
 
 
 def main() -> None:
@@ -84,16 +146,20 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rules", help="rules file (default: the shipped rules), e.g. to measure named models")
+    parser.add_argument("--compiled", action="store_true", help="also time the opt-in mypyc build, checked equal")
+    parser.add_argument("--child-report", help=argparse.SUPPRESS)  # set by --compiled for its child process
     args = parser.parse_args()
     rules = load_rules(args.rules)
     tune_gc()
-    print(f"generating {args.events:,} events for {args.contacts:,} contacts...", flush=True)
+    if not args.child_report:
+        print(f"generating {args.events:,} events for {args.contacts:,} contacts...", flush=True)
     lines = synthetic_lines(args.events, args.contacts)
+    if args.child_report:
+        child(args, lines, rules)
+        return
     print(f"median of {args.runs} runs, one core:")
-    decoded = [decode_event(line) for line in lines]
     floor = timed("orjson.loads only (floor)", args.runs, len(lines), lambda: [orjson.loads(x) for x in lines])
-    full = timed("parse + validate + apply", args.runs, len(lines), lambda: parse_validate_apply(lines, rules))
-    timed("apply alone", args.runs, len(lines), lambda: fold(decoded, rules))
+    full, digest = core_figures(lines, rules, args.runs, "")
     sample = lines[: max(1, len(lines) // 10)]
     baseline = timed(
         f"baseline: jsonschema + apply ({len(sample):,})",
@@ -102,14 +168,17 @@ def main() -> None:
         lambda: jsonschema_baseline(sample, rules),
     )
     print(
-        f"  ratio parse+validate+apply / jsonschema baseline: {full / baseline:.1f}x; share of the decode floor: "
-        f"{full / floor:.0%}"
+        f"  ratio parse+validate+apply / jsonschema baseline: {full.rate / baseline.rate:.1f}x; share of the decode "
+        f"floor: {full.rate / floor.rate:.0%}"
     )
-    sizes = sorted(len(to_bytes(state)) for state in fold(decoded, rules).values())
+    assert isinstance(full.result, dict)
+    sizes = sorted(len(to_bytes(state)) for state in full.result.values())
     print(
         f"state bytes per contact: median {statistics.median(sizes):.0f}, p99 {sizes[int(len(sizes) * 0.99)]}, "
         f"max {sizes[-1]}, total {sum(sizes) / 1e6:.1f} MB for {len(sizes):,} contacts"
     )
+    if args.compiled:
+        compare_compiled(args, full, digest)
 
 
 if __name__ == "__main__":

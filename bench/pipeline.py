@@ -4,14 +4,15 @@ core: Quix Streams (bench/peers/quix.py), a hand-written aiokafka loop
 (bench/peers/aiokafka_loop.py) and the naive per-event Faust agent (bench/naive.py).
 
     python -m bench.pipeline [--events 200000] [--contacts 20000] [--partitions 8] [--runs 3]
-                             [--store rocksdb://] [--only NAME ...] [--profile SECONDS]
+                             [--store rocksdb://] [--only NAME ...] [--profile SECONDS] [--compiled]
 
 A run pre-loads the events, starts the implementation and ends when its consumer group has
 committed every input offset; its rate is events / (commit-complete time - first output
 record time), its CPU per event the process's CPU time (user + system, start-up included)
 over the events. CPU per event is the figure to steer by on a noisy machine. Every run's
 final contact-scores is checked against the offline scorer (the oracle). Prints medians
-and ratios against our worker, and writes bench/results/pipeline.svg.
+and ratios against our worker, and writes bench/results/pipeline.svg. `--compiled` adds our
+worker on the opt-in mypyc build (bench/compiled.py), run from its own folder.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from bench.broker import broker_url
+from bench.compiled import compiled_env, compiled_tree
 from leadpulse.cli.kafka_clients import produce_lines
 from leadpulse.cli.offline import score_lines
 from leadpulse.cli.processes import WorkerProcess, free_port
@@ -47,6 +49,7 @@ from leadpulse.streams.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"
 OURS = "leadpulse worker"
+COMPILED = "leadpulse compiled"
 IMPLEMENTATIONS = {
     OURS: [sys.executable, "-m", "leadpulse", "worker"],
     "Quix Streams": [sys.executable, "-m", "bench.peers.quix"],
@@ -122,10 +125,12 @@ class Bench:
         )
 
 
-def one_run(bench: Bench, name: str, command: list[str], tag: str) -> Run:
+def one_run(bench: Bench, name: str, command: list[str], tag: str, compiled: Path | None = None) -> Run:
+    """`compiled`: the folder of the compiled build, which the worker then imports from."""
     settings = bench.settings(tag)
     asyncio.run(produce_lines(settings, bench.lines))
-    worker = WorkerProcess(settings, bench.work / f"{tag}.log", command)
+    env = None if compiled is None else compiled_env(compiled)
+    worker = WorkerProcess(settings, bench.work / f"{tag}.log", command, cwd=compiled, env=env)
     worker.start(wait_ready=False)
     try:
         deadline = time.monotonic() + 1800
@@ -228,6 +233,7 @@ def main() -> None:
     parser.add_argument("--chart", type=Path, default=RESULTS / "pipeline.svg", help="where the chart goes")
     parser.add_argument("--only", nargs="+", choices=list(IMPLEMENTATIONS), help="run only these implementations")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy our worker this long")
+    parser.add_argument("--compiled", action="store_true", help="also run our worker on the opt-in mypyc build")
     parser.add_argument("--broker", default=None, help="use this broker instead of starting one")
     parser.add_argument(
         "--accounts", type=int, default=0, help="contacts name one of this many companies (loads the account table)"
@@ -258,11 +264,15 @@ def main() -> None:
 def run_all(bench: Bench, args: argparse.Namespace) -> None:
     """Every chosen implementation, interleaved, `args.runs` times; then the medians and ratios."""
     chosen = {name: IMPLEMENTATIONS[name] for name in args.only or IMPLEMENTATIONS}
+    tree = None
+    if args.compiled:
+        tree = compiled_tree()
+        chosen[COMPILED] = IMPLEMENTATIONS[OURS]
     runs: dict[str, list[Run]] = {name: [] for name in chosen}
     for attempt in range(args.runs):
         for name, command in chosen.items():
-            tag = f"{name.split()[0].lower()}-{attempt}-{int(time.time())}"
-            run = one_run(bench, name, command, tag)
+            tag = f"{name.replace(' ', '-').lower()}-{attempt}-{int(time.time())}"
+            run = one_run(bench, name, command, tag, tree if name == COMPILED else None)
             runs[name].append(run)
             print(
                 f"  run {attempt + 1} {name:<18} {run.rate:>8,.0f} events/s  {run.cpu_us:>6.0f} µs CPU/event  "

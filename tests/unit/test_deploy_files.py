@@ -53,8 +53,12 @@ def test_the_grafana_dashboard_only_queries_metrics_that_exist():
     assert len(exprs) >= 8
 
 
-def test_the_worker_image_copies_the_package_it_installs():
+def test_the_worker_image_copies_the_package_and_the_build_files_it_installs():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    copied = re.findall(r"^COPY (\S+)", dockerfile, flags=re.MULTILINE)
-    assert "leadpulse" in copied
+    copied = [
+        path
+        for line in re.findall(r"^COPY (?!--from)(.+?) \S+$", dockerfile, flags=re.MULTILINE)
+        for path in line.split()
+    ]
+    assert {"leadpulse", "pyproject.toml", "setup.py"} <= set(copied)
     assert all((ROOT / path).exists() for path in copied)
