@@ -82,8 +82,8 @@ class AccountsAgent:
                     raise ValueError("an account member record needs the account id as its key")
                 account_id = message.key.decode()
                 record = member_from_bytes(message.value)
-                with partition_of(event):
-                    state = states.get(account_id) or self.accounts.get(account_id) or AccountState(account_id)
+                state = states.get(account_id) or self.accounts.get(account_id, partition)
+                state = state or AccountState(account_id)
                 states[account_id] = state
                 if state.position is not None and message.offset <= state.position:
                     self.metrics.events.labels("account_replayed").inc()

@@ -210,10 +210,11 @@ class ScoringAgent:
         role = EVENTS if message.topic == self.events_topic else REKEYED
         contact_id, results, erased = event.contact_id, work.results, work.erased
         known = results.get(contact_id)
-        state = known[0] if known else self.contacts.get(contact_id)
+        state = known[0] if known else self.contacts.get(contact_id, work.partition)
         if event.type == ERASE_EVENT:
             erasure = erasure_of(event.occurred_ms, self.rules.erasure_grace_ms)
-            erased[contact_id] = erasure.merged(erased.get(contact_id) or self.contacts.erasure(contact_id))
+            known_erasure = erased.get(contact_id) or self.contacts.erasure(contact_id, work.partition)
+            erased[contact_id] = erasure.merged(known_erasure)
             results[contact_id] = (None, event.occurred_ms)
             if state is not None and state.account_sent is not None:
                 # Leaves its account as a move does, at a time no record sent before has.
@@ -226,7 +227,7 @@ class ScoringAgent:
             self.events["erased"] += 1
             return
         if state is None:
-            erasure_known = erased.get(contact_id) or self.contacts.erasure(contact_id)
+            erasure_known = erased.get(contact_id) or self.contacts.erasure(contact_id, work.partition)
             if erasure_known is not None and erasure_known.forgets(event.occurred_ms):
                 self.events["forgotten"] += 1  # late, replayed or in flight for an erased contact
                 return
@@ -275,10 +276,10 @@ class ScoringAgent:
         if expected is not None and expected != key_id:
             raise InvalidEvent("key", f"a link for {expected!r} keyed otherwise")
         known = results.get(key_id)
-        state = known[0] if known else self.contacts.get(key_id)
+        state = known[0] if known else self.contacts.get(key_id, work.partition)
         if state is None:
             occurred = self._identity_time(record)
-            erasure = work.erased.get(key_id) or self.contacts.erasure(key_id)
+            erasure = work.erased.get(key_id) or self.contacts.erasure(key_id, work.partition)
             if occurred is None or (erasure is not None and erasure.forgets(occurred)):
                 self.events["forgotten" if occurred is not None else "unscored"] += 1
                 return
@@ -351,7 +352,7 @@ class ScoringAgent:
             raise InvalidEvent("at_ms", "a cooling tick carries the time to re-read at as whole milliseconds")
         contact_id, results = message.key.decode(), work.results
         known = results.get(contact_id)
-        state = known[0] if known else self.contacts.get(contact_id)
+        state = known[0] if known else self.contacts.get(contact_id, work.partition)
         if state is None or winner(state) is not None:  # erased, or merged: published nowhere
             return
         at_ms = max(at_ms, view_of(state, self.rules).last_event_ms)
