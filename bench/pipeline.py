@@ -64,7 +64,11 @@ class Run:
     rate: float  # events/s
     cpu_us: float  # process CPU µs per event
     peak_rss_kb: int
-    equal: bool  # final contact-scores equal to the offline scorer's
+    difference: str  # how the final contact-scores differ from the offline scorer's ("" if equal)
+
+    @property
+    def equal(self) -> bool:
+        return not self.difference
 
 
 async def committed_everything(settings: Settings) -> bool:
@@ -86,18 +90,19 @@ async def committed_everything(settings: Settings) -> bool:
 
 
 async def read_scores(settings: Settings) -> tuple[dict[str, Any], float]:
-    """Latest snapshot per contact and the timestamp (s) of the first snapshot record."""
-    consumer = AIOKafkaConsumer(
-        settings.topic("contact-scores"), **client_options(settings), auto_offset_reset="earliest"
-    )
+    """Latest snapshot per contact and the timestamp (s) of the first snapshot record, read
+    up to the end offsets (the implementation has stopped: they no longer move)."""
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     await consumer.start()
     latest: dict[str, Any] = {}
     first_ms: float = float("inf")
     try:
-        idle = 0
-        while idle < 4:
+        partitions = [TopicPartition(settings.topic("contact-scores"), p) for p in range(settings.partitions)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
             batches = await consumer.getmany(timeout_ms=500, max_records=20_000)
-            idle = 0 if batches else idle + 1
             for records in batches.values():
                 for record in records:
                     first_ms = min(first_ms, record.timestamp)
@@ -105,6 +110,24 @@ async def read_scores(settings: Settings) -> tuple[dict[str, Any], float]:
     finally:
         await consumer.stop()
     return latest, first_ms / 1000
+
+
+def differences(latest: dict[str, Any], oracle: dict[str, Any], shown: int = 3) -> str:
+    """How a run's contact-scores differ from the offline scorer's: counts, then the fields
+    of the first few contacts that differ."""
+    missing, extra = oracle.keys() - latest.keys(), latest.keys() - oracle.keys()
+    differ = sorted(key for key in oracle.keys() & latest.keys() if latest[key] != oracle[key])
+    lines = [f"{len(missing)} contacts missing, {len(extra)} extra, {len(differ)} differ"]
+    lines += [f"  missing: {key}" for key in sorted(missing)[:shown]]
+    for key in differ[:shown]:
+        fields = sorted(
+            name for name in oracle[key].keys() | latest[key].keys() if oracle[key].get(name) != latest[key].get(name)
+        )
+        lines.append(
+            f"  {key}: "
+            + "; ".join(f"{name} {latest[key].get(name)!r} != {oracle[key].get(name)!r}" for name in fields)
+        )
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -144,7 +167,8 @@ def one_run(bench: Bench, name: str, command: list[str], tag: str, compiled: Pat
         worker.stop()
     latest, first = asyncio.run(read_scores(settings))
     events = len(bench.lines)
-    return Run(events / (done - first), cpu_s * 1e6 / events, peak_rss_kb, latest == bench.oracle)
+    difference = "" if latest == bench.oracle else differences(latest, bench.oracle)
+    return Run(events / (done - first), cpu_s * 1e6 / events, peak_rss_kb, difference)
 
 
 def _cpu_seconds(pid: int | None) -> float:
@@ -280,7 +304,7 @@ def run_all(bench: Bench, args: argparse.Namespace) -> None:
                 flush=True,
             )
             if not run.equal:
-                raise SystemExit(f"{name}: final contact-scores differ from the offline scorer")
+                raise SystemExit(f"{name}: final contact-scores differ from the offline scorer: {run.difference}")
     medians = {name: statistics.median(r.rate for r in values) for name, values in runs.items()}
     cpu = {name: statistics.median(r.cpu_us for r in values) for name, values in runs.items()}
     print(f"medians of {args.runs} interleaved runs:")
