@@ -14,7 +14,13 @@ COMPILED_PACKAGES = ("leadpulse/scoring", "leadpulse/schemas")
 def compiled_modules() -> list[object]:
     if os.environ.get("LEADPULSE_COMPILE") != "1":
         return []
-    from mypyc.build import mypycify
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        raise SystemExit(
+            "LEADPULSE_COMPILE=1 needs mypy in the build environment: "
+            'pip install "setuptools>=68" wheel mypy==2.4.1, then pip install --no-build-isolation ...'
+        ) from None
 
     sources = sorted(str(path) for package in COMPILED_PACKAGES for path in Path(package).glob("*.py"))
     return list(mypycify(sources, opt_level="3", group_name="leadpulse"))

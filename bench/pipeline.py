@@ -100,7 +100,8 @@ async def read_scores(settings: Settings) -> tuple[dict[str, Any], float]:
         partitions = [TopicPartition(settings.topic("contact-scores"), p) for p in range(settings.partitions)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        for tp, offset in (await consumer.beginning_offsets(partitions)).items():
+            consumer.seek(tp, offset)
         while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
             batches = await consumer.getmany(timeout_ms=500, max_records=20_000)
             for records in batches.values():
