@@ -66,11 +66,3 @@ def compiled_env(tree: Path) -> dict[str, str]:
     """What a child process adds to its environment to import `leadpulse` from `tree` (and
     `bench` from the checkout); it must also run from `tree`, which `python -m` puts first."""
     return {"PYTHONPATH": os.pathsep.join([str(tree), str(ROOT)])}
-
-
-def is_compiled() -> bool:
-    """Whether this process runs the compiled core: a child checks, so that a figure labelled
-    compiled can never come from the pure modules."""
-    from leadpulse.scoring import engine
-
-    return not engine.__file__.endswith(".py")

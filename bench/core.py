@@ -25,10 +25,11 @@ from typing import NamedTuple
 
 import orjson
 
-from bench.compiled import compiled_env, compiled_tree, is_compiled
+from bench.compiled import compiled_env, compiled_tree
 from leadpulse.cli.offline import score_lines
 from leadpulse.cli.traffic import Traffic
 from leadpulse.schemas.events import decode_event, validate_event
+from leadpulse.scoring import is_compiled
 from leadpulse.scoring.engine import Event, apply, new_state
 from leadpulse.scoring.rules import Rules, load_rules
 from leadpulse.scoring.state import ContactState, to_bytes

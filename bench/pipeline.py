@@ -166,6 +166,8 @@ def one_run(bench: Bench, name: str, command: list[str], tag: str, compiled: Pat
         peak_rss_kb, cpu_s = _peak_rss_kb(worker.pid), _cpu_seconds(worker.pid)
     finally:
         worker.stop()
+    if compiled is not None and "the scoring core is the compiled build" not in worker.log_path.read_text():
+        raise SystemExit(f"{name} did not run the compiled core; see {worker.log_path}")
     latest, first = asyncio.run(read_scores(settings))
     events = len(bench.lines)
     difference = "" if latest == bench.oracle else differences(latest, bench.oracle)

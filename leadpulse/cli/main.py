@@ -336,8 +336,12 @@ def _worker(args: argparse.Namespace) -> int:
     if ignored:
         print(f"leadpulse worker: ignoring {', '.join(ignored)}: the worker reads LEADPULSE_* only", file=sys.stderr)
     from leadpulse.app import app
+    from leadpulse.scoring import is_compiled
     from leadpulse.streams.deadline import CRASH_EXIT_DEADLINE_S
     from leadpulse.streams.runtime import tune_gc
+
+    if is_compiled():
+        print("leadpulse worker: the scoring core is the compiled build (LEADPULSE_COMPILE=1)", file=sys.stderr)
 
     tune_gc()
     app.exit_deadline_s = CRASH_EXIT_DEADLINE_S
