@@ -29,7 +29,8 @@ integration: setup kafka
 bench: setup kafka
 	$(BIN)/python -m bench.core --compiled
 	$(BIN)/python -m bench.replay
-	$(BIN)/python -m bench.pipeline --compiled
+	$(BIN)/python -m bench.pipeline --compiled --workers 2
+	$(BIN)/python -m bench.restore
 
 setup: $(STAMP)
 

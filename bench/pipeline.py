@@ -5,6 +5,7 @@ core: Quix Streams (bench/peers/quix.py), a hand-written aiokafka loop
 
     python -m bench.pipeline [--events 200000] [--contacts 20000] [--partitions 8] [--runs 3]
                              [--store rocksdb://] [--only NAME ...] [--profile SECONDS] [--compiled]
+                             [--workers N]
 
 A run pre-loads the events, starts the implementation and ends when its consumer group has
 committed every input offset; its rate is events / (commit-complete time - first output
@@ -12,7 +13,8 @@ record time), its CPU per event the process's CPU time (user + system, start-up 
 over the events. CPU per event is the figure to steer by on a noisy machine. Every run's
 final contact-scores is checked against the offline scorer (the oracle). Prints medians
 and ratios against our worker, and writes bench/results/pipeline.svg. `--compiled` adds our
-worker on the opt-in mypyc build (bench/compiled.py), run from its own folder.
+worker on the opt-in mypyc build (bench/compiled.py), run from its own folder; `--workers N`
+adds our worker as a group of N processes (CPU time and peak RSS summed over the group).
 """
 
 from __future__ import annotations
@@ -149,25 +151,44 @@ class Bench:
         )
 
 
-def one_run(bench: Bench, name: str, command: list[str], tag: str, compiled: Path | None = None) -> Run:
-    """`compiled`: the folder of the compiled build, which the worker then imports from."""
+def one_run(
+    bench: Bench, name: str, command: list[str], tag: str, *, compiled: Path | None = None, workers: int = 1
+) -> Run:
+    """`compiled`: the folder of the compiled build, which the worker then imports from;
+    `workers`: processes in the group (each its own state folder and web port), whose CPU
+    time and peak RSS add up."""
     settings = bench.settings(tag)
     asyncio.run(produce_lines(settings, bench.lines))
     env = None if compiled is None else compiled_env(compiled)
-    worker = WorkerProcess(settings, bench.work / f"{tag}.log", command, cwd=compiled, env=env)
-    worker.start(wait_ready=False)
+    own = (
+        [settings]
+        if workers == 1
+        else [
+            replace(settings, data_dir=settings.data_dir / f"worker-{i}", web_port=free_port()) for i in range(workers)
+        ]
+    )
+    processes = [
+        WorkerProcess(one, bench.work / f"{tag}-{i}.log", command, cwd=compiled, env=env) for i, one in enumerate(own)
+    ]
+    for process in processes:
+        process.start(wait_ready=False)
     try:
         deadline = time.monotonic() + 1800
         while not asyncio.run(committed_everything(settings)):
-            if not worker.running() or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} stopped or timed out; see {worker.log_path}")
+            stopped = [process for process in processes if not process.running()]
+            if stopped or time.monotonic() > deadline:
+                log = (stopped or processes)[0].log_path
+                raise RuntimeError(f"{name} stopped or timed out; see {log}")
             time.sleep(0.2)
         done = time.time()
-        peak_rss_kb, cpu_s = _peak_rss_kb(worker.pid), _cpu_seconds(worker.pid)
+        peak_rss_kb = sum(_peak_rss_kb(process.pid) for process in processes)
+        cpu_s = sum(_cpu_seconds(process.pid) for process in processes)
     finally:
-        worker.stop()
-    if compiled is not None and "the scoring core is the compiled build" not in worker.log_path.read_text():
-        raise SystemExit(f"{name} did not run the compiled core; see {worker.log_path}")
+        for process in processes:
+            process.stop()
+    for process in processes:
+        if compiled is not None and "the scoring core is the compiled build" not in process.log_path.read_text():
+            raise SystemExit(f"{name} did not run the compiled core; see {process.log_path}")
     latest, first = asyncio.run(read_scores(settings))
     events = len(bench.lines)
     difference = "" if latest == bench.oracle else differences(latest, bench.oracle)
@@ -261,6 +282,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=list(IMPLEMENTATIONS), help="run only these implementations")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy our worker this long")
     parser.add_argument("--compiled", action="store_true", help="also run our worker on the opt-in mypyc build")
+    parser.add_argument("--workers", type=int, default=1, help="also run our worker as a group of this many")
     parser.add_argument("--broker", default=None, help="use this broker instead of starting one")
     parser.add_argument(
         "--accounts", type=int, default=0, help="contacts name one of this many companies (loads the account table)"
@@ -295,11 +317,15 @@ def run_all(bench: Bench, args: argparse.Namespace) -> None:
     if args.compiled:
         tree = compiled_tree()
         chosen[COMPILED] = IMPLEMENTATIONS[OURS]
+    group = f"{OURS} x{args.workers}"
+    if args.workers > 1:
+        chosen[group] = IMPLEMENTATIONS[OURS]
     runs: dict[str, list[Run]] = {name: [] for name in chosen}
     for attempt in range(args.runs):
         for name, command in chosen.items():
             tag = f"{name.replace(' ', '-').lower()}-{attempt}-{int(time.time())}"
-            run = one_run(bench, name, command, tag, tree if name == COMPILED else None)
+            workers = args.workers if name == group else 1
+            run = one_run(bench, name, command, tag, compiled=tree if name == COMPILED else None, workers=workers)
             runs[name].append(run)
             print(
                 f"  run {attempt + 1} {name:<18} {run.rate:>8,.0f} events/s  {run.cpu_us:>6.0f} µs CPU/event  "

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import IncompatibleBrokerVersion, for_code
+from aiokafka.errors import IncompatibleBrokerVersion, TopicAuthorizationFailedError, for_code
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Bytes, Int16, Int32, Schema, String
 
@@ -140,19 +140,29 @@ def _operations(field: int) -> set[str] | None:
     return {name for name, code in OPERATION_CODES.items() if field & (1 << code)}
 
 
-async def topic_operations(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, set[str]] | None:
-    """The operations this client may perform on each topic it may describe; None when the
-    broker cannot say (older than Kafka 2.3)."""
+async def topic_operations(
+    admin: AIOKafkaAdminClient, topics: list[str]
+) -> tuple[dict[str, set[str] | None], dict[str, str]] | None:
+    """The operations this client may perform on each topic (an empty set: it may not even
+    describe it; None: the broker cannot say), and the topics the broker could not answer
+    for yet, with the error: a topic just created in a cluster is not known to every broker
+    at once, and the broker answering may be one that has not heard of it (LEADER_NOT_AVAILABLE,
+    UNKNOWN_TOPIC_OR_PARTITION). None when the broker is older than Kafka 2.3."""
     try:
         response: Any = await admin._send_request(_TopicOperations(topics))
     except (IncompatibleBrokerVersion, NotImplementedError):
         return None
-    found = {}
+    allowed: dict[str, set[str] | None] = {}
+    pending: dict[str, str] = {}
     for entry in response.to_object()["topics"]:
-        operations = _operations(entry["authorized_operations"])
-        if entry["error_code"] == 0 and operations is not None:
-            found[entry["topic"]] = operations
-    return found
+        code = entry["error_code"]
+        if code == TopicAuthorizationFailedError.errno:
+            allowed[entry["topic"]] = set()
+        elif code:
+            pending[entry["topic"]] = for_code(code).__name__
+        else:
+            allowed[entry["topic"]] = _operations(entry["authorized_operations"])
+    return allowed, pending
 
 
 async def group_operations(admin: AIOKafkaAdminClient, group: str) -> set[str] | None:

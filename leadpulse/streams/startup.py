@@ -47,6 +47,7 @@ from leadpulse.streams.topics import (
 
 TABLE, ACCOUNTS_TABLE = "contacts", "accounts"  # the tables' names; Faust names their changelogs after them
 COORDINATOR_WAIT_S = 60.0
+TOPIC_METADATA_WAIT_S = 60.0  # a topic just created, until every broker of a cluster knows it
 AUTHORIZATION_ERRORS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError, GroupAuthorizationFailedError)
 
 
@@ -282,13 +283,26 @@ def _grant(binding: AclBinding) -> str:
 
 async def _check_topic_acls(admin: AIOKafkaAdminClient, settings: Settings) -> None:
     """A topic the worker may describe but not read or write passes every check above, and
-    the worker would then wait forever (authorized.py); name the missing ACL instead."""
+    the worker would then wait forever (authorized.py); name the missing ACL instead. A
+    topic the broker cannot answer for yet (just created, in a cluster) is asked again."""
     topics = [binding for binding in acl_bindings(settings) if binding.resource == "topic"]
-    allowed = await topic_operations(admin, [binding.name for binding in topics])
-    if allowed is None:
-        return
+    deadline = time.monotonic() + TOPIC_METADATA_WAIT_S
+    while True:
+        answer = await topic_operations(admin, [binding.name for binding in topics])
+        if answer is None:
+            return
+        allowed, pending = answer
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            name, error = next(iter(pending.items()))
+            raise StartupError(
+                f"the broker did not describe topic {name} within {TOPIC_METADATA_WAIT_S:.0f} s ({error})"
+            )
+        await asyncio.sleep(0.2)
     for binding in topics:
-        missing = _missing(binding, allowed.get(binding.name, set()))
+        operations = allowed.get(binding.name)
+        missing = [] if operations is None else _missing(binding, operations)
         if missing:
             raise StartupError(
                 f"{describe(settings)} may not {' or '.join(missing)} topic {binding.name} "
