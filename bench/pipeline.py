@@ -13,7 +13,8 @@ record time), its CPU per event the process's CPU time (user + system, start-up 
 over the events. CPU per event is the figure to steer by on a noisy machine. Every run's
 final contact-scores is checked against the offline scorer (the oracle). Prints medians
 and ratios against our worker, and writes bench/results/pipeline.svg. `--compiled` adds our
-worker on the opt-in mypyc build (bench/compiled.py), run from its own folder; `--workers N`
+worker and the aiokafka loop on the opt-in mypyc build (bench/compiled.py), run from its own
+folder; `--workers N`
 adds our worker as a group of N processes (CPU time and peak RSS summed over the group).
 """
 
@@ -51,11 +52,14 @@ from leadpulse.streams.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"
 OURS = "leadpulse worker"
-COMPILED = "leadpulse compiled"
+LOOP = "aiokafka loop"
+COMPILED = f"{OURS} compiled"
+# --compiled runs these on the compiled core too: ours, and the peer the issue measures it against.
+ON_COMPILED = (OURS, LOOP)
 IMPLEMENTATIONS = {
     OURS: [sys.executable, "-m", "leadpulse", "worker"],
     "Quix Streams": [sys.executable, "-m", "bench.peers.quix"],
-    "aiokafka loop": [sys.executable, "-m", "bench.peers.aiokafka_loop"],
+    LOOP: [sys.executable, "-m", "bench.peers.aiokafka_loop"],
     "naive Faust agent": [sys.executable, "-m", "bench.naive", "worker", "-l", "info"],
 }
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -316,7 +320,7 @@ def run_all(bench: Bench, args: argparse.Namespace) -> None:
     tree = None
     if args.compiled:
         tree = compiled_tree()
-        chosen[COMPILED] = IMPLEMENTATIONS[OURS]
+        chosen.update({f"{name} compiled": IMPLEMENTATIONS[name] for name in ON_COMPILED})
     group = f"{OURS} x{args.workers}"
     if args.workers > 1:
         chosen[group] = IMPLEMENTATIONS[OURS]
@@ -325,10 +329,11 @@ def run_all(bench: Bench, args: argparse.Namespace) -> None:
         for name, command in chosen.items():
             tag = f"{name.replace(' ', '-').lower()}-{attempt}-{int(time.time())}"
             workers = args.workers if name == group else 1
-            run = one_run(bench, name, command, tag, compiled=tree if name == COMPILED else None, workers=workers)
+            compiled = tree if name.endswith(" compiled") else None
+            run = one_run(bench, name, command, tag, compiled=compiled, workers=workers)
             runs[name].append(run)
             print(
-                f"  run {attempt + 1} {name:<18} {run.rate:>8,.0f} events/s  {run.cpu_us:>6.0f} µs CPU/event  "
+                f"  run {attempt + 1} {name:<25} {run.rate:>8,.0f} events/s  {run.cpu_us:>6.0f} µs CPU/event  "
                 f"peak RSS {run.peak_rss_kb / 1024:,.0f} MiB  oracle {'equal' if run.equal else 'DIFFERENT'}",
                 flush=True,
             )
@@ -338,10 +343,16 @@ def run_all(bench: Bench, args: argparse.Namespace) -> None:
     cpu = {name: statistics.median(r.cpu_us for r in values) for name, values in runs.items()}
     print(f"medians of {args.runs} interleaved runs:")
     for name in chosen:
-        ratios = ""
-        if OURS in chosen and name != OURS:
-            ratios = f"  ours: {medians[OURS] / medians[name]:.2f}x its events/s, {cpu[OURS] / cpu[name]:.2f}x its CPU"
-        print(f"  {name:<18} {medians[name]:>8,.0f} events/s  {cpu[name]:>6.0f} µs CPU/event{ratios}")
+        print(f"  {name:<25} {medians[name]:>8,.0f} events/s  {cpu[name]:>6.0f} µs CPU/event")
+    for ours in (OURS, COMPILED):
+        if ours in chosen:
+            print(f"{ours} against:")
+            for name in chosen:
+                if name != ours:
+                    print(
+                        f"  {name:<25} {medians[ours] / medians[name]:.2f}x its events/s, "
+                        f"{cpu[ours] / cpu[name]:.2f}x its CPU per event"
+                    )
     write_chart(medians, args.chart)
     print(f"chart: {args.chart}")
     if args.profile:

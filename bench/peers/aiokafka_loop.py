@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Collection
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from bench.peers.job import score
 from leadpulse.cli.kafka_clients import ensure_topic
+from leadpulse.scoring import is_compiled
 from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.state import ContactState, from_bytes, to_bytes
 from leadpulse.streams.outbox import Outbox
@@ -100,6 +102,8 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> None:
+    if is_compiled():  # bench.pipeline --compiled checks that the compiled run said so
+        print("aiokafka loop: the scoring core is the compiled build", file=sys.stderr, flush=True)
     asyncio.run(run(Settings.from_env()))
 
 
