@@ -81,17 +81,23 @@ async def run(settings: Settings) -> None:
                 continue
             alerts, stored = Outbox(), Outbox()
             for tp, records in batches.items():
-                touched: dict[str, ContactState] = {}
+                # One snapshot and one changelog record per contact per batch, as our worker
+                # sends them: two records of one key in one delivery can land out of order
+                # when the producer retries one of its batches (the last would not be the latest).
+                touched: dict[str, tuple[ContactState, bytes]] = {}
                 for record in records:
                     key = record.key.decode() if record.key is not None else ""
                     state, outputs = score(record.value, states.get(key), rules)
                     if state is None:
                         continue
-                    states[key] = touched[key] = state
+                    states[key] = state
                     for kind, value in outputs:
-                        outbox = stored if kind == "contact-scores" else alerts
-                        outbox.add(topics[kind], tp.partition, record.key, value)
-                for key, state in touched.items():
+                        if kind == "contact-scores":
+                            touched[key] = (state, value)
+                        else:
+                            alerts.add(topics[kind], tp.partition, record.key, value)
+                for key, (state, snapshot) in touched.items():
+                    stored.add(topics["contact-scores"], tp.partition, key.encode(), snapshot)
                     stored.add(changelog, tp.partition, key.encode(), to_bytes(state))
             await alerts.deliver(producer)
             await stored.deliver(producer)
