@@ -81,23 +81,17 @@ async def run(settings: Settings) -> None:
                 continue
             alerts, stored = Outbox(), Outbox()
             for tp, records in batches.items():
-                # One snapshot and one changelog record per contact per batch, as our worker
-                # sends them: two records of one key in one delivery can land out of order
-                # when the producer retries one of its batches (the last would not be the latest).
-                touched: dict[str, tuple[ContactState, bytes]] = {}
+                touched: dict[str, ContactState] = {}
                 for record in records:
                     key = record.key.decode() if record.key is not None else ""
                     state, outputs = score(record.value, states.get(key), rules)
                     if state is None:
                         continue
-                    states[key] = state
+                    states[key] = touched[key] = state
                     for kind, value in outputs:
-                        if kind == "contact-scores":
-                            touched[key] = (state, value)
-                        else:
-                            alerts.add(topics[kind], tp.partition, record.key, value)
-                for key, (state, snapshot) in touched.items():
-                    stored.add(topics["contact-scores"], tp.partition, key.encode(), snapshot)
+                        outbox = stored if kind == "contact-scores" else alerts
+                        outbox.add(topics[kind], tp.partition, record.key, value)
+                for key, state in touched.items():
                     stored.add(changelog, tp.partition, key.encode(), to_bytes(state))
             await alerts.deliver(producer)
             await stored.deliver(producer)
