@@ -43,8 +43,11 @@ class Restore(ConsumerRebalanceListener):  # type: ignore[misc]
         await reader.start()
         try:
             reader.assign(partitions)
-            await reader.seek_to_beginning(*partitions)
             ends = await reader.end_offsets(partitions)
+            # Explicit offsets: seek_to_beginning() then position() was seen to leave a
+            # partition at its end (bench/README.md, "aiokafka loop").
+            for tp, offset in (await reader.beginning_offsets(partitions)).items():
+                reader.seek(tp, offset)
             while [tp for tp in partitions if await reader.position(tp) < ends[tp]]:
                 for records in (await reader.getmany(timeout_ms=500, max_records=BATCH)).values():
                     for record in records:
@@ -81,17 +84,21 @@ async def run(settings: Settings) -> None:
                 continue
             alerts, stored = Outbox(), Outbox()
             for tp, records in batches.items():
-                touched: dict[str, ContactState] = {}
+                # One snapshot and one changelog record per contact per batch, as our worker sends them.
+                touched: dict[str, tuple[ContactState, bytes]] = {}
                 for record in records:
                     key = record.key.decode() if record.key is not None else ""
                     state, outputs = score(record.value, states.get(key), rules)
                     if state is None:
                         continue
-                    states[key] = touched[key] = state
+                    states[key] = state
                     for kind, value in outputs:
-                        outbox = stored if kind == "contact-scores" else alerts
-                        outbox.add(topics[kind], tp.partition, record.key, value)
-                for key, state in touched.items():
+                        if kind == "contact-scores":
+                            touched[key] = (state, value)
+                        else:
+                            alerts.add(topics[kind], tp.partition, record.key, value)
+                for key, (state, snapshot) in touched.items():
+                    stored.add(topics["contact-scores"], tp.partition, key.encode(), snapshot)
                     stored.add(changelog, tp.partition, key.encode(), to_bytes(state))
             await alerts.deliver(producer)
             await stored.deliver(producer)
