@@ -28,7 +28,7 @@ integration: setup kafka
 # --compiled: each also measures the opt-in mypyc build (setup.py), built here first (~1 min).
 bench: setup kafka
 	$(BIN)/python -m bench.core --compiled
-	$(BIN)/python -m bench.replay
+	$(BIN)/python -m bench.replay --compiled
 	$(BIN)/python -m bench.pipeline --compiled --workers 2
 	$(BIN)/python -m bench.restore
 

@@ -1,11 +1,13 @@
 """Benchmark of re-scoring history: `leadpulse score` over a file, one process against several.
 
-    python -m bench.replay [--events 1000000] [--contacts 100000] [--runs 3] [--jobs N]
+    python -m bench.replay [--events 1000000] [--contacts 100000] [--runs 3] [--jobs N] [--compiled]
 
 Writes synthetic traffic (cookies linked to contacts, accounts) to a temporary file and
 scores it as the command does (decode, validate, fold, identity stitching, snapshots at the
 latest event time) with one process and with `--jobs` (default: one per CPU). Prints the
 medians of `--runs` runs in events/s, their ratio, and whether both printed the same.
+`--compiled` measures the opt-in mypyc build the same way (bench/compiled.py) and checks that
+it printed what the pure code printed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import argparse
 import hashlib
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -21,10 +25,12 @@ from pathlib import Path
 
 import orjson
 
+from bench.compiled import compiled_env, compiled_tree
 from leadpulse.cli.offline import Scored, Totals, score_lines, scored
 from leadpulse.cli.parallel import Options, default_jobs, score_parallel
 from leadpulse.cli.traffic import Traffic
 from leadpulse.schemas.limits import DEFAULT_LIMITS
+from leadpulse.scoring import is_compiled
 from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
 from leadpulse.streams.runtime import tune_gc
@@ -89,14 +95,8 @@ class Runs:
         return median
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--contacts", type=int, default=100_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--jobs", type=int, default=default_jobs())
-    args = parser.parse_args()
-    tune_gc()
+def measure(args: argparse.Namespace) -> tuple[Runs, Runs]:
+    """`--jobs 1` and `--jobs N` over the same written traffic, interleaved."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "events.jsonl"
         print(f"writing {args.events:,} events for {args.contacts:,} contacts...", flush=True)
@@ -108,11 +108,54 @@ def main() -> None:
         for _ in range(args.runs):  # interleaved, so that a change of load hits both alike
             one.run(path, args.events)
             many.run(path, args.events)
+    return one, many
+
+
+def compare_compiled(args: argparse.Namespace, one: Runs, many: Runs) -> bool:
+    """The same measurement on the compiled build (bench/compiled.py), in a child process;
+    True when it printed what the pure code printed."""
+    tree = compiled_tree()
+    with tempfile.TemporaryDirectory() as work:
+        report = Path(work) / "report.json"
+        command = [sys.executable, "-m", "bench.replay", "--events", str(args.events), "--contacts", str(args.contacts)]
+        command += ["--runs", str(args.runs), "--jobs", str(args.jobs), "--child-report", str(report)]
+        print("compiled core:", flush=True)
+        # Run from the tree: `python -m` puts the working folder first on the path.
+        if subprocess.run(command, env={**os.environ, **compiled_env(tree)}, cwd=tree, check=False).returncode != 0:
+            raise SystemExit("the compiled run failed (its output is above)")
+        child = orjson.loads(report.read_bytes())
+    print(
+        f"  compiled / pure: --jobs 1 {child['one'] / statistics.median(one.rates):.2f}x, "
+        f"--jobs {args.jobs} {child['many'] / statistics.median(many.rates):.2f}x"
+    )
+    return bool(child["printed"] == sorted(digest for digest, _ in one.printed))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=default_jobs())
+    parser.add_argument("--compiled", action="store_true", help="also measure the opt-in mypyc build, checked equal")
+    parser.add_argument("--child-report", help=argparse.SUPPRESS)  # set by --compiled for its child process
+    args = parser.parse_args()
+    if args.child_report and not is_compiled():
+        raise SystemExit("bench.replay --child-report ran the pure modules: the compiled tree is not first on the path")
+    tune_gc()
+    one, many = measure(args)
     one_rate = one.report()
-    ratio = many.report() / one_rate
+    many_rate = many.report()
     same = len(one.printed) == 1 and one.printed == many.printed
-    print(f"  ratio --jobs {args.jobs} / --jobs 1: {ratio:.2f}x; same output: {'yes' if same else 'NO'}")
+    print(f"  ratio --jobs {args.jobs} / --jobs 1: {many_rate / one_rate:.2f}x; same output: {'yes' if same else 'NO'}")
     print(f"  load average at the end: {os.getloadavg()[0]:.1f}")
+    if args.child_report:
+        printed = sorted(digest for digest, _ in one.printed | many.printed)
+        Path(args.child_report).write_bytes(orjson.dumps({"one": one_rate, "many": many_rate, "printed": printed}))
+    elif args.compiled:
+        compiled_same = compare_compiled(args, one, many)
+        print(f"  compiled printed the same as pure: {'yes' if compiled_same else 'NO'}")
+        same = same and compiled_same
     if not same:
         raise SystemExit(1)
 
