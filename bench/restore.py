@@ -11,7 +11,9 @@ events' snapshots, less the same time for a worker with an empty changelog (meas
 the same run), is the restore time. Each snapshot is checked against the offline engine
 applied to the restored state: a worker that skipped the restore would score the event
 alone. Prints the restore rate, the worker's RSS with and without the table, and the
-state folder's size.
+state folder's size; then, as the ceiling to compare with, the rate of a plain consumer
+writing the same changelog into one RocksDB database per partition (large fetches, one
+write batch per fetched partition, no Faust).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
+import rocksdict
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.broker import broker_url
@@ -143,6 +146,45 @@ def start_worker(settings: Settings, work: Path, probed: list[ContactState], rul
     return Start(seconds, rss_kb, disk)
 
 
+async def plain_rebuild(settings: Settings, folder: Path) -> float:
+    """Records per second of reading the contact changelog to its end and writing it into a
+    RocksDB database per partition, as a rebuild outside Faust's recovery would."""
+    partitions = [TopicPartition(changelog_topic(settings), p) for p in range(settings.partitions)]
+    consumer = AIOKafkaConsumer(
+        **client_options(settings),
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+    await consumer.start()
+    databases = {
+        tp.partition: rocksdict.Rdict(str(folder / f"{tp.partition}.db"), options=rocksdict.Options(raw_mode=True))
+        for tp in partitions
+    }
+    records = 0
+    try:
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        for tp, offset in (await consumer.beginning_offsets(partitions)).items():
+            consumer.seek(tp, offset)
+        began = time.perf_counter()
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for tp, fetched in (await consumer.getmany(timeout_ms=500, max_records=50_000)).items():
+                batch = rocksdict.WriteBatch(raw_mode=True)
+                for record in fetched:
+                    if record.value is None:
+                        batch.delete(record.key)
+                    else:
+                        batch.put(record.key, record.value)
+                databases[tp.partition].write(batch)
+                records += len(fetched)
+        return records / (time.perf_counter() - began)
+    finally:
+        await consumer.stop()
+        for database in databases.values():
+            database.close()
+
+
 def _rss_kb(pid: int | None) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
@@ -180,13 +222,17 @@ def main() -> None:
         fresh = [new_state(state.contact_id) for state in probed]
         baseline = start_worker(empty, work, fresh, rules)
         restored = start_worker(full, work, probed, rules)
+        (work / "plain").mkdir()
+        plain = asyncio.run(plain_rebuild(full, work / "plain"))
     restore_s = max(restored.seconds - baseline.seconds, 1e-3)
     print(
         f"  empty changelog: ready and scoring in {baseline.seconds:.1f} s, RSS {baseline.rss_kb / 1024:,.0f} MiB\n"
         f"  {args.contacts:,} contacts: ready and scoring in {restored.seconds:.1f} s, "
         f"RSS {restored.rss_kb / 1024:,.0f} MiB, state folder {restored.disk_bytes / 1e6:,.0f} MB\n"
         f"  restore: {args.contacts / restore_s:,.0f} records/s ({restore_s:.1f} s); table in memory: "
-        f"{(restored.rss_kb - baseline.rss_kb) / 1024 * 1e6 / args.contacts:,.0f} MiB per million contacts"
+        f"{(restored.rss_kb - baseline.rss_kb) / 1024 * 1e6 / args.contacts:,.0f} MiB per million contacts\n"
+        f"  a plain consumer writing RocksDB write batches (no Faust): {plain:,.0f} records/s, "
+        f"{plain * restore_s / args.contacts:.1f}x the worker's restore"
     )
 
 
