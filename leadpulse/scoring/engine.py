@@ -474,7 +474,8 @@ def _settle_models(state: ContactState, at_ms: int, fit: float, rules: Rules) ->
     for model in rules.models:
         if not model.applies_to_profile(profile, fit):
             continue
-        score = _score_of(state.profile, _sums_of(state, model), at_ms, model, rules.half_life_ms)[2]
+        decayed = _decayed_signals(_sums_of(state, model), at_ms, model.signal_categories, rules.half_life_ms)
+        score = _combine(_fit_points(state, model), decayed, model)[2]
         armed = armed_by_model.get(model.name, True)
         now_armed, alert = hot_hysteresis(armed, score, model.hot_floor, model.rearm_gap)
         if now_armed != armed:
@@ -543,57 +544,25 @@ def _latest(known: ProfileValue | None, value: str | None, occurred_ms: int, tie
 
 def score_parts(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, float, int]:
     """(fit, engagement, score) at `at_ms`, without building a snapshot."""
-    return _score_of(state.profile, state.signals, at_ms, rules, rules.half_life_ms)
-
-
-def _score_of(
-    profile: dict[str, ProfileValue], sums: dict[str, SignalSum], at_ms: int, scorer: Scorer, half_life_ms: int
-) -> tuple[float, float, int]:
-    """`_combine` of a profile and signal sums without the (name, value) pairs only reasons
-    need: `_settle` reads a score per model after every event, so this is the hot path."""
-    criteria = scorer.fit
-    fit_values = [
-        criterion.points(known.value)
-        for attribute, known in profile.items()
-        if (criterion := criteria.get(attribute)) is not None
-    ]
-    categories = scorer.signal_categories
-    per_category: dict[str, list[float]] = {}
-    for name, summed in sums.items():
-        category = categories.get(name)
-        if category is not None:
-            value = _decayed(summed, at_ms, half_life_ms)
-            values = per_category.get(category)
-            if values is None:
-                per_category[category] = [value]
-            else:
-                values.append(value)
-    return _weighted(fit_values, per_category, scorer)
+    decayed = _decayed_signals(state.signals, at_ms, rules.signal_categories, rules.half_life_ms)
+    return _combine(_fit_points(state, rules), decayed, rules)
 
 
 def _combine(
     fit_points: Iterable[tuple[str, PropertyValue, float]], decayed: Iterable[tuple[str, str, float]], rules: Scorer
 ) -> tuple[float, float, int]:
-    """(fit, engagement, score) from the fit points and decayed signals at one moment."""
+    """(fit, engagement, score) from the fit points and decayed signals at one moment; parts
+    rounded to 0.1 before combining so that the published numbers add up."""
+    fit = round(_clamp(math.fsum(points for _, _, points in fit_points)), 1)
     per_category: dict[str, list[float]] = {}
     for _, category_name, value in decayed:
         per_category.setdefault(category_name, []).append(value)
-    return _weighted([points for _, _, points in fit_points], per_category, rules)
-
-
-def _weighted(
-    fit_values: list[float], per_category: dict[str, list[float]], scorer: Scorer
-) -> tuple[float, float, int]:
-    """Parts rounded to 0.1 before combining so that the published numbers add up; exact
-    sums (fsum), so that the order signals were stored in never changes a score."""
-    fit = round(_clamp(math.fsum(fit_values)), 1)
     capped = []
     for category_name, values in per_category.items():
-        category = scorer.categories[category_name]
-        summed = values[0] if len(values) == 1 else math.fsum(values)
-        capped.append(min(max(summed, category.floor), category.cap))
+        category = rules.categories[category_name]
+        capped.append(min(max(math.fsum(values), category.floor), category.cap))
     engagement = round(_clamp(math.fsum(capped)), 1)
-    return fit, engagement, int(scorer.weight_fit * fit + scorer.weight_engagement * engagement + 0.5)
+    return fit, engagement, int(rules.weight_fit * fit + rules.weight_engagement * engagement + 0.5)
 
 
 def _fit_points(state: ContactState, rules: Scorer) -> Iterator[tuple[str, PropertyValue, float]]:
