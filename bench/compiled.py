@@ -17,6 +17,11 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
+
+import orjson
+
+from leadpulse.scoring import is_compiled
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".leadpulse" / "compiled"
@@ -66,3 +71,22 @@ def compiled_env(tree: Path) -> dict[str, str]:
     """What a child process adds to its environment to import `leadpulse` from `tree` (and
     `bench` from the checkout); it must also run from `tree`, which `python -m` puts first."""
     return {"PYTHONPATH": os.pathsep.join([str(tree), str(ROOT)])}
+
+
+def run_compiled(module: str, arguments: list[str]) -> dict[str, Any]:
+    """`python -m module arguments --child-report FILE` on the compiled build, from its folder
+    (`python -m` puts the working folder first on the path); the report the child wrote."""
+    tree = compiled_tree()
+    with tempfile.TemporaryDirectory() as work:
+        report = Path(work) / "report.json"
+        command = [sys.executable, "-m", module, *arguments, "--child-report", str(report)]
+        if subprocess.run(command, env={**os.environ, **compiled_env(tree)}, cwd=tree, check=False).returncode != 0:
+            raise SystemExit("the compiled run failed (its output is above)")
+        report_data: dict[str, Any] = orjson.loads(report.read_bytes())
+        return report_data
+
+
+def require_compiled(module: str) -> None:
+    """A child of `run_compiled` refuses to report figures measured on the pure modules."""
+    if not is_compiled():
+        raise SystemExit(f"{module} --child-report ran the pure modules: the compiled tree is not first on the path")

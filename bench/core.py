@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -25,11 +21,10 @@ from typing import NamedTuple
 
 import orjson
 
-from bench.compiled import compiled_env, compiled_tree
+from bench.compiled import require_compiled, run_compiled
 from leadpulse.cli.offline import score_lines
 from leadpulse.cli.traffic import Traffic
 from leadpulse.schemas.events import decode_event, validate_event
-from leadpulse.scoring import is_compiled
 from leadpulse.scoring.engine import Event, apply, new_state
 from leadpulse.scoring.rules import Rules, load_rules
 from leadpulse.scoring.state import ContactState, to_bytes
@@ -115,16 +110,9 @@ def core_figures(lines: list[bytes], rules: Rules, runs: int, label: str) -> tup
 def compare_compiled(args: argparse.Namespace, pure: Timing, pure_digest: str) -> None:
     """Time the compiled build on the same events in a child process (the pure modules are
     already imported here), and refuse figures from a build that scores differently."""
-    tree = compiled_tree()
-    with tempfile.TemporaryDirectory() as work:
-        report = Path(work) / "report.json"
-        command = [sys.executable, "-m", "bench.core", "--events", str(args.events), "--contacts", str(args.contacts)]
-        command += ["--runs", str(args.runs), "--child-report", str(report)]
-        command += ["--rules", str(Path(args.rules).resolve())] if args.rules else []
-        # Run from the tree: `python -m` puts the working folder first on the path.
-        if subprocess.run(command, env={**os.environ, **compiled_env(tree)}, cwd=tree, check=False).returncode != 0:
-            raise SystemExit("the compiled run failed (its output is above)")
-        compiled = orjson.loads(report.read_bytes())
+    arguments = ["--events", str(args.events), "--contacts", str(args.contacts), "--runs", str(args.runs)]
+    arguments += ["--rules", str(Path(args.rules).resolve())] if args.rules else []
+    compiled = run_compiled("bench.core", arguments)
     same = compiled["digest"] == pure_digest
     print(
         f"  compiled / pure, parse + validate + apply: {compiled['rate'] / pure.rate:.2f}x events/s, "
@@ -135,8 +123,7 @@ def compare_compiled(args: argparse.Namespace, pure: Timing, pure_digest: str) -
 
 
 def child(args: argparse.Namespace, lines: list[bytes], rules: Rules) -> None:
-    if not is_compiled():
-        raise SystemExit("bench.core --child-report ran the pure modules: the compiled tree is not first on the path")
+    require_compiled("bench.core")
     full, digest = core_figures(lines, rules, args.runs, "compiled: ")
     Path(args.child_report).write_bytes(orjson.dumps({"rate": full.rate, "cpu_rate": full.cpu_rate, "digest": digest}))
 

@@ -40,6 +40,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from bench.broker import broker_url
 from bench.compiled import compiled_env, compiled_tree
+from bench.reading import records_to_end
 from leadpulse.cli.kafka_clients import produce_lines
 from leadpulse.cli.offline import score_lines
 from leadpulse.cli.processes import WorkerProcess, free_port
@@ -104,16 +105,10 @@ async def read_scores(settings: Settings) -> tuple[dict[str, Any], float]:
     first_ms: float = float("inf")
     try:
         partitions = [TopicPartition(settings.topic("contact-scores"), p) for p in range(settings.partitions)]
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        for tp, offset in (await consumer.beginning_offsets(partitions)).items():
-            consumer.seek(tp, offset)
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            batches = await consumer.getmany(timeout_ms=500, max_records=20_000)
-            for records in batches.values():
-                for record in records:
-                    first_ms = min(first_ms, record.timestamp)
-                    latest[record.key.decode()] = orjson.loads(record.value)
+        async for _, records in records_to_end(consumer, partitions):
+            for record in records:
+                first_ms = min(first_ms, record.timestamp)
+                latest[record.key.decode()] = orjson.loads(record.value)
     finally:
         await consumer.stop()
     return latest, first_ms / 1000

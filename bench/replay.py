@@ -16,8 +16,6 @@ import argparse
 import hashlib
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,12 +23,11 @@ from pathlib import Path
 
 import orjson
 
-from bench.compiled import compiled_env, compiled_tree
+from bench.compiled import require_compiled, run_compiled
 from leadpulse.cli.offline import Scored, Totals, score_lines, scored
 from leadpulse.cli.parallel import Options, default_jobs, score_parallel
 from leadpulse.cli.traffic import Traffic
 from leadpulse.schemas.limits import DEFAULT_LIMITS
-from leadpulse.scoring import is_compiled
 from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
 from leadpulse.streams.runtime import tune_gc
@@ -114,16 +111,9 @@ def measure(args: argparse.Namespace) -> tuple[Runs, Runs]:
 def compare_compiled(args: argparse.Namespace, one: Runs, many: Runs) -> bool:
     """The same measurement on the compiled build (bench/compiled.py), in a child process;
     True when it printed what the pure code printed."""
-    tree = compiled_tree()
-    with tempfile.TemporaryDirectory() as work:
-        report = Path(work) / "report.json"
-        command = [sys.executable, "-m", "bench.replay", "--events", str(args.events), "--contacts", str(args.contacts)]
-        command += ["--runs", str(args.runs), "--jobs", str(args.jobs), "--child-report", str(report)]
-        print("compiled core:", flush=True)
-        # Run from the tree: `python -m` puts the working folder first on the path.
-        if subprocess.run(command, env={**os.environ, **compiled_env(tree)}, cwd=tree, check=False).returncode != 0:
-            raise SystemExit("the compiled run failed (its output is above)")
-        child = orjson.loads(report.read_bytes())
+    print("compiled core:", flush=True)
+    arguments = ["--events", str(args.events), "--contacts", str(args.contacts), "--runs", str(args.runs)]
+    child = run_compiled("bench.replay", [*arguments, "--jobs", str(args.jobs)])
     print(
         f"  compiled / pure: --jobs 1 {child['one'] / statistics.median(one.rates):.2f}x, "
         f"--jobs {args.jobs} {child['many'] / statistics.median(many.rates):.2f}x"
@@ -140,8 +130,8 @@ def main() -> None:
     parser.add_argument("--compiled", action="store_true", help="also measure the opt-in mypyc build, checked equal")
     parser.add_argument("--child-report", help=argparse.SUPPRESS)  # set by --compiled for its child process
     args = parser.parse_args()
-    if args.child_report and not is_compiled():
-        raise SystemExit("bench.replay --child-report ran the pure modules: the compiled tree is not first on the path")
+    if args.child_report:
+        require_compiled("bench.replay")
     tune_gc()
     one, many = measure(args)
     one_rate = one.report()

@@ -31,6 +31,7 @@ import rocksdict
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.broker import broker_url
+from bench.reading import records_to_end
 from leadpulse.cli.kafka_clients import produce_lines
 from leadpulse.cli.offline import score_lines
 from leadpulse.cli.processes import WorkerProcess, free_port
@@ -163,21 +164,16 @@ async def plain_rebuild(settings: Settings, folder: Path) -> float:
     }
     records = 0
     try:
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        for tp, offset in (await consumer.beginning_offsets(partitions)).items():
-            consumer.seek(tp, offset)
         began = time.perf_counter()
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            for tp, fetched in (await consumer.getmany(timeout_ms=500, max_records=50_000)).items():
-                batch = rocksdict.WriteBatch(raw_mode=True)
-                for record in fetched:
-                    if record.value is None:
-                        batch.delete(record.key)
-                    else:
-                        batch.put(record.key, record.value)
-                databases[tp.partition].write(batch)
-                records += len(fetched)
+        async for tp, fetched in records_to_end(consumer, partitions, max_records=50_000):
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for record in fetched:
+                if record.value is None:
+                    batch.delete(record.key)
+                else:
+                    batch.put(record.key, record.value)
+            databases[tp.partition].write(batch)
+            records += len(fetched)
         return records / (time.perf_counter() - began)
     finally:
         await consumer.stop()

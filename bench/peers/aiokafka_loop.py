@@ -17,6 +17,7 @@ from collections.abc import Collection
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from bench.peers.job import score
+from bench.reading import records_to_end
 from leadpulse.cli.kafka_clients import ensure_topic
 from leadpulse.scoring import is_compiled
 from leadpulse.scoring.rules import load_rules
@@ -42,19 +43,12 @@ class Restore(ConsumerRebalanceListener):  # type: ignore[misc]
         reader = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False)
         await reader.start()
         try:
-            reader.assign(partitions)
-            ends = await reader.end_offsets(partitions)
-            # Explicit offsets: seek_to_beginning() then position() was seen to leave a
-            # partition at its end (bench/README.md, "aiokafka loop").
-            for tp, offset in (await reader.beginning_offsets(partitions)).items():
-                reader.seek(tp, offset)
-            while [tp for tp in partitions if await reader.position(tp) < ends[tp]]:
-                for records in (await reader.getmany(timeout_ms=500, max_records=BATCH)).values():
-                    for record in records:
-                        if record.value is None:
-                            self.states.pop(record.key.decode(), None)
-                        else:
-                            self.states[record.key.decode()] = from_bytes(record.value)
+            async for _, records in records_to_end(reader, partitions, max_records=BATCH):
+                for record in records:
+                    if record.value is None:
+                        self.states.pop(record.key.decode(), None)
+                    else:
+                        self.states[record.key.decode()] = from_bytes(record.value)
         finally:
             await reader.stop()
 

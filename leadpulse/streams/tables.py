@@ -55,7 +55,7 @@ class StateTable(Generic[S]):
     def read(self, key: bytes, partition: int | None) -> bytes | None:
         """A scoring batch knows the key's partition: RocksDB is read from that partition's
         database, where Faust's store reads it inside `partition_of`, without the layers of
-        Faust's table mapping around it (a twentieth of the worker's CPU: bench/README.md).
+        Faust's table mapping around it (~3% of the worker's CPU: bench/README.md).
         Elsewhere (queries) through the table, which finds the key's partition itself."""
         store = self.table.data
         if partition is not None and isinstance(store, RocksDBStore) and store.use_rocksdict:
