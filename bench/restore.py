@@ -6,20 +6,22 @@ and what the table costs in memory per million contacts.
 Writes N contact states (real states from the synthetic traffic, under new contact ids) to
 the contact table's changelog, as a worker that had scored them would have left it, then
 starts a worker on an empty state folder and sends one event per partition for a restored
-contact. Faust holds the inputs back until the table is recovered, so the time to those
+contact. The worker reads the changelogs in bulk before Faust's recovery (streams/recovery.py)
+and logs how long that took; Faust holds the inputs back until the table is recovered, so the time to those
 events' snapshots, less the same time for a worker with an empty changelog (measured in
 the same run), is the restore time. Each snapshot is checked against the offline engine
 applied to the restored state: a worker that skipped the restore would score the event
 alone. Prints the restore rate, the worker's RSS with and without the table, and the
 state folder's size; then, as the ceiling to compare with, the rate of a plain consumer
-writing the same changelog into one RocksDB database per partition (large fetches, one
-write batch per fetched partition, no Faust).
+writing the same changelog into one RocksDB database per partition with the worker's own
+write batches, without Faust around them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -42,6 +44,7 @@ from leadpulse.scoring.rules import Rules, load_rules
 from leadpulse.scoring.state import ContactState, to_bytes
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.partitioning import home_partition
+from leadpulse.streams.recovery import write_records
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
 from leadpulse.streams.startup import changelog_topic, prepare_topics
@@ -49,11 +52,15 @@ from leadpulse.streams.startup import changelog_topic, prepare_topics
 PROGRESS_EVERY = 100_000
 
 
+REBUILT = re.compile(r"rebuilt (.*?records/s\))")
+
+
 @dataclass(frozen=True)
 class Start:
     seconds: float  # worker start -> every probe's snapshot read back
     rss_kb: int  # the worker's resident memory then
     disk_bytes: int  # its state folder's size then
+    rebuilt: str  # what the worker logged of its bulk read of the changelogs (streams/recovery.py)
 
 
 def restored_states(count: int, rules: Rules) -> Iterator[ContactState]:
@@ -103,7 +110,9 @@ def probes(states: list[ContactState]) -> list[bytes]:
     ]
 
 
-async def read_snapshots(settings: Settings, ids: set[str], timeout_s: float) -> dict[str, dict[str, object]]:
+async def read_snapshots(
+    settings: Settings, ids: set[str], timeout_s: float, worker: WorkerProcess
+) -> dict[str, dict[str, object]]:
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     await consumer.start()
     found: dict[str, dict[str, object]] = {}
@@ -116,6 +125,8 @@ async def read_snapshots(settings: Settings, ids: set[str], timeout_s: float) ->
         while ids - found.keys():
             if time.monotonic() > deadline:
                 raise SystemExit(f"no snapshot within {timeout_s:.0f} s for {sorted(ids - found.keys())[:3]}")
+            if not worker.running():
+                raise SystemExit(f"the worker exited before its snapshots: see {worker.log_path}")
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 for record in records:
                     if record.key.decode() in ids:
@@ -133,7 +144,9 @@ def start_worker(settings: Settings, work: Path, probed: list[ContactState], rul
     worker.start(wait_ready=False)
     try:
         asyncio.run(produce_lines(settings, lines))
-        found = asyncio.run(read_snapshots(settings, {state.contact_id for state in probed}, timeout_s=3600))
+        found = asyncio.run(
+            read_snapshots(settings, {state.contact_id for state in probed}, timeout_s=3600, worker=worker)
+        )
         seconds = time.monotonic() - began
         rss_kb = _rss_kb(worker.pid)
     finally:
@@ -144,12 +157,14 @@ def start_worker(settings: Settings, work: Path, probed: list[ContactState], rul
         if found[state.contact_id]["score"] != snapshot(expected, at, rules).score:
             raise SystemExit(f"{state.contact_id}: its snapshot is not its restored state's (see {worker.log_path})")
     disk = sum(path.stat().st_size for path in settings.data_dir.rglob("*") if path.is_file())
-    return Start(seconds, rss_kb, disk)
+    rebuilt = REBUILT.findall(Path(worker.log_path).read_text(errors="replace"))
+    return Start(seconds, rss_kb, disk, "; ".join(rebuilt) or "nothing")
 
 
 async def plain_rebuild(settings: Settings, folder: Path) -> float:
     """Records per second of reading the contact changelog to its end and writing it into a
-    RocksDB database per partition, as a rebuild outside Faust's recovery would."""
+    RocksDB database per partition, with the worker's own writes but no Faust around them:
+    the ceiling of its restore."""
     partitions = [TopicPartition(changelog_topic(settings), p) for p in range(settings.partitions)]
     consumer = AIOKafkaConsumer(
         **client_options(settings),
@@ -166,13 +181,7 @@ async def plain_rebuild(settings: Settings, folder: Path) -> float:
     try:
         began = time.perf_counter()
         async for tp, fetched in records_to_end(consumer, partitions, max_records=50_000):
-            batch = rocksdict.WriteBatch(raw_mode=True)
-            for record in fetched:
-                if record.value is None:
-                    batch.delete(record.key)
-                else:
-                    batch.put(record.key, record.value)
-            databases[tp.partition].write(batch)
+            write_records(databases[tp.partition], fetched)
             records += len(fetched)
         return records / (time.perf_counter() - began)
     finally:
@@ -225,6 +234,7 @@ def main() -> None:
         f"  empty changelog: ready and scoring in {baseline.seconds:.1f} s, RSS {baseline.rss_kb / 1024:,.0f} MiB\n"
         f"  {args.contacts:,} contacts: ready and scoring in {restored.seconds:.1f} s, "
         f"RSS {restored.rss_kb / 1024:,.0f} MiB, state folder {restored.disk_bytes / 1e6:,.0f} MB\n"
+        f"  the worker's bulk read of the changelogs: {restored.rebuilt}\n"
         f"  restore: {args.contacts / restore_s:,.0f} records/s ({restore_s:.1f} s); table in memory: "
         f"{(restored.rss_kb - baseline.rss_kb) / 1024 * 1e6 / args.contacts:,.0f} MiB per million contacts\n"
         f"  a plain consumer writing RocksDB write batches (no Faust): {plain:,.0f} records/s, "

