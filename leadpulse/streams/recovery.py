@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 FETCH_BYTES = 64 << 20  # per fetch: a write batch per partition of up to ~8 MiB
 PARTITION_FETCH_BYTES = 8 << 20
-FETCH_RECORDS = 50_000  # records turned into Python objects at once: bounds memory and loop stalls
-PROGRESS_INTERVAL_S = 5.0
+FETCH_RECORDS = 10_000  # records turned into Python objects at once: bounds memory and loop stalls
+PROGRESS_STEPS = 10  # progress lines per rebuild: one per tenth read
 BUDGET_SHARE = 0.5
 """Faust gives `_build_offsets` `broker_request_timeout` (90 s by default) and stops the
 worker when it runs over; the bulk read stops after this share of it and leaves the rest
@@ -84,8 +84,10 @@ class BulkRecovery(Recovery):
     ) -> None:
         """Until every partition is read to its highwater, another rebalance starts, or the
         time budget is spent. `offsets` holds, per partition, the last offset written."""
-        log.info("rebuilding tables from changelogs: %s partitions, ~%s records", len(pending), _left(pending, offsets))
-        started = last_report = time.monotonic()
+        total = _left(pending, offsets)
+        log.info("rebuilding tables from changelogs: %s partitions, ~%s records", len(pending), f"{total:,}")
+        started = time.monotonic()
+        report_at = total // PROGRESS_STEPS
         deadline = started + BUDGET_SHARE * self.app.conf.broker_request_timeout
         records = 0
         while pending and not self.signal_recovery_start.is_set() and time.monotonic() < deadline:
@@ -103,10 +105,9 @@ class BulkRecovery(Recovery):
                     records += len(current)
                 if await reader.position(tp) >= end:
                     del pending[tp]
-            now = time.monotonic()
-            if now - last_report >= PROGRESS_INTERVAL_S:
-                last_report = now
-                log.info("rebuilding tables: %s records, ~%s to go", f"{records:,}", _left(pending, offsets))
+            if records >= report_at and pending:
+                report_at = records + total // PROGRESS_STEPS
+                log.info("rebuilding tables: %s records, ~%s to go", f"{records:,}", f"{_left(pending, offsets):,}")
         elapsed = time.monotonic() - started
         log.info(
             "rebuilt %s table records from changelogs in %.1f s (%s records/s)%s",
@@ -156,9 +157,9 @@ def _rocksdict_store(table: Any) -> RocksDBStore | None:
     return store if isinstance(store, RocksDBStore) and store.use_rocksdict else None
 
 
-def _left(pending: Mapping[TopicPartition, int], offsets: Any) -> str:
+def _left(pending: Mapping[TopicPartition, int], offsets: Any) -> int:
     """Offsets still to read (compaction leaves gaps: an upper bound on records)."""
-    return f"{sum(end - 1 - offsets[tp] for tp, end in pending.items()):,}"
+    return sum(end - 1 - offsets[tp] for tp, end in pending.items())
 
 
 def write_records(db: rocksdict.Rdict, messages: list[Any], offset_key: bytes | None = None) -> None:
