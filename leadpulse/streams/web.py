@@ -168,6 +168,8 @@ def _not_ready(pipeline: Pipeline, assigned: set[Any]) -> str | None:
     )
     if missing:
         return f"inputs not assigned: {', '.join(missing)}"
+    if pipeline.app.rebalancing:  # from an assignment until its tables are recovered
+        return "restoring the tables of its partitions from their changelogs"
     if pipeline.readiness.deliveries.failing_since is not None:
         return f"deliveries failing: {pipeline.readiness.deliveries.last_error}"
     return None

@@ -14,7 +14,7 @@ def topic(name):
     return SimpleNamespace(get_topic_name=lambda: name)
 
 
-def pipeline(consuming=("scoring", "accounts"), failing=False):
+def pipeline(consuming=("scoring", "accounts"), failing=False, rebalancing=False):
     deliveries = DeliveryHealth()
     if failing:
         deliveries.failed(TimeoutError("broker away"), "scores[0]")
@@ -24,7 +24,11 @@ def pipeline(consuming=("scoring", "accounts"), failing=False):
         cooling=topic("cooling"),
         account_members=topic("members"),
     )
-    return SimpleNamespace(readiness=Readiness(consuming=set(consuming), deliveries=deliveries), topics=topics)
+    return SimpleNamespace(
+        readiness=Readiness(consuming=set(consuming), deliveries=deliveries),
+        topics=topics,
+        app=SimpleNamespace(rebalancing=rebalancing),
+    )
 
 
 def owned(*partitions, topics=("events", "by-contact", "cooling", "members")):
@@ -52,6 +56,13 @@ def test_a_worker_without_partitions_is_not_ready():
 def test_a_worker_missing_one_input_of_a_partition_it_owns_is_not_ready():
     assigned = owned(0, 1) - {TP("cooling", 1)}
     assert _not_ready(pipeline(), assigned) == "inputs not assigned: cooling:1"
+
+
+def test_a_worker_restoring_its_tables_after_an_assignment_is_not_ready():
+    """Its agents wait in their batch loops meanwhile; queries would read a partial table."""
+    assert _not_ready(pipeline(rebalancing=True), owned(0)) == (
+        "restoring the tables of its partitions from their changelogs"
+    )
 
 
 def test_a_worker_whose_deliveries_fail_is_not_ready():
