@@ -2,6 +2,7 @@
 producer to the moment its contact's snapshot is read back from `contact-scores`.
 
     python -m bench.latency [--rates 1000 5000] [--seconds 30] [--partitions 8] [--broker URL]
+                            [--compiled] [--batch-within SECONDS]
 
 Each rate runs on a fresh worker and topics after the same warm-up. The traffic is the
 demo's (bench.pipeline's) generator, paced in 10 ms ticks; one event in PROBE_EVERY goes to
@@ -9,6 +10,10 @@ a contact seen nowhere else (a probe), so the first snapshot of that contact fol
 event and no other. A hot lead of a batch is delivered before its snapshots (docs/guarantees.md),
 so these figures bound the produce → hot-lead latency from above. The tail consumer waits at
 most 5 ms per fetch. Prints p50/p95/p99/max per rate and writes bench/results/latency.svg.
+The issue's third rate is 70% of the worker's maximum: take it from `bench.pipeline` of the
+same build. `--compiled` runs the worker on the opt-in mypyc build (bench/compiled.py);
+`--batch-within` sets how long a batch waits to fill (LEADPULSE_BATCH_WITHIN_S, 0.05 s by
+default), the worker's trade between events per batch and latency.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.broker import broker_url
+from bench.compiled import compiled_env, compiled_tree
 from leadpulse.cli.kafka_clients import ensure_topic, input_producer
 from leadpulse.cli.processes import WorkerProcess, free_port
 from leadpulse.cli.traffic import DAY_MS, Traffic
@@ -149,11 +155,20 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--broker", default=None, help="use this broker instead of starting one")
     parser.add_argument("--chart", type=Path, default=RESULTS / "latency.svg", help="where the chart goes")
+    parser.add_argument("--compiled", action="store_true", help="run the worker on the opt-in mypyc build")
+    parser.add_argument("--batch-within", type=float, default=Settings.batch_within_s, metavar="SECONDS")
     args = parser.parse_args()
+    tree = compiled_tree() if args.compiled else None
 
     work = Path(tempfile.mkdtemp(prefix="leadpulse-latency-"))
     with broker_url(args.broker, work) as url:
-        base = Settings(broker=url, partitions=args.partitions, web_port=free_port(), cooling_interval_s=0.0)
+        base = Settings(
+            broker=url,
+            partitions=args.partitions,
+            web_port=free_port(),
+            cooling_interval_s=0.0,
+            batch_within_s=args.batch_within,
+        )
         results = []
         for rate in args.rates:
             tag = f"lat{rate}-{int(time.time())}"
@@ -161,8 +176,12 @@ def main() -> None:
                 base, app_id=tag, topic_prefix=f"{tag}.", input_topic=f"{tag}.events", data_dir=work / tag
             )
             asyncio.run(ensure_topic(settings, settings.input_topic))
-            worker = WorkerProcess(settings, work / f"{tag}.log")
+            worker = WorkerProcess(
+                settings, work / f"{tag}.log", cwd=tree, env=None if tree is None else compiled_env(tree)
+            )
             worker.start()
+            if tree is not None and "the scoring core is the compiled build" not in worker.log_path.read_text():
+                raise SystemExit(f"the worker did not run the compiled core; see {worker.log_path}")
             try:
                 result = asyncio.run(measure(settings, rate, args.seconds, tag))
             finally:

@@ -1,23 +1,22 @@
 """Table recovery that reads changelogs in bulk: Faust's own recovery takes every changelog
 record through its per-message path and restores ~9-10k records/s (bench/README.md,
 "Restore"), so a worker with a million contacts was ~2 minutes from ready. Here the
-partitions Faust has just assigned as active are first read with a plain consumer, one
-RocksDB write batch per fetch with Faust's stored changelog offset (`Store.offset_key`) in
-the same batch; Faust then starts its recovery from that offset and finds little or nothing
-left to read.
+partitions Faust has just assigned, active and standby, are first read with a plain
+consumer, one RocksDB write batch per fetch with Faust's stored changelog offset
+(`Store.offset_key`) in the same batch; Faust then starts its recovery from that offset and
+finds little or nothing left to read.
 
-Nothing changes in what Faust owns: which partitions are recovered (only those it assigned
-as active, after its highwaters are taken), routing, standbys, rebalancing. A crash leaves
-each database with the records and the offset of its last whole write batch, so a restart
-resumes from there; a rebalance during the read stops it at the next fetch, and Faust's
-next recovery takes over from the offsets written so far.
+Nothing changes in what Faust owns: which partitions are recovered, up to which offsets,
+routing, rebalancing. A crash leaves each database with the records and the offset of its
+last whole write batch, so a restart resumes from there; a rebalance during the read stops
+it, and Faust's next recovery takes over from the offsets written so far.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from typing import Any
 
 import rocksdict
@@ -44,18 +43,22 @@ class BulkRecovery(Recovery):
     _reader: AIOKafkaConsumer | None = None
 
     async def _build_offsets(self, consumer: Any, tps: set[TP], destination: Any, title: str) -> None:
-        """Faust calls this for the active partitions after taking their highwaters; the
-        offsets it then seeks to are the ones written here."""
+        """Faust calls this for the active partitions after taking their highwaters, then for
+        the standby partitions; the offsets it then seeks to are the ones written here.
+        Actives are read up to Faust's highwaters (it checks that no offset is past them);
+        standbys, which Faust would otherwise read record by record while the worker
+        scores, up to the changelog's end."""
         if title == "active":
-            ends = {tp: self.active_highwaters[tp] + 1 for tp in tps}
-            await self._rebuild(ends, destination)
+            await self._rebuild(tps, destination, self.active_tps, self.active_highwaters)
+        elif title == "standby":
+            await self._rebuild(tps, destination, self.standby_tps, None)
         await super()._build_offsets(consumer, tps, destination, title)
 
-    async def _rebuild(self, ends: Mapping[TP, int], offsets: Any) -> None:
+    async def _rebuild(self, tps: set[TP], offsets: Any, owned: Set[TP], highwaters: Mapping[TP, int] | None) -> None:
         """Keyed by aiokafka's TopicPartition, which aiokafka insists on; it equals Faust's TP
         (both are (topic, partition) tuples), so Faust's mappings take it as their own."""
         stores = {
-            TopicPartition(*tp): store for tp in ends if (store := _rocksdict_store(self.tp_to_table[tp])) is not None
+            TopicPartition(*tp): store for tp in tps if (store := _rocksdict_store(self.tp_to_table[tp])) is not None
         }
         if not stores:
             return
@@ -63,6 +66,10 @@ class BulkRecovery(Recovery):
         reader.assign(list(stores))
         try:
             earliest = await reader.beginning_offsets(list(stores))
+            if highwaters is None:
+                ends = await reader.end_offsets(list(stores))
+            else:
+                ends = {tp: highwaters[tp] + 1 for tp in stores}
             pending: dict[TopicPartition, int] = {}
             for tp in stores:
                 start = earliest[tp] if offsets[tp] is None else max(offsets[tp] + 1, earliest[tp])
@@ -71,7 +78,7 @@ class BulkRecovery(Recovery):
                     pending[tp] = ends[tp]
                     offsets[tp] = start - 1
             if pending:
-                await self._read(reader, stores, pending, offsets)
+                await self._read(reader, stores, pending, offsets, owned)
         finally:
             reader.assign([])
 
@@ -81,9 +88,11 @@ class BulkRecovery(Recovery):
         stores: Mapping[TopicPartition, RocksDBStore],
         pending: dict[TopicPartition, int],
         offsets: Any,
+        owned: Set[TP],
     ) -> None:
-        """Until every partition is read to its highwater, another rebalance starts, or the
-        time budget is spent. `offsets` holds, per partition, the last offset written."""
+        """Until every partition is read to its end, another rebalance starts, or the time
+        budget is spent. `offsets` holds, per partition, the last offset written; `owned` is
+        Faust's set of those partitions, which a rebalance changes meanwhile."""
         total = _left(pending, offsets)
         log.info("rebuilding tables from changelogs: %s partitions, ~%s records", len(pending), f"{total:,}")
         started = time.monotonic()
@@ -93,7 +102,7 @@ class BulkRecovery(Recovery):
         while pending and not self.signal_recovery_start.is_set() and time.monotonic() < deadline:
             fetched = await reader.getmany(*pending, timeout_ms=500, max_records=FETCH_RECORDS)
             for tp, messages in fetched.items():
-                if tp not in self.active_tps:  # revoked meanwhile: no longer ours to write
+                if tp not in owned:  # revoked meanwhile: no longer ours to write
                     del pending[tp]
                     continue
                 end = pending[tp]
