@@ -66,6 +66,11 @@ def records_of(event: EventT[Any]) -> Sequence[Record]:
     ]  # fmt: skip
 
 
+def size_of(event: EventT[Any]) -> int:
+    message = event.message
+    return message.size if isinstance(message, ChunkMessage) else 1
+
+
 @dataclass
 class Part:
     """What a batch holds of one partition; `anchor` is one of its events, for Faust's
@@ -100,7 +105,7 @@ async def take_batches(stream: Any, max_records: int, within: float) -> AsyncIte
     async def add(value: Any) -> Any:
         nonlocal count
         event = stream.current_event
-        size = len(records_of(event))
+        size = size_of(event)
         while out or (events and count + size > max_records):
             full.set()
             taken.clear()
