@@ -13,7 +13,6 @@ Same discipline as the scoring agent (docs/guarantees.md), per batch:
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ from leadpulse.agents.batches import deliver_batches
 from leadpulse.schemas.outputs import account_record, dead_letter_record, dumps, hot_account_record
 from leadpulse.scoring.accounts import AccountState, account_snapshot, fold, member_from_bytes, settle
 from leadpulse.scoring.timeutil import now_ms
+from leadpulse.streams.chunks import Part, Record
 from leadpulse.streams.outbox import BatchProducer, Outbox
 from leadpulse.streams.pipeline import ACCOUNTS, Pipeline
 from leadpulse.streams.tables import partition_of
@@ -49,15 +49,11 @@ class AccountsAgent:
     async def consume(self, stream: Any) -> None:
         await deliver_batches(self.pipeline, stream, self.run, ACCOUNTS)
 
-    async def run(self, batch: Sequence[Any]) -> None:
-        by_partition: dict[int, list[Any]] = defaultdict(list)
-        for event in batch:
-            by_partition[event.message.partition].append(event)
+    async def run(self, batch: Sequence[Part]) -> None:
         deliveries = self.pipeline.readiness.deliveries
         alerts, stored = Outbox(deliveries), Outbox(deliveries)
         folded = [
-            (partition, events[-1], self._fold_partition(partition, events, alerts))
-            for partition, events in by_partition.items()
+            (part.partition, part.anchor, self._fold_partition(part.partition, part.records, alerts)) for part in batch
         ]
         producer: BatchProducer = self.producer()
         await alerts.deliver(producer)
@@ -72,11 +68,10 @@ class AccountsAgent:
             self.metrics.outputs.labels("account_snapshot").inc(len(states))
         await stored.deliver(producer)
 
-    def _fold_partition(self, partition: int, events: list[Any], alerts: Outbox) -> dict[str, AccountState]:
+    def _fold_partition(self, partition: int, records: list[Record], alerts: Outbox) -> dict[str, AccountState]:
         states: dict[str, AccountState] = {}
         hot = self.topics.hot_accounts.get_topic_name()
-        for event in events:
-            message = event.message
+        for message in records:
             try:
                 if not isinstance(message.key, bytes):
                     raise ValueError("an account member record needs the account id as its key")

@@ -1,8 +1,7 @@
 """The batch loop both agents share: what makes a batch's offsets committable.
 
-Faust's `take_events` acks a batch in a `finally`, also when handling it failed or a
-rebalance cancelled it; an extra reference per message keeps its offsets uncommitted until
-the batch is fully delivered, and only then are they marked for a commit (streams/transport.py,
+A batch's events are acknowledged only once the batch is fully delivered, and only then are
+its offsets marked for a commit (streams/chunks.py, streams/transport.py,
 docs/faust-notes.md). A batch that cannot be delivered stops the worker: it restarts from
 the last commit (docs/guarantees.md).
 """
@@ -13,32 +12,32 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from leadpulse.streams.chunks import Part, by_partition, take_batches
 from leadpulse.streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
 
 async def deliver_batches(
-    pipeline: Pipeline, stream: Any, deliver: Callable[[Sequence[Any]], Awaitable[None]], agent: str
+    pipeline: Pipeline, stream: Any, deliver: Callable[[Sequence[Part]], Awaitable[None]], agent: str
 ) -> None:
-    """Hand each batch of `stream` to `deliver`; /health counts `agent` as consuming meanwhile."""
+    """Hand each batch of `stream` to `deliver`, by partition; /health counts `agent` as
+    consuming meanwhile."""
     app, settings, readiness = pipeline.app, pipeline.settings, pipeline.readiness
     readiness.consuming.add(agent)
+    app.hand_over_in_chunks(getattr(stream.channel, "topics", ()), settings.batch_size)
     try:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            held = [event.message for event in batch]
-            for message in held:
-                message.incref()
+        async for batch in take_batches(stream, settings.batch_size, settings.batch_within_s):
             try:
-                await deliver(batch)
+                await deliver(by_partition(batch))
             except Exception as error:
                 log.critical(
                     "stopping: a %s batch could not be delivered, nothing of it is committed: %s", agent, error
                 )
                 await app.crash(error)
                 return
-            app.mark_scored(held)
-            for message in held:
-                message.decref()
+            app.mark_scored(event.message for event in batch)
+            for event in batch:
+                await stream.ack(event)
     finally:
         readiness.consuming.discard(agent)

@@ -26,7 +26,7 @@ to, create, grant or check.
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from time import perf_counter
@@ -68,6 +68,7 @@ from leadpulse.scoring.identity import (
 from leadpulse.scoring.nurture import Nurture, revisit, revisit_due_ms
 from leadpulse.scoring.state import ContactState
 from leadpulse.scoring.timeutil import format_ms, now_ms
+from leadpulse.streams.chunks import Part, Record
 from leadpulse.streams.outbox import BatchProducer, DeliveryFailed, Outbox, kafka_producer
 from leadpulse.streams.partitioning import home_partition
 from leadpulse.streams.pipeline import SCORING, Pipeline
@@ -149,18 +150,15 @@ class ScoringAgent:
             return False
         return True
 
-    async def run(self, batch: Sequence[Any]) -> None:
+    async def run(self, batch: Sequence[Part]) -> None:
         started = perf_counter()
-        by_partition: dict[int, list[Any]] = defaultdict(list)
-        for event in batch:
-            by_partition[event.message.partition].append(event)
         clock = now_ms()
         deliveries = self.pipeline.readiness.deliveries
         alerts, stored = Outbox(deliveries), Outbox(deliveries)
-        scored = [PartitionWork(partition, events[-1]) for partition, events in by_partition.items()]
-        for work in scored:
+        scored = [PartitionWork(part.partition, part.anchor) for part in batch]
+        for work, part in zip(scored, batch, strict=True):
             with partition_of(work.anchor):
-                self._score_partition(work, by_partition[work.partition], clock, alerts)
+                self._score_partition(work, part.records, clock, alerts)
         # Stage changes, hot leads, dead letters and re-keyed records reach the broker before
         # the states that produced them are stored: a replayed event finds its state stored
         # and emits nothing again, so what it emitted must already be there.
@@ -171,13 +169,12 @@ class ScoringAgent:
             with partition_of(work.anchor):
                 self._store(work, states, stored)
         await stored.deliver(producer)
-        self._count(started, len(batch))
+        self._count(started, sum(len(part.records) for part in batch))
 
-    def _score_partition(self, work: PartitionWork, events: list[Any], clock: int, alerts: Outbox) -> None:
+    def _score_partition(self, work: PartitionWork, records: list[Record], clock: int, alerts: Outbox) -> None:
         """Fold the records of one partition. Outputs are keyed by contact, and every output
         topic has the input's partitions, so a contact's outputs go to its own partition."""
-        for record in events:
-            message = record.message
+        for message in records:
             try:
                 if message.topic == self.cooling_topic:
                     self._cool(message, work, alerts)
@@ -197,7 +194,7 @@ class ScoringAgent:
         event = decode_event(message.value, self.limits, self.rules.mapping)
         # The record's own timestamp, not the clock, decides what is "in the future", so a
         # replay decides as the live run did (the clock only caps a producer running ahead).
-        record_ms = min(int(message.timestamp * 1000), clock) if message.timestamp else clock
+        record_ms = min(message.timestamp, clock) if message.timestamp else clock
         reason = future_reason(event, record_ms, self.rules)
         if reason is not None:
             raise InvalidEvent("occurred_at", reason)

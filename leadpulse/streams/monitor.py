@@ -16,9 +16,10 @@ from faust.sensors.monitor import Monitor
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.types import TP
 
+from leadpulse.streams.chunks import ChunkMessage
+
 
 class PeriodicPrometheusMonitor(PrometheusMonitor):
-    on_message_in = Monitor.on_message_in
     on_stream_event_in = Monitor.on_stream_event_in
     on_message_out = Monitor.on_message_out
     on_table_get = Monitor.on_table_get
@@ -30,6 +31,14 @@ class PeriodicPrometheusMonitor(PrometheusMonitor):
         super().__init__(metrics=metrics, **kwargs)
         self._published: Counter[Any] = Counter()  # what the Prometheus counters already hold
         self._runtimes: list[float] = []
+
+    def on_message_in(self, tp: TP, offset: int, message: Any) -> None:
+        """Received messages count records: a chunk (streams/chunks.py) counts all of its own.
+        Stream events count what a stream took, so a chunk counts once there."""
+        Monitor.on_message_in(self, tp, offset, message)
+        if isinstance(message, ChunkMessage):
+            self.messages_received_total += message.size - 1
+            self.messages_received_by_topic[tp.topic] += message.size - 1
 
     def on_stream_event_out(self, tp: TP, offset: int, stream: Any, event: Any, state: Any = None) -> None:
         Monitor.on_stream_event_out(self, tp, offset, stream, event, state)

@@ -6,7 +6,8 @@ per message (docs/faust-notes.md; its cost here is in bench/README.md). Here the
 a whole fetched batch: when a rebalance suspends the flow, the task handing it over is
 cancelled at the message it was at, as Faust's loop ends up; the rebalance ends with a seek
 of every input partition to its committed offset, so the rest is read again. The fetch
-itself is never part of that race (see `_drain_messages`).
+itself is never part of that race (see `_drain_messages`). The agents' inputs go over a
+chunk of a partition's records at a time, not a message per record (streams/chunks.py).
 
 Only offsets the scoring agent has delivered count towards a commit (`mark_scored`). Faust
 also acks records nobody processed: a stream acks the records it skips during a rebalance
@@ -21,19 +22,23 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 from weakref import WeakSet
 
 import faust
+from faust.transport.conductor import Conductor
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message, TransportT
 from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
 
+from leadpulse.streams.chunks import ChunkMessage, chunk_event
 from leadpulse.streams.deadline import exit_after
 from leadpulse.streams.quiet import QuietConsumerThread, QuietProducer
 
 YIELD_EVERY = 100  # messages handed over before the loop lets other tasks run (as Faust)
+BUFFER_WAIT_S = 0.005  # how often a hand-over waiting for room in an agent's buffer looks again
 
 
 class BatchHandoverConsumer(aiokafka_driver.Consumer):
@@ -73,11 +78,31 @@ class BatchHandoverConsumer(aiokafka_driver.Consumer):
         """Count the ack towards a commit only for a record the agent has scored; any other
         is let go unprocessed, to be fetched again from the committed offset."""
         with ack_lock:
-            if message in self._scored:
-                return super().ack(message)
-            message.acked = True
-            self._unacked_messages.discard(message)
+            if message not in self._scored:
+                message.acked = True
+                self._unacked_messages.discard(message)
+                return False
+            if isinstance(message, ChunkMessage):
+                return self._ack_chunk(message)
+            return super().ack(message)
+
+    def _ack_chunk(self, chunk: ChunkMessage) -> bool:
+        """Faust's `ack` for every offset of the chunk, from its first record to its last
+        (offsets between them without a record are acked too, as Faust's gaps are)."""
+        if chunk.acked:
             return False
+        chunk.acked = True
+        self._unacked_messages.discard(chunk)
+        tp = chunk.tp
+        committed = self._committed_offset[tp]
+        index = self._acked_index[tp]
+        start = chunk.first if committed is None else max(chunk.first, committed)
+        offsets = [offset for offset in range(start, chunk.offset + 1) if offset not in index]
+        index.update(offsets)
+        self._acked[tp].extend(offsets)
+        self._n_acked += len(offsets)
+        notify(self._waiting_for_ack)
+        return bool(offsets)
 
     def _new_consumer_thread(self) -> QuietConsumerThread:
         """Its clients back off while a broker is unreachable (streams/quiet.py)."""
@@ -131,18 +156,63 @@ class BatchHandoverConsumer(aiokafka_driver.Consumer):
         return current
 
     async def _hand_over(self, records: Mapping[TP, list[Any]], active: set[TP] | None) -> None:
-        """Faust's per-message bookkeeping (read offsets, gaps, commit_every), one task."""
+        """Faust's per-message bookkeeping (read offsets, gaps, commit_every), one task. The
+        agents' inputs go over a chunk at a time (streams/chunks.py), the rest per record."""
+        buffered = self._buffered_partitions
+        for tp in records:
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+        each: dict[TP, list[Any]] = {}
+        for tp, batch in records.items():
+            if active is not None and tp not in active and tp not in buffered:
+                continue  # paused since it was fetched (Faust drops these too)
+            if not await self._hand_over_chunks(tp, batch):
+                each[tp] = batch
+        await self._hand_over_each(each)
+
+    async def _hand_over_chunks(self, tp: TP, batch: list[Any]) -> bool:
+        """Hand `batch` over in chunks if `tp` is an agent's input that one channel reads."""
+        app = cast(App, self.app)
+        most = app.chunked_topics.get(tp.topic)
+        conductor = cast(Conductor, app.topics)
+        if most is None or not self._acking(tp.topic):
+            return False
+        async with conductor._tp_to_callback_lock:
+            channels = conductor._tp_index.get(tp)
+            if channels is None or len(channels) != 1:
+                return False
+            (channel,) = channels
+        last = self._read_offset[tp]
+        if last is not None:
+            batch = [record for record in batch if record.offset >= last]  # the rest went over already
+        if not batch:
+            return True
+        if last and batch[0].offset - last > 1:
+            await self._add_gap(tp, last + 1, batch[0].offset)
+        ebb = self.app.producer.buffer.wait_until_ebb
+        room = max(2, self.app.conf.stream_buffer_maxsize // most)  # chunks: as many records as Faust buffers
+        for start in range(0, len(batch), most):
+            chunk = batch[start : start + most]
+            if self._commit_every is not None and self._n_acked >= self._commit_every:
+                self._n_acked = 0
+                await self.commit()
+            event = chunk_event(self.app, tp, chunk)
+            event.message.incref()  # the channel's reference, as Faust's conductor takes one
+            await ebb()
+            while channel.queue.qsize() >= room:  # the agent is behind: fetch no further meanwhile
+                await asyncio.sleep(BUFFER_WAIT_S)
+            await channel.queue.put(event)
+            self._read_offset[tp] = chunk[-1].offset
+            await asyncio.sleep(0)
+        return True
+
+    async def _hand_over_each(self, records: Mapping[TP, list[Any]]) -> None:
+        """Faust's path: a Message per record through the conductor's callback."""
         callback = self.callback
         read_offset = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
         to_message = self._to_message
-        buffered = self._buffered_partitions
-        for tp in records:
-            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
         since_yield = 0
         for tp, record in self.scheduler.iterate(records):
-            if active is not None and tp not in active and tp not in buffered:
-                continue  # paused since it was fetched (Faust drops these too)
             since_yield += 1
             if since_yield > YIELD_EVERY:
                 await asyncio.sleep(0)
@@ -170,7 +240,16 @@ class App(faust.App):
     its usual kafka:// scheme."""
 
     exit_deadline_s: float | None = None  # set by `leadpulse worker`: not in a test's process
+    chunked_topics: dict[str, int]  # topic -> most records a chunk (streams/chunks.py)
     _exit_timer: threading.Timer | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.chunked_topics = {}
+
+    def hand_over_in_chunks(self, topics: Iterable[str], most: int) -> None:
+        """The agent reading `topics` takes chunks of at most `most` records (streams/chunks.py)."""
+        self.chunked_topics.update(dict.fromkeys(topics, most))
 
     def _new_transport(self) -> TransportT:
         return Transport(self.conf.broker_consumer, self)

@@ -4,11 +4,14 @@ rebalance) or drained after the agent stopped on a failed batch; counting those 
 offsets past records never scored."""
 
 import asyncio
+from collections.abc import Iterable
 from types import SimpleNamespace
 
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
+
+from leadpulse.streams.chunks import ChunkMessage
 
 
 def _records(topic: str, offsets: range) -> list[ConsumerMessage]:
@@ -73,8 +76,65 @@ async def test_an_input_partition_without_a_commit_is_read_again_from_its_beginn
     assert thread.to_beginning == [TP(topic, 0)], "only the uncommitted input partition; the changelog is recovery's"
 
 
-def _fetched(topic: str, offsets: range) -> list[ConsumerRecord]:
-    return [ConsumerRecord(topic, 0, offset, 0, 0, b"k", b"{}", None, 1, 2, []) for offset in offsets]
+def _fetched(topic: str, offsets: Iterable[int], partition: int = 0) -> list[ConsumerRecord]:
+    return [ConsumerRecord(topic, partition, offset, 0, 0, b"k", b"{}", None, 1, 2, []) for offset in offsets]
+
+
+def test_a_chunk_counts_for_every_offset_it_spans_once_scored_and_for_none_before(scorer):
+    """A chunk of fetched records (streams/chunks.py) is acknowledged once, for all of them;
+    an offset without a record between two of them (a transaction marker) goes with it."""
+    consumer = scorer.app.consumer
+    topic = scorer.settings.input_topic
+    tp = TP(topic, 2)
+    scorer.app.topics.acking_topics.add(topic)
+
+    consumer.ack(ChunkMessage(tp, _fetched(topic, range(0, 4), 2), 0))  # drained after the agent stopped
+    assert consumer._new_offset(tp) is None, "a chunk nobody scored moved the commit"
+
+    refetched = ChunkMessage(tp, _fetched(topic, [0, 1, 2, 3, 5], 2), 0)
+    consumer.mark_scored([refetched])
+    consumer.ack(refetched)
+    assert sorted(consumer._acked[tp]) == [0, 1, 2, 3, 4, 5]
+    assert consumer._new_offset(tp) == 6
+
+
+async def test_an_agent_input_goes_over_in_chunks_of_at_most_the_batch_size_and_other_topics_per_record(
+    scorer, monkeypatch
+):
+    handed: list[tuple[str, int]] = []
+
+    async def hand_over(message):
+        handed.append((message.topic, message.offset))
+
+    transport = scorer.app.transport
+    consumer = transport.Consumer(
+        transport,
+        callback=hand_over,
+        on_partitions_revoked=None,
+        on_partitions_assigned=None,
+        loop=asyncio.get_running_loop(),
+    )
+    monkeypatch.setattr(consumer, "_thread", RecordingThread({}))
+    topic, other = scorer.settings.input_topic, "leadpulse-not-an-agent-input"
+    tp, other_tp = TP(topic, 3), TP(other, 3)
+    scorer.app.topics.acking_topics.add(topic)
+    agent_channel = AgentChannel()
+    monkeypatch.setitem(scorer.app.chunked_topics, topic, 2)
+    monkeypatch.setitem(scorer.app.topics._tp_index, tp, {agent_channel})
+
+    await consumer._hand_over({tp: _fetched(topic, range(0, 5), 3), other_tp: _fetched(other, range(0, 2), 3)}, None)
+
+    chunks = [agent_channel.queue.get_nowait() for _ in range(agent_channel.queue.qsize())]
+    assert [[record.offset for record in chunk.value] for chunk in chunks] == [[0, 1], [2, 3], [4]]
+    assert [(chunk.message.first, chunk.message.offset) for chunk in chunks] == [(0, 1), (2, 3), (4, 4)]
+    assert handed == [(other, 0), (other, 1)], "a topic no agent takes in chunks goes over a message per record"
+
+
+class AgentChannel:
+    """As far as the consumer goes: the queue the agent's stream reads."""
+
+    def __init__(self):
+        self.queue: asyncio.Queue = asyncio.Queue()
 
 
 class LongPoll:

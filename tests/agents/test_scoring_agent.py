@@ -5,11 +5,15 @@ from unittest.mock import AsyncMock
 
 import orjson
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.structs import ConsumerRecord
+from faust.types import TP
 
 from leadpulse.agents import scoring as scoring_module
 from leadpulse.scoring.accounts import member_from_bytes
 from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
+from leadpulse.streams.chunks import chunk_event
 from leadpulse.streams.outbox import DeliveryFailed
+from leadpulse.streams.partitioning import home_partition
 from tests.factories import buyer_documents, raw_event
 
 
@@ -42,6 +46,25 @@ async def test_events_update_the_table_and_publish_snapshot_stage_changes_and_a_
     snapshots = [record for key, record in sent("scores") if key == b"agent-c1"]
     assert snapshots[-1]["temperature_label"] == "hot"
     assert [r["to_stage"] for k, r in sent("stage_changes") if k == b"agent-c1"] == ["lead", "opportunity"]
+
+
+async def test_records_handed_over_as_one_chunk_are_scored_and_acknowledged_together_once_delivered(scorer, sent):
+    contact = "agent-chunked"
+    key = contact.encode()
+    tp = TP(scorer.settings.input_topic, home_partition(key, scorer.settings.partitions))
+    documents = [orjson.dumps(document) for document in buyer_documents(contact)]
+    records = [
+        ConsumerRecord(tp.topic, tp.partition, 100 + i, now_ms(), 0, key, document, None, len(key), len(document), [])
+        for i, document in enumerate(documents)
+    ]
+    async with scorer.agent.test_context() as agent:
+        chunk = chunk_event(scorer.app, tp, records)
+        chunk.message.incref()  # the channel's reference, as the consumer takes one
+        await agent.stream().channel.put(chunk)
+        assert await settled(lambda: chunk.message.acked)
+    assert scorer.contacts.get(contact).stage == "opportunity"
+    assert [r["to_stage"] for k, r in sent("stage_changes") if k == key] == ["lead", "opportunity"]
+    assert set(range(100, 100 + len(records))) <= scorer.app.consumer._acked_index[tp]
 
 
 async def test_a_malformed_record_is_dead_lettered_and_the_agent_keeps_scoring(scorer, sent):

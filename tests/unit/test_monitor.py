@@ -2,10 +2,12 @@
 
 from types import SimpleNamespace
 
+from aiokafka.structs import ConsumerRecord
 from faust.sensors.prometheus import FaustMetrics
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
+from leadpulse.streams.chunks import ChunkMessage
 from leadpulse.streams.monitor import PeriodicPrometheusMonitor
 
 
@@ -41,3 +43,15 @@ def test_publishing_again_adds_only_what_arrived_in_between():
     monitor.publish()
     assert registry.get_sample_value("faust_messages_received_total") == 8
     assert registry.get_sample_value("faust_active_messages") == 8  # none acknowledged yet
+
+
+def test_a_chunk_of_records_counts_each_of_them_as_received():
+    monitor, registry = make_monitor()
+    tp = TP("events", 1)
+    records = [ConsumerRecord("events", 1, offset, 0, 0, b"k", b"{}", None, 1, 2, []) for offset in range(10, 14)]
+    monitor.on_message_in(tp, 13, ChunkMessage(tp, records, 0))
+    monitor.publish()
+    assert registry.get_sample_value("faust_messages_received_total") == 4
+    assert registry.get_sample_value("faust_messages_received_per_topic_total", {"topic": "events"}) == 4
+    labels = {"topic": "events", "partition": "1"}
+    assert registry.get_sample_value("faust_messages_received_per_topics_partition", labels) == 13
