@@ -86,6 +86,13 @@ def run_compiled(module: str, arguments: list[str]) -> dict[str, Any]:
         return report_data
 
 
+def require_compiled_worker(log_path: Path, name: str) -> None:
+    """A worker run on the compiled build must have said so at start (`leadpulse worker`
+    prints this line when `leadpulse.scoring.is_compiled()`)."""
+    if "the scoring core is the compiled build" not in log_path.read_text(errors="replace"):
+        raise SystemExit(f"{name} did not run the compiled core; see {log_path}")
+
+
 def require_compiled(module: str) -> None:
     """A child of `run_compiled` refuses to report figures measured on the pure modules."""
     if not is_compiled():

@@ -31,7 +31,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.broker import broker_url
-from bench.compiled import compiled_env, compiled_tree
+from bench.compiled import compiled_env, compiled_tree, require_compiled_worker
 from leadpulse.cli.kafka_clients import ensure_topic, input_producer
 from leadpulse.cli.processes import WorkerProcess, free_port
 from leadpulse.cli.traffic import DAY_MS, Traffic
@@ -180,8 +180,8 @@ def main() -> None:
                 settings, work / f"{tag}.log", cwd=tree, env=None if tree is None else compiled_env(tree)
             )
             worker.start()
-            if tree is not None and "the scoring core is the compiled build" not in worker.log_path.read_text():
-                raise SystemExit(f"the worker did not run the compiled core; see {worker.log_path}")
+            if tree is not None:
+                require_compiled_worker(worker.log_path, "the worker")
             try:
                 result = asyncio.run(measure(settings, rate, args.seconds, tag))
             finally:

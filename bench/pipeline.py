@@ -39,7 +39,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from bench.broker import broker_url
-from bench.compiled import compiled_env, compiled_tree
+from bench.compiled import compiled_env, compiled_tree, require_compiled_worker
 from bench.reading import records_to_end
 from leadpulse.cli.kafka_clients import produce_lines
 from leadpulse.cli.offline import score_lines
@@ -186,8 +186,8 @@ def one_run(
         for process in processes:
             process.stop()
     for process in processes:
-        if compiled is not None and "the scoring core is the compiled build" not in process.log_path.read_text():
-            raise SystemExit(f"{name} did not run the compiled core; see {process.log_path}")
+        if compiled is not None:
+            require_compiled_worker(process.log_path, name)
     latest, first = asyncio.run(read_scores(settings))
     events = len(bench.lines)
     difference = "" if latest == bench.oracle else differences(latest, bench.oracle)

@@ -7,14 +7,14 @@ Writes N contact states (real states from the synthetic traffic, under new conta
 the contact table's changelog, as a worker that had scored them would have left it, then
 starts a worker on an empty state folder and sends one event per partition for a restored
 contact. The worker reads the changelogs in bulk before Faust's recovery (streams/recovery.py)
-and logs how long that took; Faust holds the inputs back until the table is recovered, so the time to those
-events' snapshots, less the same time for a worker with an empty changelog (measured in
-the same run), is the restore time. Each snapshot is checked against the offline engine
+and logs how long that took; Faust holds the inputs back until the table is recovered, so
+the time to those events' snapshots, less the same time for a worker with an empty
+changelog (measured in the same run), is the restore time. Each snapshot is checked against the offline engine
 applied to the restored state: a worker that skipped the restore would score the event
 alone. Prints the restore rate, the worker's RSS with and without the table, and the
 state folder's size; then, as the ceiling to compare with, the rate of a plain consumer
 writing the same changelog into one RocksDB database per partition with the worker's own
-write batches, without Faust around them.
+fetch sizes and write batches, without Faust around them.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from leadpulse.scoring.rules import Rules, load_rules
 from leadpulse.scoring.state import ContactState, to_bytes
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.partitioning import home_partition
-from leadpulse.streams.recovery import write_records
+from leadpulse.streams.recovery import FETCH_BYTES, FETCH_RECORDS, PARTITION_FETCH_BYTES, write_records
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
 from leadpulse.streams.startup import changelog_topic, prepare_topics
@@ -163,14 +163,14 @@ def start_worker(settings: Settings, work: Path, probed: list[ContactState], rul
 
 async def plain_rebuild(settings: Settings, folder: Path) -> float:
     """Records per second of reading the contact changelog to its end and writing it into a
-    RocksDB database per partition, with the worker's own writes but no Faust around them:
-    the ceiling of its restore."""
+    RocksDB database per partition, with the worker's own fetch sizes and writes but no Faust
+    around them: the ceiling of its restore."""
     partitions = [TopicPartition(changelog_topic(settings), p) for p in range(settings.partitions)]
     consumer = AIOKafkaConsumer(
         **client_options(settings),
         enable_auto_commit=False,
-        max_partition_fetch_bytes=8 << 20,
-        fetch_max_bytes=64 << 20,
+        max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
+        fetch_max_bytes=FETCH_BYTES,
     )
     await consumer.start()
     databases = {
@@ -180,7 +180,7 @@ async def plain_rebuild(settings: Settings, folder: Path) -> float:
     records = 0
     try:
         began = time.perf_counter()
-        async for tp, fetched in records_to_end(consumer, partitions, max_records=50_000):
+        async for tp, fetched in records_to_end(consumer, partitions, max_records=FETCH_RECORDS):
             write_records(databases[tp.partition], fetched)
             records += len(fetched)
         return records / (time.perf_counter() - began)
