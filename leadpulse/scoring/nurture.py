@@ -14,6 +14,7 @@ state only, never on the order in which events arrived.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -66,9 +67,25 @@ def period_of(at_ms: int, rules: Rules) -> int:
     return at_ms // rules.nurture.period_ms
 
 
+def dormant_from_ms(state: ContactState, rules: Rules) -> int:
+    """From when the contact is nurtured no more, unless an event comes first."""
+    return state.last_event_ms + rules.nurture.dormant_after_ms
+
+
+def rearm_ms(contact_id: str, period: int, rules: Rules) -> int:
+    """When, within `period`, the stream re-reads a contact whose track held in the period
+    before: at a fixed offset per contact, so that the stalled leads of a million contacts
+    are spread over the period instead of all falling due at its first millisecond. A
+    record is the same anywhere in its period, so the offset changes no decision."""
+    period_ms = rules.nurture.period_ms
+    offset = int.from_bytes(hashlib.blake2b(contact_id.encode(), digest_size=8).digest(), "little") % period_ms
+    return period * period_ms + offset
+
+
 def excluded(state: ContactState, at_ms: int, rules: Rules) -> bool:
-    """Hot contacts, opportunities and customers are sales' business (and skipped stages nobody's)."""
-    if stage_of(state, rules) in rules.nurture.skip_stages:
+    """Hot contacts, opportunities and customers are sales' business (and skipped stages
+    nobody's); a dormant contact (no event for `dormant_after`) is nobody's either."""
+    if stage_of(state, rules) in rules.nurture.skip_stages or at_ms >= dormant_from_ms(state, rules):
         return True
     return score_parts(state, at_ms, rules)[2] >= rules.hot_floor
 
@@ -181,19 +198,26 @@ def next_nurture_ms(state: ContactState, rules: Rules, now_ms: int, before: int 
     start = max(now_ms, state.last_event_ms)
     if not rules.nurture.tracks or excluded(state, start, rules):
         return None
-    period_ms = rules.nurture.period_ms
     fixed = []  # the times a track may become due
     for track in rules.nurture.tracks:
         begins = _holds_from(track, state, rules, start)
         if begins is not None:  # not before the period after the last one sent
-            fixed.append(max(begins, (state.nurtured.get(track.name, -1) + 1) * period_ms))
+            fixed.append(max(begins, _next_period_ms(state, track, rules)))
+    dormant = dormant_from_ms(state, rules)
     bound = min((due for due in (*fixed, before) if due is not None), default=start + 20 * rules.half_life_ms)
     for track in rules.nurture.tracks:
         if track.trigger == "low_engagement" and not holds(track, state, start, rules):
-            found = _first_time(partial(holds, track, state, rules=rules), start, bound - start)
+            found = _first_time(partial(holds, track, state, rules=rules), start, min(bound, dormant) - start)
             if found is not None:
-                fixed.append(max(found, (state.nurtured.get(track.name, -1) + 1) * period_ms))
-    return min(fixed, default=None)
+                fixed.append(max(found, _next_period_ms(state, track, rules)))
+    return min((due for due in fixed if due < dormant), default=None)
+
+
+def _next_period_ms(state: ContactState, track: NurtureTrack, rules: Rules) -> int:
+    """The earliest time the track may send again: the contact's moment of the period after
+    the last one it was sent in (any time, if never sent)."""
+    sent = state.nurtured.get(track.name)
+    return 0 if sent is None else rearm_ms(state.contact_id, sent + 1, rules)
 
 
 def _holds_from(track: NurtureTrack, state: ContactState, rules: Rules, start: int) -> int | None:

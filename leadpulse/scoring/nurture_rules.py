@@ -67,12 +67,18 @@ class CatalogueItem:
 
 @dataclass(frozen=True, slots=True)
 class NurtureRules:
-    """No tracks (the default of a file without `[nurture]`): nothing is ever nurtured."""
+    """No tracks (the default of a file without `[nurture]`): nothing is ever nurtured.
+
+    `dormant_after_ms`: a contact without any event for this long is nurtured no more (a
+    dormant address is a list-hygiene matter). It is what ends every track: without it a
+    stalled lead holds its track forever, so half of all contacts would stay on the stream's
+    schedule for good (docs/scoring.md#nurturing)."""
 
     period_ms: int = 30 * 86_400_000
     skip_stages: frozenset[str] = frozenset(NEVER_NURTURED)
     tracks: tuple[NurtureTrack, ...] = ()
     catalogue: tuple[CatalogueItem, ...] = ()
+    dormant_after_ms: int = 180 * 86_400_000
 
 
 def parse_nurture(
@@ -82,6 +88,7 @@ def parse_nurture(
     segments, band labels, its own tracks), and every track needs a catalogue entry without
     conditions, so that no contact it selects goes without content."""
     period_ms = table.duration("period", "30d")
+    dormant_after_ms = table.duration("dormant_after", "180d")
     skip = table.get("skip_stages", ["suspect", "disqualified"])
     skip_stages = frozenset(table.names("skip_stages", skip, stages, "stage")) | frozenset(NEVER_NURTURED)
     tracks: list[NurtureTrack] = []
@@ -108,8 +115,14 @@ def parse_nurture(
                 f"no [[nurture.content]] entry for track {track.name!r} without stage, interest and segment:"
                 " add one, so that every contact the track selects gets content",
             )
+    for index, track in enumerate(tracks):
+        if track.after_ms >= dormant_after_ms:
+            table.fail(
+                f"tracks[{index}].after",
+                f"track {track.name!r} starts after the contact is dormant (dormant_after): it would never send",
+            )
     table.done()
-    return NurtureRules(period_ms, skip_stages, tuple(tracks), tuple(catalogue))
+    return NurtureRules(period_ms, skip_stages, tuple(tracks), tuple(catalogue), dormant_after_ms)
 
 
 def _parse_track(

@@ -560,7 +560,7 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
     )
     mapping = _parse_mapping(top.sub("mapping"))
     nurture = parse_nurture(
-        top.sub("nurture", keys=("period", "skip_stages", "tracks", "content")),
+        top.sub("nurture", keys=("period", "dormant_after", "skip_stages", "tracks", "content")),
         FUNNEL_STAGES + SIDE_STAGES,
         {interest.name for interest in interests},
         {segment.name for segment in segments},

@@ -7,6 +7,7 @@ import pytest
 
 from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms
+from tests.factories import DAY_MS
 from tests.integration.harness import produce, read_all, run_cli, scores_reach, wait_for
 from tests.integration.oracle import Oracle, nurture_example_lines, steady_nurture_lines, traffic_lines
 
@@ -71,3 +72,37 @@ def test_the_cooling_timer_sends_the_nurture_records_the_offline_scorer_computes
     printed = [orjson.loads(line) for line in done.stdout.splitlines()]
     assert {record["id"]: record for record in printed} == {record["id"]: record for record in records}
     assert now_ms() - start < WINDOW_MS, "the test outlived the window its oracle is valid in"
+
+
+def test_the_schedule_keeps_only_contacts_a_tick_can_still_change(make_settings, workers):
+    """500 leads stalled for a month and 500 dormant for 200 days (both cold, both stalled by
+    the track's definition): the recent ones get their record and stay scheduled for the next
+    period (each at its own moment of it); the dormant ones get nothing and leave the
+    schedule, which would otherwise keep every stalled lead forever."""
+    start = now_ms()
+    recent = [f"stalled-{i}@acme.io" for i in range(500)]
+    dormant = [f"dormant-{i}@acme.io" for i in range(500)]
+    lines = [
+        orjson.dumps(
+            {"event_id": f"sub-{contact}", "type": "newsletter_subscribed", "contact_id": contact, "occurred_at": at}
+        )
+        for contacts, at in ((recent, format_ms(start - 30 * DAY_MS)), (dormant, format_ms(start - 200 * DAY_MS)))
+        for contact in contacts
+    ]
+    oracle = Oracle(lines)
+    expected = oracle.nurture(start)
+    assert {record["contact_id"] for record in expected.values()} == set(recent)
+
+    settings = make_settings(cooling_interval_s=1.0)
+    worker = workers(settings)
+    produce(settings, lines)  # ticks publish decayed snapshots: the nurture records are the oracle here
+
+    def sent() -> set[str]:
+        assert worker.running(), "the worker exited"
+        return {orjson.loads(value)["id"] for _, value in read_all(settings, settings.topic("nurture"), idle_s=1.0)}
+
+    assert wait_for(lambda: sent() == expected.keys(), timeout_s=120), (
+        f"{len(sent())} records, {len(expected)} expected"
+    )
+    scheduled = "leadpulse_cooling_scheduled_contacts"
+    assert wait_for(lambda: worker.metric(scheduled) == len(recent), timeout_s=30), worker.metric(scheduled)

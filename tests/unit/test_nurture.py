@@ -2,7 +2,7 @@
 which content, and how often."""
 
 from leadpulse.scoring.engine import apply, new_state, snapshot
-from leadpulse.scoring.nurture import nurture, nurtures_at, revisit, revisit_due_ms
+from leadpulse.scoring.nurture import nurture, nurtures_at, rearm_ms, revisit, revisit_due_ms
 from tests.factories import DAY_MS, DEFAULT_RULES, T0, event
 
 RULES = DEFAULT_RULES
@@ -131,7 +131,8 @@ def test_the_timer_is_asked_back_when_a_track_becomes_due_then_next_period():
     assert visited.outcome == "scored" and "stalled" in [r.track for r in visited.nurtures]
     assert visited.state.nurtured["stalled"] == stalled_at // PERIOD
     due = revisit_due_ms(visited.state, RULES, stalled_at)
-    assert due is not None and stalled_at < due <= (stalled_at // PERIOD + 1) * PERIOD
+    assert due == rearm_ms("lea@acme.io", stalled_at // PERIOD + 1, RULES)  # its moment of the next period
+    assert (stalled_at // PERIOD + 1) * PERIOD <= due < (stalled_at // PERIOD + 2) * PERIOD
     assert revisit(visited.state, stalled_at + 1, RULES).nurtures == ()
 
 
@@ -152,3 +153,37 @@ def test_a_good_fit_is_re_read_when_its_engagement_has_decayed_to_the_threshold(
     assert due is not None and 7 * DAY_MS < due - T0 < 9 * DAY_MS
     assert [r.track for r in nurtures_at(vp, due, RULES)] == ["fit-but-quiet"]
     assert nurtures_at(vp, due - 60_000, RULES) == ()
+
+
+def test_a_stalled_lead_is_nurtured_once_per_period_until_it_is_dormant_then_never():
+    """Without an end, a stalled track holds forever and keeps half of all contacts on the
+    stream's schedule; `dormant_after` (180 days by default) ends every track."""
+    lead = fold(event("newsletter_subscribed", T0, "quiet@acme.io"))
+    dormant = T0 + RULES.nurture.dormant_after_ms
+    at, sent = T0, []
+    while (due := revisit_due_ms(lead, RULES, at)) is not None:
+        assert due > at, "the schedule never asks back for the past"
+        visited = revisit(lead, due, RULES)
+        sent += [(record.track, due // PERIOD) for record in visited.nurtures]
+        lead, at = visited.state, due
+    stalled_periods = [period for track, period in sent if track == "stalled"]
+    assert stalled_periods == sorted(set(stalled_periods)), "at most one record per period"
+    assert len(stalled_periods) >= (dormant - T0 - 21 * DAY_MS) // PERIOD - 1
+    assert all(period <= (dormant - 1) // PERIOD for period in stalled_periods)
+    assert nurtures_at(lead, dormant, RULES) == () and nurtures_at(lead, dormant + 365 * DAY_MS, RULES) == ()
+
+
+def test_contacts_whose_track_re_arms_fall_due_spread_over_the_period_not_at_its_start():
+    """10,000 stalled leads sent their record in one period: the stream re-reads them across
+    the next period (in ten slices of it, none holds more than twice its share)."""
+    period = (T0 + 30 * DAY_MS) // PERIOD + 1  # a period that starts with every lead stalled
+    slices = [0] * 10
+    for index in range(10_000):
+        lead = fold(event("newsletter_subscribed", T0, f"lead-{index}@acme.io"))
+        visited = revisit(lead, period * PERIOD + 1, RULES)
+        assert [r.track for r in visited.nurtures] == ["stalled"]
+        due = revisit_due_ms(visited.state, RULES, period * PERIOD + 1)
+        assert due is not None and (period + 1) * PERIOD <= due < (period + 2) * PERIOD
+        assert [r.track for r in nurtures_at(visited.state, due, RULES)] == ["stalled"]
+        slices[(due - (period + 1) * PERIOD) * 10 // PERIOD] += 1
+    assert max(slices) < 2 * 1_000 and min(slices) > 1_000 // 2

@@ -31,6 +31,7 @@ def test_the_shipped_rules_define_four_tracks_and_a_catalogue():
     ]
     assert {"opportunity", "customer"} <= nurture.skip_stages
     assert nurture.period_ms == 14 * 86_400_000
+    assert nurture.dormant_after_ms == 180 * 86_400_000
     assert any(item.interest == "pricing" and "white paper" in item.title.lower() for item in nurture.catalogue)
 
 
@@ -59,6 +60,11 @@ def test_a_file_without_nurture_nurtures_nobody_and_cannot_unprotect_customers()
         ),
         ('name = "recycle"', 'name = "stalled"', r"nurture\.tracks\[3\]\.name: duplicate track name 'stalled'"),
         ('period = "14d"', 'period = "0d"', r"nurture\.period: must be longer than zero"),
+        (
+            'dormant_after = "180d"',
+            'dormant_after = "60d"',
+            r"nurture\.tracks\[3\]\.after: track 'recycle' starts after the contact is dormant",
+        ),
         ("skip_stages = [", "skip_stage = [", r"nurture\.skip_stage: unknown key; did you mean 'skip_stages'\?"),
         ('interest = "pricing"', 'interest = "prices"', r"nurture\.content\[0\]\.interest: unknown interest"),
         ('segment = "decision makers"', 'segment = "deciders"', r"nurture\.content\[3\]\.segment: unknown segment"),
