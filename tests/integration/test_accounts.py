@@ -7,7 +7,7 @@ import asyncio
 import orjson
 import pytest
 
-from leadpulse.cli.kafka_clients import input_producer
+from leadpulse.cli.kafka_clients import ensure_topic, input_producer
 from leadpulse.schemas.outputs import account_record
 from leadpulse.scoring.accounts import Member, accounts_from, leaving, member_to_bytes
 from leadpulse.scoring.engine import Reason
@@ -95,6 +95,7 @@ def send_members(settings, account_id: str, records: list[Member]) -> None:
 
     async def send() -> None:
         topic = settings.topic("account-members")
+        await ensure_topic(settings, topic)
         key = account_id.encode()
         partition = home_partition(key, settings.partitions)
         producer = input_producer(settings)
@@ -108,20 +109,28 @@ def send_members(settings, account_id: str, records: list[Member]) -> None:
     asyncio.run(send())
 
 
-def test_an_account_of_100_000_members_scores_like_the_offline_accounts_and_the_worker_keeps_running(
+def test_an_account_of_100_000_members_scores_like_the_offline_accounts_also_after_a_kill_mid_stream(
     make_settings, workers
 ):
     """One account far over the broker's 1 MB record limit if it were one record (~100 B a
-    member): the worker keeps scoring, and the account equals the offline scorer's over the
-    same members (accounts_from); 2,000 of them leave again."""
+    member), 2,000 of whose members leave again: the worker keeps scoring, reads the account
+    back from its keys after a kill -9, and the account equals the offline scorer's over the
+    same members (accounts_from)."""
     settings = make_settings()
     account_id = "bigcorp.example"
     records = big_account(account_id, 100_000, 2_000)
     final = {r.contact_id: r for r in records}
     [expected_view] = accounts_from([(account_id, m) for m in final.values() if not m.left], load_rules())
     expected = {account_id: account_record(expected_view)}
-    worker = workers(settings)
     send_members(settings, account_id, records)
+
+    worker = workers(settings)
+    published = 'kind="account_snapshot"'
+    assert wait_for(lambda: worker.metric("leadpulse_outputs_total", published) >= 10, 60, 0.05)
+    worker.kill()
+    at_kill = latest_by_key(read_all(settings, settings.topic("account-scores"), idle_s=0.5))
+    assert at_kill and at_kill != expected, "the worker finished before it was killed: nothing was tested"
+    worker.start()
     scores_reach(settings, expected, timeout_s=60, alive=worker.running, topic="account-scores")
     assert worker.get(f"/accounts/{account_id}") == (200, expected[account_id])
     assert worker.running()
