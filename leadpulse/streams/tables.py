@@ -151,13 +151,14 @@ class AccountTable(Table):
     def __init__(self, table: Any, cached_entries: int = ACCOUNT_CACHE_ENTRIES) -> None:
         super().__init__(table)
         self.cached_entries = cached_entries
-        self._cache: OrderedDict[str, AccountState] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[AccountState, int]] = OrderedDict()  # with its entries when counted
+        self._held = 0  # entries counted in the cache
 
     def load(self, account_id: str, partition: int, rules: Rules) -> AccountState:
         """The account's index, up to date with the store: from the cache, else read (and migrated from
         the one-value format of older versions: its entries are then all to be stored)."""
         aggregate = self.aggregate(account_id, partition)
-        cached = self._cache.pop(account_id, None)
+        cached = self._uncache(account_id)
         if (
             cached is not None
             and aggregate is not None
@@ -168,7 +169,8 @@ class AccountTable(Table):
             state = cached
         else:
             state = restore(account_id, aggregate, self._entries(account_id, partition), rules)
-        self._cache[account_id] = state
+        self._cache[account_id] = (state, len(state))
+        self._held += len(state)
         return state
 
     def aggregate(self, account_id: str, partition: int | None = None) -> Aggregate | None:
@@ -182,11 +184,19 @@ class AccountTable(Table):
         records = [record for state, published in stored for record in changes(state, published)]
         self.put_records(partition, records, outbox)
         for state, published in stored:
-            if published is None:  # no aggregate to check the cache against: read again next time
-                self._cache.pop(state.account_id, None)
-        held = sum(map(len, self._cache.values()))
-        while held > self.cached_entries and len(self._cache) > 1:
-            held -= len(self._cache.popitem(last=False)[1])
+            cached = self._uncache(state.account_id)
+            if cached is not None and published is not None:  # no aggregate to check against: read again next time
+                self._cache[state.account_id] = (cached, len(cached))
+                self._held += len(cached)
+        while self._held > self.cached_entries and len(self._cache) > 1:
+            self._held -= self._cache.popitem(last=False)[1][1]
+
+    def _uncache(self, account_id: str) -> AccountState | None:
+        cached = self._cache.pop(account_id, None)
+        if cached is None:
+            return None
+        self._held -= cached[1]
+        return cached[0]
 
     def _entries(self, account_id: str, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """The account's entry keys and values: a range of its partition's RocksDB; in

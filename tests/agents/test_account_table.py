@@ -38,10 +38,14 @@ def test_an_account_is_kept_under_a_key_per_member_and_its_index_is_cached_until
 def test_the_accounts_used_least_recently_leave_the_cache_beyond_its_bound(scorer):
     pipeline = scorer.pipeline
     accounts = AccountTable(pipeline.accounts.table, cached_entries=4)
+    states = []
     for index in range(3):
         state = accounts.load(f"bound{index}.io", 1, pipeline.rules)
         receive(state, member(f"a@bound{index}.io", 50, T0), 0)
         receive(state, member(f"b@bound{index}.io", 50, T0), 1)
         accounts.store(1, [(state, b"{}")], Outbox())
-    assert list(accounts._cache) == ["bound1.io", "bound2.io"]
-    assert accounts.load("bound0.io", 1, pipeline.rules).snapshot().contacts == 2, "read again from the store"
+        states.append(state)
+    assert accounts.load("bound2.io", 1, pipeline.rules) is states[2]
+    again = accounts.load("bound0.io", 1, pipeline.rules)
+    assert again is not states[0], "dropped from the cache (2 + 2 + 2 entries over a bound of 4)"
+    assert again.snapshot() == states[0].snapshot(), "and read again from the store"
