@@ -133,10 +133,10 @@ class ContactTable(StateTable[ContactState]):
         return None if data is None else marker_from_bytes(data)
 
 
-ACCOUNT_CACHE_ENTRIES = 400_000
-"""Members and departures the worker keeps indexed across batches (~0.5 KB each): the
-accounts used least recently are dropped beyond it, and read again from the store when a
-record comes for them (an account of 100,000 members: bench/accounts.py)."""
+ACCOUNT_CACHE_ENTRIES = 200_000
+"""Members and departures the worker keeps indexed across batches (~0.8 KB each, so ~160 MB
+at the bound): the accounts used least recently are dropped beyond it, and read again from
+the store on their next record (~2 s for an account of 100,000 members: bench/README.md)."""
 
 
 class AccountTable(Table):
