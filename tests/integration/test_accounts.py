@@ -3,6 +3,7 @@ account table, `account-scores` and `hot-accounts`, checked against the offline 
 (`leadpulse score --accounts`), also after kill -9 of the worker mid-stream."""
 
 import asyncio
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -14,6 +15,7 @@ from leadpulse.scoring.engine import Reason
 from leadpulse.scoring.rules import band_of, load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.partitioning import home_partition
+from leadpulse.streams.startup import ACCOUNTS_TABLE, changelog_topic
 from tests.integration.harness import latest_by_key, produce, read_all, scores_reach, wait_for
 from tests.integration.oracle import Oracle, traffic_lines
 
@@ -184,3 +186,61 @@ def test_15_000_contacts_of_one_domain_make_one_account_equal_to_the_offline_sco
     scores_reach(settings, oracle.accounts, timeout_s=60, alive=worker.running, topic="account-scores")
     assert worker.get("/accounts/megacorp.example") == (200, oracle.accounts["megacorp.example"])
     assert worker.running()
+
+
+def test_an_account_stored_as_one_value_by_an_older_version_is_read_on_recovery_and_moved_under_its_own_keys(
+    make_settings, workers
+):
+    """An upgrade: the changelog holds an account as the one value of all its members that
+    older versions wrote. The worker restores it, answers queries from it, and on the
+    account's next member record stores each member under its own key."""
+    settings = make_settings()
+    account_id = "oldcorp.example"
+    members = big_account(account_id, 40, 0)
+    gone = members.pop()  # left before the upgrade, kept in clear as older versions did
+    legacy = orjson.dumps(
+        [
+            1,
+            account_id,
+            True,
+            0,
+            None,
+            [orjson.Fragment(member_to_bytes(m)) for m in members]
+            + [orjson.Fragment(member_to_bytes(leaving(gone.contact_id, gone.at_ms + 1)))],
+        ]
+    )
+    rules = load_rules()
+    changelog = changelog_topic(settings, ACCOUNTS_TABLE)
+
+    async def write_legacy() -> None:
+        await ensure_topic(settings, changelog)
+        producer = input_producer(settings)
+        await producer.start()
+        try:
+            key = account_id.encode()
+            await producer.send_and_wait(changelog, legacy, key, partition=home_partition(key, settings.partitions))
+        finally:
+            await producer.stop()
+
+    asyncio.run(write_legacy())
+    worker = workers(settings)
+    [before] = accounts_from([(account_id, m) for m in members], rules)
+    assert worker.get(f"/accounts/{account_id}") == (200, account_record(before))
+
+    newcomer = replace(gone, contact_id=f"new@{account_id}", at_ms=gone.at_ms + 2)
+    send_members(settings, account_id, [replace(gone, at_ms=gone.at_ms - 1), newcomer])  # the first: too old
+    [after] = accounts_from([(account_id, m) for m in [*members, newcomer]], rules)
+    scores_reach(
+        settings, {account_id: account_record(after)}, timeout_s=60, alive=worker.running, topic="account-scores"
+    )
+    stored: dict[bytes, bytes] = {}
+    for key, value in read_all(settings, changelog, idle_s=0.5):  # compacted: the latest value per key
+        if value is None:
+            stored.pop(key, None)
+        else:
+            stored[key] = value
+    assert len([key for key in stored if key.startswith(b"\xff")]) == 41, (
+        "40 members and a departure under their own keys"
+    )
+    assert orjson.loads(stored[account_id.encode()])[0] == 2, "the account's own key holds its aggregate now"
+    assert not any(gone.contact_id.encode() in value for value in stored.values() if value)
