@@ -1,12 +1,20 @@
 """The accounts agent: contacts' member records in (re-keyed by account through
 `account-members`), account states, `account-scores` and `hot-accounts` out.
 
+An account is stored under many keys of the account's partition (scoring.accounts): one
+per member, one per departure, and a small aggregate (hysteresis, stream position, the
+record last published). The worker keeps an index per account derived from them
+(streams.tables.AccountTable), so that a member record costs O(log n), not a sort of
+every member, and no stored record grows with the account.
+
 Same discipline as the scoring agent (docs/guarantees.md), per batch:
-1. each record is folded into its account's state (the newest record per contact wins); a
-   record at or below the offset stored with its account is a replay and changes nothing;
+1. each record is folded into its account's index (the newest record per contact wins); a
+   record at or below the offset stored with the contact's entry changes nothing, and one
+   at or below the account's position alerts no more (a replay after a crash);
 2. hot-account alerts are delivered;
-3. each touched account is stored once, and its changelog record and snapshot delivered
-   (an account whose last member left is deleted from `account-scores`: a tombstone);
+3. each touched account's changed entries and aggregate are stored once, and their
+   changelog records and the account's snapshot delivered (an account whose last member
+   left is deleted from `account-scores` and from the table: tombstones);
 4. only then are the batch's offsets released for Faust's commit.
 """
 
@@ -18,7 +26,7 @@ from typing import Any
 
 from leadpulse.agents.batches import deliver_batches
 from leadpulse.schemas.outputs import account_record, dead_letter_record, dumps, hot_account_record
-from leadpulse.scoring.accounts import AccountState, account_snapshot, fold, member_from_bytes, settle
+from leadpulse.scoring.accounts import AccountState, member_from_bytes, receive
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.chunks import Part, Record
 from leadpulse.streams.outbox import BatchProducer, Outbox
@@ -59,12 +67,14 @@ class AccountsAgent:
         await alerts.deliver(producer)
         scores = self.topics.account_scores.get_topic_name()
         for partition, anchor, states in folded:
+            published = []
             for state in states.values():
-                view = account_snapshot(state.account_id, state.members.values(), self.rules)
+                view = state.snapshot()
                 value = None if view is None else dumps(account_record(view))
                 stored.add(scores, partition, state.account_id.encode(), value)
+                published.append((state, value))
             with partition_of(anchor):
-                self.accounts.put_many(partition, states.values(), stored)
+                self.accounts.store(partition, published, stored)
             self.metrics.outputs.labels("account_snapshot").inc(len(states))
         await stored.deliver(producer)
 
@@ -77,16 +87,11 @@ class AccountsAgent:
                     raise ValueError("an account member record needs the account id as its key")
                 account_id = message.key.decode()
                 record = member_from_bytes(message.value)
-                state = states.get(account_id) or self.accounts.get(account_id, partition)
-                state = state or AccountState(account_id)
+                state = states.get(account_id) or self.accounts.load(account_id, partition, self.rules)
                 states[account_id] = state
-                if state.position is not None and message.offset <= state.position:
+                replayed, alert = receive(state, record, message.offset)
+                if replayed:
                     self.metrics.events.labels("account_replayed").inc()
-                    continue  # replayed after a crash: already folded, stored and published again
-                state.position = message.offset
-                if not fold(state, record):
-                    continue
-                alert = settle(state, record, self.rules)[1]
                 if alert is not None:
                     alerts.add(hot, partition, message.key, dumps(hot_account_record(alert)))
                     self.metrics.outputs.labels("hot_account").inc()

@@ -5,24 +5,30 @@ An account snapshot is a pure function of the set of its members' latest records
 rules), evaluated at the newest member time: the stream, which folds member records in
 whatever order Kafka delivers them, and the offline scorer, which builds them from the
 final contact states, therefore publish the same account snapshot.
+
+The stream keeps each account under many keys, none of which grows with the account (one
+per member, one per departure, one small aggregate), and an index derived from them that
+updates the snapshot in O(log n) per member record: an account of 100,000 members stays
+far below the broker's record limit and costs about what a small one costs per record.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from sortedcontainers import SortedKeyList, SortedList
 
 from leadpulse.scoring.domains import account_of_state
 from leadpulse.scoring.engine import Reason, Snapshot, output_id
 from leadpulse.scoring.rules import AccountRules, PropertyValue, Rules, band_of, hot_hysteresis
 from leadpulse.scoring.state import ContactState
 
-MEMBER_FORMAT, ACCOUNT_FORMAT = 1, 1
+MEMBER_FORMAT, LEGACY_ACCOUNT_FORMAT, ACCOUNT_FORMAT = 1, 1, 2  # 1: one value of every member (read to migrate)
 DEPARTED = "departed:"  # prefix of the digest a leave is kept under (departed())
 
 
@@ -76,19 +82,6 @@ def account_updates(state: ContactState, view: Snapshot, rules: Rules) -> tuple[
     return account, updates
 
 
-@dataclass(slots=True)
-class AccountState:
-    """The stream's per-account state: the latest record per contact, the hot-account
-    hysteresis, and the offset of the last `account-members` record applied (a replay after
-    a crash re-delivers offsets at or below it)."""
-
-    account_id: str
-    members: dict[str, Member] = field(default_factory=dict)
-    hot_armed: bool = True
-    temperature: int = 0
-    position: int | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class TopContact:
     contact_id: str
@@ -126,11 +119,194 @@ class HotAccount:
     snapshot: AccountSnapshot
 
 
-def newer(record: Member, known: Member | None) -> bool:
-    """Newest by snapshot time wins. A tie goes to the record that arrives later: one
-    contact's records reach one account in the order they were sent (the same partition,
-    each batch sent after the previous one was acknowledged)."""
-    return known is None or record.at_ms >= known.at_ms
+def account_snapshot(account_id: str, records: Iterable[Member], rules: Rules) -> AccountSnapshot | None:
+    """The account read from a set of its members' latest records (the definition, and how
+    the offline scorer reads it); None once no contact is a member.
+
+    score = Σ top_weights[i] * (i-th best member score) + committee_points * coverage,
+    clamped to 0-100 and rounded; coverage = share of the committee roles held by an engaged
+    member (score ≥ engaged_score). Evaluated at the newest member time: a function of the
+    set of records alone, whatever order they were folded in. The stream keeps the same
+    parts up to date in an `AccountState` instead of sorting every member again."""
+    config = rules.accounts
+    members = sorted((m for m in records if not m.left), key=_rank)
+    if not members:
+        return None
+    engaged = [m for m in members if m.score >= config.engaged_score]
+    covered = tuple(
+        role.name for role in config.committee if any(role.contains(dict(m.attributes), m.fit) for m in engaged)
+    )
+    best = min(members, key=_fit_rank)
+    updated_ms = max(m.at_ms for m in members)
+    return _assemble(
+        account_id,
+        rules,
+        top=members[: _ranked(config)],
+        contacts=len(members),
+        engaged=len(engaged),
+        covered=covered,
+        best=best,
+        updated_ms=updated_ms,
+    )
+
+
+def _rank(member: Member) -> tuple[int, str]:
+    """Best score first; the contact id breaks ties."""
+    return -member.score, member.contact_id
+
+
+def _fit_rank(member: Member) -> tuple[float, str]:
+    return -member.fit, member.contact_id
+
+
+def _ranked(config: AccountRules) -> int:
+    """How many of the best members an account snapshot reads: its weights and its top contacts."""
+    return max(len(config.top_weights), config.top_contacts)
+
+
+def _assemble(
+    account_id: str,
+    rules: Rules,
+    *,
+    top: Sequence[Member],
+    contacts: int,
+    engaged: int,
+    covered: tuple[str, ...],
+    best: Member,
+    updated_ms: int,
+) -> AccountSnapshot:
+    """The snapshot from its parts (the best members by score, counts, roles covered, best
+    fit, newest time), however they were found: one formula for the offline scorer and
+    the stream."""
+    config = rules.accounts
+    coverage = len(covered) / len(config.committee) if config.committee else 0.0
+    weighted = math.fsum(w * m.score for w, m in zip(config.top_weights, top, strict=False))
+    score = int(min(max(weighted + config.committee_points * coverage, 0.0), 100.0) + 0.5)
+    temperature = band_of(score, config.band_floors)
+    return AccountSnapshot(
+        account_id=account_id,
+        score=score,
+        temperature=temperature,
+        temperature_label=config.band_labels[temperature - 1],
+        contacts=contacts,
+        engaged_contacts=engaged,
+        committee_covered=covered,
+        committee_missing=tuple(role.name for role in config.committee if role.name not in covered),
+        coverage=round(coverage, 3),
+        best_fit=best.fit,
+        best_fit_contact=best.contact_id,
+        top_contacts=tuple(
+            TopContact(m.contact_id, m.score, m.temperature, m.stage, m.attributes, m.reasons)
+            for m in top[: config.top_contacts]
+        ),
+        rules_version=rules.version,
+        updated_ms=updated_ms,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """What an account keeps of a contact that left (moved or was erased): when, under
+    `departed(contact_id)`, so that an older record arriving late cannot bring it back."""
+
+    at_ms: int
+    offset: int | None  # of the `account-members` record it came with
+
+
+class AccountState:
+    """The stream's account: the latest record per contact, indexed so that a member record
+    costs O(log n) whatever the account's size (sorted by score and by fit, member times,
+    engaged members per committee role), the hot-account hysteresis, and stream positions.
+
+    What is stored (streams.tables.AccountTable) is one key per member, one per departure
+    and one small aggregate per account: each bounded by a member record, none growing with
+    the account. This index is derived from them (`restore`), so it is never stored."""
+
+    def __init__(self, account_id: str, rules: Rules) -> None:
+        self.account_id = account_id
+        self.rules = rules
+        self.hot_armed = True
+        self.temperature = 0
+        self.position: int | None = None  # the last `account-members` offset settled: a replay alerts no more
+        self.members: dict[str, Member] = {}
+        self.offsets: dict[str, int] = {}  # contact id -> offset of the record its member entry came with
+        self.departed: dict[str, Departure] = {}  # departed(contact id) -> its leave
+        self.changed_members: set[str] = set()  # entries to store (a member gone: deleted)
+        self.changed_departed: set[str] = set()
+        self._by_score: Any = SortedKeyList(key=_rank)
+        self._by_fit: Any = SortedKeyList(key=_fit_rank)
+        self._times: Any = SortedList()
+        self._roles: dict[str, tuple[int, ...]] = {}  # engaged member -> indexes of the committee roles it holds
+        self._held = [0] * len(rules.accounts.committee)  # engaged members holding each role
+
+    def __len__(self) -> int:
+        """Entries held (members and departures): what the worker's cache of accounts counts."""
+        return len(self.members) + len(self.departed)
+
+    def snapshot(self) -> AccountSnapshot | None:
+        """`account_snapshot` over the members, from the index: O(log n)."""
+        if not self.members:
+            return None
+        config = self.rules.accounts
+        covered = tuple(role.name for role, held in zip(config.committee, self._held, strict=True) if held)
+        return _assemble(
+            self.account_id,
+            self.rules,
+            top=self._by_score[: _ranked(config)],
+            contacts=len(self.members),
+            engaged=len(self._roles),
+            covered=covered,
+            best=self._by_fit[0],
+            updated_ms=self._times[-1],
+        )
+
+    def add(self, member: Member, offset: int | None) -> None:
+        self._enter(member, offset, self._roles_of(member))
+        self._by_score.add(member)
+        self._by_fit.add(member)
+        self._times.add(member.at_ms)
+
+    def add_all(self, entries: Iterable[tuple[Member, int | None]]) -> None:
+        """`add` for many members at once (reading an account back): the indexes are sorted
+        once, and members with the same attributes and fit share their roles."""
+        members: list[Member] = []
+        known: dict[tuple[Any, ...], tuple[int, ...] | None] = {}
+        for member, offset in entries:
+            traits = (member.attributes, member.fit, member.score >= self.rules.accounts.engaged_score)
+            roles = known.get(traits)
+            if roles is None:
+                roles = known[traits] = self._roles_of(member)
+            self._enter(member, offset, roles)
+            members.append(member)
+        self._by_score.update(members)
+        self._by_fit.update(members)
+        self._times.update(member.at_ms for member in members)
+
+    def _roles_of(self, member: Member) -> tuple[int, ...] | None:
+        """The committee roles an engaged member holds (indexes); None for a member not engaged."""
+        config = self.rules.accounts
+        if member.score < config.engaged_score:
+            return None
+        profile = dict(member.attributes)
+        return tuple(i for i, role in enumerate(config.committee) if role.contains(profile, member.fit))
+
+    def _enter(self, member: Member, offset: int | None, roles: tuple[int, ...] | None) -> None:
+        self.members[member.contact_id] = member
+        if offset is not None:
+            self.offsets[member.contact_id] = offset
+        if roles is not None:
+            self._roles[member.contact_id] = roles
+            for index in roles:
+                self._held[index] += 1
+
+    def remove(self, member: Member) -> None:
+        del self.members[member.contact_id]
+        self.offsets.pop(member.contact_id, None)
+        self._by_score.remove(member)
+        self._by_fit.remove(member)
+        self._times.remove(member.at_ms)
+        for index in self._roles.pop(member.contact_id, ()):
+            self._held[index] -= 1
 
 
 def departed(contact_id: str) -> str:
@@ -140,67 +316,47 @@ def departed(contact_id: str) -> str:
     return DEPARTED + hashlib.sha256(contact_id.encode()).hexdigest()
 
 
-def fold(state: AccountState, record: Member) -> bool:
-    """Keep `record` if it is the contact's newest; say whether the account changed."""
-    members, marker = state.members, departed(record.contact_id)
-    if not newer(record, members.get(record.contact_id) or members.get(marker)):
-        return False
-    if record.left:
-        members.pop(record.contact_id, None)
-        members[marker] = Member(marker, record.at_ms, left=True)
+def fold(state: AccountState, record: Member, offset: int | None = None) -> bool:
+    """Keep `record` if it is the contact's newest; say whether the account changed.
+
+    Newest by snapshot time wins. A tie goes to the record that arrives later: one
+    contact's records reach one account in the order they were sent (the same partition,
+    each batch sent after the previous one was acknowledged). A record at or below the
+    offset of the one the account holds for the contact is a replay and changes nothing."""
+    contact, marker = record.contact_id, departed(record.contact_id)
+    member, gone = state.members.get(contact), state.departed.get(marker)
+    if member is not None:
+        known_at, known_offset = member.at_ms, state.offsets.get(contact)
+    elif gone is not None:
+        known_at, known_offset = gone.at_ms, gone.offset
     else:
-        members.pop(marker, None)
-        members[record.contact_id] = record
+        known_at, known_offset = None, None
+    if offset is not None and known_offset is not None and offset <= known_offset:
+        return False
+    if known_at is not None and record.at_ms < known_at:
+        return False
+    if member is not None:
+        state.remove(member)
+        state.changed_members.add(contact)
+    if gone is not None:
+        del state.departed[marker]
+        state.changed_departed.add(marker)
+    if record.left:
+        state.departed[marker] = Departure(record.at_ms, offset)
+        state.changed_departed.add(marker)
+    else:
+        state.add(record, offset)
+        state.changed_members.add(contact)
     return True
 
 
-def account_snapshot(account_id: str, records: Iterable[Member], rules: Rules) -> AccountSnapshot | None:
-    """The account read from its members' latest records; None once no contact is a member.
-
-    score = Σ top_weights[i] * (i-th best member score) + committee_points * coverage,
-    clamped to 0-100 and rounded; coverage = share of the committee roles held by an engaged
-    member (score ≥ engaged_score). Evaluated at the newest member time: a function of the
-    set of records alone, whatever order they were folded in."""
-    config = rules.accounts
-    members = sorted((m for m in records if not m.left), key=lambda m: (-m.score, m.contact_id))
-    if not members:
-        return None
-    engaged = [m for m in members if m.score >= config.engaged_score]
-    covered = tuple(
-        role.name for role in config.committee if any(role.contains(dict(m.attributes), m.fit) for m in engaged)
-    )
-    coverage = len(covered) / len(config.committee) if config.committee else 0.0
-    weighted = math.fsum(w * m.score for w, m in zip(config.top_weights, members, strict=False))
-    score = int(min(max(weighted + config.committee_points * coverage, 0.0), 100.0) + 0.5)
-    temperature = band_of(score, config.band_floors)
-    best = min(members, key=lambda m: (-m.fit, m.contact_id))
-    return AccountSnapshot(
-        account_id=account_id,
-        score=score,
-        temperature=temperature,
-        temperature_label=config.band_labels[temperature - 1],
-        contacts=len(members),
-        engaged_contacts=len(engaged),
-        committee_covered=covered,
-        committee_missing=tuple(role.name for role in config.committee if role.name not in covered),
-        coverage=round(coverage, 3),
-        best_fit=best.fit,
-        best_fit_contact=best.contact_id,
-        top_contacts=tuple(
-            TopContact(m.contact_id, m.score, m.temperature, m.stage, m.attributes, m.reasons)
-            for m in members[: config.top_contacts]
-        ),
-        rules_version=rules.version,
-        updated_ms=max(m.at_ms for m in members),
-    )
-
-
-def settle(state: AccountState, cause: Member, rules: Rules) -> tuple[AccountSnapshot | None, HotAccount | None]:
+def settle(state: AccountState, cause: Member) -> tuple[AccountSnapshot | None, HotAccount | None]:
     """The account's snapshot after `cause` was folded in, and the hot-account alert it
-    fires, if any (one per episode: the hysteresis of hot leads, on the account's bands)."""
-    view = account_snapshot(state.account_id, state.members.values(), rules)
+    fires, if any (one per episode: the hysteresis of hot leads, on the account's bands).
+    Settling again without a change in between fires nothing."""
+    view = state.snapshot()
     score = 0 if view is None else view.score
-    config: AccountRules = rules.accounts
+    config: AccountRules = state.rules.accounts
     state.hot_armed, fired = hot_hysteresis(state.hot_armed, score, config.hot_floor, config.rearm_gap)
     state.temperature = 0 if view is None else view.temperature
     if not fired or view is None:
@@ -210,6 +366,20 @@ def settle(state: AccountState, cause: Member, rules: Rules) -> tuple[AccountSna
         output_id(state.account_id, "hot-account", cause_id), state.account_id, cause.at_ms, cause.contact_id, view
     )
     return view, alert
+
+
+def receive(state: AccountState, record: Member, offset: int) -> tuple[bool, HotAccount | None]:
+    """The stream's step for the `account-members` record at `offset`: (a replay, the alert
+    it fires). After a crash, records are delivered again from the last commit: a member
+    entry stored with a later record keeps it, and an offset at or below the account's
+    position alerts no more (its alerts were delivered before the account was stored).
+    Each entry carries its own offset, so an account whose entries reached the changelog
+    only in part is completed by the replay."""
+    fold(state, record, offset)
+    if state.position is not None and offset <= state.position:
+        return True, None
+    state.position = offset
+    return False, settle(state, record)[1]
 
 
 def accounts_of(contacts: Iterable[tuple[ContactState, Snapshot]], rules: Rules) -> list[AccountSnapshot]:
@@ -282,9 +452,49 @@ def _member(fields: Any) -> Member:
     )
 
 
-def account_to_bytes(state: AccountState) -> bytes:
-    """The account table's value: its member records as they travel, plus the hysteresis
-    and the stream position."""
+# --- storage: one key per member and per departure, one small aggregate per account ---------
+
+ENTRY_KEY = b"\xff"  # starts every entry key: no UTF-8 text (an account id, the aggregate's key) starts with 0xff
+MEMBER_ENTRY, DEPARTED_ENTRY = b"m", b"d"
+
+
+def aggregate_key(account_id: str) -> bytes:
+    """The account's own record, under its id (as the whole account was before: the value
+    of an older version is read there and migrated)."""
+    return account_id.encode()
+
+
+def entries_prefix(account_id: str) -> bytes:
+    """What every entry key of the account starts with, and no other account's: the id's
+    length comes first, so no id is a prefix of another's entries."""
+    encoded = account_id.encode()
+    return ENTRY_KEY + len(encoded).to_bytes(2, "big") + encoded
+
+
+def member_key(account_id: str, contact_id: str) -> bytes:
+    return entries_prefix(account_id) + MEMBER_ENTRY + contact_id.encode()
+
+
+def departed_key(account_id: str, marker: str) -> bytes:
+    return entries_prefix(account_id) + DEPARTED_ENTRY + marker.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """The account's own stored record: hysteresis, position and the record last published
+    (served by GET /accounts/{id}); bounded, as that record is, by the top contacts.
+    `legacy` holds the members of a value written by an older version, which kept every
+    member in this one record (format 1), to be moved under their own keys."""
+
+    account_id: str
+    hot_armed: bool
+    temperature: int
+    position: int | None
+    published: Any
+    legacy: tuple[Member, ...] = ()
+
+
+def aggregate_to_bytes(state: AccountState, published: bytes) -> bytes:
     return orjson.dumps(
         [
             ACCOUNT_FORMAT,
@@ -292,20 +502,68 @@ def account_to_bytes(state: AccountState) -> bytes:
             state.hot_armed,
             state.temperature,
             state.position,
-            [orjson.Fragment(member_to_bytes(m)) for m in state.members.values()],
+            orjson.Fragment(published),
         ]
     )
 
 
-def account_from_bytes(data: bytes) -> AccountState:
+def aggregate_from_bytes(data: bytes) -> Aggregate:
     fields = orjson.loads(data)
-    if not isinstance(fields, list) or not fields or fields[0] != ACCOUNT_FORMAT:
+    if not isinstance(fields, list) or not fields or fields[0] not in (LEGACY_ACCOUNT_FORMAT, ACCOUNT_FORMAT):
         raise ValueError("unsupported account state format")
-    _, account_id, armed, temperature, position, members = fields
-    state = AccountState(account_id, {}, armed, temperature, position)
-    for record in map(_member, members):
-        if record.left and not record.contact_id.startswith(DEPARTED):  # stored in clear by an older version
-            fold(state, record)
-        else:
-            state.members[record.contact_id] = record
+    _, account_id, armed, temperature, position, rest = fields
+    if fields[0] == LEGACY_ACCOUNT_FORMAT:
+        return Aggregate(account_id, armed, temperature, position, None, tuple(map(_member, rest)))
+    return Aggregate(account_id, armed, temperature, position, rest)
+
+
+def changes(state: AccountState, published: bytes | None) -> list[tuple[bytes, bytes | None]]:
+    """The keys to store since the last call: changed entries (None: deleted), then the
+    aggregate, deleted with the last member (`published` is then None)."""
+    account_id, records = state.account_id, []
+    for contact in sorted(state.changed_members):
+        member = state.members.get(contact)
+        value = (
+            None
+            if member is None
+            else orjson.dumps([state.offsets.get(contact), orjson.Fragment(member_to_bytes(member))])
+        )
+        records.append((member_key(account_id, contact), value))
+    for marker in sorted(state.changed_departed):
+        gone = state.departed.get(marker)
+        records.append(
+            (departed_key(account_id, marker), None if gone is None else orjson.dumps([gone.offset, gone.at_ms]))
+        )
+    state.changed_members.clear()
+    state.changed_departed.clear()
+    stored = None if published is None else aggregate_to_bytes(state, published)
+    records.append((aggregate_key(account_id), stored))
+    return records
+
+
+def restore(
+    account_id: str, aggregate: Aggregate | None, entries: Iterable[tuple[bytes, bytes]], rules: Rules
+) -> AccountState:
+    """The account from its stored aggregate and entries (the keys under `entries_prefix`).
+    A format-1 aggregate's members are taken as entries at its position, all to be stored."""
+    state = AccountState(account_id, rules)
+    skip = len(entries_prefix(account_id))
+    members = []
+    for key, value in entries:
+        kind = key[skip : skip + 1]
+        offset, body = orjson.loads(value)
+        if kind == MEMBER_ENTRY:
+            members.append((_member(body), offset))
+        elif kind == DEPARTED_ENTRY:
+            state.departed[key[skip + 1 :].decode()] = Departure(body, offset)
+    state.add_all(members)
+    if aggregate is None:
+        return state
+    state.hot_armed, state.temperature, state.position = aggregate.hot_armed, aggregate.temperature, aggregate.position
+    for record in aggregate.legacy:
+        if record.left and record.contact_id.startswith(DEPARTED):
+            state.departed[record.contact_id] = Departure(record.at_ms, aggregate.position)
+            state.changed_departed.add(record.contact_id)
+        else:  # a member, or a leave an older version kept in clear
+            fold(state, record, aggregate.position)
     return state

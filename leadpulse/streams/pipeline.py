@@ -105,7 +105,7 @@ def create_app(settings: Settings) -> Pipeline:
         partitions=settings.partitions,
         key_type=bytes,
         value_type=bytes,
-        help="Per-account state: the latest member record per contact (scoring.accounts bytes)",
+        help="Per-account state: an aggregate and one key per member (scoring.accounts bytes)",
     )
     metrics = Metrics.create()
     faust_metrics = FaustMetrics.create(metrics.registry, "faust")  # served on /metrics (streams/web.py)

@@ -1,5 +1,5 @@
 """The contact and account tables: Faust tables of id -> state bytes (scoring.state,
-scoring.accounts).
+scoring.accounts; an account is kept under several keys).
 
 Faust decides which local RocksDB partition and which changelog partition a write goes to
 from the *current event*. A batch from `take_events` mixes partitions, so every access runs
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -22,8 +23,17 @@ from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event
 from faust.types import TP
 
-from leadpulse.scoring.accounts import AccountState, account_from_bytes, account_to_bytes
+from leadpulse.scoring.accounts import (
+    AccountState,
+    Aggregate,
+    aggregate_from_bytes,
+    aggregate_key,
+    changes,
+    entries_prefix,
+    restore,
+)
 from leadpulse.scoring.erasure import Erasure, is_marker, marker_bytes, marker_from_bytes, marker_key
+from leadpulse.scoring.rules import Rules
 from leadpulse.scoring.state import ContactState, from_bytes, to_bytes
 from leadpulse.streams.outbox import Outbox
 
@@ -39,18 +49,11 @@ def partition_of(event: Any) -> Iterator[None]:
         _current_event.reset(token)
 
 
-class StateTable(Generic[S]):
-    """A Faust table of states kept as bytes, written a partition's batch at a time."""
+class Table:
+    """A Faust table of bytes, read from and written to a partition's local store directly."""
 
-    def __init__(
-        self, table: Any, decode: Callable[[bytes], S], encode: Callable[[S], bytes], key: Callable[[S], str]
-    ) -> None:
+    def __init__(self, table: Any) -> None:
         self.table = table
-        self.decode, self.encode, self.key = decode, encode, key
-
-    def get(self, key: str, partition: int | None = None) -> S | None:
-        data = self.read(key.encode(), partition)
-        return None if data is None else self.decode(data)
 
     def read(self, key: bytes, partition: int | None) -> bytes | None:
         """A scoring batch knows the key's partition: RocksDB is read from that partition's
@@ -63,6 +66,32 @@ class StateTable(Generic[S]):
             return value
         return self.table.get(key)  # type: ignore[no-any-return]
 
+    def put_records(self, partition: int, records: list[tuple[bytes, bytes | None]], outbox: Outbox) -> None:
+        """Write the local store now and queue the records in `outbox` for the changelog (a
+        None value deletes the key: a tombstone); run in `partition_of` an event of
+        `partition`. The persisted offset (where recovery resumes) is set the way Faust sets
+        it, once the broker has the records."""
+        changelog = self.table.changelog_topic.get_topic_name()
+        for key, value in records:
+            outbox.add(changelog, partition, key, value)
+        store = self.table.data
+        _write_local(store, partition, records)
+        outbox.on_delivered(changelog, partition, partial(store.set_persisted_offset, TP(changelog, partition)))
+
+
+class StateTable(Table, Generic[S]):
+    """A table of states kept as bytes, one per key, written a partition's batch at a time."""
+
+    def __init__(
+        self, table: Any, decode: Callable[[bytes], S], encode: Callable[[S], bytes], key: Callable[[S], str]
+    ) -> None:
+        super().__init__(table)
+        self.decode, self.encode, self.key = decode, encode, key
+
+    def get(self, key: str, partition: int | None = None) -> S | None:
+        data = self.read(key.encode(), partition)
+        return None if data is None else self.decode(data)
+
     def put_many(
         self, partition: int, states: Iterable[S], outbox: Outbox, erased: dict[str, Erasure] | None = None
     ) -> None:
@@ -71,17 +100,12 @@ class StateTable(Generic[S]):
         each changelog record on its own; the persisted offset (where recovery resumes) is
         set the way Faust sets it, once the broker has the records. An erased contact's
         record is deleted (a tombstone in the changelog) and its marker stored."""
-        changelog = self.table.changelog_topic.get_topic_name()
         records: list[tuple[bytes, bytes | None]] = []
         for erased_key, erasure in (erased or {}).items():  # first: a contact back after its grace is stored after
             records.append((erased_key.encode(), None))
             records.append((marker_key(erased_key), marker_bytes(erasure)))
         records.extend((self.key(state).encode(), self.encode(state)) for state in states)
-        for key, value in records:
-            outbox.add(changelog, partition, key, value)
-        store = self.table.data
-        _write_local(store, partition, records)
-        outbox.on_delivered(changelog, partition, partial(store.set_persisted_offset, TP(changelog, partition)))
+        self.put_records(partition, records, outbox)
 
     async def scan(self, slice_s: float = 0.005) -> AsyncIterator[tuple[str, S]]:
         """Every local state (erasure markers skipped), decoded; lets the event loop run (web, heartbeats, producer)
@@ -109,9 +133,89 @@ class ContactTable(StateTable[ContactState]):
         return None if data is None else marker_from_bytes(data)
 
 
-class AccountTable(StateTable[AccountState]):
-    def __init__(self, table: Any) -> None:
-        super().__init__(table, account_from_bytes, account_to_bytes, lambda state: state.account_id)
+ACCOUNT_CACHE_ENTRIES = 200_000
+"""Members and departures the worker keeps indexed across batches (~0.8 KB each, so ~160 MB
+at the bound): the accounts used least recently are dropped beyond it, and read again from
+the store on their next record (~2 s for an account of 100,000 members: bench/README.md)."""
+
+
+class AccountTable(Table):
+    """Accounts, each under many keys of its partition (scoring.accounts: a small aggregate
+    under the account id, one key per member and per departure), and a cache of their
+    indexes (`AccountState`), derived from those keys.
+
+    A cached index is used only while the stored aggregate's position is the one it was
+    stored with: after a rebalance gave the partition to another worker and back, or a
+    restart, the account is read again from the store (recovered from the changelog)."""
+
+    def __init__(self, table: Any, cached_entries: int = ACCOUNT_CACHE_ENTRIES) -> None:
+        super().__init__(table)
+        self.cached_entries = cached_entries
+        self._cache: OrderedDict[str, tuple[AccountState, int]] = OrderedDict()  # with its entries when counted
+        self._held = 0  # entries counted in the cache
+
+    def load(self, account_id: str, partition: int, rules: Rules) -> AccountState:
+        """The account's index, up to date with the store: from the cache, else read (and migrated from
+        the one-value format of older versions: its entries are then all to be stored)."""
+        aggregate = self.aggregate(account_id, partition)
+        cached = self._uncache(account_id)
+        if (
+            cached is not None
+            and aggregate is not None
+            and cached.position == aggregate.position
+            and cached.rules is rules
+            and not aggregate.legacy
+        ):
+            state = cached
+        else:
+            state = restore(account_id, aggregate, self._entries(account_id, partition), rules)
+        self._cache[account_id] = (state, len(state))
+        self._held += len(state)
+        return state
+
+    def aggregate(self, account_id: str, partition: int | None = None) -> Aggregate | None:
+        data = self.read(aggregate_key(account_id), partition)
+        return None if data is None else aggregate_from_bytes(data)
+
+    def store(self, partition: int, stored: list[tuple[AccountState, bytes | None]], outbox: Outbox) -> None:
+        """Write each account's changed entries and its aggregate (`published`: the record
+        published for it; None for an account without members, whose aggregate is deleted),
+        as `put_many` writes; keep their indexes cached within the bound."""
+        records = [record for state, published in stored for record in changes(state, published)]
+        self.put_records(partition, records, outbox)
+        for state, published in stored:
+            cached = self._uncache(state.account_id)
+            if cached is not None and published is not None:  # no aggregate to check against: read again next time
+                self._cache[state.account_id] = (cached, len(cached))
+                self._held += len(cached)
+        while self._held > self.cached_entries and len(self._cache) > 1:
+            self._held -= self._cache.popitem(last=False)[1][1]
+
+    def _uncache(self, account_id: str) -> AccountState | None:
+        cached = self._cache.pop(account_id, None)
+        if cached is None:
+            return None
+        self._held -= cached[1]
+        return cached[0]
+
+    def _entries(self, account_id: str, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """The account's entry keys and values: a range of its partition's RocksDB; in
+        other stores (memory://, for tests) a scan of every key."""
+        prefix = entries_prefix(account_id)
+        store = self.table.data
+        if isinstance(store, RocksDBStore) and store.use_rocksdict:
+            cursor = store._db_for_partition(partition).iter()
+            cursor.seek(prefix)
+            while cursor.valid():
+                key = cursor.key()
+                if not key.startswith(prefix):
+                    break
+                yield key, cursor.value()
+                cursor.next()
+        else:
+            for key, value in list(self.table.data.items()):
+                if isinstance(key, bytes) and key.startswith(prefix):
+                    yield key, value
 
 
 def _write_local(store: Any, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:

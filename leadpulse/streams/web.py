@@ -104,11 +104,15 @@ def _register_contacts(pipeline: Pipeline, tokens: tuple[str, ...] | None) -> No
     async def account(web: Any, request: Any, account_id: str) -> Any:
         """The account as last published: a function of its members' latest records, at the
         newest member's time (a member's score is the one its own snapshot published)."""
-        state = pipeline.accounts.get(account_id)
-        view = None if state is None else account_snapshot(account_id, state.members.values(), pipeline.rules)
-        if view is None:
+        aggregate = pipeline.accounts.aggregate(account_id)
+        if aggregate is not None and aggregate.legacy:  # stored by an older version, not yet migrated
+            view = account_snapshot(account_id, aggregate.legacy, pipeline.rules)
+            published = None if view is None else account_record(view)
+        else:
+            published = None if aggregate is None else aggregate.published
+        if published is None:
             return web.json({"error": f"unknown account {account_id!r}"}, status=404)
-        return web.bytes(dumps(account_record(view)), content_type="application/json")
+        return web.bytes(dumps(published), content_type="application/json")
 
 
 def _register_health(pipeline: Pipeline) -> None:
