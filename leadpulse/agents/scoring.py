@@ -36,7 +36,7 @@ import orjson
 from faust.exceptions import PartitionsMismatch
 
 from leadpulse.agents.batches import deliver_batches
-from leadpulse.schemas.events import InvalidEvent, decode_event
+from leadpulse.schemas.events import InvalidEvent, admit_event
 from leadpulse.schemas.outputs import dead_letter_record, dumps, nurture_record, output_record, snapshot_record
 from leadpulse.schemas.segment import is_unmapped
 from leadpulse.scoring.accounts import Member, account_updates, leaving, member_to_bytes
@@ -45,7 +45,6 @@ from leadpulse.scoring.engine import (
     Output,
     apply,
     attach,
-    future_reason,
     new_state,
     view_of,
 )
@@ -191,13 +190,10 @@ class ScoringAgent:
                 )
 
     def _score(self, message: Any, work: PartitionWork, clock: int, alerts: Outbox) -> None:
-        event = decode_event(message.value, self.limits, self.rules.mapping)
         # The record's own timestamp, not the clock, decides what is "in the future", so a
         # replay decides as the live run did (the clock only caps a producer running ahead).
         record_ms = min(message.timestamp, clock) if message.timestamp else clock
-        reason = future_reason(event, record_ms, self.rules)
-        if reason is not None:
-            raise InvalidEvent("occurred_at", reason)
+        event = admit_event(message.value, record_ms, self.limits, self.rules)
         key = event.contact_id.encode()
         home = home_partition(key, self.settings.partitions)
         if message.topic == self.events_topic and (message.key != key or message.partition != home):

@@ -14,11 +14,27 @@ import orjson
 from leadpulse.schemas.fields import InvalidEvent, identifier, json_kind
 from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits, variable
 from leadpulse.schemas.segment import is_segment, segment_event, segment_key, shipped_mapping
-from leadpulse.scoring.engine import Event
-from leadpulse.scoring.rules import EVENT_TYPE
+from leadpulse.scoring.engine import Event, future_reason
+from leadpulse.scoring.rules import EVENT_TYPE, Rules
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
 
-__all__ = ["InvalidEvent", "contact_key", "decode_event", "validate_event"]
+__all__ = ["InvalidEvent", "admit_event", "contact_key", "decode_event", "validate_event"]
+
+
+def admit_event(raw: bytes | str, reference_ms: int, limits: InputLimits, rules: Rules) -> Event:
+    """The one acceptance path of the worker and the offline scorer (so both accept and
+    refuse the same records): `decode_event`, then an event more than the rules' `max_future`
+    ahead of `reference_ms`, or of its own `receivedAt` (when the collector or Segment took
+    it in), whichever is earlier, is refused: decay would credit points that have not
+    happened yet. The worker's reference is its record's timestamp capped by its clock; the
+    offline scorer's is the clock when it starts (capped by --at): a file has no record
+    timestamps, and that is the one place where the two may decide apart (docs/scoring.md)."""
+    event = decode_event(raw, limits, rules.mapping)
+    received = event.received_ms
+    reason = future_reason(event, reference_ms if received is None else min(received, reference_ms), rules)
+    if reason is not None:
+        raise InvalidEvent("occurred_at", reason)
+    return event
 
 
 def decode_event(

@@ -52,6 +52,7 @@ class Event:
     account_id: str | None = None  # Segment groupId (group call, or context.groupId)
     previous_id: str | None = None  # Segment alias: the id the contact was known by before
     call: str | None = None  # the Segment call it came from (track, identify, ...); None: native
+    received_ms: int | None = None  # Segment's `receivedAt`: when the collector (or Segment) took it in
 
 
 @dataclass(frozen=True, slots=True)
