@@ -37,7 +37,14 @@ from faust.exceptions import PartitionsMismatch
 
 from leadpulse.agents.batches import deliver_batches
 from leadpulse.schemas.events import InvalidEvent, admit_event
-from leadpulse.schemas.outputs import dead_letter_record, dumps, nurture_record, output_record, snapshot_record
+from leadpulse.schemas.outputs import (
+    dead_letter_label,
+    dead_letter_record,
+    dumps,
+    nurture_record,
+    output_record,
+    snapshot_record,
+)
 from leadpulse.schemas.segment import is_unmapped
 from leadpulse.scoring.accounts import Member, account_updates, leaving, member_to_bytes
 from leadpulse.scoring.engine import (
@@ -453,8 +460,7 @@ class ScoringAgent:
         )
         outbox.add(self.topics.dead_letters.get_topic_name(), message.partition, _bounded(message.key), dumps(record))
         self.events["dead_letter"] += 1
-        # labelled by top-level field only: nested paths name the producer's own properties
-        self.metrics.dead_letters.labels(field.split(".", 1)[0].split("[", 1)[0] or "(record)").inc()
+        self.metrics.dead_letters.labels(dead_letter_label(field)).inc()
 
     def _count(self, started: float, size: int) -> None:
         for outcome, count in self.events.items():
