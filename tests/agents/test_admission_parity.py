@@ -49,9 +49,9 @@ def records(seed: int, count: int, clock: int) -> list[bytes]:
 async def test_the_worker_and_the_offline_scorer_accept_and_refuse_the_same_records(scorer, sent):
     clock = now_ms()
     values = records(seed=18, count=400, clock=clock)
-    tp = TP(scorer.settings.input_topic, 0)
+    tp = TP(scorer.settings.input_topic, scorer.settings.partitions - 1)  # one the commit-policy tests leave alone
     consumed = [
-        ConsumerRecord(tp.topic, 0, 5_000 + i, clock, 0, b"parity", value, None, 6, len(value), [])
+        ConsumerRecord(tp.topic, tp.partition, 5_000 + i, clock, 0, b"parity", value, None, 6, len(value), [])
         for i, value in enumerate(values)
     ]
     async with scorer.agent.test_context() as agent:
