@@ -6,6 +6,7 @@ Two shapes share the input topic: LeadPulse's native events and Segment-spec mes
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -74,7 +75,7 @@ def validate_event(document: Any, mapping: Mapping[str, str] | None = None) -> E
         raise InvalidEvent("event_id", "required")
     event_type = document.get("type")
     if not isinstance(event_type, str) or not EVENT_TYPE.match(event_type):
-        raise InvalidEvent("type", "required: lower-case event type such as 'page_viewed'")
+        raise InvalidEvent("type", _type_problem(event_type))
     contact_id = identifier(document, "contact_id")
     anonymous_id = identifier(document, "anonymous_id")
     if contact_id is None and anonymous_id is None:
@@ -103,6 +104,22 @@ def validate_event(document: Any, mapping: Mapping[str, str] | None = None) -> E
         properties=properties,
         source=source,
         anonymous_id=anonymous_id,
+    )
+
+
+def _type_problem(event_type: Any) -> str:
+    """What is wrong with a native event's type, and the type it was probably meant to be: a
+    Segment-style name ('Page Viewed') is not missing, it is spelt as a track call's `event`."""
+    if event_type is None:
+        return "required: a lower-case event type such as 'page_viewed'"
+    if not isinstance(event_type, str):
+        return f"expected a lower-case event type such as 'page_viewed', got {json_kind(event_type)}"
+    meant = re.sub(r"[^a-z0-9_.]+", "_", event_type.strip().lower()).strip("_.")
+    shown = event_type if len(event_type) <= 64 else event_type[:64] + "…"
+    hint = f": did you mean {meant!r}?" if meant and EVENT_TYPE.match(meant) else "."
+    return (
+        f"{shown!r} is not a native event type (lower case, digits, '_' and '.'){hint} "
+        'A Segment track name goes in `event`, with "type": "track".'
     )
 
 
