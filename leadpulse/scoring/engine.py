@@ -505,9 +505,11 @@ def _add(current: SignalSum | None, points: float, at_ms: int, half_life_ms: int
 def _merge_profile(
     state: ContactState, event: Event, tie: int, rules: Rules
 ) -> tuple[dict[str, ProfileValue], dict[str, float]]:
-    """Profile attributes come from any event that carries them (profile updates, forms)."""
+    """Profile attributes come from any event that carries them (profile updates, forms), and
+    from the words of another one the rules derive them from (`derive_from`: a seniority from a
+    job title) when the event does not carry them itself."""
     profile, best_fit, kept = state.profile, state.best_fit, rules.model_attributes
-    for attribute, value in event.properties.items():
+    for attribute, value in _profile_values(event.properties, rules):
         criterion = rules.fit.get(attribute)
         if value is None or isinstance(value, dict | list) or (criterion is None and attribute not in kept):
             continue
@@ -524,6 +526,16 @@ def _merge_profile(
                 best_fit = dict(best_fit)
             best_fit[attribute] = points
     return profile, best_fit
+
+
+def _profile_values(properties: dict[str, Any], rules: Rules) -> Iterator[tuple[str, Any]]:
+    yield from properties.items()
+    for criterion in rules.derived_fit:
+        source = properties.get(criterion.derive_from or "")
+        if criterion.attribute not in properties and isinstance(source, str):
+            derived = criterion.derived(source)
+            if derived is not None:
+                yield criterion.attribute, derived
 
 
 def _explicit_account(event: Event) -> str | None:
