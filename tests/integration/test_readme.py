@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ import pytest
 from leadpulse.cli.processes import ROOT, free_port
 from leadpulse.collector.keys import load_write_keys
 from leadpulse.scoring.timeutil import format_ms, now_ms
-from leadpulse.streams.settings import Settings, read_tokens
+from leadpulse.streams.settings import Settings, env_name, read_tokens
 from tests.integration.harness import produce, wait_for
 
 pytestmark = pytest.mark.integration
@@ -172,6 +172,24 @@ def test_every_readme_command_is_run_here_or_listed_with_a_reason():
     assert not unaccounted, f"README commands no test runs (run them here, or list them in NOT_RUN): {unaccounted}"
     assert not RUN.keys() & NOT_RUN.keys()
     assert sorted((RUN.keys() | NOT_RUN.keys()) - keys) == [], "commands the README no longer has"
+
+
+# Variables that are not worker settings, and the file that reads each.
+READ_ELSEWHERE = {"LEADPULSE_COMPILE": "setup.py", "LEADPULSE_CACHE": "deploy/kafka/broker.sh"}
+
+
+def test_every_variable_the_docs_name_is_one_leadpulse_reads():
+    """A misspelt variable in the docs (LEADPULSE_BATCH_WITHIN_S for LEADPULSE_BATCH_WITHIN) is
+    refused at start-up as unknown: the user copying it gets an error the docs did not warn of."""
+    settings = {env_name(setting.name) for setting in fields(Settings)}
+    for name, reader in READ_ELSEWHERE.items():
+        assert re.search(rf"\b{name}\b", (ROOT / reader).read_text()), f"{reader} no longer reads {name}"
+    docs = [README, ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for doc in docs:
+        for found in re.finditer(r"LEADPULSE_[A-Z0-9_]+(\*)?", doc.read_text()):
+            name, wildcard = found.group(0).rstrip("*"), found.group(1)
+            known = any(s.startswith(name) for s in settings) if wildcard else name in settings | READ_ELSEWHERE.keys()
+            assert known, f"{doc.relative_to(ROOT)} names {found.group(0)}, which nothing reads"
 
 
 # -- running them ---------------------------------------------------------------------------
