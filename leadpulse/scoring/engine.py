@@ -528,14 +528,17 @@ def _merge_profile(
     return profile, best_fit
 
 
-def _profile_values(properties: dict[str, Any], rules: Rules) -> Iterator[tuple[str, Any]]:
-    yield from properties.items()
-    for criterion in rules.derived_fit:
-        source = properties.get(criterion.derive_from or "")
-        if criterion.attribute not in properties and isinstance(source, str):
-            derived = criterion.derived(source)
-            if derived is not None:
-                yield criterion.attribute, derived
+def _profile_values(properties: dict[str, Any], rules: Rules) -> Iterable[tuple[str, Any]]:
+    """The event's properties, plus the values derived from them (`derive_from`) that it
+    does not carry itself; the properties alone, as they are, for nearly every event."""
+    derived = [
+        (criterion.attribute, value)
+        for criterion in rules.derived_fit
+        if criterion.attribute not in properties
+        and isinstance(source := properties.get(criterion.derive_from or ""), str)
+        and (value := criterion.derived(source)) is not None
+    ]
+    return [*properties.items(), *derived] if derived else properties.items()
 
 
 def _explicit_account(event: Event) -> str | None:
