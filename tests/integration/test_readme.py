@@ -1,8 +1,9 @@
 """Every shell command of README.md, run as a user runs it: the next mismatch between the
 README and the code fails the suite.
 
-The commands are read from the README's ```sh blocks (a `$ ` line is a command followed by
+The commands are read from the README's shell blocks (a `$ ` line is a command followed by
 the output the README shows for it; in a block without prompts every line is a command).
+The ```python block is the SDKs' own code, run by tests/integration/test_collector.py.
 Each one is either run by a test here, named in `RUN`, or listed in `NOT_RUN` with the reason
 the suite cannot run it; a command in neither fails `test_every_readme_command_is_run_here_or_listed_with_a_reason`.
 
@@ -141,7 +142,7 @@ def command_key(text: str) -> str:
 def readme_commands() -> list[Command]:
     text = README.read_text()
     commands: list[Command] = []
-    for block in re.finditer(r"^```sh\n(.*?)^```", text, re.S | re.M):
+    for block in re.finditer(r"^```(?:sh|bash|shell|console)\n(.*?)^```", text, re.S | re.M):
         first = text[: block.start()].count("\n") + 2
         lines: list[tuple[int, str]] = []
         for number, line in enumerate(block.group(1).splitlines(), start=first):
@@ -160,10 +161,18 @@ def readme_commands() -> list[Command]:
     return commands
 
 
+USED: set[str] = set()  # the keys the tests below asked for
+
+
 def readme_command(key: str) -> Command:
     found = [command for command in readme_commands() if command.key == key]
     assert found, f"README.md no longer has `{key}`: update RUN in {__file__}"
+    USED.add(key)
     return found[0]
+
+
+def run_by(test: str) -> set[str]:
+    return {key for key, runner in RUN.items() if runner == test}
 
 
 def test_every_readme_command_is_run_here_or_listed_with_a_reason():
@@ -301,7 +310,7 @@ def assert_prints_what_the_readme_shows(command: Command, printed: list[str]) ->
         position += 1
 
 
-OFFLINE = [key for key, test in RUN.items() if test == "test_an_offline_command_prints_what_the_readme_shows"]
+OFFLINE = sorted(run_by("test_an_offline_command_prints_what_the_readme_shows"))
 
 
 @pytest.mark.parametrize("key", OFFLINE)
@@ -422,6 +431,7 @@ def test_the_commands_against_a_broker_do_what_the_readme_says(sandbox, make_set
         "localhost:6066/contacts/ada@acme.io"
     )
     assert answer(curl, settings, sandbox, tokens).get("contact_id") == "ada@acme.io"
+    assert run_by("test_the_commands_against_a_broker_do_what_the_readme_says") <= USED
 
 
 def answer(command: Command, settings: Settings, sandbox: Path, tokens: Path | None = None) -> dict[str, Any]:
@@ -456,3 +466,4 @@ def test_make_demo_runs_a_healthy_pipeline_until_ctrl_c(sandbox, make_settings, 
     assert "stopping..." in log.read_text()
     assert not healthy(settings.web_port) and get(f"http://127.0.0.1:{settings.web_port}/health")[0] == 0
     assert (sandbox / ".leadpulse" / "demo-worker.log").exists()  # in its own folder, not the checkout's
+    assert run_by("test_make_demo_runs_a_healthy_pipeline_until_ctrl_c") <= USED
