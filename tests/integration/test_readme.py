@@ -448,6 +448,8 @@ def _id(record: dict[str, Any]) -> str:
 
 
 def test_make_demo_runs_a_healthy_pipeline_until_ctrl_c(sandbox, make_settings, tmp_path):
+    """`make demo` as typed (its Makefile targets, then the demo) and stopped as the README says,
+    with Ctrl-C; what the demo shows is tests/integration/test_demo.py's."""
     stamp = list(VENV.glob(".installed-*"))
     assert stamp, f"{VENV} was not made by `make setup`: `make demo` would install into it"
     settings = make_settings()
