@@ -12,7 +12,7 @@ so these figures bound the produce → hot-lead latency from above. The tail con
 most 5 ms per fetch. Prints p50/p95/p99/max per rate and writes bench/results/latency.svg.
 The issue's third rate is 70% of the worker's maximum: take it from `bench.pipeline` of the
 same build. `--compiled` runs the worker on the opt-in mypyc build (bench/compiled.py);
-`--batch-within` sets how long a batch waits to fill (LEADPULSE_BATCH_WITHIN_S, 0.05 s by
+`--batch-within` sets how long a batch waits to fill (LEADPULSE_BATCH_WITHIN, 0.05 s by
 default), the worker's trade between events per batch and latency.
 """
 

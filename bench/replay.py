@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 
 from bench.compiled import require_compiled, run_compiled
-from leadpulse.cli.offline import Scored, Totals, score_lines, scored
+from leadpulse.cli.offline import Scored, Totals, future_reference, score_lines, scored
 from leadpulse.cli.parallel import Options, default_jobs, score_parallel
 from leadpulse.cli.traffic import Traffic
 from leadpulse.schemas.limits import DEFAULT_LIMITS
@@ -52,7 +52,9 @@ def score(path: Path, jobs: int) -> tuple[str, Totals]:
         with path.open("rb") as stream:
             result = scored(score_lines(stream, rules), "contacts", None, last_event=False)
     else:
-        options = Options(rules, None, DEFAULT_LIMITS, "contacts", None, last_event=False, with_outputs=False)
+        options = Options(
+            rules, future_reference(None), DEFAULT_LIMITS, "contacts", None, last_event=False, with_outputs=False
+        )
         result = score_parallel(path, options, jobs, on_bad=lambda line, error: None)
     digest = hashlib.sha256()
     for record in result.records:

@@ -36,8 +36,15 @@ import orjson
 from faust.exceptions import PartitionsMismatch
 
 from leadpulse.agents.batches import deliver_batches
-from leadpulse.schemas.events import InvalidEvent, decode_event
-from leadpulse.schemas.outputs import dead_letter_record, dumps, nurture_record, output_record, snapshot_record
+from leadpulse.schemas.events import InvalidEvent, admit_event
+from leadpulse.schemas.outputs import (
+    dead_letter_label,
+    dead_letter_record,
+    dumps,
+    nurture_record,
+    output_record,
+    snapshot_record,
+)
 from leadpulse.schemas.segment import is_unmapped
 from leadpulse.scoring.accounts import Member, account_updates, leaving, member_to_bytes
 from leadpulse.scoring.engine import (
@@ -45,7 +52,6 @@ from leadpulse.scoring.engine import (
     Output,
     apply,
     attach,
-    future_reason,
     new_state,
     view_of,
 )
@@ -191,13 +197,10 @@ class ScoringAgent:
                 )
 
     def _score(self, message: Any, work: PartitionWork, clock: int, alerts: Outbox) -> None:
-        event = decode_event(message.value, self.limits, self.rules.mapping)
         # The record's own timestamp, not the clock, decides what is "in the future", so a
         # replay decides as the live run did (the clock only caps a producer running ahead).
         record_ms = min(message.timestamp, clock) if message.timestamp else clock
-        reason = future_reason(event, record_ms, self.rules)
-        if reason is not None:
-            raise InvalidEvent("occurred_at", reason)
+        event = admit_event(message.value, record_ms, self.limits, self.rules)
         key = event.contact_id.encode()
         home = home_partition(key, self.settings.partitions)
         if message.topic == self.events_topic and (message.key != key or message.partition != home):
@@ -457,8 +460,7 @@ class ScoringAgent:
         )
         outbox.add(self.topics.dead_letters.get_topic_name(), message.partition, _bounded(message.key), dumps(record))
         self.events["dead_letter"] += 1
-        # labelled by top-level field only: nested paths name the producer's own properties
-        self.metrics.dead_letters.labels(field.split(".", 1)[0].split("[", 1)[0] or "(record)").inc()
+        self.metrics.dead_letters.labels(dead_letter_label(field)).inc()
 
     def _count(self, started: float, size: int) -> None:
         for outcome, count in self.events.items():

@@ -269,7 +269,7 @@ def _jobs(text: str) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from leadpulse.cli.offline import Kind, progress_lines, report_bad_line, score_lines, scored
+    from leadpulse.cli.offline import Kind, future_reference, progress_lines, report_bad_line, score_lines, scored
     from leadpulse.cli.parallel import Options, default_jobs, score_parallel
     from leadpulse.scoring.replay import LAST_EVENT
     from leadpulse.streams.runtime import tune_gc
@@ -292,17 +292,18 @@ def _score(args: argparse.Namespace) -> int:
     jobs = args.jobs or default_jobs()
     tune_gc()
     stdin = str(args.events) == "-"
+    reference = future_reference(at_ms)
     if jobs > 1:
-        options = Options(rules, at_ms, limits, kind, at_ms, last_event, args.events_out is not None)
+        options = Options(rules, reference, limits, kind, at_ms, last_event, args.events_out is not None)
         source = sys.stdin.buffer.read() if stdin else args.events
         result = score_parallel(source, options, jobs, report_bad_line)
     elif stdin:
-        run = score_lines(sys.stdin.buffer, rules, now_ms=at_ms, limits=limits, on_bad=report_bad_line)
+        run = score_lines(sys.stdin.buffer, rules, now_ms=reference, limits=limits, on_bad=report_bad_line)
         result = scored(run, kind, at_ms, last_event)
     else:
         with args.events.open("rb") as stream:
             lines = progress_lines(stream, args.events.stat().st_size, "scoring")
-            run = score_lines(lines, rules, now_ms=at_ms, limits=limits, on_bad=report_bad_line)
+            run = score_lines(lines, rules, now_ms=reference, limits=limits, on_bad=report_bad_line)
         result = scored(run, kind, at_ms, last_event)
     out = sys.stdout.buffer
     for record in result.records:

@@ -9,15 +9,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import BinaryIO, Literal
 
-from leadpulse.schemas.events import InvalidEvent, decode_event
+from leadpulse.schemas.events import InvalidEvent, admit_event
 from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits
 from leadpulse.schemas.outputs import account_record, dumps, nurture_record, output_record, snapshot_record
 from leadpulse.schemas.segment import is_unmapped
 from leadpulse.scoring.accounts import AccountSnapshot
-from leadpulse.scoring.engine import Event, future_reason
+from leadpulse.scoring.engine import Event
 from leadpulse.scoring.identity import winner
 from leadpulse.scoring.replay import ScoreRun
 from leadpulse.scoring.rules import Rules
+from leadpulse.scoring.timeutil import now_ms as clock_ms
 
 Kind = Literal["contacts", "accounts", "nurture"]  # what `leadpulse score` prints
 
@@ -30,19 +31,29 @@ def score_lines(
     limits: InputLimits = DEFAULT_LIMITS,
     on_bad: Callable[[int, InvalidEvent], None] = lambda line, error: None,
 ) -> ScoreRun:
-    """Apply every valid line in order, native events and Segment messages alike. `now_ms`,
-    when given, refuses events further ahead of it than the rules allow, as the stream does
-    with its clock; `limits` are the worker's input limits, so that the same lines are refused as in the stream."""
+    """Apply every valid line in order, native events and Segment messages alike. An event
+    further ahead of `now_ms` (default: the clock now) than the rules allow is refused as the
+    worker refuses it (`admit_event`); `limits` are the worker's input limits, so that the
+    same lines are refused as in the stream."""
     run = ScoreRun(rules)
-    score_numbered(run, enumerate(lines, start=1), now_ms=now_ms, limits=limits, on_bad=on_bad)
+    reference = clock_ms() if now_ms is None else now_ms
+    score_numbered(run, enumerate(lines, start=1), now_ms=reference, limits=limits, on_bad=on_bad)
     return run
+
+
+def future_reference(at_ms: int | None) -> int:
+    """What `leadpulse score` refuses events ahead of: the clock when it starts, as the worker
+    refuses events ahead of its clock, and no later than --at (scoring as of a time takes no
+    event from after it). Read once, so that every process of --jobs decides alike."""
+    clock = clock_ms()
+    return clock if at_ms is None else min(at_ms, clock)
 
 
 def score_numbered(
     run: ScoreRun,
     numbered: Iterable[tuple[int, bytes]],
     *,
-    now_ms: int | None,
+    now_ms: int,
     limits: InputLimits,
     on_bad: Callable[[int, InvalidEvent], None],
     check: Callable[[Event], None] = lambda event: None,
@@ -54,9 +65,7 @@ def score_numbered(
         if not line.strip():
             continue
         try:
-            event = decode_event(line, limits, rules.mapping)
-            if now_ms is not None and (reason := future_reason(event, now_ms, rules)) is not None:
-                raise InvalidEvent("occurred_at", reason)
+            event = admit_event(line, now_ms, limits, rules)
         except InvalidEvent as error:
             run.bad += 1
             on_bad(number, error)

@@ -148,7 +148,7 @@ class Router:
 @dataclass(frozen=True)
 class Options:
     rules: Rules
-    now_ms: int | None
+    now_ms: int  # refuse events ahead of it (offline.future_reference)
     limits: InputLimits
     kind: Kind
     at_ms: int | None

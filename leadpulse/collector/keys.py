@@ -9,35 +9,17 @@ import binascii
 import hmac
 from pathlib import Path
 
-from leadpulse.streams.settings import SettingsError, env_name
-
-MIN_KEY_LENGTH = 16
-"""Shorter keys can be guessed by a sender that may try as often as it likes."""
+from leadpulse.streams.settings import SettingsError, env_name, read_secrets
 
 
 def load_write_keys(path: Path | None) -> tuple[bytes, ...]:
-    """The keys in `path`, one per line, '#' starting a comment; refused with the setting's
-    name when missing, empty or holding a key too short to be a secret."""
-    setting = env_name("write_keys_file")
+    """The keys in `path`, in the tokens file's format (`read_secrets`); refused with the
+    setting's name when missing, empty or holding a key too short to be a secret (a sender
+    may try keys as often as it likes)."""
     if path is None:
+        setting = env_name("write_keys_file")
         raise SettingsError(f"{setting}: required by `leadpulse collect` (a file with one write key per line)")
-    try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise SettingsError(f"{setting}={path}: cannot read it: {error}") from None
-    keys = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        key = line.split("#", 1)[0].strip()
-        if not key:
-            continue
-        if len(key) < MIN_KEY_LENGTH or ":" in key:
-            raise SettingsError(
-                f"{setting}={path}: line {number}: a write key has at least {MIN_KEY_LENGTH} characters and no ':'"
-            )
-        keys.append(key.encode())
-    if not keys:
-        raise SettingsError(f"{setting}={path}: no write key in the file")
-    return tuple(keys)
+    return tuple(key.encode() for key in read_secrets(path, "write_keys_file", "write key", forbidden=":"))
 
 
 def basic_auth_user(header: str | None) -> bytes | None:

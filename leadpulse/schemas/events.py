@@ -6,6 +6,7 @@ Two shapes share the input topic: LeadPulse's native events and Segment-spec mes
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -14,11 +15,27 @@ import orjson
 from leadpulse.schemas.fields import InvalidEvent, identifier, json_kind
 from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits, variable
 from leadpulse.schemas.segment import is_segment, segment_event, segment_key, shipped_mapping
-from leadpulse.scoring.engine import Event
-from leadpulse.scoring.rules import EVENT_TYPE
+from leadpulse.scoring.engine import Event, future_reason
+from leadpulse.scoring.rules import EVENT_TYPE, Rules
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
 
-__all__ = ["InvalidEvent", "contact_key", "decode_event", "validate_event"]
+__all__ = ["InvalidEvent", "admit_event", "contact_key", "decode_event", "validate_event"]
+
+
+def admit_event(raw: bytes | str, reference_ms: int, limits: InputLimits, rules: Rules) -> Event:
+    """The one acceptance path of the worker and the offline scorer (so both accept and
+    refuse the same records): `decode_event`, then an event more than the rules' `max_future`
+    ahead of `reference_ms`, or of its own `receivedAt` (when the collector or Segment took
+    it in), whichever is earlier, is refused: decay would credit points that have not
+    happened yet. The worker's reference is its record's timestamp capped by its clock; the
+    offline scorer's is the clock when it starts (capped by --at): a file has no record
+    timestamps, and that is the one place where the two may decide apart (docs/scoring.md)."""
+    event = decode_event(raw, limits, rules.mapping)
+    received = event.received_ms
+    reason = future_reason(event, reference_ms if received is None else min(received, reference_ms), rules)
+    if reason is not None:
+        raise InvalidEvent("occurred_at", reason)
+    return event
 
 
 def decode_event(
@@ -58,7 +75,7 @@ def validate_event(document: Any, mapping: Mapping[str, str] | None = None) -> E
         raise InvalidEvent("event_id", "required")
     event_type = document.get("type")
     if not isinstance(event_type, str) or not EVENT_TYPE.match(event_type):
-        raise InvalidEvent("type", "required: lower-case event type such as 'page_viewed'")
+        raise InvalidEvent("type", _type_problem(event_type))
     contact_id = identifier(document, "contact_id")
     anonymous_id = identifier(document, "anonymous_id")
     if contact_id is None and anonymous_id is None:
@@ -87,6 +104,22 @@ def validate_event(document: Any, mapping: Mapping[str, str] | None = None) -> E
         properties=properties,
         source=source,
         anonymous_id=anonymous_id,
+    )
+
+
+def _type_problem(event_type: Any) -> str:
+    """What is wrong with a native event's type, and the type it was probably meant to be: a
+    Segment-style name ('Page Viewed') is not missing, it is spelt as a track call's `event`."""
+    if event_type is None:
+        return "required: a lower-case event type such as 'page_viewed'"
+    if not isinstance(event_type, str):
+        return f"expected a lower-case event type such as 'page_viewed', got {json_kind(event_type)}"
+    meant = re.sub(r"[^a-z0-9_.]+", "_", event_type.strip().lower()).strip("_.")
+    shown = event_type if len(event_type) <= 64 else event_type[:64] + "…"
+    hint = f": did you mean {meant!r}?" if meant and EVENT_TYPE.match(meant) else "."
+    return (
+        f"{shown!r} is not a native event type (lower case, digits, '_' and '.'){hint} "
+        'A Segment track name goes in `event`, with "type": "track".'
     )
 
 

@@ -202,6 +202,28 @@ def dead_letter_record(
     }
 
 
+# The top-level fields of event.schema.json and segment-message.schema.json, plus the key
+# and the cooling tick's `at_ms`: the only values the dead-letter metric's label takes.
+KNOWN_FIELDS = frozenset(
+    {
+        *("event_id", "type", "contact_id", "anonymous_id", "occurred_at", "source", "properties"),
+        *("messageId", "userId", "anonymousId", "previousId", "groupId", "event", "name", "timestamp"),
+        *("originalTimestamp", "sentAt", "receivedAt", "traits", "context", "integrations"),
+        *("key", "at_ms"),
+    }
+)
+
+
+def dead_letter_label(field: str) -> str:
+    """The `field` label of `leadpulse_dead_letters_total`: the top-level field at fault if the
+    input contract knows it, "(record)" for the record as a whole, else "(other)". A producer
+    writing straight to Kafka chooses its key names; each distinct label would be one more
+    Prometheus series for ever, so the label set is fixed here (the dead letter itself names
+    the field in full)."""
+    top = field.split(".", 1)[0].split("[", 1)[0]
+    return top if top in KNOWN_FIELDS else "(record)" if not top else "(other)"
+
+
 def dumps(record: dict[str, Any]) -> bytes:
     return orjson.dumps(record)
 

@@ -145,6 +145,7 @@ def segment_event(document: dict[str, Any], mapping: Mapping[str, str]) -> Event
         account_id=account_id,
         previous_id=previous_id,
         call=call,
+        received_ms=timestamp_ms(document, "receivedAt"),
     )
 
 

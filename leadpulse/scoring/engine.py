@@ -52,6 +52,7 @@ class Event:
     account_id: str | None = None  # Segment groupId (group call, or context.groupId)
     previous_id: str | None = None  # Segment alias: the id the contact was known by before
     call: str | None = None  # the Segment call it came from (track, identify, ...); None: native
+    received_ms: int | None = None  # Segment's `receivedAt`: when the collector (or Segment) took it in
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,9 +505,11 @@ def _add(current: SignalSum | None, points: float, at_ms: int, half_life_ms: int
 def _merge_profile(
     state: ContactState, event: Event, tie: int, rules: Rules
 ) -> tuple[dict[str, ProfileValue], dict[str, float]]:
-    """Profile attributes come from any event that carries them (profile updates, forms)."""
+    """Profile attributes come from any event that carries them (profile updates, forms), and
+    from the words of another one the rules derive them from (`derive_from`: a seniority from a
+    job title) when the event does not carry them itself."""
     profile, best_fit, kept = state.profile, state.best_fit, rules.model_attributes
-    for attribute, value in event.properties.items():
+    for attribute, value in _profile_values(event.properties, rules):
         criterion = rules.fit.get(attribute)
         if value is None or isinstance(value, dict | list) or (criterion is None and attribute not in kept):
             continue
@@ -523,6 +526,19 @@ def _merge_profile(
                 best_fit = dict(best_fit)
             best_fit[attribute] = points
     return profile, best_fit
+
+
+def _profile_values(properties: dict[str, Any], rules: Rules) -> Iterable[tuple[str, Any]]:
+    """The event's properties, plus the values derived from them (`derive_from`) that it
+    does not carry itself; the properties alone, as they are, for nearly every event."""
+    derived = [
+        (criterion.attribute, value)
+        for criterion in rules.derived_fit
+        if criterion.attribute not in properties
+        and isinstance(source := properties.get(criterion.derive_from or ""), str)
+        and (value := criterion.derived(source)) is not None
+    ]
+    return [*properties.items(), *derived] if derived else properties.items()
 
 
 def _explicit_account(event: Event) -> str | None:

@@ -13,6 +13,7 @@ import re
 import tomllib
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
@@ -126,6 +127,15 @@ class FitCriterion:
     match: str
     values: dict[str, float] = field(default_factory=dict)
     ranges: tuple[tuple[float, float], ...] = ()
+    # `derive_from`/`derive`: the value a contact gets from another attribute's words when it
+    # does not send this one (a seniority named by a job title), first match in file order.
+    derive_from: str | None = None
+    derive: tuple[tuple[str, str], ...] = ()
+
+    def derived(self, text: str) -> str | None:
+        """The value the first `derive` words found in `text` (whole words, any case) name."""
+        lowered = text.lower()
+        return next((value for words, value in self.derive if has_words(lowered, words)), None)
 
     def points(self, value: PropertyValue) -> float:
         if self.match == "ranges":
@@ -139,8 +149,19 @@ class FitCriterion:
         text = str(value).strip().lower()
         if self.match == "values":
             return self.values.get(text, 0.0)
-        matched = [points for keyword, points in self.values.items() if keyword in text]
+        matched = [points for keyword, points in self.values.items() if has_words(text, keyword)]
         return max(matched, default=0.0)
+
+
+@cache
+def _whole_words(words: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\w){re.escape(words)}(?!\w)")
+
+
+def has_words(text: str, words: str) -> bool:
+    """`words` in `text` as whole words: 'intern' is not in 'international', nor 'cto' in
+    'director'. Both are lower case."""
+    return words in text and _whole_words(words).search(text) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +373,7 @@ class Rules:
     # and the profile attributes only a named model's fit reads (the state keeps them too).
     own_signal_models: tuple[Model, ...] = ()
     model_attributes: frozenset[str] = frozenset()
+    derived_fit: tuple[FitCriterion, ...] = ()  # the [fit] criteria with a `derive_from`
 
     def mapped_type(self, name: str) -> str | None:
         """The event type a Segment `track` name stands for, or None when `[mapping]` does not know it."""
@@ -548,7 +570,7 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
     bands, labels, rearm_gap = _parse_temperature(top.sub("temperature", keys=("bands", "labels", "rearm_gap")))
     categories = _parse_categories(top.sub("categories", required=True))
     signals = _parse_signals(top, categories)
-    fit = _parse_fit(top.sub("fit"))
+    fit = _parse_fit(top.sub("fit"), derivable=True)
     segments = _parse_segments(top, "segments", fit)
     interests = _parse_interests(top.sub("interests"))
     accounts = _parse_accounts(top.sub("accounts", keys=_ACCOUNT_KEYS), fit, (bands, labels, rearm_gap))
@@ -612,6 +634,7 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
         models=models,
         own_signal_models=tuple(model for model in models if model.own_signals),
         model_attributes=frozenset().union(*(model.fit for model in models)) - frozenset(fit),
+        derived_fit=tuple(criterion for criterion in fit.values() if criterion.derive_from is not None),
     )
 
 
@@ -779,11 +802,13 @@ def _parse_conditions(when: _Table) -> tuple[tuple[str, tuple[PropertyValue, ...
     return tuple(conditions)
 
 
-def _parse_fit(table: _Table) -> dict[str, FitCriterion]:
+def _parse_fit(table: _Table, derivable: bool = False) -> dict[str, FitCriterion]:
+    """`derivable`: the top level's [fit], whose derived values every model reads too."""
     table.check_count("", table.data, MAX_ENTRIES, "fit attributes")
     criteria: dict[str, FitCriterion] = {}
+    keys = ("match", "points", "ranges", *(("derive_from", "derive") if derivable else ()))
     for attribute in table.data:
-        entry = table.sub(table.check_name(attribute), keys=("match", "points", "ranges"))
+        entry = table.sub(table.check_name(attribute), keys=keys)
         match = entry.text("match", "values")
         if match not in FIT_MATCHES:
             entry.fail("match", f"unknown match {match!r}; one of {', '.join(FIT_MATCHES)}")
@@ -797,9 +822,28 @@ def _parse_fit(table: _Table) -> dict[str, FitCriterion]:
             for value in points.data:
                 values[points.check_name(value).strip().lower()] = points.number(value, lo=-100, hi=100)
             points.done()
+        derive_from, derive = _parse_derive(entry, attribute, values) if "derive_from" in entry.data else (None, ())
         entry.done()
-        criteria[attribute] = FitCriterion(attribute, match, values, ranges)
+        criteria[attribute] = FitCriterion(attribute, match, values, ranges, derive_from, derive)
     return criteria
+
+
+def _parse_derive(entry: _Table, attribute: str, values: dict[str, float]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """`derive_from = "job_title"` and `derive = { words = value }`, each value one this
+    table gives points to (a derived value that scores nothing would be a typo)."""
+    source = entry.check_name(entry.text("derive_from"))
+    if source == attribute:
+        entry.fail("derive_from", "names the attribute itself")
+    table = entry.sub("derive", required=True)
+    table.check_count("", table.data, MAX_LIST, "words")
+    derive = []
+    for words in table.data:
+        value = table.text(table.check_name(words)).strip().lower()
+        if value not in values:
+            table.fail(words, f"{value!r} is not one of the values of [fit.{attribute}] ({', '.join(values)})")
+        derive.append((words.strip().lower(), value))
+    table.done()
+    return source, tuple(derive)
 
 
 def _parse_ranges(entry: _Table) -> tuple[tuple[float, float], ...]:

@@ -198,8 +198,8 @@ class Settings:
 HELP: dict[str, str] = {
     "broker": "Kafka bootstrap servers: host:port or kafka://host:port, ';' between several.",
     "app_id": "Faust application id: names the consumer group and the internal topics.",
-    "topic_prefix": "Put before every topic name, to run several pipelines on one cluster.",
-    "input_topic": "Topic the events are read from (the prefix is added).",
+    "topic_prefix": "Put before the output and internal topics' names; LEADPULSE_INPUT_TOPIC is named in full.",
+    "input_topic": "Topic the events are read from, named in full: LEADPULSE_TOPIC_PREFIX is not added.",
     "partitions": "Partitions of the topics LeadPulse creates, 1..10000; fixed once they exist.",
     "replication_factor": "Replicas of each topic LeadPulse creates, 1..32 (at most the number of brokers).",
     "min_insync_replicas": "min.insync.replicas of the topics LeadPulse creates, 1..REPLICATION_FACTOR.",
@@ -262,25 +262,32 @@ def is_loopback(host: str) -> bool:
 
 
 def read_tokens(path: Path) -> tuple[str, ...]:
-    """Bearer tokens, one a line; a short token is refused as guessable."""
-    name = env_name("api_tokens_file")
+    """Bearer tokens for the query API."""
+    return read_secrets(path, "api_tokens_file", "token")
+
+
+def read_secrets(path: Path, setting: str, what: str, forbidden: str = "") -> tuple[str, ...]:
+    """Secrets, one a line, `#` starting a comment on a line of its own or after the secret
+    (`<key>  # web site`): the one format of the tokens and the write-keys files. A short
+    secret is refused as guessable, and so are spaces and the `forbidden` characters (':'
+    in a write key, the basic-auth separator)."""
+    shown = f"{env_name(setting)}={str(path)!r}"  # in full: the file to go and fix
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise SettingsError(f"{name}={_shown(str(path))}: cannot read it ({error.__class__.__name__})") from None
-    tokens = []
+        raise SettingsError(f"{shown}: cannot read it ({error.__class__.__name__})") from None
+    secrets = []
     for number, line in enumerate(text.splitlines(), start=1):
-        token = line.strip()
-        if not token or token.startswith("#"):
+        secret = line.split("#", 1)[0].strip()
+        if not secret:
             continue
-        if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
-            raise SettingsError(
-                f"{name}={_shown(str(path))}: line {number}: a token is {MIN_TOKEN_CHARS}+ characters without spaces"
-            )
-        tokens.append(token)
-    if not tokens:
-        raise SettingsError(f"{name}={_shown(str(path))}: no token in the file")
-    return tuple(tokens)
+        if len(secret) < MIN_TOKEN_CHARS or any(c.isspace() or c in forbidden for c in secret):
+            refused = " or ".join(["spaces", *(repr(c) for c in forbidden)])
+            raise SettingsError(f"{shown}: line {number}: a {what} is {MIN_TOKEN_CHARS}+ characters without {refused}")
+        secrets.append(secret)
+    if not secrets:
+        raise SettingsError(f"{shown}: no {what} in the file")
+    return tuple(secrets)
 
 
 def env_name(field_name: str) -> str:

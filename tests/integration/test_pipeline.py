@@ -31,9 +31,9 @@ MALFORMED = [
 def test_every_output_topic_matches_the_offline_scorer(make_settings, workers, store):
     settings = make_settings(store=store)
     lines = traffic_lines(4_000, 500)
-    oracle = Oracle(lines)
-    workers(settings)
     mixed = lines[:1000] + MALFORMED[:2] + lines[1000:3000] + MALFORMED[2:] + lines[3000:]
+    oracle = Oracle(mixed)  # the offline scorer refuses what the worker dead-letters (the 2099 event too)
+    workers(settings)
     produce(settings, mixed)
 
     scores_reach(settings, oracle.snapshots, timeout_s=90)
@@ -46,6 +46,7 @@ def test_every_output_topic_matches_the_offline_scorer(make_settings, workers, s
 
     letters = [orjson.loads(v) for _, v in read_all(settings, settings.topic("dead-letters"))]
     assert sorted(letter["value"]["text"] for letter in letters) == sorted(m.decode() for m in MALFORMED)
+    assert oracle.bad_lines == len(MALFORMED)
     by_id = {
         orjson.loads(letter["value"]["text"] + ("}" if letter["field"] == "" else ""))["event_id"]: letter
         for letter in letters

@@ -269,3 +269,17 @@ def test_the_demo_never_empties_a_folder_the_user_chose(tmp_path):
     with pytest.raises(CommandError, match="rm -rf"):
         _claim_state_folder(Settings(data_dir=tmp_path), "cluster-b", own=False)
     assert local_state.read_marker(tmp_path) == "cluster-a"
+
+
+def test_worker_help_says_the_prefix_names_every_topic_but_the_input(clean_env, capsys):
+    from leadpulse.streams.pipeline import create_app
+
+    settings = Settings(topic_prefix="p.", input_topic="events", store="memory://", cooling_interval_s=0.0)
+    topics = create_app(settings).topics
+    names = [topic.get_topic_name() for topic in topics.all]
+    assert "events" in names and all(name.startswith("p.") for name in names if name != "events")
+    with pytest.raises(SystemExit):
+        main(["worker", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "LEADPULSE_INPUT_TOPIC=events Topic the events are read from, named in full" in out
+    assert "Put before the output and internal topics' names; LEADPULSE_INPUT_TOPIC is named in full." in out

@@ -5,6 +5,7 @@ import asyncio
 import base64
 import gzip
 import os
+import re
 from typing import Any
 
 import aiohttp
@@ -238,9 +239,9 @@ def test_write_keys_come_from_a_file_and_bad_files_name_the_setting(tmp_path):
     keys = tmp_path / "keys"
     keys.write_text("# sources\nfirst-write-key-0001  # web site\n\nsecond-write-key-002\n")
     assert load_write_keys(keys) == KEYS
-    for content, problem in [("short\n", "at least 16"), ("# none\n", "no write key"), ("a" * 20 + ":x\n", "no ':'")]:
+    for content, problem in [("short\n", "16\\+"), ("# none\n", "no write key"), ("a" * 20 + ":x\n", "or ':'")]:
         keys.write_text(content)
-        with pytest.raises(SettingsError, match=f"LEADPULSE_WRITE_KEYS_FILE={keys}: .*{problem}"):
+        with pytest.raises(SettingsError, match=f"LEADPULSE_WRITE_KEYS_FILE={re.escape(repr(str(keys)))}: .*{problem}"):
             load_write_keys(keys)
     with pytest.raises(SettingsError, match="LEADPULSE_WRITE_KEYS_FILE: required"):
         load_write_keys(None)

@@ -218,3 +218,38 @@ def test_jobs_must_be_a_positive_number(tmp_path, capsys):
         main(["score", "--jobs", "0", str(events)])
     assert exit_.value.code == 2
     assert "--jobs: expected a number of processes (1 or more), got '0'" in capsys.readouterr().err
+
+
+def test_an_event_from_the_future_is_refused_as_the_worker_refuses_it_and_moves_no_one_forward(tmp_path, capsys):
+    journey = (ROOT / "examples" / "journey.jsonl").read_bytes()
+    future = orjson.dumps(
+        {
+            "event_id": "e-2099",
+            "type": "page_viewed",
+            "contact_id": "bob@shop.fr",
+            "occurred_at": "2099-01-01T00:00:00Z",
+        }
+    )
+    plain, with_future = tmp_path / "plain.jsonl", tmp_path / "future.jsonl"
+    plain.write_bytes(journey)
+    with_future.write_bytes(journey + future + b"\n")
+    assert main(["score", "--jobs", "1", str(plain)]) == 0
+    expected = capsys.readouterr().out
+    assert main(["score", "--jobs", "1", str(with_future)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == expected  # ada still hot, everyone evaluated at the latest accepted event
+    number = len(journey.splitlines()) + 1
+    assert f"line {number}: occurred_at: occurred_at is " in captured.err and "in the future" in captured.err
+    assert "2 bad lines skipped" in captured.err
+
+
+def test_a_segment_message_ahead_of_its_own_received_at_is_refused_whatever_the_clock_says(tmp_path, capsys):
+    events = tmp_path / "segment.jsonl"
+    message = {"type": "page", "messageId": "m-1", "userId": "ada@acme.io", "properties": {"path": "/pricing"}}
+    ahead = {**message, "timestamp": "2026-01-02T00:00:00Z", "receivedAt": "2026-01-01T00:00:00Z"}
+    within = {**message, "messageId": "m-2", "timestamp": "2026-01-01T00:10:00Z", "receivedAt": "2026-01-01T00:00:00Z"}
+    events.write_bytes(orjson.dumps(ahead) + b"\n" + orjson.dumps(within) + b"\n")
+    assert main(["score", str(events)]) == 0
+    err = capsys.readouterr().err
+    assert "line 1: occurred_at: occurred_at is 86400s in the future (limit 900s)" in err
+    assert "scored 1 events" in err

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from leadpulse.cli import parallel
-from leadpulse.cli.offline import Kind, Scored, score_lines, scored
+from leadpulse.cli.offline import Kind, Scored, future_reference, score_lines, scored
 from leadpulse.cli.parallel import Misrouted, Options, Router, groups, ids_of, score_parallel
 from leadpulse.cli.traffic import Traffic
 from leadpulse.schemas.limits import DEFAULT_LIMITS
@@ -64,7 +64,9 @@ def one_process(data: bytes, kind: Kind, at_ms: int | None = None, last_event: b
 
 def processes(data: bytes, kind: Kind, jobs: int, at_ms: int | None = None, last_event: bool = False) -> dict:
     bad: list[tuple[int, str]] = []
-    options = Options(DEFAULT_RULES, at_ms, DEFAULT_LIMITS, kind, at_ms, last_event, with_outputs=True)
+    options = Options(
+        DEFAULT_RULES, future_reference(at_ms), DEFAULT_LIMITS, kind, at_ms, last_event, with_outputs=True
+    )
     return printed(score_parallel(data, options, jobs, on_bad=lambda n, e: bad.append((n, str(e)))), bad)
 
 

@@ -1,6 +1,7 @@
 import tomllib
 from pathlib import Path
 
+import orjson
 import pytest
 
 from leadpulse.scoring.rules import RulesError, load_rules, parse_rules
@@ -307,3 +308,38 @@ def test_an_error_quoting_a_huge_value_stays_short():
         parse_rules(MINIMAL.replace("points = 10", f"points = '{'q' * 100_000}'"), "rules.toml")
     assert len(str(caught.value)) < 200
     assert "(100002 characters)" in str(caught.value)
+
+
+def test_a_job_title_names_the_seniority_of_a_contact_that_sends_none():
+    from leadpulse.cli.offline import score_lines
+
+    def fit_of(properties: dict) -> tuple[float, tuple[str, ...]]:
+        line = orjson.dumps(
+            {"event_id": "p", "type": "profile_updated", "contact_id": "c", "occurred_at": "2026-11-01T00:00:00Z"}
+            | {"properties": properties}
+        )
+        (view,) = score_lines([line], DEFAULT_RULES).snapshots(None)
+        return view.fit, view.segments
+
+    assert fit_of({"job_title": "VP Engineering"}) == (25.0, ("decision makers",))
+    assert fit_of({"job_title": "Vice President, Sales"}) == fit_of({"seniority": "vp"})
+    assert fit_of({"job_title": "Head of Sales"}) == fit_of({"seniority": "director"})
+    assert fit_of({"job_title": "VP Sales", "seniority": "manager"}) == fit_of({"seniority": "manager"})  # as sent
+    assert fit_of({"job_title": "Marketing Intern"})[0] == 0.0  # student: 0, and -10 for the title, clamped
+
+
+def test_title_keywords_match_whole_words_only():
+    title = DEFAULT_RULES.fit["job_title"]
+    assert title.points("Marketing Intern") == -10
+    assert title.points("International Sales Director") == 0.0
+    assert DEFAULT_RULES.fit["seniority"].derived("International Sales Director") == "director"
+    assert DEFAULT_RULES.fit["seniority"].derived("Director of ctos") == "director"
+
+
+def test_a_derived_value_must_be_one_the_table_scores(tmp_path):
+    shipped = Path(__file__).parents[2].joinpath("leadpulse", "scoring", "default_rules.toml").read_text()
+    assert 'derive = { "vice president" = "vp",' in shipped
+    rules = tmp_path / "rules.toml"
+    rules.write_text(shipped.replace('derive = { "vice president" = "vp",', 'derive = { "vice president" = "v_p",'))
+    with pytest.raises(RulesError, match=r"fit\.seniority\.derive\.vice president: 'v_p' is not one of the values"):
+        load_rules(rules)

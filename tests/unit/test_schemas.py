@@ -56,7 +56,7 @@ def test_an_email_in_the_properties_identifies_an_anonymous_contact():
         (b"[1, 2]", "", "expected a JSON object, got array"),
         (orjson.dumps({k: v for k, v in raw_event().items() if k != "event_id"}), "event_id", "required"),
         (orjson.dumps(raw_event(event_id="")), "event_id", "non-empty string"),
-        (orjson.dumps(raw_event(type="Page Viewed")), "type", "lower-case"),
+        (orjson.dumps(raw_event(type="Page Viewed")), "type", "not a native event type (lower case"),
         (orjson.dumps({k: v for k, v in raw_event().items() if k != "contact_id"}), "contact_id", "one of contact_id"),
         (orjson.dumps(raw_event(occurred_at="yesterday")), "occurred_at", "RFC 3339"),
         (orjson.dumps(raw_event(occurred_at="2026-10-01T09:00:00")), "occurred_at", "no UTC offset"),
@@ -347,3 +347,15 @@ def test_a_dead_letter_stays_small_however_large_and_hostile_the_input():
     excerpt = DEFAULT_LIMITS.dead_letter_excerpt
     letter = letter_for(b"\x01" * 1_000_000, key=b"\x01" * 1_000_000, reason="r" * 1_000_000)
     assert len(dumps(letter)) < 2 * 6 * excerpt + 2_000  # a control character is escaped in 6 bytes
+
+
+def test_a_segment_style_type_on_a_native_event_says_what_is_wrong_and_what_was_meant():
+    document = {"event_id": "e", "type": "Page Viewed", "contact_id": "c", "occurred_at": "2026-01-01T00:00:00Z"}
+    with pytest.raises(InvalidEvent) as refused:
+        decode_event(orjson.dumps(document))
+    assert refused.value.field == "type"
+    assert refused.value.reason.startswith("'Page Viewed' is not a native event type")
+    assert "did you mean 'page_viewed'?" in refused.value.reason and "required" not in refused.value.reason
+    del document["type"]
+    with pytest.raises(InvalidEvent, match="type: required"):
+        decode_event(orjson.dumps(document))

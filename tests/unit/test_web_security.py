@@ -126,3 +126,13 @@ def test_log_records_are_redacted_with_their_tracebacks(caplog):
     finally:
         logging.setLogRecordFactory(factory)
     assert "acme" not in caplog.text and "scored <contact>" in caplog.text and "KeyError" in caplog.text
+
+
+def test_the_tokens_file_takes_the_write_keys_files_comments(tmp_path):
+    from leadpulse.collector.keys import load_write_keys
+    from leadpulse.streams.settings import read_tokens
+
+    secrets = tmp_path / "secrets"
+    secrets.write_text(f"# the query API's callers\n{TOKEN}  # the CRM sync\n")
+    assert read_tokens(secrets) == (TOKEN,)
+    assert load_write_keys(secrets) == (TOKEN.encode(),)
