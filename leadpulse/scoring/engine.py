@@ -209,8 +209,8 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         state.contact_id, state.claims, linked_ids(event), (event.occurred_ms, tie), rules.max_linked_ids
     )
     parts = state.parts
-    if any(link.claim.refused for link in links):  # the part of an id the cap pushed out leaves with it
-        parts = {anonymous_id: part for anonymous_id, part in parts.items() if anonymous_id in claims}
+    if any(link.claim.refused and link.anonymous_id in parts for link in links):  # pushed out by the cap:
+        parts = {anonymous_id: part for anonymous_id, part in parts.items() if anonymous_id in claims}  # part leaves
     account = _latest(state.account, _explicit_account(event), event.occurred_ms, tie)
     email = _latest(state.email, _text(event.properties.get("email")), event.occurred_ms, tie)
     scored = (

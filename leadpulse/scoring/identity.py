@@ -69,18 +69,23 @@ def add_links(
         first = updated.get(anonymous_id)
         if first is not None and at >= first:
             continue
+        if first is None and len(updated) >= cap and (*at, anonymous_id) > _latest(updated):
+            sends.append(Link(anonymous_id, Claim(contact_id, *at, refused=True)))  # beyond the cap from the start
+            continue
         if updated is claims:
             updated = dict(claims)
         updated[anonymous_id] = at
-        pushed_out = None
+        sends.append(Link(anonymous_id, Claim(contact_id, *at)))
         if len(updated) > cap:
-            pushed_out = max(updated, key=lambda key: (*updated[key], key))
-            pushed_at = updated.pop(pushed_out)
-        if pushed_out != anonymous_id:
-            sends.append(Link(anonymous_id, Claim(contact_id, *at)))
-        if pushed_out is not None:
-            sends.append(Link(pushed_out, Claim(contact_id, *pushed_at, refused=True)))
+            occurred_ms, tie, pushed_out = _latest(updated)
+            del updated[pushed_out]
+            sends.append(Link(pushed_out, Claim(contact_id, occurred_ms, tie, refused=True)))
     return updated, tuple(sends)
+
+
+def _latest(claims: dict[str, tuple[int, int]]) -> tuple[int, int, str]:
+    """The last of a contact's claims in the cap's order: (event time, event-id hash, id)."""
+    return max((*first, anonymous_id) for anonymous_id, first in claims.items())
 
 
 def record_claim(state: ContactState, claim: Claim) -> ContactState:
