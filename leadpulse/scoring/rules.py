@@ -37,11 +37,13 @@ MAX_SIGNALS = 1000
 MAX_LIST = 1000  # values of a fit attribute, values of a condition, event types
 MAX_ENTRIES = 100  # categories, fit attributes, conditions of a signal
 MAX_BANDS = 100
-# Anonymous ids merged into one contact: 50 by default, as Adobe's identity graph keeps 50
-# identities; at most 200, so that a contact's state stays far below Kafka's 1 MB record
-# limit (the arithmetic is in docs/scoring.md#identity).
-DEFAULT_MAX_LINKED_IDS = 50
-MAX_LINKED_IDS = 200
+# Anonymous ids merged into one contact (identity products cap them too: Adobe's identity
+# graph keeps 50 identities, Segment a limit per identifier type). 25 keeps the largest state
+# the default rules allow, ids and values at the input limits, under Kafka's 1 MB record
+# limit (the arithmetic is in docs/scoring.md#identity); a raised cap is the rules' owner's
+# arithmetic to redo.
+DEFAULT_MAX_LINKED_IDS = 25
+MAX_LINKED_IDS = 1_000
 _SIZE_REASON = f"over the limit of 1 MiB ({MAX_FILE_BYTES} bytes) for a rules file"
 _TOP_KEYS = (
     "version",

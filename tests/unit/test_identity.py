@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadpulse.cli.offline import score_lines
+from leadpulse.schemas.limits import DEFAULT_LIMITS
 from leadpulse.schemas.outputs import output_record, snapshot_record
 from leadpulse.scoring.engine import Event, StageChange, apply, attach, linked_ids, new_state, snapshot, view_of
 from leadpulse.scoring.identity import (
@@ -23,12 +24,22 @@ from leadpulse.scoring.identity import (
     is_identity_record,
     is_published,
     link_bytes,
+    part_of,
     record_claim,
     winner,
 )
 from leadpulse.scoring.replay import ScoreRun
 from leadpulse.scoring.rules import RulesError, parse_rules
-from leadpulse.scoring.state import Claim, Part, from_bytes, to_bytes
+from leadpulse.scoring.state import (
+    Claim,
+    ContactState,
+    CrmStage,
+    Part,
+    ProfileValue,
+    SignalSum,
+    from_bytes,
+    to_bytes,
+)
 from tests.factories import DAY_MS, DEFAULT_RULES, T0
 from tests.unit.test_properties import KINDS
 
@@ -421,11 +432,53 @@ def test_links_past_the_cap_leave_the_contacts_state_as_large_as_at_the_cap():
 
 
 def test_the_cap_is_a_rules_setting_checked_at_load():
-    assert RULES.max_linked_ids == 50
+    assert RULES.max_linked_ids == 25
     assert parse_rules(RULES_TEXT + "\n[identity]\nmax_linked_ids = 3\n").max_linked_ids == 3
-    for bad in ("0", "100000", '"many"'):
+    for bad in ("0", "1001", '"many"'):
         with pytest.raises(RulesError, match="max_linked_ids"):
             parse_rules(RULES_TEXT + f"\n[identity]\nmax_linked_ids = {bad}\n")
+
+
+def widest_state(key, rules, text):
+    """The largest state `rules` let an id hold: every signal, interest, fit and model
+    attribute, a full de-duplication window, every nurture track, text values `text`."""
+
+    def sums(names):
+        return {name: SignalSum(-1.2345678901234567e-300, T0, 1.2345678901234567e-300) for name in names}
+
+    value, attributes = ProfileValue(text, T0, 2**64 - 1), sorted({*rules.fit, *rules.model_attributes})
+    return ContactState(
+        key, True, True, True, T0, 5, CrmStage("nurturing", T0, 2**64 - 1), "opportunity", 4,
+        signals=sums(rules.signal_categories),
+        profile=dict.fromkeys(attributes, value),
+        best_fit=dict.fromkeys(attributes, -1.2345678901234567e-300),
+        seen=tuple(range(2**64 - rules.dedup_window, 2**64)),
+        positions={"e": 2**62, "r": 2**62},
+        published_ms=T0,
+        cooling_due_ms=T0,
+        interests=sums(interest.name for interest in rules.interests),
+        account=value,
+        email=value,
+        account_sent=text,
+        nurtured={track.name: 10**6 for track in rules.nurture.tracks},
+        model_signals={model.name: sums(model.signal_categories) for model in rules.own_signal_models},
+        model_armed={model.name: False for model in rules.models},
+    )  # fmt: skip
+
+
+def test_the_largest_contact_state_at_the_cap_fits_a_kafka_record():
+    """The bound by construction (docs/scoring.md#identity): the contact's own widest state
+    plus, for each of its `max_linked_ids` claims, the id twice and the widest part, with
+    ids and text values at the input limits (2,000 characters), stays under 1 MB."""
+    longest = "x" * DEFAULT_LIMITS.max_string
+    ids = [f"{index:04d}{longest[4:]}" for index in range(RULES.max_linked_ids)]
+    contact = widest_state(longest, RULES, longest)
+    contact.claims = dict.fromkeys(ids, (T0, 2**64 - 1))
+    contact.parts = {
+        anonymous_id: Part(2**62, part_of(widest_state(anonymous_id, RULES, longest))) for anonymous_id in ids
+    }
+    assert from_bytes(to_bytes(contact)) == contact
+    assert len(to_bytes(contact)) < 1_000_000
 
 
 @settings(max_examples=300, deadline=None)
