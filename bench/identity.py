@@ -11,15 +11,17 @@ token); every `--browsing-every`-th device first browses the pricing page anonym
 - *offline scorer*: `leadpulse score`'s fold (`scoring.replay.ScoreRun.add`, every link
   and hand-over delivered at once), after decoding each line as the stream does;
 
-each per identify, in windows of `--window` identifies, so that a cost growing with the ids
-already linked shows; then one page view of the contact itself with its merged devices (apply
-and snapshot), and the contact's state in bytes. Both must end with the same snapshots.
+each per identify, as medians of windows of `--window` identifies over the first window,
+the next 10 and the next 100, so that a cost growing with the ids already linked shows;
+then one page view of the contact itself with its merged devices (apply and snapshot), and
+the contact's state in bytes. Both must end with the same snapshots.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import time
 import uuid
 
@@ -105,12 +107,15 @@ def main() -> None:
     stream_marks = per_identify(lambda line: core.event(decode_event(line, mapping=rules.mapping)), lines, args.window)
     run = ScoreRun(rules)
     offline_marks = per_identify(lambda line: run.add(decode_event(line, mapping=rules.mapping)), lines, args.window)
-    shown = sorted({1, 2, 5, 10, 20, 50, 100} & {n // args.window for n, _ in stream_marks} | {len(stream_marks)})
-    print(f"{'identifies so far':>18} | stream core µs/identify | offline µs/identify")
-    for index in shown:
-        (count, stream_us), (_, offline_us) = stream_marks[index - 1], offline_marks[index - 1]
-        print(f"{count:>18,} | {stream_us:>23.0f} | {offline_us:>19.0f}")
-
+    print(f"{'identifies':>18} | stream core µs/identify | offline µs/identify (medians of {args.window:,})")
+    low = 0
+    for high in (args.window, 10 * args.window, 100 * args.window, args.devices):
+        if high <= low or high > args.devices:
+            continue
+        stream_us = statistics.median(us for count, us in stream_marks if low < count <= high)
+        offline_us = statistics.median(us for count, us in offline_marks if low < count <= high)
+        print(f"{f'{low + 1:,}-{high:,}':>18} | {stream_us:>23.0f} | {offline_us:>19.0f}")
+        low = high
     contact = core.states[USER]
     visit = decode_event(
         orjson.dumps(
