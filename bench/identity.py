@@ -13,8 +13,8 @@ token); every `--browsing-every`-th device first browses the pricing page anonym
 
 each per identify, as medians of windows of `--window` identifies over the first window,
 the next 10 and the next 100, so that a cost growing with the ids already linked shows;
-then one page view of the contact itself with its merged devices (apply and snapshot), and
-the contact's state in bytes. Both must end with the same snapshots.
+then one hand-over of a merged device to the contact and one page view of the contact
+itself (each with the snapshot after it), and the contact's state in bytes. Both must end with the same snapshots.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from leadpulse.scoring.engine import Event, apply, attach, new_state, snapshot, 
 from leadpulse.scoring.identity import hand_over, is_published, record_claim
 from leadpulse.scoring.replay import ScoreRun
 from leadpulse.scoring.rules import Rules, load_rules
-from leadpulse.scoring.state import ContactState, to_bytes
+from leadpulse.scoring.state import ContactState, Part, to_bytes
 from leadpulse.scoring.timeutil import format_ms, parse_rfc3339_ms
 
 START = parse_rfc3339_ms("2026-06-01T00:00:00Z")
@@ -134,6 +134,13 @@ def main() -> None:
         after = apply(contact, visit, rules).state
         snapshot(after, view_of(after, rules).last_event_ms, rules)
     own_us = (time.perf_counter() - started) / repeats * 1e6
+    merged = min(contact.parts)
+    started = time.perf_counter()
+    for version in range(repeats):  # a merged device hands over again (it had an event): one fold of the parts
+        again = attach(contact, merged, Part(core.version + 1 + version, core.states[merged]), rules).state
+        snapshot(again, view_of(again, rules).last_event_ms, rules)
+    merge_us = (time.perf_counter() - started) / repeats * 1e6
+    print(f"a hand-over to it after that (attach + snapshot): {merge_us:.0f} µs")
     print(
         f"the contact's own event after that (apply + snapshot): {own_us:.0f} µs; "
         f"its state: {len(to_bytes(contact)):,} bytes, {len(contact.claims)} linked ids, {len(contact.parts)} parts"

@@ -76,7 +76,7 @@ def add_links(
             updated = dict(claims)
         updated[anonymous_id] = at
         sends.append(Link(anonymous_id, Claim(contact_id, *at)))
-        if len(updated) > cap:
+        while len(updated) > cap:  # one at a time, unless the rules lowered the cap
             occurred_ms, tie, pushed_out = _latest(updated)
             del updated[pushed_out]
             sends.append(Link(pushed_out, Claim(contact_id, occurred_ms, tie, refused=True)))
