@@ -115,3 +115,8 @@ def test_one_contact_identified_with_5000_devices_keeps_the_worker_running_and_e
     alone = {device for index, device in enumerate(devices) if index % 50 == 0 and index >= cap}
     assert set(oracle.snapshots) == {user} | alone, "later ones with a history of their own stand alone"
     scores_reach(settings, oracle.snapshots, timeout_s=60, alive=worker.running)
+    standing = devices[100]  # beyond the cap, with a page view of its own
+    assert worker.get(f"/contacts/{standing}?at=last-event") == (200, oracle.snapshots[standing])
+    status, body = worker.get(f"/contacts/{devices[cap + 1]}")  # beyond the cap, only ever in a link
+    assert status == 404 and "unknown contact" in body["error"]
+    assert worker.get(f"/contacts/{devices[0]}")[1]["merged_into"] == user
