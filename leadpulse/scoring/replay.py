@@ -2,8 +2,9 @@
 the stream is tested against. Decoding the input is the caller's job (schemas/).
 
 Identity stitching runs the stream's protocol (scoring.identity) with every link and
-hand-over delivered at once: since the winner of an anonymous id and the merged view do not
-depend on the order of arrival, the final snapshots equal the stream's."""
+hand-over delivered at once: since the winner of an anonymous id, the ids within a contact's
+cap (`[identity] max_linked_ids`) and the merged view do not depend on the order of
+arrival, the final snapshots equal the stream's."""
 
 from __future__ import annotations
 
