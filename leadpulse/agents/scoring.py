@@ -65,11 +65,10 @@ from leadpulse.scoring.identity import (
     handover_bytes,
     identity_from_bytes,
     is_identity_record,
+    is_published,
     link_bytes,
-    links_to_send,
     record_claim,
     version_of,
-    winner,
 )
 from leadpulse.scoring.nurture import Nurture, revisit, revisit_due_ms
 from leadpulse.scoring.state import ContactState
@@ -248,9 +247,9 @@ class ScoringAgent:
                 self.metrics.event_age_seconds.observe(max(0, clock - event.occurred_ms) / 1000)
                 if is_unmapped(event):
                     self.metrics.unmapped_events.inc()
-                if winner(applied.state) is None:  # a merged anonymous id speaks through its contact
+                if is_published(applied.state):  # a merged anonymous id speaks through its contact
                     self._add_outputs(work.partition, applied.outputs, alerts)
-                for link in links_to_send(state, applied.state):
+                for link in applied.links:
                     self._send(link.anonymous_id, link_bytes(link), alerts)
             positions = {**state.positions, role: message.offset}
             if applied.state is state:  # a duplicate: the engine handed back the state it was given
@@ -278,10 +277,12 @@ class ScoringAgent:
         known = results.get(key_id)
         state = known[0] if known else self.contacts.get(key_id, work.partition)
         if state is None:
-            occurred = self._identity_time(record)
+            if isinstance(record, Handover):  # erased: it claims nothing, so takes no part (engine.attach)
+                self.events["unscored"] += 1
+                return
             erasure = work.erased.get(key_id) or self.contacts.erasure(key_id, work.partition)
-            if occurred is None or (erasure is not None and erasure.forgets(occurred)):
-                self.events["forgotten" if occurred is not None else "unscored"] += 1
+            if erasure is not None and erasure.forgets(record.claim.occurred_ms):
+                self.events["forgotten"] += 1
                 return
             state = new_state(key_id)
         applied_at = state.positions.get(REKEYED)
@@ -305,14 +306,6 @@ class ScoringAgent:
             results[key_id] = (updated, at)
         else:
             results[key_id] = (updated, max(at, known[1] if known else 0))
-
-    @staticmethod
-    def _identity_time(record: Link | Handover) -> int | None:
-        """The event time an identity record stands for, to decide whether an erasure forgets
-        it; None: a detach for a contact with no state, which changes nothing."""
-        if isinstance(record, Link):
-            return record.claim.occurred_ms
-        return None if record.part.state is None else record.part.state.last_event_ms
 
     def _send(self, key_id: str, value: bytes, alerts: Outbox) -> None:
         """An identity record to its key's partition of the re-keyed input (co-partitioned
@@ -353,7 +346,7 @@ class ScoringAgent:
         contact_id, results = message.key.decode(), work.results
         known = results.get(contact_id)
         state = known[0] if known else self.contacts.get(contact_id, work.partition)
-        if state is None or winner(state) is not None:  # erased, or merged: published nowhere
+        if state is None or not is_published(state):  # erased, or merged: published nowhere
             return
         at_ms = max(at_ms, view_of(state, self.rules).last_event_ms)
         revisited = revisit(state, at_ms, self.rules)
@@ -379,7 +372,7 @@ class ScoringAgent:
             state, sends = hand_over(stored, version_of(stored.positions))
             for target, part in sends:
                 self._send(target, handover_bytes(Handover(state.contact_id, part)), alerts)
-            if winner(state) is not None:  # merged into a contact: deleted from contact-scores
+            if not is_published(state):  # merged into a contact: deleted from contact-scores
                 if state.account_sent is not None:
                     self._leave(state.account_sent, leaving(state.contact_id, max(at_ms, state.published_ms)), alerts)
                 prepared.append((replace(state, account_sent=None, cooling_due_ms=None), None, []))
@@ -484,7 +477,7 @@ class ScoringAgent:
             return
         clock = now_ms()
         async for contact_id, state in self.contacts.scan():
-            if winner(state) is not None:  # a merged anonymous id: its contact cools instead
+            if not is_published(state):  # a merged anonymous id: its contact cools instead
                 continue
             due = state.cooling_due_ms
             if due is None and state.temperature > 1:

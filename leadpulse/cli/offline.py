@@ -15,7 +15,7 @@ from leadpulse.schemas.outputs import account_record, dumps, nurture_record, out
 from leadpulse.schemas.segment import is_unmapped
 from leadpulse.scoring.accounts import AccountSnapshot
 from leadpulse.scoring.engine import Event
-from leadpulse.scoring.identity import winner
+from leadpulse.scoring.identity import is_published, winner
 from leadpulse.scoring.replay import ScoreRun
 from leadpulse.scoring.rules import Rules
 from leadpulse.scoring.timeutil import now_ms as clock_ms
@@ -114,7 +114,7 @@ class Totals:
         merged = sum(1 for state in run.contacts.values() if winner(state) is not None)
         return cls(
             run.events,
-            len(run.contacts) - merged,
+            sum(1 for state in run.contacts.values() if is_published(state)),
             merged,
             run.bad,
             run.duplicates,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
 from leadpulse.scoring.domains import account_of_state
+from leadpulse.scoring.identity import Link, add_links
 from leadpulse.scoring.merge import merged_view
 from leadpulse.scoring.rules import (
     DEFAULT_MODEL,
@@ -129,6 +130,7 @@ class Applied(NamedTuple):
     state: ContactState
     outputs: tuple[Output, ...]
     outcome: Outcome
+    links: tuple[Link, ...] = ()  # to send to the anonymous ids the event linked (scoring.identity)
 
 
 def event_hash(event_id: str) -> int:
@@ -204,13 +206,12 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
             crm_level = max(crm_level, STAGE_LEVEL[explicit])
         if crm_last is None or (event.occurred_ms, tie) > (crm_last.occurred_ms, crm_last.tie):
             crm_last = CrmStage(explicit, event.occurred_ms, tie)
-    claims = state.claims
-    for linked in linked_ids(event):
-        first = claims.get(linked)
-        if first is None or (event.occurred_ms, tie) < first:
-            if claims is state.claims:
-                claims = dict(claims)
-            claims[linked] = (event.occurred_ms, tie)
+    claims, links = add_links(
+        state.contact_id, state.claims, linked_ids(event), (event.occurred_ms, tie), rules.max_linked_ids
+    )
+    parts = state.parts
+    if any(link.claim.refused and link.anonymous_id in parts for link in links):  # pushed out by the cap:
+        parts = {anonymous_id: part for anonymous_id, part in parts.items() if anonymous_id in claims}  # part leaves
     account = _latest(state.account, _explicit_account(event), event.occurred_ms, tie)
     email = _latest(state.email, _text(event.properties.get("email")), event.occurred_ms, tie)
     scored = (
@@ -245,23 +246,25 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         state.account_sent,
         state.nurtured,
         claims,
-        state.parts,
+        parts,
         state.claim,
         state.sent_to,
         model_signals,
         state.model_armed,
     )
     outputs = _settle_view(updated, event.event_id, event.occurred_ms, rules)
-    return Applied(updated, outputs, "scored" if scored else "unscored")
+    return Applied(updated, outputs, "scored" if scored else "unscored", links)
 
 
 def attach(state: ContactState, anonymous_id: str, part: Part, rules: Rules) -> Applied:
     """A linked anonymous id's hand-over reaches its contact: its whole state replaces the
     part the contact held for it (None: detached, the id went to another contact or was
     erased), unless an older version arrives after a newer one (a replay). The merged view is
-    settled as after an event; its stage changes and hot lead name the merge as their cause."""
+    settled as after an event; its stage changes and hot lead name the merge as their cause.
+    A hand-over of an id the contact does not claim (beyond its cap, or sent before the cap
+    pushed the id out) is refused: a contact holds parts of its claims only."""
     known = state.parts.get(anonymous_id)
-    if known is not None and part.version < known.version:
+    if anonymous_id not in state.claims or (known is not None and part.version < known.version):
         return Applied(state, (), "duplicate")
     updated = replace(state, parts={**state.parts, anonymous_id: part})
     if (known is None or known.state is None) and part.state is None:

@@ -4,15 +4,26 @@ over (identity stitching, docs/scoring.md#identity).
 Every part of a state already merges commutatively (decayed sums, last-writer-wins values,
 maxima, flags), so merging two states gives what folding both histories into one state
 would have given: the anonymous history counts as if it had always been the contact's.
-The parts are merged in the order of their anonymous ids, so that the stream and the
-offline scorer add the same floats in the same order and publish the same numbers.
+The parts are folded in the order of their anonymous ids, then merged into the contact's
+own state, so that the stream and the offline scorer add the same floats in the same order
+and publish the same numbers.
+
+The fold of a contact's parts changes only when a hand-over replaces one of them, while the
+contact's own events need the view several times each (settling, snapshot, account, cooling):
+it is kept for the latest parts dicts seen (`_FOLDED`, by identity: a state never changes the
+dict it holds), so a contact's own event costs one merge however many ids it has linked, and
+a hand-over one fold of at most `max_linked_ids` parts.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import replace
 
-from leadpulse.scoring.state import ContactState, CrmStage, ProfileValue, SignalSum
+from leadpulse.scoring.state import ContactState, CrmStage, Part, ProfileValue, SignalSum
+
+_FOLDED_SIZE = 1_024  # parts dicts whose fold is kept: the contacts with linked ids of a few batches
+_FOLDED: OrderedDict[int, tuple[dict[str, Part], int, ContactState | None]] = OrderedDict()
 
 
 def merged_view(state: ContactState, half_life_ms: int) -> ContactState:
@@ -20,13 +31,31 @@ def merged_view(state: ContactState, half_life_ms: int) -> ContactState:
     of the contact's and its parts'. Transition fields (stage, hot hysteresis of every model, temperature),
     stream positions and identity bookkeeping stay the contact's own; the view holds no
     parts, so it is never merged twice."""
-    attached = [part.state for _, part in sorted(state.parts.items()) if part.state is not None]
-    if not attached:
+    folded = _folded_parts(state.parts, half_life_ms) if state.parts else None
+    if folded is None:
         return state
     view = replace(state, parts={})
-    for other in attached:
-        _merge_into(view, other, half_life_ms)
+    _merge_into(view, folded, half_life_ms)
     return view
+
+
+def _folded_parts(parts: dict[str, Part], half_life_ms: int) -> ContactState | None:
+    """The attached parts' states merged into one, in the order of their ids (None: all detached)."""
+    key = id(parts)
+    known = _FOLDED.get(key)
+    if known is not None and known[0] is parts and known[1] == half_life_ms:
+        _FOLDED.move_to_end(key)
+        return known[2]
+    attached = [part.state for _, part in sorted(parts.items()) if part.state is not None]
+    folded = None
+    if attached:
+        folded = replace(attached[0], parts={})  # a copy: merging replaces its fields
+        for other in attached[1:]:
+            _merge_into(folded, other, half_life_ms)
+    _FOLDED[key] = (parts, half_life_ms, folded)
+    if len(_FOLDED) > _FOLDED_SIZE:
+        _FOLDED.popitem(last=False)
+    return folded
 
 
 def _merge_into(view: ContactState, other: ContactState, half_life_ms: int) -> None:

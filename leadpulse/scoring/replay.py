@@ -2,8 +2,9 @@
 the stream is tested against. Decoding the input is the caller's job (schemas/).
 
 Identity stitching runs the stream's protocol (scoring.identity) with every link and
-hand-over delivered at once: since the winner of an anonymous id and the merged view do not
-depend on the order of arrival, the final snapshots equal the stream's."""
+hand-over delivered at once: since the winner of an anonymous id, the ids within a contact's
+cap (`[identity] max_linked_ids`) and the merged view do not depend on the order of
+arrival, the final snapshots equal the stream's."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from leadpulse.scoring.accounts import AccountSnapshot, accounts_of
 from leadpulse.scoring.engine import Event, Outcome, Output, Snapshot, apply, attach, new_state, snapshot, view_of
 from leadpulse.scoring.erasure import ERASE_EVENT, Erasure, erasure_of
-from leadpulse.scoring.identity import Link, detach, hand_over, links_to_send, record_claim, winner
+from leadpulse.scoring.identity import Link, detach, hand_over, is_published, record_claim
 from leadpulse.scoring.nurture import Nurture, nurtures_at
 from leadpulse.scoring.rules import Rules
 from leadpulse.scoring.state import ContactState, Part
@@ -64,9 +65,9 @@ class ScoreRun:
             self.duplicates += 1
         elif applied.outcome == "unscored":
             self.unscored += 1
-        if winner(applied.state) is None:  # a merged anonymous id speaks through its contact
+        if is_published(applied.state):  # a merged anonymous id speaks through its contact
             self.outputs.extend(applied.outputs)
-        for link in links_to_send(state, applied.state):
+        for link in applied.links:
             self._link(link)
         self._hand_over(event.contact_id)
         return applied.outcome
@@ -102,21 +103,16 @@ class ScoreRun:
 
     def _attach(self, contact_id: str, anonymous_id: str, part: Part) -> None:
         state = self.contacts.get(contact_id)
-        if state is None:
-            erased = self.erased.get(contact_id)
-            if part.state is None or (erased is not None and erased.forgets(part.state.last_event_ms)):
-                return
-            state = new_state(contact_id)
+        if state is None:  # erased: it claims nothing (engine.attach)
+            return
         applied = attach(state, anonymous_id, part, self.rules)
         self.contacts[contact_id] = applied.state
         self.outputs.extend(applied.outputs)
-        if winner(applied.state) is not None:  # a contact merged itself (after an erasure): passes it on
-            self._hand_over(contact_id)
 
     def published(self) -> list[ContactState]:
         """The merged views of the contacts that are published (merged anonymous ids are not),
         sorted by contact id."""
-        return [view_of(state, self.rules) for _, state in sorted(self.contacts.items()) if winner(state) is None]
+        return [view_of(state, self.rules) for _, state in sorted(self.contacts.items()) if is_published(state)]
 
     def snapshots(self, at_ms: int | None) -> list[Snapshot]:
         """Sorted by contact id; `at_ms` None evaluates each contact at its own latest event,

@@ -38,6 +38,13 @@ MAX_SIGNALS = 1000
 MAX_LIST = 1000  # values of a fit attribute, values of a condition, event types
 MAX_ENTRIES = 100  # categories, fit attributes, conditions of a signal
 MAX_BANDS = 100
+# Anonymous ids merged into one contact (identity products cap them too: Adobe's identity
+# graph keeps 50 identities, Segment a limit per identifier type). 25 keeps the largest state
+# the default rules allow, ids and values at the input limits, under Kafka's 1 MB record
+# limit (the arithmetic is in docs/scoring.md#identity); a raised cap is the rules' owner's
+# arithmetic to redo.
+DEFAULT_MAX_LINKED_IDS = 25
+MAX_LINKED_IDS = 1_000
 _SIZE_REASON = f"over the limit of 1 MiB ({MAX_FILE_BYTES} bytes) for a rules file"
 _TOP_KEYS = (
     "version",
@@ -55,6 +62,7 @@ _TOP_KEYS = (
     "erasure",
     "nurture",
     "models",
+    "identity",
 )
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 """What a LeadPulse event type looks like (the input contract's `type`)."""
@@ -367,6 +375,9 @@ class Rules:
     mapping: dict[str, str] = field(default_factory=dict)
     """Segment `track` names (as `event_name_key` spells them) -> LeadPulse event types."""
     erasure_grace_ms: int = 30 * 86_400_000
+    # The most anonymous ids a contact merges: the earliest links win, any later one is
+    # refused and stands on its own (scoring/identity.py, docs/scoring.md#identity).
+    max_linked_ids: int = DEFAULT_MAX_LINKED_IDS
     nurture: NurtureRules = field(default_factory=NurtureRules)
     models: tuple[Model, ...] = ()  # the named models, in file order (the default one is the top level)
     # Derived from `models` once, for the hot path: the models whose signal sums the state keeps,
@@ -577,6 +588,9 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
     erasure = top.sub("erasure", keys=("grace",))
     erasure_grace_ms = erasure.duration("grace", "30d")
     erasure.done()
+    identity = top.sub("identity", keys=("max_linked_ids",))
+    max_linked_ids = int(identity.number("max_linked_ids", DEFAULT_MAX_LINKED_IDS, lo=1, hi=MAX_LINKED_IDS))
+    identity.done()
     prospect_fit, prospect_engagement, opportunity_events, explicit_stages = _parse_stages(
         top.sub("stages", keys=("prospect_fit", "prospect_engagement", "opportunity_events", "explicit"))
     )
@@ -630,6 +644,7 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
         accounts=accounts,
         mapping=mapping,
         erasure_grace_ms=erasure_grace_ms,
+        max_linked_ids=max_linked_ids,
         nurture=nurture,
         models=models,
         own_signal_models=tuple(model for model in models if model.own_signals),

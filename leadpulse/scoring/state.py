@@ -60,11 +60,14 @@ class CrmStage:
 @dataclass(frozen=True, slots=True)
 class Claim:
     """A link of an anonymous id to a contact, ordered by (event time, event-id hash,
-    contact id): the earliest one wins (docs/scoring.md#identity), whatever the order of arrival."""
+    contact id): the earliest one wins (docs/scoring.md#identity), whatever the order of arrival.
+    `refused`: the link is not among the contact's `max_linked_ids` earliest, so the id it
+    names is not merged (it stands on its own); a link once refused stays refused."""
 
     contact_id: str
     occurred_ms: int
     tie: int
+    refused: bool = False
 
     def key(self) -> tuple[int, int, str]:
         return (self.occurred_ms, self.tie, self.contact_id)
@@ -117,9 +120,11 @@ class ContactState:
     # in: at most one per track per period, and a maximum, so merging never depends on order.
     nurtured: dict[str, int] = field(default_factory=dict)
     # Identity stitching (scoring/identity.py). As a contact: the anonymous ids its own events
-    # linked to it, each with its earliest link (event time, event-id hash), and the latest
-    # part handed over by each anonymous id. As an anonymous id: the winning link, and the
-    # contact its part was last sent to (so that a contact that lost it gets a detach).
+    # linked to it, each with its earliest link (event time, event-id hash), only the
+    # `max_linked_ids` earliest of them (the cap: a bound by construction), and the latest
+    # part handed over by each of those ids. As an anonymous id: the winning link (refused or
+    # not), and the contact its part was last sent to (so that a contact that lost it gets a
+    # detach).
     claims: dict[str, tuple[int, int]] = field(default_factory=dict)
     parts: dict[str, Part] = field(default_factory=dict)
     claim: Claim | None = None
@@ -171,7 +176,7 @@ def to_fields(state: ContactState) -> list[object]:
             anonymous_id: [part.version, None if part.state is None else to_fields(part.state)]
             for anonymous_id, part in state.parts.items()
         },
-        None if claim is None else [claim.contact_id, claim.occurred_ms, claim.tie],
+        None if claim is None else [claim.contact_id, claim.occurred_ms, claim.tie, *((1,) if claim.refused else ())],
         state.sent_to,
         {
             model: {name: [s.value, s.ref_ms, s.lifetime] for name, s in sums.items()}
@@ -234,7 +239,7 @@ def from_fields(fields: object) -> ContactState:
             anonymous_id: Part(version, None if nested is None else from_fields(nested))
             for anonymous_id, (version, nested) in parts.items()
         },
-        claim=None if claim is None else Claim(*claim),
+        claim=None if claim is None else Claim(claim[0], claim[1], claim[2], len(claim) > 3),
         sent_to=sent_to,
         model_signals={
             model: {name: SignalSum(v, ref, life) for name, (v, ref, life) in sums.items()}

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from leadpulse.schemas.outputs import account_record, dumps, snapshot_record
 from leadpulse.scoring.accounts import account_snapshot
 from leadpulse.scoring.engine import snapshot, view_of
-from leadpulse.scoring.identity import winner
+from leadpulse.scoring.identity import is_published, winner
 from leadpulse.scoring.replay import LAST_EVENT
 from leadpulse.scoring.timeutil import now_ms, parse_rfc3339_ms
 from leadpulse.streams.pipeline import AGENTS
@@ -78,9 +78,9 @@ def _register_contacts(pipeline: Pipeline, tokens: tuple[str, ...] | None) -> No
         A merged anonymous id has no snapshot of its own: 404 naming the contact it counts for
         (not a redirect: that contact may live on another worker, and the caller decides)."""
         state = contacts.get(contact_id)
-        if state is None:
+        merged_into = None if state is None else winner(state)
+        if state is None or (merged_into is None and not is_published(state)):  # unknown, or only a refused link
             return web.json({"error": f"unknown contact {contact_id!r}"}, status=404)
-        merged_into = winner(state)
         if merged_into is not None:
             error = f"{contact_id!r} is an anonymous id merged into contact {merged_into!r}"
             return web.json({"error": error, "merged_into": merged_into}, status=404)

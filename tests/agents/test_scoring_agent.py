@@ -9,6 +9,8 @@ from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
 from leadpulse.agents import scoring as scoring_module
+from leadpulse.cli.offline import score_lines
+from leadpulse.schemas.outputs import dumps, snapshot_record
 from leadpulse.scoring.accounts import member_from_bytes
 from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 from leadpulse.streams.chunks import chunk_event
@@ -409,3 +411,55 @@ async def test_a_cooling_tick_sends_due_nurture_records_before_storing_the_state
     order = [step.to for step in delivery_order]
     assert order.index(nurture) < order.index("store")
     assert scorer.metrics.nurtures.labels("stalled")._value.get() >= 1
+
+
+def records_counted(scorer) -> int:
+    """Records the agent has finished with (each counted once, by outcome, after its batch is stored)."""
+    return int(sum(s.value for m in scorer.metrics.events.collect() for s in m.samples if s.name.endswith("_total")))
+
+
+async def test_a_linked_id_the_cap_pushes_out_stands_alone_and_its_contact_is_published_as_offline(scorer, capture):
+    """A full contact's latest device has the latest event of its merged view; a link that
+    happened earlier arrives last and pushes that device out: the device's detach brings the
+    contact back to its own latest event, and the device is published on its own, as the
+    offline scorer has them."""
+    contact, cap = "agent-cap@northwind.io", scorer.rules.max_linked_ids
+    start = now_ms() - 5 * 86_400_000
+    devices = [f"agent-cap-device-{i}" for i in range(cap + 1)]
+
+    def identify(index: int) -> dict:
+        return raw_event(
+            "profile_updated",
+            event_id=f"cap-i{index}",
+            contact_id=contact,
+            anonymous_id=devices[index],
+            occurred_at=format_ms(start + index * 60_000),
+        )
+
+    browse = raw_event(event_id="cap-p", anonymous_id=devices[cap], occurred_at=format_ms(start + 2 * 86_400_000))
+    browse.pop("contact_id")
+    browse["properties"] = {"path": "/pricing"}
+    documents = [browse, *(identify(index) for index in range(1, cap + 1)), identify(0)]  # the earliest link last
+    async with scorer.agent.test_context() as agent:
+        relay, expected = Relay(agent, capture, offset=90_000), records_counted(scorer)
+        for document in documents:  # at growing offsets of the one topic test_context delivers on, as the relay's
+            relay.offset += 1
+            await put_at(
+                agent, orjson.dumps(document), (document.get("contact_id") or devices[cap]).encode(), relay.offset
+            )
+            expected += 1
+            while True:  # deliver what it sent to its own input, as Kafka would, until nothing is left
+                assert await settled(lambda done=expected: records_counted(scorer) >= done)
+                before = relay.offset
+                await relay.forward(scorer.rekeyed_topic)
+                if relay.offset == before:
+                    break
+                expected += relay.offset - before
+    assert devices[cap] not in scorer.contacts.get(contact).claims
+    scores = scorer.topics.scores.get_topic_name()
+    published = {key.decode(): value for to, _, batch in capture.batches if to == scores for key, value in batch}
+    offline = score_lines([orjson.dumps(document) for document in documents], scorer.rules)
+    views = {view.contact_id: snapshot_record(view) for view in offline.snapshots(None)}
+    assert set(views) == {contact, devices[cap]}
+    for key in (contact, devices[cap]):
+        assert orjson.loads(published[key]) == orjson.loads(dumps(views[key]))

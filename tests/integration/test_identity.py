@@ -1,15 +1,19 @@
 """Identity stitching on the real broker: anonymous histories handed over to their contacts
 on other partitions through `events-by-contact`, checked against the offline scorer, also after
-kill -9 of the worker in the middle of the merges."""
+kill -9 of the worker in the middle of the merges, and for one contact identified with
+thousands of devices (the cap on linked ids)."""
 
+import random
+import uuid
 from collections import defaultdict
 
 import orjson
 import pytest
 
+from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.partitioning import home_partition
-from tests.integration.harness import latest_by_key, produce, read_all, scores_reach, wait_for
+from tests.integration.harness import group_lag, latest_by_key, produce, read_all, scores_reach, wait_for
 from tests.integration.oracle import Oracle, traffic_lines
 
 pytestmark = pytest.mark.integration
@@ -68,3 +72,51 @@ def test_cross_partition_merges_survive_a_kill_mid_merge_and_erasure_follows_the
 
 def home(key: str, settings) -> int:
     return home_partition(key.encode(), settings.partitions)
+
+
+def push_token(rnd: random.Random) -> str:
+    """A device id as mobile SDKs send them: a push token (FCM's are ~160 characters)."""
+    return ":".join(str(uuid.UUID(int=rnd.getrandbits(128))) for _ in range(4))[:160]
+
+
+def test_one_contact_identified_with_5000_devices_keeps_the_worker_running_and_equal_to_offline(make_settings, workers):
+    """Every `identify` of one user with a new device id links one more id: before the cap on
+    linked ids the contact's changelog record passed Kafka's 1 MB at ~1,600 such ids and the
+    worker crash-looped (MessageSizeTooLargeError). Now the contact merges the earliest
+    `max_linked_ids` devices, the others stand on their own, and its record stays small."""
+    settings = make_settings()
+    rnd, start, user = random.Random(18), now_ms() - 20 * 86_400_000, "ada@bigcorp.example"
+    devices = [push_token(rnd) for _ in range(5_000)]
+    lines = []
+    for index, device in enumerate(devices):
+        at = start + index * 60_000
+        if index % 50 == 0:  # some devices browsed before the user logged in on them
+            page = {"path": "/pricing"}
+            browse = {"event_id": f"p{index}", "type": "page_viewed", "anonymous_id": device, "properties": page}
+            lines.append(orjson.dumps({**browse, "occurred_at": format_ms(at - 30_000)}))
+        identify = {"event_id": f"i{index}", "type": "profile_updated", "contact_id": user, "anonymous_id": device}
+        lines.append(orjson.dumps({**identify, "occurred_at": format_ms(at)}))
+
+    produce(settings, lines)
+    worker = workers(settings)
+
+    def done() -> bool:
+        lag = group_lag(settings)
+        return not worker.running() or (lag is not None and lag.committed >= len(lines) and not lag.behind)
+
+    assert wait_for(done, 90, 0.5) and worker.running(), "the worker stopped (see its log above)"
+    changelog = read_all(settings, f"{settings.app_id}-contacts-changelog", idle_s=0.5)
+    largest = max(len(value) for key, value in changelog if key == user.encode() and value is not None)
+    assert largest < 100_000, f"the contact's state is bounded by the cap ({largest:,} bytes)"
+
+    oracle = Oracle(lines)
+    cap = load_rules().max_linked_ids
+    assert set(oracle.merged_into) == set(devices[:cap]), "the earliest devices are merged"
+    alone = {device for index, device in enumerate(devices) if index % 50 == 0 and index >= cap}
+    assert set(oracle.snapshots) == {user} | alone, "later ones with a history of their own stand alone"
+    scores_reach(settings, oracle.snapshots, timeout_s=60, alive=worker.running)
+    standing = devices[100]  # beyond the cap, with a page view of its own
+    assert worker.get(f"/contacts/{standing}?at=last-event") == (200, oracle.snapshots[standing])
+    status, body = worker.get(f"/contacts/{devices[cap + 1]}")  # beyond the cap, only ever in a link
+    assert status == 404 and "unknown contact" in body["error"]
+    assert worker.get(f"/contacts/{devices[0]}")[1]["merged_into"] == user

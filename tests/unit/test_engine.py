@@ -24,7 +24,7 @@ def fold(*events, rules=RULES, state=None):
     state = state or new_state(events[0].contact_id)
     outputs = []
     for item in events:
-        state, produced, _ = apply(state, item, rules)
+        state, produced, *_ = apply(state, item, rules)
         outputs.extend(produced)
     return state, outputs
 

@@ -3,6 +3,7 @@ for it, in the stream (links and hand-overs delivered late, twice, out of turn) 
 the offline scorer."""
 
 from collections import defaultdict, deque
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadpulse.cli.offline import score_lines
+from leadpulse.schemas.limits import DEFAULT_LIMITS
 from leadpulse.schemas.outputs import output_record, snapshot_record
 from leadpulse.scoring.engine import Event, StageChange, apply, attach, linked_ids, new_state, snapshot, view_of
 from leadpulse.scoring.identity import (
@@ -20,19 +22,33 @@ from leadpulse.scoring.identity import (
     handover_bytes,
     identity_from_bytes,
     is_identity_record,
+    is_published,
     link_bytes,
-    links_to_send,
+    part_of,
     record_claim,
     winner,
 )
 from leadpulse.scoring.replay import ScoreRun
-from leadpulse.scoring.state import Claim, Part, from_bytes, to_bytes
+from leadpulse.scoring.rules import RulesError, parse_rules
+from leadpulse.scoring.state import (
+    Claim,
+    ContactState,
+    CrmStage,
+    Part,
+    ProfileValue,
+    SignalSum,
+    from_bytes,
+    to_bytes,
+)
 from tests.factories import DAY_MS, DEFAULT_RULES, T0
 from tests.unit.test_properties import KINDS
 
 RULES = DEFAULT_RULES
 EXAMPLE = Path(__file__).parents[2] / "examples" / "identity.jsonl"
 CONTACTS, ANONYMOUS = ("c1", "c2", "c3"), ("a1", "a2", "a3")
+CAPPED = replace(RULES, max_linked_ids=2)  # so that a few links reach the cap
+COOKIES = ("a1", "a2", "a3", "a4", "a5")
+RULES_TEXT = (Path(__file__).parents[2] / "leadpulse" / "scoring" / "default_rules.toml").read_text()
 
 
 def anonymous(event_id, at_ms, cookie, event_type="page_viewed", **properties):
@@ -43,8 +59,8 @@ def known(event_id, at_ms, contact, event_type="page_viewed", *, cookie=None, pr
     return Event(event_id, event_type, contact, True, at_ms, properties, anonymous_id=cookie, previous_id=previous)
 
 
-def offline(events):
-    run = ScoreRun(RULES)
+def offline(events, rules=RULES):
+    run = ScoreRun(rules)
     for item in events:
         run.add(item)
     return run
@@ -179,7 +195,8 @@ def test_an_erased_anonymous_id_leaves_the_contact_it_was_merged_into():
 def test_an_older_hand_over_arriving_after_a_newer_one_changes_nothing():
     part_old = Part(3, apply(new_state("ck"), anonymous("w1", T0, "ck", path="/pricing"), RULES).state)
     newer = Part(5, None)
-    state = attach(new_state("ada"), "ck", newer, RULES).state
+    ada = apply(new_state("ada"), known("l1", T0, "ada", cookie="ck"), RULES).state
+    state = attach(ada, "ck", newer, RULES).state
     assert state.parts == {"ck": newer}, "a detach is kept even when nothing was attached"
     again = attach(state, "ck", part_old, RULES)
     assert again.outcome == "duplicate" and again.state is state
@@ -237,7 +254,8 @@ class StreamModel:
     also be delivered again late, as a replay after a crash re-sends one. Each key's version
     counts the records applied to it, as the stream's positions do."""
 
-    def __init__(self):
+    def __init__(self, rules=RULES):
+        self.rules = rules
         self.states = {}
         self.queues = defaultdict(deque)
         self.applied = defaultdict(int)
@@ -245,8 +263,8 @@ class StreamModel:
 
     def event(self, item):
         state = self.states.get(item.contact_id) or new_state(item.contact_id)
-        applied = apply(state, item, RULES)
-        for link in links_to_send(state, applied.state):
+        applied = apply(state, item, self.rules)
+        for link in applied.links:
             self.queues[link.anonymous_id].append(link)
         self._store(item.contact_id, applied.state)
 
@@ -262,7 +280,7 @@ class StreamModel:
         if isinstance(record, Link):
             state = record_claim(state, record.claim)
         else:
-            state = attach(state, record.anonymous_id, record.part, RULES).state
+            state = attach(state, record.anonymous_id, record.part, self.rules).state
         self._store(key, state)
 
     def _store(self, key, state):
@@ -275,34 +293,34 @@ class StreamModel:
 
     def snapshots(self):
         return {
-            key: snapshot(state, view_of(state, RULES).last_event_ms, RULES)
+            key: snapshot(state, view_of(state, self.rules).last_event_ms, self.rules)
             for key, state in sorted(self.states.items())
-            if winner(state) is None
+            if is_published(state)
         }
 
 
 @st.composite
-def stitched_histories(draw):
+def stitched_histories(draw, cookies=ANONYMOUS, max_size=25):
     """Anonymous histories, contacts' own events, links (several per cookie: conflicts) and
     aliases (also between contacts), at times that often coincide."""
-    kinds = draw(st.lists(KINDS, min_size=1, max_size=25))
+    kinds = draw(st.lists(KINDS, min_size=1, max_size=max_size))
     events = []
     for index, (event_type, properties) in enumerate(kinds):
         at = T0 + draw(st.integers(0, 60)) * DAY_MS // 4
         shape = draw(st.sampled_from(["anonymous", "known", "link", "alias"]))
         if shape == "anonymous":
-            events.append(anonymous(f"e{index}", at, draw(st.sampled_from(ANONYMOUS)), event_type, **properties))
+            events.append(anonymous(f"e{index}", at, draw(st.sampled_from(cookies)), event_type, **properties))
             continue
         contact = draw(st.sampled_from(CONTACTS))
-        cookie = draw(st.sampled_from(ANONYMOUS)) if shape == "link" else None
-        previous = draw(st.sampled_from(ANONYMOUS + CONTACTS)) if shape == "alias" else None
+        cookie = draw(st.sampled_from(cookies)) if shape == "link" else None
+        previous = draw(st.sampled_from(cookies + CONTACTS)) if shape == "alias" else None
         events.append(known(f"e{index}", at, contact, event_type, cookie=cookie, previous=previous, **properties))
     return events
 
 
-def run_stream(events, rnd, replays):
+def run_stream(events, rnd, replays, rules=RULES):
     """Deliver `events` in a random order, with the identity records at random moments."""
-    model, pending, stale_left = StreamModel(), list(events), replays
+    model, pending, stale_left = StreamModel(rules), list(events), replays
     rnd.shuffle(pending)
     while pending or any(model.queues.values()):
         busy = [key for key, queue in sorted(model.queues.items()) if queue]
@@ -338,14 +356,150 @@ def test_links_and_events_seen_twice_change_nothing(events, data):
 
 
 @settings(max_examples=200, deadline=None)
-@given(stitched_histories(), st.randoms(use_true_random=False))
-def test_every_anonymous_id_is_published_once_or_merged_into_exactly_one_contact(events, rnd):
+@given(stitched_histories(), st.randoms(use_true_random=False), st.sampled_from([RULES, CAPPED]))
+def test_every_anonymous_id_is_published_once_or_merged_into_exactly_one_contact(events, rnd, rules):
     shuffled = list(events)
     rnd.shuffle(shuffled)
-    run = offline(shuffled)
+    run = offline(shuffled, rules)
     views = published(run)
     for key, state in run.contacts.items():
         into = winner(state)
-        assert (key in views) == (into is None)
+        assert (key in views) == is_published(state)
+        assert len(state.claims) <= rules.max_linked_ids and set(state.parts) <= set(state.claims)
         if into is not None:
             assert into in views and run.contacts[into].parts[key].state is not None
+        elif state.claim is not None and not state.claims:  # its earliest link was beyond its contact's cap
+            assert state.claim.refused and key not in run.contacts[state.claim.contact_id].claims
+
+
+# -- the cap on linked ids (rules [identity] max_linked_ids) ---------------------------------
+
+
+def devices(contact, count, start=0, step_ms=60_000):
+    """`count` identify calls of one contact, each with a new cookie, one minute apart."""
+    return [
+        known(f"id{i}", T0 + i * step_ms, contact, "identify", cookie=f"{contact}-device-{i}")
+        for i in range(start, start + count)
+    ]
+
+
+def test_a_contact_merges_its_earliest_linked_ids_up_to_the_cap_and_the_others_stand_on_their_own():
+    browsing = [anonymous(f"w{i}", T0 - DAY_MS, f"ada-device-{i}", path="/pricing") for i in range(4)]
+    run = offline([*browsing, *devices("ada", 4)], CAPPED)
+    views = published(run)
+    assert set(run.contacts["ada"].claims) == {"ada-device-0", "ada-device-1"}
+    assert set(views) == {"ada", "ada-device-2", "ada-device-3"}, "beyond the cap: scored as their own contacts"
+    assert views["ada"].engagement > views["ada-device-2"].engagement > 0
+    for refused in ("ada-device-2", "ada-device-3"):
+        assert winner(run.contacts[refused]) is None and run.contacts[refused].claim.refused
+
+
+def test_an_id_linked_only_beyond_the_cap_has_nothing_to_score_and_is_published_nowhere():
+    run = offline(devices("ada", 5), CAPPED)
+    assert set(published(run)) == {"ada"}
+    assert [key for key, state in run.contacts.items() if is_published(state)] == ["ada"]
+
+
+def test_a_late_earlier_link_pushes_out_a_merged_id_which_then_stands_on_its_own():
+    """The cap is decided by event time, not arrival: a link that arrives late but happened
+    first takes the place of the latest one, whose merge is undone (a refused link is sent)."""
+    history = [anonymous(f"w{i}", T0 - DAY_MS, f"ada-device-{i}", path="/pricing") for i in range(3)]
+    late_first, *others = devices("ada", 3)
+    model = StreamModel(CAPPED)
+    for item in [*history, *others]:
+        model.event(item)
+    while any(model.queues.values()):
+        model.deliver(next(key for key, queue in sorted(model.queues.items()) if queue))
+    assert set(model.states["ada"].parts) == {"ada-device-1", "ada-device-2"}, "both merged while under the cap"
+    model.event(late_first)
+    refused = [record for record in model.queues["ada-device-2"] if isinstance(record, Link)]
+    assert [link.claim.refused for link in refused] == [True]
+    assert set(model.states["ada"].parts) == {"ada-device-1"}, "the pushed-out part leaves with its claim"
+    stale = Part(99, model.states["ada-device-2"])  # a hand-over sent before the refused link reached the device
+    assert attach(model.states["ada"], "ada-device-2", stale, CAPPED).outcome == "duplicate", "refused: not a claim"
+    while any(model.queues.values()):
+        model.deliver(next(key for key, queue in sorted(model.queues.items()) if queue))
+    assert model.snapshots() == published(offline([*history, late_first, *others], CAPPED))
+    assert set(model.snapshots()) == {"ada", "ada-device-2"}
+
+
+def test_links_past_the_cap_leave_the_contacts_state_as_large_as_at_the_cap():
+    run = offline(devices("ada", 2_000))
+    ada = run.contacts["ada"]
+    assert sorted(ada.claims) == sorted(f"ada-device-{i}" for i in range(RULES.max_linked_ids))
+    assert set(ada.parts) == set(ada.claims)
+    assert len(to_bytes(ada)) == len(to_bytes(offline(devices("ada", 100)).contacts["ada"]))
+
+
+def test_the_cap_is_a_rules_setting_checked_at_load():
+    assert RULES.max_linked_ids == 25
+    shipped = "max_linked_ids = 25 "
+    assert shipped in RULES_TEXT
+    assert parse_rules(RULES_TEXT.replace(shipped, "max_linked_ids = 3 ")).max_linked_ids == 3
+    for bad in ("0", "1001", '"many"'):
+        with pytest.raises(RulesError, match="max_linked_ids"):
+            parse_rules(RULES_TEXT.replace(shipped, f"max_linked_ids = {bad} "))
+
+
+def widest_state(key, rules, text):
+    """The largest state `rules` let an id hold: every signal, interest, fit and model
+    attribute, a full de-duplication window, every nurture track, text values `text`."""
+
+    def sums(names):
+        return {name: SignalSum(-1.2345678901234567e-300, T0, 1.2345678901234567e-300) for name in names}
+
+    value, attributes = ProfileValue(text, T0, 2**64 - 1), sorted({*rules.fit, *rules.model_attributes})
+    return ContactState(
+        key, True, True, True, T0, 5, CrmStage("nurturing", T0, 2**64 - 1), "opportunity", 4,
+        signals=sums(rules.signal_categories),
+        profile=dict.fromkeys(attributes, value),
+        best_fit=dict.fromkeys(attributes, -1.2345678901234567e-300),
+        seen=tuple(range(2**64 - rules.dedup_window, 2**64)),
+        positions={"e": 2**62, "r": 2**62},
+        published_ms=T0,
+        cooling_due_ms=T0,
+        interests=sums(interest.name for interest in rules.interests),
+        account=value,
+        email=value,
+        account_sent=text,
+        nurtured={track.name: 10**6 for track in rules.nurture.tracks},
+        model_signals={model.name: sums(model.signal_categories) for model in rules.own_signal_models},
+        model_armed={model.name: False for model in rules.models},
+    )  # fmt: skip
+
+
+def test_the_largest_contact_state_at_the_cap_fits_a_kafka_record():
+    """The bound by construction (docs/scoring.md#identity): the contact's own widest state
+    plus, for each of its `max_linked_ids` claims, the id twice and the widest part, with
+    ids and text values at the input limits (2,000 characters), stays under 1 MB."""
+    longest = "x" * DEFAULT_LIMITS.max_string
+    ids = [f"{index:04d}{longest[4:]}" for index in range(RULES.max_linked_ids)]
+    contact = widest_state(longest, RULES, longest)
+    contact.claims = dict.fromkeys(ids, (T0, 2**64 - 1))
+    contact.parts = {
+        anonymous_id: Part(2**62, part_of(widest_state(anonymous_id, RULES, longest))) for anonymous_id in ids
+    }
+    assert from_bytes(to_bytes(contact)) == contact
+    assert len(to_bytes(contact)) < 1_000_000
+
+
+@settings(max_examples=300, deadline=None)
+@given(stitched_histories(COOKIES, 30), st.randoms(use_true_random=False), st.integers(0, 5))
+def test_with_the_cap_any_arrival_order_of_events_links_and_hand_overs_gives_the_offline_result(events, rnd, replays):
+    model = run_stream(events, rnd, replays, CAPPED)
+    assert model.snapshots() == published(offline(events, CAPPED))
+    shuffled = list(events)
+    rnd.shuffle(shuffled)
+    assert published(offline(shuffled, CAPPED)) == published(offline(events, CAPPED))
+
+
+@settings(max_examples=200, deadline=None)
+@given(stitched_histories(COOKIES, 30), st.data())
+def test_with_the_cap_links_and_events_seen_twice_change_nothing(events, data):
+    repeats = data.draw(st.lists(st.sampled_from(events), min_size=1, max_size=8))
+    with_duplicates = list(events)
+    for repeat in repeats:
+        position = data.draw(st.integers(with_duplicates.index(repeat) + 1, len(with_duplicates)))
+        with_duplicates.insert(position, repeat)
+    rnd = data.draw(st.randoms(use_true_random=False))
+    assert run_stream(with_duplicates, rnd, 2, CAPPED).snapshots() == published(offline(events, CAPPED))

@@ -28,7 +28,7 @@ def buyer_journey(start):
 def run(events):
     state, outputs = new_state(events[0].contact_id), []
     for item in events:
-        state, produced, _ = apply(state, item, RULES)
+        state, produced, *_ = apply(state, item, RULES)
         outputs.extend(produced)
     return state, outputs
 

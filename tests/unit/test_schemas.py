@@ -120,7 +120,7 @@ def test_every_output_record_matches_its_published_schema():
         event("webinar_attended", T0),
         event("deal_lost", T0),
     ]:
-        state, produced, _ = apply(state, item, DEFAULT_RULES)
+        state, produced, *_ = apply(state, item, DEFAULT_RULES)
         outputs.extend(produced)
     assert {type(o) for o in outputs} == {StageChange, HotLead}
     for output in outputs:
