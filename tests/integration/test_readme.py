@@ -400,7 +400,8 @@ def test_the_commands_against_a_broker_do_what_the_readme_says(sandbox, make_set
         accounts = offline(sandbox, settings, sent, "--accounts", "--at", "last-event")
         globex = next(account for account in accounts if account["account_id"] == "globex.eu")
         asked = readme_command("curl localhost:6066/accounts/globex.eu")
-        assert wait_for(lambda: answer(asked, settings, sandbox) == globex, 60, 0.5), "not what score --accounts says"
+        if not wait_for(lambda: answer(asked, settings, sandbox) == globex, 60, 0.5):
+            raise AssertionError(f"not what score --accounts says: {answer(asked, settings, sandbox)} != {globex}")
 
         produce(settings, example("nurture.jsonl"))
         sent += example("nurture.jsonl")
