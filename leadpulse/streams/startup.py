@@ -41,6 +41,7 @@ from leadpulse.streams.topics import (
     HOT_ACCOUNTS,
     HOT_LEADS,
     NURTURE,
+    OUTPUT_NAMES,
     SCORES,
     STAGE_CHANGES,
 )
@@ -76,14 +77,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     compacted = {**common, "cleanup.policy": "compact"}
     return [
         TopicSpec(settings.input_topic, common),
-        TopicSpec(settings.topic(BY_CONTACT), common),
-        TopicSpec(settings.topic(COOLING), {**common, "retention.ms": str(86_400_000)}),
+        TopicSpec(settings.internal_topic(BY_CONTACT), common),
+        TopicSpec(settings.internal_topic(COOLING), {**common, "retention.ms": str(86_400_000)}),
         TopicSpec(settings.topic(SCORES), compacted),
         TopicSpec(settings.topic(STAGE_CHANGES), common),
         TopicSpec(settings.topic(HOT_LEADS), common),
         TopicSpec(settings.topic(DEAD_LETTERS), common),
         TopicSpec(changelog_topic(settings), compacted),
-        TopicSpec(settings.topic(ACCOUNT_MEMBERS), common),
+        TopicSpec(settings.internal_topic(ACCOUNT_MEMBERS), common),
         TopicSpec(settings.topic(ACCOUNT_SCORES), compacted),
         TopicSpec(settings.topic(HOT_ACCOUNTS), common),
         TopicSpec(settings.topic(NURTURE), common),
@@ -132,10 +133,7 @@ def acl_bindings(settings: Settings) -> list[AclBinding]:
     """What the worker needs and no more: its own topics (read what it consumes, write what it
     produces), its consumer group, and, when it creates its topics itself, Create on them; with
     LEADPULSE_CREATE_TOPICS=off, DescribeConfigs instead, for the start-up check."""
-    outputs = {
-        settings.topic(name)
-        for name in (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS, ACCOUNT_SCORES, HOT_ACCOUNTS, NURTURE)
-    }
+    outputs = {settings.topic(name) for name in OUTPUT_NAMES}
     extra = ("DescribeConfigs",) if not settings.create_topics else ("Create",)
     bindings = []
     for spec in topic_specs(settings):
