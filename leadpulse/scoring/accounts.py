@@ -22,7 +22,10 @@ from leadpulse.scoring.engine import Reason, Snapshot, output_id
 from leadpulse.scoring.rules import AccountRules, PropertyValue, Rules, band_of, hot_hysteresis
 from leadpulse.scoring.state import ContactState
 
-MEMBER_FORMAT, ACCOUNT_FORMAT = 1, 1
+MEMBER_FORMAT, ACCOUNT_FORMAT = 1, 2
+# An account state whose position is an offset of PREFIX account-members, before the app id named
+# the topic (streams/migration.py): read with no position, as the new topic's records are new.
+PREFIX_NAMED_FORMAT = 1
 DEPARTED = "departed:"  # prefix of the digest a leave is kept under (departed())
 
 
@@ -299,9 +302,11 @@ def account_to_bytes(state: AccountState) -> bytes:
 
 def account_from_bytes(data: bytes) -> AccountState:
     fields = orjson.loads(data)
-    if not isinstance(fields, list) or not fields or fields[0] != ACCOUNT_FORMAT:
+    if not isinstance(fields, list) or not fields or fields[0] not in (PREFIX_NAMED_FORMAT, ACCOUNT_FORMAT):
         raise ValueError("unsupported account state format")
-    _, account_id, armed, temperature, position, members = fields
+    format_, account_id, armed, temperature, position, members = fields
+    if format_ == PREFIX_NAMED_FORMAT:  # an offset in the old account-members topic: none in the new one yet
+        position = None
     state = AccountState(account_id, {}, armed, temperature, position)
     for record in map(_member, members):
         if record.left and not record.contact_id.startswith(DEPARTED):  # stored in clear by an older version

@@ -1,6 +1,7 @@
 """The scoring agent in Faust's test context: records in, table writes and record batches out."""
 
 import asyncio
+from dataclasses import replace
 from unittest.mock import AsyncMock
 
 import orjson
@@ -10,6 +11,7 @@ from faust.types import TP
 
 from leadpulse.agents import scoring as scoring_module
 from leadpulse.scoring.accounts import member_from_bytes
+from leadpulse.scoring.identity import version_of
 from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 from leadpulse.streams.chunks import chunk_event
 from leadpulse.streams.outbox import DeliveryFailed
@@ -127,7 +129,7 @@ async def test_a_replay_of_a_long_burst_changes_nothing_beyond_the_dedup_window(
         for offset, document in enumerate(burst, start=10_000):
             await put_at(agent, document, contact.encode(), offset)
         assert await settled(lambda: (s := scorer.contacts.get(contact)) is not None and len(s.seen) == 64)
-        assert await settled(lambda: scorer.contacts.get(contact).positions.get("r") == 10_299)
+        assert await settled(lambda: scorer.contacts.get(contact).positions.get(scoring_module.REKEYED) == 10_299)
         before = scorer.contacts.get(contact)
         outputs_before = len(sent("stage_changes")) + len(sent("hot_leads"))
         for offset, document in enumerate(burst, start=10_000):
@@ -213,7 +215,7 @@ async def test_a_late_event_after_a_cooling_tick_does_not_move_updated_at_back(s
         assert await settled(lambda: scorer.contacts.get(contact).published_ms == tick_at)
         late = raw_event("email_opened", event_id="late", contact_id=contact, occurred_at=format_ms(events_at - 1000))
         await put_at(agent, orjson.dumps(late), contact.encode(), 30_000)
-        assert await settled(lambda: scorer.contacts.get(contact).positions.get("r") == 30_000)
+        assert await settled(lambda: scorer.contacts.get(contact).positions.get(scoring_module.REKEYED) == 30_000)
     published = [parse_rfc3339_ms(record["updated_at"]) for key, record in sent("scores") if key == contact.encode()]
     assert published == sorted(published) and published[-1] == tick_at
 
@@ -409,3 +411,23 @@ async def test_a_cooling_tick_sends_due_nurture_records_before_storing_the_state
     order = [step.to for step in delivery_order]
     assert order.index(nurture) < order.index("store")
     assert scorer.metrics.nurtures.labels("stalled")._value.get() >= 1
+
+
+async def test_a_state_from_before_the_app_id_named_the_re_keyed_topic_takes_the_new_topics_records(scorer, sent):
+    """States written when the prefix named the re-keyed topic hold its offsets under "r"; the
+    records copied to APP_ID-events-by-contact start again at 0 (streams/migration.py): none of
+    them is a replay, and hand-over versions keep growing."""
+    contact = "agent-migrated"
+    async with scorer.agent.test_context() as agent:
+        await put_at(agent, orjson.dumps(raw_event(event_id="old-1", contact_id=contact)), contact.encode(), 90_000)
+        assert await settled(lambda: scorer.contacts.get(contact) is not None)
+        stored = scorer.contacts.get(contact)
+        scorer.contacts.table.data[contact.encode()] = scorer.contacts.encode(
+            replace(stored, positions={"r": 90_000})  # as the version before wrote it
+        )
+        copied = raw_event("demo_requested", event_id="copied-1", contact_id=contact)
+        await put_at(agent, orjson.dumps(copied), contact.encode(), 0)
+        assert await settled(lambda: scorer.contacts.get(contact).positions == {"r": 90_000, scoring_module.REKEYED: 0})
+    after = scorer.contacts.get(contact)
+    assert len(after.seen) == 2 and after.signals != stored.signals  # the copied event counted
+    assert version_of(after.positions) > version_of({"r": 90_000})

@@ -6,16 +6,23 @@ never reach the other."""
 
 from __future__ import annotations
 
+import asyncio
 from importlib import resources
 from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from leadpulse.cli.kafka_clients import ensure_topic
 from leadpulse.cli.processes import WorkerProcess, free_port
+from leadpulse.schemas.events import contact_key
 from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms
-from tests.integration.harness import produce, wait_for
+from leadpulse.streams.partitioning import home_partition
+from leadpulse.streams.settings import Settings
+from leadpulse.streams.topics import ACCOUNT_MEMBERS, BY_CONTACT
+from tests.integration.harness import produce, run_cli, scores_reach, wait_for
 from tests.integration.oracle import Oracle, traffic_lines
 
 pytestmark = pytest.mark.integration
@@ -93,3 +100,69 @@ def settles(worker: WorkerProcess, oracle: Oracle, erased: str, name: str, timeo
     if not wait_for(lambda: not differences(worker, oracle, erased), timeout_s, 2.0):
         wrong = differences(worker, oracle, erased)
         raise AssertionError(f"the {name} differs from its oracle in {len(wrong)} places:\n" + "\n".join(wrong[:10]))
+
+
+def test_an_upgrade_moves_what_the_app_left_unread_in_its_prefix_named_topics_and_nothing_else(make_settings, workers):
+    """The deployment before the upgrade: the prefix named the internal topics, and re-keyed
+    events were still unread in one when its workers stopped; another app's records lie in
+    another old topic this app never read."""
+    settings = make_settings()
+    lines = traffic_lines(1_500, 150, seed=89, identities=0.5)
+    committed = asyncio.run(old_deployment(settings, lines, read_share=0.3))
+    unread = [line for line, offset in committed.items() if offset is None]
+    assert 0 < len(unread) < len(lines)
+
+    refused, _ = run_cli(settings, "worker")
+    message = refused.stderr.decode().strip()
+    assert refused.returncode == 1 and len(message.splitlines()) == 1, message
+    assert f"{settings.topic(BY_CONTACT)} ({len(unread):,})" in message and "leadpulse topics migrate" in message
+    assert settings.topic(ACCOUNT_MEMBERS) not in message
+
+    migrated, _ = run_cli(settings, "topics", "migrate")
+    assert migrated.returncode == 0, migrated.stderr.decode()
+    report = migrated.stderr.decode()
+    assert (
+        f"{settings.topic(BY_CONTACT)} -> {settings.internal_topic(BY_CONTACT)}: {len(unread):,} records copied"
+        in report
+    )
+    assert f"{settings.topic(ACCOUNT_MEMBERS)} -> {settings.internal_topic(ACCOUNT_MEMBERS)}: 0 records" in report
+    again, _ = run_cli(settings, "topics", "migrate")
+    assert f"{settings.internal_topic(BY_CONTACT)}: 0 records copied" in again.stderr.decode(), "copied twice"
+
+    worker = workers(settings)
+    scores_reach(settings, Oracle(unread).snapshots, timeout_s=90, alive=worker.running)
+    busy, _ = run_cli(settings, "topics", "migrate")
+    assert busy.returncode == 1 and "stop every worker of the app first" in busy.stderr.decode()
+
+
+async def old_deployment(settings: Settings, lines: list[bytes], read_share: float) -> dict[bytes, int | None]:
+    """Re-keyed events in PREFIX events-by-contact, on their contacts' partitions, the first
+    `read_share` of each partition read by the app's group (committed); a record the old worker
+    wrote for another app in PREFIX account-members. Returns each line's offset if it was read."""
+    old, foreign = settings.topic(BY_CONTACT), settings.topic(ACCOUNT_MEMBERS)
+    await ensure_topic(settings, old)
+    await ensure_topic(settings, foreign)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        offsets = {}
+        for line in lines:
+            key = contact_key(orjson.loads(line)).encode()
+            sent = await (await producer.send(old, line, key=key, partition=home_partition(key, settings.partitions)))
+            offsets[line] = (sent.partition, sent.offset)
+        await (await producer.send(foreign, b'[1,"someone",1,1]', key=b"acme.io", partition=0))
+    finally:
+        await producer.stop()
+    ends: dict[int, int] = {}
+    for partition, offset in offsets.values():
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
+    read_up_to = {partition: int(end * read_share) for partition, end in ends.items()}
+    group = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=settings.app_id)
+    await group.start()
+    try:
+        commits = {TopicPartition(old, partition): offset for partition, offset in read_up_to.items()}
+        group.assign(list(commits))
+        await group.commit(commits)
+    finally:
+        await group.stop()
+    return {line: offset if offset < read_up_to[p] else None for line, (p, offset) in offsets.items()}

@@ -348,3 +348,13 @@ def test_a_leave_stored_in_clear_by_an_older_version_is_read_as_a_digest():
     assert list(state.members) == [departed("ada@acme.io")]
     assert b"ada@acme.io" not in account_to_bytes(state)
     assert not fold(state, member("ada@acme.io", 40, T0 - 1))
+
+
+def test_an_account_stored_when_the_prefix_named_account_members_is_read_without_its_position():
+    """Its position is an offset of the old topic; the new APP_ID-account-members starts again
+    at 0 (streams/migration.py), and none of its records is a replay."""
+    old = orjson.dumps([1, "acme.io", True, 2, 9_000, [[1, "ada@acme.io", T0, 1]]])
+    assert account_from_bytes(old).position is None
+    state = account_from_bytes(old)
+    state.position = 3
+    assert account_from_bytes(account_to_bytes(state)).position == 3
