@@ -361,11 +361,9 @@ def _prepare_topics(settings: Settings) -> None:
     """Every topic exists with the right partition count before the worker subscribes."""
     import asyncio
 
-    from leadpulse.streams.migration import check_migrated
     from leadpulse.streams.startup import prepare_topics
 
     asyncio.run(prepare_topics(settings))
-    asyncio.run(check_migrated(settings))
 
 
 def _topics_create(args: argparse.Namespace) -> int:
@@ -385,11 +383,16 @@ def _topics_migrate(args: argparse.Namespace) -> int:
     import asyncio
 
     from leadpulse.cli.preflight import broker_info
-    from leadpulse.streams.migration import migrate, renamed
+    from leadpulse.streams.migration import Backlog, migrate, renamed
+    from leadpulse.streams.startup import prepare_topics
+
+    async def run() -> list[Backlog]:
+        await prepare_topics(settings, create=True, migrating=True)
+        return await migrate(settings)
 
     settings = _settings()
     broker_info(settings)
-    copied = {backlog.old: backlog.records for backlog in asyncio.run(migrate(settings))}
+    copied = {backlog.old: backlog.records for backlog in asyncio.run(run())}
     for old, new in renamed(settings).items():
         print(f"{old} -> {new}: {copied.get(old, 0):,} records copied", file=sys.stderr)
     return 0

@@ -27,7 +27,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings, StartupError
-from leadpulse.streams.startup import prepare_topics
 from leadpulse.streams.topics import INTERNAL_NAMES
 
 IDLE_STATES = ("Empty", "Dead")  # a consumer group without members
@@ -91,7 +90,8 @@ async def backlogs(settings: Settings) -> list[Backlog]:
 
 
 async def check_migrated(settings: Settings) -> None:
-    """Raise StartupError, in one line, while an old topic holds records the app has not read."""
+    """Raise StartupError, in one line, while an old topic holds records the app has not read
+    (startup.prepare_topics asks, once the group coordinator answers)."""
     found = await backlogs(settings)
     if found:
         unread = ", ".join(f"{backlog.old} ({backlog.records:,})" for backlog in found)
@@ -103,8 +103,8 @@ async def check_migrated(settings: Settings) -> None:
 
 
 async def migrate(settings: Settings) -> list[Backlog]:
-    """Copy the unread records of the old topics to the new ones and mark them read there."""
-    await prepare_topics(settings, create=True)  # the new topics, and a group coordinator that answers
+    """Copy the unread records of the old topics to the new ones, which the caller has created
+    (startup.prepare_topics), and mark them read in the old ones."""
     await _refuse_running_workers(settings)
     found = await backlogs(settings)
     for backlog in found:

@@ -30,6 +30,7 @@ from aiokafka.errors import (
 )
 
 from leadpulse.streams.authorized import group_operations, topic_operations
+from leadpulse.streams.migration import check_migrated
 from leadpulse.streams.security import client_options, describe
 from leadpulse.streams.settings import Settings, StartupError, env_name
 from leadpulse.streams.topics import (
@@ -153,10 +154,12 @@ def acl_commands(settings: Settings, principal: str) -> list[str]:
     ]
 
 
-async def prepare_topics(settings: Settings, *, create: bool | None = None) -> list[str]:
+async def prepare_topics(settings: Settings, *, create: bool | None = None, migrating: bool = False) -> list[str]:
     """Create the missing topics (unless `create` is False, or LEADPULSE_CREATE_TOPICS=off),
-    check the partition count and configuration of all of them, and wait for the group
-    coordinator; raise StartupError naming what is wrong. Returns the topics created."""
+    check the partition count and configuration of all of them, wait for the group
+    coordinator, and (unless `migrating` them) check that no internal topic of an older
+    version holds records the app has not read; raise StartupError naming what is wrong.
+    Returns the topics created."""
     create = settings.create_topics if create is None else create
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
@@ -177,6 +180,8 @@ async def prepare_topics(settings: Settings, *, create: bool | None = None) -> l
             await _check_configs(admin, specs)
         await _check_topic_acls(admin, settings)
         await _wait_for_coordinator(admin, settings)
+        if not migrating:
+            await check_migrated(settings)
         return [spec.name for spec in missing]
     finally:
         await admin.close()

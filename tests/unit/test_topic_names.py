@@ -2,6 +2,7 @@
 prefix. Two apps on one cluster (the live app and a replay under new rules) then never read
 each other's records, and a replay given its own prefix never writes into the live outputs."""
 
+from leadpulse.streams.migration import renamed
 from leadpulse.streams.settings import Settings
 from leadpulse.streams.startup import acl_bindings, topic_specs
 from leadpulse.streams.topics import INTERNAL_NAMES, OUTPUT_NAMES
@@ -43,3 +44,12 @@ def test_a_replay_with_its_own_prefix_shares_only_the_input_with_the_live_app():
     replay = Settings(app_id="leadpulse-rescore", topic_prefix="lp-rescore.", input_topic="lp.events")
     live_topics, replay_topics = ({spec.name for spec in topic_specs(s)} for s in (LIVE, replay))
     assert live_topics & replay_topics == {"lp.events"}
+
+
+def test_an_upgrade_moves_each_prefix_named_internal_topic_to_its_app_id_name():
+    assert renamed(LIVE) == {
+        "lp.events-by-contact": "leadpulse-events-by-contact",
+        "lp.cooling-ticks": "leadpulse-cooling-ticks",
+        "lp.account-members": "leadpulse-account-members",
+    }
+    assert renamed(Settings(app_id="leadpulse", topic_prefix="leadpulse-")) == {}, "the names did not change"
