@@ -8,7 +8,9 @@ names would never read them: events lost, hand-overs never applied. So a worker 
 start while its consumer group has unread records in an old topic (`check_migrated`), and
 `leadpulse topics migrate`, with every worker of the app stopped, copies them to the same
 partition of the new topic (same key, value, timestamp and headers), then commits the group's
-offsets on the old topics at the end of what it copied: a second run copies nothing.
+offsets on the old topics at the end of what it copied, marked as moved (`MOVED`, the commits'
+metadata): a second run copies nothing, and records another app still on an older version
+writes there later (the same prefix) are not taken for this app's.
 
 Only a group with committed offsets on an old topic is concerned: an app that never read it (a
 replay under a new app id sharing the prefix) neither copies nor waits for anything of it.
@@ -30,6 +32,7 @@ from leadpulse.streams.settings import Settings, StartupError
 from leadpulse.streams.topics import INTERNAL_NAMES
 
 IDLE_STATES = ("Empty", "Dead")  # a consumer group without members
+MOVED = "leadpulse: moved to the topic named by the app id"  # commit metadata on an old topic
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class Backlog:
 
     old: str
     new: str
-    ranges: dict[int, tuple[int, int]]  # partition -> (first unread offset, end offset)
+    ranges: dict[int, tuple[int, int]]  # every partition -> (first unread offset, end offset)
 
     @property
     def records(self) -> int:
@@ -52,9 +55,9 @@ def renamed(settings: Settings) -> dict[str, str]:
 
 
 async def backlogs(settings: Settings) -> list[Backlog]:
-    """What the app's group has left unread in the old topics it has read from. A topic the
-    client may not see counts as absent (a least-privilege worker has no ACL on it: the
-    administrator migrates with the old ACLs)."""
+    """What the app's group has left unread in the old topics it has read from and not moved
+    yet. A topic the client may not see counts as absent (a least-privilege worker has no ACL
+    on it: the administrator migrates with the old ACLs)."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
@@ -62,7 +65,12 @@ async def backlogs(settings: Settings) -> list[Backlog]:
         existing = set(await admin.list_topics())
         present = [old for old in names if old in existing]
         committed = await admin.list_consumer_group_offsets(settings.app_id) if present else {}
-        read = [old for old in present if any(tp.topic == old for tp in committed)]
+        read = [
+            old
+            for old in present
+            if any(tp.topic == old for tp in committed)
+            and not any(tp.topic == old and commit.metadata == MOVED for tp, commit in committed.items())
+        ]
         if not read:
             return []
         described = await admin.describe_topics(read)
@@ -82,17 +90,15 @@ async def backlogs(settings: Settings) -> list[Backlog]:
         for tp in (tp for tp in partitions if tp.topic == old):
             # a partition never committed is unread from its start (the group reads from the earliest)
             start = max(committed[tp].offset if tp in committed else 0, starts[tp])
-            if ends[tp] > start:
-                ranges[tp.partition] = (start, ends[tp])
-        if ranges:
-            found.append(Backlog(old, names[old], ranges))
+            ranges[tp.partition] = (min(start, ends[tp]), ends[tp])
+        found.append(Backlog(old, names[old], ranges))
     return found
 
 
 async def check_migrated(settings: Settings) -> None:
     """Raise StartupError, in one line, while an old topic holds records the app has not read
     (startup.prepare_topics asks, once the group coordinator answers)."""
-    found = await backlogs(settings)
+    found = [backlog for backlog in await backlogs(settings) if backlog.records]
     if found:
         unread = ", ".join(f"{backlog.old} ({backlog.records:,})" for backlog in found)
         raise StartupError(
@@ -108,7 +114,8 @@ async def migrate(settings: Settings) -> list[Backlog]:
     await _refuse_running_workers(settings)
     found = await backlogs(settings)
     for backlog in found:
-        await _copy(settings, backlog)
+        if backlog.records:
+            await _copy(settings, backlog)
     await _mark_read(settings, found)
     return found
 
@@ -136,7 +143,7 @@ async def _copy(settings: Settings, backlog: Backlog) -> None:
     await consumer.start()
     await producer.start()
     try:
-        partitions = [TopicPartition(backlog.old, partition) for partition in backlog.ranges]
+        partitions = [TopicPartition(backlog.old, p) for p, (start, end) in backlog.ranges.items() if start < end]
         consumer.assign(partitions)
         for tp in partitions:
             consumer.seek(tp, backlog.ranges[tp.partition][0])
@@ -164,9 +171,9 @@ async def _copy(settings: Settings, backlog: Backlog) -> None:
 
 
 async def _mark_read(settings: Settings, found: list[Backlog]) -> None:
-    """Commit the app's group offsets on the old topics at the end of what was copied."""
+    """Commit the app's group offsets on the old topics at the end of what was copied, as moved."""
     offsets = {
-        TopicPartition(backlog.old, partition): end
+        TopicPartition(backlog.old, partition): (end, MOVED)
         for backlog in found
         for partition, (_start, end) in backlog.ranges.items()
     }

@@ -144,6 +144,7 @@ def test_an_upgrade_moves_what_the_app_left_unread_in_its_prefix_named_topics_an
     events were still unread in one when its workers stopped; another app's records lie in
     another old topic this app never read."""
     settings = make_settings()
+    old, new = settings.topic(BY_CONTACT), settings.internal_topic(BY_CONTACT)
     lines = traffic_lines(1_500, 150, seed=89, identities=0.5)
     committed = asyncio.run(old_deployment(settings, lines, read_share=0.3))
     unread = [line for line, offset in committed.items() if offset is None]
@@ -152,24 +153,35 @@ def test_an_upgrade_moves_what_the_app_left_unread_in_its_prefix_named_topics_an
     refused, _ = run_cli(settings, "worker")
     message = refused.stderr.decode().strip()
     assert refused.returncode == 1 and len(message.splitlines()) == 1, message
-    assert f"{settings.topic(BY_CONTACT)} ({len(unread):,})" in message and "leadpulse topics migrate" in message
+    assert f"{old} ({len(unread):,})" in message and "leadpulse topics migrate" in message
     assert settings.topic(ACCOUNT_MEMBERS) not in message
 
     migrated, _ = run_cli(settings, "topics", "migrate")
     assert migrated.returncode == 0, migrated.stderr.decode()
     report = migrated.stderr.decode()
-    assert (
-        f"{settings.topic(BY_CONTACT)} -> {settings.internal_topic(BY_CONTACT)}: {len(unread):,} records copied"
-        in report
-    )
+    assert f"{old} -> {new}: {len(unread):,} records copied" in report
     assert f"{settings.topic(ACCOUNT_MEMBERS)} -> {settings.internal_topic(ACCOUNT_MEMBERS)}: 0 records" in report
+    produce_to(settings, old, [b'{"written": "by another app still on the older version"}'])
     again, _ = run_cli(settings, "topics", "migrate")
-    assert f"{settings.internal_topic(BY_CONTACT)}: 0 records copied" in again.stderr.decode(), "copied twice"
+    assert f"{new}: 0 records copied" in again.stderr.decode(), "copied twice, or another app's record"
 
     worker = workers(settings)
     scores_reach(settings, Oracle(unread).snapshots, timeout_s=90, alive=worker.running)
     busy, _ = run_cli(settings, "topics", "migrate")
     assert busy.returncode == 1 and "stop every worker of the app first" in busy.stderr.decode()
+
+
+def produce_to(settings: Settings, topic: str, values: list[bytes]) -> None:
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+        await producer.start()
+        try:
+            for value in values:
+                await (await producer.send(topic, value, key=b"someone", partition=0))
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
 
 
 async def old_deployment(settings: Settings, lines: list[bytes], read_share: float) -> dict[bytes, int | None]:
