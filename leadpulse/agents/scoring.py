@@ -82,7 +82,10 @@ from leadpulse.streams.topics import partition_mismatch
 
 log = logging.getLogger(__name__)
 COOLING_BATCH = 5_000  # contacts asked to re-read per cooling tick, at most
-EVENTS, REKEYED = "e", "r"  # the inputs whose positions a contact state keeps
+# The inputs whose positions a contact state keeps. "r" was the re-keyed input's when the prefix
+# named it: its offsets mean nothing in APP_ID-events-by-contact, so a migrated state keeps it
+# unused (hand-over versions, identity.version_of, still only grow; streams/migration.py).
+EVENTS, REKEYED = "e", "k"
 
 Scored = dict[str, tuple[ContactState | None, int]]  # contact id -> (new state or None: erased, time to publish it at)
 # state, snapshot (None: a merged anonymous id, deleted from contact-scores), member records

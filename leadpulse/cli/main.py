@@ -133,6 +133,12 @@ def _parser() -> argparse.ArgumentParser:
     acls = topics_commands.add_parser("acls", help="the same ACLs, one a line, for deploy/kafka/acls.sh")
     acls.add_argument("--principal", default=None, help="the worker's principal (default User:SASL_USERNAME)")
     acls.set_defaults(run=_topics_acls)
+    migrate = topics_commands.add_parser(
+        "migrate",
+        help="with every worker of the app stopped: copy the records it has not read from the internal topics "
+        "named by the prefix (older versions) to those named by the app id",
+    )
+    migrate.set_defaults(run=_topics_migrate)
 
     collect = commands.add_parser(
         "collect",
@@ -371,6 +377,25 @@ def _topics_create(args: argparse.Namespace) -> int:
     broker_info(settings)
     created = asyncio.run(prepare_topics(settings, create=True))
     print(f"created {len(created)} topics: {', '.join(created) or 'none missing'}", file=sys.stderr)
+    return 0
+
+
+def _topics_migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from leadpulse.cli.preflight import broker_info
+    from leadpulse.streams.migration import Backlog, migrate, renamed
+    from leadpulse.streams.startup import prepare_topics
+
+    async def run() -> list[Backlog]:
+        await prepare_topics(settings, create=True, migrating=True)
+        return await migrate(settings)
+
+    settings = _settings()
+    broker_info(settings)
+    copied = {backlog.old: backlog.records for backlog in asyncio.run(run())}
+    for old, new in renamed(settings).items():
+        print(f"{old} -> {new}: {copied.get(old, 0):,} records copied", file=sys.stderr)
     return 0
 
 

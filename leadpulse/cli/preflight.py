@@ -86,17 +86,9 @@ def _quiet_kafka_client() -> Iterator[None]:
 def tail_topic(requested: str, settings: Settings, existing: Collection[str]) -> str:
     """The full topic name `tail` should read, or a one-line CommandError that lists the
     topics it could have meant: a consumer of a missing topic would wait forever."""
-    from leadpulse.streams.topics import (  # imports Faust
-        ACCOUNT_SCORES,
-        DEAD_LETTERS,
-        HOT_ACCOUNTS,
-        HOT_LEADS,
-        NURTURE,
-        SCORES,
-        STAGE_CHANGES,
-    )
+    from leadpulse.streams.topics import OUTPUT_NAMES  # imports Faust
 
-    tailable = (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS, ACCOUNT_SCORES, HOT_ACCOUNTS, NURTURE)
+    tailable = OUTPUT_NAMES
     topic = settings.topic(requested) if requested in tailable else requested
     if topic in existing:
         return topic

@@ -28,7 +28,8 @@ from leadpulse.scoring.engine import Reason, Snapshot, output_id
 from leadpulse.scoring.rules import AccountRules, PropertyValue, Rules, band_of, hot_hysteresis
 from leadpulse.scoring.state import ContactState
 
-MEMBER_FORMAT, LEGACY_ACCOUNT_FORMAT, ACCOUNT_FORMAT = 1, 1, 2  # 1: one value of every member (read to migrate)
+# 1: one value of every member, positioned in the prefix-named account-members (read to migrate)
+MEMBER_FORMAT, LEGACY_ACCOUNT_FORMAT, ACCOUNT_FORMAT = 1, 1, 2
 DEPARTED = "departed:"  # prefix of the digest a leave is kept under (departed())
 
 
@@ -513,7 +514,9 @@ def aggregate_from_bytes(data: bytes) -> Aggregate:
         raise ValueError("unsupported account state format")
     _, account_id, armed, temperature, position, rest = fields
     if fields[0] == LEGACY_ACCOUNT_FORMAT:
-        return Aggregate(account_id, armed, temperature, position, None, tuple(map(_member, rest)))
+        # Its position is an offset of the prefix-named account-members topic, before the app id
+        # named it (streams/migration.py): read with none, as the new topic's records are new.
+        return Aggregate(account_id, armed, temperature, None, None, tuple(map(_member, rest)))
     return Aggregate(account_id, armed, temperature, position, rest)
 
 

@@ -181,7 +181,16 @@ class Settings:
         )
 
     def topic(self, name: str) -> str:
+        """An output topic's name (contact-scores, hot-leads...): the prefix names the outputs,
+        the product's contract that consumers subscribe to."""
         return f"{self.topic_prefix}{name}"
+
+    def internal_topic(self, name: str) -> str:
+        """A topic only this app reads (re-keyed input, account members, cooling ticks): named
+        by the app id, as Faust names the tables' changelogs, so that two apps on one cluster (a
+        replay under new rules beside the live app) never read each other's records, whatever
+        their prefixes."""
+        return f"{self.app_id}-{name}"
 
     def as_env(self) -> dict[str, str]:
         """The settings as environment variables, to start a worker process with them."""
@@ -197,8 +206,8 @@ class Settings:
 
 HELP: dict[str, str] = {
     "broker": "Kafka bootstrap servers: host:port or kafka://host:port, ';' between several.",
-    "app_id": "Faust application id: names the consumer group and the internal topics.",
-    "topic_prefix": "Put before the output and internal topics' names; LEADPULSE_INPUT_TOPIC is named in full.",
+    "app_id": "Faust application id: names the consumer group, the tables and the internal topics (APP_ID-...).",
+    "topic_prefix": "Put before the output topics' names (contact-scores...); LEADPULSE_INPUT_TOPIC is named in full.",
     "input_topic": "Topic the events are read from, named in full: LEADPULSE_TOPIC_PREFIX is not added.",
     "partitions": "Partitions of the topics LeadPulse creates, 1..10000; fixed once they exist.",
     "replication_factor": "Replicas of each topic LeadPulse creates, 1..32 (at most the number of brokers).",

@@ -30,6 +30,7 @@ from aiokafka.errors import (
 )
 
 from leadpulse.streams.authorized import group_operations, topic_operations
+from leadpulse.streams.migration import check_migrated
 from leadpulse.streams.security import client_options, describe
 from leadpulse.streams.settings import Settings, StartupError, env_name
 from leadpulse.streams.topics import (
@@ -41,6 +42,7 @@ from leadpulse.streams.topics import (
     HOT_ACCOUNTS,
     HOT_LEADS,
     NURTURE,
+    OUTPUT_NAMES,
     SCORES,
     STAGE_CHANGES,
 )
@@ -76,14 +78,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     compacted = {**common, "cleanup.policy": "compact"}
     return [
         TopicSpec(settings.input_topic, common),
-        TopicSpec(settings.topic(BY_CONTACT), common),
-        TopicSpec(settings.topic(COOLING), {**common, "retention.ms": str(86_400_000)}),
+        TopicSpec(settings.internal_topic(BY_CONTACT), common),
+        TopicSpec(settings.internal_topic(COOLING), {**common, "retention.ms": str(86_400_000)}),
         TopicSpec(settings.topic(SCORES), compacted),
         TopicSpec(settings.topic(STAGE_CHANGES), common),
         TopicSpec(settings.topic(HOT_LEADS), common),
         TopicSpec(settings.topic(DEAD_LETTERS), common),
         TopicSpec(changelog_topic(settings), compacted),
-        TopicSpec(settings.topic(ACCOUNT_MEMBERS), common),
+        TopicSpec(settings.internal_topic(ACCOUNT_MEMBERS), common),
         TopicSpec(settings.topic(ACCOUNT_SCORES), compacted),
         TopicSpec(settings.topic(HOT_ACCOUNTS), common),
         TopicSpec(settings.topic(NURTURE), common),
@@ -132,10 +134,7 @@ def acl_bindings(settings: Settings) -> list[AclBinding]:
     """What the worker needs and no more: its own topics (read what it consumes, write what it
     produces), its consumer group, and, when it creates its topics itself, Create on them; with
     LEADPULSE_CREATE_TOPICS=off, DescribeConfigs instead, for the start-up check."""
-    outputs = {
-        settings.topic(name)
-        for name in (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS, ACCOUNT_SCORES, HOT_ACCOUNTS, NURTURE)
-    }
+    outputs = {settings.topic(name) for name in OUTPUT_NAMES}
     extra = ("DescribeConfigs",) if not settings.create_topics else ("Create",)
     bindings = []
     for spec in topic_specs(settings):
@@ -155,10 +154,12 @@ def acl_commands(settings: Settings, principal: str) -> list[str]:
     ]
 
 
-async def prepare_topics(settings: Settings, *, create: bool | None = None) -> list[str]:
+async def prepare_topics(settings: Settings, *, create: bool | None = None, migrating: bool = False) -> list[str]:
     """Create the missing topics (unless `create` is False, or LEADPULSE_CREATE_TOPICS=off),
-    check the partition count and configuration of all of them, and wait for the group
-    coordinator; raise StartupError naming what is wrong. Returns the topics created."""
+    check the partition count and configuration of all of them, wait for the group
+    coordinator, and (unless `migrating` them) check that no internal topic of an older
+    version holds records the app has not read; raise StartupError naming what is wrong.
+    Returns the topics created."""
     create = settings.create_topics if create is None else create
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
@@ -179,6 +180,8 @@ async def prepare_topics(settings: Settings, *, create: bool | None = None) -> l
             await _check_configs(admin, specs)
         await _check_topic_acls(admin, settings)
         await _wait_for_coordinator(admin, settings)
+        if not migrating:
+            await check_migrated(settings)
         return [spec.name for spec in missing]
     finally:
         await admin.close()

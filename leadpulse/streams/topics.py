@@ -12,20 +12,24 @@ import faust
 from leadpulse.streams.settings import Settings
 
 RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-BY_CONTACT, COOLING, SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS = NAMES = (
-    "events-by-contact",
+# Internal: written and read by one app only, so named by its app id (APP_ID-events-by-contact,
+# settings.internal_topic), like the tables' changelogs (APP_ID-contacts-changelog): apps on one
+# cluster, a replay beside the live app, never read each other's records.
+BY_CONTACT, COOLING, ACCOUNT_MEMBERS = INTERNAL_NAMES = (
+    "events-by-contact",  # re-keyed inputs, and identity stitching's links and hand-overs
     "cooling-ticks",
+    "account-members",  # keyed by account id: contacts' member and leave records
+)
+# Outputs: the product's contract, named by LEADPULSE_TOPIC_PREFIX (settings.topic).
+SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS, ACCOUNT_SCORES, HOT_ACCOUNTS, NURTURE = OUTPUT_NAMES = (
     "contact-scores",
     "stage-changes",
     "hot-leads",
     "dead-letters",
-)  # each gets LEADPULSE_TOPIC_PREFIX in front
-ACCOUNT_MEMBERS, ACCOUNT_SCORES, HOT_ACCOUNTS = ACCOUNT_NAMES = (
-    "account-members",  # internal, keyed by account id: contacts' member and leave records
     "account-scores",
     "hot-accounts",
+    "nurture",  # contacts that need content rather than a salesperson (scoring.nurture)
 )
-NURTURE = "nurture"  # contacts that need content rather than a salesperson (scoring.nurture)
 
 
 @dataclass(frozen=True)
@@ -81,20 +85,21 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
     partitions, replicas = settings.partitions, settings.replication_factor
 
     def topic(name: str, **options: Any) -> Any:
-        return app.topic(settings.topic(name), partitions=partitions, replicas=replicas, **RAW, **options)
+        return app.topic(name, partitions=partitions, replicas=replicas, **RAW, **options)
 
+    internal, output = settings.internal_topic, settings.topic
     return Topics(
-        events=app.topic(settings.input_topic, partitions=partitions, replicas=replicas, **RAW),
-        by_contact=topic(BY_CONTACT, internal=True),
-        cooling=topic(COOLING, internal=True, retention=86_400.0),
-        scores=topic(SCORES, internal=True, compacting=True),
-        stage_changes=topic(STAGE_CHANGES, internal=True),
-        hot_leads=topic(HOT_LEADS, internal=True),
-        dead_letters=topic(DEAD_LETTERS, internal=True),
-        account_members=topic(ACCOUNT_MEMBERS, internal=True),
-        account_scores=topic(ACCOUNT_SCORES, internal=True, compacting=True),
-        hot_accounts=topic(HOT_ACCOUNTS, internal=True),
-        nurture=topic(NURTURE, internal=True),
+        events=topic(settings.input_topic),
+        by_contact=topic(internal(BY_CONTACT), internal=True),
+        cooling=topic(internal(COOLING), internal=True, retention=86_400.0),
+        scores=topic(output(SCORES), internal=True, compacting=True),
+        stage_changes=topic(output(STAGE_CHANGES), internal=True),
+        hot_leads=topic(output(HOT_LEADS), internal=True),
+        dead_letters=topic(output(DEAD_LETTERS), internal=True),
+        account_members=topic(internal(ACCOUNT_MEMBERS), internal=True),
+        account_scores=topic(output(ACCOUNT_SCORES), internal=True, compacting=True),
+        hot_accounts=topic(output(HOT_ACCOUNTS), internal=True),
+        nurture=topic(output(NURTURE), internal=True),
     )
 
 

@@ -1,6 +1,7 @@
 """The scoring agent in Faust's test context: records in, table writes and record batches out."""
 
 import asyncio
+from dataclasses import replace
 from unittest.mock import AsyncMock
 
 import orjson
@@ -12,6 +13,7 @@ from leadpulse.agents import scoring as scoring_module
 from leadpulse.cli.offline import score_lines
 from leadpulse.schemas.outputs import dumps, snapshot_record
 from leadpulse.scoring.accounts import member_from_bytes
+from leadpulse.scoring.identity import version_of
 from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 from leadpulse.streams.chunks import chunk_event
 from leadpulse.streams.outbox import DeliveryFailed
@@ -129,7 +131,7 @@ async def test_a_replay_of_a_long_burst_changes_nothing_beyond_the_dedup_window(
         for offset, document in enumerate(burst, start=10_000):
             await put_at(agent, document, contact.encode(), offset)
         assert await settled(lambda: (s := scorer.contacts.get(contact)) is not None and len(s.seen) == 64)
-        assert await settled(lambda: scorer.contacts.get(contact).positions.get("r") == 10_299)
+        assert await settled(lambda: scorer.contacts.get(contact).positions.get(scoring_module.REKEYED) == 10_299)
         before = scorer.contacts.get(contact)
         outputs_before = len(sent("stage_changes")) + len(sent("hot_leads"))
         for offset, document in enumerate(burst, start=10_000):
@@ -215,7 +217,7 @@ async def test_a_late_event_after_a_cooling_tick_does_not_move_updated_at_back(s
         assert await settled(lambda: scorer.contacts.get(contact).published_ms == tick_at)
         late = raw_event("email_opened", event_id="late", contact_id=contact, occurred_at=format_ms(events_at - 1000))
         await put_at(agent, orjson.dumps(late), contact.encode(), 30_000)
-        assert await settled(lambda: scorer.contacts.get(contact).positions.get("r") == 30_000)
+        assert await settled(lambda: scorer.contacts.get(contact).positions.get(scoring_module.REKEYED) == 30_000)
     published = [parse_rfc3339_ms(record["updated_at"]) for key, record in sent("scores") if key == contact.encode()]
     assert published == sorted(published) and published[-1] == tick_at
 
@@ -463,3 +465,23 @@ async def test_a_linked_id_the_cap_pushes_out_stands_alone_and_its_contact_is_pu
     assert set(views) == {contact, devices[cap]}
     for key in (contact, devices[cap]):
         assert orjson.loads(published[key]) == orjson.loads(dumps(views[key]))
+
+
+async def test_a_state_from_before_the_app_id_named_the_re_keyed_topic_takes_the_new_topics_records(scorer, sent):
+    """States written when the prefix named the re-keyed topic hold its offsets under "r"; the
+    records copied to APP_ID-events-by-contact start again at 0 (streams/migration.py): none of
+    them is a replay, and hand-over versions keep growing."""
+    contact = "agent-migrated"
+    async with scorer.agent.test_context() as agent:
+        await put_at(agent, orjson.dumps(raw_event(event_id="old-1", contact_id=contact)), contact.encode(), 90_000)
+        assert await settled(lambda: scorer.contacts.get(contact) is not None)
+        stored = scorer.contacts.get(contact)
+        scorer.contacts.table.data[contact.encode()] = scorer.contacts.encode(
+            replace(stored, positions={"r": 90_000})  # as the version before wrote it
+        )
+        copied = raw_event("demo_requested", event_id="copied-1", contact_id=contact)
+        await put_at(agent, orjson.dumps(copied), contact.encode(), 0)
+        assert await settled(lambda: scorer.contacts.get(contact).positions == {"r": 90_000, scoring_module.REKEYED: 0})
+    after = scorer.contacts.get(contact)
+    assert len(after.seen) == 2 and after.signals != stored.signals  # the copied event counted
+    assert version_of(after.positions) > version_of({"r": 90_000})

@@ -21,6 +21,7 @@ from leadpulse.cli.kafka_clients import latest_by_key, produce_lines, read_topic
 from leadpulse.cli.processes import ROOT
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
+from leadpulse.streams.topics import ACCOUNT_MEMBERS, BY_CONTACT
 from tests.integration.oracle import scores_mismatch
 
 T = TypeVar("T")
@@ -119,7 +120,7 @@ def group_lag(settings: Settings) -> Lag | None:
     account members), summed over their partitions; None if the broker would not say."""
 
     async def measure() -> Lag | None:
-        names = [settings.input_topic, settings.topic("events-by-contact"), settings.topic("account-members")]
+        names = [settings.input_topic, *(settings.internal_topic(name) for name in (BY_CONTACT, ACCOUNT_MEMBERS))]
         partitions = [TopicPartition(name, p) for name in names for p in range(settings.partitions)]
         admin = AIOKafkaAdminClient(**client_options(settings))
         consumer = AIOKafkaConsumer(**client_options(settings))

@@ -114,8 +114,8 @@ def test_poison_records_among_valid_ones_are_dead_lettered_and_the_worker_keeps_
             for key, value in mixed:
                 await producer.send(settings.input_topic, value, key=key)
                 sent += 1
-            await producer.send(settings.topic("cooling-ticks"), b'{"at_ms": 1}', key=None, partition=0)
-            await producer.send(settings.topic("cooling-ticks"), b"\x00garbage", key=b"c", partition=0)
+            await producer.send(settings.internal_topic("cooling-ticks"), b'{"at_ms": 1}', key=None, partition=0)
+            await producer.send(settings.internal_topic("cooling-ticks"), b"\x00garbage", key=b"c", partition=0)
             await producer.flush()
             return sent + 2
         finally:

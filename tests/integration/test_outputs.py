@@ -76,7 +76,7 @@ def test_a_topic_with_another_partition_count_stops_the_worker_naming_it(make_se
     name = {
         "output": settings.topic("hot-leads"),
         "input": settings.input_topic,
-        "re-keyed input": settings.topic("events-by-contact"),
+        "re-keyed input": settings.internal_topic("events-by-contact"),
     }[kind]
     asyncio.run(ensure_topic(replace(settings, partitions=3), name))
     with pytest.raises(RuntimeError, match="worker exited with 1"):

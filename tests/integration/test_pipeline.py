@@ -119,7 +119,7 @@ def test_unkeyed_inputs_are_rekeyed_by_contact(make_settings, workers):
     workers(settings)
     produce(settings, lines, keyed=False)
     scores_reach(settings, oracle.snapshots, timeout_s=90)
-    assert len(read_all(settings, settings.topic("events-by-contact"))) > 0
+    assert len(read_all(settings, settings.internal_topic("events-by-contact"))) > 0
 
 
 def test_the_query_api_answers_for_contacts_on_every_partition(make_settings, workers):

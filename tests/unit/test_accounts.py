@@ -386,15 +386,16 @@ def test_an_account_stored_as_one_value_by_an_older_version_is_moved_under_its_o
         ]
     )
     state = restored("acme.io", {b"acme.io": legacy})
-    assert (state.hot_armed, state.temperature, state.position) == (False, 4, 9)
+    assert (state.hot_armed, state.temperature, state.position) == (False, 4, None)  # an offset of the old topic
     assert state.snapshot() == account_snapshot("acme.io", [member("bob@acme.io", 80, T0, seniority="c_level")], RULES)
 
     store = store_of(state, b"{}", {b"acme.io": legacy})
     assert not any(b"ada@acme.io" in key or b"ada@acme.io" in value for key, value in store.items())
     again = restored("acme.io", store)
-    assert (again.members, again.departed, again.position) == (state.members, state.departed, 9)
+    assert (again.members, again.departed, again.position) == (state.members, state.departed, None)
     assert not receive(again, member("ada@acme.io", 30, T0 - 1), 10)[0] and not again.members.get("ada@acme.io")
-    assert receive(again, member("bob@acme.io", 90, T0 + 5), 9) == (True, None), "offset 9 was applied before"
+    assert not receive(again, member("bob@acme.io", 90, T0 + 5), 11)[0], "the next record of the new topic applies"
+    assert again.members["bob@acme.io"].score == 90
 
 
 def test_records_replayed_after_a_crash_change_nothing_and_alert_no_more():
@@ -502,3 +503,14 @@ department = ["it"]
         assert view == account_snapshot("acme.io", state.members.values(), committee_rules)
         covered.append(view.committee_covered if view else None)
     assert covered == [("champion",), ("champion",), ("champion", "technical"), ("technical",), ()]
+
+
+def test_an_account_stored_when_the_prefix_named_account_members_is_read_without_its_position():
+    """Its position is an offset of the old topic; the new APP_ID-account-members starts again
+    at 0 (streams/migration.py), and none of its records is a replay."""
+    old = orjson.dumps([1, "acme.io", True, 2, 9_000, [[1, "ada@acme.io", T0, 0, 40, 0.5, 2, "lead", [], []]]])
+    aggregate = aggregate_from_bytes(old)
+    assert aggregate.position is None
+    state = restore("acme.io", aggregate, [], RULES)
+    assert not receive(state, member("bob@acme.io", 30, T0 + 1), 0)[0], "offset 0 of the new topic is not a replay"
+    assert set(state.members) == {"ada@acme.io", "bob@acme.io"}

@@ -271,15 +271,19 @@ def test_the_demo_never_empties_a_folder_the_user_chose(tmp_path):
     assert local_state.read_marker(tmp_path) == "cluster-a"
 
 
-def test_worker_help_says_the_prefix_names_every_topic_but_the_input(clean_env, capsys):
+def test_worker_help_says_the_prefix_names_the_outputs_and_the_app_id_the_internal_topics(clean_env, capsys):
     from leadpulse.streams.pipeline import create_app
 
-    settings = Settings(topic_prefix="p.", input_topic="events", store="memory://", cooling_interval_s=0.0)
+    settings = Settings(
+        app_id="app", topic_prefix="p.", input_topic="events", store="memory://", cooling_interval_s=0.0
+    )
     topics = create_app(settings).topics
     names = [topic.get_topic_name() for topic in topics.all]
-    assert "events" in names and all(name.startswith("p.") for name in names if name != "events")
+    internal = [topics.by_contact, topics.cooling, topics.account_members]
+    assert all(topic.get_topic_name().startswith("app-") for topic in internal)
+    assert "events" in names and all(name.startswith(("p.", "app-")) for name in names if name != "events")
     with pytest.raises(SystemExit):
         main(["worker", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "LEADPULSE_INPUT_TOPIC=events Topic the events are read from, named in full" in out
-    assert "Put before the output and internal topics' names; LEADPULSE_INPUT_TOPIC is named in full." in out
+    assert "Put before the output topics' names (contact-scores...); LEADPULSE_INPUT_TOPIC is named in full." in out
