@@ -496,13 +496,14 @@ def _tail(args: argparse.Namespace) -> int:
 def _collect(args: argparse.Namespace) -> int:
     import asyncio
 
-    from leadpulse.cli.collect import run_collector
+    from leadpulse.cli.collect import allow_descriptors, run_collector
     from leadpulse.cli.preflight import broker_info
     from leadpulse.collector.keys import load_write_keys
 
     settings = _settings()
     keys = load_write_keys(settings.write_keys_file)
     rules = _rules_from(None)
+    allow_descriptors(settings.collect_max_connections)
     broker_info(settings)
     asyncio.run(run_collector(settings, keys, rules))
     return 0
