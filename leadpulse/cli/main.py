@@ -164,9 +164,11 @@ Serve Segment's HTTP tracking API: POST /v1/batch, /v1/track, /v1/identify, /v1/
 /v1/screen, /v1/group, /v1/alias, with a write key as the basic-auth user name. Point a
 Segment or RudderStack SDK's host at it. Each message is validated as the worker would,
 produced to the input topic keyed by userId (else anonymousId) with acks=all, and the
-request is answered 200 once Kafka has them. Settings: LEADPULSE_COLLECT_HOST (127.0.0.1),
-LEADPULSE_COLLECT_PORT (8088), LEADPULSE_WRITE_KEYS_FILE (required), and the worker's
-broker, topic, rules and input limits (`leadpulse worker --help`)."""
+request is answered 200 once Kafka has them (503 + Retry-After past
+LEADPULSE_COLLECT_DELIVERY_TIMEOUT, or while the broker is unreachable). Settings:
+LEADPULSE_COLLECT_HOST (127.0.0.1), LEADPULSE_COLLECT_PORT (8088), LEADPULSE_WRITE_KEYS_FILE
+(required), the collector's bounds (LEADPULSE_COLLECT_*), and the worker's broker, topic,
+rules and input limits (`leadpulse worker --help`)."""
 
 
 def settings_help() -> str:

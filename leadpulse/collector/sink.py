@@ -71,7 +71,7 @@ class KafkaSink:
                 async with asyncio.timeout(self.probe_timeout_s):
                     metadata = await self.producer.client.fetch_all_metadata()
             except (KafkaError, TimeoutError, OSError) as error:
-                self._unavailable(f"broker unreachable ({error.__class__.__name__})")
+                self._unavailable(f"broker unreachable ({error or error.__class__.__name__})")
             else:
                 partitions = metadata.partitions_for_topic(self.topic) or set()
                 led = metadata.available_partitions_for_topic(self.topic) or set()

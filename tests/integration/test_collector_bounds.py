@@ -277,12 +277,15 @@ def test_a_broker_outage_is_answered_503_with_retry_after_in_time_and_nothing_ac
     slowest = max(a[2] for a in answers)
     print(
         f"\n{len(answers)} calls, {len(refused)} refused during the outage; slowest answer {slowest:.1f} s; "
-        f"/health 503 {down_s:.1f} s after the stop, 200 {back_s:.1f} s after the restart"
+        f"/health 503 {down_s:.1f} s after the stop, 200 {back_s:.1f} s after the restart; the collector's log:\n"
+        + collector.log_path.read_text(errors="replace")[-3_000:]
     )
     assert down_s < 15, "/health still said 200 15 s after the broker stopped"
     assert refused, "no call was sent during the outage"
     assert all(status == 503 and retry_after for _, status, _, retry_after in refused), refused[:3]
     assert slowest < bound_s, f"an answer took {slowest:.1f} s (SDKs give up after {SDK_TIMEOUT_S:.0f} s)"
+    log = collector.log_path.read_text(errors="replace")
+    assert "Traceback" not in log and log.count("\n") < 100, log[-3_000:]  # an outage is a few lines
     acknowledged = {message_id for message_id, status, _, _ in answers if status == 200}
     stored = {orjson.loads(v)["messageId"] for _, v in read_all(settings, settings.input_topic) if v is not None}
     assert acknowledged <= stored, f"acknowledged but not in the topic: {sorted(acknowledged - stored)[:5]}"
