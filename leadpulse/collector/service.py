@@ -155,7 +155,17 @@ class InFlight:
     def __init__(self, limit: int, gauge: Gauge) -> None:
         self.limit = limit
         self.used = 0
-        self._gauge = gauge
+        self.gauge = gauge
+
+    def take(self, size: int) -> None:
+        if self.used + size > self.limit:
+            raise unavailable(f"busy: {self.limit} bytes of requests in progress already, retry")
+        self.used += size
+        self.gauge.set(self.used)
+
+    def give(self, size: int) -> None:
+        self.used -= size
+        self.gauge.set(self.used)
 
     def hold(self) -> Holding:
         return Holding(self)
@@ -169,18 +179,13 @@ class Holding:
         self.bytes = 0
 
     def take(self, size: int) -> None:
-        budget = self.budget
-        if budget.used + size > budget.limit:
-            raise unavailable(f"busy: {budget.limit} bytes of requests in progress already, retry")
-        budget.used += size
+        self.budget.take(size)
         self.bytes += size
-        budget._gauge.set(budget.used)
 
     def give(self, size: int) -> None:
         size = min(size, self.bytes)
-        self.budget.used -= size
+        self.budget.give(size)
         self.bytes -= size
-        self.budget._gauge.set(self.budget.used)
 
     def __enter__(self) -> Holding:
         return self
