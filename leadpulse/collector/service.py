@@ -205,14 +205,18 @@ class Built:
     first: str = ""  # the first invalid message's field and reason, for the 400's message
     size: int = 0  # bytes of the records' values
 
+    def describes(self, listed: int) -> bool:
+        """Whether the next invalid message is described (the first, or one of `listed`);
+        the others only count, so a batch of 200,000 costs no 200,000 descriptions."""
+        return self.rejected == 0 or len(self.listed) < listed
+
     def reject(self, path: str, index: int, where: str, reason: str, listed: int) -> None:
-        self.rejected += 1
-        if self.rejected == 1 or len(self.listed) < listed:
+        if self.rejected == 0:
             rejection = _rejection(path, index, where, reason)
-            if self.rejected == 1:
-                self.first = f"{rejection['field']}: {reason}" if rejection["field"] else reason
-            if len(self.listed) < listed:
-                self.listed.append(rejection)
+            self.first = f"{rejection['field']}: {reason}" if rejection["field"] else reason
+        if len(self.listed) < listed:
+            self.listed.append(_rejection(path, index, where, reason))
+        self.rejected += 1
 
 
 @dataclass
@@ -354,10 +358,13 @@ class Collector:
         built = Built()
         listed, bound = self.bounds.rejected_listed, self.bounds.max_expanded_bytes
         for index, message in enumerate(messages):
-            try:
-                if not isinstance(message, dict):  # no exception: a batch may hold 200,000 of them
+            if not isinstance(message, dict):  # no exception, no text: a batch may hold 200,000 of them
+                if built.describes(listed):
                     built.reject(path, index, "", f"expected a JSON object, got {json_kind(message)}", listed)
-                    continue
+                else:
+                    built.rejected += 1
+                continue
+            try:
                 record = self._record(message, shared, received)
             except InvalidEvent as error:
                 built.reject(path, index, error.field, error.reason, listed)
