@@ -52,16 +52,17 @@ Record = tuple[bytes, bytes]  # (key, value) for the input topic
 
 @dataclass(frozen=True)
 class CollectorBounds:
-    """What one collector process may hold or wait for; `LEADPULSE_COLLECT_*` settings."""
+    """What one collector process may hold or wait for: the `LEADPULSE_COLLECT_*` settings
+    (defaults and validation live there)."""
 
-    max_connections: int = 1_000
-    idle_timeout_s: float = 10.0
-    body_timeout_s: float = 10.0
-    delivery_timeout_s: float = 5.0
-    retry_after_s: int = 5
-    max_in_flight_bytes: int = 64 * 1024 * 1024
-    max_expanded_bytes: int = 4 * 1024 * 1024
-    rejected_listed: int = 20
+    max_connections: int
+    idle_timeout_s: float
+    body_timeout_s: float
+    delivery_timeout_s: float
+    retry_after_s: int
+    max_in_flight_bytes: int
+    max_expanded_bytes: int
+    rejected_listed: int
 
     @classmethod
     def of(cls, settings: Settings) -> CollectorBounds:
@@ -225,7 +226,7 @@ class Collector:
     sink: Sink
     rules: Rules
     limits: InputLimits
-    bounds: CollectorBounds = field(default_factory=CollectorBounds)
+    bounds: CollectorBounds = field(default_factory=lambda: CollectorBounds.of(Settings()))
     metrics: CollectorMetrics = field(default_factory=CollectorMetrics.create)
     clock: Callable[[], int] = now_ms
     in_flight: InFlight = field(init=False)

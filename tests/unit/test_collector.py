@@ -28,7 +28,14 @@ from tests.factories import DEFAULT_RULES
 
 KEYS = (b"first-write-key-0001", b"second-write-key-002")
 AT = format_ms(now_ms() - 60_000)
-DEFAULT_BOUNDS = CollectorBounds()
+
+
+def bounds(**settings: Any) -> CollectorBounds:
+    """The collector's bounds with some settings changed (the defaults are the settings')."""
+    return CollectorBounds.of(Settings(**settings))
+
+
+DEFAULT_BOUNDS = bounds()
 
 
 class MemorySink:
@@ -321,7 +328,7 @@ async def test_an_error_answer_counts_every_invalid_message_and_lists_the_first_
 
 
 async def test_a_listed_field_named_by_the_sender_is_cut():
-    async with session_to(CollectorBounds(rejected_listed=0)) as (session, _):
+    async with session_to(bounds(collect_rejected_listed=0)) as (session, _):
         status, answer = await post(session, "/v1/batch", {"batch": [track(event=None)] * 3})
         assert (status, answer["rejected_count"], answer["rejected"]) == (400, 3, [])
         assert answer["message"].startswith("batch[0].event: required")
@@ -357,7 +364,10 @@ async def test_a_batch_context_is_refused_before_it_is_copied_into_every_message
 
 
 async def test_requests_past_the_in_flight_bytes_are_answered_503_with_retry_after():
-    async with session_to(CollectorBounds(max_in_flight_bytes=1024 * 1024)) as (session, sink):
+    async with session_to(bounds(collect_max_in_flight_bytes=1024 * 1024, collect_max_expanded_bytes=1024 * 1024)) as (
+        session,
+        sink,
+    ):
         sink.gate = asyncio.Event()
         notes = {f"note{n}": "n" * 1_900 for n in range(10)}
         big = {"batch": [track(messageId=str(i), properties=notes) for i in range(20)]}  # 380 KB
@@ -372,7 +382,7 @@ async def test_requests_past_the_in_flight_bytes_are_answered_503_with_retry_aft
 
 
 async def test_an_unacknowledged_delivery_is_answered_503_with_retry_after_within_the_bound():
-    async with session_to(CollectorBounds(delivery_timeout_s=0.3, retry_after_s=7)) as (session, sink):
+    async with session_to(bounds(collect_delivery_timeout_s=0.3, collect_retry_after_s=7)) as (session, sink):
         sink.gate = asyncio.Event()  # never set: the broker does not answer
         started = time.monotonic()
         status, answer, headers = await post_full(session, "/v1/batch", {"batch": [track()]})
@@ -402,7 +412,7 @@ async def read_until_closed(reader: asyncio.StreamReader, timeout_s: float) -> b
 
 
 async def test_connections_past_the_cap_are_answered_503_and_the_rest_keep_being_served():
-    async with serving(CollectorBounds(max_connections=3)) as (host, port, _):
+    async with serving(bounds(collect_max_connections=3)) as (host, port, _):
         held = [await asyncio.open_connection(host, port) for _ in range(3)]
         reader, writer = await asyncio.open_connection(host, port)
         answer = await read_until_closed(reader, 5)
@@ -416,7 +426,7 @@ async def test_connections_past_the_cap_are_answered_503_and_the_rest_keep_being
 
 
 async def test_an_idle_or_slow_headed_connection_is_closed_after_the_idle_timeout():
-    async with serving(CollectorBounds(idle_timeout_s=0.5)) as (host, port, _):
+    async with serving(bounds(collect_idle_timeout_s=0.5)) as (host, port, _):
         silent = await asyncio.open_connection(host, port)
         slow = await asyncio.open_connection(host, port)
         slow[1].write(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\n")  # ...and the rest of the head never comes
@@ -425,7 +435,7 @@ async def test_an_idle_or_slow_headed_connection_is_closed_after_the_idle_timeou
 
 
 async def test_a_body_that_does_not_arrive_in_time_is_answered_408():
-    async with serving(CollectorBounds(body_timeout_s=0.5)) as (host, port, sink):
+    async with serving(bounds(collect_body_timeout_s=0.5)) as (host, port, sink):
         reader, writer = await asyncio.open_connection(host, port)
         head = f"POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: {auth()['Authorization']}\r\n"
         writer.write(head.encode() + b"Content-Length: 1000\r\n\r\n" + b'{"batch": [')
