@@ -212,11 +212,12 @@ class Built:
         return self.rejected == 0 or len(self.listed) < listed
 
     def reject(self, path: str, index: int, where: str, reason: str, listed: int) -> None:
-        if self.rejected == 0:
+        if self.describes(listed):
             rejection = _rejection(path, index, where, reason)
-            self.first = f"{rejection['field']}: {reason}" if rejection["field"] else reason
-        if len(self.listed) < listed:
-            self.listed.append(_rejection(path, index, where, reason))
+            if self.rejected == 0:
+                self.first = f"{rejection['field']}: {reason}" if rejection["field"] else reason
+            if len(self.listed) < listed:
+                self.listed.append(rejection)
         self.rejected += 1
 
 
