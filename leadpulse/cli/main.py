@@ -170,9 +170,11 @@ Serve Segment's HTTP tracking API: POST /v1/batch, /v1/track, /v1/identify, /v1/
 /v1/screen, /v1/group, /v1/alias, with a write key as the basic-auth user name. Point a
 Segment or RudderStack SDK's host at it. Each message is validated as the worker would,
 produced to the input topic keyed by userId (else anonymousId) with acks=all, and the
-request is answered 200 once Kafka has them. Settings: LEADPULSE_COLLECT_HOST (127.0.0.1),
-LEADPULSE_COLLECT_PORT (8088), LEADPULSE_WRITE_KEYS_FILE (required), and the worker's
-broker, topic, rules and input limits (`leadpulse worker --help`)."""
+request is answered 200 once Kafka has them (503 + Retry-After past
+LEADPULSE_COLLECT_DELIVERY_TIMEOUT, or while the broker is unreachable). Settings:
+LEADPULSE_COLLECT_HOST (127.0.0.1), LEADPULSE_COLLECT_PORT (8088), LEADPULSE_WRITE_KEYS_FILE
+(required), the collector's bounds (LEADPULSE_COLLECT_*), and the worker's broker, topic,
+rules and input limits (`leadpulse worker --help`)."""
 
 
 def settings_help() -> str:
@@ -522,13 +524,14 @@ def _tail(args: argparse.Namespace) -> int:
 def _collect(args: argparse.Namespace) -> int:
     import asyncio
 
-    from leadpulse.cli.collect import run_collector
+    from leadpulse.cli.collect import allow_descriptors, run_collector
     from leadpulse.cli.preflight import broker_info
     from leadpulse.collector.keys import load_write_keys
 
     settings = _settings()
     keys = load_write_keys(settings.write_keys_file)
     rules = _rules_from(None)
+    allow_descriptors(settings.collect_max_connections)
     broker_info(settings)
     asyncio.run(run_collector(settings, keys, rules))
     return 0

@@ -7,10 +7,20 @@ the worker's own decoder: a message the worker would dead-letter is refused here
 with the field at fault, while the sender can still fix it. In a batch each message stands
 alone: the valid ones are kept, the others are listed by index in the answer. Answers carry
 `code` and `message` as Segment's API does, which is what its SDKs log.
+
+Nothing a sender or the broker does makes the collector hold more than its bounds
+(`CollectorBounds`, each a setting): an answer lists at most a few invalid messages and
+counts the rest; connections past a cap are answered 503 and closed, idle ones closed after
+a timeout; a body must arrive within a timeout; the bytes of all requests in progress are
+bounded; a batch context cannot multiply one request into more than a bound of records;
+and Kafka's acknowledgement is awaited for a bounded time. Every refusal for load or an
+outage is a 503 with `Retry-After`, which Segment's and RudderStack's SDKs retry.
 """
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +29,7 @@ from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from leadpulse.collector.keys import basic_auth_user, is_known
 from leadpulse.schemas.events import decode_event
@@ -29,29 +39,70 @@ from leadpulse.schemas.segment import NATIVE_FIELDS, SEGMENT_CALLS, is_segment
 from leadpulse.scoring.engine import future_reason
 from leadpulse.scoring.rules import Rules
 from leadpulse.scoring.timeutil import format_ms, now_ms
+from leadpulse.streams.settings import Settings
 
 MAX_MESSAGE_BYTES = 32 * 1024
 """Segment's limit for one call; a message is measured as the JSON the collector produces."""
 MAX_BATCH_BYTES = 500 * 1024
 """Segment's limit for a batch request, measured after gzip is undone (a gzip bomb stops here)."""
+MAX_LISTED_CHARS = 200
+"""A listed field path or reason is cut here: key names come from the sender."""
 Record = tuple[bytes, bytes]  # (key, value) for the input topic
 
 
-class Sink(Protocol):
-    """Where accepted messages go; `send` returns once every record is acknowledged and
-    raises when any is not (the request is then answered 503 and the SDK retries)."""
+@dataclass(frozen=True)
+class CollectorBounds:
+    """What one collector process may hold or wait for: the `LEADPULSE_COLLECT_*` settings
+    (defaults and validation live there)."""
 
-    async def send(self, records: Sequence[Record]) -> None: ...
+    max_connections: int
+    idle_timeout_s: float
+    body_timeout_s: float
+    delivery_timeout_s: float
+    retry_after_s: int
+    max_in_flight_bytes: int
+    max_expanded_bytes: int
+    rejected_listed: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> CollectorBounds:
+        return cls(
+            max_connections=settings.collect_max_connections,
+            idle_timeout_s=settings.collect_idle_timeout_s,
+            body_timeout_s=settings.collect_body_timeout_s,
+            delivery_timeout_s=settings.collect_delivery_timeout_s,
+            retry_after_s=settings.collect_retry_after_s,
+            max_in_flight_bytes=settings.collect_max_in_flight_bytes,
+            max_expanded_bytes=settings.collect_max_expanded_bytes,
+            rejected_listed=settings.collect_rejected_listed,
+        )
+
+
+class Sink(Protocol):
+    """Where accepted messages go."""
+
+    async def send(self, records: Sequence[Record], timeout_s: float) -> None:
+        """Return once every record is acknowledged; raise when any is not within `timeout_s`
+        (the request is then answered 503 and the SDK retries)."""
+
+    def problem(self) -> str | None:
+        """Why records cannot be delivered now (the broker is unreachable...), or None."""
 
 
 class RequestError(Exception):
-    """A request refused as a whole: `status`, Segment-style `code`, and a message naming the field."""
+    """A request refused as a whole: `status`, Segment-style `code`, and a message naming the
+    field; `retry` adds `Retry-After` (a 503: the same request may succeed later)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, retry: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry = retry
+
+
+def unavailable(message: str) -> RequestError:
+    return RequestError(503, "unavailable", message, retry=True)
 
 
 @dataclass(frozen=True)
@@ -60,6 +111,9 @@ class CollectorMetrics:
     requests: Counter
     messages: Counter
     request_seconds: Histogram
+    connections: Gauge
+    refused_connections: Counter
+    in_flight_bytes: Gauge
 
     @classmethod
     def create(cls) -> CollectorMetrics:
@@ -81,7 +135,90 @@ class CollectorMetrics:
                 registry=registry,
                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
             ),
+            connections=Gauge("leadpulse_collector_connections", "Open HTTP connections", registry=registry),
+            refused_connections=Counter(
+                "leadpulse_collector_refused_connections",
+                "Connections answered 503 and closed because LEADPULSE_COLLECT_MAX_CONNECTIONS were open",
+                registry=registry,
+            ),
+            in_flight_bytes=Gauge(
+                "leadpulse_collector_in_flight_bytes",
+                "Bytes of bodies and records held by requests in progress",
+                registry=registry,
+            ),
         )
+
+
+class InFlight:
+    """The bytes held by requests in progress, against one bound for the process: a request
+    that would pass it is answered 503 + Retry-After instead of waiting in memory."""
+
+    def __init__(self, limit: int, gauge: Gauge) -> None:
+        self.limit = limit
+        self.used = 0
+        self.gauge = gauge
+
+    def take(self, size: int) -> None:
+        if self.used + size > self.limit:
+            raise unavailable(f"busy: {self.limit} bytes of requests in progress already, retry")
+        self.used += size
+        self.gauge.set(self.used)
+
+    def give(self, size: int) -> None:
+        self.used -= size
+        self.gauge.set(self.used)
+
+    def hold(self) -> Holding:
+        return Holding(self)
+
+
+class Holding:
+    """One request's share of `InFlight`, given back in full when the request ends."""
+
+    def __init__(self, budget: InFlight) -> None:
+        self.budget = budget
+        self.bytes = 0
+
+    def take(self, size: int) -> None:
+        self.budget.take(size)
+        self.bytes += size
+
+    def give(self, size: int) -> None:
+        size = min(size, self.bytes)
+        self.budget.give(size)
+        self.bytes -= size
+
+    def __enter__(self) -> Holding:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.give(self.bytes)
+
+
+@dataclass
+class Built:
+    """What a request body became: the records to produce, and the invalid messages (all
+    counted, the first few listed)."""
+
+    records: list[Record] = field(default_factory=list)
+    rejected: int = 0
+    listed: list[dict[str, Any]] = field(default_factory=list)
+    first: str = ""  # the first invalid message's field and reason, for the 400's message
+    size: int = 0  # bytes of the records' values
+
+    def describes(self, listed: int) -> bool:
+        """Whether the next invalid message is described (the first, or one of `listed`);
+        the others only count, so a batch of 200,000 costs no 200,000 descriptions."""
+        return self.rejected == 0 or len(self.listed) < listed
+
+    def reject(self, path: str, index: int, where: str, reason: str, listed: int) -> None:
+        if self.describes(listed):
+            rejection = _rejection(path, index, where, reason)
+            if self.rejected == 0:
+                self.first = f"{rejection['field']}: {reason}" if rejection["field"] else reason
+            if len(self.listed) < listed:
+                self.listed.append(rejection)
+        self.rejected += 1
 
 
 @dataclass
@@ -90,8 +227,13 @@ class Collector:
     sink: Sink
     rules: Rules
     limits: InputLimits
+    bounds: CollectorBounds = field(default_factory=lambda: CollectorBounds.of(Settings()))
     metrics: CollectorMetrics = field(default_factory=CollectorMetrics.create)
     clock: Callable[[], int] = now_ms
+    in_flight: InFlight = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.in_flight = InFlight(self.bounds.max_in_flight_bytes, self.metrics.in_flight_bytes)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -113,7 +255,10 @@ class Collector:
         return handle
 
     async def health(self, _request: web.Request) -> web.Response:
-        """The server listens only once its producer has started: answering is being ready."""
+        """Ready means able to deliver: 503 with the reason while the broker cannot take records."""
+        problem = self.sink.problem()
+        if problem is not None:
+            return web.json_response({"status": "unavailable", "reason": problem}, status=503)
         return web.json_response({"status": "ok"})
 
     async def prometheus(self, _request: web.Request) -> web.Response:
@@ -121,69 +266,147 @@ class Collector:
 
     async def _answer(self, request: web.Request, call: str | None) -> web.Response:
         started = perf_counter()
+        headers = {}
         try:
             status, answer = await self._collect(request, call)
         except RequestError as error:
             status, answer = error.status, {"success": False, "code": error.code, "message": error.message}
+            if error.retry:
+                headers["Retry-After"] = str(self.bounds.retry_after_s)
         self.metrics.requests.labels(str(status)).inc()
         self.metrics.request_seconds.observe(perf_counter() - started)
-        return web.Response(body=orjson.dumps(answer), status=status, content_type="application/json")
+        response = web.Response(body=orjson.dumps(answer), status=status, content_type="application/json")
+        response.headers.update(headers)
+        if status == 408:  # the rest of the body may still come: not worth waiting for on this connection
+            response.force_close()
+        return response
 
     async def _collect(self, request: web.Request, call: str | None) -> tuple[int, dict[str, Any]]:
         header_key = basic_auth_user(request.headers.get("Authorization"))
         if header_key is not None and not is_known(header_key, self.keys):
             raise RequestError(401, "unauthorized", "unknown write key (HTTP basic auth user name)")
-        body = _json_object(await read_body(request, MAX_BATCH_BYTES))
+        problem = self.sink.problem()
+        if problem is not None:  # answered at once: the SDK retries later, nothing is held meanwhile
+            raise unavailable(f"Kafka cannot take events now ({problem}), retry")
+        with self.in_flight.hold() as holding:
+            try:
+                async with asyncio.timeout(self.bounds.body_timeout_s):
+                    body = await read_body(request, MAX_BATCH_BYTES, holding.take)
+            except TimeoutError:
+                raise RequestError(
+                    408, "timeout", f"body: not received within {self.bounds.body_timeout_s:g} s"
+                ) from None
+            built = self._build(body, header_key, call)
+            holding.give(len(body))  # parsed and copied into records: only those are held from here
+            del body
+            holding.take(built.size)
+            self.metrics.messages.labels("rejected").inc(built.rejected)
+            if not built.records:
+                more = f" (and {built.rejected - 1} more messages refused)" if built.rejected > 1 else ""
+                answer = {"success": False, "code": "invalid_request", "message": built.first + more}
+                return 400, answer | (self._rejections(built) if call is None else {})
+            try:
+                await self.sink.send(built.records, self.bounds.delivery_timeout_s)
+            except Exception as error:  # whatever the producer raised, the sender must retry
+                raise unavailable(f"Kafka did not take the events, retry: {error}") from None
+        self.metrics.messages.labels("accepted").inc(len(built.records))
+        answer = {"success": True, "accepted": len(built.records)}
+        return 200, answer | (self._rejections(built) if built.rejected else {})
+
+    @staticmethod
+    def _rejections(built: Built) -> dict[str, Any]:
+        return {"rejected_count": built.rejected, "rejected": built.listed}
+
+    def _build(self, raw: bytes, header_key: bytes | None, call: str | None) -> Built:
+        """The request's records, built without awaiting anything: the parsed body (which
+        may take many times its size in memory) lives only while this runs."""
+        body = _json_object(raw)
         if header_key is None and not is_known(_body_key(body), self.keys):
             raise RequestError(401, "unauthorized", "a write key is required as the HTTP basic auth user name")
         received = format_ms(self.clock())
-        if call is None:
-            messages = body.get("batch")
-            if not isinstance(messages, list) or not messages:
-                raise RequestError(
-                    400, "invalid_request", f"batch: expected a list of messages, got {json_kind(messages)}"
-                )
-            shared = {"sentAt": body.get("sentAt"), "context": body.get("context")}
-            paths = [f"batch[{index}]" for index in range(len(messages))]
-        else:
-            messages, shared, paths = [{**body, "type": call}], {}, [""]
-        records: list[Record] = []
-        rejected: list[dict[str, Any]] = []
-        for index, (path, message) in enumerate(zip(paths, messages, strict=True)):
-            try:
-                records.append(self._record(message, shared, received))
-            except InvalidEvent as error:
-                where = ".".join(part for part in (path, error.field) if part)
-                rejected.append({"index": index, "field": where, "reason": error.reason})
-        self.metrics.messages.labels("rejected").inc(len(rejected))
-        if not records:
-            first = rejected[0]
-            message = f"{first['field']}: {first['reason']}" if first["field"] else first["reason"]
-            more = f" (and {len(rejected) - 1} more messages refused)" if len(rejected) > 1 else ""
-            answer = {"success": False, "code": "invalid_request", "message": message + more}
-            return 400, answer | ({"rejected": rejected} if call is None else {})
-        try:
-            await self.sink.send(records)
-        except Exception as error:  # whatever the producer raised, the sender must retry
-            raise RequestError(503, "unavailable", f"Kafka did not take the events, retry: {error}") from None
-        self.metrics.messages.labels("accepted").inc(len(records))
-        answer = {"success": True, "accepted": len(records)}
-        return 200, answer | ({"rejected": rejected} if rejected else {})
+        if call is not None:
+            return self._messages([{**body, "type": call}], {}, received, "")
+        messages = body.get("batch")
+        if not isinstance(messages, list) or not messages:
+            raise RequestError(400, "invalid_request", f"batch: expected a list of messages, got {json_kind(messages)}")
+        shared: dict[str, Any] = {"sentAt": body.get("sentAt")}
+        context = body.get("context")
+        if isinstance(context, dict) and context:
+            self._check_shared_context(context, len(messages))
+            shared["context"] = context
+        return self._messages(messages, shared, received, "batch")
 
-    def _record(self, message: Any, shared: dict[str, Any], received: str) -> Record:
+    def _check_shared_context(self, context: dict[str, Any], count: int) -> None:
+        """A batch-level context is copied into each message: refused whole when it alone
+        passes a message's limit (every message would) or when the copies would pass the
+        request's bound, before any copy is made."""
+        size = len(orjson.dumps(context))
+        if size > MAX_MESSAGE_BYTES:
+            raise RequestError(
+                400,
+                "payload_too_large",
+                f"context: {size} bytes, over the limit of one message ({MAX_MESSAGE_BYTES} bytes, 32 KB): "
+                "it is copied into each message",
+            )
+        if size * count > self.bounds.max_expanded_bytes:
+            raise RequestError(
+                400,
+                "payload_too_large",
+                f"context: {size} bytes copied into each of {count} messages makes more than "
+                f"{self.bounds.max_expanded_bytes} bytes; send smaller batches, or the context in the messages",
+            )
+
+    def _messages(self, messages: list[Any], shared: dict[str, Any], received: str, path: str) -> Built:
+        built = Built()
+        listed, bound = self.bounds.rejected_listed, self.bounds.max_expanded_bytes
+        for index, message in enumerate(messages):
+            if not isinstance(message, dict):  # no exception, no text: a batch may hold 200,000 of them
+                if built.describes(listed):
+                    built.reject(path, index, "", f"expected a JSON object, got {json_kind(message)}", listed)
+                else:
+                    built.rejected += 1
+                continue
+            try:
+                record = self._record(message, shared, received)
+            except InvalidEvent as error:
+                built.reject(path, index, error.field, error.reason, listed)
+                continue
+            built.records.append(record)
+            built.size += len(record[1])
+            if built.size > bound:
+                raise RequestError(
+                    400,
+                    "payload_too_large",
+                    f"{path or 'body'}: the messages make more than {bound} bytes once the batch's "
+                    "sentAt and context are filled in; send smaller batches",
+                )
+        return built
+
+    def _record(self, message: dict[str, Any], shared: dict[str, Any], received: str) -> Record:
         """One message as the input topic gets it: batch-level sentAt and context filled in
         (the message's own win), `receivedAt` stamped (for Segment's clock-skew correction),
-        then checked exactly as the worker will check it."""
-        if not isinstance(message, dict):
-            raise InvalidEvent("", f"expected a JSON object, got {json_kind(message)}")
+        a `messageId` given to a message without one, then checked exactly as the worker
+        will check it.
+
+        The id is random, so two calls alike in every field are two events, as Segment
+        counts them (the worker would otherwise derive one id from their content and drop
+        the second as a duplicate); a message with its own id keeps it, so an SDK's retry
+        is still a duplicate."""
+        _check_shape(message)
         message = dict(message)
         message.pop("writeKey", None)  # a secret: not for the topic
         if message.get("sentAt") is None and shared.get("sentAt") is not None:
             message["sentAt"] = shared["sentAt"]
-        if isinstance(shared.get("context"), dict) and isinstance(message.get("context", {}), dict):
-            message["context"] = {**shared["context"], **message.get("context", {})}
+        context = shared.get("context")
+        if context is not None:
+            own = message.get("context")
+            if own is None:
+                message["context"] = context  # shared, not copied: only serialised below
+            elif isinstance(own, dict):
+                message["context"] = {**context, **own}
+        if message.get("messageId") is None:
+            message["messageId"] = str(uuid.uuid4())
         message["receivedAt"] = received
-        _check_shape(message)
         value = orjson.dumps(message)
         if len(value) > MAX_MESSAGE_BYTES:
             raise InvalidEvent("", f"message is {len(value)} bytes, over the limit of {MAX_MESSAGE_BYTES} (32 KB)")
@@ -192,6 +415,16 @@ class Collector:
         if reason is not None:
             raise InvalidEvent("timestamp", "the event time " + reason.removeprefix("occurred_at "))
         return event.contact_id.encode(), value
+
+
+def _rejection(path: str, index: int, where: str, reason: str) -> dict[str, Any]:
+    prefix = f"{path}[{index}]" if path else ""
+    name = ".".join(part for part in (prefix, where) if part)
+    return {"index": index, "field": _cut(name), "reason": _cut(reason)}
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_LISTED_CHARS else text[:MAX_LISTED_CHARS] + "..."
 
 
 def _check_shape(message: dict[str, Any]) -> None:
@@ -206,10 +439,11 @@ def _check_shape(message: dict[str, Any]) -> None:
     raise InvalidEvent(native, "a field of LeadPulse's native events; Segment messages use userId/anonymousId")
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int, reserve: Callable[[int], None] | None = None) -> bytes:
     """The request body, gzip undone, refused past `limit` bytes either way: it is read in
     chunks and inflated a bounded step at a time, so an oversized or bomb-like body costs
-    the collector at most `limit` bytes of memory."""
+    the collector at most `limit` bytes of memory; `reserve(n)` is told of each n bytes
+    the body grows by (and may refuse them)."""
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip"):
         raise RequestError(400, "invalid_request", f"Content-Encoding: {encoding!r} is not supported (gzip is)")
@@ -220,18 +454,23 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         received += len(chunk)
         if received > limit:
             raise _too_large(limit)
+        before = len(body)
         if inflater is None:
             body += chunk
-            continue
-        pending = chunk
-        try:
-            while pending:
-                body += inflater.decompress(pending, limit + 1 - len(body))
-                if len(body) > limit:
-                    raise _too_large(limit)
-                pending = inflater.unconsumed_tail
-        except zlib.error:
-            raise RequestError(400, "invalid_request", "body: Content-Encoding is gzip but the body is not") from None
+        else:
+            pending = chunk
+            try:
+                while pending:
+                    body += inflater.decompress(pending, limit + 1 - len(body))
+                    if len(body) > limit:
+                        raise _too_large(limit)
+                    pending = inflater.unconsumed_tail
+            except zlib.error:
+                raise RequestError(
+                    400, "invalid_request", "body: Content-Encoding is gzip but the body is not"
+                ) from None
+        if reserve is not None:
+            reserve(len(body) - before)
     if inflater is not None and not inflater.eof:
         raise RequestError(400, "invalid_request", "body: the gzip data ends before its end")
     return bytes(body)
@@ -258,5 +497,118 @@ def _body_key(body: dict[str, Any]) -> bytes | None:
 
 
 def runner(collector: Collector) -> web.AppRunner:
-    """The collector's runner: aiohttp must not inflate bodies itself (read_body does, bounded)."""
-    return web.AppRunner(collector.app(), auto_decompress=False, access_log=None)
+    """The collector's runner: aiohttp must not inflate bodies itself (read_body does,
+    bounded), and closes a connection without a complete request head after the idle
+    timeout, counted from its opening or its previous answer (a half-open or idle
+    connection, or one that sends its head a byte at a time)."""
+    return web.AppRunner(
+        collector.app(),
+        auto_decompress=False,
+        access_log=None,
+        keepalive_timeout=collector.bounds.idle_timeout_s,
+    )
+
+
+REFUSAL_LINGER_S = 1.0
+"""A refused connection is kept this long (its 503 sent, its input discarded) so that the
+client reads the 503 rather than a reset; at most MAX_LINGERING such connections at once."""
+MAX_LINGERING = 100
+
+
+class ConnectionCap:
+    """The collector's protocol factory: aiohttp's request handler for each connection while
+    fewer than `limit` are open; past that a connection is answered 503 + Retry-After and
+    closed, so the process never runs out of file descriptors (an accept that fails for
+    want of one is logged with a traceback by asyncio, once per attempt)."""
+
+    def __init__(self, collector: Collector, server: web.Server) -> None:
+        self.limit = collector.bounds.max_connections
+        self.metrics = collector.metrics
+        self.server = server
+        self.open = 0
+        self.lingering = 0
+        answer = orjson.dumps(
+            {"success": False, "code": "unavailable", "message": f"busy: {self.limit} connections open, retry"}
+        )
+        self.busy = (
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            + f"Retry-After: {collector.bounds.retry_after_s}\r\nContent-Length: {len(answer)}\r\n".encode()
+            + b"Connection: close\r\n\r\n"
+            + answer
+        )
+
+    def __call__(self) -> asyncio.Protocol:
+        return _Connection(self)
+
+
+class _Connection(asyncio.Protocol):
+    """One connection: handed to aiohttp's handler if the cap allows, else refused."""
+
+    def __init__(self, cap: ConnectionCap) -> None:
+        self.cap = cap
+        self.handler: asyncio.Protocol | None = None
+        self.refusal: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cap = self.cap
+        if cap.open < cap.limit:
+            cap.open += 1
+            cap.metrics.connections.set(cap.open)
+            self.handler = cap.server()
+            self.handler.connection_made(transport)
+            return
+        cap.metrics.refused_connections.inc()
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(cap.busy)
+        if cap.lingering >= MAX_LINGERING or not transport.can_write_eof():
+            transport.close()
+            return
+        cap.lingering += 1
+        transport.write_eof()
+        self.refusal = asyncio.get_running_loop().call_later(REFUSAL_LINGER_S, transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.handler is not None:
+            self.cap.open -= 1
+            self.cap.metrics.connections.set(self.cap.open)
+            self.handler.connection_lost(exc)
+        elif self.refusal is not None:
+            self.cap.lingering -= 1
+            self.refusal.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self.handler is not None:
+            self.handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.handler.eof_received() if self.handler is not None else None
+
+    def pause_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.resume_writing()
+
+
+class CollectorSite(web.BaseSite):
+    """A TCP site whose connections go through `ConnectionCap`."""
+
+    def __init__(self, app_runner: web.AppRunner, collector: Collector, host: str, port: int, backlog: int) -> None:
+        super().__init__(app_runner, backlog=backlog)
+        self.collector = collector
+        self.host = host
+        self.port = port
+
+    @property
+    def name(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        cap = ConnectionCap(self.collector, server)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(cap, self.host, self.port, backlog=self._backlog)

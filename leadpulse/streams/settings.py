@@ -117,6 +117,14 @@ class Settings:
     collect_host: str = "127.0.0.1"
     collect_port: int = 8088
     write_keys_file: Path | None = None
+    collect_max_connections: int = 1_000
+    collect_idle_timeout_s: float = 10.0
+    collect_body_timeout_s: float = 10.0
+    collect_delivery_timeout_s: float = 5.0
+    collect_retry_after_s: int = 5
+    collect_max_in_flight_bytes: int = 64 * 1024 * 1024
+    collect_max_expanded_bytes: int = 4 * 1024 * 1024
+    collect_rejected_listed: int = 20
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -154,6 +162,12 @@ class Settings:
                 f"{env_name('web_host')}={_shown(self.web_host)}: the query API (/contacts) would serve every "
                 f"contact's score without authentication; set {env_name('api_tokens_file')}, or "
                 f"{env_name('query_api')}=off, or bind to 127.0.0.1"
+            )
+        if self.collect_max_expanded_bytes > self.collect_max_in_flight_bytes:
+            raise SettingsError(
+                f"{env_name('collect_max_expanded_bytes')}={self.collect_max_expanded_bytes}: more than "
+                f"{env_name('collect_max_in_flight_bytes')}={self.collect_max_in_flight_bytes}; such a request "
+                "could never be taken in"
             )
 
     @property
@@ -247,6 +261,14 @@ HELP: dict[str, str] = {
     "collect_host": "Address `leadpulse collect` (the Segment-compatible collector) listens on.",
     "collect_port": "Port of the collector, 1..65535.",
     "write_keys_file": "Write keys `leadpulse collect` accepts (required there): a file, one key per line.",
+    "collect_max_connections": "Most connections the collector holds open, 1..100000; past it: 503 and close.",
+    "collect_idle_timeout_s": "Collector: close a connection with no complete request head for this long, 0.1..3600 s.",
+    "collect_body_timeout_s": "Collector: most time to receive a request body, 0.1..3600 s; past it: 408.",
+    "collect_delivery_timeout_s": "Collector: most wait for Kafka's acknowledgement, 0.1..300 s; past it: 503.",
+    "collect_retry_after_s": "Collector: seconds its 503 answers ask senders to wait (Retry-After), 1..3600.",
+    "collect_max_in_flight_bytes": "Collector: bytes held by requests at once (bodies, records); past it: 503.",
+    "collect_max_expanded_bytes": "Collector: most bytes of a request's messages with its batch context copied in.",
+    "collect_rejected_listed": "Collector: invalid messages listed in an answer (the rest are counted), 0..1000.",
 }
 
 
@@ -357,6 +379,18 @@ def _seconds(name: str, raw: str) -> float:
     return value
 
 
+def _positive_seconds(lo: float, hi: float, why: str = "") -> Callable[[str, str], float]:
+    """A duration that cannot be off: 0 would drop every connection or request at once."""
+
+    def parse(name: str, raw: str) -> float:
+        value = _seconds(name, raw)
+        if not lo <= value <= hi:
+            raise SettingsError(f"{name}={_shown(raw)}: must be from {lo:g} to {hi:g} seconds{why}")
+        return value
+
+    return parse
+
+
 def _session_timeout(name: str, raw: str) -> float:
     """Brokers accept 6 s to 30 min by default (group.min/max.session.timeout.ms); outside
     that the worker would only fail later, when it joins its group."""
@@ -442,6 +476,14 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "rules": _existing_file("rules file"),
     "write_keys_file": _existing_file("write keys file"),
     "collect_port": _whole(1, 65_535),
+    "collect_max_connections": _whole(1, 100_000),
+    "collect_idle_timeout_s": _positive_seconds(0.1, 3_600),
+    "collect_body_timeout_s": _positive_seconds(0.1, 3_600),
+    "collect_delivery_timeout_s": _positive_seconds(0.1, 300, " (SDKs give up after 10-15 s: keep it shorter)"),
+    "collect_retry_after_s": _whole(1, 3_600),
+    "collect_max_in_flight_bytes": _whole(1024 * 1024, 16 * 1024**3),
+    "collect_max_expanded_bytes": _whole(512_000, 1024**3, " (at least the 500 KB a request may hold)"),
+    "collect_rejected_listed": _whole(0, 1_000),
     "store": _choice(STORES),
     "processing_guarantee": _choice(GUARANTEES),
     "cooling_interval_s": _seconds,
