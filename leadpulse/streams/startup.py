@@ -38,6 +38,7 @@ from leadpulse.streams.topics import (
     BY_CONTACT,
     COOLING,
     DEAD_LETTERS,
+    ERASURES,
     HOT_ACCOUNTS,
     HOT_LEADS,
     NURTURE,
@@ -65,6 +66,26 @@ def changelog_topic(settings: Settings, table: str = TABLE) -> str:
     return f"{settings.app_id}-{table}-changelog"
 
 
+def lifetimes(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+    """How long a record may stay, set explicitly on every topic the worker creates (event
+    topics, compacted topics): what bounds an erased person's data in Kafka (docs/erasure.md).
+    An event topic deletes a segment once its newest record is `event_retention` old, and
+    rolls one every `compaction_lag`. A compacted topic rolls its active segment on the first
+    append after `compaction_lag` (the worker appends one every `compaction_lag`: see
+    agents.erasure), cleans it within `compaction_lag` and drops tombstones `compaction_lag`
+    after that."""
+    lag = str(settings.compaction_lag)
+    events = {"cleanup.policy": "delete", "retention.ms": str(settings.event_retention), "segment.ms": lag}
+    compacted = {
+        "cleanup.policy": "compact",
+        "segment.ms": lag,
+        "min.compaction.lag.ms": "0",
+        "max.compaction.lag.ms": lag,
+        "delete.retention.ms": lag,
+    }
+    return events, compacted
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic of the worker, with the configuration it is created with (and, when the
     worker may not create topics, checked against)."""
@@ -73,21 +94,24 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         common["min.insync.replicas"] = str(settings.min_insync_replicas)
     if settings.topic_compression is not None:
         common["compression.type"] = settings.topic_compression
-    compacted = {**common, "cleanup.policy": "compact"}
+    event_lifetime, compacted_lifetime = lifetimes(settings)
+    events, compacted = {**common, **event_lifetime}, {**common, **compacted_lifetime}
+    ticks = {**events, "retention.ms": str(min(86_400_000, settings.event_retention))}
     return [
-        TopicSpec(settings.input_topic, common),
-        TopicSpec(settings.topic(BY_CONTACT), common),
-        TopicSpec(settings.topic(COOLING), {**common, "retention.ms": str(86_400_000)}),
+        TopicSpec(settings.input_topic, events),
+        TopicSpec(settings.topic(BY_CONTACT), events),
+        TopicSpec(settings.topic(COOLING), ticks),
         TopicSpec(settings.topic(SCORES), compacted),
-        TopicSpec(settings.topic(STAGE_CHANGES), common),
-        TopicSpec(settings.topic(HOT_LEADS), common),
-        TopicSpec(settings.topic(DEAD_LETTERS), common),
+        TopicSpec(settings.topic(STAGE_CHANGES), events),
+        TopicSpec(settings.topic(HOT_LEADS), events),
+        TopicSpec(settings.topic(DEAD_LETTERS), events),
         TopicSpec(changelog_topic(settings), compacted),
-        TopicSpec(settings.topic(ACCOUNT_MEMBERS), common),
+        TopicSpec(settings.topic(ACCOUNT_MEMBERS), events),
         TopicSpec(settings.topic(ACCOUNT_SCORES), compacted),
-        TopicSpec(settings.topic(HOT_ACCOUNTS), common),
-        TopicSpec(settings.topic(NURTURE), common),
+        TopicSpec(settings.topic(HOT_ACCOUNTS), events),
+        TopicSpec(settings.topic(NURTURE), events),
         TopicSpec(changelog_topic(settings, ACCOUNTS_TABLE), compacted),
+        TopicSpec(settings.topic(ERASURES), events),
         # Faust's partition assignor's own topic: Faust creates it unless it exists
         TopicSpec(f"{settings.app_id}-__assignor-__leader", common, partitions=1),
     ]
@@ -139,7 +163,13 @@ def acl_bindings(settings: Settings) -> list[AclBinding]:
     extra = ("DescribeConfigs",) if not settings.create_topics else ("Create",)
     bindings = []
     for spec in topic_specs(settings):
-        kind = "input" if spec.name == settings.input_topic else "output" if spec.name in outputs else "internal"
+        kind = (
+            "input"
+            if spec.name in (settings.input_topic, settings.topic(ERASURES))
+            else "output"
+            if spec.name in outputs
+            else "internal"
+        )
         bindings.append(AclBinding("topic", spec.name, TOPIC_OPERATIONS[kind] + extra))
     bindings.append(AclBinding("group", settings.app_id, ("Read", "Describe")))
     return bindings

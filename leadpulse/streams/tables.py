@@ -23,11 +23,22 @@ from faust.streams import _current_event
 from faust.types import TP
 
 from leadpulse.scoring.accounts import AccountState, account_from_bytes, account_to_bytes
-from leadpulse.scoring.erasure import Erasure, is_marker, marker_bytes, marker_from_bytes, marker_key
+from leadpulse.scoring.erasure import (
+    EXPIRY_PREFIX,
+    Erasure,
+    expiry_end,
+    expiry_key,
+    is_marker,
+    marker_bytes,
+    marker_from_bytes,
+    marker_key,
+    marker_of_expiry,
+)
 from leadpulse.scoring.state import ContactState, from_bytes, to_bytes
 from leadpulse.streams.outbox import Outbox
 
 S = TypeVar("S")
+Record = tuple[bytes, bytes | None]  # a table key and its value; None deletes it
 
 
 @contextmanager
@@ -64,24 +75,21 @@ class StateTable(Generic[S]):
         return self.table.get(key)  # type: ignore[no-any-return]
 
     def put_many(
-        self, partition: int, states: Iterable[S], outbox: Outbox, erased: dict[str, Erasure] | None = None
-    ) -> None:
+        self, partition: int, states: Iterable[S], outbox: Outbox, first: Iterable[Record] = ()
+    ) -> list[Record]:
         """Write the local store now and queue one changelog record per state in `outbox`;
         run in `partition_of` an event of `partition`. Faust's `table[key] = value` would send
         each changelog record on its own; the persisted offset (where recovery resumes) is
-        set the way Faust sets it, once the broker has the records. An erased contact's
-        record is deleted (a tombstone in the changelog) and its marker stored."""
+        set the way Faust sets it, once the broker has the records. `first` are written
+        before the states (None deletes: a tombstone in the changelog). Returns the records."""
         changelog = self.table.changelog_topic.get_topic_name()
-        records: list[tuple[bytes, bytes | None]] = []
-        for erased_key, erasure in (erased or {}).items():  # first: a contact back after its grace is stored after
-            records.append((erased_key.encode(), None))
-            records.append((marker_key(erased_key), marker_bytes(erasure)))
-        records.extend((self.key(state).encode(), self.encode(state)) for state in states)
+        records = [*first, *((self.key(state).encode(), self.encode(state)) for state in states)]
         for key, value in records:
             outbox.add(changelog, partition, key, value)
         store = self.table.data
         _write_local(store, partition, records)
         outbox.on_delivered(changelog, partition, partial(store.set_persisted_offset, TP(changelog, partition)))
+        return records
 
     async def scan(self, slice_s: float = 0.005) -> AsyncIterator[tuple[str, S]]:
         """Every local state (erasure markers skipped), decoded; lets the event loop run (web, heartbeats, producer)
@@ -108,13 +116,78 @@ class ContactTable(StateTable[ContactState]):
         data = self.read(marker_key(contact_id), partition)
         return None if data is None else marker_from_bytes(data)
 
+    def put_many(  # type: ignore[override]
+        self,
+        partition: int,
+        states: Iterable[ContactState],
+        outbox: Outbox,
+        erased: dict[str, Erasure] | None = None,
+        expired: Iterable[bytes] = (),
+    ) -> list[Record]:
+        """As StateTable.put_many; first an erased contact's record is deleted and its marker
+        stored with its expiry index entry (the entry of a marker it replaces deleted), and
+        `expired` markers (scoring.erasure) are deleted with theirs. After an erasure the
+        partition's RocksDB is flushed and the erased keys compacted away, so that neither
+        its write-ahead log nor an SST file keeps the contact's data (docs/erasure.md)."""
+        first: list[Record] = []
+        for marker in expired:
+            data = self.read(marker, partition)
+            if data is not None:
+                first += [(marker, None), (expiry_key(marker, marker_from_bytes(data)), None)]
+        for contact_id, erasure in (erased or {}).items():  # first: a contact back after its grace is stored after
+            marker = marker_key(contact_id)
+            known = self.read(marker, partition)
+            if known is not None and marker_from_bytes(known) != erasure:
+                first.append((expiry_key(marker, marker_from_bytes(known)), None))
+            first += [(contact_id.encode(), None), (marker, marker_bytes(erasure)), (expiry_key(marker, erasure), b"")]
+        records = super().put_many(partition, states, outbox, first)
+        if erased:
+            _purge(self.table.data, partition, [contact_id.encode() for contact_id in erased])
+        return records
+
+    def due_markers(self, partition: int, before_ms: int, limit: int) -> list[bytes]:
+        """Up to `limit` markers of `partition` whose deadline is before `before_ms`, oldest
+        first: one seek in RocksDB when none is due."""
+        end = expiry_end(before_ms)
+        store = self.table.data
+        if isinstance(store, RocksDBStore) and store.use_rocksdict:
+            keys: Iterable[bytes] = store._db_for_partition(partition).keys(from_key=EXPIRY_PREFIX)
+        else:  # the in-memory store of tests: every key, sorted
+            keys = sorted(key for key in store if key.startswith(EXPIRY_PREFIX))
+        due: list[bytes] = []
+        for key in keys:
+            if not key.startswith(EXPIRY_PREFIX) or key >= end or len(due) >= limit:
+                break
+            due.append(marker_of_expiry(key))
+        return due
+
 
 class AccountTable(StateTable[AccountState]):
     def __init__(self, table: Any) -> None:
         super().__init__(table, account_from_bytes, account_to_bytes, lambda state: state.account_id)
 
 
-def _write_local(store: Any, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
+def _purge(store: Any, partition: int, keys: list[bytes]) -> None:
+    """RocksDB keeps a deleted value in its write-ahead log and SST files until a flush and
+    a compaction of that key range: run both now (erasures are rare: only the admin's), so
+    the worker's data folder keeps nothing of an erased contact (the deletion's own
+    tombstone goes with the compaction to the bottom level)."""
+    if not (isinstance(store, RocksDBStore) and store.use_rocksdict) or not keys:
+        return
+    db = store._db_for_partition(partition)
+    db.flush(True)
+    db.compact_range(min(keys), max(keys) + b"\x00", bottommost())
+
+
+def bottommost() -> rocksdict.CompactOptions:
+    """A manual compaction that rewrites the last level too: only there are deleted and
+    overwritten values dropped."""
+    options = rocksdict.CompactOptions()
+    options.set_bottommost_level_compaction(rocksdict.BottommostLevelCompaction.force())
+    return options
+
+
+def _write_local(store: Any, partition: int, records: list[Record]) -> None:
     """RocksDB gets one write batch per partition (as Faust's own changelog recovery writes
     it; a put per key cost more: bench/README.md); other stores a plain assignment per key.
     A None value deletes the key, as a tombstone does when the changelog is replayed."""
