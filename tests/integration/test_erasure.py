@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from leadpulse.cli.main import main
 from leadpulse.cli.processes import LocalBroker, broker_port
 from leadpulse.scoring.erasure import NOT_HERE, Erasure, expiry_key, marker_key
+from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
@@ -209,7 +210,7 @@ def test_only_the_erase_command_erases_and_an_erasure_marker_expires_after_its_g
     produce(settings, [*lines, *attacks])
     scores_reach(settings, Oracle([*lines, attacks[1]]).snapshots, timeout_s=60)
     letters = [orjson.loads(value) for _, value in read_all(settings, settings.topic("dead-letters"), idle_s=0.5)]
-    assert [(letter["field"], letter["reason"]) for letter in letters] == [("type", NOT_HERE)]
+    assert [(letter["field"], letter["reason"]) for letter in letters] == [("type", f"type: {NOT_HERE}")]
 
     # An erasure from the erase command's topic, an hour old: its 2 s grace is long over.
     erase = orjson.dumps(raw_event("contact_erased", event_id="x-1", contact_id="carol@shop.fr", occurred_at=at))
@@ -228,4 +229,6 @@ def test_only_the_erase_command_erases_and_an_erasure_marker_expires_after_its_g
     back = orjson.dumps(raw_event("page_viewed", event_id="back", contact_id="carol@shop.fr"))
     back = orjson.dumps({**orjson.loads(back), "occurred_at": format_ms(now_ms())})
     produce(settings, [back])
-    scores_reach(settings, Oracle([*lines, attacks[1], erase, late, back]).snapshots, timeout_s=60)
+    offline = Oracle([*lines, attacks[1], erase, late, back], load_rules(rules))
+    assert "carol@shop.fr" in offline.snapshots, "back after the grace: a new profile, offline too"
+    scores_reach(settings, offline.snapshots, timeout_s=60)
