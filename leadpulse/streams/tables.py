@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 import rocksdict
+from faust.stores.rocksdb import RocksDBOptions
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event
 from faust.types import TP
@@ -58,6 +59,9 @@ class StateTable(Generic[S]):
     ) -> None:
         self.table = table
         self.decode, self.encode, self.key = decode, encode, key
+        store = table.data
+        if isinstance(store, RocksDBStore) and store.use_rocksdict:
+            store.rocksdb_options.__class__ = ErasingOptions
 
     def get(self, key: str, partition: int | None = None) -> S | None:
         data = self.read(key.encode(), partition)
@@ -165,6 +169,19 @@ class ContactTable(StateTable[ContactState]):
 class AccountTable(StateTable[AccountState]):
     def __init__(self, table: Any) -> None:
         super().__init__(table, account_from_bytes, account_to_bytes, lambda state: state.account_id)
+
+
+class ErasingOptions(RocksDBOptions):
+    """Faust's RocksDB options, and a MANIFEST that RocksDB starts anew at every change of its
+    files. The MANIFEST logs each SST file's first and last key, and keeps the log until it
+    outgrows `max_manifest_file_size` (1 GB by default): an erased contact's id, the boundary
+    of a file long compacted away, would stay there. A new MANIFEST holds only the live
+    files; it costs one small write per flush or compaction."""
+
+    def as_options(self) -> Any:
+        options = super().as_options()
+        options.set_max_manifest_file_size(1)
+        return options
 
 
 def _purge(store: Any, partition: int, keys: list[bytes]) -> None:
