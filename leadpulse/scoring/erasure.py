@@ -58,19 +58,30 @@ def marker_key(contact_id: str) -> bytes:
     return MARKER_PREFIX + _digest(contact_id)
 
 
-def expiry_key(marker: bytes, erasure: Erasure) -> bytes:
-    """The marker's entry in the expiry index: its deadline first, so a range read from the
-    start of the index finds exactly the markers that are due."""
-    return EXPIRY_PREFIX + max(erasure.until_ms, 0).to_bytes(8, "big") + marker[len(MARKER_PREFIX) :]
+def expiry_prefix(partition: int) -> bytes:
+    """Where a partition's expiry index starts: the partition first, for stores that keep
+    every partition in one mapping (Faust's memory store)."""
+    return EXPIRY_PREFIX + partition.to_bytes(4, "big")
 
 
-def expiry_end(before_ms: int) -> bytes:
-    """The first index key not due before `before_ms`: due entries sort below it."""
-    return EXPIRY_PREFIX + max(before_ms, 0).to_bytes(8, "big")
+def expiry_key(partition: int, marker: bytes, erasure: Erasure) -> bytes:
+    """The marker's entry in its partition's expiry index: its deadline next, so a range read
+    from the start of the index finds exactly the markers that are due."""
+    return expiry_prefix(partition) + max(erasure.until_ms, 0).to_bytes(8, "big") + marker[len(MARKER_PREFIX) :]
+
+
+def expiry_end(partition: int, before_ms: int) -> bytes:
+    """The first index key of `partition` not due before `before_ms`: due entries sort below it."""
+    return expiry_prefix(partition) + max(before_ms, 0).to_bytes(8, "big")
+
+
+def expiry_until(key: bytes) -> int:
+    start = len(EXPIRY_PREFIX) + 4
+    return int.from_bytes(key[start : start + 8], "big")
 
 
 def marker_of_expiry(key: bytes) -> bytes:
-    return MARKER_PREFIX + key[len(EXPIRY_PREFIX) + 8 :]
+    return MARKER_PREFIX + key[len(EXPIRY_PREFIX) + 12 :]
 
 
 def is_marker(key: bytes) -> bool:

@@ -25,10 +25,11 @@ from faust.types import TP
 
 from leadpulse.scoring.accounts import AccountState, account_from_bytes, account_to_bytes
 from leadpulse.scoring.erasure import (
-    EXPIRY_PREFIX,
     Erasure,
     expiry_end,
     expiry_key,
+    expiry_prefix,
+    expiry_until,
     is_marker,
     marker_bytes,
     marker_from_bytes,
@@ -40,6 +41,7 @@ from leadpulse.streams.outbox import Outbox
 
 S = TypeVar("S")
 Record = tuple[bytes, bytes | None]  # a table key and its value; None deletes it
+NONE_DUE = 2**63  # no marker in the expiry index: none due until one is written
 
 
 @contextmanager
@@ -60,7 +62,7 @@ class StateTable(Generic[S]):
         self.table = table
         self.decode, self.encode, self.key = decode, encode, key
         store = table.data
-        if isinstance(store, RocksDBStore) and store.use_rocksdict:
+        if isinstance(store, RocksDBStore) and store.use_rocksdict:  # Faust has no hook for rocksdict's options
             store.rocksdb_options.__class__ = ErasingOptions
 
     def get(self, key: str, partition: int | None = None) -> S | None:
@@ -78,14 +80,12 @@ class StateTable(Generic[S]):
             return value
         return self.table.get(key)  # type: ignore[no-any-return]
 
-    def put_many(
-        self, partition: int, states: Iterable[S], outbox: Outbox, first: Iterable[Record] = ()
-    ) -> list[Record]:
+    def put_many(self, partition: int, states: Iterable[S], outbox: Outbox, first: Iterable[Record] = ()) -> None:
         """Write the local store now and queue one changelog record per state in `outbox`;
         run in `partition_of` an event of `partition`. Faust's `table[key] = value` would send
         each changelog record on its own; the persisted offset (where recovery resumes) is
         set the way Faust sets it, once the broker has the records. `first` are written
-        before the states (None deletes: a tombstone in the changelog). Returns the records."""
+        before the states (None deletes: a tombstone in the changelog)."""
         changelog = self.table.changelog_topic.get_topic_name()
         records = [*first, *((self.key(state).encode(), self.encode(state)) for state in states)]
         for key, value in records:
@@ -93,7 +93,6 @@ class StateTable(Generic[S]):
         store = self.table.data
         _write_local(store, partition, records)
         outbox.on_delivered(changelog, partition, partial(store.set_persisted_offset, TP(changelog, partition)))
-        return records
 
     async def scan(self, slice_s: float = 0.005) -> AsyncIterator[tuple[str, S]]:
         """Every local state (erasure markers skipped), decoded; lets the event loop run (web, heartbeats, producer)
@@ -115,6 +114,13 @@ class ContactTable(StateTable[ContactState]):
 
     def __init__(self, table: Any) -> None:
         super().__init__(table, from_bytes, to_bytes, lambda state: state.contact_id)
+        # Memory store only (one mapping for all partitions, no sorted reads): the earliest
+        # deadline in each partition's expiry index, so that it is not read at every batch.
+        self._next_due: dict[int, int] = {}
+        table.on_recover(self._recovered)
+
+    async def _recovered(self) -> None:
+        self._next_due.clear()
 
     def erasure(self, contact_id: str, partition: int | None = None) -> Erasure | None:
         data = self.read(marker_key(contact_id), partition)
@@ -127,7 +133,7 @@ class ContactTable(StateTable[ContactState]):
         outbox: Outbox,
         erased: dict[str, Erasure] | None = None,
         expired: Iterable[bytes] = (),
-    ) -> list[Record]:
+    ) -> None:
         """As StateTable.put_many; first an erased contact's record is deleted and its marker
         stored with its expiry index entry (the entry of a marker it replaces deleted), and
         `expired` markers (scoring.erasure) are deleted with theirs. After an erasure the
@@ -137,32 +143,41 @@ class ContactTable(StateTable[ContactState]):
         for marker in expired:
             data = self.read(marker, partition)
             if data is not None:
-                first += [(marker, None), (expiry_key(marker, marker_from_bytes(data)), None)]
+                first += [(marker, None), (expiry_key(partition, marker, marker_from_bytes(data)), None)]
         for contact_id, erasure in (erased or {}).items():  # first: a contact back after its grace is stored after
             marker = marker_key(contact_id)
             known = self.read(marker, partition)
             if known is not None and marker_from_bytes(known) != erasure:
-                first.append((expiry_key(marker, marker_from_bytes(known)), None))
-            first += [(contact_id.encode(), None), (marker, marker_bytes(erasure)), (expiry_key(marker, erasure), b"")]
-        records = super().put_many(partition, states, outbox, first)
+                first.append((expiry_key(partition, marker, marker_from_bytes(known)), None))
+            first += [
+                (contact_id.encode(), None),
+                (marker, marker_bytes(erasure)),
+                (expiry_key(partition, marker, erasure), b""),
+            ]
+            self._next_due.pop(partition, None)
+        super().put_many(partition, states, outbox, first)
         if erased:
             _purge(self.table.data, partition, [contact_id.encode() for contact_id in erased])
-        return records
 
     def due_markers(self, partition: int, before_ms: int, limit: int) -> list[bytes]:
         """Up to `limit` markers of `partition` whose deadline is before `before_ms`, oldest
         first: one seek in RocksDB when none is due."""
-        end = expiry_end(before_ms)
+        start, end = expiry_prefix(partition), expiry_end(partition, before_ms)
         store = self.table.data
         if isinstance(store, RocksDBStore) and store.use_rocksdict:
-            keys: Iterable[bytes] = store._db_for_partition(partition).keys(from_key=EXPIRY_PREFIX)
-        else:  # the in-memory store of tests: every key, sorted
-            keys = sorted(key for key in store if key.startswith(EXPIRY_PREFIX))
-        due: list[bytes] = []
-        for key in keys:
-            if not key.startswith(EXPIRY_PREFIX) or key >= end or len(due) >= limit:
-                break
-            due.append(marker_of_expiry(key))
+            due: list[bytes] = []
+            for key in store._db_for_partition(partition).keys(from_key=start):
+                if not key.startswith(start) or key >= end or len(due) >= limit:
+                    break
+                due.append(marker_of_expiry(key))
+            return due
+        known = self._next_due.get(partition)
+        if known is not None and known >= before_ms:
+            return []
+        entries = sorted(key for key in store if key.startswith(start))
+        due = [marker_of_expiry(key) for key in entries[:limit] if key < end]
+        rest = entries[len(due) :]
+        self._next_due[partition] = expiry_until(rest[0]) if rest else NONE_DUE
         return due
 
 

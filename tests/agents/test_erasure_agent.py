@@ -41,7 +41,9 @@ async def test_a_marker_whose_deadline_a_later_record_passed_is_deleted_with_its
         await agent.put(orjson.dumps(erase), key=contact.encode())
         assert await settled(lambda: scorer.contacts.erasure(contact) is not None)
         marker = marker_key(contact)
-        index = expiry_key(marker, marker_from_bytes(scorer.contacts.read(marker, None)))
+        index = expiry_key(
+            0, marker, marker_from_bytes(scorer.contacts.read(marker, None))
+        )  # test_context: partition 0
         bystander = raw_event(event_id="later-1", contact_id="agent-later", occurred_at=format_ms(now_ms()))
         await agent.put(orjson.dumps(bystander), key=b"agent-later")
         assert await settled(lambda: scorer.contacts.erasure(contact) is None)

@@ -21,6 +21,7 @@ from leadpulse.cli.processes import LocalBroker, broker_port
 from leadpulse.scoring.erasure import NOT_HERE, Erasure, expiry_key, marker_key
 from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms
+from leadpulse.streams.partitioning import home_partition
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
 from leadpulse.streams.startup import changelog_topic
@@ -223,7 +224,8 @@ def test_only_the_erase_command_erases_and_an_erasure_marker_expires_after_its_g
     marker = marker_key("carol@shop.fr")
     written = [value for key, value in changelog if key == marker]
     assert written and written[-1] is None, "the marker was not deleted after its grace"
-    index = [value for key, value in changelog if key == expiry_key(marker, Erasure(at_ms + 2_000))]
+    carols = home_partition(b"carol@shop.fr", settings.partitions)
+    index = [value for key, value in changelog if key == expiry_key(carols, marker, Erasure(at_ms + 2_000))]
     assert index == [b"", None], "the marker's expiry index entry was not written, then deleted"
 
     back = orjson.dumps(raw_event("page_viewed", event_id="back", contact_id="carol@shop.fr"))

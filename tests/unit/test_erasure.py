@@ -14,6 +14,8 @@ from leadpulse.scoring.erasure import (
     Erasure,
     expiry_end,
     expiry_key,
+    expiry_prefix,
+    expiry_until,
     is_marker,
     marker_bytes,
     marker_from_bytes,
@@ -140,12 +142,14 @@ def test_a_marker_expires_when_its_contact_comes_back_after_the_grace_period():
     assert "ada@acme.io" not in fold.erased
 
 
-def test_the_expiry_index_sorts_markers_by_deadline_and_names_them_without_the_id():
+def test_the_expiry_index_sorts_a_partitions_markers_by_deadline_and_names_them_without_the_id():
     soon, late = Erasure(T0), Erasure(T0 + DAY_MS)
     ada, bob = marker_key("ada@acme.io"), marker_key("bob@shop.fr")
-    keys = sorted([expiry_key(ada, late), expiry_key(bob, soon)])
+    keys = sorted([expiry_key(3, ada, late), expiry_key(3, bob, soon)])
     assert [marker_of_expiry(key) for key in keys] == [bob, ada]
-    assert [key < expiry_end(T0 + 1) for key in keys] == [True, False]
+    assert [expiry_until(key) for key in keys] == [T0, T0 + DAY_MS]
+    assert [key < expiry_end(3, T0 + 1) for key in keys] == [True, False]
+    assert not expiry_key(4, bob, soon).startswith(expiry_prefix(3)), "another partition's entries stay apart"
     assert all(is_marker(key) and b"ada" not in key for key in (*keys, ada))
 
 
