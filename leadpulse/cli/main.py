@@ -457,9 +457,11 @@ def _erase(args: argparse.Namespace) -> int:
     if bad is not None:
         raise CommandError(f"{bad[:60]!r} is not a contact id (1 to {MAX_ID} characters)", USAGE_ERROR)
     settings = _settings()
-    broker_info(settings)
+    topic = settings.topic(ERASURES)
+    if topic not in broker_info(settings).topics and not settings.create_topics:
+        raise CommandError(f"topic {topic} does not exist and LEADPULSE_CREATE_TOPICS=off: an administrator creates it")
     sent = asyncio.run(send_erasures(settings, args.contact_ids, now_ms()))
-    print(f"sent {sent} erasure requests to {settings.topic(ERASURES)}", file=sys.stderr)
+    print(f"sent {sent} erasure requests to {topic}", file=sys.stderr)
     return 0
 
 

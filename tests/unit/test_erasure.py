@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from leadpulse.cli.main import main
 from leadpulse.cli.offline import score_lines
 from leadpulse.schemas.events import contact_key, decode_event
 from leadpulse.schemas.segment import is_unmapped
@@ -174,3 +175,8 @@ def test_the_worker_may_read_the_erasure_requests_but_not_write_them():
     settings = Settings(topic_prefix="lp.", input_topic="lp.events")
     (binding,) = (binding for binding in acl_bindings(settings) if binding.name == "lp.erasure-requests")
     assert binding.operations == ("Read", "Describe", "Create")
+
+
+def test_erase_refuses_a_blank_id_in_one_line(capsys):
+    assert main(["erase", "ada@acme.io", "   "]) == 2
+    assert capsys.readouterr().err == "leadpulse erase: '   ' is not a contact id (1 to 256 characters)\n"
