@@ -12,6 +12,7 @@ than its state: the worker refuses to start, naming it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -47,6 +48,7 @@ from leadpulse.streams.topics import (
 )
 
 TABLE, ACCOUNTS_TABLE = "contacts", "accounts"  # the tables' names; Faust names their changelogs after them
+log = logging.getLogger(__name__)
 COORDINATOR_WAIT_S = 60.0
 TOPIC_METADATA_WAIT_S = 60.0  # a topic just created, until every broker of a cluster knows it
 AUTHORIZATION_ERRORS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError, GroupAuthorizationFailedError)
@@ -207,6 +209,8 @@ async def prepare_topics(settings: Settings, *, create: bool | None = None) -> l
         await _check_partitions(admin, settings, specs)
         if not create:
             await _check_configs(admin, specs)
+        else:
+            await _warn_lifetimes(admin, [spec for spec in specs if spec.name in existing])
         await _check_topic_acls(admin, settings)
         await _wait_for_coordinator(admin, settings)
         return [spec.name for spec in missing]
@@ -278,9 +282,33 @@ async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings, spec
             )
 
 
-async def _check_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
-    """Topics an administrator created must have the configuration the worker relies on (a
-    changelog that is not compacted loses state; one that deletes old records loses it too)."""
+async def _warn_lifetimes(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Topics that existed before the worker set lifetimes on the topics it creates (an
+    upgrade) keep the broker's defaults, and the erasure delay does not hold for them: say so
+    in one line, with where the fix is. Without DESCRIBE_CONFIGS (a worker that creates its
+    topics is not granted it) nothing can be told."""
+    lifetime_keys = {key for config in lifetimes(Settings()) for key in config}
+    try:
+        actual = await _configs(admin, specs)
+    except (StartupError, KafkaError):
+        return
+    late = [
+        spec.name
+        for spec in specs
+        if any(
+            actual.get(spec.name, {}).get(key) != value for key, value in spec.config.items() if key in lifetime_keys
+        )
+    ]
+    if late:
+        log.warning(
+            "leadpulse: topics made without the retention and compaction settings of the erasure delay: %s%s; "
+            "apply them with kafka-configs.sh --alter (docs/erasure.md, leadpulse topics commands)",
+            ", ".join(late[:3]),
+            f" and {len(late) - 3} more" if len(late) > 3 else "",
+        )
+
+
+async def _configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> dict[str, dict[str, str]]:
     responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name) for spec in specs])
     actual: dict[str, dict[str, str]] = {}
     for response in responses:
@@ -289,6 +317,13 @@ async def _check_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> 
             if for_code(error_code) in AUTHORIZATION_ERRORS:
                 raise StartupError(f"not allowed to read the configuration of topic {name}: grant DESCRIBE_CONFIGS")
             actual[name] = {entry[0]: entry[1] for entry in entries}
+    return actual
+
+
+async def _check_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Topics an administrator created must have the configuration the worker relies on (a
+    changelog that is not compacted loses state; one that deletes old records loses it too)."""
+    actual = await _configs(admin, specs)
     for spec in specs:
         for key, wanted in spec.config.items():
             found = actual.get(spec.name, {}).get(key)
