@@ -158,6 +158,7 @@ def test_after_erase_and_the_erasure_delay_no_topic_and_no_state_file_holds_the_
     produce(settings, [orjson.dumps({**future, "occurred_at": "2099-01-01T00:00:00Z"})])  # a dead letter
     scores_reach(settings, Oracle(lines).snapshots, timeout_s=60)
     assert worker.get(f"/contacts/{EVE}")[0] == 200, "the id sent in mixed case is the lower-case contact"
+    assert worker.get(f"/contacts/{SENT_AS}?at=last-event") == worker.get(f"/contacts/{EVE}?at=last-event")
 
     # The scan finds the person everywhere before the erasure: it would see what remains after.
     before = asyncio.run(_holding(settings))
