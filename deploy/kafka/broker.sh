@@ -6,7 +6,8 @@
 #   broker.sh status   say whether it runs, with pid and port
 # Environment: KAFKA_VERSION (default 4.4.0), KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (port+1),
 # KAFKA_DATA_DIR (deploy/kafka/.data/<port>), KAFKA_HEAP_OPTS (-Xms128m -Xmx512m),
-# LEADPULSE_CACHE (~/.cache/leadpulse), KAFKA_START_TIMEOUT (seconds, 90).
+# LEADPULSE_CACHE (~/.cache/leadpulse), KAFKA_START_TIMEOUT (seconds, 90), KAFKA_EXTRA_PROPERTIES (lines
+# added to server.properties, e.g. a short log.retention.check.interval.ms for the erasure test).
 #
 # Cluster mode: the same commands run node KAFKA_NODE_ID of an N-node KRaft cluster on 127.0.0.1
 # (every node broker+controller, static voters) when KAFKA_CLUSTER_VOTERS is set:
@@ -114,6 +115,7 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.segment.bytes=67108864
+${KAFKA_EXTRA_PROPERTIES:-}
 PROPS
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from leadpulse.agents.accounts import AccountsAgent
+from leadpulse.agents.compaction import CompactionNudge
 from leadpulse.agents.scoring import ScoringAgent
 from leadpulse.streams.pipeline import Pipeline
 
@@ -11,4 +12,5 @@ def attach_agents(pipeline: Pipeline) -> ScoringAgent:
     """Register every agent and timer of the worker on `pipeline.app`."""
     scoring = ScoringAgent.attach(pipeline)
     scoring.accounts = AccountsAgent.attach(pipeline, scoring.producer)
+    CompactionNudge.attach(pipeline, scoring.producer)
     return scoring

@@ -56,7 +56,7 @@ from leadpulse.scoring.engine import (
     view_of,
 )
 from leadpulse.scoring.engine import snapshot as snapshot_of
-from leadpulse.scoring.erasure import ERASE_EVENT, Erasure, erasure_of
+from leadpulse.scoring.erasure import ERASE_EVENT, NOT_HERE, Erasure, erasure_of, marker_key
 from leadpulse.scoring.identity import (
     Handover,
     Link,
@@ -85,7 +85,8 @@ COOLING_BATCH = 5_000  # contacts asked to re-read per cooling tick, at most
 # The inputs whose positions a contact state keeps. "r" was the re-keyed input's when the prefix
 # named it: its offsets mean nothing in APP_ID-events-by-contact, so a migrated state keeps it
 # unused (hand-over versions, identity.version_of, still only grow; streams/migration.py).
-EVENTS, REKEYED = "e", "k"
+EVENTS, REKEYED, ERASURES = "e", "k", "x"
+EXPIRED_BATCH = 1_000  # erasure markers deleted per partition per batch, at most
 
 Scored = dict[str, tuple[ContactState | None, int]]  # contact id -> (new state or None: erased, time to publish it at)
 # state, snapshot (None: a merged anonymous id, deleted from contact-scores), member records
@@ -102,6 +103,7 @@ class PartitionWork:
     anchor: Any
     results: Scored = field(default_factory=dict)
     erased: dict[str, Erasure] = field(default_factory=dict)
+    expired: list[bytes] = field(default_factory=list)  # erasure markers to delete (scoring.erasure)
     leaving: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
@@ -121,6 +123,7 @@ class ScoringAgent:
         self.events_topic = pipeline.settings.input_topic
         self.rekeyed_topic = pipeline.topics.by_contact.get_topic_name()
         self.cooling_topic = pipeline.topics.cooling.get_topic_name()
+        self.erasures_topic = pipeline.topics.erasures.get_topic_name()
         # Counted per batch and added to the Prometheus counters once (bench/README.md).
         self.events: Counter[str] = Counter()
         self.outputs: Counter[str] = Counter()
@@ -181,7 +184,11 @@ class ScoringAgent:
 
     def _score_partition(self, work: PartitionWork, records: list[Record], clock: int, alerts: Outbox) -> None:
         """Fold the records of one partition. Outputs are keyed by contact, and every output
-        topic has the input's partitions, so a contact's outputs go to its own partition."""
+        topic has the input's partitions, so a contact's outputs go to its own partition.
+        Erasure markers whose deadline a record of this batch has passed are deleted with
+        the batch's states (they still apply to the batch's own records)."""
+        stream_ms = max((min(message.timestamp, clock) for message in records if message.timestamp), default=0)
+        work.expired.extend(self.contacts.due_markers(work.partition, stream_ms, EXPIRED_BATCH))
         for message in records:
             try:
                 if message.topic == self.cooling_topic:
@@ -203,13 +210,18 @@ class ScoringAgent:
         # replay decides as the live run did (the clock only caps a producer running ahead).
         record_ms = min(message.timestamp, clock) if message.timestamp else clock
         event = admit_event(message.value, record_ms, self.limits, self.rules)
+        if event.type == ERASE_EVENT and message.topic == self.events_topic:
+            raise InvalidEvent("type", NOT_HERE)  # anyone with a write key could erase anyone
+        if event.type != ERASE_EVENT and message.topic == self.erasures_topic:
+            raise InvalidEvent("type", f"the erasure-requests topic carries only {ERASE_EVENT} events")
         key = event.contact_id.encode()
         home = home_partition(key, self.settings.partitions)
-        if message.topic == self.events_topic and (message.key != key or message.partition != home):
+        entry = message.topic in (self.events_topic, self.erasures_topic)
+        if entry and (message.key != key or message.partition != home):
             alerts.add(self.rekeyed_topic, home, key, message.value, record_ms)
             self.events["rekeyed"] += 1
             return
-        role = EVENTS if message.topic == self.events_topic else REKEYED
+        role = EVENTS if message.topic == self.events_topic else ERASURES if entry else REKEYED
         contact_id, results, erased = event.contact_id, work.results, work.erased
         known = results.get(contact_id)
         state = known[0] if known else self.contacts.get(contact_id, work.partition)
@@ -233,6 +245,8 @@ class ScoringAgent:
             if erasure_known is not None and erasure_known.forgets(event.occurred_ms):
                 self.events["forgotten"] += 1  # late, replayed or in flight for an erased contact
                 return
+            if erasure_known is not None and contact_id not in erased:  # back after the grace: a new profile
+                work.expired.append(marker_key(contact_id))
             state = new_state(contact_id)
             left = work.leaving.pop(contact_id, None)
             if left is not None:  # back in this batch, after its grace: a move, if to another account
@@ -422,7 +436,7 @@ class ScoringAgent:
                 outbox.add(members, home_partition(key, self.settings.partitions), key, value)
             if cooling:
                 self.pipeline.cooling.set(state.contact_id, state.cooling_due_ms)
-        self.contacts.put_many(partition, (state for state, _, _ in prepared), outbox, work.erased)
+        self.contacts.put_many(partition, (state for state, _, _ in prepared), outbox, work.erased, work.expired)
         self.outputs["snapshot"] += len(work.results)
 
     def _add_outputs(self, partition: int, outputs: tuple[Output, ...], outbox: Outbox) -> None:

@@ -11,6 +11,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from leadpulse.schemas.events import contact_key
+from leadpulse.schemas.fields import normalized_id
+from leadpulse.scoring.erasure import ERASE_EVENT
+from leadpulse.scoring.timeutil import format_ms
+from leadpulse.streams.partitioning import home_partition
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
 from leadpulse.streams.startup import TopicSpec, create_topics, topic_specs
@@ -81,6 +85,32 @@ async def produce_lines(
     finally:
         await producer.stop()
     return sent
+
+
+async def send_erasures(settings: Settings, contact_ids: Iterable[str], at_ms: int) -> int:
+    """One `contact_erased` request per id to the erasure-requests topic (the only topic the
+    worker takes erasures from: docs/erasure.md), keyed by the normalized id on its home
+    partition, acknowledged by every in-sync replica. Returns the requests sent."""
+    topic = settings.erasure_topic
+    await ensure_topic(settings, topic)
+    producer = input_producer(settings)
+    await producer.start()
+    try:
+        pending = []
+        for contact_id in dict.fromkeys(normalized_id(raw) for raw in contact_ids):
+            request = {
+                "event_id": f"erase:{contact_id}:{at_ms}",
+                "type": ERASE_EVENT,
+                "contact_id": contact_id,
+                "occurred_at": format_ms(at_ms),
+            }
+            key = contact_id.encode()
+            partition = home_partition(key, settings.partitions)
+            pending.append(await producer.send(topic, orjson.dumps(request), key=key, partition=partition))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return len(pending)
 
 
 def _check_line(value: bytes) -> tuple[str | None, str | None]:

@@ -107,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
 
     erase = commands.add_parser(
         "erase",
-        help="erase contacts: their state, snapshots and linked records (a contact_erased event each)",
+        help="erase contacts: their state, snapshots and linked records (a request each on the "
+        "erasure-requests topic; docs/erasure.md says what remains and for how long)",
     )
     erase.add_argument("contact_ids", nargs="+", metavar="CONTACT_ID")
     erase.set_defaults(run=_erase)
@@ -468,33 +469,26 @@ def _produce(args: argparse.Namespace) -> int:
 
 
 def _erase(args: argparse.Namespace) -> int:
-    """One `contact_erased` event per contact on the input topic, stamped now: the worker
-    deletes the state and publishes tombstones, and drops the contact's events for the
-    rules' erasure grace period (docs/scoring.md)."""
+    """One `contact_erased` request per contact on the erasure-requests topic, stamped now:
+    the worker deletes the state and publishes tombstones, drops the contact's events for the
+    rules' erasure grace period, and Kafka drops the rest within the erasure delay
+    (docs/erasure.md). E-mail-shaped ids are matched in any case, as the worker keys them."""
     import asyncio
 
-    import orjson
+    from leadpulse.cli.kafka_clients import send_erasures
+    from leadpulse.cli.preflight import CommandError, broker_info
+    from leadpulse.schemas.fields import MAX_ID
+    from leadpulse.scoring.timeutil import now_ms
 
-    from leadpulse.cli.kafka_clients import produce_lines
-    from leadpulse.cli.preflight import broker_info
-    from leadpulse.scoring.timeutil import format_ms, now_ms
-
+    bad = next((raw for raw in args.contact_ids if not raw.strip() or len(raw) > MAX_ID), None)
+    if bad is not None:
+        raise CommandError(f"{bad[:60]!r} is not a contact id (1 to {MAX_ID} characters)", USAGE_ERROR)
     settings = _settings()
-    broker_info(settings)
-    at = now_ms()
-    lines = [
-        orjson.dumps(
-            {
-                "event_id": f"erase:{contact}:{at}",
-                "type": "contact_erased",
-                "contact_id": contact,
-                "occurred_at": format_ms(at),
-            }
-        )
-        for contact in args.contact_ids
-    ]
-    sent = asyncio.run(produce_lines(settings, lines, send_invalid=False))
-    print(f"sent {sent} erasure requests to {settings.input_topic}", file=sys.stderr)
+    topic = settings.erasure_topic
+    if topic not in broker_info(settings).topics and not settings.create_topics:
+        raise CommandError(f"topic {topic} does not exist and LEADPULSE_CREATE_TOPICS=off: an administrator creates it")
+    sent = asyncio.run(send_erasures(settings, args.contact_ids, now_ms()))
+    print(f"sent {sent} erasure requests to {topic}", file=sys.stderr)
     return 0
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from leadpulse.schemas.fields import InvalidEvent, identifier, json_kind
+from leadpulse.schemas.fields import InvalidEvent, identifier, json_kind, normalized_id, person_id
 from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits, variable
 from leadpulse.schemas.segment import is_segment, segment_event, segment_key, shipped_mapping
 from leadpulse.scoring.engine import Event, future_reason
@@ -76,8 +76,8 @@ def validate_event(document: Any, mapping: Mapping[str, str] | None = None) -> E
     event_type = document.get("type")
     if not isinstance(event_type, str) or not EVENT_TYPE.match(event_type):
         raise InvalidEvent("type", _type_problem(event_type))
-    contact_id = identifier(document, "contact_id")
-    anonymous_id = identifier(document, "anonymous_id")
+    contact_id = person_id(document, "contact_id")
+    anonymous_id = person_id(document, "anonymous_id")
     if contact_id is None and anonymous_id is None:
         raise InvalidEvent("contact_id", "one of contact_id or anonymous_id is required")
     occurred_at = document.get("occurred_at")
@@ -170,5 +170,5 @@ def contact_key(document: Any) -> str | None:
         for field in ("contact_id", "anonymous_id"):
             value = document.get(field)
             if isinstance(value, str) and value:
-                return value
+                return normalized_id(value)
     return None

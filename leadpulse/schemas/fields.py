@@ -32,6 +32,19 @@ def identifier(document: dict[str, Any], field: str, path: str = "") -> str | No
     return value
 
 
+def normalized_id(value: str) -> str:
+    """An e-mail-shaped id (one with an '@') trimmed and lower-cased: `Eve@VictimCorp.com `
+    and `eve@victimcorp.com` are one contact, one key, one erasure. Other ids (cookies,
+    device ids, CRM ids) are kept exactly as sent: their case can matter."""
+    return value.strip().lower() if "@" in value else value
+
+
+def person_id(document: dict[str, Any], field: str, path: str = "") -> str | None:
+    """An optional id naming a contact or a device, normalized (normalized_id)."""
+    value = identifier(document, field, path)
+    return None if value is None else normalized_id(value)
+
+
 def optional_object(document: dict[str, Any], field: str, path: str = "") -> dict[str, Any]:
     """An optional JSON object: absent or null reads as empty."""
     value = document.get(field)

@@ -29,7 +29,16 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from leadpulse.schemas.fields import MAX_ID, InvalidEvent, identifier, json_kind, optional_object, timestamp_ms
+from leadpulse.schemas.fields import (
+    MAX_ID,
+    InvalidEvent,
+    identifier,
+    json_kind,
+    normalized_id,
+    optional_object,
+    person_id,
+    timestamp_ms,
+)
 from leadpulse.scoring.engine import Event
 from leadpulse.scoring.rules import event_name_key, load_rules
 from leadpulse.scoring.timeutil import MAX_MS
@@ -83,7 +92,7 @@ def segment_key(document: dict[str, Any]) -> str | None:
     for field in ("userId", "anonymousId"):
         value = document.get(field)
         if isinstance(value, str) and value:
-            return value
+            return normalized_id(value)
     return None
 
 
@@ -96,9 +105,9 @@ def shipped_mapping() -> Mapping[str, str]:
 def segment_event(document: dict[str, Any], mapping: Mapping[str, str]) -> Event:
     """One Segment message (its `type` already known to be a call) -> Event."""
     call: str = document["type"]
-    user_id = identifier(document, "userId")
-    anonymous_id = identifier(document, "anonymousId")
-    previous_id = identifier(document, "previousId")
+    user_id = person_id(document, "userId")
+    anonymous_id = person_id(document, "anonymousId")
+    previous_id = person_id(document, "previousId")
     if call == "alias":
         if previous_id is None:
             raise InvalidEvent("previousId", "required in an alias call (the id the user had before)")

@@ -58,6 +58,7 @@ class ScoreRun:
             if erased is not None and erased.forgets(event.occurred_ms):
                 self.forgotten += 1
                 return "unscored"
+            self.erased.pop(event.contact_id, None)  # back after the grace: its marker expires, as in the stream
             state = new_state(event.contact_id)
         applied = apply(state, event, self.rules)
         self.contacts[event.contact_id] = applied.state

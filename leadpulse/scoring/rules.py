@@ -19,6 +19,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
+from leadpulse.scoring.erasure import ERASE_EVENT
 from leadpulse.scoring.nurture_rules import NurtureRules, parse_nurture
 from leadpulse.scoring.timeutil import parse_duration_ms
 
@@ -714,6 +715,10 @@ def _parse_mapping(table: _Table) -> dict[str, str]:
         event_type = table.text(table.check_name(name))
         if not EVENT_TYPE.match(event_type):
             table.fail(name, f"{_cut(event_type)!r} is not an event type (lower case, digits, '_' or '.')")
+        if event_type == ERASE_EVENT:
+            table.fail(
+                name, f"may not map to {ERASE_EVENT}: erasure comes only from `leadpulse erase` (docs/erasure.md)"
+            )
         key = event_name_key(name)
         if not key:
             table.fail(name, "expected a non-empty event name")

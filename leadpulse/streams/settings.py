@@ -73,6 +73,9 @@ class Secret:
         return hash(self._value)
 
 
+ERASURE_REQUESTS = "erasure-requests"  # the erasure topic's name after its input's (Settings.erasure_topic)
+
+
 @dataclass(frozen=True)
 class Settings:
     broker: str = "kafka://127.0.0.1:9092"
@@ -84,6 +87,8 @@ class Settings:
     min_insync_replicas: int | None = None
     topic_compression: str | None = None
     create_topics: bool = True
+    event_retention: int = 7 * 86_400_000  # ms: retention.ms of the event topics (docs/erasure.md)
+    compaction_lag: int = 86_400_000  # ms: segment.ms, max.compaction.lag.ms, delete.retention.ms
     store: str = "rocksdb://"
     data_dir: Path = Path(".leadpulse/data")
     rules: Path | None = None
@@ -206,6 +211,13 @@ class Settings:
         their prefixes."""
         return f"{self.app_id}-{name}"
 
+    @property
+    def erasure_topic(self) -> str:
+        """Where erasure requests for this input come from (`leadpulse erase`, a CRM or admin
+        tool): named after the input topic, so that every app reading the input, a replay
+        under new rules with its own app id and prefix too, honours the same erasures."""
+        return f"{self.input_topic}.{ERASURE_REQUESTS}"
+
     def as_env(self) -> dict[str, str]:
         """The settings as environment variables, to start a worker process with them."""
         env = {}
@@ -228,6 +240,8 @@ HELP: dict[str, str] = {
     "min_insync_replicas": "min.insync.replicas of the topics LeadPulse creates, 1..REPLICATION_FACTOR.",
     "topic_compression": "compression.type of the topics LeadPulse creates: zstd, lz4, gzip, snappy, producer...",
     "create_topics": "on/off: off, the worker only checks that an administrator created its topics.",
+    "event_retention": "Retention of event topics ('7d' or ms): bounds an erasure (docs/erasure.md).",
+    "compaction_lag": "Segment roll, compaction lag, tombstone retention ('1d' or ms): docs/erasure.md.",
     "store": "Table store: rocksdb:// (on disk, quick restarts) or memory:// (rebuilt from the changelog).",
     "data_dir": "Directory of the worker's local state.",
     "rules": "Scoring rules file (TOML); unset uses leadpulse/scoring/default_rules.toml.",
@@ -391,6 +405,21 @@ def _positive_seconds(lo: float, hi: float, why: str = "") -> Callable[[str, str
     return parse
 
 
+def _milliseconds(lo: int, hi: int) -> Callable[[str, str], int]:
+    """Whole milliseconds ('3600000') or a duration ('1h', '7d'), from lo to hi."""
+
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw) if raw.isdigit() else parse_duration_ms(raw)
+        except ValueError as error:
+            raise SettingsError(f"{name}={_shown(raw)}: {error}") from None
+        if not lo <= value <= hi:
+            raise SettingsError(f"{name}={_shown(raw)}: must be from {lo} to {hi} ms")
+        return value
+
+    return parse
+
+
 def _session_timeout(name: str, raw: str) -> float:
     """Brokers accept 6 s to 30 min by default (group.min/max.session.timeout.ms); outside
     that the worker would only fail later, when it joins its group."""
@@ -470,6 +499,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "min_insync_replicas": _whole(1, 32),
     "topic_compression": _choice(COMPRESSIONS),
     "create_topics": _switch,
+    "event_retention": _milliseconds(1_000, 100 * 365 * 86_400_000),
+    "compaction_lag": _milliseconds(100, 365 * 86_400_000),
     "web_port": _whole(1, 65_535),
     "batch_size": _whole(1, 100_000),
     "data_dir": lambda _name, raw: Path(raw),

@@ -12,6 +12,7 @@ than its state: the worker refuses to start, naming it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -48,6 +49,7 @@ from leadpulse.streams.topics import (
 )
 
 TABLE, ACCOUNTS_TABLE = "contacts", "accounts"  # the tables' names; Faust names their changelogs after them
+log = logging.getLogger(__name__)
 COORDINATOR_WAIT_S = 60.0
 TOPIC_METADATA_WAIT_S = 60.0  # a topic just created, until every broker of a cluster knows it
 AUTHORIZATION_ERRORS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError, GroupAuthorizationFailedError)
@@ -67,6 +69,26 @@ def changelog_topic(settings: Settings, table: str = TABLE) -> str:
     return f"{settings.app_id}-{table}-changelog"
 
 
+def lifetimes(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+    """How long a record may stay, set explicitly on every topic the worker creates (event
+    topics, compacted topics): what bounds an erased person's data in Kafka (docs/erasure.md).
+    An event topic deletes a segment once its newest record is `event_retention` old, and
+    rolls one every `compaction_lag`. A compacted topic rolls its active segment on the first
+    append after `compaction_lag` (the worker appends one every `compaction_lag`: see
+    agents.erasure), cleans it within `compaction_lag` and drops tombstones `compaction_lag`
+    after that."""
+    lag = str(settings.compaction_lag)
+    events = {"cleanup.policy": "delete", "retention.ms": str(settings.event_retention), "segment.ms": lag}
+    compacted = {
+        "cleanup.policy": "compact",
+        "segment.ms": lag,
+        "min.compaction.lag.ms": "0",
+        "max.compaction.lag.ms": lag,
+        "delete.retention.ms": lag,
+    }
+    return events, compacted
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic of the worker, with the configuration it is created with (and, when the
     worker may not create topics, checked against)."""
@@ -75,21 +97,24 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         common["min.insync.replicas"] = str(settings.min_insync_replicas)
     if settings.topic_compression is not None:
         common["compression.type"] = settings.topic_compression
-    compacted = {**common, "cleanup.policy": "compact"}
+    event_lifetime, compacted_lifetime = lifetimes(settings)
+    events, compacted = {**common, **event_lifetime}, {**common, **compacted_lifetime}
+    ticks = {**events, "retention.ms": str(min(86_400_000, settings.event_retention))}
     return [
-        TopicSpec(settings.input_topic, common),
-        TopicSpec(settings.internal_topic(BY_CONTACT), common),
-        TopicSpec(settings.internal_topic(COOLING), {**common, "retention.ms": str(86_400_000)}),
+        TopicSpec(settings.input_topic, events),
+        TopicSpec(settings.internal_topic(BY_CONTACT), events),
+        TopicSpec(settings.internal_topic(COOLING), ticks),
         TopicSpec(settings.topic(SCORES), compacted),
-        TopicSpec(settings.topic(STAGE_CHANGES), common),
-        TopicSpec(settings.topic(HOT_LEADS), common),
-        TopicSpec(settings.topic(DEAD_LETTERS), common),
+        TopicSpec(settings.topic(STAGE_CHANGES), events),
+        TopicSpec(settings.topic(HOT_LEADS), events),
+        TopicSpec(settings.topic(DEAD_LETTERS), events),
         TopicSpec(changelog_topic(settings), compacted),
-        TopicSpec(settings.internal_topic(ACCOUNT_MEMBERS), common),
+        TopicSpec(settings.internal_topic(ACCOUNT_MEMBERS), events),
         TopicSpec(settings.topic(ACCOUNT_SCORES), compacted),
-        TopicSpec(settings.topic(HOT_ACCOUNTS), common),
-        TopicSpec(settings.topic(NURTURE), common),
+        TopicSpec(settings.topic(HOT_ACCOUNTS), events),
+        TopicSpec(settings.topic(NURTURE), events),
         TopicSpec(changelog_topic(settings, ACCOUNTS_TABLE), compacted),
+        TopicSpec(settings.erasure_topic, events),
         # Faust's partition assignor's own topic: Faust creates it unless it exists
         TopicSpec(f"{settings.app_id}-__assignor-__leader", common, partitions=1),
     ]
@@ -138,7 +163,13 @@ def acl_bindings(settings: Settings) -> list[AclBinding]:
     extra = ("DescribeConfigs",) if not settings.create_topics else ("Create",)
     bindings = []
     for spec in topic_specs(settings):
-        kind = "input" if spec.name == settings.input_topic else "output" if spec.name in outputs else "internal"
+        kind = (
+            "input"
+            if spec.name in (settings.input_topic, settings.erasure_topic)
+            else "output"
+            if spec.name in outputs
+            else "internal"
+        )
         bindings.append(AclBinding("topic", spec.name, TOPIC_OPERATIONS[kind] + extra))
     bindings.append(AclBinding("group", settings.app_id, ("Read", "Describe")))
     return bindings
@@ -178,6 +209,8 @@ async def prepare_topics(settings: Settings, *, create: bool | None = None, migr
         await _check_partitions(admin, settings, specs)
         if not create:
             await _check_configs(admin, specs)
+        else:
+            await _warn_lifetimes(admin, [spec for spec in specs if spec.name in existing])
         await _check_topic_acls(admin, settings)
         await _wait_for_coordinator(admin, settings)
         if not migrating:
@@ -251,9 +284,33 @@ async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings, spec
             )
 
 
-async def _check_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
-    """Topics an administrator created must have the configuration the worker relies on (a
-    changelog that is not compacted loses state; one that deletes old records loses it too)."""
+async def _warn_lifetimes(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Topics that existed before the worker set lifetimes on the topics it creates (an
+    upgrade) keep the broker's defaults, and the erasure delay does not hold for them: say so
+    in one line, with where the fix is. Without DESCRIBE_CONFIGS (a worker that creates its
+    topics is not granted it) nothing can be told."""
+    lifetime_keys = {key for config in lifetimes(Settings()) for key in config}
+    try:
+        actual = await _configs(admin, specs)
+    except (StartupError, KafkaError):
+        return
+    late = [
+        spec.name
+        for spec in specs
+        if any(
+            actual.get(spec.name, {}).get(key) != value for key, value in spec.config.items() if key in lifetime_keys
+        )
+    ]
+    if late:
+        log.warning(
+            "leadpulse: topics made without the retention and compaction settings of the erasure delay: %s%s; "
+            "apply them with kafka-configs.sh --alter (docs/erasure.md, leadpulse topics commands)",
+            ", ".join(late[:3]),
+            f" and {len(late) - 3} more" if len(late) > 3 else "",
+        )
+
+
+async def _configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> dict[str, dict[str, str]]:
     responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name) for spec in specs])
     actual: dict[str, dict[str, str]] = {}
     for response in responses:
@@ -262,6 +319,13 @@ async def _check_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> 
             if for_code(error_code) in AUTHORIZATION_ERRORS:
                 raise StartupError(f"not allowed to read the configuration of topic {name}: grant DESCRIBE_CONFIGS")
             actual[name] = {entry[0]: entry[1] for entry in entries}
+    return actual
+
+
+async def _check_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Topics an administrator created must have the configuration the worker relies on (a
+    changelog that is not compacted loses state; one that deletes old records loses it too)."""
+    actual = await _configs(admin, specs)
     for spec in specs:
         for key, wanted in spec.config.items():
             found = actual.get(spec.name, {}).get(key)

@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 import rocksdict
+from faust.stores.rocksdb import RocksDBOptions
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.streams import _current_event
 from faust.types import TP
@@ -32,12 +33,25 @@ from leadpulse.scoring.accounts import (
     entries_prefix,
     restore,
 )
-from leadpulse.scoring.erasure import Erasure, is_marker, marker_bytes, marker_from_bytes, marker_key
+from leadpulse.scoring.erasure import (
+    Erasure,
+    expiry_end,
+    expiry_key,
+    expiry_prefix,
+    expiry_until,
+    is_marker,
+    marker_bytes,
+    marker_from_bytes,
+    marker_key,
+    marker_of_expiry,
+)
 from leadpulse.scoring.rules import Rules
 from leadpulse.scoring.state import ContactState, from_bytes, to_bytes
 from leadpulse.streams.outbox import Outbox
 
 S = TypeVar("S")
+Record = tuple[bytes, bytes | None]  # a table key and its value; None deletes it
+NONE_DUE = 2**63  # no marker in the expiry index: none due until one is written
 
 
 @contextmanager
@@ -54,6 +68,9 @@ class Table:
 
     def __init__(self, table: Any) -> None:
         self.table = table
+        store = table.data
+        if isinstance(store, RocksDBStore) and store.use_rocksdict:  # Faust has no hook for rocksdict's options
+            store.rocksdb_options.__class__ = ErasingOptions
 
     def read(self, key: bytes, partition: int | None) -> bytes | None:
         """A scoring batch knows the key's partition: RocksDB is read from that partition's
@@ -66,7 +83,7 @@ class Table:
             return value
         return self.table.get(key)  # type: ignore[no-any-return]
 
-    def put_records(self, partition: int, records: list[tuple[bytes, bytes | None]], outbox: Outbox) -> None:
+    def put_records(self, partition: int, records: list[Record], outbox: Outbox) -> None:
         """Write the local store now and queue the records in `outbox` for the changelog (a
         None value deletes the key: a tombstone); run in `partition_of` an event of
         `partition`. The persisted offset (where recovery resumes) is set the way Faust sets
@@ -92,20 +109,15 @@ class StateTable(Table, Generic[S]):
         data = self.read(key.encode(), partition)
         return None if data is None else self.decode(data)
 
-    def put_many(
-        self, partition: int, states: Iterable[S], outbox: Outbox, erased: dict[str, Erasure] | None = None
-    ) -> None:
+    def put_many(self, partition: int, states: Iterable[S], outbox: Outbox, first: Iterable[Record] = ()) -> None:
         """Write the local store now and queue one changelog record per state in `outbox`;
         run in `partition_of` an event of `partition`. Faust's `table[key] = value` would send
         each changelog record on its own; the persisted offset (where recovery resumes) is
-        set the way Faust sets it, once the broker has the records. An erased contact's
-        record is deleted (a tombstone in the changelog) and its marker stored."""
-        records: list[tuple[bytes, bytes | None]] = []
-        for erased_key, erasure in (erased or {}).items():  # first: a contact back after its grace is stored after
-            records.append((erased_key.encode(), None))
-            records.append((marker_key(erased_key), marker_bytes(erasure)))
-        records.extend((self.key(state).encode(), self.encode(state)) for state in states)
-        self.put_records(partition, records, outbox)
+        set the way Faust sets it, once the broker has the records. `first` are written
+        before the states (None deletes: a tombstone in the changelog)."""
+        self.put_records(
+            partition, [*first, *((self.key(state).encode(), self.encode(state)) for state in states)], outbox
+        )
 
     async def scan(self, slice_s: float = 0.005) -> AsyncIterator[tuple[str, S]]:
         """Every local state (erasure markers skipped), decoded; lets the event loop run (web, heartbeats, producer)
@@ -127,10 +139,71 @@ class ContactTable(StateTable[ContactState]):
 
     def __init__(self, table: Any) -> None:
         super().__init__(table, from_bytes, to_bytes, lambda state: state.contact_id)
+        # Memory store only (one mapping for all partitions, no sorted reads): the earliest
+        # deadline in each partition's expiry index, so that it is not read at every batch.
+        self._next_due: dict[int, int] = {}
+        table.on_recover(self._recovered)
+
+    async def _recovered(self) -> None:
+        self._next_due.clear()
 
     def erasure(self, contact_id: str, partition: int | None = None) -> Erasure | None:
         data = self.read(marker_key(contact_id), partition)
         return None if data is None else marker_from_bytes(data)
+
+    def put_many(  # type: ignore[override]
+        self,
+        partition: int,
+        states: Iterable[ContactState],
+        outbox: Outbox,
+        erased: dict[str, Erasure] | None = None,
+        expired: Iterable[bytes] = (),
+    ) -> None:
+        """As StateTable.put_many; first an erased contact's record is deleted and its marker
+        stored with its expiry index entry (the entry of a marker it replaces deleted), and
+        `expired` markers (scoring.erasure) are deleted with theirs. After an erasure the
+        partition's RocksDB is flushed and the erased keys compacted away, so that neither
+        its write-ahead log nor an SST file keeps the contact's data (docs/erasure.md)."""
+        first: list[Record] = []
+        for marker in expired:
+            data = self.read(marker, partition)
+            if data is not None:
+                first += [(marker, None), (expiry_key(partition, marker, marker_from_bytes(data)), None)]
+        for contact_id, erasure in (erased or {}).items():  # first: a contact back after its grace is stored after
+            marker = marker_key(contact_id)
+            known = self.read(marker, partition)
+            if known is not None and marker_from_bytes(known) != erasure:
+                first.append((expiry_key(partition, marker, marker_from_bytes(known)), None))
+            first += [
+                (contact_id.encode(), None),
+                (marker, marker_bytes(erasure)),
+                (expiry_key(partition, marker, erasure), b""),
+            ]
+            self._next_due.pop(partition, None)
+        super().put_many(partition, states, outbox, first)
+        if erased:
+            _purge(self.table.data, partition, [contact_id.encode() for contact_id in erased])
+
+    def due_markers(self, partition: int, before_ms: int, limit: int) -> list[bytes]:
+        """Up to `limit` markers of `partition` whose deadline is before `before_ms`, oldest
+        first: one seek in RocksDB when none is due."""
+        start, end = expiry_prefix(partition), expiry_end(partition, before_ms)
+        store = self.table.data
+        if isinstance(store, RocksDBStore) and store.use_rocksdict:
+            due: list[bytes] = []
+            for key in store._db_for_partition(partition).keys(from_key=start):
+                if not key.startswith(start) or key >= end or len(due) >= limit:
+                    break
+                due.append(marker_of_expiry(key))
+            return due
+        known = self._next_due.get(partition)
+        if known is not None and known >= before_ms:
+            return []
+        entries = sorted(key for key in store if key.startswith(start))
+        due = [marker_of_expiry(key) for key in entries[:limit] if key < end]
+        rest = entries[len(due) :]
+        self._next_due[partition] = expiry_until(rest[0]) if rest else NONE_DUE
+        return due
 
 
 ACCOUNT_CACHE_ENTRIES = 200_000
@@ -218,7 +291,40 @@ class AccountTable(Table):
                     yield key, value
 
 
-def _write_local(store: Any, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
+class ErasingOptions(RocksDBOptions):
+    """Faust's RocksDB options, and a MANIFEST that RocksDB starts anew at every change of its
+    files. The MANIFEST logs each SST file's first and last key, and keeps the log until it
+    outgrows `max_manifest_file_size` (1 GB by default): an erased contact's id, the boundary
+    of a file long compacted away, would stay there. A new MANIFEST holds only the live
+    files; it costs one small write per flush or compaction."""
+
+    def as_options(self) -> Any:
+        options = super().as_options()
+        options.set_max_manifest_file_size(1)
+        return options
+
+
+def _purge(store: Any, partition: int, keys: list[bytes]) -> None:
+    """RocksDB keeps a deleted value in its write-ahead log and SST files until a flush and
+    a compaction of that key range: run both now (erasures are rare: only the admin's), so
+    the worker's data folder keeps nothing of an erased contact (the deletion's own
+    tombstone goes with the compaction to the bottom level)."""
+    if not (isinstance(store, RocksDBStore) and store.use_rocksdict) or not keys:
+        return
+    db = store._db_for_partition(partition)
+    db.flush(True)
+    db.compact_range(min(keys), max(keys) + b"\x00", bottommost())
+
+
+def bottommost() -> rocksdict.CompactOptions:
+    """A manual compaction that rewrites the last level too: only there are deleted and
+    overwritten values dropped."""
+    options = rocksdict.CompactOptions()
+    options.set_bottommost_level_compaction(rocksdict.BottommostLevelCompaction.force())
+    return options
+
+
+def _write_local(store: Any, partition: int, records: list[Record]) -> None:
     """RocksDB gets one write batch per partition (as Faust's own changelog recovery writes
     it; a put per key cost more: bench/README.md); other stores a plain assignment per key.
     A None value deletes the key, as a tombstone does when the changelog is replayed."""

@@ -47,6 +47,7 @@ class Topics:
     account_scores: Any  # compacted: the latest snapshot per account
     hot_accounts: Any
     nurture: Any
+    erasures: Any  # input: contact_erased requests, written only by the erase command's principal
 
     @property
     def outputs(self) -> tuple[Any, ...]:
@@ -65,15 +66,16 @@ class Topics:
     def all(self) -> tuple[Any, ...]:
         """Inputs and outputs: each is read or written by partition number, so all of them
         (and the tables' changelogs) need the same partition count."""
-        return (self.events, self.by_contact, self.cooling, *self.outputs)
+        return (self.events, self.by_contact, self.cooling, self.erasures, *self.outputs)
 
     def scoring_sources(self, app: faust.App) -> Any:
-        """The scoring agent reads all three co-partitioned inputs, so one table serves them.
+        """The scoring agent reads all four co-partitioned inputs, so one table serves them.
         Declared (created if missing, with the table's partition count) before subscribing."""
         return app.topic(
             self.events.get_topic_name(),
             self.by_contact.get_topic_name(),
             self.cooling.get_topic_name(),
+            self.erasures.get_topic_name(),
             partitions=self.events.partitions,
             replicas=self.events.replicas,
             internal=True,
@@ -100,6 +102,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         account_scores=topic(output(ACCOUNT_SCORES), internal=True, compacting=True),
         hot_accounts=topic(output(HOT_ACCOUNTS), internal=True),
         nurture=topic(output(NURTURE), internal=True),
+        erasures=topic(settings.erasure_topic, internal=True),
     )
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from faust.exceptions import ConsumerNotStarted
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from leadpulse.schemas.fields import normalized_id
 from leadpulse.schemas.outputs import account_record, dumps, snapshot_record
 from leadpulse.scoring.accounts import account_snapshot
 from leadpulse.scoring.engine import snapshot, view_of
@@ -67,11 +68,25 @@ def bearer_guard(tokens: tuple[str, ...] | None) -> Callable[[View], View]:
     return decorate
 
 
+def normalized_contact_id(view: View) -> View:
+    """`/contacts/Eve@VictimCorp.com` is the contact the worker keys `eve@victimcorp.com`, as
+    every id is normalized where it enters (schemas.fields.normalized_id): rewritten before
+    Faust routes the request to the worker that owns it."""
+
+    async def normalized(web: Any, request: Any, *args: Any, contact_id: str, **kwargs: Any) -> Any:
+        contact_id = normalized_id(contact_id)
+        request.match_info["contact_id"] = contact_id
+        return await view(web, request, *args, contact_id=contact_id, **kwargs)
+
+    return normalized
+
+
 def _register_contacts(pipeline: Pipeline, tokens: tuple[str, ...] | None) -> None:
     app, contacts = pipeline.app, pipeline.contacts
 
     @app.page("/contacts/{contact_id}")
     @bearer_guard(tokens)
+    @normalized_contact_id
     @app.table_route(table=contacts.table, match_info="contact_id")
     async def contact(web: Any, request: Any, contact_id: str) -> Any:
         """The snapshot now (`?at=` an RFC 3339 time, or `last-event` as the stream published it).

@@ -119,10 +119,10 @@ def delivery_order(scorer, capture, monkeypatch) -> list[Step]:
         order.append(Step(topic, tuple(key for key, _ in batch.records)))
         return await send_batch(batch, topic, partition=partition)
 
-    def record_store(partition, states, outbox, erased):
+    def record_store(partition, states, outbox, *erasures):
         states = list(states)
         order.append(Step("store", tuple(state.contact_id.encode() for state in states)))
-        put_many(partition, states, outbox, erased)
+        put_many(partition, states, outbox, *erasures)
 
     monkeypatch.setattr(capture, "send_batch", record_send)
     monkeypatch.setattr(scorer.contacts, "put_many", record_store)

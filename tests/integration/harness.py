@@ -12,13 +12,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError
 
-from leadpulse.cli.kafka_clients import latest_by_key, produce_lines, read_topic
+from leadpulse.cli.kafka_clients import ensure_topic, input_producer, latest_by_key, produce_lines, read_topic
 from leadpulse.cli.processes import ROOT
+from leadpulse.streams.partitioning import home_partition
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
 from leadpulse.streams.topics import ACCOUNT_MEMBERS, BY_CONTACT
@@ -29,6 +31,25 @@ T = TypeVar("T")
 
 def produce(settings: Settings, lines: Iterable[bytes], *, keyed: bool = True) -> int:
     return asyncio.run(produce_lines(settings, lines, keyed=keyed))
+
+
+def request_erasures(settings: Settings, lines: Iterable[bytes]) -> None:
+    """`contact_erased` lines onto the erasure-requests topic, keyed and partitioned by contact
+    as `leadpulse erase` sends them (the worker refuses them from the input topic)."""
+
+    async def send() -> None:
+        topic = settings.erasure_topic
+        await ensure_topic(settings, topic)
+        producer = input_producer(settings)
+        await producer.start()
+        try:
+            for line in lines:
+                key = orjson.loads(line)["contact_id"].encode()
+                await producer.send_and_wait(topic, line, key=key, partition=home_partition(key, settings.partitions))
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
 
 
 def read_all(settings: Settings, topic: str, idle_s: float = 2.0) -> list[tuple[bytes | None, bytes | None]]:

@@ -16,7 +16,7 @@ from leadpulse.scoring.rules import band_of, load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.partitioning import home_partition
 from leadpulse.streams.startup import ACCOUNTS_TABLE, changelog_topic
-from tests.integration.harness import latest_by_key, produce, read_all, scores_reach, wait_for
+from tests.integration.harness import latest_by_key, produce, read_all, request_erasures, scores_reach, wait_for
 from tests.integration.oracle import Oracle, traffic_lines
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,7 @@ def test_account_scores_equal_the_offline_accounts_after_a_kill_mid_stream(make_
     erase_line = orjson.dumps({**erase, "occurred_at": format_ms(now_ms())})
     after = Oracle([*lines, erase_line])
     assert after.accounts.get(account_id) != oracle.accounts[account_id]
-    produce(settings, [erase_line])
+    request_erasures(settings, [erase_line])
     scores_reach(settings, after.snapshots, timeout_s=90)
     scores_reach(settings, after.accounts, timeout_s=90, topic="account-scores")
     listed = [top["contact_id"] for top in worker.get(f"/accounts/{account_id}")[1].get("top_contacts", [])]

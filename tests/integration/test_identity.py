@@ -13,7 +13,15 @@ import pytest
 from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.partitioning import home_partition
-from tests.integration.harness import group_lag, latest_by_key, produce, read_all, scores_reach, wait_for
+from tests.integration.harness import (
+    group_lag,
+    latest_by_key,
+    produce,
+    read_all,
+    request_erasures,
+    scores_reach,
+    wait_for,
+)
 from tests.integration.oracle import Oracle, traffic_lines
 
 pytestmark = pytest.mark.integration
@@ -63,7 +71,7 @@ def test_cross_partition_merges_survive_a_kill_mid_merge_and_erasure_follows_the
     erase_line = orjson.dumps({**erase, "occurred_at": format_ms(now_ms())})
     after = Oracle([*lines, erase_line])
     assert contact not in after.snapshots and cookie not in after.merged_into
-    produce(settings, [erase_line])
+    request_erasures(settings, [erase_line])
     scores_reach(settings, after.snapshots, timeout_s=90, alive=worker.running)
     assert wait_for(lambda: worker.get(f"/contacts/{cookie}")[1].get("merged_into") is None, 30, 0.2)
     status, body = worker.get(f"/contacts/{cookie}")

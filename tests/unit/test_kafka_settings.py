@@ -85,6 +85,10 @@ def test_topics_carry_the_configured_replication_and_config():
         "min.insync.replicas": "2",
         "compression.type": "zstd",
         "cleanup.policy": "compact",
+        "segment.ms": "86400000",
+        "min.compaction.lag.ms": "0",
+        "max.compaction.lag.ms": "86400000",
+        "delete.retention.ms": "86400000",
     }
     assert specs["leadpulse-__assignor-__leader"].partition_count(settings) == 1
     commands = create_commands(settings)

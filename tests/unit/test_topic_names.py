@@ -19,7 +19,7 @@ def test_the_internal_topics_and_changelogs_are_named_by_the_app_id():
     names = {spec.name for spec in topic_specs(LIVE)}
     assert {f"leadpulse-{name}" for name in INTERNAL_NAMES} <= names
     assert {"leadpulse-contacts-changelog", "leadpulse-accounts-changelog", "leadpulse-__assignor-__leader"} <= names
-    assert consumed(LIVE) - {LIVE.input_topic} == {
+    assert consumed(LIVE) - {LIVE.input_topic, LIVE.erasure_topic} == {
         "leadpulse-events-by-contact",
         "leadpulse-cooling-ticks",
         "leadpulse-account-members",
@@ -37,13 +37,14 @@ def test_the_outputs_are_named_by_the_prefix_and_only_written():
 
 def test_a_replay_under_a_new_app_id_reads_nothing_the_live_app_writes_even_with_the_same_prefix():
     replay = Settings(app_id="leadpulse-rescore", topic_prefix="lp.", input_topic="lp.events")
-    assert consumed(LIVE) & consumed(replay) == {"lp.events"}  # the input both read, and nothing else
+    # the input and its erasure requests, which both must honour, and nothing else
+    assert consumed(LIVE) & consumed(replay) == {"lp.events", "lp.events.erasure-requests"}
 
 
-def test_a_replay_with_its_own_prefix_shares_only_the_input_with_the_live_app():
+def test_a_replay_with_its_own_prefix_shares_only_the_input_and_its_erasures_with_the_live_app():
     replay = Settings(app_id="leadpulse-rescore", topic_prefix="lp-rescore.", input_topic="lp.events")
     live_topics, replay_topics = ({spec.name for spec in topic_specs(s)} for s in (LIVE, replay))
-    assert live_topics & replay_topics == {"lp.events"}
+    assert live_topics & replay_topics == {"lp.events", "lp.events.erasure-requests"}
 
 
 def test_an_upgrade_moves_each_prefix_named_internal_topic_to_its_app_id_name():
