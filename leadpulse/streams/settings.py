@@ -220,7 +220,7 @@ HELP: dict[str, str] = {
     "max_record_bytes": "Largest input record scored, in bytes, 1000..900000; larger ones are dead-lettered.",
     "max_properties": "Most keys in an event's properties object, 1..10000.",
     "max_depth": "Deepest nesting of a value inside properties, 1..100.",
-    "max_string": "Longest string (key or value) in an input record, in characters, 256..900000.",
+    "max_string": "Longest string (key or value) in an input record, in bytes as stored (JSON), 256..900000.",
     "dead_letter_excerpt": "Bytes of the raw value (and key) kept in a dead letter, 0..50000, besides size and hash.",
     "query_api": "on/off: serve GET /contacts/{id}, /accounts/{id}; off a loopback WEB_HOST it needs API_TOKENS_FILE.",
     "api_tokens_file": "Bearer tokens for /contacts, /accounts, one a line (16+ characters); unset: no authentication.",
