@@ -12,6 +12,7 @@ than its state: the worker refuses to start, naming it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from aiokafka.errors import (
     for_code,
 )
 
+from leadpulse.schemas.limits import DEFAULT_RECORD_LIMITS, RecordLimits, batch_limit
 from leadpulse.streams.authorized import group_operations, topic_operations
 from leadpulse.streams.security import client_options, describe
 from leadpulse.streams.settings import Settings, StartupError, env_name
@@ -45,6 +47,7 @@ from leadpulse.streams.topics import (
     STAGE_CHANGES,
 )
 
+log = logging.getLogger(__name__)
 TABLE, ACCOUNTS_TABLE = "contacts", "accounts"  # the tables' names; Faust names their changelogs after them
 COORDINATOR_WAIT_S = 60.0
 TOPIC_METADATA_WAIT_S = 60.0  # a topic just created, until every broker of a cluster knows it
@@ -130,13 +133,13 @@ class AclBinding:
 
 def acl_bindings(settings: Settings) -> list[AclBinding]:
     """What the worker needs and no more: its own topics (read what it consumes, write what it
-    produces), its consumer group, and, when it creates its topics itself, Create on them; with
-    LEADPULSE_CREATE_TOPICS=off, DescribeConfigs instead, for the start-up check."""
+    produces), its consumer group, DescribeConfigs (the start-up check, and the record limits
+    the agents read), and Create on them when it creates its topics itself."""
     outputs = {
         settings.topic(name)
         for name in (SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS, ACCOUNT_SCORES, HOT_ACCOUNTS, NURTURE)
     }
-    extra = ("DescribeConfigs",) if not settings.create_topics else ("Create",)
+    extra = ("DescribeConfigs",) if not settings.create_topics else ("Create", "DescribeConfigs")
     bindings = []
     for spec in topic_specs(settings):
         kind = "input" if spec.name == settings.input_topic else "output" if spec.name in outputs else "internal"
@@ -248,10 +251,9 @@ async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings, spec
             )
 
 
-async def _check_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
-    """Topics an administrator created must have the configuration the worker relies on (a
-    changelog that is not compacted loses state; one that deletes old records loses it too)."""
-    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name) for spec in specs])
+async def _topic_configs(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
+    """The configuration of each topic, defaults included, as the broker describes it."""
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
     actual: dict[str, dict[str, str]] = {}
     for response in responses:
         for resource in response.resources:
@@ -259,6 +261,37 @@ async def _check_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> 
             if for_code(error_code) in AUTHORIZATION_ERRORS:
                 raise StartupError(f"not allowed to read the configuration of topic {name}: grant DESCRIBE_CONFIGS")
             actual[name] = {entry[0]: entry[1] for entry in entries}
+    return actual
+
+
+async def read_record_limits(settings: Settings, names: list[str]) -> RecordLimits:
+    """The largest record each topic of `names` takes (its max.message.bytes, and its
+    compression.type when the broker recompresses): the worker never sends a larger one
+    (streams/outbox.py). Read when the agents start, so a limit an administrator lowered
+    applies from the next start. A worker not allowed to read topic configurations keeps
+    the producer's limit for every topic, and says so."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        configs = await _topic_configs(admin, names)
+    except StartupError as error:
+        log.warning("%s; assuming every topic takes records of %d bytes", error, DEFAULT_RECORD_LIMITS.default)
+        return DEFAULT_RECORD_LIMITS
+    finally:
+        await admin.close()
+    return RecordLimits(
+        topics={
+            name: batch_limit(int(config["max.message.bytes"]), config.get("compression.type"))
+            for name, config in configs.items()
+            if config.get("max.message.bytes", "").isdigit()
+        }
+    )
+
+
+async def _check_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Topics an administrator created must have the configuration the worker relies on (a
+    changelog that is not compacted loses state; one that deletes old records loses it too)."""
+    actual = await _topic_configs(admin, [spec.name for spec in specs])
     for spec in specs:
         for key, wanted in spec.config.items():
             found = actual.get(spec.name, {}).get(key)

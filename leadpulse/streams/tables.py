@@ -71,12 +71,26 @@ class StateTable(Generic[S]):
         each changelog record on its own; the persisted offset (where recovery resumes) is
         set the way Faust sets it, once the broker has the records. An erased contact's
         record is deleted (a tombstone in the changelog) and its marker stored."""
+        self.put_encoded(partition, ((self.key(state), self.encode(state)) for state in states), outbox, erased)
+
+    def put_encoded(
+        self,
+        partition: int,
+        encoded: Iterable[tuple[str, bytes]],
+        outbox: Outbox,
+        erased: dict[str, Erasure] | None = None,
+    ) -> None:
+        """`put_many` of states already encoded (key, bytes): a caller that checked their size
+        against the changelog's record limit encodes each once. Every record is checked
+        before anything is written: RecordTooLarge leaves the store and the outbox as they were."""
         changelog = self.table.changelog_topic.get_topic_name()
         records: list[tuple[bytes, bytes | None]] = []
         for erased_key, erasure in (erased or {}).items():  # first: a contact back after its grace is stored after
             records.append((erased_key.encode(), None))
             records.append((marker_key(erased_key), marker_bytes(erasure)))
-        records.extend((self.key(state).encode(), self.encode(state)) for state in states)
+        records.extend((key.encode(), value) for key, value in encoded)
+        for key, value in records:
+            outbox.limits.check(changelog, key, value)
         for key, value in records:
             outbox.add(changelog, partition, key, value)
         store = self.table.data
