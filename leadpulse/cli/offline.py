@@ -10,8 +10,9 @@ from dataclasses import dataclass, fields
 from typing import BinaryIO, Literal
 
 from leadpulse.schemas.events import InvalidEvent, decode_event
-from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits
+from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits, RecordLimits
 from leadpulse.schemas.outputs import account_record, dumps, nurture_record, output_record, snapshot_record
+from leadpulse.schemas.record_sizes import SizeGuard
 from leadpulse.schemas.segment import is_unmapped
 from leadpulse.scoring.accounts import AccountSnapshot
 from leadpulse.scoring.engine import Event, future_reason
@@ -48,8 +49,12 @@ def score_numbered(
     check: Callable[[Event], None] = lambda event: None,
 ) -> None:
     """`score_lines` over (line number, line) pairs, which may skip lines (another process
-    folds them); `check` sees each valid event before it is folded."""
+    folds them); `check` sees each valid event before it is folded. An event that would make
+    the worker write a record over `limits.max_message_bytes` is refused as a bad line, as
+    the worker dead-letters it (schemas.record_sizes)."""
     rules = run.rules
+    if run.guard is None:
+        run.guard = SizeGuard(rules, RecordLimits.for_topics(limits.max_message_bytes))
     for number, line in numbered:
         if not line.strip():
             continue
@@ -62,7 +67,13 @@ def score_numbered(
             on_bad(number, error)
             continue
         check(event)
-        if run.add(event, number) != "duplicate" and is_unmapped(event):
+        try:
+            outcome = run.add(event, number)
+        except InvalidEvent as error:  # RecordTooLarge, from the guard
+            run.bad += 1
+            on_bad(number, error)
+            continue
+        if outcome != "duplicate" and is_unmapped(event):
             run.unmapped += 1
 
 

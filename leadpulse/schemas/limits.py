@@ -21,6 +21,9 @@ class InputLimits:
     max_depth: int = 8
     max_string: int = 2_000
     dead_letter_excerpt: int = 2_000
+    # Not a limit on input but on every record the worker writes (RecordLimits): here so that
+    # the offline scorer, which takes the worker's input limits, refuses the same events.
+    max_message_bytes: int = 1_000_000
 
 
 DEFAULT_LIMITS = InputLimits()
@@ -71,7 +74,7 @@ class RecordTooLarge(InvalidEvent):
         super().__init__(
             "",
             f"{topic}: a record of {size} bytes, over the {limit} bytes the topic takes "
-            f"(its max.message.bytes, at most {PRODUCER_MAX_REQUEST_BYTES} for the producer)",
+            f"(its max.message.bytes, or {variable('max_message_bytes')} if lower)",
         )
         self.topic, self.size, self.limit = topic, size, limit
 
@@ -79,11 +82,20 @@ class RecordTooLarge(InvalidEvent):
 @dataclass(frozen=True)
 class RecordLimits:
     """The largest record each topic takes (batch_limit of its configuration), read from the
-    broker when the worker starts; `default` for a topic not read (the offline scorer: one
-    limit for every topic, `leadpulse score --record-limit`)."""
+    broker when the worker starts; `default` for a topic not read, and for every topic in
+    the offline scorer (`for_topics`)."""
 
     default: int = batch_limit(PRODUCER_MAX_REQUEST_BYTES)
     topics: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def for_topics(cls, cap: int, topics: Mapping[str, tuple[int, str | None]] | None = None) -> RecordLimits:
+        """Each topic's limit from its (max.message.bytes, compression.type), never above
+        `cap` (LEADPULSE_MAX_MESSAGE_BYTES); `cap` alone for any other topic."""
+        return cls(
+            batch_limit(cap),
+            {name: batch_limit(min(size, cap), compression) for name, (size, compression) in (topics or {}).items()},
+        )
 
     def of(self, topic: str) -> int:
         return self.topics.get(topic, self.default)

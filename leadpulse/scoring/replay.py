@@ -7,10 +7,22 @@ depend on the order of arrival, the final snapshots equal the stream's."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from leadpulse.scoring.accounts import AccountSnapshot, accounts_of
-from leadpulse.scoring.engine import Event, Outcome, Output, Snapshot, apply, attach, new_state, snapshot, view_of
+from leadpulse.scoring.engine import (
+    Applied,
+    Event,
+    Outcome,
+    Output,
+    Snapshot,
+    apply,
+    attach,
+    new_state,
+    snapshot,
+    view_of,
+)
 from leadpulse.scoring.erasure import ERASE_EVENT, Erasure, erasure_of
 from leadpulse.scoring.identity import Link, detach, hand_over, links_to_send, record_claim, winner
 from leadpulse.scoring.nurture import Nurture, nurtures_at
@@ -36,6 +48,9 @@ class ScoreRun:
     forgotten: int = 0  # events dropped because their contact was erased
     latest_ms: int | None = None
     position: int = 0  # of the event being folded: the version of the hand-overs it causes
+    # Sees each event's result before it is kept and raises to refuse it (nothing kept, nothing
+    # counted): the record limits (schemas.record_sizes), which the core knows nothing of.
+    guard: Callable[[Event, Applied], None] | None = None
 
     def add(self, event: Event, position: int | None = None) -> Outcome:
         """Fold one valid event, in the order given; an erasure drops the contact, and the
@@ -44,6 +59,7 @@ class ScoreRun:
         far), growing from one call to the next. It versions the hand-overs the event causes,
         as the stream's grow with stream positions: a property of the input, not of the
         fold, so a run over a subset of the contacts (cli.parallel) names the same versions."""
+        latest = self.latest_ms
         if self.latest_ms is None or event.occurred_ms > self.latest_ms:
             self.latest_ms = event.occurred_ms
         self.events += 1
@@ -59,6 +75,13 @@ class ScoreRun:
                 return "unscored"
             state = new_state(event.contact_id)
         applied = apply(state, event, self.rules)
+        if self.guard is not None and winner(applied.state) is None:
+            try:
+                self.guard(event, applied)
+            except Exception:
+                self.events -= 1
+                self.latest_ms = latest
+                raise
         self.contacts[event.contact_id] = applied.state
         if applied.outcome == "duplicate":
             self.duplicates += 1

@@ -101,6 +101,7 @@ class Settings:
     max_depth: int = DEFAULT_LIMITS.max_depth
     max_string: int = DEFAULT_LIMITS.max_string
     dead_letter_excerpt: int = DEFAULT_LIMITS.dead_letter_excerpt
+    max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes
     query_api: bool = True
     api_tokens_file: Path | None = None
     health_metrics: bool = True
@@ -178,6 +179,7 @@ class Settings:
             max_depth=self.max_depth,
             max_string=self.max_string,
             dead_letter_excerpt=self.dead_letter_excerpt,
+            max_message_bytes=self.max_message_bytes,
         )
 
     def topic(self, name: str) -> str:
@@ -222,6 +224,7 @@ HELP: dict[str, str] = {
     "max_depth": "Deepest nesting of a value inside properties, 1..100.",
     "max_string": "Longest string (key or value) in an input record, in bytes as stored (JSON), 256..900000.",
     "dead_letter_excerpt": "Bytes of the raw value (and key) kept in a dead letter, 0..50000, besides size and hash.",
+    "max_message_bytes": "Largest record written to a topic, 4096..1000000 (or its max.message.bytes if lower).",
     "query_api": "on/off: serve GET /contacts/{id}, /accounts/{id}; off a loopback WEB_HOST it needs API_TOKENS_FILE.",
     "api_tokens_file": "Bearer tokens for /contacts, /accounts, one a line (16+ characters); unset: no authentication.",
     "health_metrics": "on/off: serve GET /health and GET /metrics (no contact data, no token).",
@@ -441,6 +444,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "max_depth": _whole(1, 100),
     "max_string": _whole(256, 900_000, " (identifiers alone may be 256 characters)"),
     "dead_letter_excerpt": _whole(0, 50_000, " (a dead letter must fit in one producer request)"),
+    "max_message_bytes": _whole(4_096, 1_000_000, " (the producer's largest request)"),
     "query_api": _switch,
     "api_tokens_file": _tokens_file,
     "health_metrics": _switch,

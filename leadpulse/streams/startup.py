@@ -30,7 +30,7 @@ from aiokafka.errors import (
     for_code,
 )
 
-from leadpulse.schemas.limits import DEFAULT_RECORD_LIMITS, RecordLimits, batch_limit
+from leadpulse.schemas.limits import RecordLimits
 from leadpulse.streams.authorized import group_operations, topic_operations
 from leadpulse.streams.security import client_options, describe
 from leadpulse.streams.settings import Settings, StartupError, env_name
@@ -266,25 +266,26 @@ async def _topic_configs(admin: AIOKafkaAdminClient, names: list[str]) -> dict[s
 
 async def read_record_limits(settings: Settings, names: list[str]) -> RecordLimits:
     """The largest record each topic of `names` takes (its max.message.bytes, and its
-    compression.type when the broker recompresses): the worker never sends a larger one
-    (streams/outbox.py). Read when the agents start, so a limit an administrator lowered
-    applies from the next start. A worker not allowed to read topic configurations keeps
-    the producer's limit for every topic, and says so."""
+    compression.type when the broker recompresses; LEADPULSE_MAX_MESSAGE_BYTES at most): the
+    worker never sends a larger one (streams/outbox.py). Read when the agents start, so a
+    limit an administrator lowered applies from the next start. A worker not allowed to read
+    topic configurations takes LEADPULSE_MAX_MESSAGE_BYTES for every topic, and says so."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         configs = await _topic_configs(admin, names)
     except StartupError as error:
-        log.warning("%s; assuming every topic takes records of %d bytes", error, DEFAULT_RECORD_LIMITS.default)
-        return DEFAULT_RECORD_LIMITS
+        log.warning("%s; assuming every topic takes records of %d bytes", error, settings.max_message_bytes)
+        return RecordLimits.for_topics(settings.max_message_bytes)
     finally:
         await admin.close()
-    return RecordLimits(
-        topics={
-            name: batch_limit(int(config["max.message.bytes"]), config.get("compression.type"))
+    return RecordLimits.for_topics(
+        settings.max_message_bytes,
+        {
+            name: (int(config["max.message.bytes"]), config.get("compression.type"))
             for name, config in configs.items()
             if config.get("max.message.bytes", "").isdigit()
-        }
+        },
     )
 
 
