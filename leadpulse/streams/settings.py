@@ -93,6 +93,7 @@ class Settings:
     processing_guarantee: str = "at_least_once"
     cooling_interval_s: float = 60.0
     batch_size: int = 1000
+    buffer_bytes: int = 64_000_000
     batch_within_s: float = 0.05
     session_timeout_s: float = 10.0
     log_level: str = "info"
@@ -216,6 +217,7 @@ HELP: dict[str, str] = {
     "processing_guarantee": "at_least_once (exactly_once is not supported yet).",
     "cooling_interval_s": "Re-evaluate cooling scores this often: seconds or a duration ('1m'), 0..86400; 0 is off.",
     "batch_size": "Most events scored in one batch, 1..100000.",
+    "buffer_bytes": "Bytes of fetched records waiting for an agent, about, 1000000..4000000000.",
     "batch_within_s": "Longest wait to fill a batch: seconds or a duration, 0..86400.",
     "session_timeout_s": "Kafka consumer session and rebalance timeout: seconds or a duration, 6..1800.",
     "log_level": "debug, info, warning (or warn), error or critical.",
@@ -425,6 +427,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "create_topics": _switch,
     "web_port": _whole(1, 65_535),
     "batch_size": _whole(1, 100_000),
+    "buffer_bytes": _whole(1_000_000, 4_000_000_000),
     "data_dir": lambda _name, raw: Path(raw),
     "rules": _existing_file("rules file"),
     "write_keys_file": _existing_file("write keys file"),
