@@ -5,7 +5,7 @@ prints of a run, in one shape for one process and for several (cli.parallel)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import BinaryIO, Literal
 
@@ -30,11 +30,12 @@ def score_lines(
     now_ms: int | None = None,
     limits: InputLimits = DEFAULT_LIMITS,
     on_bad: Callable[[int, InvalidEvent], None] = lambda line, error: None,
+    keep_outputs: bool = True,
 ) -> ScoreRun:
     """Apply every valid line in order, native events and Segment messages alike. `now_ms`,
     when given, refuses events further ahead of it than the rules allow, as the stream does
     with its clock; `limits` are the worker's input limits, so that the same lines are refused as in the stream."""
-    run = ScoreRun(rules)
+    run = ScoreRun(rules, keep_outputs=keep_outputs)
     score_numbered(run, enumerate(lines, start=1), now_ms=now_ms, limits=limits, on_bad=on_bad)
     return run
 
@@ -122,7 +123,7 @@ class Totals:
             run.duplicates,
             run.unscored,
             run.unmapped,
-            len(run.outputs),
+            run.output_count,
             len(run.erased),
             run.forgotten,
         )
@@ -156,11 +157,12 @@ def evaluation_time(at_ms: int | None, last_event: bool, latest_ms: int | None) 
     return None if last_event else at_ms if at_ms is not None else latest_ms
 
 
-def contact_records(run: ScoreRun, kind: Kind, at_ms: int | None) -> list[tuple[str, bytes]]:
-    """(contact id, line) of the contact snapshots or nurture records, by contact id."""
+def contact_records(run: ScoreRun, kind: Kind, at_ms: int | None) -> Iterator[tuple[str, bytes]]:
+    """(contact id, line) of the contact snapshots or nurture records, by contact id, made
+    as they are read (a run of millions of contacts is printed without a copy of each)."""
     if kind == "nurture":
-        return [(record.contact_id, dumps(nurture_record(record))) for record in run.nurtures(at_ms)]
-    return [(view.contact_id, dumps(snapshot_record(view))) for view in run.snapshots(at_ms)]
+        return ((record.contact_id, dumps(nurture_record(record))) for record in run.nurtures(at_ms))
+    return ((view.contact_id, dumps(snapshot_record(view))) for view in run.each_snapshot(at_ms))
 
 
 def account_lines(accounts: Iterable[AccountSnapshot]) -> list[bytes]:
@@ -170,9 +172,10 @@ def account_lines(accounts: Iterable[AccountSnapshot]) -> list[bytes]:
 def scored(run: ScoreRun, kind: Kind, at_ms: int | None, last_event: bool) -> Scored:
     """A one-process run as printed."""
     evaluate_at = evaluation_time(at_ms, last_event, run.latest_ms)
+    records: Iterable[bytes]
     if kind == "accounts":
         records = account_lines(run.accounts(evaluate_at))
     else:
-        records = [line for _, line in contact_records(run, kind, evaluate_at)]
+        records = (line for _, line in contact_records(run, kind, evaluate_at))
     outputs = (dumps(output_record(output)) for output in run.outputs)
     return Scored(records, outputs, Totals.of(run))

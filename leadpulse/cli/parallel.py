@@ -344,7 +344,7 @@ def _print(run: ScoreRun, options: Options, evaluate_at: int | None, tags: list[
         records: list[tuple[str, bytes]] = []
     else:
         members = []
-        records = contact_records(run, options.kind, evaluate_at)
+        records = list(contact_records(run, options.kind, evaluate_at))
     outputs = (
         [(tag, dumps(output_record(output))) for tag, output in zip(tags, run.outputs, strict=True)]
         if options.with_outputs

@@ -7,7 +7,7 @@ depend on the order of arrival, the final snapshots equal the stream's."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from leadpulse.scoring.accounts import AccountSnapshot, accounts_of
@@ -39,6 +39,8 @@ class ScoreRun:
     rules: Rules
     contacts: dict[str, ContactState] = field(default_factory=dict)
     outputs: list[Output] = field(default_factory=list)
+    keep_outputs: bool = True  # False: outputs only counted, for a caller that prints none (memory)
+    output_count: int = 0
     erased: dict[str, Erasure] = field(default_factory=dict)
     events: int = 0
     bad: int = 0
@@ -88,11 +90,16 @@ class ScoreRun:
         elif applied.outcome == "unscored":
             self.unscored += 1
         if winner(applied.state) is None:  # a merged anonymous id speaks through its contact
-            self.outputs.extend(applied.outputs)
+            self._emit(applied.outputs)
         for link in links_to_send(state, applied.state):
             self._link(link)
         self._hand_over(event.contact_id)
         return applied.outcome
+
+    def _emit(self, outputs: tuple[Output, ...]) -> None:
+        self.output_count += len(outputs)
+        if self.keep_outputs:
+            self.outputs.extend(outputs)
 
     def _erase(self, contact_id: str, occurred_ms: int) -> None:
         """Erase a contact and every anonymous id it linked (as the stream sends each of them
@@ -132,21 +139,30 @@ class ScoreRun:
             state = new_state(contact_id)
         applied = attach(state, anonymous_id, part, self.rules)
         self.contacts[contact_id] = applied.state
-        self.outputs.extend(applied.outputs)
+        self._emit(applied.outputs)
         if winner(applied.state) is not None:  # a contact merged itself (after an erasure): passes it on
             self._hand_over(contact_id)
 
     def published(self) -> list[ContactState]:
         """The merged views of the contacts that are published (merged anonymous ids are not),
         sorted by contact id."""
-        return [view_of(state, self.rules) for _, state in sorted(self.contacts.items()) if winner(state) is None]
+        return list(self._published())
+
+    def _published(self) -> Iterator[ContactState]:
+        for contact_id in sorted(self.contacts):
+            state = self.contacts[contact_id]
+            if winner(state) is None:
+                yield view_of(state, self.rules)
 
     def snapshots(self, at_ms: int | None) -> list[Snapshot]:
         """Sorted by contact id; `at_ms` None evaluates each contact at its own latest event,
         which is what the stream publishes after that event."""
-        return [
-            snapshot(state, state.last_event_ms if at_ms is None else at_ms, self.rules) for state in self.published()
-        ]
+        return list(self.each_snapshot(at_ms))
+
+    def each_snapshot(self, at_ms: int | None) -> Iterator[Snapshot]:
+        """`snapshots`, one at a time: a caller that prints them holds one, not all."""
+        for state in self._published():
+            yield snapshot(state, state.last_event_ms if at_ms is None else at_ms, self.rules)
 
     def accounts(self, at_ms: int | None) -> list[AccountSnapshot]:
         """Account snapshots from the contacts' snapshots at `at_ms` (None: each at its own
