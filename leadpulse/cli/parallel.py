@@ -291,7 +291,7 @@ def _work(connection: Connection, task: _Task, progress: Any) -> None:
         connection.send([ids for line in piece.split(b"\n") if len(set(ids := ids_of(line))) > 1])
         del piece
         router: Router = connection.recv()
-        run = ScoreRun(options.rules)
+        run = ScoreRun(options.rules, keep_outputs=options.with_outputs)
         bad: list[tuple[int, str, str]] = []
         tags: list[int] = []  # the line number of each output
         try:
