@@ -134,6 +134,7 @@ class ScoringAgent:
         # Counted per batch and added to the Prometheus counters once (bench/README.md).
         self.events: Counter[str] = Counter()
         self.outputs: Counter[str] = Counter()
+        self.too_large: Counter[str] = Counter()  # events dead-lettered for a record too large, by its topic
         self.agent: Any = None
         self.accounts: Any = None  # the accounts agent, when attached with this one (agents.attach_agents)
 
@@ -189,7 +190,9 @@ class ScoringAgent:
             # and emits nothing again, so what it emitted must already be there.
             oversized: set[str] = set()
             prepared = [(work, self._prepare(work, clock, alerts, oversized)) for work in scored]
-            if oversized <= self.guarded:  # (a guarded contact is never oversized: it is checked per event)
+            if oversized <= self.guarded:
+                if oversized:  # stored already over a limit lowered since: events refused, state left as it was
+                    log.error("%d contacts over their topics' record limits are not stored", len(oversized))
                 break
             # Rare (beyond the bounds by construction): fold the batch again, nothing of it sent
             # or stored yet, checking these contacts' events one at a time.
@@ -199,6 +202,7 @@ class ScoringAgent:
             self.guarded |= oversized
             self.events.clear()
             self.outputs.clear()
+            self.too_large.clear()
         producer = self.producer()
         await alerts.deliver(producer)
         for work, states in prepared:
@@ -220,7 +224,7 @@ class ScoringAgent:
                     self._score(message, work, clock, alerts)
             except InvalidEvent as error:
                 if isinstance(error, RecordTooLarge):
-                    self.metrics.records_too_large.labels(error.topic).inc()
+                    self.too_large[error.topic] += 1
                 self._dead_letter(message, error.field, str(error), clock, alerts)
             except Exception as error:  # a record fails alone, whatever went wrong with it
                 log.exception("record %s[%s]@%s could not be scored", message.topic, work.partition, message.offset)
@@ -549,8 +553,11 @@ class ScoringAgent:
             self.metrics.events.labels(outcome).inc(count)
         for kind, count in self.outputs.items():
             self.metrics.outputs.labels(kind).inc(count)
+        for topic, count in self.too_large.items():
+            self.metrics.records_too_large.labels(topic).inc(count)
         self.events.clear()
         self.outputs.clear()
+        self.too_large.clear()
         self.metrics.batch_seconds.observe(perf_counter() - started)
         self.metrics.batch_events.observe(size)
 
