@@ -3,7 +3,8 @@ machine, which `time -v` does not show: it reports the largest process alone).
 
     python -m bench.peak_rss -- leadpulse score events.jsonl --jobs 2
 
-Samples /proc every 50 ms; prints the peak of the summed resident set sizes and the time.
+Samples /proc every 50 ms; prints the peak of the summed proportional set sizes (PSS: a page
+shared by forked processes counts once) and the time.
 """
 
 from __future__ import annotations
@@ -13,27 +14,33 @@ import sys
 import time
 from pathlib import Path
 
-PAGE = 4096
-
 
 def tree_rss(root: int) -> int:
-    """Resident bytes of `root` and its descendants, now."""
+    """Proportional set size of `root` and its descendants, now: pages shared by forked
+    processes count once in the sum (resident sizes would count them in every process)."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
         except OSError:
             continue  # gone meanwhile
-        pid = int(stat.parent.name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        rss[pid] = int(fields[21]) * PAGE
+        children.setdefault(parent, []).append(int(stat.parent.name))
     total, pending = 0, [root]
     while pending:
         pid = pending.pop()
-        total += rss.get(pid, 0)
+        total += _pss(pid)
         pending.extend(children.get(pid, ()))
     return total
+
+
+def _pss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass  # gone meanwhile
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -46,7 +53,7 @@ def main(argv: list[str]) -> int:
             peak = max(peak, tree_rss(process.pid))
             time.sleep(0.05)
     print(
-        f"peak RSS {peak / 1e6:.0f} MB (summed over the process tree), {time.monotonic() - started:.1f} s, "
+        f"peak PSS {peak / 1e6:.0f} MB (summed over the process tree), {time.monotonic() - started:.1f} s, "
         f"exit {process.returncode}: {' '.join(command)}",
         file=sys.stderr,
     )
