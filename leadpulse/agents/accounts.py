@@ -59,7 +59,10 @@ class AccountsAgent:
 
     async def run(self, batch: Sequence[Part]) -> None:
         deliveries = self.pipeline.readiness.deliveries
-        alerts, stored = Outbox(deliveries), Outbox(deliveries)
+        alerts, stored = (
+            Outbox(deliveries, self.pipeline.record_limits),
+            Outbox(deliveries, self.pipeline.record_limits),
+        )
         folded = [
             (part.partition, part.anchor, self._fold_partition(part.partition, part.records, alerts)) for part in batch
         ]

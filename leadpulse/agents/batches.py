@@ -25,7 +25,7 @@ async def deliver_batches(
     consuming meanwhile."""
     app, settings, readiness = pipeline.app, pipeline.settings, pipeline.readiness
     readiness.consuming.add(agent)
-    app.hand_over_in_chunks(getattr(stream.channel, "topics", ()), settings.batch_size)
+    app.hand_over_in_chunks(getattr(stream.channel, "topics", ()), settings.batch_size, settings.buffer_bytes)
     try:
         async for batch in take_batches(stream, settings.batch_size, settings.batch_within_s):
             try:

@@ -15,6 +15,12 @@ Per batch (docs/guarantees.md):
 A delivery the broker refuses for good stops the worker before step 4, so that it restarts
 from the last commit; retriable ones are retried (streams/outbox.py).
 
+No record is ever larger than its topic takes (docs/guarantees.md#bounds): an event whose
+outputs would be too large is dead-lettered as it is scored; a contact whose state, snapshot
+or member record would be too large once the batch is folded has the batch folded again with
+its events checked one at a time, in arrival order, each one that would make a record too
+large dead-lettered (the contact keeps its last state that fits) and the others applied.
+
 Identity stitching (scoring/identity.py) rides on the same steps and the same re-keyed
 input: links (to the anonymous id's partition), hand-overs and detaches (to the contact's
 partition) and the erasures an erased contact sends its linked ids all go out to
@@ -27,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from time import perf_counter
 from typing import Any
@@ -37,6 +43,7 @@ from faust.exceptions import PartitionsMismatch
 
 from leadpulse.agents.batches import deliver_batches
 from leadpulse.schemas.events import InvalidEvent, admit_event
+from leadpulse.schemas.limits import RecordLimits, RecordTooLarge
 from leadpulse.schemas.outputs import (
     dead_letter_label,
     dead_letter_record,
@@ -77,6 +84,7 @@ from leadpulse.streams.chunks import Part, Record
 from leadpulse.streams.outbox import BatchProducer, DeliveryFailed, Outbox, kafka_producer
 from leadpulse.streams.partitioning import home_partition
 from leadpulse.streams.pipeline import SCORING, Pipeline
+from leadpulse.streams.startup import read_record_limits
 from leadpulse.streams.tables import partition_of
 from leadpulse.streams.topics import partition_mismatch
 
@@ -89,8 +97,10 @@ EVENTS, REKEYED, ERASURES = "e", "k", "x"
 EXPIRED_BATCH = 1_000  # erasure markers deleted per partition per batch, at most
 
 Scored = dict[str, tuple[ContactState | None, int]]  # contact id -> (new state or None: erased, time to publish it at)
-# state, snapshot (None: a merged anonymous id, deleted from contact-scores), member records
-Prepared = list[tuple[ContactState, bytes | None, list[tuple[bytes, bytes]]]]
+# state, its changelog bytes, snapshot (None: a merged anonymous id, deleted from contact-scores), member records
+Publication = tuple[ContactState, bytes, bytes | None, list[tuple[bytes, bytes]]]
+Prepared = list[Publication]
+LimitsReader = Callable[[list[str]], Awaitable[RecordLimits]]
 
 
 @dataclass
@@ -110,7 +120,12 @@ class PartitionWork:
 class ScoringAgent:
     """The worker's agent and cooling timer, bound to one pipeline (its app, table, topics)."""
 
-    def __init__(self, pipeline: Pipeline, producer: Callable[[], BatchProducer] | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        producer: Callable[[], BatchProducer] | None = None,
+        record_limits: LimitsReader | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.app = pipeline.app
         self.settings = pipeline.settings
@@ -120,6 +135,9 @@ class ScoringAgent:
         self.metrics = pipeline.metrics
         self.limits = pipeline.settings.input_limits
         self.producer = producer or (lambda: kafka_producer(self.app))
+        self.read_limits = record_limits or (lambda names: read_record_limits(self.settings, names))
+        self.guarded: set[str] = set()  # contacts whose events this batch checks one at a time (run)
+        self.clock = 0  # the batch's (run)
         self.events_topic = pipeline.settings.input_topic
         self.rekeyed_topic = pipeline.topics.by_contact.get_topic_name()
         self.cooling_topic = pipeline.topics.cooling.get_topic_name()
@@ -127,13 +145,20 @@ class ScoringAgent:
         # Counted per batch and added to the Prometheus counters once (bench/README.md).
         self.events: Counter[str] = Counter()
         self.outputs: Counter[str] = Counter()
+        self.too_large: Counter[str] = Counter()  # events dead-lettered for a record too large, by its topic
         self.agent: Any = None
         self.accounts: Any = None  # the accounts agent, when attached with this one (agents.attach_agents)
 
     @classmethod
-    def attach(cls, pipeline: Pipeline, producer: Callable[[], BatchProducer] | None = None) -> ScoringAgent:
-        """Register the agent, the recovery hook and the cooling timer on `pipeline.app`."""
-        self = cls(pipeline, producer)
+    def attach(
+        cls,
+        pipeline: Pipeline,
+        producer: Callable[[], BatchProducer] | None = None,
+        record_limits: LimitsReader | None = None,
+    ) -> ScoringAgent:
+        """Register the agent, the recovery hook and the cooling timer on `pipeline.app`;
+        `record_limits` reads the topics' record limits (default: from the broker)."""
+        self = cls(pipeline, producer, record_limits)
         app = pipeline.app
         self.agent = app.agent(pipeline.topics.scoring_sources(app), name="leadpulse.score")(self.consume)
         pipeline.contacts.table.on_recover(self.reschedule_cooling)
@@ -147,33 +172,48 @@ class ScoringAgent:
 
     async def _ready_to_score(self) -> bool:
         """Output topics exist before the first record is scored (a send to a topic still
-        being created was seen to hang the producer's flush), and every topic the agent
-        writes by partition number has the input's partition count."""
+        being created was seen to hang the producer's flush), every topic the agent
+        writes by partition number has the input's partition count, and the largest record
+        each topic takes is known (both agents' outboxes hold to it)."""
         for topic in self.topics.outputs:
             await topic.maybe_declare()
-        mismatch = await partition_mismatch(
-            self.producer(),
-            [*self.topics.all, self.contacts.table.changelog_topic, self.pipeline.accounts.table.changelog_topic],
-            self.settings.partitions,
-        )
+        written = [*self.topics.all, self.contacts.table.changelog_topic, self.pipeline.accounts.table.changelog_topic]
+        mismatch = await partition_mismatch(self.producer(), written, self.settings.partitions)
         if mismatch:
             await self.app.crash(PartitionsMismatch(mismatch))
             return False
+        self.pipeline.record_limits = await self.read_limits([topic.get_topic_name() for topic in written])
         return True
 
     async def run(self, batch: Sequence[Part]) -> None:
         started = perf_counter()
         clock = now_ms()
-        deliveries = self.pipeline.readiness.deliveries
-        alerts, stored = Outbox(deliveries), Outbox(deliveries)
-        scored = [PartitionWork(part.partition, part.anchor) for part in batch]
-        for work, part in zip(scored, batch, strict=True):
-            with partition_of(work.anchor):
-                self._score_partition(work, part.records, clock, alerts)
-        # Stage changes, hot leads, dead letters and re-keyed records reach the broker before
-        # the states that produced them are stored: a replayed event finds its state stored
-        # and emits nothing again, so what it emitted must already be there.
-        prepared = [(work, self._prepare(work, clock, alerts)) for work in scored]
+        deliveries, limits = self.pipeline.readiness.deliveries, self.pipeline.record_limits
+        self.guarded, self.clock = set(), clock
+        while True:
+            alerts, stored = Outbox(deliveries, limits), Outbox(deliveries, limits)
+            scored = [PartitionWork(part.partition, part.anchor) for part in batch]
+            for work, part in zip(scored, batch, strict=True):
+                with partition_of(work.anchor):
+                    self._score_partition(work, part.records, clock, alerts)
+            # Stage changes, hot leads, dead letters and re-keyed records reach the broker before
+            # the states that produced them are stored: a replayed event finds its state stored
+            # and emits nothing again, so what it emitted must already be there.
+            oversized: set[str] = set()
+            prepared = [(work, self._prepare(work, clock, alerts, oversized)) for work in scored]
+            if oversized <= self.guarded:
+                if oversized:  # stored already over a limit lowered since: events refused, state left as it was
+                    log.error("%d contacts over their topics' record limits are not stored", len(oversized))
+                break
+            # Rare (beyond the bounds by construction): fold the batch again, nothing of it sent
+            # or stored yet, checking these contacts' events one at a time.
+            log.warning(
+                "%d contacts would outgrow their topics' record limits: folding the batch again", len(oversized)
+            )
+            self.guarded |= oversized
+            self.events.clear()
+            self.outputs.clear()
+            self.too_large.clear()
         producer = self.producer()
         await alerts.deliver(producer)
         for work, states in prepared:
@@ -198,6 +238,8 @@ class ScoringAgent:
                 else:
                     self._score(message, work, clock, alerts)
             except InvalidEvent as error:
+                if isinstance(error, RecordTooLarge):
+                    self.too_large[error.topic] += 1
                 self._dead_letter(message, error.field, str(error), clock, alerts)
             except Exception as error:  # a record fails alone, whatever went wrong with it
                 log.exception("record %s[%s]@%s could not be scored", message.topic, work.partition, message.offset)
@@ -259,21 +301,23 @@ class ScoringAgent:
             updated = state
         else:
             applied = apply(state, event, self.rules)
-            self.events[applied.outcome] += 1
-            if applied.outcome != "duplicate":
-                self.metrics.event_age_seconds.observe(max(0, clock - event.occurred_ms) / 1000)
-                if is_unmapped(event):
-                    self.metrics.unmapped_events.inc()
-                if is_published(applied.state):  # a merged anonymous id speaks through its contact
-                    self._add_outputs(work.partition, applied.outputs, alerts)
-                for link in applied.links:
-                    self._send(link.anonymous_id, link_bytes(link), alerts)
             positions = {**state.positions, role: message.offset}
             if applied.state is state:  # a duplicate: the engine handed back the state it was given
                 updated = replace(state, positions=positions)
             else:  # a state the engine has just built for this event: ours to finish
                 updated = applied.state
                 updated.positions = positions
+            published_at = max(view_of(updated, self.rules).last_event_ms, known[1] if known else 0)
+            self._check_fits(updated, published_at)  # before anything of the event is queued
+            if applied.outcome != "duplicate":
+                if is_published(applied.state):  # a merged anonymous id speaks through its contact
+                    self._add_outputs(work.partition, applied.outputs, alerts)
+                self.metrics.event_age_seconds.observe(max(0, clock - event.occurred_ms) / 1000)
+                if is_unmapped(event):
+                    self.metrics.unmapped_events.inc()
+                for link in applied.links:
+                    self._send(link.anonymous_id, link_bytes(link), alerts)
+            self.events[applied.outcome] += 1
         at = view_of(updated, self.rules).last_event_ms
         results[event.contact_id] = (updated, max(at, known[1] if known else 0))
 
@@ -312,8 +356,10 @@ class ScoringAgent:
             self.events["linked"] += 1
         else:
             applied = attach(state, record.anonymous_id, record.part, self.rules)
-            self._add_outputs(work.partition, applied.outputs, alerts)
             updated = replace(applied.state, positions=positions)
+            at = view_of(updated, self.rules).last_event_ms
+            self._check_fits(updated, at if isinstance(record, Handover) else max(at, known[1] if known else 0))
+            self._add_outputs(work.partition, applied.outputs, alerts)
             self.events["merged"] += 1
         at = view_of(updated, self.rules).last_event_ms
         if isinstance(record, Handover):
@@ -367,46 +413,81 @@ class ScoringAgent:
             return
         at_ms = max(at_ms, view_of(state, self.rules).last_event_ms)
         revisited = revisit(state, at_ms, self.rules)
+        self._check_fits(revisited.state, max(at_ms, known[1] if known else 0))
         self._add_nurtures(work.partition, revisited.nurtures, alerts)
         if revisited.outcome == "scored" or known:
             results[contact_id] = (revisited.state, max(at_ms, known[1] if known else 0))
         else:  # nothing changed (clock skew, or rules changed): look again later
             self.pipeline.cooling.set(contact_id, revisit_due_ms(revisited.state, self.rules, at_ms))
 
-    def _prepare(self, work: PartitionWork, clock: int, alerts: Outbox) -> Prepared:
+    def _prepare(self, work: PartitionWork, clock: int, alerts: Outbox, oversized: set[str]) -> Prepared:
         """The state, snapshot and account member record each contact is published with; a
         snapshot's time never goes back for a contact (a late event after a cooling tick keeps
         the tick's time). Leave records (a contact that changed account, or was erased) go
         out with the alerts: once the state that no longer names the old account is stored
-        (or deleted), a replay would not send them again."""
-        cooling = self.settings.cooling_interval_s
+        (or deleted), a replay would not send them again. A contact one of whose records
+        would be too large for its topic is left out and named in `oversized`."""
         prepared: Prepared = []
         for contact_id, (left, left_ms) in work.leaving.items():
             self._leave(left, leaving(contact_id, left_ms), alerts)
-        for stored, at_ms in work.results.values():
+        for contact_id, (stored, at_ms) in work.results.items():
             if stored is None:
                 continue
-            state, sends = hand_over(stored, version_of(stored.positions))
-            for target, part in sends:
-                self._send(target, handover_bytes(Handover(state.contact_id, part)), alerts)
-            if not is_published(state):  # merged into a contact: deleted from contact-scores
-                if state.account_sent is not None:
-                    self._leave(state.account_sent, leaving(state.contact_id, max(at_ms, state.published_ms)), alerts)
-                prepared.append((replace(state, account_sent=None, cooling_due_ms=None), None, []))
-                continue
-            at = max(at_ms, state.published_ms)
-            due = revisit_due_ms(state, self.rules, max(at, clock)) if cooling else None
-            view = snapshot_of(state, at, self.rules)
-            account, updates = account_updates(view_of(state, self.rules), view, self.rules)
-            published = replace(state, published_ms=at, cooling_due_ms=due, account_sent=account)
-            records = []
-            for target, record in updates:
-                if record.left:
-                    self._leave(target, record, alerts)
-                else:
-                    records.append((target.encode(), member_to_bytes(record)))
-            prepared.append((published, dumps(snapshot_record(view)), records))
+            try:
+                prepared.append(self._publication(stored, at_ms, clock, alerts))
+            except RecordTooLarge:
+                oversized.add(contact_id)
         return prepared
+
+    def _publication(self, stored: ContactState, at_ms: int, clock: int, alerts: Outbox) -> Publication:
+        """What one contact is published with (see _prepare); RecordTooLarge if a record
+        would be larger than its topic takes."""
+        state, sends = hand_over(stored, version_of(stored.positions))
+        for target, part in sends:
+            self._send(target, handover_bytes(Handover(state.contact_id, part)), alerts)
+        if not is_published(state):  # merged into a contact: deleted from contact-scores
+            if state.account_sent is not None:
+                self._leave(state.account_sent, leaving(state.contact_id, max(at_ms, state.published_ms)), alerts)
+            merged = replace(state, account_sent=None, cooling_due_ms=None)
+            return self._fitting(merged, None, [], alerts.limits)
+        at = max(at_ms, state.published_ms)
+        due = revisit_due_ms(state, self.rules, max(at, clock)) if self.settings.cooling_interval_s else None
+        view = snapshot_of(state, at, self.rules)
+        account, updates = account_updates(view_of(state, self.rules), view, self.rules)
+        published = replace(state, published_ms=at, cooling_due_ms=due, account_sent=account)
+        records = []
+        for target, record in updates:
+            if record.left:
+                self._leave(target, record, alerts)
+            else:
+                records.append((target.encode(), member_to_bytes(record)))
+        return self._fitting(published, dumps(snapshot_record(view)), records, alerts.limits)
+
+    def _fitting(
+        self, state: ContactState, view: bytes | None, members: list[tuple[bytes, bytes]], limits: RecordLimits
+    ) -> Publication:
+        """The publication, once its changelog record, snapshot and member records are known
+        to fit their topics (RecordTooLarge otherwise)."""
+        key, encoded = state.contact_id.encode(), self.contacts.encode(state)
+        limits.check(self.contacts.table.changelog_topic.get_topic_name(), key, encoded)
+        limits.check(self.topics.scores.get_topic_name(), key, view)
+        members_topic = self.topics.account_members.get_topic_name()
+        for member_key, member in members:
+            limits.check(members_topic, member_key, member)
+        return state, encoded, view, members
+
+    def _check_fits(self, state: ContactState, at_ms: int) -> None:
+        """For a guarded contact (run), raise RecordTooLarge if publishing `state` now would
+        write a record too large for its topic: the record being scored is dead-lettered,
+        and the contact keeps the state it had before it. Published to a scratch outbox, the
+        counts of what it would send left as they were."""
+        if state.contact_id not in self.guarded:
+            return
+        counted = self.outputs.copy()
+        try:
+            self._publication(state, at_ms, self.clock, Outbox(limits=self.pipeline.record_limits))
+        finally:
+            self.outputs = counted
 
     def _leave(self, account: str, record: Member, alerts: Outbox) -> None:
         """To the account's own partition of account-members, keyed by account as member records."""
@@ -430,23 +511,30 @@ class ScoringAgent:
             if state is None:
                 outbox.add(scores, partition, contact_id.encode(), None)
                 self.pipeline.cooling.set(contact_id, None)
-        for state, view, records in prepared:
+        for state, _, view, records in prepared:
             outbox.add(scores, partition, state.contact_id.encode(), view)
             for key, value in records:
                 outbox.add(members, home_partition(key, self.settings.partitions), key, value)
             if cooling:
                 self.pipeline.cooling.set(state.contact_id, state.cooling_due_ms)
-        self.contacts.put_many(partition, (state for state, _, _ in prepared), outbox, work.erased, work.expired)
+        encoded = ((state.contact_id, data) for state, data, _, _ in prepared)
+        self.contacts.put_encoded(partition, encoded, outbox, work.erased, work.expired)
         self.outputs["snapshot"] += len(work.results)
 
     def _add_outputs(self, partition: int, outputs: tuple[Output, ...], outbox: Outbox) -> None:
+        """All of an event's outputs, or none (RecordTooLarge: one would be too large)."""
+        records = []
         for output in outputs:
             topic, kind = (
                 (self.topics.hot_leads, "hot_lead")
                 if isinstance(output, HotLead)
                 else (self.topics.stage_changes, "stage_change")
             )
-            outbox.add(topic.get_topic_name(), partition, output.contact_id.encode(), dumps(output_record(output)))
+            record = (topic.get_topic_name(), output.contact_id.encode(), dumps(output_record(output)))
+            outbox.limits.check(*record)
+            records.append((kind, record))
+        for kind, (name, key, value) in records:
+            outbox.add(name, partition, key, value)
             self.outputs[kind] += 1
 
     def _add_nurtures(self, partition: int, records: tuple[Nurture, ...], outbox: Outbox) -> None:
@@ -477,8 +565,11 @@ class ScoringAgent:
             self.metrics.events.labels(outcome).inc(count)
         for kind, count in self.outputs.items():
             self.metrics.outputs.labels(kind).inc(count)
+        for topic, count in self.too_large.items():
+            self.metrics.records_too_large.labels(topic).inc(count)
         self.events.clear()
         self.outputs.clear()
+        self.too_large.clear()
         self.metrics.batch_seconds.observe(perf_counter() - started)
         self.metrics.batch_events.observe(size)
 

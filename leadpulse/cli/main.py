@@ -302,17 +302,20 @@ def _score(args: argparse.Namespace) -> int:
     tune_gc()
     stdin = str(args.events) == "-"
     reference = future_reference(at_ms)
+    keep = args.events_out is not None  # outputs are only counted otherwise
     if jobs > 1:
         options = Options(rules, reference, limits, kind, at_ms, last_event, args.events_out is not None)
         source = sys.stdin.buffer.read() if stdin else args.events
         result = score_parallel(source, options, jobs, report_bad_line)
     elif stdin:
-        run = score_lines(sys.stdin.buffer, rules, now_ms=reference, limits=limits, on_bad=report_bad_line)
+        run = score_lines(
+            sys.stdin.buffer, rules, now_ms=reference, limits=limits, on_bad=report_bad_line, keep_outputs=keep
+        )
         result = scored(run, kind, at_ms, last_event)
     else:
         with args.events.open("rb") as stream:
             lines = progress_lines(stream, args.events.stat().st_size, "scoring")
-            run = score_lines(lines, rules, now_ms=reference, limits=limits, on_bad=report_bad_line)
+            run = score_lines(lines, rules, now_ms=reference, limits=limits, on_bad=report_bad_line, keep_outputs=keep)
         result = scored(run, kind, at_ms, last_event)
     out = sys.stdout.buffer
     for record in result.records:

@@ -5,13 +5,14 @@ prints of a run, in one shape for one process and for several (cli.parallel)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import BinaryIO, Literal
 
 from leadpulse.schemas.events import InvalidEvent, admit_event
-from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits
+from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits, RecordLimits
 from leadpulse.schemas.outputs import account_record, dumps, nurture_record, output_record, snapshot_record
+from leadpulse.schemas.record_sizes import SizeGuard
 from leadpulse.schemas.segment import is_unmapped
 from leadpulse.scoring.accounts import AccountSnapshot
 from leadpulse.scoring.engine import Event
@@ -30,12 +31,13 @@ def score_lines(
     now_ms: int | None = None,
     limits: InputLimits = DEFAULT_LIMITS,
     on_bad: Callable[[int, InvalidEvent], None] = lambda line, error: None,
+    keep_outputs: bool = True,
 ) -> ScoreRun:
     """Apply every valid line in order, native events and Segment messages alike. An event
     further ahead of `now_ms` (default: the clock now) than the rules allow is refused as the
     worker refuses it (`admit_event`); `limits` are the worker's input limits, so that the
     same lines are refused as in the stream."""
-    run = ScoreRun(rules)
+    run = ScoreRun(rules, keep_outputs=keep_outputs)
     reference = clock_ms() if now_ms is None else now_ms
     score_numbered(run, enumerate(lines, start=1), now_ms=reference, limits=limits, on_bad=on_bad)
     return run
@@ -59,8 +61,12 @@ def score_numbered(
     check: Callable[[Event], None] = lambda event: None,
 ) -> None:
     """`score_lines` over (line number, line) pairs, which may skip lines (another process
-    folds them); `check` sees each valid event before it is folded."""
+    folds them); `check` sees each valid event before it is folded. An event that would make
+    the worker write a record over `limits.max_message_bytes` is refused as a bad line, as
+    the worker dead-letters it (schemas.record_sizes)."""
     rules = run.rules
+    if run.guard is None:
+        run.guard = SizeGuard(rules, RecordLimits.for_topics(limits.max_message_bytes))
     for number, line in numbered:
         if not line.strip():
             continue
@@ -71,7 +77,13 @@ def score_numbered(
             on_bad(number, error)
             continue
         check(event)
-        if run.add(event, number) != "duplicate" and is_unmapped(event):
+        try:
+            outcome = run.add(event, number)
+        except InvalidEvent as error:  # RecordTooLarge, from the guard
+            run.bad += 1
+            on_bad(number, error)
+            continue
+        if outcome != "duplicate" and is_unmapped(event):
             run.unmapped += 1
 
 
@@ -120,7 +132,7 @@ class Totals:
             run.duplicates,
             run.unscored,
             run.unmapped,
-            len(run.outputs),
+            run.output_count,
             len(run.erased),
             run.forgotten,
         )
@@ -154,11 +166,12 @@ def evaluation_time(at_ms: int | None, last_event: bool, latest_ms: int | None) 
     return None if last_event else at_ms if at_ms is not None else latest_ms
 
 
-def contact_records(run: ScoreRun, kind: Kind, at_ms: int | None) -> list[tuple[str, bytes]]:
-    """(contact id, line) of the contact snapshots or nurture records, by contact id."""
+def contact_records(run: ScoreRun, kind: Kind, at_ms: int | None) -> Iterator[tuple[str, bytes]]:
+    """(contact id, line) of the contact snapshots or nurture records, by contact id, made
+    as they are read (a run of millions of contacts is printed without a copy of each)."""
     if kind == "nurture":
-        return [(record.contact_id, dumps(nurture_record(record))) for record in run.nurtures(at_ms)]
-    return [(view.contact_id, dumps(snapshot_record(view))) for view in run.snapshots(at_ms)]
+        return ((record.contact_id, dumps(nurture_record(record))) for record in run.nurtures(at_ms))
+    return ((view.contact_id, dumps(snapshot_record(view))) for view in run.each_snapshot(at_ms))
 
 
 def account_lines(accounts: Iterable[AccountSnapshot]) -> list[bytes]:
@@ -168,9 +181,10 @@ def account_lines(accounts: Iterable[AccountSnapshot]) -> list[bytes]:
 def scored(run: ScoreRun, kind: Kind, at_ms: int | None, last_event: bool) -> Scored:
     """A one-process run as printed."""
     evaluate_at = evaluation_time(at_ms, last_event, run.latest_ms)
+    records: Iterable[bytes]
     if kind == "accounts":
         records = account_lines(run.accounts(evaluate_at))
     else:
-        records = [line for _, line in contact_records(run, kind, evaluate_at)]
+        records = (line for _, line in contact_records(run, kind, evaluate_at))
     outputs = (dumps(output_record(output)) for output in run.outputs)
     return Scored(records, outputs, Totals.of(run))

@@ -291,7 +291,7 @@ def _work(connection: Connection, task: _Task, progress: Any) -> None:
         connection.send([ids for line in piece.split(b"\n") if len(set(ids := ids_of(line))) > 1])
         del piece
         router: Router = connection.recv()
-        run = ScoreRun(options.rules)
+        run = ScoreRun(options.rules, keep_outputs=options.with_outputs)
         bad: list[tuple[int, str, str]] = []
         tags: list[int] = []  # the line number of each output
         try:
@@ -344,7 +344,7 @@ def _print(run: ScoreRun, options: Options, evaluate_at: int | None, tags: list[
         records: list[tuple[str, bytes]] = []
     else:
         members = []
-        records = contact_records(run, options.kind, evaluate_at)
+        records = list(contact_records(run, options.kind, evaluate_at))
     outputs = (
         [(tag, dumps(output_record(output))) for tag, output in zip(tags, run.outputs, strict=True)]
         if options.with_outputs

@@ -13,13 +13,14 @@ from typing import Any
 import orjson
 
 from leadpulse.schemas.fields import InvalidEvent, identifier, json_kind, normalized_id, person_id
-from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits, variable
+from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits, stored_bytes, variable
 from leadpulse.schemas.segment import is_segment, segment_event, segment_key, shipped_mapping
 from leadpulse.scoring.engine import Event, future_reason
 from leadpulse.scoring.rules import EVENT_TYPE, Rules
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
 
 __all__ = ["InvalidEvent", "admit_event", "contact_key", "decode_event", "validate_event"]
+_WIDEST = 6  # bytes a character may take as stored (a control character: \u001f); shorter strings need no encoding
 
 
 def admit_event(raw: bytes | str, reference_ms: int, limits: InputLimits, rules: Rules) -> Event:
@@ -124,19 +125,22 @@ def _type_problem(event_type: Any) -> str:
 
 
 def _check_nesting(document: dict[str, Any], limits: InputLimits) -> None:
-    """Every string (keys included) within max_string and every value at most max_depth
-    levels inside `properties` (or any other top-level field). A loop, not a recursion: a
-    document is checked without growing the Python stack however deep it is, and nothing
-    deeper than the limit is visited. Exact types suffice: the document comes from orjson."""
+    """Every string (keys included) within max_string bytes as stored (its JSON form, as
+    every state and record is written: a control character costs 6 bytes, an accented
+    letter 2) and every value at most max_depth levels inside `properties` (or any other
+    top-level field). A loop, not a recursion: a document is checked without growing the
+    Python stack however deep it is, and nothing deeper than the limit is visited. Exact
+    types suffice: the document comes from orjson."""
     max_string, deepest = limits.max_string, limits.max_depth + 1  # `properties` is itself a level
     pending: list[tuple[str, dict[str, Any] | list[Any], int]] = [("", document, 0)]
     while pending:
         path, container, depth = pending.pop()
         items: Iterable[tuple[str | int, Any]]
         if isinstance(container, dict):
-            if container and max(map(len, container)) > max_string:
-                longest = max(container, key=len)
-                raise InvalidEvent(path, f"a key is {len(longest)} characters, {_over(max_string, 'max_string')}")
+            if container and max(map(len, container)) * _WIDEST > max_string:
+                longest = max(map(stored_bytes, container))
+                if longest > max_string:
+                    raise InvalidEvent(path, f"a key is {longest} bytes as stored, {_over(max_string, 'max_string')}")
             items = container.items()
         else:
             items = enumerate(container)
@@ -146,8 +150,9 @@ def _check_nesting(document: dict[str, Any], limits: InputLimits) -> None:
         for key, value in items:
             kind = type(value)
             if kind is str:
-                if len(value) > max_string:
-                    raise InvalidEvent(_child(path, key), f"{len(value)} characters, {_over(max_string, 'max_string')}")
+                if len(value) * _WIDEST > max_string and (stored := stored_bytes(value)) > max_string:
+                    over = _over(max_string, "max_string")
+                    raise InvalidEvent(_child(path, key), f"{stored} bytes as stored, {over}")
             elif kind is dict or kind is list:
                 pending.append((_child(path, key), value, depth + 1))
 

@@ -8,12 +8,24 @@ arrival, the final snapshots equal the stream's."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from leadpulse.scoring.accounts import AccountSnapshot, accounts_of
-from leadpulse.scoring.engine import Event, Outcome, Output, Snapshot, apply, attach, new_state, snapshot, view_of
+from leadpulse.scoring.engine import (
+    Applied,
+    Event,
+    Outcome,
+    Output,
+    Snapshot,
+    apply,
+    attach,
+    new_state,
+    snapshot,
+    view_of,
+)
 from leadpulse.scoring.erasure import ERASE_EVENT, Erasure, erasure_of
-from leadpulse.scoring.identity import Link, detach, hand_over, is_published, record_claim
+from leadpulse.scoring.identity import Link, detach, hand_over, is_published, record_claim, winner
 from leadpulse.scoring.nurture import Nurture, nurtures_at
 from leadpulse.scoring.rules import Rules
 from leadpulse.scoring.state import ContactState, Part
@@ -28,6 +40,8 @@ class ScoreRun:
     rules: Rules
     contacts: dict[str, ContactState] = field(default_factory=dict)
     outputs: list[Output] = field(default_factory=list)
+    keep_outputs: bool = True  # False: outputs only counted, for a caller that prints none (memory)
+    output_count: int = 0
     erased: dict[str, Erasure] = field(default_factory=dict)
     events: int = 0
     bad: int = 0
@@ -37,6 +51,9 @@ class ScoreRun:
     forgotten: int = 0  # events dropped because their contact was erased
     latest_ms: int | None = None
     position: int = 0  # of the event being folded: the version of the hand-overs it causes
+    # Sees each event's result before it is kept and raises to refuse it (nothing kept, nothing
+    # counted): the record limits (schemas.record_sizes), which the core knows nothing of.
+    guard: Callable[[Event, Applied], None] | None = None
 
     def add(self, event: Event, position: int | None = None) -> Outcome:
         """Fold one valid event, in the order given; an erasure drops the contact, and the
@@ -45,6 +62,7 @@ class ScoreRun:
         far), growing from one call to the next. It versions the hand-overs the event causes,
         as the stream's grow with stream positions: a property of the input, not of the
         fold, so a run over a subset of the contacts (cli.parallel) names the same versions."""
+        latest = self.latest_ms
         if self.latest_ms is None or event.occurred_ms > self.latest_ms:
             self.latest_ms = event.occurred_ms
         self.events += 1
@@ -61,17 +79,29 @@ class ScoreRun:
             self.erased.pop(event.contact_id, None)  # back after the grace: its marker expires, as in the stream
             state = new_state(event.contact_id)
         applied = apply(state, event, self.rules)
+        if self.guard is not None and winner(applied.state) is None:
+            try:
+                self.guard(event, applied)
+            except Exception:
+                self.events -= 1
+                self.latest_ms = latest
+                raise
         self.contacts[event.contact_id] = applied.state
         if applied.outcome == "duplicate":
             self.duplicates += 1
         elif applied.outcome == "unscored":
             self.unscored += 1
         if is_published(applied.state):  # a merged anonymous id speaks through its contact
-            self.outputs.extend(applied.outputs)
+            self._emit(applied.outputs)
         for link in applied.links:
             self._link(link)
         self._hand_over(event.contact_id)
         return applied.outcome
+
+    def _emit(self, outputs: tuple[Output, ...]) -> None:
+        self.output_count += len(outputs)
+        if self.keep_outputs:
+            self.outputs.extend(outputs)
 
     def _erase(self, contact_id: str, occurred_ms: int) -> None:
         """Erase a contact and every anonymous id it linked (as the stream sends each of them
@@ -108,19 +138,30 @@ class ScoreRun:
             return
         applied = attach(state, anonymous_id, part, self.rules)
         self.contacts[contact_id] = applied.state
-        self.outputs.extend(applied.outputs)
+        self._emit(applied.outputs)
+        if winner(applied.state) is not None:  # a contact merged itself (after an erasure): passes it on
+            self._hand_over(contact_id)
 
     def published(self) -> list[ContactState]:
         """The merged views of the contacts that are published (merged anonymous ids are not),
         sorted by contact id."""
-        return [view_of(state, self.rules) for _, state in sorted(self.contacts.items()) if is_published(state)]
+        return list(self._published())
+
+    def _published(self) -> Iterator[ContactState]:
+        for contact_id in sorted(self.contacts):
+            state = self.contacts[contact_id]
+            if is_published(state):
+                yield view_of(state, self.rules)
 
     def snapshots(self, at_ms: int | None) -> list[Snapshot]:
         """Sorted by contact id; `at_ms` None evaluates each contact at its own latest event,
         which is what the stream publishes after that event."""
-        return [
-            snapshot(state, state.last_event_ms if at_ms is None else at_ms, self.rules) for state in self.published()
-        ]
+        return list(self.each_snapshot(at_ms))
+
+    def each_snapshot(self, at_ms: int | None) -> Iterator[Snapshot]:
+        """`snapshots`, one at a time: a caller that prints them holds one, not all."""
+        for state in self._published():
+            yield snapshot(state, state.last_event_ms if at_ms is None else at_ms, self.rules)
 
     def accounts(self, at_ms: int | None) -> list[AccountSnapshot]:
         """Account snapshots from the contacts' snapshots at `at_ms` (None: each at its own

@@ -17,7 +17,7 @@ delivered, so a batch that fails stays uncommitted (docs/guarantees.md).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -42,6 +42,23 @@ class ChunkMessage(ConsumerMessage):
         )  # fmt: skip
         self.first: int = records[0].offset
         self.size: int = len(records)
+
+
+def chunked(records: list[Record], most: int, most_bytes: int) -> Iterator[list[Record]]:
+    """`records` in order, cut into chunks of at most `most` records and `most_bytes` bytes of
+    keys and values (a record larger than that alone), so that the chunks an agent's buffer
+    holds are bounded in bytes as well as in records, whatever the records' sizes."""
+    chunk: list[Record] = []
+    size = 0
+    for record in records:
+        added = (record.serialized_key_size or 0) + (record.serialized_value_size or 0)
+        if chunk and (len(chunk) == most or size + added > most_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(record)
+        size += added
+    if chunk:
+        yield chunk
 
 
 def chunk_event(app: AppT, tp: TP, records: list[Record]) -> EventT[Any]:

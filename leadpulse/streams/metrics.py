@@ -19,6 +19,7 @@ class Metrics:
     cooling_scheduled: Gauge
     unmapped_events: Counter
     nurtures: Counter
+    records_too_large: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -77,6 +78,12 @@ class Metrics:
                 "leadpulse_nurture_records",
                 "Records sent to the nurture topic, by track ([[nurture.tracks]] name)",
                 ["track"],
+                registry=registry,
+            ),
+            records_too_large=Counter(
+                "leadpulse_records_too_large",
+                "Inputs dead-lettered because a record they made would be over its topic's limit, by that topic",
+                ["topic"],
                 registry=registry,
             ),
         )

@@ -8,8 +8,13 @@ aiokafka's batch interface (`create_batch` / `send_batch`) appends into a buffer
 
 A delivery that fails with an error Kafka calls retriable (leader moved, broker down, request
 timed out) is sent again, with backoff, for as long as it takes: a broker outage delays the
-worker but loses nothing. Any other error (record too large, no authorization, ...) raises
-`DeliveryFailed`: the batch must not be acknowledged.
+worker but loses nothing. Any other error (no authorization, ...) raises `DeliveryFailed`:
+the batch must not be acknowledged.
+
+A record the topic would refuse for its size is never queued: `add` raises RecordTooLarge
+(the caller dead-letters the event that made it), and a partition's records are cut into
+batches that each fit the topic's limit (schemas/limits.py: RecordLimits), so that no
+delivery can fail for its size on every restart.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
+
+from leadpulse.schemas.limits import DEFAULT_RECORD_LIMITS, RecordLimits, record_bytes
 
 Delivered = Callable[[int], None]  # called with the offset of a partition's last record
 Record = tuple[bytes | None, bytes | None, int | None]  # key, value (None: a tombstone), timestamp (ms; None: now)
@@ -88,14 +95,17 @@ def kafka_producer(app: Any) -> AIOKafkaProducer:
 
 
 class Outbox:
-    def __init__(self, health: DeliveryHealth | None = None) -> None:
+    def __init__(self, health: DeliveryHealth | None = None, limits: RecordLimits = DEFAULT_RECORD_LIMITS) -> None:
         self._records: defaultdict[tuple[str, int], list[Record]] = defaultdict(list)
         self._on_delivered: dict[tuple[str, int], Delivered] = {}
         self._health = health or DeliveryHealth()
+        self.limits = limits
 
     def add(
         self, topic: str, partition: int, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None
     ) -> None:
+        """Queue a record; RecordTooLarge (nothing queued) if the topic would refuse it."""
+        self.limits.check(topic, key, value)
         self._records[(topic, partition)].append((key, value, timestamp_ms))
 
     def on_delivered(self, topic: str, partition: int, callback: Delivered) -> None:
@@ -112,7 +122,10 @@ class Outbox:
         self._records.clear()
         backoff = FIRST_BACKOFF_S
         while pending:
-            submitted = [(where, await _submit(producer, where, records)) for where, records in pending.items()]
+            submitted = [
+                (where, await _submit(producer, where, records, self.limits.of(where[0])))
+                for where, records in pending.items()
+            ]
             failed: dict[tuple[str, int], list[Record]] = {}
             for where, batches in submitted:
                 results = await self._acknowledged([delivery for delivery, _ in batches], where)
@@ -152,21 +165,26 @@ class Outbox:
 
 
 async def _submit(
-    producer: BatchProducer, where: tuple[str, int], records: list[Record]
+    producer: BatchProducer, where: tuple[str, int], records: list[Record], limit: int
 ) -> list[tuple[asyncio.Future[Any], int]]:
-    """Closed record batches for one partition: (delivery, record count) of each, in order.
-    An error raised before anything was queued (unknown topic...) comes back as a failed
-    delivery, to be retried or reported like the others."""
+    """Closed record batches for one partition, each within `limit` bytes of records (the
+    topic's, which may be below the producer's batch size): (delivery, record count) of
+    each, in order. An error raised before anything was queued (unknown topic...) comes back
+    as a failed delivery, to be retried or reported like the others."""
     topic, partition = where
     batches: list[tuple[asyncio.Future[Any], int]] = []
     batch = producer.create_batch()
+    size = 0
     try:
         for key, value, timestamp in records:
-            if batch.append(key=key, value=value, timestamp=timestamp) is None:
+            added = record_bytes(key, value)
+            size += added
+            if size > limit or batch.append(key=key, value=value, timestamp=timestamp) is None:
                 batch.close()
                 batches.append((await producer.send_batch(batch, topic, partition=partition), batch.record_count()))
                 batch = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=timestamp)  # an empty batch takes any record
+                size = added
         batch.close()  # complete: the producer sends it without lingering
         batches.append((await producer.send_batch(batch, topic, partition=partition), batch.record_count()))
     except Exception as error:

@@ -11,6 +11,7 @@ from typing import Any
 import faust
 from faust.sensors.prometheus import FaustMetrics
 
+from leadpulse.schemas.limits import DEFAULT_RECORD_LIMITS, RecordLimits
 from leadpulse.scoring.cooling import CoolingSchedule
 from leadpulse.scoring.rules import Rules, load_rules
 from leadpulse.streams.metrics import Metrics
@@ -48,6 +49,7 @@ class Pipeline:
     accounts: AccountTable
     cooling: CoolingSchedule = field(default_factory=CoolingSchedule)
     readiness: Readiness = field(default_factory=Readiness)
+    record_limits: RecordLimits = DEFAULT_RECORD_LIMITS  # read from the broker when the scoring agent starts
 
 
 def create_app(settings: Settings) -> Pipeline:

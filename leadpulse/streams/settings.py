@@ -98,6 +98,7 @@ class Settings:
     processing_guarantee: str = "at_least_once"
     cooling_interval_s: float = 60.0
     batch_size: int = 1000
+    buffer_bytes: int = 64_000_000
     batch_within_s: float = 0.05
     session_timeout_s: float = 10.0
     log_level: str = "info"
@@ -106,6 +107,7 @@ class Settings:
     max_depth: int = DEFAULT_LIMITS.max_depth
     max_string: int = DEFAULT_LIMITS.max_string
     dead_letter_excerpt: int = DEFAULT_LIMITS.dead_letter_excerpt
+    max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes
     query_api: bool = True
     api_tokens_file: Path | None = None
     health_metrics: bool = True
@@ -197,6 +199,7 @@ class Settings:
             max_depth=self.max_depth,
             max_string=self.max_string,
             dead_letter_excerpt=self.dead_letter_excerpt,
+            max_message_bytes=self.max_message_bytes,
         )
 
     def topic(self, name: str) -> str:
@@ -251,14 +254,16 @@ HELP: dict[str, str] = {
     "processing_guarantee": "at_least_once (exactly_once is not supported yet).",
     "cooling_interval_s": "Re-evaluate cooling scores this often: seconds or a duration ('1m'), 0..86400; 0 is off.",
     "batch_size": "Most events scored in one batch, 1..100000.",
+    "buffer_bytes": "Bytes of fetched records waiting for an agent, about, 1000000..4000000000.",
     "batch_within_s": "Longest wait to fill a batch: seconds or a duration, 0..86400.",
     "session_timeout_s": "Kafka consumer session and rebalance timeout: seconds or a duration, 6..1800.",
     "log_level": "debug, info, warning (or warn), error or critical.",
     "max_record_bytes": "Largest input record scored, in bytes, 1000..900000; larger ones are dead-lettered.",
     "max_properties": "Most keys in an event's properties object, 1..10000.",
     "max_depth": "Deepest nesting of a value inside properties, 1..100.",
-    "max_string": "Longest string (key or value) in an input record, in characters, 256..900000.",
+    "max_string": "Longest string (key or value) in an input record, in bytes as stored (JSON), 256..900000.",
     "dead_letter_excerpt": "Bytes of the raw value (and key) kept in a dead letter, 0..50000, besides size and hash.",
+    "max_message_bytes": "Largest record written to a topic, 4096..1000000 (or its max.message.bytes if lower).",
     "query_api": "on/off: serve GET /contacts/{id}, /accounts/{id}; off a loopback WEB_HOST it needs API_TOKENS_FILE.",
     "api_tokens_file": "Bearer tokens for /contacts, /accounts, one a line (16+ characters); unset: no authentication.",
     "health_metrics": "on/off: serve GET /health and GET /metrics (no contact data, no token).",
@@ -503,6 +508,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "compaction_lag": _milliseconds(100, 365 * 86_400_000),
     "web_port": _whole(1, 65_535),
     "batch_size": _whole(1, 100_000),
+    "buffer_bytes": _whole(1_000_000, 4_000_000_000),
     "data_dir": lambda _name, raw: Path(raw),
     "rules": _existing_file("rules file"),
     "write_keys_file": _existing_file("write keys file"),
@@ -530,6 +536,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "max_depth": _whole(1, 100),
     "max_string": _whole(256, 900_000, " (identifiers alone may be 256 characters)"),
     "dead_letter_excerpt": _whole(0, 50_000, " (a dead letter must fit in one producer request)"),
+    "max_message_bytes": _whole(4_096, 1_000_000, " (the producer's largest request)"),
     "query_api": _switch,
     "api_tokens_file": _tokens_file,
     "health_metrics": _switch,

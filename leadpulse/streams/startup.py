@@ -30,6 +30,7 @@ from aiokafka.errors import (
     for_code,
 )
 
+from leadpulse.schemas.limits import RecordLimits
 from leadpulse.streams.authorized import group_operations, topic_operations
 from leadpulse.streams.migration import check_migrated
 from leadpulse.streams.security import client_options, describe
@@ -48,6 +49,7 @@ from leadpulse.streams.topics import (
     STAGE_CHANGES,
 )
 
+log = logging.getLogger(__name__)
 TABLE, ACCOUNTS_TABLE = "contacts", "accounts"  # the tables' names; Faust names their changelogs after them
 log = logging.getLogger(__name__)
 COORDINATOR_WAIT_S = 60.0
@@ -157,10 +159,10 @@ class AclBinding:
 
 def acl_bindings(settings: Settings) -> list[AclBinding]:
     """What the worker needs and no more: its own topics (read what it consumes, write what it
-    produces), its consumer group, and, when it creates its topics itself, Create on them; with
-    LEADPULSE_CREATE_TOPICS=off, DescribeConfigs instead, for the start-up check."""
+    produces), its consumer group, DescribeConfigs (the start-up check, and the record limits
+    the agents read), and Create on them when it creates its topics itself."""
     outputs = {settings.topic(name) for name in OUTPUT_NAMES}
-    extra = ("DescribeConfigs",) if not settings.create_topics else ("Create",)
+    extra = ("DescribeConfigs",) if not settings.create_topics else ("Create", "DescribeConfigs")
     bindings = []
     for spec in topic_specs(settings):
         kind = (
@@ -287,11 +289,11 @@ async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings, spec
 async def _warn_lifetimes(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
     """Topics that existed before the worker set lifetimes on the topics it creates (an
     upgrade) keep the broker's defaults, and the erasure delay does not hold for them: say so
-    in one line, with where the fix is. Without DESCRIBE_CONFIGS (a worker that creates its
-    topics is not granted it) nothing can be told."""
+    in one line, with where the fix is. Without DESCRIBE_CONFIGS nothing can be told (the
+    record limits then fall back to LEADPULSE_MAX_MESSAGE_BYTES, with their own warning)."""
     lifetime_keys = {key for config in lifetimes(Settings()) for key in config}
     try:
-        actual = await _configs(admin, specs)
+        actual = await _topic_configs(admin, [spec.name for spec in specs])
     except (StartupError, KafkaError):
         return
     late = [
@@ -310,8 +312,9 @@ async def _warn_lifetimes(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) ->
         )
 
 
-async def _configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> dict[str, dict[str, str]]:
-    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name) for spec in specs])
+async def _topic_configs(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
+    """The configuration of each topic, defaults included, as the broker describes it."""
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
     actual: dict[str, dict[str, str]] = {}
     for response in responses:
         for resource in response.resources:
@@ -322,10 +325,35 @@ async def _configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> dict[s
     return actual
 
 
+async def read_record_limits(settings: Settings, names: list[str]) -> RecordLimits:
+    """The largest record each topic of `names` takes (its max.message.bytes, and its
+    compression.type when the broker recompresses; LEADPULSE_MAX_MESSAGE_BYTES at most): the
+    worker never sends a larger one (streams/outbox.py). Read when the agents start, so a
+    limit an administrator lowered applies from the next start. A worker not allowed to read
+    topic configurations takes LEADPULSE_MAX_MESSAGE_BYTES for every topic, and says so."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        configs = await _topic_configs(admin, names)
+    except StartupError as error:
+        log.warning("%s; assuming every topic takes records of %d bytes", error, settings.max_message_bytes)
+        return RecordLimits.for_topics(settings.max_message_bytes)
+    finally:
+        await admin.close()
+    return RecordLimits.for_topics(
+        settings.max_message_bytes,
+        {
+            name: (int(config["max.message.bytes"]), config.get("compression.type"))
+            for name, config in configs.items()
+            if config.get("max.message.bytes", "").isdigit()
+        },
+    )
+
+
 async def _check_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
     """Topics an administrator created must have the configuration the worker relies on (a
     changelog that is not compacted loses state; one that deletes old records loses it too)."""
-    actual = await _configs(admin, specs)
+    actual = await _topic_configs(admin, [spec.name for spec in specs])
     for spec in specs:
         for key, wanted in spec.config.items():
             found = actual.get(spec.name, {}).get(key)

@@ -89,6 +89,8 @@ class Table:
         `partition`. The persisted offset (where recovery resumes) is set the way Faust sets
         it, once the broker has the records."""
         changelog = self.table.changelog_topic.get_topic_name()
+        for key, value in records:  # all checked before anything is written: RecordTooLarge changes nothing
+            outbox.limits.check(changelog, key, value)
         for key, value in records:
             outbox.add(changelog, partition, key, value)
         store = self.table.data
@@ -115,9 +117,14 @@ class StateTable(Table, Generic[S]):
         each changelog record on its own; the persisted offset (where recovery resumes) is
         set the way Faust sets it, once the broker has the records. `first` are written
         before the states (None deletes: a tombstone in the changelog)."""
-        self.put_records(
-            partition, [*first, *((self.key(state).encode(), self.encode(state)) for state in states)], outbox
-        )
+        self.put_encoded(partition, ((self.key(state), self.encode(state)) for state in states), outbox, first)
+
+    def put_encoded(
+        self, partition: int, encoded: Iterable[tuple[str, bytes]], outbox: Outbox, first: Iterable[Record] = ()
+    ) -> None:
+        """`put_many` of states already encoded (key, bytes): a caller that checked their size
+        against the changelog's record limit encodes each once."""
+        self.put_records(partition, [*first, *((key.encode(), value) for key, value in encoded)], outbox)
 
     async def scan(self, slice_s: float = 0.005) -> AsyncIterator[tuple[str, S]]:
         """Every local state (erasure markers skipped), decoded; lets the event loop run (web, heartbeats, producer)
@@ -159,7 +166,19 @@ class ContactTable(StateTable[ContactState]):
         erased: dict[str, Erasure] | None = None,
         expired: Iterable[bytes] = (),
     ) -> None:
-        """As StateTable.put_many; first an erased contact's record is deleted and its marker
+        self.put_encoded(
+            partition, ((self.key(state), self.encode(state)) for state in states), outbox, erased, expired
+        )
+
+    def put_encoded(  # type: ignore[override]
+        self,
+        partition: int,
+        encoded: Iterable[tuple[str, bytes]],
+        outbox: Outbox,
+        erased: dict[str, Erasure] | None = None,
+        expired: Iterable[bytes] = (),
+    ) -> None:
+        """As StateTable.put_encoded; first an erased contact's record is deleted and its marker
         stored with its expiry index entry (the entry of a marker it replaces deleted), and
         `expired` markers (scoring.erasure) are deleted with theirs. After an erasure the
         partition's RocksDB is flushed and the erased keys compacted away, so that neither
@@ -180,7 +199,7 @@ class ContactTable(StateTable[ContactState]):
                 (expiry_key(partition, marker, erasure), b""),
             ]
             self._next_due.pop(partition, None)
-        super().put_many(partition, states, outbox, first)
+        super().put_encoded(partition, encoded, outbox, first)
         if erased:
             _purge(self.table.data, partition, [contact_id.encode() for contact_id in erased])
 

@@ -33,7 +33,7 @@ from faust.types import TP, Message, TransportT
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
-from leadpulse.streams.chunks import ChunkMessage, chunk_event
+from leadpulse.streams.chunks import ChunkMessage, chunk_event, chunked
 from leadpulse.streams.deadline import exit_after
 from leadpulse.streams.quiet import QuietConsumerThread, QuietProducer
 
@@ -172,10 +172,11 @@ class BatchHandoverConsumer(aiokafka_driver.Consumer):
     async def _hand_over_chunks(self, tp: TP, batch: list[Any]) -> bool:
         """Hand `batch` over in chunks if `tp` is an agent's input that one channel reads."""
         app = cast(App, self.app)
-        most = app.chunked_topics.get(tp.topic)
+        bounds = app.chunked_topics.get(tp.topic)
         conductor = cast(Conductor, app.topics)
-        if most is None or not self._acking(tp.topic):
+        if bounds is None or not self._acking(tp.topic):
             return False
+        most, buffer_bytes = bounds
         async with conductor._tp_to_callback_lock:
             channels = conductor._tp_index.get(tp)
             if channels is None or len(channels) != 1:
@@ -190,8 +191,8 @@ class BatchHandoverConsumer(aiokafka_driver.Consumer):
             await self._add_gap(tp, last + 1, batch[0].offset)
         ebb = self.app.producer.buffer.wait_until_ebb
         room = max(2, self.app.conf.stream_buffer_maxsize // most)  # chunks: as many records as Faust buffers
-        for start in range(0, len(batch), most):
-            chunk = batch[start : start + most]
+        # ... and, however large the records, about `buffer_bytes` of them (LEADPULSE_BUFFER_BYTES)
+        for chunk in chunked(batch, most, max(1, buffer_bytes // room)):
             if self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
                 await self.commit()
@@ -240,16 +241,17 @@ class App(faust.App):
     its usual kafka:// scheme."""
 
     exit_deadline_s: float | None = None  # set by `leadpulse worker`: not in a test's process
-    chunked_topics: dict[str, int]  # topic -> most records a chunk (streams/chunks.py)
+    chunked_topics: dict[str, tuple[int, int]]  # topic -> most records a chunk, bytes of its buffer (streams/chunks.py)
     _exit_timer: threading.Timer | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.chunked_topics = {}
 
-    def hand_over_in_chunks(self, topics: Iterable[str], most: int) -> None:
-        """The agent reading `topics` takes chunks of at most `most` records (streams/chunks.py)."""
-        self.chunked_topics.update(dict.fromkeys(topics, most))
+    def hand_over_in_chunks(self, topics: Iterable[str], most: int, buffer_bytes: int) -> None:
+        """The agent reading `topics` takes chunks of at most `most` records, and its buffer
+        holds about `buffer_bytes` of records at most (streams/chunks.py)."""
+        self.chunked_topics.update(dict.fromkeys(topics, (most, buffer_bytes)))
 
     def _new_transport(self) -> TransportT:
         return Transport(self.conf.broker_consumer, self)

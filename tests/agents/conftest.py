@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from leadpulse.agents.scoring import ScoringAgent
+from leadpulse.schemas.limits import DEFAULT_RECORD_LIMITS, RecordLimits
 from leadpulse.streams.pipeline import create_app
 from leadpulse.streams.settings import Settings
 
@@ -73,7 +74,11 @@ def scorer(capture):
     pipeline = create_app(SETTINGS)
     for topic in pipeline.topics.outputs:
         topic.maybe_declare = _declared
-    return ScoringAgent.attach(pipeline, producer=lambda: capture)
+    return ScoringAgent.attach(pipeline, producer=lambda: capture, record_limits=_producer_limits)
+
+
+async def _producer_limits(topics) -> RecordLimits:
+    return DEFAULT_RECORD_LIMITS  # no broker to read max.message.bytes from: the producer's limit
 
 
 async def _declared() -> None:
@@ -113,17 +118,17 @@ def delivery_order(scorer, capture, monkeypatch) -> list[Step]:
     """The agent's sends and table writes, in the order they happened: what must reach the
     broker before the state that produced it is stored (docs/guarantees.md)."""
     order: list[Step] = []
-    send_batch, put_many = capture.send_batch, scorer.contacts.put_many
+    send_batch, put_encoded = capture.send_batch, scorer.contacts.put_encoded
 
     async def record_send(batch, topic, *, partition):
         order.append(Step(topic, tuple(key for key, _ in batch.records)))
         return await send_batch(batch, topic, partition=partition)
 
-    def record_store(partition, states, outbox, *erasures):
-        states = list(states)
-        order.append(Step("store", tuple(state.contact_id.encode() for state in states)))
-        put_many(partition, states, outbox, *erasures)
+    def record_store(partition, encoded, outbox, *erasures):
+        encoded = list(encoded)
+        order.append(Step("store", tuple(key.encode() for key, _ in encoded)))
+        put_encoded(partition, encoded, outbox, *erasures)
 
     monkeypatch.setattr(capture, "send_batch", record_send)
-    monkeypatch.setattr(scorer.contacts, "put_many", record_store)
+    monkeypatch.setattr(scorer.contacts, "put_encoded", record_store)
     return order

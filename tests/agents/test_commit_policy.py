@@ -119,7 +119,7 @@ async def test_an_agent_input_goes_over_in_chunks_of_at_most_the_batch_size_and_
     tp, other_tp = TP(topic, 3), TP(other, 3)
     scorer.app.topics.acking_topics.add(topic)
     agent_channel = AgentChannel()
-    monkeypatch.setitem(scorer.app.chunked_topics, topic, 2)
+    monkeypatch.setitem(scorer.app.chunked_topics, topic, (2, 64_000_000))
     monkeypatch.setitem(scorer.app.topics._tp_index, tp, {agent_channel})
 
     await consumer._hand_over({tp: _fetched(topic, range(0, 5), 3), other_tp: _fetched(other, range(0, 2), 3)}, None)

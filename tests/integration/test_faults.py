@@ -24,17 +24,19 @@ def outcome_counts(worker) -> dict[str, float]:
 
 
 def test_a_delivery_the_broker_refuses_stops_the_worker_and_nothing_is_committed_past_it(make_settings, workers):
-    """hot-leads accepts records of 200 bytes at most: the first hot lead is refused for good.
-    The worker must stop rather than commit; once the topic is fixed, a restart completes
-    every output as the offline scorer has it."""
+    """hot-leads is changed to take records of 200 bytes at most once the worker has read its
+    limit (at start-up: a record it knows to be too large is dead-lettered instead, see
+    test_record_limits.py): the first hot lead is refused for good. The worker must stop
+    rather than commit; once the topic is fixed, a restart completes every output as the
+    offline scorer has it."""
     settings = make_settings()
     hot_leads = settings.topic("hot-leads")
-    asyncio.run(set_topic_config(settings, hot_leads, {"max.message.bytes": "200"}, create=True))
     lines = traffic_lines(20_000, 300, seed=23)
     oracle = Oracle(lines)
     assert oracle.hot_lead_ids, "the traffic must make hot leads for this test to mean anything"
-    produce(settings, lines)  # all waiting: the stream holds records beyond the failed batch when it fails
-    worker = workers(settings, wait_ready=False)
+    worker = workers(settings)
+    asyncio.run(set_topic_config(settings, hot_leads, {"max.message.bytes": "200"}, create=False))
+    produce(settings, lines)
     assert wait_for(lambda: not worker.running(), timeout_s=90, interval_s=0.2), "the worker kept running"
     assert worker.process.returncode != 0
     log = worker.log_path.read_text(errors="replace")

@@ -174,7 +174,7 @@ def test_every_topic_holding_a_persons_data_is_created_with_an_explicit_lifetime
 def test_the_worker_may_read_the_erasure_requests_but_not_write_them():
     settings = Settings(topic_prefix="lp.", input_topic="lp.events")
     (binding,) = (binding for binding in acl_bindings(settings) if binding.name == "lp.events.erasure-requests")
-    assert binding.operations == ("Read", "Describe", "Create")
+    assert binding.operations == ("Read", "Describe", "Create", "DescribeConfigs")
 
 
 def test_erase_refuses_a_blank_id_in_one_line(capsys):

@@ -117,4 +117,4 @@ def test_acls_sh_input_and_the_kafka_acls_lines_are_the_same_acls():
         principal, resource, name, operations = line.split()
         assert command.endswith(f" --{resource} {name}") and f"--allow-principal {principal} " in command
         assert [part.split()[0] for part in command.split("--operation ")[1:]] == operations.split(",")
-    assert lines[0] == "User:scorer topic lp.events Read,Describe,Create"
+    assert lines[0] == "User:scorer topic lp.events Read,Describe,Create,DescribeConfigs"

@@ -257,7 +257,7 @@ def test_a_record_nested_within_the_parser_but_over_the_limit_is_refused_without
 def test_a_string_over_max_string_is_refused_wherever_it_is(document, field):
     assert rejection(orjson.dumps(document)) == (
         field,
-        "2001 characters, over the limit of 2000 (LEADPULSE_MAX_STRING)",
+        "2001 bytes as stored, over the limit of 2000 (LEADPULSE_MAX_STRING)",
     )
 
 
@@ -267,7 +267,28 @@ def test_a_string_of_exactly_max_string_is_accepted():
 
 def test_an_overlong_key_is_refused_naming_the_object_that_holds_it():
     field, reason = rejection(with_properties({"k" * 2_001: 1}))
-    assert (field, reason) == ("properties", "a key is 2001 characters, over the limit of 2000 (LEADPULSE_MAX_STRING)")
+    assert (field, reason) == (
+        "properties",
+        "a key is 2001 bytes as stored, over the limit of 2000 (LEADPULSE_MAX_STRING)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("padding", "stored"),
+    [("\x01", 6), ("\n", 2), ("é", 2), ("€", 3), ("😀", 4), ('"', 2)],
+)
+def test_a_string_is_measured_in_the_bytes_it_is_stored_as_not_in_characters(padding, stored):
+    """Padded values cost the state what they cost as JSON: 400 control characters are
+    2,400 bytes once stored, over a 2,000-byte limit that 400 letters are well within."""
+    count = 2_000 // stored
+    assert decode_event(with_properties({"job_title": padding * count})).properties["job_title"] == padding * count
+    assert rejection(with_properties({"job_title": padding * (count + 1)})) == (
+        "properties.job_title",
+        f"{stored * (count + 1)} bytes as stored, over the limit of 2000 (LEADPULSE_MAX_STRING)",
+    )
+    assert rejection(with_properties({padding * (count + 1): 1}))[1].startswith(
+        f"a key is {stored * (count + 1)} bytes as stored"
+    )
 
 
 def test_identifiers_keep_their_own_shorter_limit():

@@ -1,0 +1,65 @@
+"""The offline scorer refuses the events whose records the worker would refuse for their size
+(schemas/record_sizes.py), so that the stream and the offline scorer keep the same events."""
+
+import orjson
+
+from leadpulse.cli.main import main
+from leadpulse.cli.offline import score_lines
+from leadpulse.schemas.limits import InputLimits, batch_limit
+from leadpulse.scoring.rules import load_rules
+from tests.factories import buyer_documents, raw_event
+
+PAD = "\x01" * 333  # 1,998 bytes as stored
+
+
+def padded(contact, number, attribute):
+    return orjson.dumps(
+        raw_event(
+            "profile_updated",
+            event_id=f"{contact}-pad-{number}",
+            contact_id=contact,
+            occurred_at=f"2026-10-01T09:0{number}:00Z",
+            properties={attribute: PAD},
+        )
+    )
+
+
+LINES = [
+    padded("big", 1, "job_title"),
+    padded("big", 2, "department"),
+    padded("big", 3, "industry"),
+    orjson.dumps(raw_event("demo_requested", event_id="big-after", contact_id="big")),
+    *(orjson.dumps(document) for document in buyer_documents("small")),
+]
+
+
+def test_an_event_that_would_make_a_state_over_the_record_limit_is_refused_and_the_others_are_kept():
+    refused = []
+    run = score_lines(
+        LINES,
+        load_rules(),
+        limits=InputLimits(max_message_bytes=5_000),
+        on_bad=lambda line, error: refused.append((line, str(error))),
+    )
+    assert [line for line, _ in refused] == [3]
+    assert refused[0][1].startswith("contacts-changelog: a record of ")
+    assert f"over the {batch_limit(5_000)} bytes the topic takes" in refused[0][1]
+    assert set(run.contacts["big"].profile) == {"job_title", "department"}
+    assert "demo request" in run.contacts["big"].signals
+    assert run.bad == 1 and run.events == len(LINES) - 1
+    assert run.contacts["small"].stage == "opportunity"
+
+
+def test_at_the_default_limit_padded_values_are_kept():
+    run = score_lines(LINES, load_rules())
+    assert run.bad == 0 and set(run.contacts["big"].profile) == {"job_title", "department", "industry"}
+
+
+def test_leadpulse_score_takes_the_workers_limit_from_the_same_setting(tmp_path, capsys, monkeypatch):
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(LINES) + b"\n")
+    monkeypatch.setenv("LEADPULSE_MAX_MESSAGE_BYTES", "5000")
+    assert main(["score", str(events), "--jobs", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "line 3: contacts-changelog: a record of " in err
+    assert "1 bad lines skipped" in err
