@@ -23,7 +23,7 @@ import orjson
 from leadpulse.cli import local_state
 from leadpulse.cli.console import describe
 from leadpulse.cli.kafka_clients import ensure_topic, read_topic
-from leadpulse.cli.preflight import CommandError, broker_info
+from leadpulse.cli.preflight import CommandError, broker_info, check_web_port, hold_lock
 from leadpulse.cli.processes import LocalBroker, WorkerProcess
 from leadpulse.cli.traffic import DAY_MS, Traffic
 from leadpulse.scoring.timeutil import now_ms
@@ -35,6 +35,7 @@ STATE_DIR = Path(".leadpulse")
 BROKER_DIR = STATE_DIR / "kafka"  # the demo's own broker, when it starts one
 DEMO_DATA_DIR = STATE_DIR / "demo" / "data"  # the demo worker's tables: never shared with `leadpulse worker`
 WORKER_LOG = STATE_DIR / "demo-worker.log"
+DEMO_LOCK = STATE_DIR / "demo.lock"  # one demo per folder: it owns the log, state and worker above
 MALFORMED_EVERY = 2_000  # one broken record now and then, to show the dead-letter path
 DEMO_COOLING_S = 2.0  # the worker's cooling timer: nurture records show within seconds, not a minute
 # Records printed per status line: a timer tick may send hundreds of nurture records, and the
@@ -66,6 +67,8 @@ def run_demo(settings: Settings, options: DemoOptions, *, own_data_dir: bool = T
     belongs to another cluster (a user's LEADPULSE_DATA_DIR never is)."""
     broker: LocalBroker | None = None
     worker = None if options.traffic_only else WorkerProcess(settings, WORKER_LOG)
+    if worker is not None:
+        _own_folder_and_port(settings)
     try:
         if worker is not None and not _reachable(settings):
             broker = _local_broker(settings)
@@ -94,6 +97,20 @@ def run_demo(settings: Settings, options: DemoOptions, *, own_data_dir: bool = T
         if broker is not None:
             broker.stop()
     return 0
+
+
+def _own_folder_and_port(settings: Settings) -> None:
+    """A second demo would take the first one's worker for its own (its /health answers on
+    the same port), send its traffic into that pipeline and share its log: refuse it here.
+    The lock is held until this process ends; the worker checks the port again itself."""
+    holder = hold_lock(DEMO_LOCK.resolve())
+    if holder is not None:
+        running = f" (pid {holder})" if holder else ""
+        raise CommandError(
+            f"another demo{running} is running from this folder (its worker, state and log are in {STATE_DIR}): "
+            "stop it first (Ctrl-C)"
+        )
+    check_web_port(settings)
 
 
 def _claim_state_folder(settings: Settings, cluster_id: str, own: bool) -> None:
