@@ -302,9 +302,10 @@ def _outage_text(address: str, outage: _Outage, now: float) -> str:
 
 
 def _describe_error(error: BaseException) -> str:
-    text = str(error).strip()
+    """The error's class and message, once: aiokafka's messages often start with the class."""
+    text = str(error).strip()[:200]
     name = type(error).__name__
-    return name if not text or text == name else f"{name}: {text[:200]}"
+    return text if name in text else f"{name}: {text}" if text else name
 
 
 BROKERS = BrokerBackoff()  # the process's brokers, shared by every client (and the throttle)
