@@ -14,6 +14,7 @@ from leadpulse.cli.preflight import CommandError
 from leadpulse.collector.service import Collector, runner
 from leadpulse.collector.sink import KafkaSink
 from leadpulse.scoring.rules import Rules
+from leadpulse.streams.quiet import BROKERS, install_reconnect_backoff
 from leadpulse.streams.settings import Settings, env_name
 
 
@@ -22,6 +23,9 @@ async def run_collector(settings: Settings, keys: tuple[bytes, ...], rules: Rule
     no sender is left without an answer for events that were acknowledged."""
     await ensure_topic(settings, settings.input_topic)
     producer = input_producer(settings)
+    # Quiet reconnects, and credentials refused at run time end the process (streams/quiet.py).
+    install_reconnect_backoff(producer.client)
+    BROKERS.exit_on_refusal(settings.auth_failure_grace_s)
     await producer.start()
     try:
         collector = Collector(keys, KafkaSink(producer, settings.input_topic), rules, settings.input_limits)

@@ -20,8 +20,8 @@ Two parts, both safe to install in any process:
   logs that the broker is unreachable once, then once per interval with how long, and
   once when it is back. `QuietConsumerThread` and `QuietProducer` install it on the
   clients Faust creates.
-- A broker that refuses the client's credentials (SASL authentication failed, TLS handshake
-  refused) is not unreachable: aiokafka logs it as one more "Unable connect" and retries
+- A broker that refuses the client's credentials (SASL authentication failed, a TLS
+  handshake failing on a certificate) is not unreachable: aiokafka logs it as one more "Unable connect" and retries
   forever, so a password rotated at run time looked like an outage. The wrapper sees the
   connection's own error and the backoff records a refusal instead: one ERROR line naming
   it, `problem()` (what /health reports) says so, and with `exit_on_refusal` the process
@@ -64,7 +64,10 @@ from aiokafka.errors import (
 )
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
-log = logging.getLogger(__name__)
+# Not the module's name: mode gives the module logger of every Service subclass (the classes
+# below) a NullHandler, and a process without logging set up (the collector) then showed none
+# of these lines, where Python's last-resort handler writes them to stderr.
+log = logging.getLogger("leadpulse.brokers")
 
 INITIAL_BACKOFF_S = 0.1  # first wait after a failed connection attempt
 MAX_BACKOFF_S = 1.0  # cap (as the Java client's reconnect.backoff.max.ms): a returning broker waits <= 1.2 s for us

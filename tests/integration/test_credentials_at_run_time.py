@@ -1,18 +1,22 @@
-"""A credential that stops working while the worker runs: an administrator rotates the SCRAM
-password of the worker's user, and the broker restarts (as in a rolling restart), so every
-connection has to authenticate again. The worker names the refusal in one ERROR line (never
-"unreachable"), its /health turns 503 saying so, and it exits with code 77 once the refusal
-has lasted LEADPULSE_AUTH_FAILURE_GRACE, for an orchestrator to restart it with the new secret."""
+"""A credential that stops working while the worker (or the collector) runs: an administrator
+rotates the SCRAM password of its user, and the broker restarts (as in a rolling restart), so
+every connection has to authenticate again. The process names the refusal in one ERROR line
+(never "unreachable"), the worker's /health turns 503 saying so, and it exits with code 77 once
+the refusal has lasted LEADPULSE_AUTH_FAILURE_GRACE, for an orchestrator to restart it with the
+new secret."""
 
+import contextlib
 import os
 import subprocess
+import threading
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from leadpulse.cli.processes import ROOT, LocalBroker, broker_port, low_free_ports
+from leadpulse.cli.processes import ROOT, LocalBroker, broker_port, free_port, low_free_ports
 from leadpulse.streams.quiet import REFUSED_EXIT_CODE
 from tests.integration.harness import wait_for
 
@@ -25,24 +29,35 @@ SCRAM_TOOL = Path(__file__).with_name("ScramPassword.java")
 JARS = Path(os.environ.get("LEADPULSE_CACHE", Path.home() / ".cache" / "leadpulse")) / "kafka-4.4.0" / "libs"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory):
-    """A broker of its own (the test restarts it) with a SASL_PLAINTEXT listener and the SCRAM
-    user `scorer`; stopped by pid at the end."""
+    """A broker of this module's own (its tests restart it) with a SASL_PLAINTEXT listener and
+    a SCRAM user per test, each with a password file; stopped by pid at the end."""
     folder = tmp_path_factory.mktemp("sasl-kafka")
     (sasl,) = low_free_ports(1)
+    users = ("worker", "collector")
     instance = LocalBroker(
         port=broker_port(),
         data_dir=folder / "data",
-        extra_env={"KAFKA_SASL_PORT": str(sasl), "KAFKA_SCRAM_USERS": f"scorer={PASSWORD}"},
+        extra_env={"KAFKA_SASL_PORT": str(sasl), "KAFKA_SCRAM_USERS": ",".join(f"{u}={PASSWORD}" for u in users)},
     )
-    password = folder / "scorer.password"
-    password.write_text(PASSWORD + "\n")
+    (folder / "password").write_text(PASSWORD + "\n")
     try:
         instance.start()
-        yield instance, sasl, password
+        yield instance, sasl, folder / "password"
     finally:
         instance.stop()
+
+
+def over_sasl(settings, sasl_port, user, password_file):
+    return replace(
+        settings,
+        broker=f"kafka://127.0.0.1:{sasl_port}",
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username=user,
+        sasl_password_file=password_file,
+    )
 
 
 def set_password(broker: LocalBroker, user: str, password: str) -> None:
@@ -60,16 +75,9 @@ def test_a_password_rotated_at_run_time_is_named_turns_health_503_and_stops_the_
     sasl_broker, make_settings, workers
 ):
     broker, sasl_port, password_file = sasl_broker
-    settings = replace(
-        make_settings(partitions=2, auth_failure_grace_s=GRACE_S),
-        broker=f"kafka://127.0.0.1:{sasl_port}",
-        security_protocol="SASL_PLAINTEXT",
-        sasl_mechanism="SCRAM-SHA-512",
-        sasl_username="scorer",
-        sasl_password_file=password_file,
-    )
+    settings = over_sasl(make_settings(partitions=2, auth_failure_grace_s=GRACE_S), sasl_port, "worker", password_file)
     worker = workers(settings)
-    set_password(broker, "scorer", "rotated-secret-8901")
+    set_password(broker, "worker", "rotated-secret-8901")
     broker.stop()
     broker.start()
 
@@ -96,3 +104,33 @@ def test_a_password_rotated_at_run_time_is_named_turns_health_503_and_stops_the_
     assert "unreachable" not in after, "a refusal was reported as an unreachable broker"
     assert "Traceback" not in after
     assert f"[ERROR] exiting with code {REFUSED_EXIT_CODE}: broker 127.0.0.1:{sasl_port} has refused" in after
+
+
+def test_a_password_rotated_at_run_time_stops_the_collector(sasl_broker, make_settings, collectors, tmp_path):
+    broker, sasl_port, password_file = sasl_broker
+    keys = tmp_path / "write-keys"
+    keys.write_text("collector-write-key-1\n")
+    settings = make_settings(write_keys_file=keys, collect_port=free_port(), auth_failure_grace_s=GRACE_S)
+    collector = collectors(over_sasl(settings, sasl_port, "collector", password_file))
+    set_password(broker, "collector", "rotated-secret-8902")
+    broker.stop()
+    broker.start()
+
+    def track() -> None:  # the producer's next connection: refused; the answer does not matter here
+        request = urllib.request.Request(
+            f"{collector.base_url}/v1/track",
+            data=b'{"userId": "ada@acme.io", "event": "Demo Requested"}',
+            headers={"Content-Type": "application/json", "Authorization": "Basic Y29sbGVjdG9yLXdyaXRlLWtleS0xOg=="},
+        )
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(request, timeout=GRACE_S + EXIT_SLACK_S).read()
+
+    threading.Thread(target=track, daemon=True).start()
+    assert collector.process is not None
+    code = collector.process.wait(GRACE_S + EXIT_SLACK_S)  # from the first request after the restart
+    log = collector.log_path.read_text(errors="replace")
+    assert code == REFUSED_EXIT_CODE, log
+    named = [line for line in log.splitlines() if f"broker 127.0.0.1:{sasl_port} refused the credentials: " in line]
+    assert len(named) == 1 and "SaslAuthenticationFailed" in named[0], log
+    assert "unreachable" not in log[log.index(named[0]) :] and "Traceback" not in log
+    assert f"exiting with code {REFUSED_EXIT_CODE}: broker 127.0.0.1:{sasl_port} has refused" in log
