@@ -58,8 +58,12 @@ from aiokafka.client import ConnectionGroup
 from aiokafka.errors import (
     AuthenticationFailedError,
     AuthenticationMethodNotSupported,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
     IllegalSaslStateError,
     SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
     UnsupportedSaslMechanismError,
 )
 from faust.transport.drivers import aiokafka as aiokafka_driver
@@ -86,6 +90,13 @@ REFUSALS: tuple[type[BaseException], ...] = (
     SaslAuthenticationFailed,
     UnsupportedSaslMechanismError,
     ssl.SSLError,
+)
+# What a broker answers to an operation the client's user may no longer perform (a revoked ACL).
+DENIALS: tuple[type[BaseException], ...] = (
+    TopicAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
 )
 
 QUIET_ATTR = "leadpulse_quiet"  # on a record: never throttled (our own rate-limited lines)
@@ -131,7 +142,7 @@ class BrokerBackoff:
         self.log = logger
         self.attempts_total = 0
         self.refusal_grace_s: float | None = None  # see exit_on_refusal
-        self.exit: Callable[[int], Any] = os._exit
+        self.exit: Callable[[int], Any] = _exit_now
         self._exit_timer: threading.Timer | None = None
         self._outages: dict[str, _Outage] = {}
         self._lock = threading.Lock()
@@ -245,7 +256,6 @@ class BrokerBackoff:
             error,
             extra={QUIET_ATTR: True},
         )
-        logging.shutdown()
         self.exit(REFUSED_EXIT_CODE)
 
     def succeeded(self, address: str) -> None:
@@ -298,6 +308,12 @@ class BrokerBackoff:
             return _outage_text(address, outage, now)
 
 
+def _exit_now(code: int) -> None:
+    """Write what is logged, then end the process at once (from any thread)."""
+    logging.shutdown()
+    os._exit(code)
+
+
 def _outage_text(address: str, outage: _Outage, now: float) -> str:
     if outage.refusal is not None and outage.refused_since is not None:
         return f"broker {address} refuses the credentials ({outage.refusal}) for {now - outage.refused_since:.0f} s"
@@ -312,6 +328,36 @@ def _describe_error(error: BaseException) -> str:
 
 
 BROKERS = BrokerBackoff()  # the process's brokers, shared by every client (and the throttle)
+
+
+def exit_if_denied(error: BaseException, backoff: BrokerBackoff = BROKERS) -> None:
+    """In a process that exits on refusals (`exit_on_refusal`): if `error` (or its cause) is
+    the broker denying an operation, write one ERROR line naming it and exit with
+    REFUSED_EXIT_CODE now. Left to Faust, a revoked ACL ended the worker with up to five
+    tracebacks and exit code 1; restarted, the worker's start-up checks name the missing ACL.
+    Nothing to wait for: unlike a refused password, no retry succeeds until someone grants it."""
+    if backoff.refusal_grace_s is None:
+        return
+    denial = _denial(error)
+    if denial is None:
+        return
+    backoff.log.error(
+        "exiting with code %d: the broker denied an operation: %s (was an ACL of this user revoked? "
+        "`leadpulse topics commands` lists the ones the worker needs)",
+        REFUSED_EXIT_CODE,
+        _describe_error(denial),
+        extra={QUIET_ATTR: True},
+    )
+    backoff.exit(REFUSED_EXIT_CODE)
+
+
+def _denial(error: BaseException | None) -> BaseException | None:
+    seen = 0
+    while error is not None and seen < 10:  # the cause chain (DeliveryFailed from TopicAuthorizationFailedError)
+        if isinstance(error, DENIALS):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
 
 
 # The errors of the connection attempts the current task makes (see _noting_errors)

@@ -105,8 +105,10 @@ def test_an_idle_workers_health_names_a_stopped_broker_and_recovers_when_it_is_b
     worker = workers(settings)  # ready: /health says ok; no event is ever sent
     own_broker.stop()
     stopped = time.monotonic()
-    status, health = wait_for(lambda: _unhealthy(worker), timeout_s=60, interval_s=0.1)
+    answer = wait_for(lambda: _unhealthy(worker), timeout_s=60, interval_s=0.1)
     took = time.monotonic() - stopped
+    assert answer is not None, f"/health still said ok {took:.0f} s after the broker stopped"
+    status, health = answer
     print(f"\n/health 503 {took:.1f} s after the broker stopped: {health['reason']}")
     assert took < HEALTH_WITHIN_S
     assert status == 503

@@ -3,7 +3,8 @@ rotates the SCRAM password of its user, and the broker restarts (as in a rolling
 every connection has to authenticate again. The process names the refusal in one ERROR line
 (never "unreachable"), the worker's /health turns 503 saying so, and it exits with code 77 once
 the refusal has lasted LEADPULSE_AUTH_FAILURE_GRACE, for an orchestrator to restart it with the
-new secret."""
+new secret. An ACL revoked at run time (StandardAuthorizer) stops the worker at the first denied
+operation, in one ERROR line naming it, with the same code."""
 
 import contextlib
 import os
@@ -18,7 +19,8 @@ import pytest
 
 from leadpulse.cli.processes import ROOT, LocalBroker, broker_port, free_port, low_free_ports
 from leadpulse.streams.quiet import REFUSED_EXIT_CODE
-from tests.integration.harness import wait_for
+from tests.integration.harness import produce, wait_for
+from tests.integration.test_kafka_security import ACLS_SCRIPT, grant
 
 pytestmark = pytest.mark.integration
 
@@ -35,11 +37,16 @@ def sasl_broker(tmp_path_factory):
     a SCRAM user per test, each with a password file; stopped by pid at the end."""
     folder = tmp_path_factory.mktemp("sasl-kafka")
     (sasl,) = low_free_ports(1)
-    users = ("worker", "collector")
+    users = ("scorer", "collector", "worker")
     instance = LocalBroker(
         port=broker_port(),
         data_dir=folder / "data",
-        extra_env={"KAFKA_SASL_PORT": str(sasl), "KAFKA_SCRAM_USERS": ",".join(f"{u}={PASSWORD}" for u in users)},
+        extra_env={
+            "KAFKA_SASL_PORT": str(sasl),
+            "KAFKA_SCRAM_USERS": ",".join(f"{u}={PASSWORD}" for u in users),
+            "KAFKA_AUTHORIZER": "on",  # `worker` has only the ACLs a test grants; the others are super users
+            "KAFKA_SUPER_USERS": "User:ANONYMOUS;User:scorer;User:collector",
+        },
     )
     (folder / "password").write_text(PASSWORD + "\n")
     try:
@@ -71,13 +78,22 @@ def set_password(broker: LocalBroker, user: str, password: str) -> None:
     assert done.returncode == 0, done.stderr.decode()
 
 
+def revoke(broker: LocalBroker, binding: str) -> None:
+    """deploy/kafka/acls.sh remove, over the PLAINTEXT listener (a super user)."""
+    done = subprocess.run(
+        [str(ACLS_SCRIPT), "remove"], input=binding.encode(), capture_output=True, timeout=120, check=False,
+        env={**os.environ, "KAFKA_BOOTSTRAP": f"127.0.0.1:{broker.port}"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+
+
 def test_a_password_rotated_at_run_time_is_named_turns_health_503_and_stops_the_worker(
     sasl_broker, make_settings, workers
 ):
     broker, sasl_port, password_file = sasl_broker
-    settings = over_sasl(make_settings(partitions=2, auth_failure_grace_s=GRACE_S), sasl_port, "worker", password_file)
+    settings = over_sasl(make_settings(partitions=2, auth_failure_grace_s=GRACE_S), sasl_port, "scorer", password_file)
     worker = workers(settings)
-    set_password(broker, "worker", "rotated-secret-8901")
+    set_password(broker, "scorer", "rotated-secret-8901")
     broker.stop()
     broker.start()
 
@@ -134,3 +150,33 @@ def test_a_password_rotated_at_run_time_stops_the_collector(sasl_broker, make_se
     assert len(named) == 1 and "SaslAuthenticationFailed" in named[0], log
     assert "unreachable" not in log[log.index(named[0]) :] and "Traceback" not in log
     assert f"exiting with code {REFUSED_EXIT_CODE}: broker 127.0.0.1:{sasl_port} has refused" in log
+
+
+@pytest.mark.parametrize(
+    ("revoked", "expected"),
+    [(("topic", "{prefix}contact-scores", "Write"), "TopicAuthorizationFailedError"),
+     (("group", "{group}", "Read"), "GroupAuthorizationFailedError")],
+    ids=["output-write", "group-read"],
+)  # fmt: skip
+def test_an_acl_revoked_at_run_time_is_named_in_one_line_and_stops_the_worker(
+    sasl_broker, make_settings, workers, revoked, expected
+):
+    broker, sasl_port, password_file = sasl_broker
+    settings = over_sasl(make_settings(partitions=2, auth_failure_grace_s=GRACE_S), sasl_port, "worker", password_file)
+    grant({"plaintext": broker.port}, settings)  # exactly what `leadpulse topics acls` lists
+    worker = workers(settings)
+    kind, name, operation = revoked
+    names = {"prefix": settings.topic_prefix, "group": settings.app_id}
+    revoke(broker, f"User:worker {kind} {name.format(**names)} {operation}")
+    scorer = over_sasl(settings, sasl_port, "scorer", password_file)  # a super user sends an event
+    produce(scorer, [b'{"event_id": "e1", "type": "webinar_attended", "contact_id": "ada@acme.io", '
+                     b'"occurred_at": "2026-11-16T11:45:00Z"}'])  # fmt: skip
+    assert worker.process is not None
+    code = worker.process.wait(60)  # the next commit or delivery is denied: seconds
+
+    log = worker.log_path.read_text(errors="replace")
+    assert code == REFUSED_EXIT_CODE, log[-3000:]
+    named = [line for line in log.splitlines() if "the broker denied an operation" in line]
+    assert len(named) == 1 and "[ERROR] exiting with code 77" in named[0] and expected in named[0], log[-3000:]
+    assert "leadpulse topics commands" in named[0]
+    assert "Traceback" not in log, log[-3000:]

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import aiokafka.client
 import pytest
-from aiokafka.errors import SaslAuthenticationFailed
+from aiokafka.errors import SaslAuthenticationFailed, TopicAuthorizationFailedError
 
 from leadpulse.streams import quiet
 from leadpulse.streams.quiet import BrokerBackoff, LogThrottle, attach_log_throttle, install_reconnect_backoff
@@ -407,3 +407,31 @@ async def test_the_client_tells_a_refusal_from_an_unreachable_broker(clock, back
     assert backoff.problem() == "broker 127.0.0.1:9092 unreachable for 0 s"
     assert await client._get_conn(1) is None
     assert backoff.problem().startswith("broker 127.0.0.1:9092 refuses the credentials ([Error 58]")
+
+
+def test_a_denied_operation_exits_at_once_in_one_line_where_refusals_exit(clock, backoff_log):
+    from aiokafka.errors import GroupAuthorizationFailedError
+
+    from leadpulse.streams.outbox import DeliveryFailed
+
+    logger, handler = backoff_log
+    backoff = make_backoff(clock, logger)
+    codes: list[int] = []
+    backoff.exit = codes.append
+    try:
+        raise DeliveryFailed("scores[0]: denied") from TopicAuthorizationFailedError("scores")
+    except DeliveryFailed as error:
+        delivery = error
+    quiet.exit_if_denied(delivery, backoff)
+    assert codes == []  # an app a test runs in its own process: never exits
+    backoff.exit_on_refusal(30.0)
+    quiet.exit_if_denied(RuntimeError("not a denial"), backoff)
+    assert codes == []
+    quiet.exit_if_denied(delivery, backoff)
+    quiet.exit_if_denied(GroupAuthorizationFailedError("leadpulse"), backoff)
+    assert codes == [quiet.REFUSED_EXIT_CODE] * 2
+    assert handler.lines[0] == (
+        f"ERROR {logger.name}: exiting with code 77: the broker denied an operation: [Error 29] "
+        "TopicAuthorizationFailedError: scores (was an ACL of this user revoked? `leadpulse topics commands` lists "
+        "the ones the worker needs)"
+    )
