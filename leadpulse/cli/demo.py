@@ -80,6 +80,7 @@ def run_demo(settings: Settings, options: DemoOptions, *, own_data_dir: bool = T
         info = broker_info(settings)
         asyncio.run(ensure_topic(settings, settings.input_topic))
         if worker is not None:
+            asyncio.run(_refuse_a_running_pipeline(settings))
             if info.cluster_id is not None and settings.store.startswith("rocksdb"):
                 _claim_state_folder(settings, info.cluster_id, own_data_dir)
             print(f"starting a worker (log: {worker.log_path}, {settings.web_url}/health)...", file=sys.stderr)
@@ -111,6 +112,31 @@ def _own_folder_and_port(settings: Settings) -> None:
             "stop it first (Ctrl-C)"
         )
     check_web_port(settings)
+
+
+async def _refuse_a_running_pipeline(settings: Settings) -> None:
+    """A demo started from another folder (with another web port) on the same broker and app
+    id would have its worker join the running one's group: two demos' traffic in one pipeline.
+    The group's members say whether one runs; a broker that cannot say yet (a fresh one has
+    no group coordinator before the first group request) has none."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([settings.app_id])
+        members = sum(len(group["members"]) for group in response.to_object()["groups"])
+    except KafkaError:
+        members = 0
+    finally:
+        await admin.close()
+    if members:
+        raise CommandError(
+            f"consumer group {settings.app_id!r} on {settings.bootstrap_servers} already has {members} "
+            f"member{'s' if members > 1 else ''} (another demo or worker): this demo's traffic would go into that "
+            f"pipeline; stop it, or give this demo its own {env_name('app_id')} and {env_name('topic_prefix')}"
+        )
 
 
 def _claim_state_folder(settings: Settings, cluster_id: str, own: bool) -> None:

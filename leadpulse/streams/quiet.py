@@ -21,12 +21,14 @@ Two parts, both safe to install in any process:
   once when it is back. `QuietConsumerThread` and `QuietProducer` install it on the
   clients Faust creates.
 - A broker that refuses the client's credentials (SASL authentication failed, a TLS
-  handshake failing on a certificate) is not unreachable: aiokafka logs it as one more "Unable connect" and retries
-  forever, so a password rotated at run time looked like an outage. The wrapper sees the
-  connection's own error and the backoff records a refusal instead: one ERROR line naming
-  it, `problem()` (what /health reports) says so, and with `exit_on_refusal` the process
-  exits with REFUSED_EXIT_CODE once the refusal has lasted its grace period: the credentials
-  are read at start, so only a restart (with the new secret) can end it.
+  handshake failing on a certificate) is not unreachable: aiokafka logs it as one more
+  "Unable connect" and retries forever, so a password rotated at run time looked like an
+  outage. The wrapper sees the connection's own error and the backoff records a refusal
+  instead: one ERROR line naming it, `problem()` (what /health reports) says so, and with
+  `exit_on_refusal` the process exits with REFUSED_EXIT_CODE once the refusal has lasted its
+  grace period: the credentials are read at start, so only a restart (with the new secret)
+  can end it. An operation the broker denies (a revoked ACL) ends such a process at once
+  (`exit_if_denied`).
 - `LogThrottle`: a filter on each root handler that lets the first WARNING/ERROR of a kind
   (logger, level, message template) through, suppresses its repeats for an interval, then
   writes one summary line for the interval ("broker 127.0.0.1:9092 unreachable for 42 s:
@@ -81,8 +83,8 @@ REPORT_INTERVAL_S = 30.0  # "broker unreachable for ..." and throttle summaries,
 # no client asks for any more (its partitions moved to others) is not the worker's problem.
 CURRENT_S = 5.0  # > MAX_BACKOFF_S with jitter, and a consumer heartbeats every second
 REFUSED_EXIT_CODE = 77  # EX_NOPERM: the broker refuses our credentials
-# What a broker answers to credentials it does not accept: SASL's refusals, and a TLS handshake
-# it aborts (an expired or revoked client certificate) or whose certificate we no longer accept.
+# What a broker answers to credentials it does not accept (SASL's refusals), and a TLS handshake
+# that fails on a certificate (the broker's, which our CA file no longer vouches for, say).
 REFUSALS: tuple[type[BaseException], ...] = (
     AuthenticationFailedError,
     AuthenticationMethodNotSupported,

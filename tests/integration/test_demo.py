@@ -73,12 +73,20 @@ def test_a_second_demo_refuses_to_start_in_one_line_and_the_first_goes_on(broker
         assert wait_for(lambda: "sending traffic" in first_said.read_text(), timeout_s=150, interval_s=0.2)
         other_folder = tmp_path / "elsewhere"
         other_folder.mkdir()
-        for folder, expected in (
-            (tmp_path, f"another demo (pid {first.pid}) is running from this folder (its worker, state and log are in "
-                       ".leadpulse): stop it first (Ctrl-C)"),
-            (other_folder, f"port 127.0.0.1:{web_port} is in use, by another worker perhaps: set LEADPULSE_WEB_PORT"),
+        for folder, port, expected in (
+            (tmp_path, web_port, f"another demo (pid {first.pid}) is running from this folder (its worker, state and "
+                                 "log are in .leadpulse): stop it first (Ctrl-C)"),
+            (other_folder, web_port, f"port 127.0.0.1:{web_port} is in use, by another worker perhaps: set "
+                                     "LEADPULSE_WEB_PORT"),
+            (other_folder, free_port(), f"consumer group 'lp-demo2' on 127.0.0.1:{broker.port} already has 1 member "
+                                        "(another demo or worker): this demo's traffic would go into that pipeline; "
+                                        "stop it, or give this demo its own LEADPULSE_APP_ID and "
+                                        "LEADPULSE_TOPIC_PREFIX"),
         ):  # fmt: skip
-            second = subprocess.run(demo, cwd=folder, env=env, capture_output=True, text=True, timeout=60, check=False)
+            second_env = {**env, "LEADPULSE_WEB_PORT": str(port)}
+            second = subprocess.run(
+                demo, cwd=folder, env=second_env, capture_output=True, text=True, timeout=60, check=False
+            )
             assert second.returncode == 1, second.stderr
             assert second.stderr.startswith(f"leadpulse demo: {expected}") and second.stderr.count("\n") == 1
             assert second.stdout == ""  # no traffic sent, no counts shown
