@@ -3,6 +3,7 @@ folder, stops before it joins the consumer group, in one line that names the set
 change; the running worker is not made to rebalance."""
 
 import dataclasses
+import time
 
 import pytest
 
@@ -32,9 +33,11 @@ def test_a_second_worker_on_the_first_ones_port_or_folder_stops_in_one_line_befo
 
     own = {"web_port": free_port(), "data_dir": tmp_path / "second"}
     own.pop(shared)
+    started = time.monotonic()
     second = workers(dataclasses.replace(settings, **own), wait_ready=False)
     assert second.process is not None
     code = second.process.wait(EXIT_WITHIN_S)
+    print(f"\nsecond worker (shared {shared}) exited with {code} after {time.monotonic() - started:.1f} s")
 
     said = second.log_path.read_text()
     assert code == 1, said
