@@ -28,7 +28,11 @@ PASSWORD = "scorer-secret-0123"
 GRACE_S = 10.0  # LEADPULSE_AUTH_FAILURE_GRACE of the worker under test
 EXIT_SLACK_S = 15.0  # the exit comes within the grace period plus this, from the first refusal
 SCRAM_TOOL = Path(__file__).with_name("ScramPassword.java")
-JARS = Path(os.environ.get("LEADPULSE_CACHE", Path.home() / ".cache" / "leadpulse")) / "kafka-4.4.0" / "libs"
+JARS = (  # the broker's jars, where deploy/kafka/broker.sh keeps them
+    Path(os.environ.get("LEADPULSE_CACHE", Path.home() / ".cache" / "leadpulse"))
+    / f"kafka-{os.environ.get('KAFKA_VERSION', '4.4.0')}"
+    / "libs"
+)
 
 
 @pytest.fixture(scope="module")
