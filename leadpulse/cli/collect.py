@@ -14,7 +14,7 @@ from leadpulse.cli.preflight import CommandError
 from leadpulse.collector.service import MAX_LINGERING, Collector, CollectorBounds, CollectorSite, runner
 from leadpulse.collector.sink import KafkaSink
 from leadpulse.scoring.rules import Rules
-from leadpulse.streams.quiet import LogThrottle, attach_log_throttle, install_reconnect_backoff
+from leadpulse.streams.quiet import BROKERS, LogThrottle, attach_log_throttle, install_reconnect_backoff
 from leadpulse.streams.settings import Settings, SettingsError, env_name
 
 RESERVED_DESCRIPTORS = 64
@@ -29,7 +29,9 @@ async def run_collector(settings: Settings, keys: tuple[bytes, ...], rules: Rule
     throttles = attach_log_throttle()  # a broker outage is a few lines, not one per reconnect
     await ensure_topic(settings, settings.input_topic)
     producer = input_producer(settings)
+    # Quiet reconnects, and credentials refused at run time end the process (streams/quiet.py).
     install_reconnect_backoff(producer.client)
+    BROKERS.exit_on_refusal(settings.auth_failure_grace_s)
     await producer.start()
     sink = KafkaSink(producer, settings.input_topic, probe_timeout_s=bounds.delivery_timeout_s)
     background = [asyncio.ensure_future(sink.watch()), asyncio.ensure_future(_flush_summaries(throttles))]

@@ -23,7 +23,7 @@ import orjson
 from leadpulse.cli import local_state
 from leadpulse.cli.console import describe
 from leadpulse.cli.kafka_clients import ensure_topic, read_topic
-from leadpulse.cli.preflight import CommandError, broker_info
+from leadpulse.cli.preflight import CommandError, broker_info, check_web_port, hold_lock
 from leadpulse.cli.processes import LocalBroker, WorkerProcess
 from leadpulse.cli.traffic import DAY_MS, Traffic
 from leadpulse.scoring.timeutil import now_ms
@@ -35,6 +35,7 @@ STATE_DIR = Path(".leadpulse")
 BROKER_DIR = STATE_DIR / "kafka"  # the demo's own broker, when it starts one
 DEMO_DATA_DIR = STATE_DIR / "demo" / "data"  # the demo worker's tables: never shared with `leadpulse worker`
 WORKER_LOG = STATE_DIR / "demo-worker.log"
+DEMO_LOCK = STATE_DIR / "demo.lock"  # one demo per folder: it owns the log, state and worker above
 MALFORMED_EVERY = 2_000  # one broken record now and then, to show the dead-letter path
 DEMO_COOLING_S = 2.0  # the worker's cooling timer: nurture records show within seconds, not a minute
 # Records printed per status line: a timer tick may send hundreds of nurture records, and the
@@ -66,6 +67,8 @@ def run_demo(settings: Settings, options: DemoOptions, *, own_data_dir: bool = T
     belongs to another cluster (a user's LEADPULSE_DATA_DIR never is)."""
     broker: LocalBroker | None = None
     worker = None if options.traffic_only else WorkerProcess(settings, WORKER_LOG)
+    if worker is not None:
+        _own_folder_and_port(settings)
     try:
         if worker is not None and not _reachable(settings):
             broker = _local_broker(settings)
@@ -77,6 +80,7 @@ def run_demo(settings: Settings, options: DemoOptions, *, own_data_dir: bool = T
         info = broker_info(settings)
         asyncio.run(ensure_topic(settings, settings.input_topic))
         if worker is not None:
+            asyncio.run(_refuse_a_running_pipeline(settings))
             if info.cluster_id is not None and settings.store.startswith("rocksdb"):
                 _claim_state_folder(settings, info.cluster_id, own_data_dir)
             print(f"starting a worker (log: {worker.log_path}, {settings.web_url}/health)...", file=sys.stderr)
@@ -94,6 +98,45 @@ def run_demo(settings: Settings, options: DemoOptions, *, own_data_dir: bool = T
         if broker is not None:
             broker.stop()
     return 0
+
+
+def _own_folder_and_port(settings: Settings) -> None:
+    """A second demo would take the first one's worker for its own (its /health answers on
+    the same port), send its traffic into that pipeline and share its log: refuse it here.
+    The lock is held until this process ends; the worker checks the port again itself."""
+    holder = hold_lock(DEMO_LOCK.resolve())
+    if holder is not None:
+        running = f" (pid {holder})" if holder else ""
+        raise CommandError(
+            f"another demo{running} is running from this folder (its worker, state and log are in {STATE_DIR}): "
+            "stop it first (Ctrl-C)"
+        )
+    check_web_port(settings)
+
+
+async def _refuse_a_running_pipeline(settings: Settings) -> None:
+    """A demo started from another folder (with another web port) on the same broker and app
+    id would have its worker join the running one's group: two demos' traffic in one pipeline.
+    The group's members say whether one runs; a broker that cannot say yet (a fresh one has
+    no group coordinator before the first group request) has none."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([settings.app_id])
+        members = sum(len(group["members"]) for group in response.to_object()["groups"])
+    except KafkaError:
+        members = 0
+    finally:
+        await admin.close()
+    if members:
+        raise CommandError(
+            f"consumer group {settings.app_id!r} on {settings.bootstrap_servers} already has {members} "
+            f"member{'s' if members > 1 else ''} (another demo or worker): this demo's traffic would go into that "
+            f"pipeline; stop it, or give this demo its own {env_name('app_id')} and {env_name('topic_prefix')}"
+        )
 
 
 def _claim_state_folder(settings: Settings, cluster_id: str, own: bool) -> None:

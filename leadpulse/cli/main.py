@@ -334,14 +334,18 @@ def _score(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from leadpulse.cli import local_state
-    from leadpulse.cli.preflight import broker_info
+    from leadpulse.cli.preflight import broker_info, check_web_port, lock_state_folder
 
     dropped = drop_faust_variables(os.environ)  # before anything imports Faust
     settings = _settings()
     load_rules(settings.rules)  # a bad rules file is one line now, not a crash after joining the group
+    # A second worker on one machine: said now, not after it has made the running ones rebalance.
+    check_web_port(settings)
     info = broker_info(settings)
-    if info.cluster_id is not None and settings.store.startswith("rocksdb"):
-        local_state.claim(settings.data_dir, info.cluster_id, settings.bootstrap_servers)
+    if settings.store.startswith("rocksdb"):
+        lock_state_folder(settings.data_dir)  # nothing is written before the broker answers
+        if info.cluster_id is not None:
+            local_state.claim(settings.data_dir, info.cluster_id, settings.bootstrap_servers)
     _prepare_topics(settings)
     from leadpulse.streams.pipeline import faust_variables
 
@@ -351,6 +355,7 @@ def _worker(args: argparse.Namespace) -> int:
     from leadpulse.app import app
     from leadpulse.scoring import is_compiled
     from leadpulse.streams.deadline import CRASH_EXIT_DEADLINE_S
+    from leadpulse.streams.quiet import BROKERS
     from leadpulse.streams.runtime import tune_gc
 
     if is_compiled():
@@ -358,6 +363,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     tune_gc()
     app.exit_deadline_s = CRASH_EXIT_DEADLINE_S
+    BROKERS.exit_on_refusal(settings.auth_failure_grace_s)  # a rotated secret: exit, to restart with it
     # Faust's spelling of our level; the level is not cosmetic (docs/faust-notes.md, "Logging costs CPU").
     sys.argv = ["leadpulse", "worker", "-l", settings.faust_log_level]
     app.main()

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import errno
+import fcntl
 import logging
+import os
+import socket
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from leadpulse.streams.security import client_options, connection_problem
 from leadpulse.streams.settings import Settings, env_name
@@ -81,6 +86,70 @@ def _quiet_kafka_client() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+# --- one worker per web port and per state folder -------------------------------------------
+
+STATE_LOCK_NAME = "worker.lock"
+_HELD: list[int] = []  # descriptors of the locks this process holds, open until it exits
+
+
+def check_web_port(settings: Settings) -> None:
+    """The web port is free. Found taken only once the worker had joined its consumer group,
+    it cost the running workers a rebalance and ended in a traceback."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((settings.web_host, settings.web_port))
+        except OSError as error:
+            where = f"{settings.web_host}:{settings.web_port}"
+            if error.errno != errno.EADDRINUSE:
+                raise CommandError(f"cannot listen on {where} ({env_name('web_host')}): {error.strerror}") from None
+            raise CommandError(
+                f"port {where} is in use, by another worker perhaps: set {env_name('web_port')} to a free port "
+                f"({_one_per_machine()})"
+            ) from None
+
+
+def lock_state_folder(data_dir: Path) -> None:
+    """Hold the state folder for the life of this process (an exclusive lock, which the kernel
+    lets go when the process ends, however it ends). Two workers on one folder otherwise met
+    at RocksDB's own LOCK half a minute after joining the group, with tracebacks and a
+    rebalance for the workers already running."""
+    holder = hold_lock(data_dir / STATE_LOCK_NAME)
+    if holder is not None:
+        raise CommandError(
+            f"the state folder {data_dir} is in use by another worker{_pid(holder)}: set {env_name('data_dir')} "
+            f"to a folder of its own ({_one_per_machine()})"
+        )
+
+
+def hold_lock(path: Path) -> int | None:
+    """Take the lock file `path` for the life of this process and write our pid in it; if
+    another process holds it, return that process's pid (0 when it cannot be read)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise CommandError(f"cannot open {path}: {error.strerror}") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+        os.close(descriptor)
+        return int(text) if text.isdigit() else 0
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+    _HELD.append(descriptor)
+    return None
+
+
+def _pid(holder: int) -> str:
+    return f" (pid {holder})" if holder else ""
+
+
+def _one_per_machine() -> str:
+    return f"each worker of a machine needs its own {env_name('web_port')} and {env_name('data_dir')}"
 
 
 def tail_topic(requested: str, settings: Settings, existing: Collection[str]) -> str:

@@ -1,5 +1,6 @@
 """The local broker and worker processes that the demo, the tests and the benchmarks start.
-Each is stopped by its pid; a worker counts as ready when /health says ok (it consumes all its inputs)."""
+Each is stopped by its pid; a worker counts as ready when its own /health (the pid it names
+is the one started) says ok: it consumes all its inputs."""
 
 from __future__ import annotations
 
@@ -146,13 +147,17 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}; see {self.log_path}")
-            health = self.health()
             # ok: consuming every input of its partitions (a web server still starting answers text)
-            if isinstance(health, dict) and health.get("status") == "ok":
+            if self.owns(health := self.health()) and health.get("status") == "ok":
                 return
             time.sleep(0.2)
         self.kill()
         raise TimeoutError(f"worker not ready after {timeout_s:.0f}s; see {self.log_path}")
+
+    def owns(self, health: Any) -> bool:
+        """`health` is this process's answer: another worker on the same port (a second demo's
+        start, say) answers too, and its ok would be taken for ours."""
+        return isinstance(health, dict) and self.process is not None and health.get("pid") == self.process.pid
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -215,6 +220,12 @@ class CollectorProcess(WorkerProcess):
 
     def __init__(self, settings: Settings, log_path: Path, *, cwd: Path | None = None) -> None:
         super().__init__(settings, log_path, [sys.executable, "-m", "leadpulse", "collect"], cwd=cwd)
+
+    def owns(self, health: Any) -> bool:
+        """The collector's /health may name no pid: then any answer while ours runs counts
+        (a port in use stops it at once)."""
+        pid = self.pid
+        return isinstance(health, dict) and self.running() and health.get("pid", pid) == pid
 
     @property
     def base_url(self) -> str:

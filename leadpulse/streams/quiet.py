@@ -20,6 +20,15 @@ Two parts, both safe to install in any process:
   logs that the broker is unreachable once, then once per interval with how long, and
   once when it is back. `QuietConsumerThread` and `QuietProducer` install it on the
   clients Faust creates.
+- A broker that refuses the client's credentials (SASL authentication failed, a TLS
+  handshake failing on a certificate) is not unreachable: aiokafka logs it as one more
+  "Unable connect" and retries forever, so a password rotated at run time looked like an
+  outage. The wrapper sees the connection's own error and the backoff records a refusal
+  instead: one ERROR line naming it, `problem()` (what /health reports) says so, and with
+  `exit_on_refusal` the process exits with REFUSED_EXIT_CODE once the refusal has lasted its
+  grace period: the credentials are read at start, so only a restart (with the new secret)
+  can end it. An operation the broker denies (a revoked ACL) ends such a process at once
+  (`exit_if_denied`).
 - `LogThrottle`: a filter on each root handler that lets the first WARNING/ERROR of a kind
   (logger, level, message template) through, suppresses its repeats for an interval, then
   writes one summary line for the interval ("broker 127.0.0.1:9092 unreachable for 42 s:
@@ -35,23 +44,62 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import aiokafka.client
 from aiokafka.client import ConnectionGroup
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    IllegalSaslStateError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+    UnsupportedSaslMechanismError,
+)
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
-log = logging.getLogger(__name__)
+# Not the module's name: mode gives the module logger of every Service subclass (the classes
+# below) a NullHandler, and a process without logging set up (the collector) then showed none
+# of these lines, where Python's last-resort handler writes them to stderr.
+log = logging.getLogger("leadpulse.brokers")
 
 INITIAL_BACKOFF_S = 0.1  # first wait after a failed connection attempt
 MAX_BACKOFF_S = 1.0  # cap (as the Java client's reconnect.backoff.max.ms): a returning broker waits <= 1.2 s for us
 JITTER = 0.2  # each wait is +-20 %, so that clients do not retry in step
 REPORT_INTERVAL_S = 30.0  # "broker unreachable for ..." and throttle summaries, once per this
+# An outage counts as current (for problem(), i.e. /health) while attempts keep failing: a broker
+# no client asks for any more (its partitions moved to others) is not the worker's problem.
+CURRENT_S = 5.0  # > MAX_BACKOFF_S with jitter, and a consumer heartbeats every second
+REFUSED_EXIT_CODE = 77  # EX_NOPERM: the broker refuses our credentials
+# What a broker answers to credentials it does not accept (SASL's refusals), and a TLS handshake
+# that fails on a certificate (the broker's, which our CA file no longer vouches for, say).
+REFUSALS: tuple[type[BaseException], ...] = (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    IllegalSaslStateError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+    ssl.SSLError,
+)
+# What a broker answers to an operation the client's user may no longer perform (a revoked ACL).
+DENIALS: tuple[type[BaseException], ...] = (
+    TopicAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
 
 QUIET_ATTR = "leadpulse_quiet"  # on a record: never throttled (our own rate-limited lines)
 FLUSH_ATTR = "leadpulse_flush"  # on a record: write every pending summary first (the outage is over)
@@ -68,6 +116,8 @@ class _Outage:
     last_failed_at: float = 0.0
     reported_at: float = 0.0
     over: bool = False
+    refusal: str | None = None  # the last attempt's error, when the broker refused the credentials
+    refused_since: float | None = None  # since when every attempt was refused
 
 
 class BrokerBackoff:
@@ -93,6 +143,9 @@ class BrokerBackoff:
         self.rand = rand
         self.log = logger
         self.attempts_total = 0
+        self.refusal_grace_s: float | None = None  # see exit_on_refusal
+        self.exit: Callable[[int], Any] = _exit_now
+        self._exit_timer: threading.Timer | None = None
         self._outages: dict[str, _Outage] = {}
         self._lock = threading.Lock()
 
@@ -102,23 +155,34 @@ class BrokerBackoff:
             outage = self._outages.get(address)
             return 0.0 if outage is None else max(0.0, outage.next_at - self.clock())
 
-    def failed(self, address: str, started: float) -> None:
-        """A connection attempt that began at `started` (clock time) failed."""
+    def failed(self, address: str, started: float, refusal: BaseException | None = None) -> None:
+        """A connection attempt that began at `started` (clock time) failed; `refusal`: the
+        broker answered, refusing the credentials (one of REFUSALS)."""
         now = self.clock()
         report: tuple[Any, ...] | None = None
         with self._lock:
             self.attempts_total += 1
             outage = self._outages.get(address)
-            if outage is None:
-                outage = self._outages[address] = _Outage(since=started, reported_at=now)
-                report = (
-                    "broker %s unreachable: reconnecting with exponential backoff (%.1f s doubling up to %.0f s); "
-                    "repeated client errors are summarised every %.0f s",
-                    address,
-                    self.initial_s,
-                    self.max_s,
-                    self.report_interval_s,
-                )
+            if refusal is not None:
+                if outage is None:
+                    outage = self._outages[address] = _Outage(since=started, reported_at=now)
+                if outage.refused_since is None:
+                    outage.refused_since = now
+                    report = self._refusal_report(address, refusal)
+                    self._arm_exit()
+                outage.refusal = _describe_error(refusal)
+            else:
+                if outage is None:
+                    outage = self._outages[address] = _Outage(since=started, reported_at=now)
+                    report = (
+                        "broker %s unreachable: reconnecting with exponential backoff (%.1f s doubling up to %.0f s); "
+                        "repeated client errors are summarised every %.0f s",
+                        address,
+                        self.initial_s,
+                        self.max_s,
+                        self.report_interval_s,
+                    )
+                outage.refusal = outage.refused_since = None  # a network problem (again)
             outage.attempts += 1
             # Attempts that were already under way when another one failed share its wait.
             if started >= outage.last_failed_at:
@@ -129,14 +193,72 @@ class BrokerBackoff:
             if report is None and now - outage.reported_at >= self.report_interval_s:
                 outage.reported_at = now
                 report = (
-                    "broker %s unreachable for %.0f s (%d connection attempts, next in %.1f s)",
+                    "broker %s %s for %.0f s (%d connection attempts, next in %.1f s)",
                     address,
+                    "unreachable" if outage.refusal is None else f"refusing the credentials ({outage.refusal})",
                     now - outage.since,
                     outage.attempts,
                     max(0.0, outage.next_at - now),
                 )
         if report is not None:
-            self.log.warning(*report, extra={QUIET_ATTR: True})
+            level = logging.WARNING if refusal is None else logging.ERROR
+            self.log.log(level, *report, extra={QUIET_ATTR: True})
+
+    def _refusal_report(self, address: str, refusal: BaseException) -> tuple[Any, ...]:
+        if self.refusal_grace_s is None:
+            then = "retrying with backoff"
+        else:
+            then = f"exiting with code {REFUSED_EXIT_CODE} in {self.refusal_grace_s:.0f} s unless it accepts them again"
+        return (
+            "broker %s refused the credentials: %s; they are read at start, so restart with valid ones (%s)",
+            address,
+            _describe_error(refusal),
+            then,
+        )
+
+    def exit_on_refusal(self, grace_s: float) -> None:
+        """From now on, a refusal that lasts `grace_s` (no accepted connection to that broker
+        meanwhile) ends the process with REFUSED_EXIT_CODE, so that an orchestrator restarts
+        it with fresh secrets. Exiting hard is safe as after a crash (streams/deadline.py):
+        only delivered batches have committed offsets."""
+        self.refusal_grace_s = grace_s
+
+    def _arm_exit(self) -> None:
+        """Called with the lock held when a refusal begins."""
+        if self.refusal_grace_s is None or self._exit_timer is not None:
+            return
+        self._exit_timer = threading.Timer(self.refusal_grace_s, self._exit_if_still_refused)
+        self._exit_timer.daemon = True
+        self._exit_timer.start()
+
+    def _exit_if_still_refused(self) -> None:
+        assert self.refusal_grace_s is not None
+        with self._lock:
+            self._exit_timer = None
+            now = self.clock()
+            refused = [
+                (outage.refused_since, address, outage.refusal)
+                for address, outage in self._outages.items()
+                if outage.refused_since is not None and not outage.over
+            ]
+            if not refused:
+                return
+            since, address, error = min(refused)
+            left = since + self.refusal_grace_s - now
+            if left > 0:  # this refusal began after the one the timer was armed for ended
+                self._exit_timer = threading.Timer(left, self._exit_if_still_refused)
+                self._exit_timer.daemon = True
+                self._exit_timer.start()
+                return
+        self.log.error(
+            "exiting with code %d: broker %s has refused the credentials for %.0f s (%s)",
+            REFUSED_EXIT_CODE,
+            address,
+            now - since,
+            error,
+            extra={QUIET_ATTR: True},
+        )
+        self.exit(REFUSED_EXIT_CODE)
 
     def succeeded(self, address: str) -> None:
         """A connection to `address` was opened: the outage (if any) is over."""
@@ -149,8 +271,9 @@ class BrokerBackoff:
             down_s = self.clock() - outage.since
         # Logged before the outage is forgotten: the summaries this line flushes still name it.
         self.log.info(
-            "broker %s reachable again after %.0f s (%d connection attempts)",
+            "broker %s %s after %.0f s (%d connection attempts)",
             address,
+            "reachable again" if outage.refusal is None else "accepts the credentials again",
             down_s,
             outage.attempts + 1,
             extra={QUIET_ATTR: True, FLUSH_ATTR: True},
@@ -168,16 +291,104 @@ class BrokerBackoff:
             address, outage = min(self._outages.items(), key=lambda item: item[1].since)
             if outage.over:
                 return f"broker {address} was unreachable for {now - outage.since:.0f} s"
-            return f"broker {address} unreachable for {now - outage.since:.0f} s"
+            return _outage_text(address, outage, now)
+
+    def problem(self) -> str | None:
+        """What stops the clients now, for readiness: a broker refusing the credentials (any
+        such refusal first), else one that the last attempts could not reach; None when every
+        broker asked for lately answered."""
+        with self._lock:
+            now = self.clock()
+            current = [
+                (outage.refusal is None, outage.since, address, outage)
+                for address, outage in self._outages.items()
+                if not outage.over and now - outage.last_failed_at <= CURRENT_S
+            ]
+            if not current:
+                return None
+            _, _, address, outage = min(current)
+            return _outage_text(address, outage, now)
+
+
+def _exit_now(code: int) -> None:
+    """Write what is logged, then end the process at once (from any thread)."""
+    logging.shutdown()
+    os._exit(code)
+
+
+def _outage_text(address: str, outage: _Outage, now: float) -> str:
+    if outage.refusal is not None and outage.refused_since is not None:
+        return f"broker {address} refuses the credentials ({outage.refusal}) for {now - outage.refused_since:.0f} s"
+    return f"broker {address} unreachable for {now - outage.since:.0f} s"
+
+
+def _describe_error(error: BaseException) -> str:
+    """The error's class and message, once: aiokafka's messages often start with the class."""
+    text = str(error).strip()[:200]
+    name = type(error).__name__
+    return text if name in text else f"{name}: {text}" if text else name
 
 
 BROKERS = BrokerBackoff()  # the process's brokers, shared by every client (and the throttle)
+
+
+def exit_if_denied(error: BaseException, backoff: BrokerBackoff = BROKERS) -> None:
+    """In a process that exits on refusals (`exit_on_refusal`): if `error` (or its cause) is
+    the broker denying an operation, write one ERROR line naming it and exit with
+    REFUSED_EXIT_CODE now. Left to Faust, a revoked ACL ended the worker with up to five
+    tracebacks and exit code 1; restarted, the worker's start-up checks name the missing ACL.
+    Nothing to wait for: unlike a refused password, no retry succeeds until someone grants it."""
+    if backoff.refusal_grace_s is None:
+        return
+    denial = _denial(error)
+    if denial is None:
+        return
+    backoff.log.error(
+        "exiting with code %d: the broker denied an operation: %s (was an ACL of this user revoked? "
+        "`leadpulse topics commands` lists the ones the worker needs)",
+        REFUSED_EXIT_CODE,
+        _describe_error(denial),
+        extra={QUIET_ATTR: True},
+    )
+    backoff.exit(REFUSED_EXIT_CODE)
+
+
+def _denial(error: BaseException | None) -> BaseException | None:
+    seen = 0
+    while error is not None and seen < 10:  # the cause chain (DeliveryFailed from TopicAuthorizationFailedError)
+        if isinstance(error, DENIALS):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
+# The errors of the connection attempts the current task makes (see _noting_errors)
+_CONNECT_ERRORS: ContextVar[list[BaseException] | None] = ContextVar("leadpulse_connect_errors", default=None)
+
+
+def _noting_errors(create_conn: Callable[..., Any]) -> Callable[..., Any]:
+    """aiokafka's `create_conn`, noting its error for the task that awaits it: `_get_conn`
+    logs and swallows it, and only its type tells a refusal from a network error."""
+
+    async def create_conn_noting_errors(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await create_conn(*args, **kwargs)
+        except BaseException as error:
+            noted = _CONNECT_ERRORS.get()
+            if noted is not None:
+                noted.append(error)
+            raise
+
+    create_conn_noting_errors.leadpulse_noting = True  # type: ignore[attr-defined]
+    return create_conn_noting_errors
 
 
 def install_reconnect_backoff(client: Any, backoff: BrokerBackoff = BROKERS) -> None:
     """Make an `aiokafka.AIOKafkaClient` wait for `backoff` before each new connection."""
     if getattr(client, "_leadpulse_backoff", None) is not None:
         return
+    if not getattr(aiokafka.client.create_conn, "leadpulse_noting", False):
+        aiokafka.client.create_conn = _noting_errors(aiokafka.client.create_conn)
     get_conn = client._get_conn
     conns = client._conns
 
@@ -190,9 +401,15 @@ def install_reconnect_backoff(client: Any, backoff: BrokerBackoff = BROKERS) -> 
         if wait > 0:
             await asyncio.sleep(wait)
         started = backoff.clock()
-        conn = await get_conn(node_id, **kwargs)
+        errors: list[BaseException] = []
+        token = _CONNECT_ERRORS.set(errors)
+        try:
+            conn = await get_conn(node_id, **kwargs)
+        finally:
+            _CONNECT_ERRORS.reset(token)
         if conn is None:
-            backoff.failed(address, started)
+            refusal = errors[-1] if errors and isinstance(errors[-1], REFUSALS) else None
+            backoff.failed(address, started, refusal)
         else:
             backoff.succeeded(address)
         return conn

@@ -121,6 +121,7 @@ class Settings:
     ssl_cert_file: Path | None = None
     ssl_key_file: Path | None = None
     ssl_check_hostname: bool = True
+    auth_failure_grace_s: float = 30.0
     collect_host: str = "127.0.0.1"
     collect_port: int = 8088
     write_keys_file: Path | None = None
@@ -277,6 +278,7 @@ HELP: dict[str, str] = {
     "ssl_cert_file": "Client certificate, PEM, for mutual TLS (with SSL_KEY_FILE).",
     "ssl_key_file": "Private key of the client certificate, PEM, unencrypted (keep the file private).",
     "ssl_check_hostname": "on/off: check that a broker's certificate names the host connected to.",
+    "auth_failure_grace_s": "Worker exits (77) once the broker refused its credentials this long: seconds, 0..3600.",
     "collect_host": "Address `leadpulse collect` (the Segment-compatible collector) listens on.",
     "collect_port": "Port of the collector, 1..65535.",
     "write_keys_file": "Write keys `leadpulse collect` accepts (required there): a file, one key per line.",
@@ -434,6 +436,15 @@ def _session_timeout(name: str, raw: str) -> float:
     return value
 
 
+def _auth_failure_grace(name: str, raw: str) -> float:
+    """An hour at most: the credentials are read at start, so a refusal outlasting a broker's
+    credential propagation only ends with a restart."""
+    value = _seconds(name, raw)
+    if value > 3_600:
+        raise SettingsError(f"{name}={_shown(raw)}: must be from 0 to 3600 seconds")
+    return value
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.lower()
     if level not in FAUST_LOG_LEVELS:
@@ -549,4 +560,5 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "ssl_cert_file": _readable_file,
     "ssl_key_file": _readable_file,
     "ssl_check_hostname": _switch,
+    "auth_failure_grace_s": _auth_failure_grace,
 }

@@ -35,7 +35,7 @@ from mode.utils.futures import notify
 
 from leadpulse.streams.chunks import ChunkMessage, chunk_event, chunked
 from leadpulse.streams.deadline import exit_after
-from leadpulse.streams.quiet import QuietConsumerThread, QuietProducer
+from leadpulse.streams.quiet import QuietConsumerThread, QuietProducer, exit_if_denied
 
 YIELD_EVERY = 100  # messages handed over before the loop lets other tasks run (as Faust)
 BUFFER_WAIT_S = 0.005  # how often a hand-over waiting for room in an agent's buffer looks again
@@ -135,6 +135,7 @@ class BatchHandoverConsumer(aiokafka_driver.Consumer):
                 return
             raise
         except Exception as exc:
+            exit_if_denied(exc)  # a revoked ACL: one line and exit (streams/quiet.py)
             self.log.exception("Drain messages raised: %r", exc)
             raise
         finally:
@@ -257,7 +258,9 @@ class App(faust.App):
         return Transport(self.conf.broker_consumer, self)
 
     async def crash(self, reason: BaseException) -> None:
-        """A crash stops the worker, and within a bounded time (streams/deadline.py)."""
+        """A crash stops the worker, and within a bounded time (streams/deadline.py); a
+        revoked ACL at once, in one line (streams/quiet.py)."""
+        exit_if_denied(reason)
         if self.exit_deadline_s is not None and self._exit_timer is None:
             self._exit_timer = exit_after(self.exit_deadline_s, f"a crash ({reason!r})")
         await super().crash(reason)

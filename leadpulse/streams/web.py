@@ -6,6 +6,7 @@ need a bearer token, and without one the settings keep the port on loopback (Set
 from __future__ import annotations
 
 import hmac
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from leadpulse.scoring.identity import is_published, winner
 from leadpulse.scoring.replay import LAST_EVENT
 from leadpulse.scoring.timeutil import now_ms, parse_rfc3339_ms
 from leadpulse.streams.pipeline import AGENTS
+from leadpulse.streams.quiet import BROKERS
 from leadpulse.streams.settings import read_tokens
 
 if TYPE_CHECKING:
@@ -141,15 +143,20 @@ def _register_health(pipeline: Pipeline) -> None:
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         """200 once the agent consumes every input of the partitions it owns and deliveries
-        succeed; 503 before that (starting, rebalancing) or while the broker refuses them."""
+        succeed; 503 before that (starting, rebalancing), while a broker is unreachable or
+        refuses the credentials, or while deliveries fail. `pid` tells a process that started
+        the worker whether this answer is its worker's (cli/processes.py)."""
         assigned = _assignment(app)
-        problem = _not_ready(pipeline, assigned) if assigned is not None else "the consumer is starting"
+        problem = BROKERS.problem()
+        if problem is None:
+            problem = _not_ready(pipeline, assigned) if assigned is not None else "the consumer is starting"
         assigned = assigned or set()
         readiness = pipeline.readiness
         return web.json(
             {
                 "status": "ok" if problem is None else "unavailable",
                 "reason": problem,
+                "pid": os.getpid(),
                 "rules_version": pipeline.rules.version,
                 "assigned_partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
                 "cooling_scheduled": len(pipeline.cooling),

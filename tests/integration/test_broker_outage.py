@@ -85,3 +85,40 @@ def test_a_30s_broker_outage_is_quiet_and_the_worker_resumes_by_itself(own_broke
     assert down, "the log does not say that the broker was back"
     assert int(down[1]) >= OUTAGE_S
     assert int(down[2]) < 10 * int(down[1]), "reconnects did not back off"  # ~2,500/s without backoff
+
+
+HEALTH_WITHIN_S = 10.0  # an idle worker's /health names a stopped broker within this
+
+
+def test_an_idle_workers_health_names_a_stopped_broker_and_recovers_when_it_is_back(own_broker, workers, tmp_path):
+    settings = Settings(
+        broker=f"kafka://127.0.0.1:{own_broker.port}",
+        app_id="lp-idle-health",
+        topic_prefix="idle-health.",
+        input_topic="idle-health.events",
+        partitions=2,
+        data_dir=tmp_path / "data",
+        web_port=free_port(),
+        cooling_interval_s=0.0,
+        session_timeout_s=10.0,
+    )
+    worker = workers(settings)  # ready: /health says ok; no event is ever sent
+    own_broker.stop()
+    stopped = time.monotonic()
+    answer = wait_for(lambda: _unhealthy(worker), timeout_s=60, interval_s=0.1)
+    took = time.monotonic() - stopped
+    assert answer is not None, f"/health still said ok {took:.0f} s after the broker stopped"
+    status, health = answer
+    print(f"\n/health 503 {took:.1f} s after the broker stopped: {health['reason']}")
+    assert took < HEALTH_WITHIN_S
+    assert status == 503
+    assert re.fullmatch(rf"broker 127\.0\.0\.1:{own_broker.port} unreachable for \d+ s", health["reason"])
+    assert worker.running()
+
+    own_broker.start()
+    assert wait_for(lambda: worker.get("/health")[0] == 200, timeout_s=120, interval_s=0.2)
+
+
+def _unhealthy(worker):
+    status, health = worker.get("/health")
+    return (status, health) if status != 200 else None

@@ -1,6 +1,7 @@
 """`leadpulse demo` as a user runs it, against the suite's broker."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import pytest
 
 from leadpulse.cli.processes import ROOT, free_port
+from tests.integration.harness import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,5 +48,52 @@ def test_the_demo_shows_live_counts_hot_leads_hot_accounts_and_nurture_records_a
     assert "nurture 0 " not in counts[-1]
     nurture = [line for line in done.stdout.splitlines() if line.startswith("NURTURE ")]
     assert nurture and all(" -> " in line and "https://" in line for line in nurture)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", web_port)) != 0, "the demo left its worker running"
+
+
+def test_a_second_demo_refuses_to_start_in_one_line_and_the_first_goes_on(broker, tmp_path):
+    web_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPULSE_")}
+    env.update(
+        {
+            "LEADPULSE_BROKER": f"127.0.0.1:{broker.port}",
+            "LEADPULSE_WEB_PORT": str(web_port),
+            "LEADPULSE_TOPIC_PREFIX": "demo2.",
+            "LEADPULSE_INPUT_TOPIC": "demo2.events",
+            "LEADPULSE_APP_ID": "lp-demo2",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    demo = [sys.executable, "-m", "leadpulse", "demo", "--rate", "50"]
+    first_said = tmp_path / "first.stderr"
+    with first_said.open("wb") as stderr:
+        first = subprocess.Popen(demo, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        assert wait_for(lambda: "sending traffic" in first_said.read_text(), timeout_s=150, interval_s=0.2)
+        other_folder = tmp_path / "elsewhere"
+        other_folder.mkdir()
+        for folder, port, expected in (
+            (tmp_path, web_port, f"another demo (pid {first.pid}) is running from this folder (its worker, state and "
+                                 "log are in .leadpulse): stop it first (Ctrl-C)"),
+            (other_folder, web_port, f"port 127.0.0.1:{web_port} is in use, by another worker perhaps: set "
+                                     "LEADPULSE_WEB_PORT"),
+            (other_folder, free_port(), f"consumer group 'lp-demo2' on 127.0.0.1:{broker.port} already has 1 member "
+                                        "(another demo or worker): this demo's traffic would go into that pipeline; "
+                                        "stop it, or give this demo its own LEADPULSE_APP_ID and "
+                                        "LEADPULSE_TOPIC_PREFIX"),
+        ):  # fmt: skip
+            second_env = {**env, "LEADPULSE_WEB_PORT": str(port)}
+            second = subprocess.run(
+                demo, cwd=folder, env=second_env, capture_output=True, text=True, timeout=60, check=False
+            )
+            assert second.returncode == 1, second.stderr
+            assert second.stderr.startswith(f"leadpulse demo: {expected}") and second.stderr.count("\n") == 1
+            assert second.stdout == ""  # no traffic sent, no counts shown
+        assert first.poll() is None, "the first demo stopped"
+    finally:
+        first.send_signal(signal.SIGINT)  # Ctrl-C: the demo stops its worker
+        first.wait(60)
+    assert first.returncode == 0, first_said.read_text()
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", web_port)) != 0, "the demo left its worker running"

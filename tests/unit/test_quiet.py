@@ -3,9 +3,12 @@ fake clock (no sleeps, no broker)."""
 
 import asyncio
 import logging
+import threading
 from types import SimpleNamespace
 
+import aiokafka.client
 import pytest
+from aiokafka.errors import SaslAuthenticationFailed, TopicAuthorizationFailedError
 
 from leadpulse.streams import quiet
 from leadpulse.streams.quiet import BrokerBackoff, LogThrottle, attach_log_throttle, install_reconnect_backoff
@@ -300,3 +303,135 @@ def test_clients_in_other_threads_share_the_backoff(clock, backoff_log):
     install_reconnect_backoff(producer, backoff)
     assert asyncio.run(consumer._get_conn(1)) is None
     assert backoff.wait_s("127.0.0.1:9092") > 0  # the producer's next attempt waits too
+
+
+# --- a broker that refuses the credentials ----------------------------------------------------
+
+
+def refused() -> SaslAuthenticationFailed:
+    return SaslAuthenticationFailed("Authentication failed during authentication due to invalid credentials")
+
+
+def test_a_refusal_is_one_error_line_naming_it_never_unreachable(clock, backoff_log):
+    logger, handler = backoff_log
+    backoff = make_backoff(clock, logger, report_interval_s=30)
+    for _ in range(20):
+        backoff.failed("127.0.0.1:9094", clock(), refused())
+        assert backoff.wait_s("127.0.0.1:9094") > 0  # refusals back off like outages
+        clock.advance(1.0)
+    assert handler.lines == [
+        f"ERROR {logger.name}: broker 127.0.0.1:9094 refused the credentials: [Error 58] SaslAuthenticationFailed: "
+        "Authentication failed during authentication due to invalid credentials; they are read at start, so restart "
+        "with valid ones (retrying with backoff)"
+    ]
+    assert backoff.problem() == (
+        "broker 127.0.0.1:9094 refuses the credentials ([Error 58] SaslAuthenticationFailed: Authentication failed "
+        "during authentication due to invalid credentials) for 20 s"
+    )
+    backoff.succeeded("127.0.0.1:9094")
+    assert handler.lines[-1] == (
+        f"INFO {logger.name}: broker 127.0.0.1:9094 accepts the credentials again after 20 s (21 connection attempts)"
+    )
+    assert backoff.problem() is None
+
+
+def test_a_refusal_is_named_before_an_unreachable_broker_and_a_network_error_ends_it(clock, backoff_log):
+    logger, _ = backoff_log
+    backoff = make_backoff(clock, logger)
+    backoff.failed("b:1", clock())
+    clock.advance(1.0)
+    backoff.failed("b:2", clock(), refused())
+    assert backoff.problem() is not None and backoff.problem().startswith("broker b:2 refuses the credentials")
+    backoff.failed("b:2", clock())  # the broker went away: a network problem, not a refusal
+    assert backoff.problem() == "broker b:1 unreachable for 1 s"
+
+
+def test_an_outage_no_client_asks_about_any_more_is_not_a_current_problem(clock, backoff_log):
+    logger, _ = backoff_log
+    backoff = make_backoff(clock, logger)
+    backoff.failed("b:1", clock())
+    clock.advance(quiet.CURRENT_S)
+    assert backoff.problem() == f"broker b:1 unreachable for {quiet.CURRENT_S:.0f} s"
+    clock.advance(0.1)
+    assert backoff.problem() is None  # its partitions moved to other brokers: nobody connects to it
+
+
+def test_a_refusal_that_lasts_the_grace_period_exits_with_code_77(clock, backoff_log):
+    logger, handler = backoff_log
+    backoff = make_backoff(clock, logger)
+    exited = threading.Event()
+    codes: list[int] = []
+    backoff.exit = lambda code: (codes.append(code), exited.set())
+    backoff.exit_on_refusal(0.0)
+    backoff.failed("b:1", clock(), refused())
+    assert exited.wait(10)
+    assert codes == [quiet.REFUSED_EXIT_CODE]
+    assert "(exiting with code 77 in 0 s unless it accepts them again)" in handler.lines[0]
+    assert handler.lines[-1].startswith(f"ERROR {logger.name}: exiting with code 77: broker b:1 has refused")
+
+
+def test_credentials_accepted_again_within_the_grace_period_keep_the_process(clock, backoff_log):
+    logger, _ = backoff_log
+    backoff = make_backoff(clock, logger)
+    codes: list[int] = []
+    backoff.exit = codes.append
+    backoff.exit_on_refusal(0.2)
+    backoff.failed("b:1", clock(), refused())
+    timer = backoff._exit_timer
+    assert timer is not None
+    backoff.succeeded("b:1")
+    timer.join(10)
+    assert codes == [] and backoff._exit_timer is None
+
+
+async def test_the_client_tells_a_refusal_from_an_unreachable_broker(clock, backoff_log, monkeypatch):
+    logger, _ = backoff_log
+    answers = [ConnectionRefusedError(111, "Connect call failed"), refused()]
+
+    async def create_conn(host, port, **options):
+        raise answers.pop(0)
+
+    monkeypatch.setattr(aiokafka.client, "create_conn", create_conn)
+    backoff = make_backoff(clock, logger, initial_s=0.0)
+
+    class Client(FakeClient):
+        async def _get_conn(self, node_id, *, group=0, no_hint=False):
+            try:  # what aiokafka's _get_conn does: log the error and answer None
+                return await aiokafka.client.create_conn("127.0.0.1", 9092)
+            except (OSError, SaslAuthenticationFailed):
+                return None
+
+    client = Client(up_after=0)
+    install_reconnect_backoff(client, backoff)
+    assert await client._get_conn(1) is None
+    assert backoff.problem() == "broker 127.0.0.1:9092 unreachable for 0 s"
+    assert await client._get_conn(1) is None
+    assert backoff.problem().startswith("broker 127.0.0.1:9092 refuses the credentials ([Error 58]")
+
+
+def test_a_denied_operation_exits_at_once_in_one_line_where_refusals_exit(clock, backoff_log):
+    from aiokafka.errors import GroupAuthorizationFailedError
+
+    from leadpulse.streams.outbox import DeliveryFailed
+
+    logger, handler = backoff_log
+    backoff = make_backoff(clock, logger)
+    codes: list[int] = []
+    backoff.exit = codes.append
+    try:
+        raise DeliveryFailed("scores[0]: denied") from TopicAuthorizationFailedError("scores")
+    except DeliveryFailed as error:
+        delivery = error
+    quiet.exit_if_denied(delivery, backoff)
+    assert codes == []  # an app a test runs in its own process: never exits
+    backoff.exit_on_refusal(30.0)
+    quiet.exit_if_denied(RuntimeError("not a denial"), backoff)
+    assert codes == []
+    quiet.exit_if_denied(delivery, backoff)
+    quiet.exit_if_denied(GroupAuthorizationFailedError("leadpulse"), backoff)
+    assert codes == [quiet.REFUSED_EXIT_CODE] * 2
+    assert handler.lines[0] == (
+        f"ERROR {logger.name}: exiting with code 77: the broker denied an operation: [Error 29] "
+        "TopicAuthorizationFailedError: scores (was an ACL of this user revoked? `leadpulse topics commands` lists "
+        "the ones the worker needs)"
+    )
