@@ -11,7 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from leadpulse.scoring.accounts import AccountSnapshot, accounts_of
-from leadpulse.scoring.engine import Event, Outcome, Output, Snapshot, apply, attach, new_state, snapshot, view_of
+from leadpulse.scoring.engine import (
+    Event,
+    Outcome,
+    Output,
+    Snapshot,
+    apply,
+    attach,
+    linked_ids,
+    new_state,
+    snapshot,
+    view_of,
+)
 from leadpulse.scoring.erasure import ERASE_EVENT, Erasure, erasure_of
 from leadpulse.scoring.identity import Link, detach, hand_over, is_published, record_claim
 from leadpulse.scoring.nurture import Nurture, nurtures_at
@@ -57,6 +68,8 @@ class ScoreRun:
             erased = self.erased.get(event.contact_id)
             if erased is not None and erased.forgets(event.occurred_ms):
                 self.forgotten += 1
+                for linked in linked_ids(event):  # as the stream forwards it (scoring.erasure)
+                    self._erase(linked, erased.occurred_ms(self.rules.erasure_grace_ms))
                 return "unscored"
             self.erased.pop(event.contact_id, None)  # back after the grace: its marker expires, as in the stream
             state = new_state(event.contact_id)
