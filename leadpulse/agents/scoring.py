@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from time import perf_counter
 from typing import Any
@@ -59,6 +59,7 @@ from leadpulse.scoring.engine import (
     Output,
     apply,
     attach,
+    linked_ids,
     new_state,
     view_of,
 )
@@ -286,6 +287,8 @@ class ScoringAgent:
             erasure_known = erased.get(contact_id) or self.contacts.erasure(contact_id, work.partition)
             if erasure_known is not None and erasure_known.forgets(event.occurred_ms):
                 self.events["forgotten"] += 1  # late, replayed or in flight for an erased contact
+                erased_at = erasure_known.occurred_ms(self.rules.erasure_grace_ms)
+                self._forward_erasures(linked_ids(event), f"forgotten:{event.event_id}", erased_at, alerts)
                 return
             if erasure_known is not None and contact_id not in erased:  # back after the grace: a new profile
                 work.expired.append(marker_key(contact_id))
@@ -385,7 +388,11 @@ class ScoringAgent:
         for each goes to its partition through the re-keyed input."""
         for target, part in detach(state, version_of(positions)):
             self._send(target, handover_bytes(Handover(state.contact_id, part)), alerts)
-        for linked in sorted(state.claims):
+        self._forward_erasures(sorted(state.claims), event_id, occurred_ms, alerts)
+
+    def _forward_erasures(self, linked_ids: Iterable[str], event_id: str, occurred_ms: int, alerts: Outbox) -> None:
+        """An erasure event for each id to its partition through the re-keyed input."""
+        for linked in linked_ids:
             key = linked.encode()
             erasure = {
                 "event_id": f"{event_id}/{linked}",

@@ -11,7 +11,10 @@ when events for that contact are to be dropped: events that occurred before the 
 arrive late or are replayed after a crash, and a CRM sync or a queued campaign can still
 send a few more. An event that occurred up to `[erasure] grace` after the erasure is
 dropped; a later one starts a new profile (the person came back). Several erasures of one
-contact keep the latest deadline, so the marker does not depend on arrival order.
+contact keep the latest deadline, so the marker does not depend on arrival order. A dropped
+event that links anonymous ids erases them as of the erasure: the ids an erased person
+linked are erased whether the linking event arrived before the erasure or after it (a replay
+reads the erasure topic and the input in no fixed order).
 
 A marker expires: it is deleted when its contact starts a new profile after the deadline,
 and at the latest once a record whose time is past the deadline reaches its partition (an
@@ -39,6 +42,10 @@ class Erasure:
 
     def forgets(self, occurred_ms: int) -> bool:
         return occurred_ms <= self.until_ms
+
+    def occurred_ms(self, grace_ms: int) -> int:
+        """When the erasure that left this marker occurred (`erasure_of` inverted)."""
+        return self.until_ms - grace_ms
 
     def merged(self, other: Erasure | None) -> Erasure:
         return self if other is None or other.until_ms <= self.until_ms else other

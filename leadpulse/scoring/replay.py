@@ -20,6 +20,7 @@ from leadpulse.scoring.engine import (
     Snapshot,
     apply,
     attach,
+    linked_ids,
     new_state,
     snapshot,
     view_of,
@@ -75,6 +76,8 @@ class ScoreRun:
             erased = self.erased.get(event.contact_id)
             if erased is not None and erased.forgets(event.occurred_ms):
                 self.forgotten += 1
+                for linked in linked_ids(event):  # as the stream forwards it (scoring.erasure)
+                    self._erase(linked, erased.occurred_ms(self.rules.erasure_grace_ms))
                 return "unscored"
             self.erased.pop(event.contact_id, None)  # back after the grace: its marker expires, as in the stream
             state = new_state(event.contact_id)

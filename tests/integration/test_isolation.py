@@ -23,7 +23,7 @@ from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.partitioning import home_partition
 from leadpulse.streams.settings import Settings
 from leadpulse.streams.topics import ACCOUNT_MEMBERS, BY_CONTACT
-from tests.integration.harness import produce, run_cli, scores_reach, wait_for
+from tests.integration.harness import produce, request_erasures, run_cli, scores_reach, wait_for
 from tests.integration.oracle import Oracle, traffic_lines
 
 pytestmark = pytest.mark.integration
@@ -84,7 +84,8 @@ def test_a_replay_under_new_rules_beside_the_live_app_leaves_each_equal_to_its_o
     assert live_oracle.merged_into and live_oracle.accounts and victim not in live_oracle.snapshots
 
     live = make_settings()
-    produce(live, [*first, erasure])
+    produce(live, first)
+    request_erasures(live, [erasure])  # the erasure topic is named after the input: the replay reads it too
     live_worker = workers(live)
     settles(live_worker, live_oracle, victim, "live app")
 

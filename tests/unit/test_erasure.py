@@ -1,6 +1,8 @@
 """Erasure in the core's fold (scoring.erasure, scoring.replay): what the offline scorer and
 the stream both do with a `contact_erased` event."""
 
+from dataclasses import replace
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -180,3 +182,16 @@ def test_the_worker_may_read_the_erasure_requests_but_not_write_them():
 def test_erase_refuses_a_blank_id_in_one_line(capsys):
     assert main(["erase", "ada@acme.io", "   "]) == 2
     assert capsys.readouterr().err == "leadpulse erase: '   ' is not a contact id (1 to 256 characters)\n"
+
+
+def test_the_ids_an_erased_person_linked_are_erased_whether_the_linking_event_comes_before_or_after_the_erasure():
+    """A replay reads the erasure topic and the input in no fixed order: the form fill that
+    linked her cookie may come after her erasure. Dropped, it still erases the cookie, as of
+    the erasure, so both orders end alike (and the cookie's own later visit is forgotten)."""
+    browse = event("page_viewed", T0, "ck-eve", identified=False, path="/pricing")
+    form = replace(event("form_submitted", T0 + 60_000, "eve@victimcorp.com", form="demo"), anonymous_id="ck-eve")
+    erase = event("contact_erased", T0 + DAY_MS, "eve@victimcorp.com")
+    again = event("page_viewed", T0 + DAY_MS + 1, "ck-eve", identified=False, path="/blog")
+    in_order, erasure_first = run(browse, form, erase, again), run(erase, browse, form, again)
+    assert in_order.snapshots(None) == erasure_first.snapshots(None) == []
+    assert in_order.erased == erasure_first.erased
