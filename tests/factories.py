@@ -6,6 +6,8 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from leadpulse.scoring.engine import Event
 from leadpulse.scoring.rules import Rules, load_rules
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
@@ -60,3 +62,19 @@ def buyer_documents(contact: str, at: str = "2026-10-01T09:00:00Z") -> list[dict
         raw_event("demo_requested", event_id=f"{contact}-d", contact_id=contact, occurred_at=at),
         raw_event("webinar_attended", event_id=f"{contact}-w", contact_id=contact, occurred_at=at),
     ]
+
+
+PAD = "\x01" * 333  # 333 characters as sent, 1,998 bytes as stored: within LEADPULSE_MAX_STRING
+
+
+def padded(contact: str, number: int, attribute: str) -> bytes:
+    """A profile value that takes six times its length as stored (control characters)."""
+    return orjson.dumps(
+        raw_event(
+            "profile_updated",
+            event_id=f"{contact}-pad-{number}",
+            contact_id=contact,
+            occurred_at=f"2026-10-01T09:0{number}:00Z",
+            properties={attribute: PAD},
+        )
+    )

@@ -12,21 +12,7 @@ from hypothesis import strategies as st
 from leadpulse.schemas.limits import RecordLimits, record_bytes
 from leadpulse.scoring.engine import event_hash
 from tests.agents.test_scoring_agent import settled
-from tests.factories import buyer_documents, raw_event
-
-PAD = "\x01" * 333  # 333 characters as sent, 1,998 bytes as stored: within LEADPULSE_MAX_STRING
-
-
-def padded(contact: str, number: int, attribute: str) -> bytes:
-    return orjson.dumps(
-        raw_event(
-            "profile_updated",
-            event_id=f"{contact}-pad-{number}",
-            contact_id=contact,
-            occurred_at=f"2026-10-01T09:0{number}:00Z",
-            properties={attribute: PAD},
-        )
-    )
+from tests.factories import buyer_documents, padded, raw_event
 
 
 @pytest.fixture

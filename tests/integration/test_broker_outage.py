@@ -32,23 +32,28 @@ def own_broker(tmp_path_factory):
         instance.stop()  # by the pid in its data folder, whichever start it is from
 
 
+def own_settings(broker, tmp_path: Path, name: str, partitions: int) -> Settings:
+    """A worker's settings on this module's own broker (the suite's is never stopped)."""
+    return Settings(
+        broker=f"kafka://127.0.0.1:{broker.port}",
+        app_id=f"lp-{name}",
+        topic_prefix=f"{name}.",
+        input_topic=f"{name}.events",
+        partitions=partitions,
+        data_dir=tmp_path / "data",
+        web_port=free_port(),
+        cooling_interval_s=0.0,
+        session_timeout_s=10.0,
+    )
+
+
 def log_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     return data.count(b"\n"), len(data)
 
 
 def test_a_30s_broker_outage_is_quiet_and_the_worker_resumes_by_itself(own_broker, workers, tmp_path):
-    settings = Settings(
-        broker=f"kafka://127.0.0.1:{own_broker.port}",
-        app_id="lp-outage",
-        topic_prefix="outage.",
-        input_topic="outage.events",
-        partitions=8,
-        data_dir=tmp_path / "data",
-        web_port=free_port(),
-        cooling_interval_s=0.0,
-        session_timeout_s=10.0,
-    )
+    settings = own_settings(own_broker, tmp_path, "outage", partitions=8)
     lines = traffic_lines(20_000, 2_000, seed=31)
     oracle = Oracle(lines)
     produce(settings, lines)
@@ -91,17 +96,7 @@ HEALTH_WITHIN_S = 10.0  # an idle worker's /health names a stopped broker within
 
 
 def test_an_idle_workers_health_names_a_stopped_broker_and_recovers_when_it_is_back(own_broker, workers, tmp_path):
-    settings = Settings(
-        broker=f"kafka://127.0.0.1:{own_broker.port}",
-        app_id="lp-idle-health",
-        topic_prefix="idle-health.",
-        input_topic="idle-health.events",
-        partitions=2,
-        data_dir=tmp_path / "data",
-        web_port=free_port(),
-        cooling_interval_s=0.0,
-        session_timeout_s=10.0,
-    )
+    settings = own_settings(own_broker, tmp_path, "idle-health", partitions=2)
     worker = workers(settings)  # ready: /health says ok; no event is ever sent
     own_broker.stop()
     stopped = time.monotonic()

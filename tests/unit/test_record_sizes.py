@@ -7,22 +7,7 @@ from leadpulse.cli.main import main
 from leadpulse.cli.offline import score_lines
 from leadpulse.schemas.limits import InputLimits, batch_limit
 from leadpulse.scoring.rules import load_rules
-from tests.factories import buyer_documents, raw_event
-
-PAD = "\x01" * 333  # 1,998 bytes as stored
-
-
-def padded(contact, number, attribute):
-    return orjson.dumps(
-        raw_event(
-            "profile_updated",
-            event_id=f"{contact}-pad-{number}",
-            contact_id=contact,
-            occurred_at=f"2026-10-01T09:0{number}:00Z",
-            properties={attribute: PAD},
-        )
-    )
-
+from tests.factories import buyer_documents, padded, raw_event
 
 LINES = [
     padded("big", 1, "job_title"),
