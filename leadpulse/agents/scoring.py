@@ -85,7 +85,9 @@ COOLING_BATCH = 5_000  # contacts asked to re-read per cooling tick, at most
 # The inputs whose positions a contact state keeps. "r" was the re-keyed input's when the prefix
 # named it: its offsets mean nothing in APP_ID-events-by-contact, so a migrated state keeps it
 # unused (hand-over versions, identity.version_of, still only grow; streams/migration.py).
-EVENTS, REKEYED = "e", "k"
+# "v" is no input's: the version a contact was erased at, which its next profile's versions
+# continue above (new_profile).
+EVENTS, REKEYED, ERASED_AT = "e", "k", "v"
 
 Scored = dict[str, tuple[ContactState | None, int]]  # contact id -> (new state or None: erased, time to publish it at)
 # state, snapshot (None: a merged anonymous id, deleted from contact-scores), member records
@@ -95,14 +97,14 @@ Prepared = list[tuple[ContactState, bytes | None, list[tuple[bytes, bytes]]]]
 @dataclass
 class PartitionWork:
     """What a batch does to one partition: the states to store, the erasure markers to
-    store with them, and the account each erased contact leaves (with the time of its leave
-    record); `anchor` is one of its events, for Faust's partition context."""
+    store with them, and the account each erased contact leaves (with its leave record);
+    `anchor` is one of its events, for Faust's partition context."""
 
     partition: int
     anchor: Any
     results: Scored = field(default_factory=dict)
     erased: dict[str, Erasure] = field(default_factory=dict)
-    leaving: dict[str, tuple[str, int]] = field(default_factory=dict)
+    leaving: dict[str, tuple[str, Member]] = field(default_factory=dict)
 
 
 class ScoringAgent:
@@ -214,18 +216,17 @@ class ScoringAgent:
         known = results.get(contact_id)
         state = known[0] if known else self.contacts.get(contact_id, work.partition)
         if event.type == ERASE_EVENT:
-            erasure = erasure_of(event.occurred_ms, self.rules.erasure_grace_ms)
+            positions = {} if state is None else {**state.positions, role: message.offset}
+            erasure = erasure_of(event.occurred_ms, self.rules.erasure_grace_ms, version_of(positions))
             known_erasure = erased.get(contact_id) or self.contacts.erasure(contact_id, work.partition)
             erased[contact_id] = erasure.merged(known_erasure)
             results[contact_id] = (None, event.occurred_ms)
-            if state is not None and state.account_sent is not None:
-                # Leaves its account as a move does, at a time no record sent before has.
-                at = max(state.published_ms, state.last_event_ms, event.occurred_ms)
-                work.leaving[contact_id] = (state.account_sent, at)
             if state is not None:
-                self._erase_links(
-                    state, event.event_id, event.occurred_ms, {**state.positions, role: message.offset}, alerts
-                )
+                if state.account_sent is not None:
+                    # Leaves its account as a move does, newer than any record it sent before.
+                    at = max(state.published_ms, state.last_event_ms, event.occurred_ms)
+                    work.leaving[contact_id] = (state.account_sent, leaving(contact_id, at, version_of(positions)))
+                self._erase_links(state, event.event_id, event.occurred_ms, positions, alerts)
             self.events["erased"] += 1
             return
         if state is None:
@@ -233,7 +234,7 @@ class ScoringAgent:
             if erasure_known is not None and erasure_known.forgets(event.occurred_ms):
                 self.events["forgotten"] += 1  # late, replayed or in flight for an erased contact
                 return
-            state = new_state(contact_id)
+            state = new_profile(contact_id, erasure_known)
             left = work.leaving.pop(contact_id, None)
             if left is not None:  # back in this batch, after its grace: a move, if to another account
                 state.account_sent = left[0]
@@ -287,7 +288,7 @@ class ScoringAgent:
             if erasure is not None and erasure.forgets(record.claim.occurred_ms):
                 self.events["forgotten"] += 1
                 return
-            state = new_state(key_id)
+            state = new_profile(key_id, erasure)
         applied_at = state.positions.get(REKEYED)
         positions = {**state.positions, REKEYED: message.offset}
         if applied_at is not None and message.offset <= applied_at:
@@ -367,23 +368,25 @@ class ScoringAgent:
         (or deleted), a replay would not send them again."""
         cooling = self.settings.cooling_interval_s
         prepared: Prepared = []
-        for contact_id, (left, left_ms) in work.leaving.items():
-            self._leave(left, leaving(contact_id, left_ms), alerts)
+        for account_left, record in work.leaving.values():
+            self._leave(account_left, record, alerts)
         for stored, at_ms in work.results.values():
             if stored is None:
                 continue
-            state, sends = hand_over(stored, version_of(stored.positions))
+            version = version_of(stored.positions)  # of its hand-overs and its account records
+            state, sends = hand_over(stored, version)
             for target, part in sends:
                 self._send(target, handover_bytes(Handover(state.contact_id, part)), alerts)
             if not is_published(state):  # merged into a contact: deleted from contact-scores
                 if state.account_sent is not None:
-                    self._leave(state.account_sent, leaving(state.contact_id, max(at_ms, state.published_ms)), alerts)
+                    left = leaving(state.contact_id, max(at_ms, state.published_ms), version)
+                    self._leave(state.account_sent, left, alerts)
                 prepared.append((replace(state, account_sent=None, cooling_due_ms=None), None, []))
                 continue
             at = max(at_ms, state.published_ms)
             due = revisit_due_ms(state, self.rules, max(at, clock)) if cooling else None
             view = snapshot_of(state, at, self.rules)
-            account, updates = account_updates(view_of(state, self.rules), view, self.rules)
+            account, updates = account_updates(view_of(state, self.rules), view, self.rules, version)
             published = replace(state, published_ms=at, cooling_due_ms=due, account_sent=account)
             records = []
             for target, record in updates:
@@ -505,6 +508,16 @@ class ScoringAgent:
             for contact_id in due:
                 self.pipeline.cooling.set(contact_id, clock)
         self.metrics.cooling_scheduled.set(len(self.pipeline.cooling))
+
+
+def new_profile(contact_id: str, erasure: Erasure | None) -> ContactState:
+    """A contact's first state, or its first after it was erased: then its versions (of its
+    hand-overs and account records) continue above the erased profile's, so that what it
+    sends is newer than anything the erased profile sent, replayed or not."""
+    state = new_state(contact_id)
+    if erasure is not None and erasure.version:
+        state.positions = {ERASED_AT: erasure.version}
+    return state
 
 
 def _bounded(key: bytes | None, limit: int = 1_000) -> bytes | None:

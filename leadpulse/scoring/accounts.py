@@ -38,7 +38,8 @@ class Member:
     """What an account keeps of one contact: its latest snapshot, cut to what the account
     snapshot reads, at the snapshot's time; `left` marks a contact that moved to another
     account or was erased (kept, so that an older record arriving late cannot bring it
-    back, under `departed(contact_id)`)."""
+    back, under `departed(contact_id)`). `version` orders one contact's records (`newer`):
+    it grows with every record the contact's state applied, and a replay recomputes it."""
 
     contact_id: str
     at_ms: int
@@ -49,9 +50,10 @@ class Member:
     stage: str = ""
     attributes: tuple[tuple[str, PropertyValue], ...] = ()
     reasons: tuple[Reason, ...] = ()
+    version: int = 0
 
 
-def member_of(view: Snapshot, state: ContactState, rules: Rules) -> Member:
+def member_of(view: Snapshot, state: ContactState, rules: Rules, version: int = 0) -> Member:
     wanted = rules.accounts.member_attributes
     attributes = tuple((name, state.profile[name].value) for name in wanted if name in state.profile)
     return Member(
@@ -63,23 +65,27 @@ def member_of(view: Snapshot, state: ContactState, rules: Rules) -> Member:
         stage=view.stage,
         attributes=attributes,
         reasons=view.reasons[: rules.accounts.member_reasons],
+        version=version,
     )
 
 
-def leaving(contact_id: str, at_ms: int) -> Member:
-    return Member(contact_id, at_ms, left=True)
+def leaving(contact_id: str, at_ms: int, version: int = 0) -> Member:
+    return Member(contact_id, at_ms, left=True, version=version)
 
 
-def account_updates(state: ContactState, view: Snapshot, rules: Rules) -> tuple[str | None, list[tuple[str, Member]]]:
+def account_updates(
+    state: ContactState, view: Snapshot, rules: Rules, version: int = 0
+) -> tuple[str | None, list[tuple[str, Member]]]:
     """What publishing `view` sends to accounts: a leave record to the account the contact
-    was last sent to if it has changed, and the member record to its current one. Returns
-    the current account, to keep with the stored state."""
+    was last sent to if it has changed, and the member record to its current one, both at
+    the contact's `version` (identity.version_of its positions). Returns the current
+    account, to keep with the stored state."""
     account = account_of_state(state)
     updates: list[tuple[str, Member]] = []
     if state.account_sent is not None and state.account_sent != account:
-        updates.append((state.account_sent, leaving(state.contact_id, view.updated_ms)))
+        updates.append((state.account_sent, leaving(state.contact_id, view.updated_ms, version)))
     if account is not None:
-        updates.append((account, member_of(view, state, rules)))
+        updates.append((account, member_of(view, state, rules, version)))
     return account, updates
 
 
@@ -212,6 +218,7 @@ class Departure:
 
     at_ms: int
     offset: int | None  # of the `account-members` record it came with
+    version: int = 0  # the leave record's (Member.version)
 
 
 class AccountState:
@@ -317,24 +324,32 @@ def departed(contact_id: str) -> str:
     return DEPARTED + hashlib.sha256(contact_id.encode()).hexdigest()
 
 
-def fold(state: AccountState, record: Member, offset: int | None = None) -> bool:
-    """Keep `record` if it is the contact's newest; say whether the account changed.
+def newer(record: Member | Departure) -> tuple[int, int]:
+    """The order of one contact's records: by version, then by snapshot time.
 
-    Newest by snapshot time wins. A tie goes to the record that arrives later: one
-    contact's records reach one account in the order they were sent (the same partition,
-    each batch sent after the previous one was acknowledged). A record at or below the
-    offset of the one the account holds for the contact is a replay and changes nothing."""
+    Not by time alone: a contact that loses an anonymous id's part (identity stitching) is
+    published again at its own history's time, earlier than its last record, yet it is the
+    newer record; its version grew with the hand-over it applied. A replay after a crash
+    re-sends older records with higher `account-members` offsets, and their older versions
+    (the same state recomputed) refuse them. Records at one version differ only by the time
+    a cooling re-read published them at, which never goes back."""
+    return record.version, record.at_ms
+
+
+def fold(state: AccountState, record: Member, offset: int | None = None) -> bool:
+    """Keep `record` if it is the contact's newest (`newer`); say whether the account changed.
+
+    A tie goes to the record that arrives later: one contact's records reach one account in
+    the order they were sent (the same partition, each batch sent after the previous one
+    was acknowledged). A record at or below the offset of the one the account holds for
+    the contact is a replay and changes nothing."""
     contact, marker = record.contact_id, departed(record.contact_id)
     member, gone = state.members.get(contact), state.departed.get(marker)
-    if member is not None:
-        known_at, known_offset = member.at_ms, state.offsets.get(contact)
-    elif gone is not None:
-        known_at, known_offset = gone.at_ms, gone.offset
-    else:
-        known_at, known_offset = None, None
+    known: Member | Departure | None = member if member is not None else gone
+    known_offset = state.offsets.get(contact) if member is not None else None if gone is None else gone.offset
     if offset is not None and known_offset is not None and offset <= known_offset:
         return False
-    if known_at is not None and record.at_ms < known_at:
+    if known is not None and newer(record) < newer(known):
         return False
     if member is not None:
         state.remove(member)
@@ -343,7 +358,7 @@ def fold(state: AccountState, record: Member, offset: int | None = None) -> bool
         del state.departed[marker]
         state.changed_departed.add(marker)
     if record.left:
-        state.departed[marker] = Departure(record.at_ms, offset)
+        state.departed[marker] = Departure(record.at_ms, offset, record.version)
         state.changed_departed.add(marker)
     else:
         state.add(record, offset)
@@ -411,9 +426,10 @@ def accounts_from(members: Iterable[tuple[str, Member]], rules: Rules) -> list[A
 
 
 def member_to_bytes(record: Member) -> bytes:
-    """The `account-members` record (internal): a compact JSON array."""
+    """The `account-members` record (internal): a compact JSON array, the version last (a
+    record written before versions has none: version 0, older than any record since)."""
     if record.left:
-        return orjson.dumps([MEMBER_FORMAT, record.contact_id, record.at_ms, 1])
+        return orjson.dumps([MEMBER_FORMAT, record.contact_id, record.at_ms, 1, record.version])
     return orjson.dumps(
         [
             MEMBER_FORMAT,
@@ -426,6 +442,7 @@ def member_to_bytes(record: Member) -> bytes:
             record.stage,
             [list(pair) for pair in record.attributes],
             [[r.signal, r.part, r.points] for r in record.reasons],
+            record.version,
         ]
     )
 
@@ -438,8 +455,8 @@ def _member(fields: Any) -> Member:
     if not isinstance(fields, list) or not fields or fields[0] != MEMBER_FORMAT:
         raise ValueError("not an account member record")
     if fields[3]:
-        return Member(fields[1], fields[2], left=True)
-    _, contact_id, at_ms, _, score, fit, temperature, stage, attributes, reasons = fields
+        return Member(fields[1], fields[2], left=True, version=_version(fields, 4))
+    _, contact_id, at_ms, _, score, fit, temperature, stage, attributes, reasons = fields[:10]
     return Member(
         contact_id,
         at_ms,
@@ -450,7 +467,18 @@ def _member(fields: Any) -> Member:
         stage,
         tuple((name, value) for name, value in attributes),
         tuple(Reason(signal, part, points) for signal, part, points in reasons),
+        _version(fields, 10),
     )
+
+
+def _version(fields: list[Any], index: int) -> int:
+    """The version at `index`, or 0 in a record written before versions."""
+    if len(fields) == index:
+        return 0
+    version = fields[index]
+    if len(fields) != index + 1 or not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError("malformed account member record")
+    return int(version)
 
 
 # --- storage: one key per member and per departure, one small aggregate per account ---------
@@ -535,7 +563,10 @@ def changes(state: AccountState, published: bytes | None) -> list[tuple[bytes, b
     for marker in sorted(state.changed_departed):
         gone = state.departed.get(marker)
         records.append(
-            (departed_key(account_id, marker), None if gone is None else orjson.dumps([gone.offset, gone.at_ms]))
+            (
+                departed_key(account_id, marker),
+                None if gone is None else orjson.dumps([gone.offset, gone.at_ms, gone.version]),
+            )
         )
     state.changed_members.clear()
     state.changed_departed.clear()
@@ -554,18 +585,18 @@ def restore(
     members = []
     for key, value in entries:
         kind = key[skip : skip + 1]
-        offset, body = orjson.loads(value)
+        offset, body, *version = orjson.loads(value)  # a departure stored before versions has none
         if kind == MEMBER_ENTRY:
             members.append((_member(body), offset))
         elif kind == DEPARTED_ENTRY:
-            state.departed[key[skip + 1 :].decode()] = Departure(body, offset)
+            state.departed[key[skip + 1 :].decode()] = Departure(body, offset, *version)
     state.add_all(members)
     if aggregate is None:
         return state
     state.hot_armed, state.temperature, state.position = aggregate.hot_armed, aggregate.temperature, aggregate.position
     for record in aggregate.legacy:
         if record.left and record.contact_id.startswith(DEPARTED):
-            state.departed[record.contact_id] = Departure(record.at_ms, aggregate.position)
+            state.departed[record.contact_id] = Departure(record.at_ms, aggregate.position, record.version)
             state.changed_departed.add(record.contact_id)
         else:  # a member, or a leave an older version kept in clear
             fold(state, record, aggregate.position)
