@@ -10,6 +10,7 @@ from collections import defaultdict
 import orjson
 import pytest
 
+from leadpulse.scoring.accounts import member_from_bytes
 from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.partitioning import home_partition
@@ -68,6 +69,33 @@ def test_cross_partition_merges_survive_a_kill_mid_merge_and_erasure_follows_the
     assert wait_for(lambda: worker.get(f"/contacts/{cookie}")[1].get("merged_into") is None, 30, 0.2)
     status, body = worker.get(f"/contacts/{cookie}")
     assert status == 404 and "unknown contact" in body["error"]
+
+
+def test_contacts_that_lose_a_shared_cookie_leave_account_scores_equal_to_the_offline_accounts(make_settings, workers):
+    """Events produced latest first: a later link takes a shared cookie, then the earlier one
+    wins it and the cookie's part is detached, so the losing contact is published again at
+    its own history's time, earlier than its last account record. Its account keeps the
+    newer record all the same (ordered by version, not by time), as the offline scorer's
+    final contacts say."""
+    settings = make_settings()
+    lines = traffic_lines(10_000, 1_000, seed=29, accounts=25, identities=0.6)
+    oracle = Oracle(lines)
+    assert contested(lines) & oracle.merged_into.keys(), "the traffic must contain cookies of two contacts"
+
+    produce(settings, lines[::-1])
+    worker = workers(settings)
+    scores_reach(settings, oracle.snapshots, timeout_s=120, alive=worker.running)
+    scores_reach(settings, oracle.accounts, timeout_s=90, topic="account-scores", alive=worker.running)
+
+    latest = {}
+    went_back = set()
+    for _, value in read_all(settings, settings.internal_topic("account-members"), idle_s=0.5):
+        record = member_from_bytes(value)
+        known = latest.get(record.contact_id)
+        if known is not None and record.version > known.version and record.at_ms < known.at_ms:
+            went_back.add(record.contact_id)
+        latest[record.contact_id] = record
+    assert went_back, "no contact was published back in time: nothing was tested"
 
 
 def home(key: str, settings) -> int:
