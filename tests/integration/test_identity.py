@@ -78,7 +78,7 @@ def test_contacts_that_lose_a_shared_cookie_leave_account_scores_equal_to_the_of
     newer record all the same (ordered by version, not by time), as the offline scorer's
     final contacts say."""
     settings = make_settings()
-    lines = traffic_lines(10_000, 1_000, seed=29, accounts=25, identities=0.6)
+    lines = traffic_lines(10_000, 1_000, seed=53, accounts=150, identities=0.6)  # few contacts per account
     oracle = Oracle(lines)
     assert contested(lines) & oracle.merged_into.keys(), "the traffic must contain cookies of two contacts"
 
