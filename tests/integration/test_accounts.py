@@ -96,7 +96,7 @@ def send_members(settings, account_id: str, records: list[Member]) -> None:
     (as the scoring agent sends them)."""
 
     async def send() -> None:
-        topic = settings.topic("account-members")
+        topic = settings.internal_topic("account-members")
         await ensure_topic(settings, topic)
         key = account_id.encode()
         partition = home_partition(key, settings.partitions)
