@@ -331,8 +331,8 @@ def newer(record: Member | Departure) -> tuple[int, int]:
     published again at its own history's time, earlier than its last record, yet it is the
     newer record; its version grew with the hand-over it applied. A replay after a crash
     re-sends older records with higher `account-members` offsets, and their older versions
-    (the same state recomputed) refuse them. Records at one version differ only by the time
-    a cooling re-read published them at, which never goes back."""
+    (the same state recomputed) refuse them. Records of one version hold one state published
+    again (a cooling re-read): the later time wins."""
     return record.version, record.at_ms
 
 
@@ -345,8 +345,13 @@ def fold(state: AccountState, record: Member, offset: int | None = None) -> bool
     the contact is a replay and changes nothing."""
     contact, marker = record.contact_id, departed(record.contact_id)
     member, gone = state.members.get(contact), state.departed.get(marker)
-    known: Member | Departure | None = member if member is not None else gone
-    known_offset = state.offsets.get(contact) if member is not None else None if gone is None else gone.offset
+    known: Member | Departure | None
+    if member is not None:
+        known, known_offset = member, state.offsets.get(contact)
+    elif gone is not None:
+        known, known_offset = gone, gone.offset
+    else:
+        known, known_offset = None, None
     if offset is not None and known_offset is not None and offset <= known_offset:
         return False
     if known is not None and newer(record) < newer(known):
@@ -478,7 +483,7 @@ def _version(fields: list[Any], index: int) -> int:
     version = fields[index]
     if len(fields) != index + 1 or not isinstance(version, int) or isinstance(version, bool):
         raise ValueError("malformed account member record")
-    return int(version)
+    return version
 
 
 # --- storage: one key per member and per departure, one small aggregate per account ---------
