@@ -85,9 +85,7 @@ COOLING_BATCH = 5_000  # contacts asked to re-read per cooling tick, at most
 # The inputs whose positions a contact state keeps. "r" was the re-keyed input's when the prefix
 # named it: its offsets mean nothing in APP_ID-events-by-contact, so a migrated state keeps it
 # unused (hand-over versions, identity.version_of, still only grow; streams/migration.py).
-# "v" is no input's: the version a contact was erased at, which its next profile's versions
-# continue above (new_profile).
-EVENTS, REKEYED, ERASED_AT = "e", "k", "v"
+EVENTS, REKEYED = "e", "k"
 
 Scored = dict[str, tuple[ContactState | None, int]]  # contact id -> (new state or None: erased, time to publish it at)
 # state, snapshot (None: a merged anonymous id, deleted from contact-scores), member records
@@ -216,16 +214,18 @@ class ScoringAgent:
         known = results.get(contact_id)
         state = known[0] if known else self.contacts.get(contact_id, work.partition)
         if event.type == ERASE_EVENT:
-            positions = {} if state is None else {**state.positions, role: message.offset}
-            erasure = erasure_of(event.occurred_ms, self.rules.erasure_grace_ms, version_of(positions))
+            erasure = erasure_of(event.occurred_ms, self.rules.erasure_grace_ms)
             known_erasure = erased.get(contact_id) or self.contacts.erasure(contact_id, work.partition)
             erased[contact_id] = erasure.merged(known_erasure)
             results[contact_id] = (None, event.occurred_ms)
             if state is not None:
+                positions = {**state.positions, role: message.offset}
                 if state.account_sent is not None:
-                    # Leaves its account as a move does, newer than any record it sent before.
+                    # Leaves its account at a time no record it sent before has: a profile started
+                    # after the grace has no version of its own yet, so time orders it after this.
                     at = max(state.published_ms, state.last_event_ms, event.occurred_ms)
-                    work.leaving[contact_id] = (state.account_sent, leaving(contact_id, at, version_of(positions)))
+                    leave = leaving(contact_id, at, version_of(positions), erased=True)
+                    work.leaving[contact_id] = (state.account_sent, leave)
                 self._erase_links(state, event.event_id, event.occurred_ms, positions, alerts)
             self.events["erased"] += 1
             return
@@ -234,7 +234,7 @@ class ScoringAgent:
             if erasure_known is not None and erasure_known.forgets(event.occurred_ms):
                 self.events["forgotten"] += 1  # late, replayed or in flight for an erased contact
                 return
-            state = new_profile(contact_id, erasure_known)
+            state = new_state(contact_id)
             left = work.leaving.pop(contact_id, None)
             if left is not None:  # back in this batch, after its grace: a move, if to another account
                 state.account_sent = left[0]
@@ -288,7 +288,7 @@ class ScoringAgent:
             if erasure is not None and erasure.forgets(record.claim.occurred_ms):
                 self.events["forgotten"] += 1
                 return
-            state = new_profile(key_id, erasure)
+            state = new_state(key_id)
         applied_at = state.positions.get(REKEYED)
         positions = {**state.positions, REKEYED: message.offset}
         if applied_at is not None and message.offset <= applied_at:
@@ -508,16 +508,6 @@ class ScoringAgent:
             for contact_id in due:
                 self.pipeline.cooling.set(contact_id, clock)
         self.metrics.cooling_scheduled.set(len(self.pipeline.cooling))
-
-
-def new_profile(contact_id: str, erasure: Erasure | None) -> ContactState:
-    """A contact's first state, or its first after it was erased: then its versions (of its
-    hand-overs and account records) continue above the erased profile's, so that what it
-    sends is newer than anything the erased profile sent, replayed or not."""
-    state = new_state(contact_id)
-    if erasure is not None and erasure.version:
-        state.positions = {ERASED_AT: erasure.version}
-    return state
 
 
 def _bounded(key: bytes | None, limit: int = 1_000) -> bytes | None:

@@ -38,8 +38,9 @@ class Member:
     """What an account keeps of one contact: its latest snapshot, cut to what the account
     snapshot reads, at the snapshot's time; `left` marks a contact that moved to another
     account or was erased (kept, so that an older record arriving late cannot bring it
-    back, under `departed(contact_id)`). `version` orders one contact's records (`newer`):
-    it grows with every record the contact's state applied, and a replay recomputes it."""
+    back, under `departed(contact_id)`), `erased` a leave because the contact was erased.
+    `version` orders one contact's records (`supersedes`): it grows with every record the
+    contact's state applied, and a replay recomputes it."""
 
     contact_id: str
     at_ms: int
@@ -51,6 +52,7 @@ class Member:
     attributes: tuple[tuple[str, PropertyValue], ...] = ()
     reasons: tuple[Reason, ...] = ()
     version: int = 0
+    erased: bool = False
 
 
 def member_of(view: Snapshot, state: ContactState, rules: Rules, version: int = 0) -> Member:
@@ -69,8 +71,8 @@ def member_of(view: Snapshot, state: ContactState, rules: Rules, version: int = 
     )
 
 
-def leaving(contact_id: str, at_ms: int, version: int = 0) -> Member:
-    return Member(contact_id, at_ms, left=True, version=version)
+def leaving(contact_id: str, at_ms: int, version: int = 0, *, erased: bool = False) -> Member:
+    return Member(contact_id, at_ms, left=True, version=version, erased=erased)
 
 
 def account_updates(
@@ -219,6 +221,7 @@ class Departure:
     at_ms: int
     offset: int | None  # of the `account-members` record it came with
     version: int = 0  # the leave record's (Member.version)
+    erased: bool = False
 
 
 class AccountState:
@@ -324,20 +327,25 @@ def departed(contact_id: str) -> str:
     return DEPARTED + hashlib.sha256(contact_id.encode()).hexdigest()
 
 
-def newer(record: Member | Departure) -> tuple[int, int]:
-    """The order of one contact's records: by version, then by snapshot time.
+def supersedes(record: Member, known: Member | Departure) -> bool:
+    """Whether `record` is at least as new as the contact's record the account holds: by
+    version, then by snapshot time; after an erasure, by time.
 
     Not by time alone: a contact that loses an anonymous id's part (identity stitching) is
     published again at its own history's time, earlier than its last record, yet it is the
     newer record; its version grew with the hand-over it applied. A replay after a crash
     re-sends older records with higher `account-members` offsets, and their older versions
     (the same state recomputed) refuse them. Records of one version hold one state published
-    again (a cooling re-read): the later time wins."""
-    return record.version, record.at_ms
+    again (a cooling re-read): the later time wins. An erased contact's profile is gone, and
+    one started after the grace counts its version from nothing: its records are told from
+    the erased profile's by time, the erasure leave's being later than any of those."""
+    if known.erased:
+        return record.at_ms >= known.at_ms
+    return (record.version, record.at_ms) >= (known.version, known.at_ms)
 
 
 def fold(state: AccountState, record: Member, offset: int | None = None) -> bool:
-    """Keep `record` if it is the contact's newest (`newer`); say whether the account changed.
+    """Keep `record` if it is the contact's newest (`supersedes`); say whether the account changed.
 
     A tie goes to the record that arrives later: one contact's records reach one account in
     the order they were sent (the same partition, each batch sent after the previous one
@@ -354,7 +362,7 @@ def fold(state: AccountState, record: Member, offset: int | None = None) -> bool
         known, known_offset = None, None
     if offset is not None and known_offset is not None and offset <= known_offset:
         return False
-    if known is not None and newer(record) < newer(known):
+    if known is not None and not supersedes(record, known):
         return False
     if member is not None:
         state.remove(member)
@@ -363,7 +371,7 @@ def fold(state: AccountState, record: Member, offset: int | None = None) -> bool
         del state.departed[marker]
         state.changed_departed.add(marker)
     if record.left:
-        state.departed[marker] = Departure(record.at_ms, offset, record.version)
+        state.departed[marker] = Departure(record.at_ms, offset, record.version, record.erased)
         state.changed_departed.add(marker)
     else:
         state.add(record, offset)
@@ -433,8 +441,8 @@ def accounts_from(members: Iterable[tuple[str, Member]], rules: Rules) -> list[A
 def member_to_bytes(record: Member) -> bytes:
     """The `account-members` record (internal): a compact JSON array, the version last (a
     record written before versions has none: version 0, older than any record since)."""
-    if record.left:
-        return orjson.dumps([MEMBER_FORMAT, record.contact_id, record.at_ms, 1, record.version])
+    if record.left:  # 2: erased
+        return orjson.dumps([MEMBER_FORMAT, record.contact_id, record.at_ms, 2 if record.erased else 1, record.version])
     return orjson.dumps(
         [
             MEMBER_FORMAT,
@@ -460,7 +468,7 @@ def _member(fields: Any) -> Member:
     if not isinstance(fields, list) or not fields or fields[0] != MEMBER_FORMAT:
         raise ValueError("not an account member record")
     if fields[3]:
-        return Member(fields[1], fields[2], left=True, version=_version(fields, 4))
+        return Member(fields[1], fields[2], left=True, version=_version(fields, 4), erased=fields[3] == 2)
     _, contact_id, at_ms, _, score, fit, temperature, stage, attributes, reasons = fields[:10]
     return Member(
         contact_id,
@@ -570,7 +578,7 @@ def changes(state: AccountState, published: bytes | None) -> list[tuple[bytes, b
         records.append(
             (
                 departed_key(account_id, marker),
-                None if gone is None else orjson.dumps([gone.offset, gone.at_ms, gone.version]),
+                None if gone is None else orjson.dumps([gone.offset, gone.at_ms, gone.version, gone.erased]),
             )
         )
     state.changed_members.clear()
@@ -590,18 +598,20 @@ def restore(
     members = []
     for key, value in entries:
         kind = key[skip : skip + 1]
-        offset, body, *version = orjson.loads(value)  # a departure stored before versions has none
+        offset, body, *since = orjson.loads(value)  # a departure stored before versions has no version, erased
         if kind == MEMBER_ENTRY:
             members.append((_member(body), offset))
         elif kind == DEPARTED_ENTRY:
-            state.departed[key[skip + 1 :].decode()] = Departure(body, offset, *version)
+            state.departed[key[skip + 1 :].decode()] = Departure(body, offset, *since)
     state.add_all(members)
     if aggregate is None:
         return state
     state.hot_armed, state.temperature, state.position = aggregate.hot_armed, aggregate.temperature, aggregate.position
     for record in aggregate.legacy:
         if record.left and record.contact_id.startswith(DEPARTED):
-            state.departed[record.contact_id] = Departure(record.at_ms, aggregate.position, record.version)
+            state.departed[record.contact_id] = Departure(
+                record.at_ms, aggregate.position, record.version, record.erased
+            )
             state.changed_departed.add(record.contact_id)
         else:  # a member, or a leave an older version kept in clear
             fold(state, record, aggregate.position)

@@ -6,11 +6,6 @@ arrive late or are replayed after a crash, and a CRM sync or a queued campaign c
 send a few more. An event that occurred up to `[erasure] grace` after the erasure is
 dropped; a later one starts a new profile (the person came back). Several erasures of one
 contact keep the latest deadline, so the marker does not depend on arrival order.
-
-The marker also keeps the contact's version when it was erased (identity.version_of its
-stream positions): the new profile's versions continue above it, so that its records are
-newer than the old profile's to whoever orders them by version (an account, a contact
-holding an anonymous id's part).
 """
 
 from __future__ import annotations
@@ -25,19 +20,16 @@ MARKER_PREFIX = b"\x00erased\x00"  # no contact id starts with NUL: markers and 
 @dataclass(frozen=True, slots=True)
 class Erasure:
     until_ms: int  # events that occurred up to then are dropped
-    version: int = 0  # the greatest version the contact was erased at
 
     def forgets(self, occurred_ms: int) -> bool:
         return occurred_ms <= self.until_ms
 
     def merged(self, other: Erasure | None) -> Erasure:
-        if other is None:
-            return self
-        return Erasure(max(self.until_ms, other.until_ms), max(self.version, other.version))
+        return self if other is None or other.until_ms <= self.until_ms else other
 
 
-def erasure_of(occurred_ms: int, grace_ms: int, version: int = 0) -> Erasure:
-    return Erasure(occurred_ms + grace_ms, version)
+def erasure_of(occurred_ms: int, grace_ms: int) -> Erasure:
+    return Erasure(occurred_ms + grace_ms)
 
 
 def marker_key(contact_id: str) -> bytes:
@@ -51,9 +43,8 @@ def is_marker(key: bytes) -> bool:
 
 
 def marker_bytes(erasure: Erasure) -> bytes:
-    return b"%d %d" % (erasure.until_ms, erasure.version)
+    return b"%d" % erasure.until_ms
 
 
 def marker_from_bytes(data: bytes) -> Erasure:
-    """A marker; one written before versions holds the deadline alone (version 0)."""
-    return Erasure(*map(int, data.split()))
+    return Erasure(int(data))

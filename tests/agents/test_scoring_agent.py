@@ -12,7 +12,7 @@ from faust.types import TP
 from leadpulse.agents import scoring as scoring_module
 from leadpulse.cli.offline import score_lines
 from leadpulse.schemas.outputs import dumps, snapshot_record
-from leadpulse.scoring.accounts import AccountState, member_from_bytes, receive
+from leadpulse.scoring.accounts import AccountState, fold, member_from_bytes, receive
 from leadpulse.scoring.identity import version_of
 from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 from leadpulse.streams.chunks import chunk_event
@@ -543,10 +543,11 @@ async def test_a_contact_that_loses_a_shared_cookie_is_published_earlier_yet_new
     assert account.snapshot() == offline["fabrikam.io"]
 
 
-async def test_a_contact_back_after_its_erasure_sends_account_records_newer_than_its_old_profiles(scorer, capture):
-    """The new profile has no stream position of its own yet: its versions continue above
-    the one the old profile was erased at (kept in the marker), so its account takes it
-    back, and a replay of the old profile's records changes nothing."""
+async def test_a_contact_back_after_its_erasure_rejoins_its_account_though_its_versions_start_again(scorer, capture):
+    """The new profile has no stream position of its own yet, so its versions are below the
+    erased profile's: the erasure's leave is marked, and time tells what came after it. A
+    record of the erased profile arriving late changes nothing, and a replay after a crash
+    (the old profile, its leave, the new profile, in send order) ends where it started."""
     contact = "agent-back18@wingtip.io"  # its home partition is 0, the test records': it is not re-keyed
     erased_at = now_ms() - 40 * 86_400_000
     old = buyer_documents(contact, format_ms(erased_at - 86_400_000))
@@ -571,10 +572,17 @@ async def test_a_contact_back_after_its_erasure_sends_account_records_newer_than
         if key == b"wingtip.io"
     ]
     *old_profile, leave, again = sent_to_account
-    assert leave.left and not again.left and old_profile
-    assert scorer.contacts.erasure(contact).version == leave.version > max(record.version for record in old_profile)
-    assert again.version > leave.version
+    assert old_profile and leave.left and leave.erased and not again.left
+    assert leave.version > max(record.version for record in old_profile) > again.version, "versions start again"
     account = AccountState("wingtip.io", scorer.rules)
-    for offset, record in enumerate([*sent_to_account, *old_profile, leave]):  # then the old profile replayed
+    for offset, record in enumerate(sent_to_account):
+        receive(account, record, offset)
+    assert account.members == {contact: again}
+
+    account = AccountState("wingtip.io", scorer.rules)
+    for offset, record in enumerate([*old_profile, leave]):
+        receive(account, record, offset)
+    assert not fold(account, old_profile[-1], 10), "a late record of the erased profile brought it back"
+    for offset, record in enumerate([*sent_to_account, *old_profile, leave, again], start=20):  # a replay
         receive(account, record, offset)
     assert account.members == {contact: again}

@@ -151,6 +151,7 @@ def test_member_records_round_trip():
             7,
         ),
         Member("b", T0 + 1, left=True, version=9),
+        leaving("c", T0 + 2, 11, erased=True),
     ]
     for record in records:
         assert member_from_bytes(member_to_bytes(record)) == record
@@ -565,3 +566,14 @@ def test_a_contact_republished_earlier_keeps_its_latest_record_while_a_replayed_
     last = records[-1]
     assert state.members.get("ada@acme.io") == (None if last.left else last)
     assert state.snapshot() == account_snapshot("acme.io", [bystander, last], RULES)
+
+
+def test_after_an_erasure_leave_time_tells_a_new_profile_from_the_erased_one_also_once_stored():
+    """A profile started after the grace counts its version from nothing."""
+    state = AccountState("acme.io", RULES)
+    receive(state, member("ada@acme.io", 40, T0, version=90), 0)
+    receive(state, leaving("ada@acme.io", T0 + 5, 95, erased=True), 1)
+    state = restored("acme.io", store_of(state))
+    assert not fold(state, member("ada@acme.io", 40, T0 + 4, version=93), 2), "the erased profile came back"
+    assert fold(state, member("ada@acme.io", 20, T0 + 9, version=3), 3), "the new profile was refused"
+    assert state.snapshot() == account_snapshot("acme.io", [member("ada@acme.io", 20, T0 + 9)], RULES)

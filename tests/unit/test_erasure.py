@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leadpulse.schemas.events import decode_event
-from leadpulse.scoring.erasure import Erasure, marker_bytes, marker_from_bytes, marker_key
+from leadpulse.scoring.erasure import marker_bytes, marker_from_bytes, marker_key
 from leadpulse.scoring.replay import ScoreRun
 from tests.factories import DAY_MS, DEFAULT_RULES, T0, event
 
@@ -76,10 +76,3 @@ def test_a_segment_track_named_contact_erased_erases_the_contact():
     erase = decode_event(track, mapping=DEFAULT_RULES.mapping)
     fold = run(event("demo_requested", T0, "ada@acme.io"), erase)
     assert erase.type == "contact_erased" and fold.snapshots(None) == []
-
-
-def test_the_marker_keeps_the_greatest_version_erased_at_and_one_written_before_versions_reads_as_0():
-    assert marker_from_bytes(marker_bytes(Erasure(T0 + GRACE, 41))) == Erasure(T0 + GRACE, 41)
-    assert marker_from_bytes(b"%d" % (T0 + GRACE)) == Erasure(T0 + GRACE, 0)
-    early_late, late_early = Erasure(T0, 50), Erasure(T0 + DAY_MS, 41)
-    assert early_late.merged(late_early) == late_early.merged(early_late) == Erasure(T0 + DAY_MS, 50)
