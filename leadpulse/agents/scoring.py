@@ -107,15 +107,15 @@ LimitsReader = Callable[[list[str]], Awaitable[RecordLimits]]
 @dataclass
 class PartitionWork:
     """What a batch does to one partition: the states to store, the erasure markers to
-    store with them, and the account each erased contact leaves (with the time of its leave
-    record); `anchor` is one of its events, for Faust's partition context."""
+    store with them, and the account each erased contact leaves (with its leave record);
+    `anchor` is one of its events, for Faust's partition context."""
 
     partition: int
     anchor: Any
     results: Scored = field(default_factory=dict)
     erased: dict[str, Erasure] = field(default_factory=dict)
     expired: list[bytes] = field(default_factory=list)  # erasure markers to delete (scoring.erasure)
-    leaving: dict[str, tuple[str, int]] = field(default_factory=dict)
+    leaving: dict[str, tuple[str, Member]] = field(default_factory=dict)
 
 
 class ScoringAgent:
@@ -273,14 +273,15 @@ class ScoringAgent:
             known_erasure = erased.get(contact_id) or self.contacts.erasure(contact_id, work.partition)
             erased[contact_id] = erasure.merged(known_erasure)
             results[contact_id] = (None, event.occurred_ms)
-            if state is not None and state.account_sent is not None:
-                # Leaves its account as a move does, at a time no record sent before has.
-                at = max(state.published_ms, state.last_event_ms, event.occurred_ms)
-                work.leaving[contact_id] = (state.account_sent, at)
             if state is not None:
-                self._erase_links(
-                    state, event.event_id, event.occurred_ms, {**state.positions, role: message.offset}, alerts
-                )
+                positions = {**state.positions, role: message.offset}
+                if state.account_sent is not None:
+                    # Leaves its account at a time no record it sent before has: a profile started
+                    # after the grace has no version of its own yet, so time orders it after this.
+                    at = max(state.published_ms, state.last_event_ms, event.occurred_ms)
+                    leave = leaving(contact_id, at, version_of(positions), erased=True)
+                    work.leaving[contact_id] = (state.account_sent, leave)
+                self._erase_links(state, event.event_id, event.occurred_ms, positions, alerts)
             self.events["erased"] += 1
             return
         if state is None:
@@ -435,8 +436,8 @@ class ScoringAgent:
         (or deleted), a replay would not send them again. A contact one of whose records
         would be too large for its topic is left out and named in `oversized`."""
         prepared: Prepared = []
-        for contact_id, (left, left_ms) in work.leaving.items():
-            self._leave(left, leaving(contact_id, left_ms), alerts)
+        for account_left, record in work.leaving.values():
+            self._leave(account_left, record, alerts)
         for contact_id, (stored, at_ms) in work.results.items():
             if stored is None:
                 continue
@@ -449,18 +450,20 @@ class ScoringAgent:
     def _publication(self, stored: ContactState, at_ms: int, clock: int, alerts: Outbox) -> Publication:
         """What one contact is published with (see _prepare); RecordTooLarge if a record
         would be larger than its topic takes."""
-        state, sends = hand_over(stored, version_of(stored.positions))
+        version = version_of(stored.positions)  # of its hand-overs and its account records
+        state, sends = hand_over(stored, version)
         for target, part in sends:
             self._send(target, handover_bytes(Handover(state.contact_id, part)), alerts)
         if not is_published(state):  # merged into a contact: deleted from contact-scores
             if state.account_sent is not None:
-                self._leave(state.account_sent, leaving(state.contact_id, max(at_ms, state.published_ms)), alerts)
+                left = leaving(state.contact_id, max(at_ms, state.published_ms), version)
+                self._leave(state.account_sent, left, alerts)
             merged = replace(state, account_sent=None, cooling_due_ms=None)
             return self._fitting(merged, None, [], alerts.limits)
         at = max(at_ms, state.published_ms)
         due = revisit_due_ms(state, self.rules, max(at, clock)) if self.settings.cooling_interval_s else None
         view = snapshot_of(state, at, self.rules)
-        account, updates = account_updates(view_of(state, self.rules), view, self.rules)
+        account, updates = account_updates(view_of(state, self.rules), view, self.rules, version)
         published = replace(state, published_ms=at, cooling_due_ms=due, account_sent=account)
         records = []
         for target, record in updates:

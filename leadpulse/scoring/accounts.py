@@ -38,7 +38,9 @@ class Member:
     """What an account keeps of one contact: its latest snapshot, cut to what the account
     snapshot reads, at the snapshot's time; `left` marks a contact that moved to another
     account or was erased (kept, so that an older record arriving late cannot bring it
-    back, under `departed(contact_id)`)."""
+    back, under `departed(contact_id)`), `erased` a leave because the contact was erased.
+    `version` orders one contact's records (`supersedes`): it grows with every record the
+    contact's state applied, and a replay recomputes it."""
 
     contact_id: str
     at_ms: int
@@ -49,9 +51,11 @@ class Member:
     stage: str = ""
     attributes: tuple[tuple[str, PropertyValue], ...] = ()
     reasons: tuple[Reason, ...] = ()
+    version: int = 0
+    erased: bool = False
 
 
-def member_of(view: Snapshot, state: ContactState, rules: Rules) -> Member:
+def member_of(view: Snapshot, state: ContactState, rules: Rules, version: int = 0) -> Member:
     wanted = rules.accounts.member_attributes
     attributes = tuple((name, state.profile[name].value) for name in wanted if name in state.profile)
     return Member(
@@ -63,23 +67,27 @@ def member_of(view: Snapshot, state: ContactState, rules: Rules) -> Member:
         stage=view.stage,
         attributes=attributes,
         reasons=view.reasons[: rules.accounts.member_reasons],
+        version=version,
     )
 
 
-def leaving(contact_id: str, at_ms: int) -> Member:
-    return Member(contact_id, at_ms, left=True)
+def leaving(contact_id: str, at_ms: int, version: int = 0, *, erased: bool = False) -> Member:
+    return Member(contact_id, at_ms, left=True, version=version, erased=erased)
 
 
-def account_updates(state: ContactState, view: Snapshot, rules: Rules) -> tuple[str | None, list[tuple[str, Member]]]:
+def account_updates(
+    state: ContactState, view: Snapshot, rules: Rules, version: int = 0
+) -> tuple[str | None, list[tuple[str, Member]]]:
     """What publishing `view` sends to accounts: a leave record to the account the contact
-    was last sent to if it has changed, and the member record to its current one. Returns
-    the current account, to keep with the stored state."""
+    was last sent to if it has changed, and the member record to its current one, both at
+    the contact's `version` (identity.version_of its positions). Returns the current
+    account, to keep with the stored state."""
     account = account_of_state(state)
     updates: list[tuple[str, Member]] = []
     if state.account_sent is not None and state.account_sent != account:
-        updates.append((state.account_sent, leaving(state.contact_id, view.updated_ms)))
+        updates.append((state.account_sent, leaving(state.contact_id, view.updated_ms, version)))
     if account is not None:
-        updates.append((account, member_of(view, state, rules)))
+        updates.append((account, member_of(view, state, rules, version)))
     return account, updates
 
 
@@ -212,6 +220,8 @@ class Departure:
 
     at_ms: int
     offset: int | None  # of the `account-members` record it came with
+    version: int = 0  # the leave record's (Member.version)
+    erased: bool = False
 
 
 class AccountState:
@@ -317,24 +327,42 @@ def departed(contact_id: str) -> str:
     return DEPARTED + hashlib.sha256(contact_id.encode()).hexdigest()
 
 
-def fold(state: AccountState, record: Member, offset: int | None = None) -> bool:
-    """Keep `record` if it is the contact's newest; say whether the account changed.
+def supersedes(record: Member, known: Member | Departure) -> bool:
+    """Whether `record` is at least as new as the contact's record the account holds: by
+    version, then by snapshot time; after an erasure, by time.
 
-    Newest by snapshot time wins. A tie goes to the record that arrives later: one
-    contact's records reach one account in the order they were sent (the same partition,
-    each batch sent after the previous one was acknowledged). A record at or below the
-    offset of the one the account holds for the contact is a replay and changes nothing."""
+    Not by time alone: a contact that loses an anonymous id's part (identity stitching) is
+    published again at its own history's time, earlier than its last record, yet it is the
+    newer record; its version grew with the hand-over it applied. A replay after a crash
+    re-sends older records with higher `account-members` offsets, and their older versions
+    (the same state recomputed) refuse them. Records of one version hold one state published
+    again (a cooling re-read): the later time wins. An erased contact's profile is gone, and
+    one started after the grace counts its version from nothing: its records are told from
+    the erased profile's by time, the erasure leave's being later than any of those."""
+    if known.erased:
+        return record.at_ms >= known.at_ms
+    return (record.version, record.at_ms) >= (known.version, known.at_ms)
+
+
+def fold(state: AccountState, record: Member, offset: int | None = None) -> bool:
+    """Keep `record` if it is the contact's newest (`supersedes`); say whether the account changed.
+
+    A tie goes to the record that arrives later: one contact's records reach one account in
+    the order they were sent (the same partition, each batch sent after the previous one
+    was acknowledged). A record at or below the offset of the one the account holds for
+    the contact is a replay and changes nothing."""
     contact, marker = record.contact_id, departed(record.contact_id)
     member, gone = state.members.get(contact), state.departed.get(marker)
+    known: Member | Departure | None
     if member is not None:
-        known_at, known_offset = member.at_ms, state.offsets.get(contact)
+        known, known_offset = member, state.offsets.get(contact)
     elif gone is not None:
-        known_at, known_offset = gone.at_ms, gone.offset
+        known, known_offset = gone, gone.offset
     else:
-        known_at, known_offset = None, None
+        known, known_offset = None, None
     if offset is not None and known_offset is not None and offset <= known_offset:
         return False
-    if known_at is not None and record.at_ms < known_at:
+    if known is not None and not supersedes(record, known):
         return False
     if member is not None:
         state.remove(member)
@@ -343,7 +371,7 @@ def fold(state: AccountState, record: Member, offset: int | None = None) -> bool
         del state.departed[marker]
         state.changed_departed.add(marker)
     if record.left:
-        state.departed[marker] = Departure(record.at_ms, offset)
+        state.departed[marker] = Departure(record.at_ms, offset, record.version, record.erased)
         state.changed_departed.add(marker)
     else:
         state.add(record, offset)
@@ -411,9 +439,10 @@ def accounts_from(members: Iterable[tuple[str, Member]], rules: Rules) -> list[A
 
 
 def member_to_bytes(record: Member) -> bytes:
-    """The `account-members` record (internal): a compact JSON array."""
-    if record.left:
-        return orjson.dumps([MEMBER_FORMAT, record.contact_id, record.at_ms, 1])
+    """The `account-members` record (internal): a compact JSON array, the version last (a
+    record written before versions has none: version 0, older than any record since)."""
+    if record.left:  # 2: erased
+        return orjson.dumps([MEMBER_FORMAT, record.contact_id, record.at_ms, 2 if record.erased else 1, record.version])
     return orjson.dumps(
         [
             MEMBER_FORMAT,
@@ -426,6 +455,7 @@ def member_to_bytes(record: Member) -> bytes:
             record.stage,
             [list(pair) for pair in record.attributes],
             [[r.signal, r.part, r.points] for r in record.reasons],
+            record.version,
         ]
     )
 
@@ -438,8 +468,8 @@ def _member(fields: Any) -> Member:
     if not isinstance(fields, list) or not fields or fields[0] != MEMBER_FORMAT:
         raise ValueError("not an account member record")
     if fields[3]:
-        return Member(fields[1], fields[2], left=True)
-    _, contact_id, at_ms, _, score, fit, temperature, stage, attributes, reasons = fields
+        return Member(fields[1], fields[2], left=True, version=_version(fields, 4), erased=fields[3] == 2)
+    _, contact_id, at_ms, _, score, fit, temperature, stage, attributes, reasons = fields[:10]
     return Member(
         contact_id,
         at_ms,
@@ -450,7 +480,18 @@ def _member(fields: Any) -> Member:
         stage,
         tuple((name, value) for name, value in attributes),
         tuple(Reason(signal, part, points) for signal, part, points in reasons),
+        _version(fields, 10),
     )
+
+
+def _version(fields: list[Any], index: int) -> int:
+    """The version at `index`, or 0 in a record written before versions."""
+    if len(fields) == index:
+        return 0
+    version = fields[index]
+    if len(fields) != index + 1 or not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError("malformed account member record")
+    return version
 
 
 # --- storage: one key per member and per departure, one small aggregate per account ---------
@@ -535,7 +576,10 @@ def changes(state: AccountState, published: bytes | None) -> list[tuple[bytes, b
     for marker in sorted(state.changed_departed):
         gone = state.departed.get(marker)
         records.append(
-            (departed_key(account_id, marker), None if gone is None else orjson.dumps([gone.offset, gone.at_ms]))
+            (
+                departed_key(account_id, marker),
+                None if gone is None else orjson.dumps([gone.offset, gone.at_ms, gone.version, gone.erased]),
+            )
         )
     state.changed_members.clear()
     state.changed_departed.clear()
@@ -554,18 +598,20 @@ def restore(
     members = []
     for key, value in entries:
         kind = key[skip : skip + 1]
-        offset, body = orjson.loads(value)
+        offset, body, *since = orjson.loads(value)  # a departure stored before versions has no version, erased
         if kind == MEMBER_ENTRY:
             members.append((_member(body), offset))
         elif kind == DEPARTED_ENTRY:
-            state.departed[key[skip + 1 :].decode()] = Departure(body, offset)
+            state.departed[key[skip + 1 :].decode()] = Departure(body, offset, *since)
     state.add_all(members)
     if aggregate is None:
         return state
     state.hot_armed, state.temperature, state.position = aggregate.hot_armed, aggregate.temperature, aggregate.position
     for record in aggregate.legacy:
         if record.left and record.contact_id.startswith(DEPARTED):
-            state.departed[record.contact_id] = Departure(record.at_ms, aggregate.position)
+            state.departed[record.contact_id] = Departure(
+                record.at_ms, aggregate.position, record.version, record.erased
+            )
             state.changed_departed.add(record.contact_id)
         else:  # a member, or a leave an older version kept in clear
             fold(state, record, aggregate.position)

@@ -140,8 +140,9 @@ def part_of(state: ContactState) -> ContactState:
 
 
 def version_of(positions: dict[str, int]) -> int:
-    """A hand-over's version: grows with every record applied to the id, from any input, and
-    is the same when a replay after a crash recomputes the state."""
+    """A hand-over's (and an account record's) version: grows with every record applied to
+    the id, from any input, and is the same when a replay after a crash recomputes the
+    state. A profile started after an erasure has no positions yet: its versions start again."""
     return sum(offset + 1 for offset in positions.values())
 
 

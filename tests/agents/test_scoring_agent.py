@@ -12,7 +12,7 @@ from faust.types import TP
 from leadpulse.agents import scoring as scoring_module
 from leadpulse.cli.offline import score_lines
 from leadpulse.schemas.outputs import dumps, snapshot_record
-from leadpulse.scoring.accounts import member_from_bytes
+from leadpulse.scoring.accounts import AccountState, fold, member_from_bytes, receive
 from leadpulse.scoring.identity import version_of
 from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 from leadpulse.streams.chunks import chunk_event
@@ -30,11 +30,14 @@ async def settled(condition, timeout_s=10.0):
     return False
 
 
-async def put_at(agent, document: bytes, key: bytes | None, offset: int):
-    """Deliver a record at a chosen offset (test_context numbers them itself otherwise),
-    referenced once as Faust's conductor does for a consumed message (test_context does not)."""
+async def put_at(agent, document: bytes, key: bytes | None, offset: int, topic: str | None = None):
+    """Deliver a record at a chosen offset (test_context numbers them itself otherwise), on
+    `topic` if given, referenced once as Faust's conductor does for a consumed message
+    (test_context does not)."""
     channel = agent.stream().channel
     message = agent.to_message(key, document, offset=offset)
+    if topic is not None:
+        message.topic = topic
     message.incref()
     event = await channel.decode(message)
     await channel.put(event)
@@ -485,3 +488,101 @@ async def test_a_state_from_before_the_app_id_named_the_re_keyed_topic_takes_the
     after = scorer.contacts.get(contact)
     assert len(after.seen) == 2 and after.signals != stored.signals  # the copied event counted
     assert version_of(after.positions) > version_of({"r": 90_000})
+
+
+async def test_a_contact_that_loses_a_shared_cookie_is_published_earlier_yet_newer_and_its_account_keeps_it(
+    scorer, capture
+):
+    """Ann's link takes the cookie first; Ben's earlier link wins it when it arrives. Ann's
+    part of the cookie (a later visit) is detached, so she is published again at her own
+    history's time, earlier than her last record: her account record's version grows all
+    the same, and her account keeps it, while a replay of the older record is refused."""
+    cookie, ann, ben = "agent-cookie-4", "agent-ann@fabrikam.io", "agent-ben@contoso.io"
+    now = now_ms()
+    visit = raw_event(event_id="v4", anonymous_id=cookie, occurred_at=format_ms(now - 3_600_000))
+    visit.pop("contact_id")
+    visit["properties"] = {"path": "/pricing"}
+    ann_form = raw_event("form_submitted", event_id="f4a", contact_id=ann, anonymous_id=cookie)
+    ben_form = raw_event("form_submitted", event_id="f4b", contact_id=ben, anonymous_id=cookie)
+    ann_form["occurred_at"], ben_form["occurred_at"] = format_ms(now - 2 * 86_400_000), format_ms(now - 3 * 86_400_000)
+    identity = scorer.rekeyed_topic
+    async with scorer.agent.test_context() as agent:
+        relay = Relay(agent, capture, offset=80_000)
+        relay.done = len(capture.batches)  # what earlier tests sent is theirs
+        await agent.put(orjson.dumps(visit), key=cookie.encode())
+        await agent.put(orjson.dumps(ann_form), key=ann.encode())
+        assert await settled(lambda: (s := scorer.contacts.get(ann)) is not None and cookie in s.claims)
+        await relay.forward(identity)  # Ann's link, to the cookie
+        assert await settled(lambda: (s := scorer.contacts.get(cookie)) is not None and s.sent_to == ann)
+        await relay.forward(identity)  # the cookie's part, to Ann
+        assert await settled(lambda: cookie in scorer.contacts.get(ann).parts)
+        await agent.put(orjson.dumps(ben_form), key=ben.encode())
+        assert await settled(lambda: (s := scorer.contacts.get(ben)) is not None and cookie in s.claims)
+        await relay.forward(identity)  # Ben's earlier link wins the cookie
+        assert await settled(lambda: scorer.contacts.get(cookie).sent_to == ben)
+        await relay.forward(identity)  # the detach, to Ann
+        assert await settled(lambda: scorer.contacts.get(ann).parts[cookie].state is None)
+
+    members = scorer.topics.account_members.get_topic_name()
+    sent_to_account = [
+        member_from_bytes(value)
+        for to, _, batch in capture.batches
+        if to == members
+        for key, value in batch
+        if key == b"fabrikam.io"
+    ]
+    *before, last = sent_to_account
+    assert last.at_ms < max(record.at_ms for record in before), "the detach did not take Ann back in time"
+    assert last.version > max(record.version for record in before)
+    account = AccountState("fabrikam.io", scorer.rules)
+    for offset, record in enumerate([*sent_to_account, before[-1]]):  # then the older record replayed
+        receive(account, record, offset)
+    assert account.members[ann] == last
+    lines = [orjson.dumps(document) for document in (visit, ann_form, ben_form)]
+    offline = {view.account_id: view for view in score_lines(lines, scorer.rules).accounts(None)}
+    assert account.snapshot() == offline["fabrikam.io"]
+
+
+async def test_a_contact_back_after_its_erasure_rejoins_its_account_though_its_versions_start_again(scorer, capture):
+    """The new profile has no stream position of its own yet, so its versions are below the
+    erased profile's: the erasure's leave is marked, and time tells what came after it. A
+    record of the erased profile arriving late changes nothing, and a replay after a crash
+    (the old profile, its leave, the new profile, in send order) ends where it started."""
+    contact = "agent-back18@wingtip.io"  # its home partition is 0, the test records': it is not re-keyed
+    erased_at = now_ms() - 40 * 86_400_000
+    old = buyer_documents(contact, format_ms(erased_at - 86_400_000))
+    erase = raw_event("contact_erased", event_id="erase-back", contact_id=contact, occurred_at=format_ms(erased_at))
+    back = raw_event("demo_requested", event_id="back-1", contact_id=contact, occurred_at=format_ms(now_ms()))
+    key, events = contact.encode(), scorer.events_topic
+    async with scorer.agent.test_context() as agent:
+        await put_at(agent, orjson.dumps(old[0]), key, 900, events)
+        await put_at(agent, orjson.dumps(old[1]), key, 95_000, scorer.rekeyed_topic)  # re-keyed from elsewhere
+        assert await settled(lambda: (s := scorer.contacts.get(contact)) is not None and len(s.positions) == 2)
+        await put_at(agent, orjson.dumps(erase), key, 901, scorer.erasures_topic)
+        assert await settled(lambda: scorer.contacts.erasure(contact) is not None)
+        await put_at(agent, orjson.dumps(back), key, 902, events)
+        assert await settled(lambda: scorer.contacts.get(contact) is not None)
+
+    members = scorer.topics.account_members.get_topic_name()
+    sent_to_account = [
+        member_from_bytes(value)
+        for to, _, batch in capture.batches
+        if to == members
+        for key, value in batch
+        if key == b"wingtip.io"
+    ]
+    *old_profile, leave, again = sent_to_account
+    assert old_profile and leave.left and leave.erased and not again.left
+    assert leave.version > max(record.version for record in old_profile) > again.version, "versions start again"
+    account = AccountState("wingtip.io", scorer.rules)
+    for offset, record in enumerate(sent_to_account):
+        receive(account, record, offset)
+    assert account.members == {contact: again}
+
+    account = AccountState("wingtip.io", scorer.rules)
+    for offset, record in enumerate([*old_profile, leave]):
+        receive(account, record, offset)
+    assert not fold(account, old_profile[-1], 10), "a late record of the erased profile brought it back"
+    for offset, record in enumerate([*sent_to_account, *old_profile, leave, again], start=20):  # a replay
+        receive(account, record, offset)
+    assert account.members == {contact: again}

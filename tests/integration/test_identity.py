@@ -10,6 +10,7 @@ from collections import defaultdict
 import orjson
 import pytest
 
+from leadpulse.scoring.accounts import member_from_bytes
 from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.partitioning import home_partition
@@ -76,6 +77,49 @@ def test_cross_partition_merges_survive_a_kill_mid_merge_and_erasure_follows_the
     assert wait_for(lambda: worker.get(f"/contacts/{cookie}")[1].get("merged_into") is None, 30, 0.2)
     status, body = worker.get(f"/contacts/{cookie}")
     assert status == 404 and "unknown contact" in body["error"]
+
+
+def test_contacts_that_lose_a_shared_cookie_leave_account_scores_equal_to_the_offline_accounts(make_settings, workers):
+    """The earliest link of each shared cookie is held back until the rest is scored: a later
+    link has taken the cookie, then the earlier one wins it and the cookie's part is
+    detached, so the losing contact is published again at its own history's time, earlier
+    than its last account record. Its account keeps the newer record all the same (ordered
+    by version, not by time), as the offline scorer's final contacts say."""
+    settings = make_settings()
+    lines = traffic_lines(10_000, 1_000, seed=53, accounts=150, identities=0.6)  # few contacts per account
+    oracle = Oracle(lines)
+    shared = contested(lines)
+    winning = {line for line in lines if winning_link(orjson.loads(line), shared, oracle.merged_into)}
+    first = Oracle([line for line in lines if line not in winning])
+    back_in_time = {
+        contact
+        for contact, view in oracle.snapshots.items()
+        if "account_id" in view and view["updated_at"] < first.snapshots.get(contact, view)["updated_at"]
+    }
+    assert back_in_time, "the traffic must have contacts that a lost cookie takes back in time"
+
+    produce(settings, [line for line in lines if line not in winning])
+    worker = workers(settings)
+    scores_reach(settings, first.snapshots, timeout_s=120, alive=worker.running)
+    produce(settings, sorted(winning))
+    scores_reach(settings, oracle.snapshots, timeout_s=90, alive=worker.running)
+    scores_reach(settings, oracle.accounts, timeout_s=90, topic="account-scores", alive=worker.running)
+
+    latest = {}
+    went_back = set()
+    for _, value in read_all(settings, settings.internal_topic("account-members"), idle_s=0.5):
+        record = member_from_bytes(value)
+        known = latest.get(record.contact_id)
+        if known is not None and record.version > known.version and record.at_ms < known.at_ms:
+            went_back.add(record.contact_id)
+        latest[record.contact_id] = record
+    assert back_in_time <= went_back, "their account records went back in time, at growing versions"
+
+
+def winning_link(event: dict, shared: set[str], merged_into: dict[str, str]) -> bool:
+    """An event of the contact a shared cookie is merged into that links the cookie."""
+    cookie = event.get("anonymous_id")
+    return cookie in shared and merged_into.get(cookie) == event.get("contact_id")
 
 
 def home(key: str, settings) -> int:

@@ -78,11 +78,11 @@ def test_state_round_trip_keeps_identity_and_account():
     assert from_bytes(to_bytes(state)) == state
 
 
-def member(contact, score, at=T0, *, fit=0.0, department=None, seniority=None, left=False):
+def member(contact, score, at=T0, *, fit=0.0, department=None, seniority=None, left=False, version=0):
     attributes = tuple((k, v) for k, v in (("department", department), ("seniority", seniority)) if v is not None)
     if left:
-        return Member(contact, at, left=True)
-    return Member(contact, at, False, score, fit, RULES.temperature(score), "lead", attributes, ())
+        return Member(contact, at, left=True, version=version)
+    return Member(contact, at, False, score, fit, RULES.temperature(score), "lead", attributes, (), version)
 
 
 def test_a_buying_committee_of_lukewarm_contacts_makes_a_hot_account():
@@ -148,11 +148,30 @@ def test_member_records_round_trip():
             "prospect",
             (("department", "it"),),
             (Reason("demo request", "engagement", 50.0),),
+            7,
         ),
-        Member("b", T0 + 1, left=True),
+        Member("b", T0 + 1, left=True, version=9),
+        leaving("c", T0 + 2, 11, erased=True),
     ]
     for record in records:
         assert member_from_bytes(member_to_bytes(record)) == record
+
+
+def test_member_records_sent_before_versions_are_read_at_version_0_older_than_any_since():
+    """Records already in `account-members`, and entries stored from them, when versions came."""
+    old_member = orjson.dumps([1, "a", T0, 0, 61, 40.0, 3, "prospect", [["department", "it"]], []])
+    old_leave = orjson.dumps([1, "b", T0 + 1, 1])
+    assert member_from_bytes(old_member) == Member("a", T0, False, 61, 40.0, 3, "prospect", (("department", "it"),))
+    assert member_from_bytes(old_leave) == Member("b", T0 + 1, left=True, version=0)
+    state = AccountState("acme.io", RULES)
+    assert receive(state, member_from_bytes(old_member), 0) == (False, None)
+    assert fold(state, member("a", 20, T0 - 5, version=1), 1), "a record since is newer, whatever its time"
+    key = entries_prefix("acme.io") + b"d" + departed("b").encode()
+    legacy_departure = restored("acme.io", {key: orjson.dumps([3, T0 + 1])}).departed[departed("b")]
+    assert (legacy_departure.at_ms, legacy_departure.offset, legacy_departure.version) == (T0 + 1, 3, 0)
+    for malformed in ([1, "b", T0, 1, "7"], [1, "b", T0, 1, 7, 8]):
+        with pytest.raises(ValueError, match="malformed"):
+            member_from_bytes(orjson.dumps(malformed))
 
 
 def test_accounts_rules_errors_name_the_key():
@@ -446,16 +465,16 @@ MEMBER_RECORDS = st.builds(
     st.sampled_from(DEPARTMENTS),
     st.sampled_from(SENIORITIES),
     st.booleans(),
-)
+).flatmap(lambda record: st.builds(replace, st.just(record), version=st.integers(0, 2)))  # ties in version too
 
 
 def final_members(records: list[Member]) -> list[Member]:
-    """The account's members by the rule alone: per contact, the record with the latest
-    time, the later one on a tie; a contact whose latest record is a leave is not one."""
+    """The account's members by the rule alone: per contact, the record with the greatest
+    (version, time), the later one on a tie; a contact whose latest record is a leave is not one."""
     latest: dict[str, Member] = {}
     for record in records:
         known = latest.get(record.contact_id)
-        if known is None or record.at_ms >= known.at_ms:
+        if known is None or (record.version, record.at_ms) >= (known.version, known.at_ms):
             latest[record.contact_id] = record
     return [record for record in latest.values() if not record.left]
 
@@ -514,3 +533,47 @@ def test_an_account_stored_when_the_prefix_named_account_members_is_read_without
     state = restore("acme.io", aggregate, [], RULES)
     assert not receive(state, member("bob@acme.io", 30, T0 + 1), 0)[0], "offset 0 of the new topic is not a replay"
     assert set(state.members) == {"ada@acme.io", "bob@acme.io"}
+
+
+@st.composite
+def republished(draw):
+    """One contact's records in send order: each at a version above the one before (its
+    state applied a record), at any time (a detach takes the latest event of the merged
+    view back), some of them leaves; then a replay after a crash: an older span of them
+    sent again, at higher offsets."""
+    steps = draw(st.lists(st.tuples(st.integers(1, 3), st.integers(0, 8), st.integers(0, 100)), min_size=2))
+    records, version = [], 0
+    for grows, at, score in steps:
+        version += grows
+        records.append(member("ada@acme.io", score, T0 + at, version=version, left=score % 5 == 0))
+    start = draw(st.integers(0, len(records) - 2))
+    return records, records[start : draw(st.integers(start + 1, len(records) - 1))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(republished(), st.booleans())
+def test_a_contact_republished_earlier_keeps_its_latest_record_while_a_replayed_older_one_is_refused(sent, crashed):
+    records, replayed = sent
+    bystander = member("bob@acme.io", 45, T0 + 3)
+    state = AccountState("acme.io", RULES)
+    receive(state, bystander, 0)
+    for offset, record in enumerate(records, start=1):
+        receive(state, record, offset)
+    if crashed:  # read back from its stored entries, as a worker restarted does
+        state = restored("acme.io", store_of(state))
+    for offset, record in enumerate(replayed, start=len(records) + 1):
+        assert not fold(state, record, offset), "a replayed older record changed the account"
+    last = records[-1]
+    assert state.members.get("ada@acme.io") == (None if last.left else last)
+    assert state.snapshot() == account_snapshot("acme.io", [bystander, last], RULES)
+
+
+def test_after_an_erasure_leave_time_tells_a_new_profile_from_the_erased_one_also_once_stored():
+    """A profile started after the grace counts its version from nothing."""
+    state = AccountState("acme.io", RULES)
+    receive(state, member("ada@acme.io", 40, T0, version=90), 0)
+    receive(state, leaving("ada@acme.io", T0 + 5, 95, erased=True), 1)
+    state = restored("acme.io", store_of(state))
+    assert not fold(state, member("ada@acme.io", 40, T0 + 4, version=93), 2), "the erased profile came back"
+    assert fold(state, member("ada@acme.io", 20, T0 + 9, version=3), 3), "the new profile was refused"
+    assert state.snapshot() == account_snapshot("acme.io", [member("ada@acme.io", 20, T0 + 9)], RULES)
