@@ -490,6 +490,18 @@ async def test_a_state_from_before_the_app_id_named_the_re_keyed_topic_takes_the
     assert version_of(after.positions) > version_of({"r": 90_000})
 
 
+def records_sent_to_account(scorer, capture, account: bytes) -> list:
+    """The member and leave records the agent sent to `account`, in send order."""
+    members = scorer.topics.account_members.get_topic_name()
+    return [
+        member_from_bytes(value)
+        for to, _, batch in capture.batches
+        if to == members
+        for key, value in batch
+        if key == account
+    ]
+
+
 async def test_a_contact_that_loses_a_shared_cookie_is_published_earlier_yet_newer_and_its_account_keeps_it(
     scorer, capture
 ):
@@ -523,14 +535,7 @@ async def test_a_contact_that_loses_a_shared_cookie_is_published_earlier_yet_new
         await relay.forward(identity)  # the detach, to Ann
         assert await settled(lambda: scorer.contacts.get(ann).parts[cookie].state is None)
 
-    members = scorer.topics.account_members.get_topic_name()
-    sent_to_account = [
-        member_from_bytes(value)
-        for to, _, batch in capture.batches
-        if to == members
-        for key, value in batch
-        if key == b"fabrikam.io"
-    ]
+    sent_to_account = records_sent_to_account(scorer, capture, b"fabrikam.io")
     *before, last = sent_to_account
     assert last.at_ms < max(record.at_ms for record in before), "the detach did not take Ann back in time"
     assert last.version > max(record.version for record in before)
@@ -563,14 +568,7 @@ async def test_a_contact_back_after_its_erasure_rejoins_its_account_though_its_v
         await put_at(agent, orjson.dumps(back), key, 902, events)
         assert await settled(lambda: scorer.contacts.get(contact) is not None)
 
-    members = scorer.topics.account_members.get_topic_name()
-    sent_to_account = [
-        member_from_bytes(value)
-        for to, _, batch in capture.batches
-        if to == members
-        for key, value in batch
-        if key == b"wingtip.io"
-    ]
+    sent_to_account = records_sent_to_account(scorer, capture, b"wingtip.io")
     *old_profile, leave, again = sent_to_account
     assert old_profile and leave.left and leave.erased and not again.left
     assert leave.version > max(record.version for record in old_profile) > again.version, "versions start again"

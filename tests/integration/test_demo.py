@@ -14,20 +14,26 @@ from tests.integration.harness import wait_for
 pytestmark = pytest.mark.integration
 
 
-def test_the_demo_shows_live_counts_hot_leads_hot_accounts_and_nurture_records_and_stops_its_worker(broker, tmp_path):
-    web_port = free_port()
+def demo_env(broker, web_port: int, name: str) -> dict[str, str]:
+    """The environment of a demo of its own (topics, app id, web port) on the suite's broker."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPULSE_")}
     env.update(
         {
             "LEADPULSE_BROKER": f"127.0.0.1:{broker.port}",
             "LEADPULSE_WEB_PORT": str(web_port),
-            "LEADPULSE_TOPIC_PREFIX": "demo.",
-            "LEADPULSE_INPUT_TOPIC": "demo.events",
-            "LEADPULSE_APP_ID": "lp-demo",
-            "LEADPULSE_DATA_DIR": str(tmp_path / "data"),
+            "LEADPULSE_TOPIC_PREFIX": f"{name}.",
+            "LEADPULSE_INPUT_TOPIC": f"{name}.events",
+            "LEADPULSE_APP_ID": f"lp-{name}",
             "PYTHONPATH": str(ROOT),
         }
     )
+    return env
+
+
+def test_the_demo_shows_live_counts_hot_leads_hot_accounts_and_nurture_records_and_stops_its_worker(broker, tmp_path):
+    web_port = free_port()
+    env = demo_env(broker, web_port, "demo")
+    env["LEADPULSE_DATA_DIR"] = str(tmp_path / "data")
     done = subprocess.run(
         [sys.executable, "-m", "leadpulse", "demo", "--duration", "25", "--rate", "400"],
         cwd=tmp_path,
@@ -54,17 +60,7 @@ def test_the_demo_shows_live_counts_hot_leads_hot_accounts_and_nurture_records_a
 
 def test_a_second_demo_refuses_to_start_in_one_line_and_the_first_goes_on(broker, tmp_path):
     web_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPULSE_")}
-    env.update(
-        {
-            "LEADPULSE_BROKER": f"127.0.0.1:{broker.port}",
-            "LEADPULSE_WEB_PORT": str(web_port),
-            "LEADPULSE_TOPIC_PREFIX": "demo2.",
-            "LEADPULSE_INPUT_TOPIC": "demo2.events",
-            "LEADPULSE_APP_ID": "lp-demo2",
-            "PYTHONPATH": str(ROOT),
-        }
-    )
+    env = demo_env(broker, web_port, "demo2")
     demo = [sys.executable, "-m", "leadpulse", "demo", "--rate", "50"]
     first_said = tmp_path / "first.stderr"
     with first_said.open("wb") as stderr:

@@ -342,14 +342,20 @@ def test_any_arrival_order_of_events_links_and_hand_overs_gives_the_offline_resu
     assert model.snapshots() == published(offline(events))
 
 
-@settings(max_examples=200, deadline=None)
-@given(stitched_histories(), st.data())
-def test_links_and_events_seen_twice_change_nothing(events, data):
+def with_repeats(events, data):
+    """`events` with up to 8 of them seen again, each somewhere after its first time."""
     repeats = data.draw(st.lists(st.sampled_from(events), min_size=1, max_size=8))
     with_duplicates = list(events)
     for repeat in repeats:
         position = data.draw(st.integers(with_duplicates.index(repeat) + 1, len(with_duplicates)))
         with_duplicates.insert(position, repeat)
+    return with_duplicates
+
+
+@settings(max_examples=200, deadline=None)
+@given(stitched_histories(), st.data())
+def test_links_and_events_seen_twice_change_nothing(events, data):
+    with_duplicates = with_repeats(events, data)
     rnd = data.draw(st.randoms(use_true_random=False))
     assert run_stream(with_duplicates, rnd, 2).snapshots() == published(offline(events))
     assert published(offline(with_duplicates)) == published(offline(events))
@@ -496,10 +502,6 @@ def test_with_the_cap_any_arrival_order_of_events_links_and_hand_overs_gives_the
 @settings(max_examples=200, deadline=None)
 @given(stitched_histories(COOKIES, 30), st.data())
 def test_with_the_cap_links_and_events_seen_twice_change_nothing(events, data):
-    repeats = data.draw(st.lists(st.sampled_from(events), min_size=1, max_size=8))
-    with_duplicates = list(events)
-    for repeat in repeats:
-        position = data.draw(st.integers(with_duplicates.index(repeat) + 1, len(with_duplicates)))
-        with_duplicates.insert(position, repeat)
+    with_duplicates = with_repeats(events, data)
     rnd = data.draw(st.randoms(use_true_random=False))
     assert run_stream(with_duplicates, rnd, 2, CAPPED).snapshots() == published(offline(events, CAPPED))
