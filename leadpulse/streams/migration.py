@@ -15,7 +15,7 @@ writes there later (the same prefix) are not taken for this app's.
 Only a group with committed offsets on an old topic is concerned: an app that never read it (a
 replay under a new app id sharing the prefix) neither copies nor waits for anything of it.
 The copies are read under the new topic's offsets; the states remember the old topic's under
-another name (agents.scoring.REKEYED, scoring.accounts.account_from_bytes), so a copy is
+another name (agents.scoring.REKEYED, scoring.accounts.aggregate_from_bytes), so a copy is
 never taken for a replay.
 """
 
