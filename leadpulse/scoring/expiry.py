@@ -42,7 +42,7 @@ from leadpulse.scoring.state import ContactState
 
 AGING_PREFIX = b"\x00aging\x00"  # + partition (4 bytes) + due (8, big-endian: sorted by time) + contact id
 DEPARTURES_PREFIX = b"\xfe"  # + partition + due + departure key: no account id (UTF-8) starts with 0xfe
-AGING_BATCH = 1_000
+AGING_BATCH = 200
 """Expired contacts (and departure markers) deleted per partition per batch, at most: a
 million contacts due at once are deleted over the next batches and ticks, never in one."""
 TICK_KEY = b"\x00tick"  # a tick's key (agents.scoring.cool_down): no contact, account or marker has it
