@@ -55,7 +55,7 @@ def sweep(db: rocksdict.Rdict, clock: int) -> int:
     batch = rocksdict.WriteBatch(raw_mode=True)
     swept = 0
     for key in db.keys(from_key=start):
-        if key >= end or swept >= AGING_BATCH:
+        if not isinstance(key, bytes) or key >= end or swept >= AGING_BATCH:
             break
         _, contact_id = aging_entry(key)
         data = db.get(contact_id.encode())
