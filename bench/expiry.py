@@ -21,7 +21,7 @@ import time
 import rocksdict
 
 from leadpulse.scoring.engine import Event, apply, new_state
-from leadpulse.scoring.expiry import AGING_BATCH, aging_entry, aging_key, aging_range, due_ms, expired
+from leadpulse.scoring.expiry import AGING_BATCH, aging_entry, aging_key, aging_range, expired, indexed_due
 from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.state import from_bytes, to_bytes
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
@@ -40,12 +40,12 @@ def fill(db: rocksdict.Rdict, contacts: int) -> int:
         view = Event(f"e{number}", "page_viewed", cookie, False, at, {"path": "/blog/post"}, anonymous_id=cookie)
         state = apply(new_state(cookie), view, rules).state
         batch.put(cookie.encode(), to_bytes(state))
-        batch.put(aging_key(PARTITION, due_ms(state, rules) or 0, cookie), b"")
+        batch.put(aging_key(PARTITION, indexed_due(state, rules) or 0, cookie), b"")
         if number % 50_000 == 49_999:
             db.write(batch)
             batch = rocksdict.WriteBatch(raw_mode=True)
     db.write(batch)
-    return START + contacts + rules.anonymous_after_ms + 1
+    return START + contacts + 2 * rules.anonymous_after_ms
 
 
 def sweep(db: rocksdict.Rdict, clock: int) -> int:

@@ -78,9 +78,9 @@ from leadpulse.scoring.expiry import (
     aging_entry,
     aging_key,
     aging_range,
-    due_ms,
     expired,
     index_moves,
+    indexed_due,
 )
 from leadpulse.scoring.identity import (
     Handover,
@@ -134,7 +134,7 @@ class PartitionWork:
     expired: list[bytes] = field(default_factory=list)  # erasure markers to delete (scoring.erasure)
     leaving: dict[str, tuple[str, Member]] = field(default_factory=dict)
     clock_ms: int = 0  # the partition's record clock so far in the batch: when contacts expire (scoring.expiry)
-    indexed: dict[str, int | None] = field(default_factory=dict)  # contact -> due time of its stored state
+    indexed: dict[str, int | None] = field(default_factory=dict)  # contact -> its stored state's indexed_due
     aged: set[str] = field(default_factory=set)  # contacts expired by this batch
     index: list[Entry] = field(default_factory=list)  # expiry index entries to delete or write
 
@@ -461,7 +461,7 @@ class ScoringAgent:
             state = known[0]
         else:
             state = self.contacts.get(contact_id, work.partition)
-            work.indexed.setdefault(contact_id, None if state is None else due_ms(state, self.rules))
+            work.indexed.setdefault(contact_id, None if state is None else indexed_due(state, self.rules))
         if state is not None and expired(state, max(work.clock_ms, at_ms), self.rules):
             self._age(work, state)
             return work.results[contact_id], None
@@ -594,7 +594,7 @@ class ScoringAgent:
                 if contact_id in work.aged and contact_id not in work.erased:
                     index.append((contact_id.encode(), None))
         for state, _, view, records in prepared:
-            contact_id, due = state.contact_id, due_ms(state, self.rules)
+            contact_id, due = state.contact_id, indexed_due(state, self.rules)
             stored = work.indexed.get(contact_id)
             index += index_moves(partition, contact_id, stored, due)
             if (

@@ -24,8 +24,11 @@ scorer adds it to the old one. That is the record-timestamp seam erasure markers
 contact's, and a later `identify` of an expired cookie finds nothing to hand over.
 
 **Where the worker finds them.** An index in the contacts table, sorted by due time (one
-key per ageing contact, written with its state when its due time moves): the worker reads
-the due part of it with one seek per partition and batch, at most `AGING_BATCH` entries.
+key per ageing contact, written with its state): the worker reads the due part of it with
+one seek per partition and batch, at most `AGING_BATCH` entries. An entry holds the due
+time rounded up to a 1/1024th of `anonymous_after` (~2 h of 90 days), so that a visitor's
+session moves it once, not at every batch; whether a contact is expired is always decided
+on its exact due time.
 
 **Departure markers** (scoring.accounts.Departure) keep a contact that left an account from
 being brought back by an older record of it: only a re-delivered record can be older (one
@@ -59,6 +62,18 @@ def due_ms(state: ContactState, rules: Rules) -> int | None:
     return state.last_event_ms + rules.anonymous_after_ms if ages(state) else None
 
 
+def indexed_due(state: ContactState, rules: Rules) -> int | None:
+    """The due time the contact's index entry holds: rounded up to the index's step."""
+    due = due_ms(state, rules)
+    return None if due is None else rounded_due(due, rules)
+
+
+def rounded_due(due: int, rules: Rules) -> int:
+    """`due` rounded up to the index's step, 1/1024th of `anonymous_after`."""
+    step = max(rules.anonymous_after_ms // 1024, 1)
+    return -(-due // step) * step
+
+
 def expired(state: ContactState, at_ms: int, rules: Rules) -> bool:
     """Whether the contact is gone at `at_ms`: an event at that time starts a new one."""
     due = due_ms(state, rules)
@@ -83,7 +98,7 @@ def _due_of(prefix: bytes, key: bytes) -> int:
     return int.from_bytes(key[start : start + 8], "big")
 
 
-def aging_key(partition: int, due: int, contact_id: str) -> bytes:
+def aging_key(partition: int, due: int, contact_id: str) -> bytes:  # due: `indexed_due`
     """The contact's entry in its partition's index (partition first, for stores that keep
     every partition in one mapping)."""
     return _entry(AGING_PREFIX, partition, due, contact_id.encode())

@@ -2,11 +2,11 @@
 are deleted from the table, its changelog and contact-scores once the partition's record
 clock passes their due time; identified ones stay."""
 
-import asyncio
+from dataclasses import replace
 
 import orjson
 
-from leadpulse.scoring.expiry import aging_key
+from leadpulse.scoring.expiry import aging_key, rounded_due
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from tests.agents.test_scoring_agent import settled
 from tests.factories import raw_event
@@ -33,10 +33,11 @@ def written(capture, topic: str, key: bytes) -> list[bytes | None]:
     return [value for to, _, batch in capture.batches if to == topic for k, value in batch if k == key]
 
 
-async def test_an_anonymous_contact_is_deleted_once_the_record_clock_passes_its_due_time(scorer, capture):
-    after = scorer.rules.anonymous_after_ms
+async def test_an_anonymous_contact_is_deleted_once_the_record_clock_passes_its_due_time(scorer, capture, monkeypatch):
+    after = 2_048  # a clock of seconds: the index's step is 2 ms
+    monkeypatch.setattr(scorer, "rules", replace(scorer.rules, anonymous_after_ms=after))
     cookie, person = "agent-cookie-due", "agent-person-old@acme.io"
-    last_event = now_ms() - after + 1_000  # due in a second
+    last_event = now_ms() - after + 500  # due in half a second
     changelog = scorer.contacts.table.changelog_topic.get_topic_name()
     scores = scorer.topics.scores.get_topic_name()
     before = expired_count(scorer)
@@ -44,11 +45,13 @@ async def test_an_anonymous_contact_is_deleted_once_the_record_clock_passes_its_
         await agent.put(visit(cookie, last_event), key=cookie.encode())
         await agent.put(visit(person, now_ms() - 2 * after, anonymous=False), key=person.encode())
         assert await settled(lambda: scorer.contacts.get(cookie) is not None)
-        entry = aging_key(0, last_event + after, cookie)  # test_context: partition 0
+        entry = aging_key(0, rounded_due(last_event + after, scorer.rules), cookie)  # test_context: partition 0
         assert written(capture, changelog, entry) == [b""], "the contact entered the expiry index"
-        await asyncio.sleep(1.1)
-        await agent.put(visit("agent-bystander", now_ms(), anonymous=False), key=b"agent-bystander")
-        assert await settled(lambda: scorer.contacts.get(cookie) is None)
+        for number in range(100):  # records of the partition, until its clock passes the due time
+            await agent.put(visit("agent-bystander", now_ms(), number, anonymous=False), key=b"agent-bystander")
+            if await settled(lambda: scorer.contacts.get(cookie) is None, timeout_s=0.1):
+                break
+    assert scorer.contacts.get(cookie) is None
     assert written(capture, changelog, cookie.encode())[-1] is None, "a tombstone in the changelog"
     assert written(capture, changelog, entry) == [b"", None]
     assert written(capture, scores, cookie.encode())[-1] is None, "a tombstone in contact-scores"

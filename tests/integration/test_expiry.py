@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from leadpulse.scoring.accounts import aggregate_key, departed, departed_key
-from leadpulse.scoring.expiry import DEPARTURES_PREFIX, aging_key, departure_of
+from leadpulse.scoring.expiry import DEPARTURES_PREFIX, aging_key, departure_of, rounded_due
 from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.partitioning import home_partition
@@ -70,7 +70,7 @@ def test_anonymous_contacts_and_departure_markers_age_out_as_the_offline_scorer_
     assert gone, "its last member expired: the account is deleted"
     changelog = changelog_topic(settings)
     assert written(settings, changelog, SOON.encode())[-1] is None, "a tombstone in the contacts' changelog"
-    entry = aging_key(home_partition(SOON.encode(), settings.partitions), soon_last + HOUR_MS, SOON)
+    entry = aging_key(home_partition(SOON.encode(), settings.partitions), rounded_due(soon_last + HOUR_MS, rules), SOON)
     assert written(settings, changelog, entry) == [b"", None], "its expiry index entry, written then deleted"
     assert worker.metric("leadpulse_expired_total", 'kind="contact"') >= 2
 

@@ -33,6 +33,7 @@ from leadpulse.scoring.expiry import (
     due_ms,
     expired,
     index_moves,
+    rounded_due,
 )
 from leadpulse.scoring.replay import ScoreRun
 from leadpulse.scoring.state import Claim, ContactState
@@ -69,6 +70,9 @@ def test_index_entries_sort_by_due_time_within_their_partition():
     assert start <= early < end <= late, "only the entry due before the clock is in the range"
     assert aging_entry(late) == (T0 + 1, "aa-cookie")
     assert not start <= aging_key(4, T0, "zz-cookie") < end, "another partition's entry"
+    step = AFTER // 1024
+    base = T0 - T0 % step
+    assert [rounded_due(base + k, RULES) for k in (1, step)] == [base + step] * 2, "an entry moves once per step"
     assert index_moves(3, "c", T0, T0) == []
     assert index_moves(3, "c", T0, None) == [(aging_key(3, T0, "c"), None)]
     assert index_moves(3, "c", None, T0) == [(aging_key(3, T0, "c"), b"")]
