@@ -232,12 +232,7 @@ class ContactTable(StateTable[ContactState]):
         start, end = expiry_prefix(partition), expiry_end(partition, before_ms)
         store = self.table.data
         if isinstance(store, RocksDBStore) and store.use_rocksdict:
-            due: list[bytes] = []
-            for key in store._db_for_partition(partition).keys(from_key=start):
-                if not key.startswith(start) or key >= end or len(due) >= limit:
-                    break
-                due.append(marker_of_expiry(key))
-            return due
+            return [marker_of_expiry(key) for key in self.keys_between(partition, start, end, limit)]
         known = self._next_due.get(partition)
         if known is not None and known >= before_ms:
             return []
