@@ -16,6 +16,12 @@ Same discipline as the scoring agent (docs/guarantees.md), per batch:
    changelog records and the account's snapshot delivered (an account whose last member
    left is deleted from `account-scores` and from the table: tombstones);
 4. only then are the batch's offsets released for Faust's commit.
+
+A leave is kept as a departure marker until `LEADPULSE_EVENT_RETENTION` +
+`LEADPULSE_COMPACTION_LAG` after the batch that stored it (by its records' timestamps, capped
+by the clock): `account-members` holds no record older than the marker by then, so none can
+be re-delivered to bring the contact back. Each batch deletes up to `AGING_BATCH` markers due
+at its partition's record clock, with the changelog records of step 3 (scoring/expiry.py).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 from leadpulse.agents.batches import deliver_batches
 from leadpulse.schemas.outputs import account_record, dead_letter_record, dumps, hot_account_record
 from leadpulse.scoring.accounts import AccountState, member_from_bytes, receive
+from leadpulse.scoring.expiry import AGING_BATCH, TICK_KEY
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.chunks import Part, Record
 from leadpulse.streams.outbox import BatchProducer, Outbox
@@ -63,9 +70,16 @@ class AccountsAgent:
             Outbox(deliveries, self.pipeline.record_limits),
             Outbox(deliveries, self.pipeline.record_limits),
         )
-        folded = [
-            (part.partition, part.anchor, self._fold_partition(part.partition, part.records, alerts)) for part in batch
-        ]
+        clock = now_ms()
+        folded = []
+        for part in batch:
+            part_ms = max((min(message.timestamp, clock) for message in part.records if message.timestamp), default=0)
+            with partition_of(part.anchor):
+                expired = self.accounts.expire_departures(part.partition, part_ms, AGING_BATCH, stored)
+            self.metrics.expired.labels("departure").inc(expired)
+            expires_ms = part_ms + self.pipeline.settings.event_retention + self.pipeline.settings.compaction_lag
+            states = self._fold_partition(part.partition, part.records, alerts, expires_ms)
+            folded.append((part.partition, part.anchor, states))
         producer: BatchProducer = self.producer()
         await alerts.deliver(producer)
         scores = self.topics.account_scores.get_topic_name()
@@ -81,10 +95,16 @@ class AccountsAgent:
             self.metrics.outputs.labels("account_snapshot").inc(len(states))
         await stored.deliver(producer)
 
-    def _fold_partition(self, partition: int, records: list[Record], alerts: Outbox) -> dict[str, AccountState]:
+    def _fold_partition(
+        self, partition: int, records: list[Record], alerts: Outbox, expires_ms: int
+    ) -> dict[str, AccountState]:
+        """Fold member records; a leave is kept until `expires_ms`; a tick (the scoring agent's
+        cool_down) only moves the partition's record clock."""
         states: dict[str, AccountState] = {}
         hot = self.topics.hot_accounts.get_topic_name()
         for message in records:
+            if message.key == TICK_KEY:
+                continue
             try:
                 if not isinstance(message.key, bytes):
                     raise ValueError("an account member record needs the account id as its key")
@@ -92,7 +112,7 @@ class AccountsAgent:
                 record = member_from_bytes(message.value)
                 state = states.get(account_id) or self.accounts.load(account_id, partition, self.rules)
                 states[account_id] = state
-                replayed, alert = receive(state, record, message.offset)
+                replayed, alert = receive(state, record, message.offset, expires_ms)
                 if replayed:
                     self.metrics.events.labels("account_replayed").inc()
                 if alert is not None:

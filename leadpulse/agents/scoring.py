@@ -27,6 +27,12 @@ partition) and the erasures an erased contact sends its linked ids all go out to
 `events-by-contact` in step 2, before the state that would not send them again is stored.
 Identity records are JSON arrays, re-keyed events JSON objects: no new topic to subscribe
 to, create, grant or check.
+
+Anonymous contacts nobody identified expire (scoring/expiry.py) on the same steps: at the
+partition's record clock, a due contact read by the batch is deleted instead (a new contact
+if an event of the batch is for it), and up to `AGING_BATCH` more are found through the
+expiry index; each is deleted from the table, the changelog and `contact-scores` (a
+tombstone) in step 3, its leave record sent to its account in step 2.
 """
 
 from __future__ import annotations
@@ -65,6 +71,17 @@ from leadpulse.scoring.engine import (
 )
 from leadpulse.scoring.engine import snapshot as snapshot_of
 from leadpulse.scoring.erasure import ERASE_EVENT, NOT_HERE, Erasure, erasure_of, marker_key
+from leadpulse.scoring.expiry import (
+    AGING_BATCH,
+    TICK_KEY,
+    Entry,
+    aging_entry,
+    aging_key,
+    aging_range,
+    expired,
+    index_moves,
+    indexed_due,
+)
 from leadpulse.scoring.identity import (
     Handover,
     Link,
@@ -116,6 +133,10 @@ class PartitionWork:
     erased: dict[str, Erasure] = field(default_factory=dict)
     expired: list[bytes] = field(default_factory=list)  # erasure markers to delete (scoring.erasure)
     leaving: dict[str, tuple[str, Member]] = field(default_factory=dict)
+    clock_ms: int = 0  # the partition's record clock so far in the batch: when contacts expire (scoring.expiry)
+    indexed: dict[str, int | None] = field(default_factory=dict)  # contact -> its stored state's indexed_due
+    aged: set[str] = field(default_factory=set)  # contacts expired by this batch
+    index: list[Entry] = field(default_factory=list)  # expiry index entries to delete or write
 
 
 class ScoringAgent:
@@ -147,6 +168,7 @@ class ScoringAgent:
         self.events: Counter[str] = Counter()
         self.outputs: Counter[str] = Counter()
         self.too_large: Counter[str] = Counter()  # events dead-lettered for a record too large, by its topic
+        self.expired: Counter[str] = Counter()  # contacts expired (scoring.expiry)
         self.agent: Any = None
         self.accounts: Any = None  # the accounts agent, when attached with this one (agents.attach_agents)
 
@@ -215,6 +237,7 @@ class ScoringAgent:
             self.events.clear()
             self.outputs.clear()
             self.too_large.clear()
+            self.expired.clear()
         producer = self.producer()
         await alerts.deliver(producer)
         for work, states in prepared:
@@ -231,6 +254,8 @@ class ScoringAgent:
         stream_ms = max((min(message.timestamp, clock) for message in records if message.timestamp), default=0)
         work.expired.extend(self.contacts.due_markers(work.partition, stream_ms, EXPIRED_BATCH))
         for message in records:
+            if message.timestamp:
+                work.clock_ms = max(work.clock_ms, min(message.timestamp, clock))
             try:
                 if message.topic == self.cooling_topic:
                     self._cool(message, work, alerts)
@@ -247,6 +272,7 @@ class ScoringAgent:
                 self._dead_letter(
                     message, "", f"could not be processed: {type(error).__name__}: {error}", clock, alerts
                 )
+        self._expire(work)
 
     def _score(self, message: Any, work: PartitionWork, clock: int, alerts: Outbox) -> None:
         # The record's own timestamp, not the clock, decides what is "in the future", so a
@@ -266,8 +292,7 @@ class ScoringAgent:
             return
         role = EVENTS if message.topic == self.events_topic else ERASURES if entry else REKEYED
         contact_id, results, erased = event.contact_id, work.results, work.erased
-        known = results.get(contact_id)
-        state = known[0] if known else self.contacts.get(contact_id, work.partition)
+        known, state = self._current(work, contact_id, event.occurred_ms)
         if event.type == ERASE_EVENT:
             erasure = erasure_of(event.occurred_ms, self.rules.erasure_grace_ms)
             known_erasure = erased.get(contact_id) or self.contacts.erasure(contact_id, work.partition)
@@ -339,8 +364,7 @@ class ScoringAgent:
         expected = record.anonymous_id if isinstance(record, Link) else None
         if expected is not None and expected != key_id:
             raise InvalidEvent("key", f"a link for {expected!r} keyed otherwise")
-        known = results.get(key_id)
-        state = known[0] if known else self.contacts.get(key_id, work.partition)
+        known, state = self._current(work, key_id, record.claim.occurred_ms if isinstance(record, Link) else 0)
         if state is None:
             if isinstance(record, Handover):  # erased: it claims nothing, so takes no part (engine.attach)
                 self.events["unscored"] += 1
@@ -415,8 +439,7 @@ class ScoringAgent:
         if not isinstance(at_ms, int) or isinstance(at_ms, bool):
             raise InvalidEvent("at_ms", "a cooling tick carries the time to re-read at as whole milliseconds")
         contact_id, results = message.key.decode(), work.results
-        known = results.get(contact_id)
-        state = known[0] if known else self.contacts.get(contact_id, work.partition)
+        known, state = self._current(work, contact_id, at_ms)
         if state is None or not is_published(state):  # erased, or merged: published nowhere
             return
         at_ms = max(at_ms, view_of(state, self.rules).last_event_ms)
@@ -427,6 +450,51 @@ class ScoringAgent:
             results[contact_id] = (revisited.state, max(at_ms, known[1] if known else 0))
         else:  # nothing changed (clock skew, or rules changed): look again later
             self.pipeline.cooling.set(contact_id, revisit_due_ms(revisited.state, self.rules, at_ms))
+
+    def _current(
+        self, work: PartitionWork, contact_id: str, at_ms: int
+    ) -> tuple[tuple[ContactState | None, int] | None, ContactState | None]:
+        """(what the batch has for the contact, its state) for something that happened at
+        `at_ms`: no state if the contact is expired then, or at the partition's clock."""
+        known = work.results.get(contact_id)
+        if known:
+            state = known[0]
+        else:
+            state = self.contacts.get(contact_id, work.partition)
+            work.indexed.setdefault(contact_id, None if state is None else indexed_due(state, self.rules))
+        if state is not None and expired(state, max(work.clock_ms, at_ms), self.rules):
+            self._age(work, state)
+            return work.results[contact_id], None
+        return known, state
+
+    def _age(self, work: PartitionWork, state: ContactState) -> None:
+        """Delete an expired contact with this batch (a leave record to its account first)."""
+        contact_id = state.contact_id
+        work.results[contact_id] = (None, 0)
+        work.aged.add(contact_id)
+        if state.account_sent is not None:
+            at = max(state.published_ms, state.last_event_ms)
+            work.leaving[contact_id] = (state.account_sent, leaving(contact_id, at, version_of(state.positions)))
+        self.expired["contact"] += 1
+
+    def _expire(self, work: PartitionWork) -> None:
+        """Once the partition's records are folded: the batch's contacts expired at its clock
+        are deleted instead of stored, and up to AGING_BATCH more due in the expiry index.
+        An index entry that is not its stored contact's (the rules' `anonymous_after`
+        changed) is replaced by the right one."""
+        for state, _ in list(work.results.values()):
+            if state is not None and expired(state, work.clock_ms, self.rules):
+                self._age(work, state)
+        start, end = aging_range(work.partition, work.clock_ms)
+        for key in self.contacts.keys_between(work.partition, start, end, AGING_BATCH):
+            due, contact_id = aging_entry(key)
+            if contact_id not in work.results:
+                self._current(work, contact_id, 0)
+            stored = work.indexed.get(contact_id)
+            if stored != due:
+                work.index.append((key, None))
+                if stored is not None and contact_id not in work.results:
+                    work.index.append((aging_key(work.partition, stored, contact_id), b""))
 
     def _prepare(self, work: PartitionWork, clock: int, alerts: Outbox, oversized: set[str]) -> Prepared:
         """The state, snapshot and account member record each contact is published with; a
@@ -517,18 +585,31 @@ class ScoringAgent:
         members = self.topics.account_members.get_topic_name()
         cooling = self.settings.cooling_interval_s
         partition = work.partition
+        index = list(work.index)  # an expired contact's key and index entry go, a stored one's entry moves
         for contact_id, (state, _) in work.results.items():
             if state is None:
                 outbox.add(scores, partition, contact_id.encode(), None)
                 self.pipeline.cooling.set(contact_id, None)
+                index += index_moves(partition, contact_id, work.indexed.get(contact_id), None)
+                if contact_id in work.aged and contact_id not in work.erased:
+                    index.append((contact_id.encode(), None))
         for state, _, view, records in prepared:
+            contact_id, due = state.contact_id, indexed_due(state, self.rules)
+            stored = work.indexed.get(contact_id)
+            index += index_moves(partition, contact_id, stored, due)
+            if (
+                due is not None
+                and due == stored
+                and not self.contacts.has(aging_key(partition, due, contact_id), partition)
+            ):
+                index.append((aging_key(partition, due, contact_id), b""))  # stored before expiry was
             outbox.add(scores, partition, state.contact_id.encode(), view)
             for key, value in records:
                 outbox.add(members, home_partition(key, self.settings.partitions), key, value)
             if cooling:
                 self.pipeline.cooling.set(state.contact_id, state.cooling_due_ms)
         encoded = ((state.contact_id, data) for state, data, _, _ in prepared)
-        self.contacts.put_encoded(partition, encoded, outbox, work.erased, work.expired)
+        self.contacts.put_encoded(partition, encoded, outbox, work.erased, work.expired, index=index)
         self.outputs["snapshot"] += len(work.results)
 
     def _add_outputs(self, partition: int, outputs: tuple[Output, ...], outbox: Outbox) -> None:
@@ -577,9 +658,12 @@ class ScoringAgent:
             self.metrics.outputs.labels(kind).inc(count)
         for topic, count in self.too_large.items():
             self.metrics.records_too_large.labels(topic).inc(count)
+        for kind, count in self.expired.items():
+            self.metrics.expired.labels(kind).inc(count)
         self.events.clear()
         self.outputs.clear()
         self.too_large.clear()
+        self.expired.clear()
         self.metrics.batch_seconds.observe(perf_counter() - started)
         self.metrics.batch_events.observe(size)
 
@@ -613,6 +697,14 @@ class ScoringAgent:
         for contact_id in due:
             key = contact_id.encode()
             ticks.add(self.cooling_topic, home_partition(key, self.settings.partitions), key, value)
+        # And one tick to each partition this worker holds, so that its record clock moves on
+        # without traffic: contacts and departure markers expire by it (scoring.expiry).
+        members = self.topics.account_members.get_topic_name()
+        for tp in self.app.assignor.assigned_actives():
+            if tp.topic == self.events_topic:
+                ticks.add(self.cooling_topic, tp.partition, TICK_KEY, value)
+            elif tp.topic == members:
+                ticks.add(members, tp.partition, TICK_KEY, b"")
         try:
             await ticks.deliver(self.producer())
         except DeliveryFailed as error:

@@ -120,6 +120,7 @@ class Totals:
     outputs: int = 0
     erased: int = 0
     forgotten: int = 0
+    aged: int = 0  # anonymous contacts expired (scoring.expiry)
 
     @classmethod
     def of(cls, run: ScoreRun) -> Totals:
@@ -135,6 +136,7 @@ class Totals:
             run.output_count,
             len(run.erased),
             run.forgotten,
+            run.aged,
         )
 
     def __add__(self, other: Totals) -> Totals:
@@ -148,6 +150,7 @@ class Totals:
             + f": {self.bad} bad lines skipped, "
             f"{self.duplicates} duplicates, {self.unscored} unscored{unmapped}; {self.outputs} outputs"
             + (f"; {self.erased} contacts erased, {self.forgotten} of their events dropped" if self.erased else "")
+            + (f"; {self.aged} anonymous contacts expired" if self.aged else "")
         )
 
 
@@ -166,6 +169,13 @@ def evaluation_time(at_ms: int | None, last_event: bool, latest_ms: int | None) 
     return None if last_event else at_ms if at_ms is not None else latest_ms
 
 
+def ageing_time(at_ms: int | None, latest_ms: int | None) -> int | None:
+    """When contacts are expired at the end of a run (scoring.expiry): --at, else the latest
+    event time of the whole input (also for --at last-event: the worker's clock has reached
+    at least the newest event's time)."""
+    return at_ms if at_ms is not None else latest_ms
+
+
 def contact_records(run: ScoreRun, kind: Kind, at_ms: int | None) -> Iterator[tuple[str, bytes]]:
     """(contact id, line) of the contact snapshots or nurture records, by contact id, made
     as they are read (a run of millions of contacts is printed without a copy of each)."""
@@ -180,6 +190,7 @@ def account_lines(accounts: Iterable[AccountSnapshot]) -> list[bytes]:
 
 def scored(run: ScoreRun, kind: Kind, at_ms: int | None, last_event: bool) -> Scored:
     """A one-process run as printed."""
+    run.age(ageing_time(at_ms, run.latest_ms))
     evaluate_at = evaluation_time(at_ms, last_event, run.latest_ms)
     records: Iterable[bytes]
     if kind == "accounts":

@@ -44,6 +44,7 @@ from leadpulse.cli.offline import (
     Scored,
     Totals,
     account_lines,
+    ageing_time,
     contact_records,
     evaluation_time,
     score_lines,
@@ -158,9 +159,8 @@ class Options:
 
 @dataclass(frozen=True)
 class Folded:
-    """One process's run, before its records: what the summary and the evaluation time need."""
+    """One process's run, before its records: what the evaluation time and the bad lines need."""
 
-    totals: Totals
     latest_ms: int | None
     bad: list[tuple[int, str, str]]  # line number, field, reason
 
@@ -170,6 +170,7 @@ class Printed:
     records: list[tuple[str, bytes]]  # (contact id, line), by contact id
     members: list[tuple[str, Member]]  # --accounts: (account id, member), by contact id
     outputs: list[tuple[int, bytes]]  # (line number, line), in processing order
+    totals: Totals  # once the run's expired contacts are deleted (ScoreRun.age)
 
 
 def score_parallel(
@@ -206,8 +207,9 @@ def score_parallel(
         if len(parts) == jobs:
             latest = [part.latest_ms for part in parts if part.latest_ms is not None]
             evaluate_at = evaluation_time(options.at_ms, options.last_event, max(latest, default=None))
+            aged_at = ageing_time(options.at_ms, max(latest, default=None))
             for connection in connections:
-                connection.send(evaluate_at)
+                connection.send((evaluate_at, aged_at))
             printed: list[Printed] = [_receive(connection) for connection in connections]
     finally:
         for connection in connections:
@@ -221,7 +223,7 @@ def score_parallel(
         return _one_process(source, options, on_bad)
     for number, at_fault, reason in sorted(bad for part in parts for bad in part.bad):
         on_bad(number, InvalidEvent(at_fault, reason))
-    totals = sum((part.totals for part in parts), Totals())
+    totals = sum((part.totals for part in printed), Totals())
     return Scored(_records(printed, options), _outputs(printed), totals)
 
 
@@ -308,9 +310,9 @@ def _work(connection: Connection, task: _Task, progress: Any) -> None:
         except Misrouted:
             connection.send(None)
             return
-        totals = Totals.of(run)
-        connection.send(Folded(totals, run.latest_ms, bad))
-        evaluate_at: int | None = connection.recv()
+        connection.send(Folded(run.latest_ms, bad))
+        evaluate_at, aged_at = connection.recv()
+        run.age(aged_at)
         connection.send(_print(run, options, evaluate_at, tags))
     except EOFError:
         pass  # the parent has what it needs (or stopped)
@@ -350,7 +352,7 @@ def _print(run: ScoreRun, options: Options, evaluate_at: int | None, tags: list[
         if options.with_outputs
         else []
     )
-    return Printed(records, members, outputs)
+    return Printed(records, members, outputs, Totals.of(run))
 
 
 def _open(source: Source) -> BinaryIO:

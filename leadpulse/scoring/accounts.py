@@ -222,6 +222,7 @@ class Departure:
     offset: int | None  # of the `account-members` record it came with
     version: int = 0  # the leave record's (Member.version)
     erased: bool = False
+    due_ms: int | None = None  # when it expires (scoring.expiry; None: stored before markers expired)
 
 
 class AccountState:
@@ -344,8 +345,9 @@ def supersedes(record: Member, known: Member | Departure) -> bool:
     return (record.version, record.at_ms) >= (known.version, known.at_ms)
 
 
-def fold(state: AccountState, record: Member, offset: int | None = None) -> bool:
+def fold(state: AccountState, record: Member, offset: int | None = None, expires_ms: int | None = None) -> bool:
     """Keep `record` if it is the contact's newest (`supersedes`); say whether the account changed.
+    A leave is kept as a departure marker until `expires_ms` (scoring.expiry).
 
     A tie goes to the record that arrives later: one contact's records reach one account in
     the order they were sent (the same partition, each batch sent after the previous one
@@ -371,7 +373,7 @@ def fold(state: AccountState, record: Member, offset: int | None = None) -> bool
         del state.departed[marker]
         state.changed_departed.add(marker)
     if record.left:
-        state.departed[marker] = Departure(record.at_ms, offset, record.version, record.erased)
+        state.departed[marker] = Departure(record.at_ms, offset, record.version, record.erased, expires_ms)
         state.changed_departed.add(marker)
     else:
         state.add(record, offset)
@@ -397,14 +399,16 @@ def settle(state: AccountState, cause: Member) -> tuple[AccountSnapshot | None, 
     return view, alert
 
 
-def receive(state: AccountState, record: Member, offset: int) -> tuple[bool, HotAccount | None]:
+def receive(
+    state: AccountState, record: Member, offset: int, expires_ms: int | None = None
+) -> tuple[bool, HotAccount | None]:
     """The stream's step for the `account-members` record at `offset`: (a replay, the alert
     it fires). After a crash, records are delivered again from the last commit: a member
     entry stored with a later record keeps it, and an offset at or below the account's
     position alerts no more (its alerts were delivered before the account was stored).
     Each entry carries its own offset, so an account whose entries reached the changelog
     only in part is completed by the replay."""
-    fold(state, record, offset)
+    fold(state, record, offset, expires_ms)
     if state.position is not None and offset <= state.position:
         return True, None
     state.position = offset
@@ -578,7 +582,7 @@ def changes(state: AccountState, published: bytes | None) -> list[tuple[bytes, b
         records.append(
             (
                 departed_key(account_id, marker),
-                None if gone is None else orjson.dumps([gone.offset, gone.at_ms, gone.version, gone.erased]),
+                None if gone is None else orjson.dumps(_departure_fields(gone)),
             )
         )
     state.changed_members.clear()
@@ -586,6 +590,34 @@ def changes(state: AccountState, published: bytes | None) -> list[tuple[bytes, b
     stored = None if published is None else aggregate_to_bytes(state, published)
     records.append((aggregate_key(account_id), stored))
     return records
+
+
+def _departure_fields(gone: Departure) -> list[Any]:
+    fields: list[Any] = [gone.offset, gone.at_ms, gone.version, gone.erased]
+    return fields if gone.due_ms is None else [*fields, gone.due_ms]
+
+
+def departure_due(value: bytes) -> int | None:
+    """When a stored departure expires (None: stored before departures expired)."""
+    fields = orjson.loads(value)
+    return fields[4] if len(fields) > 4 else None
+
+
+def departure_owner(key: bytes) -> tuple[str, str]:
+    """(account id, marker) of a departure's key (`departed_key`)."""
+    size = int.from_bytes(key[len(ENTRY_KEY) : len(ENTRY_KEY) + 2], "big")
+    start = len(ENTRY_KEY) + 2
+    return key[start : start + size].decode(), key[start + size + len(DEPARTED_ENTRY) :].decode()
+
+
+def new_departures(state: AccountState) -> list[tuple[bytes, int]]:
+    """(departure key, due time) of the departures changed since the last `changes`."""
+    found = []
+    for marker in sorted(state.changed_departed):
+        gone = state.departed.get(marker)
+        if gone is not None and gone.due_ms is not None:
+            found.append((departed_key(state.account_id, marker), gone.due_ms))
+    return found
 
 
 def restore(

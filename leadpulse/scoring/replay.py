@@ -4,7 +4,11 @@ the stream is tested against. Decoding the input is the caller's job (schemas/).
 Identity stitching runs the stream's protocol (scoring.identity) with every link and
 hand-over delivered at once: since the winner of an anonymous id, the ids within a contact's
 cap (`[identity] max_linked_ids`) and the merged view do not depend on the order of
-arrival, the final snapshots equal the stream's."""
+arrival, the final snapshots equal the stream's.
+
+Anonymous contacts nobody identified expire as in the stream (scoring.expiry): one of
+their events that occurred after they were due starts a new contact, and `age` deletes
+those due at the end of the run."""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from leadpulse.scoring.engine import (
     view_of,
 )
 from leadpulse.scoring.erasure import ERASE_EVENT, Erasure, erasure_of
+from leadpulse.scoring.expiry import expired
 from leadpulse.scoring.identity import Link, detach, hand_over, is_published, record_claim, winner
 from leadpulse.scoring.nurture import Nurture, nurtures_at
 from leadpulse.scoring.rules import Rules
@@ -50,6 +55,7 @@ class ScoreRun:
     unscored: int = 0
     unmapped: int = 0  # of the unscored: Segment track names the rules' [mapping] does not know (counted by the caller)
     forgotten: int = 0  # events dropped because their contact was erased
+    aged: int = 0  # anonymous contacts expired (scoring.expiry)
     latest_ms: int | None = None
     position: int = 0  # of the event being folded: the version of the hand-overs it causes
     # Sees each event's result before it is kept and raises to refuse it (nothing kept, nothing
@@ -68,7 +74,7 @@ class ScoreRun:
             self.latest_ms = event.occurred_ms
         self.events += 1
         self.position = self.events if position is None else position
-        state = self.contacts.get(event.contact_id)
+        state = self._current(event.contact_id, event.occurred_ms)
         if event.type == ERASE_EVENT:
             self._erase(event.contact_id, event.occurred_ms)
             return "unscored"
@@ -119,8 +125,27 @@ class ScoreRun:
         for linked in sorted(state.claims):
             self._erase(linked, occurred_ms)
 
+    def _current(self, contact_id: str, at_ms: int) -> ContactState | None:
+        """The contact's state for something that happened at `at_ms`: none if it expired by then."""
+        state = self.contacts.get(contact_id)
+        if state is not None and expired(state, at_ms, self.rules):
+            del self.contacts[contact_id]
+            self.aged += 1
+            return None
+        return state
+
+    def age(self, at_ms: int | None = None) -> None:
+        """Delete the contacts expired at `at_ms` (default: the latest event time of the run),
+        as the worker has deleted them once its clock passed their due time."""
+        at = self.latest_ms if at_ms is None else at_ms
+        if at is None:
+            return
+        for contact_id in [key for key, state in self.contacts.items() if expired(state, at, self.rules)]:
+            del self.contacts[contact_id]
+            self.aged += 1
+
     def _link(self, link: Link) -> None:
-        state = self.contacts.get(link.anonymous_id)
+        state = self._current(link.anonymous_id, link.claim.occurred_ms)
         if state is None:
             erased = self.erased.get(link.anonymous_id)
             if erased is not None and erased.forgets(link.claim.occurred_ms):

@@ -64,6 +64,7 @@ _TOP_KEYS = (
     "nurture",
     "models",
     "identity",
+    "retention",
 )
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 """What a LeadPulse event type looks like (the input contract's `type`)."""
@@ -379,6 +380,9 @@ class Rules:
     # The most anonymous ids a contact merges: the earliest links win, any later one is
     # refused and stands on its own (scoring/identity.py, docs/scoring.md#identity).
     max_linked_ids: int = DEFAULT_MAX_LINKED_IDS
+    # An anonymous contact nobody identified expires this long after its latest event
+    # (scoring/expiry.py, docs/scoring.md#ageing-out).
+    anonymous_after_ms: int = 90 * 86_400_000
     nurture: NurtureRules = field(default_factory=NurtureRules)
     models: tuple[Model, ...] = ()  # the named models, in file order (the default one is the top level)
     # Derived from `models` once, for the hot path: the models whose signal sums the state keeps,
@@ -592,6 +596,9 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
     identity = top.sub("identity", keys=("max_linked_ids",))
     max_linked_ids = int(identity.number("max_linked_ids", DEFAULT_MAX_LINKED_IDS, lo=1, hi=MAX_LINKED_IDS))
     identity.done()
+    retention = top.sub("retention", keys=("anonymous_after",))
+    anonymous_after_ms = retention.duration("anonymous_after", "90d")
+    retention.done()
     prospect_fit, prospect_engagement, opportunity_events, explicit_stages = _parse_stages(
         top.sub("stages", keys=("prospect_fit", "prospect_engagement", "opportunity_events", "explicit"))
     )
@@ -646,6 +653,7 @@ def parse_rules(text: str, source: str = "rules") -> Rules:
         mapping=mapping,
         erasure_grace_ms=erasure_grace_ms,
         max_linked_ids=max_linked_ids,
+        anonymous_after_ms=anonymous_after_ms,
         nurture=nurture,
         models=models,
         own_signal_models=tuple(model for model in models if model.own_signals),

@@ -20,6 +20,7 @@ class Metrics:
     unmapped_events: Counter
     nurtures: Counter
     records_too_large: Counter
+    expired: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -84,6 +85,14 @@ class Metrics:
                 "leadpulse_records_too_large",
                 "Inputs dead-lettered because a record they made would be over its topic's limit, by that topic",
                 ["topic"],
+                registry=registry,
+            ),
+            expired=Counter(
+                "leadpulse_expired",
+                "What aged out and was deleted (scoring/expiry.py), by kind: contact (anonymous, nobody "
+                "identified, [retention] anonymous_after after its latest event), departure (an account's "
+                "marker of a contact that left)",
+                ["kind"],
                 registry=registry,
             ),
         )

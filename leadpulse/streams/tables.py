@@ -30,7 +30,10 @@ from leadpulse.scoring.accounts import (
     aggregate_from_bytes,
     aggregate_key,
     changes,
+    departure_due,
+    departure_owner,
     entries_prefix,
+    new_departures,
     restore,
 )
 from leadpulse.scoring.erasure import (
@@ -45,6 +48,7 @@ from leadpulse.scoring.erasure import (
     marker_key,
     marker_of_expiry,
 )
+from leadpulse.scoring.expiry import departure_entry, departure_of, departures_range
 from leadpulse.scoring.rules import Rules
 from leadpulse.scoring.state import ContactState, from_bytes, to_bytes
 from leadpulse.streams.outbox import Outbox
@@ -82,6 +86,22 @@ class Table:
             value: bytes | None = store._db_for_partition(partition).get(key)
             return value
         return self.table.get(key)  # type: ignore[no-any-return]
+
+    def has(self, key: bytes, partition: int) -> bool:
+        return self.read(key, partition) is not None
+
+    def keys_between(self, partition: int, start: bytes, end: bytes, limit: int) -> list[bytes]:
+        """Up to `limit` keys of `partition` in [start, end), in order: one seek in RocksDB; a
+        scan of every key in other stores (memory://, for tests)."""
+        store = self.table.data
+        if isinstance(store, RocksDBStore) and store.use_rocksdict:
+            found: list[bytes] = []
+            for key in store._db_for_partition(partition).keys(from_key=start):
+                if key >= end or len(found) >= limit:
+                    break
+                found.append(key)
+            return found
+        return sorted(key for key in store if isinstance(key, bytes) and start <= key < end)[:limit]
 
     def put_records(self, partition: int, records: list[Record], outbox: Outbox) -> None:
         """Write the local store now and queue the records in `outbox` for the changelog (a
@@ -177,13 +197,16 @@ class ContactTable(StateTable[ContactState]):
         outbox: Outbox,
         erased: dict[str, Erasure] | None = None,
         expired: Iterable[bytes] = (),
+        *,
+        index: Iterable[Record] = (),
     ) -> None:
-        """As StateTable.put_encoded; first an erased contact's record is deleted and its marker
+        """As StateTable.put_encoded; first `index` (the expiry index's entries, and expired
+        contacts' deletions: scoring.expiry), then an erased contact's record is deleted and its marker
         stored with its expiry index entry (the entry of a marker it replaces deleted), and
         `expired` markers (scoring.erasure) are deleted with theirs. After an erasure the
         partition's RocksDB is flushed and the erased keys compacted away, so that neither
         its write-ahead log nor an SST file keeps the contact's data (docs/erasure.md)."""
-        first: list[Record] = []
+        first: list[Record] = list(index)
         for marker in expired:
             data = self.read(marker, partition)
             if data is not None:
@@ -209,12 +232,7 @@ class ContactTable(StateTable[ContactState]):
         start, end = expiry_prefix(partition), expiry_end(partition, before_ms)
         store = self.table.data
         if isinstance(store, RocksDBStore) and store.use_rocksdict:
-            due: list[bytes] = []
-            for key in store._db_for_partition(partition).keys(from_key=start):
-                if not key.startswith(start) or key >= end or len(due) >= limit:
-                    break
-                due.append(marker_of_expiry(key))
-            return due
+            return [marker_of_expiry(key) for key in self.keys_between(partition, start, end, limit)]
         known = self._next_due.get(partition)
         if known is not None and known >= before_ms:
             return []
@@ -273,7 +291,10 @@ class AccountTable(Table):
         """Write each account's changed entries and its aggregate (`published`: the record
         published for it; None for an account without members, whose aggregate is deleted),
         as `put_many` writes; keep their indexes cached within the bound."""
-        records = [record for state, published in stored for record in changes(state, published)]
+        records: list[Record] = []
+        for state, published in stored:
+            records += ((departure_entry(partition, due, key), b"") for key, due in new_departures(state))
+            records += changes(state, published)
         self.put_records(partition, records, outbox)
         for state, published in stored:
             cached = self._uncache(state.account_id)
@@ -282,6 +303,30 @@ class AccountTable(Table):
                 self._held += len(cached)
         while self._held > self.cached_entries and len(self._cache) > 1:
             self._held -= self._cache.popitem(last=False)[1][1]
+
+    def expire_departures(self, partition: int, before_ms: int, limit: int, outbox: Outbox) -> int:
+        """Delete up to `limit` departure markers of `partition` due before `before_ms`, with
+        their index entries (scoring.expiry), as `put_records` writes; an entry whose marker
+        was replaced since (the contact came back, or left again) goes alone. An account
+        whose last marker goes leaves nothing behind. Returns the markers deleted."""
+        records: list[Record] = []
+        start, end = departures_range(partition, before_ms)
+        for entry in self.keys_between(partition, start, end, limit):
+            due, key = departure_of(entry)
+            records.append((entry, None))
+            value = self.read(key, partition)
+            if value is None or departure_due(value) != due:
+                continue
+            records.append((key, None))
+            account_id, marker = departure_owner(key)
+            cached = self._cache.get(account_id)
+            if cached is not None:
+                cached[0].departed.pop(marker, None)
+                if not len(cached[0]):
+                    self._uncache(account_id)
+        if records:
+            self.put_records(partition, records, outbox)
+        return sum(1 for key, _ in records if not key.startswith(start))
 
     def _uncache(self, account_id: str) -> AccountState | None:
         cached = self._cache.pop(account_id, None)

@@ -124,10 +124,10 @@ def delivery_order(scorer, capture, monkeypatch) -> list[Step]:
         order.append(Step(topic, tuple(key for key, _ in batch.records)))
         return await send_batch(batch, topic, partition=partition)
 
-    def record_store(partition, encoded, outbox, *erasures):
+    def record_store(partition, encoded, outbox, *erasures, **index):
         encoded = list(encoded)
         order.append(Step("store", tuple(key.encode() for key, _ in encoded)))
-        put_encoded(partition, encoded, outbox, *erasures)
+        put_encoded(partition, encoded, outbox, *erasures, **index)
 
     monkeypatch.setattr(capture, "send_batch", record_send)
     monkeypatch.setattr(scorer.contacts, "put_encoded", record_store)

@@ -32,9 +32,12 @@ def traffic_lines(count: int, contacts: int, seed: int = 11, accounts: int = 0, 
 
 
 class Oracle:
-    def __init__(self, lines: list[bytes], rules: Rules | None = None) -> None:
+    def __init__(self, lines: list[bytes], rules: Rules | None = None, aged_at: int | None = None) -> None:
+        """`aged_at`: the time anonymous contacts are expired at (scoring.expiry), the worker's
+        clock when it is compared; default the latest event time, as `leadpulse score`."""
         rules = rules or load_rules()
         run = score_lines(lines, rules)
+        run.age(aged_at)
         self.snapshots = {view.contact_id: snapshot_record(view) for view in run.snapshots(None)}
         self.accounts = {view.account_id: account_record(view) for view in run.accounts(None)}
         self.stage_change_ids = {o.id for o in run.outputs if isinstance(o, StageChange)}
