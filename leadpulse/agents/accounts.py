@@ -16,6 +16,11 @@ Same discipline as the scoring agent (docs/guarantees.md), per batch:
    changelog records and the account's snapshot delivered (an account whose last member
    left is deleted from `account-scores` and from the table: tombstones);
 4. only then are the batch's offsets released for Faust's commit.
+
+No record it writes is larger than its topic takes (docs/guarantees.md#bounds): a member
+record the account could not hold in its top places (schemas.record_sizes.AccountGuard) is
+dead-lettered with its cause, and the account keeps the contact's leave instead, as the
+offline scorer leaves that contact out of the account.
 """
 
 from __future__ import annotations
@@ -25,8 +30,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from leadpulse.agents.batches import deliver_batches
-from leadpulse.schemas.outputs import account_record, dead_letter_record, dumps, hot_account_record
-from leadpulse.scoring.accounts import AccountState, member_from_bytes, receive
+from leadpulse.schemas.limits import RecordTooLarge
+from leadpulse.schemas.outputs import (
+    account_record,
+    dead_letter_label,
+    dead_letter_record,
+    dumps,
+    hot_account_record,
+)
+from leadpulse.schemas.record_sizes import AccountGuard, AccountTopics
+from leadpulse.scoring.accounts import AccountState, leaving, member_from_bytes, receive
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.chunks import Part, Record
 from leadpulse.streams.outbox import BatchProducer, Outbox
@@ -46,6 +59,7 @@ class AccountsAgent:
         self.metrics = pipeline.metrics
         self.producer = producer
         self.agent: Any = None
+        self._sized: AccountGuard | None = None  # for the record limits last read (_guard)
 
     @classmethod
     def attach(cls, pipeline: Pipeline, producer: Any) -> AccountsAgent:
@@ -84,12 +98,19 @@ class AccountsAgent:
     def _fold_partition(self, partition: int, records: list[Record], alerts: Outbox) -> dict[str, AccountState]:
         states: dict[str, AccountState] = {}
         hot = self.topics.hot_accounts.get_topic_name()
+        guard = self._guard()
         for message in records:
             try:
                 if not isinstance(message.key, bytes):
                     raise ValueError("an account member record needs the account id as its key")
                 account_id = message.key.decode()
                 record = member_from_bytes(message.value)
+                try:
+                    guard.check(account_id, record)
+                except RecordTooLarge as error:
+                    self._dead_letter(message, partition, str(error), alerts)
+                    self.metrics.records_too_large.labels(error.topic).inc()
+                    record = leaving(record.contact_id, record.at_ms, record.version)
                 state = states.get(account_id) or self.accounts.load(account_id, partition, self.rules)
                 states[account_id] = state
                 replayed, alert = receive(state, record, message.offset)
@@ -100,15 +121,32 @@ class AccountsAgent:
                     self.metrics.outputs.labels("hot_account").inc()
             except Exception as error:  # a record fails alone, whatever went wrong with it
                 log.exception("account member record [%s]@%s could not be folded", partition, message.offset)
-                record_ = dead_letter_record(
-                    f"could not be processed: {type(error).__name__}: {error}",
-                    "",
-                    message.value,
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=message.key,
-                    received_ms=now_ms(),
-                )
-                alerts.add(self.topics.dead_letters.get_topic_name(), partition, None, dumps(record_))
+                reason = f"could not be processed: {type(error).__name__}: {error}"
+                self._dead_letter(message, partition, reason, alerts)
         return states
+
+    def _guard(self) -> AccountGuard:
+        """The size rule for members at the limits the scoring agent read from the broker."""
+        topics = AccountTopics(
+            self.topics.account_scores.get_topic_name(),
+            self.topics.hot_accounts.get_topic_name(),
+            self.accounts.table.changelog_topic.get_topic_name(),
+        )
+        limits = self.pipeline.record_limits
+        if self._sized is None or self._sized.limits is not limits:
+            self._sized = AccountGuard(self.rules, limits, self.pipeline.settings.input_limits.max_string, topics)
+        return self._sized
+
+    def _dead_letter(self, message: Record, partition: int, reason: str, alerts: Outbox) -> None:
+        record = dead_letter_record(
+            reason,
+            "",
+            message.value,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            received_ms=now_ms(),
+        )
+        alerts.add(self.topics.dead_letters.get_topic_name(), partition, None, dumps(record))
+        self.metrics.dead_letters.labels(dead_letter_label("")).inc()

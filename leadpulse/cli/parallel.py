@@ -46,6 +46,7 @@ from leadpulse.cli.offline import (
     account_lines,
     contact_records,
     evaluation_time,
+    member_filter,
     score_lines,
     score_numbered,
     scored,
@@ -228,7 +229,8 @@ def score_parallel(
 def _records(printed: list[Printed], options: Options) -> Iterable[bytes]:
     if options.kind == "accounts":
         members = heapq.merge(*(p.members for p in printed), key=lambda pair: pair[1].contact_id)
-        return account_lines(accounts_from(members, options.rules))
+        admit = member_filter(options.rules, options.limits)
+        return account_lines(accounts_from(((a, m) for a, m in members if admit(a, m)), options.rules))
     return (line for _, line in heapq.merge(*(p.records for p in printed), key=itemgetter(0)))
 
 
