@@ -20,7 +20,8 @@ Same discipline as the scoring agent (docs/guarantees.md), per batch:
 No record it writes is larger than its topic takes (docs/guarantees.md#bounds): a member
 record the account could not hold in its top places (schemas.record_sizes.AccountGuard) is
 dead-lettered with its cause, and the account keeps the contact's leave instead, as the
-offline scorer leaves that contact out of the account.
+offline scorer leaves that contact out of the account. A member taken under a higher limit
+leaves when its account is next read from the store (`_load`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import Any
+from weakref import WeakSet
 
 from leadpulse.agents.batches import deliver_batches
 from leadpulse.schemas.limits import RecordTooLarge
@@ -39,7 +41,7 @@ from leadpulse.schemas.outputs import (
     hot_account_record,
 )
 from leadpulse.schemas.record_sizes import AccountGuard, AccountTopics
-from leadpulse.scoring.accounts import AccountState, leaving, member_from_bytes, receive
+from leadpulse.scoring.accounts import AccountState, fold, leaving, member_from_bytes, receive
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.chunks import Part, Record
 from leadpulse.streams.outbox import BatchProducer, Outbox
@@ -60,6 +62,7 @@ class AccountsAgent:
         self.producer = producer
         self.agent: Any = None
         self._sized: AccountGuard | None = None  # for the record limits last read (_guard)
+        self._checked: WeakSet[AccountState] = WeakSet()  # indexes whose stored members were checked (_load)
 
     @classmethod
     def attach(cls, pipeline: Pipeline, producer: Any) -> AccountsAgent:
@@ -111,7 +114,7 @@ class AccountsAgent:
                     self._dead_letter(message, partition, str(error), alerts)
                     self.metrics.records_too_large.labels(error.topic).inc()
                     record = leaving(record.contact_id, record.at_ms, record.version)
-                state = states.get(account_id) or self.accounts.load(account_id, partition, self.rules)
+                state = states.get(account_id) or self._load(account_id, partition, guard)
                 states[account_id] = state
                 replayed, alert = receive(state, record, message.offset)
                 if replayed:
@@ -125,6 +128,25 @@ class AccountsAgent:
                 self._dead_letter(message, partition, reason, alerts)
         return states
 
+    def _load(self, account_id: str, partition: int, guard: AccountGuard) -> AccountState:
+        """The account's index. When a member may be refused (`AccountGuard.all_fit` false: a
+        topic's limit lower than the widest member needs), the members of an index read
+        from the store are checked once: one taken under a higher limit that no longer fits
+        leaves, as the offline scorer at this limit leaves it out, so that the account's
+        records fit again."""
+        state = self.accounts.load(account_id, partition, self.rules)
+        if guard.all_fit or state in self._checked:
+            return state
+        for member in list(state.members.values()):
+            try:
+                guard.check(account_id, member)
+            except RecordTooLarge as error:
+                log.warning("account %s: a member taken before no longer fits: %s", account_id, error)
+                self.metrics.records_too_large.labels(error.topic).inc()
+                fold(state, leaving(member.contact_id, member.at_ms, member.version))
+        self._checked.add(state)
+        return state
+
     def _guard(self) -> AccountGuard:
         """The size rule for members at the limits the scoring agent read from the broker."""
         topics = AccountTopics(
@@ -135,6 +157,7 @@ class AccountsAgent:
         limits = self.pipeline.record_limits
         if self._sized is None or self._sized.limits is not limits:
             self._sized = AccountGuard(self.rules, limits, self.pipeline.settings.input_limits.max_string, topics)
+            self._checked.clear()
         return self._sized
 
     def _dead_letter(self, message: Record, partition: int, reason: str, alerts: Outbox) -> None:

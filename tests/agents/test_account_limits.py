@@ -30,12 +30,13 @@ def small_account_scores(scorer, accounts, monkeypatch):
     return topic, limits
 
 
-def member(name: str, version: int, attributes=()) -> bytes:
-    return member_to_bytes(Member(f"{name}@{ACCOUNT}", T0 + version, score=60, attributes=attributes, version=version))
+def member(name: str, version: int, attributes=(), account: str = ACCOUNT, score: int = 60) -> bytes:
+    contact = f"{name}@{account}"
+    return member_to_bytes(Member(contact, T0 + version, score=score, attributes=attributes, version=version))
 
 
-def published(scorer):
-    aggregate = scorer.pipeline.accounts.aggregate(ACCOUNT)
+def published(scorer, account: str = ACCOUNT):
+    aggregate = scorer.pipeline.accounts.aggregate(account)
     return None if aggregate is None else aggregate.published
 
 
@@ -59,4 +60,28 @@ async def test_a_member_record_too_large_for_the_accounts_top_places_is_dead_let
 
         await agent.put(member("pad", 3), key=key)  # a newer record that fits brings the contact back
         assert await settled(lambda: published(scorer)["contacts"] == 3)
+    assert all(record_bytes(key, value) <= limits.of(topic) for topic, key, value in written(capture))
+
+
+async def test_members_taken_before_the_topics_limit_was_lowered_leave_once_it_no_longer_fits_them(
+    scorer, accounts, capture, monkeypatch
+):
+    account, topic = "lowered-limit.example", scorer.topics.account_scores.get_topic_name()
+    padded = [member(name, 1, PADDED, account, score=90) for name in ("pad", "ped", "pid")]
+    async with accounts.agent.test_context() as agent:
+        for record in (member("ann", 1, account=account), *padded):
+            await agent.put(record, key=account.encode())
+        assert await settled(lambda: (published(scorer, account) or {}).get("contacts") == 4), "all taken at 1 MB"
+
+        limits = RecordLimits(topics={topic: 5_000})
+        monkeypatch.setattr(scorer.pipeline, "record_limits", limits)
+        capture.batches.clear()
+        await agent.put(member("bob", 1, account=account), key=account.encode())
+
+        def top():
+            return {contact["contact_id"] for contact in published(scorer, account)["top_contacts"]}
+
+        assert await settled(lambda: f"bob@{account}" in top()), "the agent goes on"
+        assert top() == {f"ann@{account}", f"bob@{account}"}, "the padded members left (their snapshot: 6.5 KB)"
+        assert published(scorer, account)["contacts"] == 2
     assert all(record_bytes(key, value) <= limits.of(topic) for topic, key, value in written(capture))
