@@ -21,7 +21,7 @@ No record it writes is larger than its topic takes (docs/guarantees.md#bounds): 
 record the account could not hold in its top places (schemas.record_sizes.AccountGuard) is
 dead-lettered with its cause, and the account keeps the contact's leave instead, as the
 offline scorer leaves that contact out of the account. A member taken under a higher limit
-leaves when its account is next read from the store (`_load`).
+leaves when its account next receives a record (`_load`).
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ class AccountsAgent:
 
     def _load(self, account_id: str, partition: int, guard: AccountGuard) -> AccountState:
         """The account's index. When a member may be refused (`AccountGuard.all_fit` false: a
-        topic's limit lower than the widest member needs), the members of an index read
-        from the store are checked once: one taken under a higher limit that no longer fits
+        topic's limit lower than the widest member needs), the members of each index are
+        checked once at these limits: one taken under a higher limit that no longer fits
         leaves, as the offline scorer at this limit leaves it out, so that the account's
         records fit again."""
         state = self.accounts.load(account_id, partition, self.rules)
