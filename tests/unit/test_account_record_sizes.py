@@ -149,19 +149,22 @@ def test_leadpulse_score_accounts_prints_the_same_accounts_on_one_process_and_tw
     assert printed[0] == printed[1] and orjson.loads(printed[0])["contacts"] == 2
 
 
-def test_rules_check_refuses_accounts_whose_widest_member_cannot_fit_the_record_limit(tmp_path, capsys):
+def test_rules_check_and_the_worker_refuse_accounts_whose_widest_member_cannot_fit_the_record_limit(
+    tmp_path, capsys, monkeypatch
+):
     shipped = resources.files("leadpulse.scoring").joinpath("default_rules.toml").read_text("utf-8")
-    many = shipped.replace("top_reasons = 5 ", "top_reasons = 50 ").replace(
-        "member_reasons = 3 ", "member_reasons = 50 "
-    )
+    many = shipped.replace("top_reasons = 5 ", "top_reasons = 50 ")
+    many = many.replace("member_reasons = 3 ", "member_reasons = 50 ")
     rules = tmp_path / "rules.toml"
     rules.write_text(many.replace("top_contacts = 3 ", "top_contacts = 50 "))
     assert main(["rules", "check", str(rules)]) != 0
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err
     assert f"{rules}: accounts.top_contacts: 50 top contacts, each with 2 attributes and 50 reasons" in err
-    assert (
-        "make account-scores: a record of " in err and "lower accounts.top_contacts or accounts.member_reasons" in err
-    )
+    assert "make account-scores: a record of " in err
+    assert "lower accounts.top_contacts or accounts.member_reasons" in err
+    monkeypatch.setenv("LEADPULSE_RULES", str(rules))
+    assert main(["worker"]) != 0, "refused before it looks for a broker"
+    assert capsys.readouterr().err.strip() == err
     rules.write_text(many)  # 50 reasons for each of 3 top contacts fit
     assert main(["rules", "check", str(rules)]) == 0
