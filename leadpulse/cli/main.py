@@ -13,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from leadpulse.cli.preflight import CommandError
-from leadpulse.schemas.limits import InputLimits
+from leadpulse.schemas.limits import InputLimits, RecordLimits
 from leadpulse.scoring.rules import Rules, RulesError, load_rules
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
 from leadpulse.streams.settings import HELP, Settings, SettingsError, StartupError, drop_faust_variables, env_name
@@ -218,8 +218,7 @@ def _bounded_rules(path: Path | None, limits: InputLimits) -> Rules:
     """`load_rules`, and RulesError naming `[accounts]` if the widest member the rules let a
     contact send would not fit an account's records at `limits` (LEADPULSE_MAX_STRING,
     LEADPULSE_MAX_MESSAGE_BYTES): the worker would refuse members for their size."""
-    from leadpulse.schemas.limits import RecordLimits
-    from leadpulse.schemas.record_sizes import check_account_bounds
+    from leadpulse.schemas.record_sizes import check_account_bounds  # outputs, the scoring core: not for --help
 
     rules = load_rules(path)
     record_limits = RecordLimits.for_topics(limits.max_message_bytes)
