@@ -132,6 +132,8 @@ def test_the_parent_holds_a_chunk_of_each_processs_records_and_outputs_not_all_o
     """The processes write what they print to files, in chunks, merged as it is printed: what
     this process holds does not grow with the records (bench/peak_rss.py measures it)."""
     monkeypatch.setattr(parallel, "_CHUNK", 40)  # the processes are forked from here: theirs too
+    work = parallel._work
+    monkeypatch.setattr(parallel, "_work", lambda *args: (tracemalloc.stop(), work(*args)))  # this process's only
     traffic = Traffic(7, START, 60 * DAY_MS, contacts=3_000, accounts=0, identities=0.0)
     data = b"".join(orjson.dumps(document) + b"\n" for document in traffic.events(6_000))
     expected = one_process(data, "contacts")
