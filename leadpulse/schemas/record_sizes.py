@@ -181,7 +181,10 @@ class AccountGuard:
         alert = HotAccount(output_id(account_id), account_id, MAX_MS, WIDEST_ID, view)
         self._check(self.topics.hot, key, dumps(hot_account_record(alert)), f"a hot-account alert {many}")
         # scoring.accounts.aggregate_to_bytes, its fields at their widest
-        aggregate = orjson.dumps([ACCOUNT_FORMAT, account_id, False, 4, WIDEST_COUNT, orjson.Fragment(published)])
+        temperature = len(self.rules.accounts.band_labels)
+        aggregate = orjson.dumps(
+            [ACCOUNT_FORMAT, account_id, False, temperature, WIDEST_COUNT, orjson.Fragment(published)]
+        )
         self._check(self.topics.changelog, key, aggregate, f"the account's own record {many}")
 
     def _check(self, topic: str, key: bytes, value: bytes, what: str) -> None:
