@@ -29,13 +29,14 @@ from leadpulse.schemas.fields import MAX_ID
 from leadpulse.schemas.limits import RecordLimits, RecordTooLarge, record_bytes
 from leadpulse.schemas.outputs import account_record, dumps, hot_account_record, output_record, snapshot_record
 from leadpulse.scoring.accounts import (
-    ACCOUNT_FORMAT,
     AccountSnapshot,
+    AccountState,
     HotAccount,
     Member,
     TopContact,
     account_updates,
     aggregate_key,
+    aggregate_to_bytes,
     member_key,
     member_to_bytes,
 )
@@ -180,11 +181,9 @@ class AccountGuard:
         self._check(self.topics.scores, key, published, f"the account's snapshot {many}")
         alert = HotAccount(output_id(account_id), account_id, MAX_MS, WIDEST_ID, view)
         self._check(self.topics.hot, key, dumps(hot_account_record(alert)), f"a hot-account alert {many}")
-        # scoring.accounts.aggregate_to_bytes, its fields at their widest
-        temperature = len(self.rules.accounts.band_labels)
-        aggregate = orjson.dumps(
-            [ACCOUNT_FORMAT, account_id, False, temperature, WIDEST_COUNT, orjson.Fragment(published)]
-        )
+        widest = AccountState(account_id, self.rules)  # the aggregate's own fields at their widest
+        widest.hot_armed, widest.temperature, widest.position = False, view.temperature, WIDEST_COUNT
+        aggregate = aggregate_to_bytes(widest, published)
         self._check(self.topics.changelog, key, aggregate, f"the account's own record {many}")
 
     def _check(self, topic: str, key: bytes, value: bytes, what: str) -> None:
