@@ -22,6 +22,12 @@ A leave is kept as a departure marker until `LEADPULSE_EVENT_RETENTION` +
 by the clock): `account-members` holds no record older than the marker by then, so none can
 be re-delivered to bring the contact back. Each batch deletes up to `AGING_BATCH` markers due
 at its partition's record clock, with the changelog records of step 3 (scoring/expiry.py).
+
+No record it writes is larger than its topic takes (docs/guarantees.md#bounds): a member
+record the account could not hold in its top places (schemas.record_sizes.AccountGuard) is
+dead-lettered with its cause, and the account keeps the contact's leave instead, as the
+offline scorer leaves that contact out of the account. A member taken under a higher limit
+leaves when its account next receives a record (`_load`).
 """
 
 from __future__ import annotations
@@ -29,10 +35,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import Any
+from weakref import WeakSet
 
 from leadpulse.agents.batches import deliver_batches
-from leadpulse.schemas.outputs import account_record, dead_letter_record, dumps, hot_account_record
-from leadpulse.scoring.accounts import AccountState, member_from_bytes, receive
+from leadpulse.schemas.limits import RecordTooLarge
+from leadpulse.schemas.outputs import (
+    account_record,
+    dead_letter_label,
+    dead_letter_record,
+    dumps,
+    hot_account_record,
+)
+from leadpulse.schemas.record_sizes import AccountGuard, AccountTopics
+from leadpulse.scoring.accounts import AccountState, fold, leaving, member_from_bytes, receive
 from leadpulse.scoring.expiry import AGING_BATCH, TICK_KEY
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.chunks import Part, Record
@@ -53,6 +68,8 @@ class AccountsAgent:
         self.metrics = pipeline.metrics
         self.producer = producer
         self.agent: Any = None
+        self._sized: AccountGuard | None = None  # for the record limits last read (_guard)
+        self._checked: WeakSet[AccountState] = WeakSet()  # indexes whose stored members were checked (_load)
 
     @classmethod
     def attach(cls, pipeline: Pipeline, producer: Any) -> AccountsAgent:
@@ -102,6 +119,7 @@ class AccountsAgent:
         cool_down) only moves the partition's record clock."""
         states: dict[str, AccountState] = {}
         hot = self.topics.hot_accounts.get_topic_name()
+        guard = self._guard()
         for message in records:
             if message.key == TICK_KEY:
                 continue
@@ -110,7 +128,13 @@ class AccountsAgent:
                     raise ValueError("an account member record needs the account id as its key")
                 account_id = message.key.decode()
                 record = member_from_bytes(message.value)
-                state = states.get(account_id) or self.accounts.load(account_id, partition, self.rules)
+                try:
+                    guard.check(account_id, record)
+                except RecordTooLarge as error:
+                    self._dead_letter(message, partition, str(error), alerts)
+                    self.metrics.records_too_large.labels(error.topic).inc()
+                    record = leaving(record.contact_id, record.at_ms, record.version)
+                state = states.get(account_id) or self._load(account_id, partition, guard)
                 states[account_id] = state
                 replayed, alert = receive(state, record, message.offset, expires_ms)
                 if replayed:
@@ -120,15 +144,52 @@ class AccountsAgent:
                     self.metrics.outputs.labels("hot_account").inc()
             except Exception as error:  # a record fails alone, whatever went wrong with it
                 log.exception("account member record [%s]@%s could not be folded", partition, message.offset)
-                record_ = dead_letter_record(
-                    f"could not be processed: {type(error).__name__}: {error}",
-                    "",
-                    message.value,
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=message.key,
-                    received_ms=now_ms(),
-                )
-                alerts.add(self.topics.dead_letters.get_topic_name(), partition, None, dumps(record_))
+                reason = f"could not be processed: {type(error).__name__}: {error}"
+                self._dead_letter(message, partition, reason, alerts)
         return states
+
+    def _load(self, account_id: str, partition: int, guard: AccountGuard) -> AccountState:
+        """The account's index. When a member may be refused (`AccountGuard.all_fit` false: a
+        topic's limit lower than the widest member needs), the members of each index are
+        checked once at these limits: one taken under a higher limit that no longer fits
+        leaves, as the offline scorer at this limit leaves it out, so that the account's
+        records fit again."""
+        state = self.accounts.load(account_id, partition, self.rules)
+        if guard.all_fit or state in self._checked:
+            return state
+        for member in list(state.members.values()):
+            try:
+                guard.check(account_id, member)
+            except RecordTooLarge as error:
+                log.warning("account %s: a member taken before no longer fits: %s", account_id, error)
+                self.metrics.records_too_large.labels(error.topic).inc()
+                fold(state, leaving(member.contact_id, member.at_ms, member.version))
+        self._checked.add(state)
+        return state
+
+    def _guard(self) -> AccountGuard:
+        """The size rule for members at the limits the scoring agent read from the broker."""
+        topics = AccountTopics(
+            self.topics.account_scores.get_topic_name(),
+            self.topics.hot_accounts.get_topic_name(),
+            self.accounts.table.changelog_topic.get_topic_name(),
+        )
+        limits = self.pipeline.record_limits
+        if self._sized is None or self._sized.limits is not limits:
+            self._sized = AccountGuard(self.rules, limits, self.pipeline.settings.input_limits.max_string, topics)
+            self._checked.clear()
+        return self._sized
+
+    def _dead_letter(self, message: Record, partition: int, reason: str, alerts: Outbox) -> None:
+        record = dead_letter_record(
+            reason,
+            "",
+            message.value,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            received_ms=now_ms(),
+        )
+        alerts.add(self.topics.dead_letters.get_topic_name(), partition, None, dumps(record))
+        self.metrics.dead_letters.labels(dead_letter_label("")).inc()

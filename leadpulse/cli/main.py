@@ -13,6 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from leadpulse.cli.preflight import CommandError
+from leadpulse.schemas.limits import InputLimits, RecordLimits
 from leadpulse.scoring.rules import Rules, RulesError, load_rules
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
 from leadpulse.streams.settings import HELP, Settings, SettingsError, StartupError, drop_faust_variables, env_name
@@ -213,9 +214,21 @@ def _rules_from(path: Path | None) -> Rules:
     return load_rules(path if path is not None else _settings().rules)
 
 
+def _bounded_rules(path: Path | None, limits: InputLimits) -> Rules:
+    """`load_rules`, and RulesError naming `[accounts]` if the widest member the rules let a
+    contact send would not fit an account's records at `limits` (LEADPULSE_MAX_STRING,
+    LEADPULSE_MAX_MESSAGE_BYTES): the worker would refuse members for their size."""
+    from leadpulse.schemas.record_sizes import check_account_bounds  # outputs, the scoring core: not for --help
+
+    rules = load_rules(path)
+    record_limits = RecordLimits.for_topics(limits.max_message_bytes)
+    check_account_bounds(rules, limits.max_string, record_limits, str(path or "default_rules.toml"))
+    return rules
+
+
 def _rules_check(args: argparse.Namespace) -> int:
     _check_input(args.file)
-    rules = load_rules(args.file)
+    rules = _bounded_rules(args.file, _settings().input_limits)
     signals = sum(len(group) for group in rules.signals.values())
     print(f"{args.file}: OK, version {rules.version}")
     print(f"  {signals} signals over {len(rules.signals)} event types, {len(rules.categories)} categories")
@@ -338,7 +351,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     dropped = drop_faust_variables(os.environ)  # before anything imports Faust
     settings = _settings()
-    load_rules(settings.rules)  # a bad rules file is one line now, not a crash after joining the group
+    _bounded_rules(settings.rules, settings.input_limits)  # a bad rules file is one line now, not a crash later
     # A second worker on one machine: said now, not after it has made the running ones rebalance.
     check_web_port(settings)
     info = broker_info(settings)

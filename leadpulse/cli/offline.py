@@ -10,11 +10,11 @@ from dataclasses import dataclass, fields
 from typing import BinaryIO, Literal
 
 from leadpulse.schemas.events import InvalidEvent, admit_event
-from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits, RecordLimits
+from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits, RecordLimits, RecordTooLarge
 from leadpulse.schemas.outputs import account_record, dumps, nurture_record, output_record, snapshot_record
-from leadpulse.schemas.record_sizes import SizeGuard
+from leadpulse.schemas.record_sizes import AccountGuard, SizeGuard
 from leadpulse.schemas.segment import is_unmapped
-from leadpulse.scoring.accounts import AccountSnapshot
+from leadpulse.scoring.accounts import AccountSnapshot, Member
 from leadpulse.scoring.engine import Event
 from leadpulse.scoring.identity import is_published, winner
 from leadpulse.scoring.replay import ScoreRun
@@ -63,10 +63,13 @@ def score_numbered(
     """`score_lines` over (line number, line) pairs, which may skip lines (another process
     folds them); `check` sees each valid event before it is folded. An event that would make
     the worker write a record over `limits.max_message_bytes` is refused as a bad line, as
-    the worker dead-letters it (schemas.record_sizes)."""
+    the worker dead-letters it (schemas.record_sizes); a member an account could not hold
+    is left out of it, as the worker dead-letters its member record."""
     rules = run.rules
     if run.guard is None:
         run.guard = SizeGuard(rules, RecordLimits.for_topics(limits.max_message_bytes))
+    if run.admit is None:
+        run.admit = member_filter(rules, limits)
     for number, line in numbered:
         if not line.strip():
             continue
@@ -89,6 +92,28 @@ def score_numbered(
 
 def report_bad_line(line: int, error: InvalidEvent) -> None:
     print(f"line {line}: {error}", file=sys.stderr)
+
+
+def report_left_out(account_id: str, contact_id: str, error: RecordTooLarge) -> None:
+    print(f"account {account_id}: contact {contact_id} left out: {error}", file=sys.stderr)
+
+
+def member_filter(
+    rules: Rules, limits: InputLimits, on_refused: Callable[[str, str, RecordTooLarge], None] = report_left_out
+) -> Callable[[str, Member], bool]:
+    """Whether an account takes a member, as the worker decides it (schemas.record_sizes:
+    AccountGuard) at `limits.max_message_bytes` for every topic; a member left out is reported."""
+    guard = AccountGuard(rules, RecordLimits.for_topics(limits.max_message_bytes), limits.max_string)
+
+    def admit(account_id: str, member: Member) -> bool:
+        try:
+            guard.check(account_id, member)
+        except RecordTooLarge as error:
+            on_refused(account_id, member.contact_id, error)
+            return False
+        return True
+
+    return admit
 
 
 def progress_lines(stream: BinaryIO, total_bytes: int | None, label: str) -> Iterable[bytes]:

@@ -12,7 +12,9 @@ the contact that links it; an erasure reaches the ids its contact linked) and ac
    once per line, on raw bytes (no event crosses a process boundary);
 3. the processes print their contacts' records, merged here by contact id; accounts are
    aggregated here from the members each process computed; --events-out lines are merged
-   by line number, bad lines reported in line order.
+   by line number, bad lines reported in line order. Each process writes its records and
+   output lines to files of its own, in chunks, and they are merged here as they are
+   printed: this process holds a chunk of each, not every record (bench/peak_rss.py).
 
 Hand-over versions are line numbers (`ScoreRun.add`), so they do not depend on which other
 contacts a process folded. The routing is checked on every decoded event: a line that names
@@ -25,8 +27,11 @@ from __future__ import annotations
 import contextlib
 import heapq
 import io
+import itertools
 import os
+import pickle
 import re
+import tempfile
 import traceback
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -47,6 +52,7 @@ from leadpulse.cli.offline import (
     ageing_time,
     contact_records,
     evaluation_time,
+    member_filter,
     score_lines,
     score_numbered,
     scored,
@@ -54,7 +60,7 @@ from leadpulse.cli.offline import (
 from leadpulse.schemas.events import InvalidEvent
 from leadpulse.schemas.limits import InputLimits
 from leadpulse.schemas.outputs import dumps, output_record
-from leadpulse.scoring.accounts import Member, account_members, accounts_from
+from leadpulse.scoring.accounts import account_members, accounts_from
 from leadpulse.scoring.engine import Event, linked_ids
 from leadpulse.scoring.replay import ScoreRun
 from leadpulse.scoring.rules import Rules
@@ -67,6 +73,7 @@ ID_FIELDS = ("contact_id", "anonymous_id", "userId", "anonymousId", "previousId"
 # string's delimiter, so no match can start inside a string.
 _ID = re.compile(rb'"(?:contact_id|anonymous_id|userId|anonymousId|previousId)"\s*:\s*"([^"\\]*)"')
 _PROGRESS_BYTES = 1 << 20
+_CHUNK = 1_000  # records a process writes at a time, and this one reads at a time
 
 
 class Misrouted(Exception):
@@ -167,10 +174,19 @@ class Folded:
 
 @dataclass(frozen=True)
 class Printed:
-    records: list[tuple[str, bytes]]  # (contact id, line), by contact id
-    members: list[tuple[str, Member]]  # --accounts: (account id, member), by contact id
-    outputs: list[tuple[int, bytes]]  # (line number, line), in processing order
-    totals: Totals  # once the run's expired contacts are deleted (ScoreRun.age)
+    """Where a process writes what it prints, in chunks (`_write`), read back here (`_read`):
+    files made here before it is forked (removed already: gone once closed)."""
+
+    records: BinaryIO  # (contact id, line) by contact id; --accounts: (account id, member) by contact id
+    outputs: BinaryIO  # (line number, line), in processing order
+
+    @classmethod
+    def new(cls) -> Printed:
+        return cls(tempfile.TemporaryFile(), tempfile.TemporaryFile())  # closed by _read, or close
+
+    def close(self) -> None:
+        self.records.close()
+        self.outputs.close()
 
 
 def score_parallel(
@@ -188,12 +204,13 @@ def score_parallel(
     progress = context.Array("q", jobs, lock=False)
     connections: list[Connection] = []
     processes = []
+    printed = [Printed.new() for _ in range(jobs)]
+    done = False
     try:
         for me in range(jobs):
             ours, theirs = context.Pipe()
-            process = context.Process(
-                target=_work, args=(theirs, _Task(source, spans[me], me, options), progress), daemon=True
-            )
+            task = _Task(source, spans[me], me, options, printed[me])
+            process = context.Process(target=_work, args=(theirs, task, progress), daemon=True)
             process.start()
             theirs.close()
             connections.append(ours)
@@ -210,7 +227,9 @@ def score_parallel(
             aged_at = ageing_time(options.at_ms, max(latest, default=None))
             for connection in connections:
                 connection.send((evaluate_at, aged_at))
-            printed: list[Printed] = [_receive(connection) for connection in connections]
+            # each process's totals once its expired contacts are deleted (ScoreRun.age) and its files written
+            totals = sum((_receive(connection) for connection in connections), Totals())
+            done = True
     finally:
         for connection in connections:
             connection.close()  # a process still waiting for its next step ends
@@ -219,24 +238,48 @@ def score_parallel(
             if process.is_alive():
                 process.terminate()
                 process.join()
+        if not done:
+            for files in printed:
+                files.close()
     if len(parts) < jobs:
         return _one_process(source, options, on_bad)
     for number, at_fault, reason in sorted(bad for part in parts for bad in part.bad):
         on_bad(number, InvalidEvent(at_fault, reason))
-    totals = sum((part.totals for part in printed), Totals())
     return Scored(_records(printed, options), _outputs(printed), totals)
 
 
 def _records(printed: list[Printed], options: Options) -> Iterable[bytes]:
+    each = [_read(files.records) for files in printed]
     if options.kind == "accounts":
-        members = heapq.merge(*(p.members for p in printed), key=lambda pair: pair[1].contact_id)
-        return account_lines(accounts_from(members, options.rules))
-    return (line for _, line in heapq.merge(*(p.records for p in printed), key=itemgetter(0)))
+        members = heapq.merge(*each, key=lambda pair: pair[1].contact_id)
+        admit = member_filter(options.rules, options.limits)
+        return account_lines(accounts_from(((a, m) for a, m in members if admit(a, m)), options.rules))
+    return (line for _, line in heapq.merge(*each, key=itemgetter(0)))
 
 
 def _outputs(printed: list[Printed]) -> Iterable[bytes]:
     # every output of a line comes from the process that folded it, in its order: stable merge
-    return (line for _, line in heapq.merge(*(p.outputs for p in printed), key=itemgetter(0)))
+    return (line for _, line in heapq.merge(*(_read(files.outputs) for files in printed), key=itemgetter(0)))
+
+
+def _write(items: Iterable[Any], file: BinaryIO) -> None:
+    """`items` into `file` as pickled chunks of `_CHUNK`: a process holds one chunk at a time."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, _CHUNK)):
+        pickle.dump(chunk, file, protocol=pickle.HIGHEST_PROTOCOL)
+    file.flush()
+
+
+def _read(file: BinaryIO) -> Iterator[Any]:
+    """The items `_write` wrote to `file`, a chunk at a time; closes it at the end."""
+    with file:
+        file.seek(0)
+        while True:
+            try:
+                chunk = pickle.load(file)
+            except EOFError:
+                return
+            yield from chunk
 
 
 def _one_process(source: Source, options: Options, on_bad: Callable[[int, InvalidEvent], None]) -> Scored:
@@ -281,6 +324,7 @@ class _Task:
     span: tuple[int, int]  # the bytes it reads for ids
     me: int  # the lines it folds: those the router gives it
     options: Options
+    printed: Printed  # where it writes its records and outputs
 
 
 def _work(connection: Connection, task: _Task, progress: Any) -> None:
@@ -313,7 +357,8 @@ def _work(connection: Connection, task: _Task, progress: Any) -> None:
         connection.send(Folded(run.latest_ms, bad))
         evaluate_at, aged_at = connection.recv()
         run.age(aged_at)
-        connection.send(_print(run, options, evaluate_at, tags))
+        _print(run, options, evaluate_at, tags, task.printed)
+        connection.send(Totals.of(run))
     except EOFError:
         pass  # the parent has what it needs (or stopped)
     except BaseException:  # reported to the parent, which raises it
@@ -338,21 +383,18 @@ def _owned(
     progress[me] = done
 
 
-def _print(run: ScoreRun, options: Options, evaluate_at: int | None, tags: list[int]) -> Printed:
+def _print(run: ScoreRun, options: Options, evaluate_at: int | None, tags: list[int], printed: Printed) -> None:
+    records: Iterable[tuple[str, Any]]
     if options.kind == "accounts":
         published = run.published()
         snapshots = run.snapshots(evaluate_at)
-        members = account_members(zip(published, snapshots, strict=True), options.rules)
-        records: list[tuple[str, bytes]] = []
+        records = account_members(zip(published, snapshots, strict=True), options.rules)
     else:
-        members = []
-        records = list(contact_records(run, options.kind, evaluate_at))
-    outputs = (
-        [(tag, dumps(output_record(output))) for tag, output in zip(tags, run.outputs, strict=True)]
-        if options.with_outputs
-        else []
-    )
-    return Printed(records, members, outputs, Totals.of(run))
+        records = contact_records(run, options.kind, evaluate_at)
+    _write(records, printed.records)
+    if options.with_outputs:
+        lines = ((tag, dumps(output_record(output))) for tag, output in zip(tags, run.outputs, strict=True))
+        _write(lines, printed.outputs)
 
 
 def _open(source: Source) -> BinaryIO:

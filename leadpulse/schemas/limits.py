@@ -70,11 +70,12 @@ class RecordTooLarge(InvalidEvent):
     """A record the broker would refuse, caught before it is sent: the event that made it is
     dead-lettered with this reason, instead of a delivery that fails on every restart."""
 
-    def __init__(self, topic: str, size: int, limit: int) -> None:
+    def __init__(self, topic: str, size: int, limit: int, what: str = "") -> None:
+        """`what` says which record, when it is not the one being sent (an account's widest)."""
         super().__init__(
             "",
-            f"{topic}: a record of {size} bytes, over the {limit} bytes the topic takes "
-            f"(its max.message.bytes, or {variable('max_message_bytes')} if lower)",
+            f"{topic}: a record of {size} bytes{f' ({what})' if what else ''}, over the {limit} bytes the topic "
+            f"takes (its max.message.bytes, or {variable('max_message_bytes')} if lower)",
         )
         self.topic, self.size, self.limit = topic, size, limit
 

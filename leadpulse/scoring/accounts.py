@@ -415,16 +415,11 @@ def receive(
     return False, settle(state, record)[1]
 
 
-def accounts_of(contacts: Iterable[tuple[ContactState, Snapshot]], rules: Rules) -> list[AccountSnapshot]:
-    """Account snapshots from final contact states and their snapshots (the offline scorer),
-    sorted by account id."""
-    return accounts_from(account_members(contacts, rules), rules)
-
-
 def account_members(contacts: Iterable[tuple[ContactState, Snapshot]], rules: Rules) -> list[tuple[str, Member]]:
-    """(account id, member) for each contact that names an account, in the order given: the
-    half of `accounts_of` that needs the contacts' states, so that processes holding
-    disjoint contacts (cli.parallel) can each compute theirs."""
+    """(account id, member) for each contact that names an account, in the order given (the
+    offline scorer, from final contact states and their snapshots): the half of reading
+    accounts that needs the contacts' states, so that processes holding disjoint contacts
+    (cli.parallel) can each compute theirs."""
     members = []
     for state, view in contacts:
         account = account_of_state(state)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from leadpulse.scoring.accounts import AccountSnapshot, accounts_of
+from leadpulse.scoring.accounts import AccountSnapshot, Member, account_members, accounts_from
 from leadpulse.scoring.engine import (
     Applied,
     Event,
@@ -61,6 +61,9 @@ class ScoreRun:
     # Sees each event's result before it is kept and raises to refuse it (nothing kept, nothing
     # counted): the record limits (schemas.record_sizes), which the core knows nothing of.
     guard: Callable[[Event, Applied], None] | None = None
+    # Says whether an account takes a member (account id, member): the accounts agent's record
+    # limits (schemas.record_sizes.AccountGuard), which the core knows nothing of either.
+    admit: Callable[[str, Member], bool] | None = None
 
     def add(self, event: Event, position: int | None = None) -> Outcome:
         """Fold one valid event, in the order given; an erasure drops the contact, and the
@@ -194,8 +197,12 @@ class ScoreRun:
     def accounts(self, at_ms: int | None) -> list[AccountSnapshot]:
         """Account snapshots from the contacts' snapshots at `at_ms` (None: each at its own
         latest event, as the stream publishes them), sorted by account id."""
-        states = self.published()
-        return accounts_of(zip(states, self.snapshots(at_ms), strict=True), self.rules)
+        members = account_members(zip(self.published(), self.snapshots(at_ms), strict=True), self.rules)
+        admit = self.admit
+        return accounts_from(
+            members if admit is None else ((account, member) for account, member in members if admit(account, member)),
+            self.rules,
+        )
 
     def nurtures(self, at_ms: int | None) -> list[Nurture]:
         """The nurture records due at `at_ms` (None: each contact at its own latest event),

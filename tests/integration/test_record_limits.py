@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 from leadpulse.cli.kafka_clients import latest_by_key
 from leadpulse.cli.offline import score_lines
 from leadpulse.schemas.limits import batch_limit
-from leadpulse.schemas.outputs import snapshot_record
+from leadpulse.schemas.outputs import account_record, snapshot_record
 from leadpulse.scoring.rules import load_rules
 from leadpulse.streams.outbox import Outbox
 from leadpulse.streams.startup import read_record_limits, topic_specs
@@ -53,15 +53,31 @@ def padded_lines(contact: str) -> list[bytes]:
     return lines
 
 
-def test_an_input_that_would_outgrow_a_64_kb_topic_is_dead_lettered_and_the_worker_scores_on(make_settings, workers):
+# Two member attributes padded: the member record (36 KB) fits account-members, but an account
+# snapshot listing it in each of its 3 top places (108 KB) would not fit account-scores.
+COMMITTEE = orjson.dumps(
+    {
+        "event_id": "committee-profile",
+        "type": "profile_updated",
+        "contact_id": "committee@bigcorp.example",
+        "occurred_at": "2026-11-02T09:00:00Z",
+        "properties": {"department": PAD, "seniority": PAD},
+    }
+)
+
+
+def test_an_event_or_member_record_that_would_outgrow_a_64_kb_topic_is_dead_lettered_and_the_worker_scores_on(
+    make_settings, workers
+):
     settings = make_settings(partitions=2, max_string=20_000)
     changelog = f"{settings.app_id}-contacts-changelog"
+    account_scores = settings.topic("account-scores")
     for spec in topic_specs(settings):
         if spec.partitions is None:  # Faust's assignor topic is Faust's own
             config = {**spec.config, "max.message.bytes": str(LIMIT)}
             asyncio.run(set_topic_config(settings, spec.name, config, create=True))
     contact = "padded@bigcorp.example"
-    lines = [*traffic_lines(600, 60, seed=5), *padded_lines(contact)]
+    lines = [*traffic_lines(600, 60, seed=5), *padded_lines(contact), COMMITTEE]
 
     refused: list[tuple[int, str]] = []
     run = score_lines(
@@ -71,19 +87,30 @@ def test_an_input_that_would_outgrow_a_64_kb_topic_is_dead_lettered_and_the_work
         on_bad=lambda line, error: refused.append((line, str(error))),
     )
     expected = {view.contact_id: snapshot_record(view) for view in run.snapshots(None)}
-    assert [line for line, _ in refused] == [len(lines) - 1], "the oracle refuses the fourth padded value"
+    assert [line for line, _ in refused] == [len(lines) - 2], "the oracle refuses the fourth padded value"
+    accounts = {view.account_id: account_record(view) for view in run.accounts(None)}
+    assert accounts["bigcorp.example"]["contacts"] == 1, "the oracle leaves the committee member out"
 
     worker = workers(settings)
     produce(settings, lines)
     scores_reach(settings, expected, timeout_s=90, alive=worker.running)
+    scores_reach(settings, accounts, timeout_s=30, alive=worker.running, topic="account-scores")
     letters = [orjson.loads(value) for _, value in read_all(settings, settings.topic("dead-letters"))]
-    assert len(letters) == 1
-    reason = letters[0]["reason"]
+    members = [letter for letter in letters if letter["origin"]["topic"] == settings.internal_topic("account-members")]
+    (letter,) = [letter for letter in letters if letter not in members]
+    reason = letter["reason"]
     assert reason.startswith(f"{changelog}: a record of ")
     assert f"over the {batch_limit(LIMIT)} bytes the topic takes" in reason
-    assert letters[0]["origin"]["offset"] is not None and letters[0]["origin"]["key"]["text"] == contact
+    assert letter["origin"]["offset"] is not None and letter["origin"]["key"]["text"] == contact
     assert wait_for(
         lambda: worker.metric("leadpulse_records_too_large_total", f'topic="{changelog}"') == 1, timeout_s=10
+    )
+    # The committee member's record, refused by the accounts agent with its cause (each time
+    # the contact is published: once, unless a cooling tick publishes it again).
+    assert members and all(refusal["reason"].startswith(f"{account_scores}: a record of ") for refusal in members)
+    assert all("committee@bigcorp.example" in refusal["value"]["text"] for refusal in members)
+    assert wait_for(
+        lambda: worker.metric("leadpulse_records_too_large_total", f'topic="{account_scores}"') >= 1, timeout_s=10
     )
     assert worker.running() and worker.health() is not None
     state = latest_by_key(read_all(settings, settings.topic("contact-scores")))[contact]

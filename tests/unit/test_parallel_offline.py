@@ -2,8 +2,10 @@
 records, --events-out lines, the summary and the bad lines, whatever links, erasures,
 accounts and bad lines the input holds."""
 
+import hashlib
 import io
 import random
+import tracemalloc
 
 import orjson
 import pytest
@@ -124,3 +126,37 @@ def test_the_routing_check_refuses_an_event_whose_linked_id_is_in_another_group(
     with pytest.raises(Misrouted):
         router.check(0)(event)
     Router(jobs=1, roots={b"c-1": b"c-1", b"ck-1": b"c-1"}).check(0)(event)  # grouped: accepted
+
+
+def test_the_parent_holds_a_chunk_of_each_processs_records_and_outputs_not_all_of_them(monkeypatch):
+    """The processes write what they print to files, in chunks, merged as it is printed: what
+    this process holds does not grow with the records (bench/peak_rss.py measures it)."""
+    monkeypatch.setattr(parallel, "_CHUNK", 40)  # the processes are forked from here: theirs too
+    work = parallel._work
+    monkeypatch.setattr(parallel, "_work", lambda *args: (tracemalloc.stop(), work(*args)))  # this process's only
+    traffic = Traffic(7, START, 60 * DAY_MS, contacts=3_000, accounts=0, identities=0.0)
+    data = b"".join(orjson.dumps(document) + b"\n" for document in traffic.events(6_000))
+    expected = one_process(data, "contacts")
+    options = Options(DEFAULT_RULES, future_reference(None), DEFAULT_LIMITS, "contacts", None, False, with_outputs=True)
+    warm_up = score_parallel(data[: data.index(b"\n") + 1], options, 2, on_bad=lambda number, error: None)
+    assert [*warm_up.records, *warm_up.outputs], "the modules a run imports are imported before counting"
+    tracemalloc.start()
+    try:
+        result = score_parallel(data, options, 2, on_bad=lambda number, error: None)
+        records = outputs = 0
+        digest = hashlib.sha256()
+        for line in result.records:
+            records += len(line)
+            digest.update(line + b"\n")
+        for line in result.outputs:
+            outputs += len(line)
+            digest.update(line + b"\n")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (
+        digest.hexdigest()
+        == hashlib.sha256(b"".join(line + b"\n" for line in [*expected["records"], *expected["outputs"]])).hexdigest()
+    ), "printed the same, byte for byte, through many chunks"
+    assert records > 1_000_000 and outputs > 200_000
+    assert peak < (records + outputs) / 5, f"{peak} bytes held at most for {records + outputs} bytes printed"
