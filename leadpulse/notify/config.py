@@ -36,6 +36,7 @@ MAX_DESTINATIONS = 50
 MAX_ROUTES = 200
 MAX_WHERE = 20  # fields one route tests
 MAX_URL = 2000
+MAX_TEMPLATE = 500  # a link template: with an id, a Slack link stays within a field's limit
 MAX_NAME = 64
 NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_.-")  # names label metrics
 # Standard Webhooks: a signing secret is `whsec_` + base64 of 24 to 64 random bytes; two are
@@ -329,7 +330,7 @@ def _template(entry: _NotifyTable, key: str) -> str | None:
     template = entry.get(key)
     if template is None:
         return None
-    template = entry.check_text(key, template, limit=MAX_URL)
+    template = entry.check_text(key, template, limit=MAX_TEMPLATE)
     allowed = LINK_FIELDS[key]
     try:
         parsed = list(string.Formatter().parse(template))

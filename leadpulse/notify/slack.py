@@ -7,7 +7,7 @@ Every value comes from a record, so every text is cut and escaped here: Slack re
 message whose section text passes 3,000 characters, a field 2,000, a header 150, or that
 has more than 50 blocks (the whole message is then lost, not cut), and reads `<...>` as a
 link or a mention (a contact id `<!channel>` would page everyone). The structure is fixed
-(at most 7 blocks), so only lengths need bounds, enforced by construction. Pure."""
+(at most 6 blocks), so only lengths need bounds, enforced by construction. Pure."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from typing import Any
 import orjson
 
 from leadpulse.notify.alerts import Alert
-from leadpulse.notify.config import Destination
+from leadpulse.notify.config import MAX_TEMPLATE, Destination
+from leadpulse.schemas.fields import MAX_ID
 from leadpulse.scoring.domains import account_of
+from leadpulse.scoring.timeutil import format_ms
 
 # Slack's documented limits (Block Kit reference: section, header, context; message: blocks).
 MAX_BLOCKS = 50
@@ -31,9 +33,12 @@ MAX_FALLBACK_TEXT = 3000  # the notification text; Slack cuts `text` at 40,000
 # Ours: what one value of a record may take (ids are at most 256 characters, profile values
 # up to 2,000), so that any field stays under its limit after escaping (x5 at worst) and a link.
 MAX_VALUE = 120
+# A link: a template (config.MAX_TEMPLATE) and a 256-character id percent-encoded (x3).
+MAX_LINK = MAX_TEMPLATE + 3 * MAX_ID
 TOP_REASONS = 3
 MAX_COMMITTEE = 10  # members of a hot account listed (the record holds [accounts] top_contacts)
 MAX_LIST_ITEMS = 8  # segments, interests, roles shown
+MAX_ATTRIBUTES = 3  # profile attributes shown per committee member
 ELLIPSIS = "…"
 HEADINGS: Mapping[str, str] = {
     "hot_lead": "🔥 Hot lead",
@@ -57,8 +62,14 @@ def slack_message(destination: Destination, alert: Alert) -> dict[str, Any]:
         who = _plain(record.get("contact_id"))
         blocks = _contact_blocks(destination, alert.kind, record)
     heading = f"{HEADINGS[alert.kind]}: {who}"
-    context = [f"rules {_md(record.get('rules_version'))}", f"alert {_md(alert.id)}"]
-    blocks = [_header(heading), *blocks, {"type": "context", "elements": [_mrkdwn(text) for text in context]}]
+    if alert.kind == "stage_change":
+        heading += f" → {_plain(record.get('to_stage'))}"
+    context = [
+        f"{format_ms(alert.occurred_ms)[:16].replace('T', ' ')} UTC",
+        f"rules {_md(record.get('rules_version'))}",
+        f"alert {_md(alert.id)}",
+    ]
+    blocks = [_header(heading), *blocks, {"type": "context", "elements": [_mrkdwn(" · ".join(context))]}]
     return {"text": _escape(_cut(heading + _summary(alert.kind, record), MAX_FALLBACK_TEXT)), "blocks": blocks}
 
 
@@ -68,14 +79,16 @@ def _contact_blocks(destination: Destination, kind: str, record: Mapping[str, An
     fields = [
         ("Contact", _linked(destination.contact_link(contact_id), contact_id)),
         ("Company", _linked(destination.account_link(company), company) if company else "-"),
-        ("Score", _score_line(kind, record)),
-        ("Stage", _stage_line(kind, record)),
     ]
-    if kind == "hot_lead":
+    if "score" in record:
+        fields.append(("Score", _score_line(kind, record)))
+    fields.append(("Stage", _stage_line(kind, record)))
+    if "model" in record:
         fields.append(("Model", _md(record.get("model"))))
     if kind == "nurture":
         fields.append(("Track", f"{_md(record.get('track'))} ({_md(record.get('trigger'))})"))
-    fields.append(("Segments", _names(record.get("segments"))))
+    if "segments" in record:
+        fields.append(("Segments", _names(record.get("segments"))))
     blocks = [_fields(fields)]
     if kind == "nurture":
         content = record.get("content")
@@ -86,7 +99,7 @@ def _contact_blocks(destination: Destination, kind: str, record: Mapping[str, An
             blocks.append(_section(f"*Content to send*\n{shown}"))
     reasons = _reason_lines(record.get("reasons"))
     if reasons:
-        blocks.append(_section(_lines("*Why now*", reasons)))
+        blocks.append(_section(_lines("*Why now*", [f"• {reason}" for reason in reasons])))
     interests = record.get("interests")
     if isinstance(interests, list) and interests:
         blocks.append(_section(f"*Interested in* {_names(interests)}"))
@@ -122,12 +135,12 @@ def _member_line(destination: Destination, member: Mapping[str, Any]) -> str:
     known = {"contact_id", "score", "temperature", "stage", "reasons"}
     attributes = [f"{_md(key, 40)}: {_md(value, 60)}" for key, value in member.items() if key not in known]
     reasons = _reason_lines(member.get("reasons"), 1)
-    parts = [f"*{_md(member.get('score'))}*", _md(member.get("stage")), *attributes[:3], *reasons]
+    parts = [f"*{_md(member.get('score'))}*", _md(member.get("stage")), *attributes[:MAX_ATTRIBUTES], *reasons]
     return f"• {_linked(destination.contact_link(contact_id), contact_id)} " + " · ".join(parts)
 
 
 def _score_line(kind: str, record: Mapping[str, Any]) -> str:
-    score = f"*{_md(record.get('score'))}*" if "score" in record else "-"
+    score = f"*{_md(record.get('score'))}*"
     if kind == "hot_lead":
         return f"{score} · hot (fit {_md(record.get('fit'))}, engagement {_md(record.get('engagement'))})"
     return score
@@ -148,13 +161,13 @@ def _summary(kind: str, record: Mapping[str, Any]) -> str:
 
 
 def _reason_lines(reasons: object, count: int = TOP_REASONS) -> list[str]:
-    """The strongest reasons (records list them strongest first): `pricing_page +12.5 engagement`."""
+    """The strongest reasons (records list them strongest first): `pricing page +12.5 (engagement)`."""
     lines = []
     for reason in _first(reasons, count):
         if isinstance(reason, Mapping):
             points = reason.get("points")
             shown = f"{points:+g}" if isinstance(points, int | float) and not isinstance(points, bool) else _md(points)
-            lines.append(f"{_md(reason.get('signal'))} {shown} {_md(reason.get('part'))}")
+            lines.append(f"{_md(reason.get('signal'))} {shown} ({_md(reason.get('part'))})")
     return lines
 
 
@@ -201,9 +214,10 @@ def _mrkdwn(text: str) -> dict[str, str]:
 
 def _linked(url: str | None, label: str | None) -> str:
     """`<url|label>`: the URL comes from a checked template with percent-encoded ids, so it
-    holds no '|' or '>'; the label is escaped."""
+    holds no '|' or '>'; the label is escaped. A URL longer than MAX_LINK (an id far over
+    the input limits) is left out rather than let the field pass Slack's limit."""
     shown = _md(label)
-    return f"<{url}|{shown}>" if url else shown
+    return f"<{url}|{shown}>" if url and len(url) <= MAX_LINK else shown
 
 
 def _md(value: object, limit: int = MAX_VALUE) -> str:
