@@ -3,12 +3,14 @@ and exit 2 for each kind of mistake, secrets and Slack URLs never printed."""
 
 import base64
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from leadpulse.cli.main import main
+from leadpulse.notify.config import parse_notify_config
 from tests.factories import EXAMPLES
 
 EXAMPLE = EXAMPLES / "notify.toml"
@@ -96,3 +98,29 @@ def test_the_command_exits_with_its_status_and_no_traceback(tmp_path):
     bad = subprocess.run(command, env=base, capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.count("\n") == 1 and "environment variable SALES_SLACK_WEBHOOK_URL is not set" in bad.stderr
+
+
+DOC = EXAMPLES.parent / "docs" / "notify-config.md"
+
+
+def doc_blocks(language=""):
+    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), re.S)
+
+
+def test_the_docs_show_what_check_prints(env, capsys, monkeypatch):
+    monkeypatch.chdir(EXAMPLES.parent)
+    good, bad = (block.splitlines() for block in doc_blocks()[:2])
+    assert good[0] == bad[0] == "$ .venv/bin/leadpulse notify check examples/notify.toml"
+    assert main(["notify", "check", "examples/notify.toml"]) == 0
+    assert capsys.readouterr().out.splitlines() == good[1:]
+    env.delenv("SALES_SLACK_WEBHOOK_URL")
+    assert main(["notify", "check", "examples/notify.toml"]) == 2
+    assert capsys.readouterr().err.splitlines() == bad[1:]
+
+
+def test_the_docs_examples_are_the_shipped_file_and_a_valid_route():
+    full, route = doc_blocks("toml")
+    assert full in EXAMPLE.read_text()
+    slack = '[destinations.enterprise-slack]\nkind = "slack"\nurl_env = "SALES_SLACK_WEBHOOK_URL"\n'
+    config = parse_notify_config(full + slack + route, "doc", EXAMPLES, GOOD_ENV)
+    assert config.routes[-1].name == "enterprise, pricing-minded" and config.routes[-1].min_score == 85
