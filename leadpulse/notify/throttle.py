@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
 
 from leadpulse.notify.alerts import Alert
+from leadpulse.notify.config import NotifyConfig
 
 DEFAULT_COOLDOWN_PAIRS = 100_000
 
@@ -31,8 +31,7 @@ def too_old(alert: Alert, now_ms: int, max_age_ms: int) -> bool:
 
 class Cooldown:
     """When each (destination, key) was last alerted, to keep quiet for the destination's
-    period after it (`periods`: destination name -> ms; 0 or absent: no cool-down, nothing
-    kept).
+    `cooldown_ms` after it (0: no cool-down, nothing kept).
 
     Bound: at most `capacity` pairs (default 100,000: some 30 MB with typical ids, 80 MB
     with 256-character ids). Pairs whose period has passed are dropped as new ones come; at
@@ -40,10 +39,11 @@ class Cooldown:
     period ends: a rare early repeat rather than unbounded memory. The state lives in memory
     only: after a restart each pair may alert once more."""
 
-    def __init__(self, periods: Mapping[str, int], capacity: int = DEFAULT_COOLDOWN_PAIRS) -> None:
+    def __init__(self, config: NotifyConfig, capacity: int = DEFAULT_COOLDOWN_PAIRS) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
-        self.periods = {name: period for name, period in periods.items() if period > 0}
+        destinations = config.destinations.values()
+        self.periods = {d.name: d.cooldown_ms for d in destinations if d.cooldown_ms > 0}
         self.capacity = capacity
         self.last: OrderedDict[tuple[str, str], int] = OrderedDict()  # least recently alerted first
 
@@ -75,16 +75,18 @@ class Cooldown:
 
 
 class RateLimit:
-    """A token bucket per destination that has a rate (`rates`: name -> messages per second,
-    None: unlimited): up to one second's worth of messages (at least one) go at once, then
-    one per 1/rate seconds. Bound: one bucket per configured destination, fixed at start."""
+    """A token bucket per destination that has a `rate_per_s` (None: unlimited): up to one
+    second's worth of messages (at least one) go at once, then one per 1/rate seconds.
+    Bound: one bucket per configured destination, fixed at start."""
 
-    def __init__(self, rates: Mapping[str, float | None]) -> None:
-        self.rates = {name: rate for name, rate in rates.items() if rate is not None}
+    def __init__(self, config: NotifyConfig) -> None:
+        destinations = config.destinations.values()
+        self.rates = {d.name: d.rate_per_s for d in destinations if d.rate_per_s is not None}
         self.burst = {name: max(1.0, rate) for name, rate in self.rates.items()}
         self.tokens = dict(self.burst)
         self.updated_ms: dict[str, int | None] = dict.fromkeys(self.rates)
         self.paused_until_ms: dict[str, int] = {}
+        self.names = frozenset(config.destinations)
 
     def wait_ms(self, destination: str, now_ms: int) -> int:
         """0 when a message may go now (and then it takes its token); else how long to wait
@@ -102,8 +104,10 @@ class RateLimit:
         return max(1, math.ceil((1.0 - self.tokens[destination]) * 1000 / rate))
 
     def pause(self, destination: str, until_ms: int) -> None:
-        """Nothing goes to `destination` before `until_ms` (a 429's Retry-After)."""
-        self.paused_until_ms[destination] = max(until_ms, self.paused_until_ms.get(destination, until_ms))
+        """Nothing goes to `destination` before `until_ms` (a 429's Retry-After). Only
+        configured destinations are kept: the bound stays one entry per destination."""
+        if destination in self.names:
+            self.paused_until_ms[destination] = max(until_ms, self.paused_until_ms.get(destination, until_ms))
 
     def _refill(self, destination: str, rate: float, now_ms: int) -> None:
         updated = self.updated_ms[destination]
