@@ -88,7 +88,7 @@ def notify_records(contact: str = "ada@acme.io") -> dict[str, dict[str, Any]]:
 
     from leadpulse.schemas.outputs import hot_account_record, nurture_record, output_record
     from leadpulse.scoring.accounts import AccountState, Member, fold, settle
-    from leadpulse.scoring.engine import HotLead, Reason, StageChange, apply, new_state
+    from leadpulse.scoring.engine import HotLead, Reason, StageChange, apply, new_state, output_id
     from leadpulse.scoring.nurture import Nurture
     from leadpulse.scoring.nurture_rules import CatalogueItem
 
@@ -110,7 +110,7 @@ def notify_records(contact: str = "ada@acme.io") -> dict[str, dict[str, Any]]:
         fired.append(settle(account, member)[1])
     hot_account = next(alert for alert in fired if alert is not None)
     nurture = Nurture(
-        f"nurture:{contact}:low-engagement:0",
+        output_id(contact, "nurture", "low-engagement", "0"),
         contact,
         "low-engagement",
         "low_engagement",

@@ -24,6 +24,8 @@ TOPICS: tuple[str, ...] = tuple(KINDS)
 DEFAULT_TOPICS: tuple[str, ...] = ("hot-leads", "hot-accounts")
 SCHEMAS: Mapping[str, str] = {topic: kind.replace("_", "-") for topic, kind in KINDS.items()}
 ACCOUNT_TOPICS = frozenset({"hot-accounts"})  # keyed by account_id; the others by contact_id
+# The id becomes the webhook-id header: the worker's ids are 32 hex digits (engine.output_id).
+MAX_ALERT_ID = 256
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ def alert_from(topic: str, value: bytes) -> Alert:
     if record.get("kind") != KINDS[topic]:
         raise ValueError(f"{topic} record: kind: expected {KINDS[topic]!r}, got {_shown(record.get('kind'))}")
     alert_id = _text(topic, record, "id")
+    if len(alert_id) > MAX_ALERT_ID or not (alert_id.isascii() and alert_id.isprintable()) or " " in alert_id:
+        raise ValueError(
+            f"{topic} record: id: expected up to {MAX_ALERT_ID} printable ASCII characters, got {_shown(alert_id)}"
+        )
     key = _text(topic, record, "account_id" if topic in ACCOUNT_TOPICS else "contact_id")
     if topic == "nurture":
         occurred_ms, until_ms = _time(topic, record, "period_start"), _time(topic, record, "period_end")

@@ -68,6 +68,16 @@ def test_an_alert_is_read_from_its_record_with_its_id_key_and_time():
             "nurture record: period_end: expected a non-empty string",
         ),
         ("contact-scores", b"{}", "'contact-scores' is not a topic the notifier reads"),
+        (
+            "hot-leads",
+            orjson.dumps({**RECORDS["hot-leads"], "id": "a b"}),
+            "hot-leads record: id: expected up to 256 printable ASCII",
+        ),
+        (
+            "hot-leads",
+            orjson.dumps({**RECORDS["hot-leads"], "id": "é"}),
+            "hot-leads record: id: expected up to 256 printable ASCII",
+        ),
     ],
 )
 def test_a_record_that_is_not_an_alert_is_one_line(topic, value, expected):

@@ -132,7 +132,7 @@ def long_records(draw):
         record["best_fit"] = {"contact_id": draw(LONG_TEXT), "fit": 1.0}
     if "content" in record:
         record["content"] = {"title": draw(LONG_TEXT) or "t", "url": "https://example.com/" + "a" * 1900}
-    record["id"] = draw(LONG_TEXT) or "id"
+    record["id"] = draw(st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=256))
     return topic, record
 
 
