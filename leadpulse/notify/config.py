@@ -51,7 +51,7 @@ SECRET_HELP = (
 SLACK_WEBHOOK_HOSTS = frozenset({"hooks.slack.com", "hooks.slack-gov.com"})
 MAX_TIMEOUT_MS = 300_000
 MAX_RATE_PER_S = 1000.0
-SLACK_RATE_PER_S = 1.0  # Slack: "1 message per second per incoming webhook", short bursts allowed
+SLACK_RATE_PER_S = 1.0  # Slack posts about one message a second per channel (short bursts allowed)
 OFF = "off"
 # The placeholders a link template may use, by the key that holds it.
 LINK_FIELDS: Mapping[str, str] = {"link": "contact_id", "account_link": "account_id"}
