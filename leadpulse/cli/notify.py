@@ -1,5 +1,6 @@
 """`leadpulse notify ...`: the notifier's commands (docs/notify-config.md). Its own module so
-that each command of the group stays beside the others; main.py only adds the group."""
+that each command of the group stays beside the others; main.py only adds the group. `run`
+and `redrive` live in cli/notify_run.py, imported when they run (the service's clients)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,22 @@ def add_notify_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     check.add_argument("file", type=Path)
     check.set_defaults(run=_check)
+    run = notify_commands.add_parser(
+        "run",
+        help="deliver alerts until SIGTERM or Ctrl-C (/health and /metrics on LEADPULSE_NOTIFY_HOST:PORT)",
+    )
+    run.add_argument("file", type=Path)
+    run.set_defaults(run=_run)
+    again = notify_commands.add_parser(
+        "redrive", help="send the alerts of the delivery-failures topic again, then exit"
+    )
+    again.add_argument("file", type=Path)
+    again.add_argument(
+        "--retry-for",
+        default="1m",
+        help="retry each alert this long before writing it back as failed (a duration, default 1m)",
+    )
+    again.set_defaults(run=_redrive)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -80,3 +97,15 @@ def _duration(millis: int) -> str:
         if millis % size == 0:
             return f"{millis // size}{unit}"
     return f"{millis}ms"
+
+
+def _run(args: argparse.Namespace) -> int:
+    from leadpulse.cli.notify_run import run_command
+
+    return run_command(args.file)
+
+
+def _redrive(args: argparse.Namespace) -> int:
+    from leadpulse.cli.notify_run import redrive_command
+
+    return redrive_command(args.file, args.retry_for)
