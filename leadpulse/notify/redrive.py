@@ -56,8 +56,8 @@ async def redrive(settings: Settings, config: NotifyConfig, options: NotifyOptio
     await consumer.start()
     await producer.start()
     try:
-        await consumer.topics()  # the cluster's metadata, which partitions_for_topic reads
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        cluster = await consumer._client.fetch_all_metadata()
+        partitions = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
         if not partitions:
             return result
         consumer.assign(partitions)

@@ -5,9 +5,9 @@ a receiver takes is verified with the `standardwebhooks` package."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,12 @@ import orjson
 import pytest
 
 from bench.notify import hot_lead_record
-from leadpulse.cli.kafka_clients import ensure_topic, input_producer
 from leadpulse.cli.processes import NotifyProcess, free_port
 from leadpulse.notify.failures import failure_from
 from leadpulse.notify.service import failures_topic
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.settings import Settings
-from tests.integration.harness import read_all, run_cli, wait_for
+from tests.integration.harness import read_all, run_cli, wait_for, write_outputs
 from tests.integration.receiver import CLOSE, FAIL, GONE, OK, TIMEOUT, Endpoint, Receivers, new_secret, retry_after
 
 pytestmark = pytest.mark.integration
@@ -49,23 +48,6 @@ def notifiers(tmp_path, request):
         if request.node.call_report.failed:
             print(f"notify {process.pid}: its log ends:\n{process.log_path.read_text(errors='replace')[-4000:]}")
         process.kill()
-
-
-def write_alerts(settings: Settings, records: list[dict]) -> None:
-    """Onto the hot-leads topic, keyed by contact as the worker keys them, acknowledged by the broker."""
-
-    async def send() -> None:
-        topic = settings.topic("hot-leads")
-        await ensure_topic(settings, topic)
-        producer = input_producer(settings)
-        await producer.start()
-        try:
-            for record in records:
-                await producer.send_and_wait(topic, orjson.dumps(record), key=record["contact_id"].encode())
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())
 
 
 def secret_files(folder: Path, *secrets: str) -> list[str]:
@@ -97,7 +79,8 @@ def test_a_destination_down_then_back_gets_every_alert_in_order_and_holds_back_n
     them. notify is killed (-9) while crm is being retried and started again; then crm comes
     back. Nothing is lost anywhere, crm receives each contact's alerts in order, sales and
     archive got everything while crm was still down, and every re-sent webhook carries the
-    webhook-id of its first sending."""
+    webhook-id of its first sending. The second process runs with a cap of 4 alerts in flight:
+    it pauses there while crm is down, and catches up once crm is back."""
     settings = make_settings(notify_port=free_port(), notify_max_backoff_s=2.0)
     new, old = new_secret(), new_secret()
     crm = receivers.add("crm", secrets=(new, old), up=False)  # verifies with each: a rotation either side
@@ -134,7 +117,7 @@ to = ["crm", "sales", "archive"]
         hot_lead_record(contact, n, start + 1_000 * n + i) for n in range(3) for i, contact in enumerate(contacts)
     ]
     expected = [record["id"] for record in records]
-    write_alerts(settings, records)
+    write_outputs(settings, "hot-leads", records)
 
     first = notifiers(settings, config)
     outage_started = time.monotonic()
@@ -148,8 +131,11 @@ to = ["crm", "sales", "archive"]
     assert answers == [retry_after(1), FAIL, CLOSE, TIMEOUT], answers
 
     first.kill()  # -9, mid-retry: crm's alerts are unsettled, so no offset past them was committed
-    second = notifiers(settings, config)
-    assert wait_for(lambda: second.metric("leadpulse_notify_retried_total", 'destination="crm"') > 0, 30, 0.2)
+    # Started again with a cap of 4 alerts in flight: it reads 4, pauses, and holds no more.
+    second = notifiers(replace(settings, notify_max_pending=4), config)
+    assert wait_for(lambda: second.metric("leadpulse_notify_paused") == 1, 30, 0.2), "fetching did not pause at the cap"
+    assert second.metric("leadpulse_notify_pending_alerts") == 4
+    assert second.metric("leadpulse_notify_queue_depth", 'destination="crm"') == 4
     receivers.up("crm")
     back = time.monotonic()
     assert wait_for(lambda: set(crm.delivered_ids()) == set(expected), 30, 0.2), "crm did not get every alert"
@@ -213,7 +199,7 @@ min_score = 90
         hot_lead_record("old@acme.io", 0, now - 2 * 3_600_000, score=99, model="saas", segments=["enterprise"]),
     ]
     fresh = [record["id"] for record in records[:-1]]
-    write_alerts(settings, records)
+    write_outputs(settings, "hot-leads", records)
 
     notify = notifiers(settings, config)
     failed = wait_for(lambda: _failures(settings) if len(_failures(settings)) >= len(fresh) else None, 30, 0.3)
