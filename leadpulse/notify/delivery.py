@@ -22,6 +22,7 @@ import random
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import aiohttp
 
@@ -50,6 +51,19 @@ class _Destination:
     config: Destination
     requests: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_REQUESTS))
     waiting: dict[int, int] = field(default_factory=dict)  # task number -> its alert's occurred_ms
+    failing: str | None = None  # the last attempt's failure while no attempt since has delivered
+
+    def note(self, outcome: Outcome) -> None:
+        """One log line when the destination starts failing and one when it delivers again
+        (each alert's retries are counted in the metrics, not logged)."""
+        if isinstance(outcome, Delivered):
+            if self.failing is not None:
+                log.warning("destination %s delivers again", self.config.name)
+            self.failing = None
+            return
+        if self.failing is None:
+            log.warning("destination %s failing: %s", self.config.name, outcome.reason)
+        self.failing = outcome.reason
 
 
 class Deliveries:
@@ -88,8 +102,13 @@ class Deliveries:
     def __len__(self) -> int:
         return sum(len(destination.waiting) for destination in self._destinations.values())
 
-    def queue_depths(self) -> dict[str, int]:
-        return {name: len(destination.waiting) for name, destination in self._destinations.items()}
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Per destination, for /health: alerts waiting, and the failure of its last attempt
+        while it is failing."""
+        return {
+            name: {"queue_depth": len(destination.waiting), "failing": destination.failing}
+            for name, destination in self._destinations.items()
+        }
 
     def submit(self, alert: Alert, name: str, owner: Hashable, on_settled: Settled) -> None:
         """Deliver `alert` to destination `name` after the lane's earlier alerts."""
@@ -154,9 +173,11 @@ class Deliveries:
         attempt = 0
         while True:
             await self._take_rate(name)
-            async with self._destinations[name].requests:
+            state = self._destinations[name]
+            async with state.requests:
                 attempt_ms = self._clock()
                 outcome = await self._attempt(request_for(destination, alert, attempt_ms), destination.timeout_s)
+            state.note(outcome)
             attempt += 1
             now = self._clock()
             if isinstance(outcome, Delivered):
@@ -178,7 +199,7 @@ class Deliveries:
                 return _failure(alert, name, reason, attempts=attempt, first_ms=first_ms, last_ms=attempt_ms, now=now)
             metrics.retried.labels(name).inc()
             wait_s = (at - now) / 1_000
-            log.info("alert %s to %s: %s; attempt %d in %.1f s", alert.id, name, outcome.reason, attempt + 1, wait_s)
+            log.debug("alert %s to %s: %s; attempt %d in %.1f s", alert.id, name, outcome.reason, attempt + 1, wait_s)
             await asyncio.sleep(wait_s)
 
     async def _take_rate(self, name: str) -> None:

@@ -150,15 +150,14 @@ class Notifier:
         paused = False
         while not self.stopping.is_set():
             room = self.options.max_pending - len(self.watermarks)
-            if (room <= 0) != paused:
-                paused = room <= 0
-                assigned = self.consumer.assignment()
-                if paused:
-                    self.consumer.pause(*assigned)
+            if room <= 0:  # at every poll: a partition assigned meanwhile is paused too
+                self.consumer.pause(*self.consumer.assignment())
+                if not paused:
                     log.warning("%d alerts pending: fetching paused until deliveries catch up", len(self.watermarks))
-                else:
-                    self.consumer.resume(*assigned)
-                self.metrics.paused.set(int(paused))
+            elif paused:
+                self.consumer.resume(*self.consumer.assignment())
+            paused = room <= 0
+            self.metrics.paused.set(int(paused))
             batches = await self.consumer.getmany(timeout_ms=POLL_MS, max_records=max(1, min(FETCH_RECORDS, room)))
             for partition, records in batches.items():
                 for record in records:
@@ -242,7 +241,7 @@ class Notifier:
     def health(self) -> tuple[int, dict[str, Any]]:
         assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in self.consumer.assignment())
         problem = BROKERS.problem() or (None if assigned else "no partition assigned yet")
-        depths = self.deliveries.queue_depths() if self.deliveries is not None else {}
+        destinations = self.deliveries.states() if self.deliveries is not None else {}
         return (200 if problem is None else 503), {
             "status": "ok" if problem is None else "unavailable",
             "reason": problem,
@@ -250,7 +249,7 @@ class Notifier:
             "assigned_partitions": assigned,
             "pending_alerts": len(self.watermarks),
             "paused": len(self.watermarks) >= self.options.max_pending,
-            "queue_depth": depths,
+            "destinations": destinations,
         }
 
 

@@ -262,6 +262,11 @@ def run(
 def service(command: Command, settings: Settings, sandbox: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A long-running command in its own process group, stopped by that group's id (SIGINT,
     as Ctrl-C; SIGKILL if it has not stopped after 30 s)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # The suite was started in the background by a shell, which ignores SIGINT for it and
+        # so for its children: a Python service would then never stop on Ctrl-C. A handler
+        # here (not an ignore) is reset to the default in each child.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     with log.open("wb") as out:
         process = subprocess.Popen(
             ["bash", "-c", runnable(command, settings)],
@@ -515,7 +520,7 @@ def test_notify_sends_a_hot_lead_to_slack_and_the_example_receiver_and_redrives(
     port = free_port()
     (sandbox / "notify.toml").write_text((EXAMPLES / "notify.toml").read_text().replace(":8099/", f":{port}/"))
     slack_export, secret_export, check, receiver, notify, redrive = (readme_command(key) for key in NOTIFY_COMMANDS)
-    made = run(replace(secret_export, text=f'{secret_export.text}; printf %s "$CRM_WEBHOOK_SECRET"'), None, sandbox)
+    made = run(replace(secret_export, text=f'{secret_export.text}\nprintf %s "$CRM_WEBHOOK_SECRET"'), None, sandbox)
     secret = made.stdout
     assert secret.startswith("whsec_") and len(secret) > 40, made.stderr
 
