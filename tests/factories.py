@@ -78,3 +78,53 @@ def padded(contact: str, number: int, attribute: str) -> bytes:
             properties={attribute: PAD},
         )
     )
+
+
+def notify_records(contact: str = "ada@acme.io") -> dict[str, dict[str, Any]]:
+    """One record of each output the notifier reads (by topic role), as the worker publishes
+    it: the hot lead and stage change of a buyer, the hot account of a three-person committee
+    from the scoring core, and a nurture record."""
+    from dataclasses import replace
+
+    from leadpulse.schemas.outputs import hot_account_record, nurture_record, output_record
+    from leadpulse.scoring.accounts import AccountState, Member, fold, settle
+    from leadpulse.scoring.engine import HotLead, Reason, StageChange, apply, new_state, output_id
+    from leadpulse.scoring.nurture import Nurture
+    from leadpulse.scoring.nurture_rules import CatalogueItem
+
+    state, outputs = new_state(contact), []
+    for item in [
+        event("profile_updated", T0, contact, seniority="c_level", budget=60_000, company_size=300, industry="saas"),
+        event("demo_requested", T0, contact),
+        event("webinar_attended", T0, contact),
+    ]:
+        state, produced, *_ = apply(state, item, DEFAULT_RULES)
+        outputs.extend(produced)
+    hot = next(output for output in outputs if isinstance(output, HotLead))
+    change = next(output for output in outputs if isinstance(output, StageChange))
+    account, fired = AccountState("acme.io", DEFAULT_RULES), []
+    for name, score, role in (("ada@acme.io", 90, "executive"), ("bob@acme.io", 85, "it"), ("cy@acme.io", 80, "sales")):
+        band = DEFAULT_RULES.temperature(score)
+        member = Member(name, T0, False, score, 70.0, band, "prospect", (("department", role),), (), 0)
+        fold(account, replace(member, reasons=(Reason("pricing_page", "engagement", 12.5),)))
+        fired.append(settle(account, member)[1])
+    hot_account = next(alert for alert in fired if alert is not None)
+    nurture = Nurture(
+        output_id(contact, "nurture", "low-engagement", "0"),
+        contact,
+        "low-engagement",
+        "low_engagement",
+        T0,
+        T0 + 7 * DAY_MS,
+        "lead",
+        ("enterprise",),
+        "pricing",
+        CatalogueItem("Pricing guide", "https://example.com/pricing-guide"),
+        DEFAULT_RULES.version,
+    )
+    return {
+        "hot-leads": output_record(hot),
+        "stage-changes": output_record(change),
+        "hot-accounts": hot_account_record(hot_account),
+        "nurture": nurture_record(nurture),
+    }

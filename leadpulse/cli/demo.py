@@ -1,14 +1,17 @@
-"""`leadpulse demo`: a local broker (started if none answers), a worker, and live synthetic
-marketing traffic; the terminal shows running counts, every hot lead with its reasons (and
-the scoring model that fired), the hot accounts with their buying committee, and the nurture
-records as the cooling timer sends them.
+"""`leadpulse demo`: a local broker (started if none answers), a worker, `leadpulse notify`
+sending the alerts as signed webhooks to a receiver of the demo's own, and live synthetic
+marketing traffic; the terminal shows running counts (the webhooks received among them),
+every hot lead with its reasons (and the scoring model that fired), the hot accounts with
+their buying committee, and the nurture records as the cooling timer sends them.
 Everything it started is stopped on Ctrl-C or when --duration runs out."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
+import os
 import socket
 import sys
 import time
@@ -19,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiohttp import web
 
 from leadpulse.cli import local_state
 from leadpulse.cli.console import describe
 from leadpulse.cli.kafka_clients import ensure_topic, read_topic
 from leadpulse.cli.preflight import CommandError, broker_info, check_web_port, hold_lock
-from leadpulse.cli.processes import LocalBroker, WorkerProcess
+from leadpulse.cli.processes import LocalBroker, NotifyProcess, WorkerProcess, free_port
 from leadpulse.cli.traffic import DAY_MS, Traffic
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.security import client_options
@@ -35,6 +39,9 @@ STATE_DIR = Path(".leadpulse")
 BROKER_DIR = STATE_DIR / "kafka"  # the demo's own broker, when it starts one
 DEMO_DATA_DIR = STATE_DIR / "demo" / "data"  # the demo worker's tables: never shared with `leadpulse worker`
 WORKER_LOG = STATE_DIR / "demo-worker.log"
+NOTIFY_LOG = STATE_DIR / "demo-notify.log"
+NOTIFY_CONFIG = STATE_DIR / "demo-notify.toml"  # its signing secret beside it, made afresh by each demo
+NOTIFY_SECRET = STATE_DIR / "demo-notify.secret"
 DEMO_LOCK = STATE_DIR / "demo.lock"  # one demo per folder: it owns the log, state and worker above
 MALFORMED_EVERY = 2_000  # one broken record now and then, to show the dead-letter path
 DEMO_COOLING_S = 2.0  # the worker's cooling timer: nurture records show within seconds, not a minute
@@ -59,13 +66,17 @@ def demo_settings(settings: Settings, environ: Mapping[str, str]) -> Settings:
     opens them. Absolute, because the worker process may run in another folder."""
     data_dir = settings.data_dir if environ.get(env_name("data_dir")) else DEMO_DATA_DIR
     cooling = settings.cooling_interval_s if environ.get(env_name("cooling_interval_s")) else DEMO_COOLING_S
-    return dataclasses.replace(settings, data_dir=data_dir.resolve(), cooling_interval_s=cooling)
+    notify_port = settings.notify_port if environ.get(env_name("notify_port")) else free_port()
+    return dataclasses.replace(
+        settings, data_dir=data_dir.resolve(), cooling_interval_s=cooling, notify_port=notify_port
+    )
 
 
 def run_demo(settings: Settings, options: DemoOptions, *, own_data_dir: bool = True) -> int:
     """`own_data_dir`: the state folder is the demo's own, so it may be emptied when it
     belongs to another cluster (a user's LEADPULSE_DATA_DIR never is)."""
     broker: LocalBroker | None = None
+    notify: NotifyProcess | None = None
     worker = None if options.traffic_only else WorkerProcess(settings, WORKER_LOG)
     if worker is not None:
         _own_folder_and_port(settings)
@@ -88,11 +99,21 @@ def run_demo(settings: Settings, options: DemoOptions, *, own_data_dir: bool = T
                 worker.start()
             except (RuntimeError, TimeoutError) as error:
                 raise CommandError(f"{error}{_last_line(worker.log_path)}") from None
+        receiver_port = free_port()
+        if worker is not None:
+            notify = NotifyProcess(settings, _notify_config(receiver_port), NOTIFY_LOG)
+            print(
+                f"starting notify (log: {notify.log_path}), its webhooks to http://127.0.0.1:{receiver_port}/webhooks",
+                file=sys.stderr,
+            )
+            notify.start(wait_ready=False)  # it delivers as soon as it has joined its group
         print("sending traffic (Ctrl-C stops everything)", file=sys.stderr)
-        asyncio.run(_live(settings, options, worker))
+        asyncio.run(_live(settings, options, worker, receiver_port))
     except KeyboardInterrupt:
         print("\nstopping...", file=sys.stderr)
     finally:
+        if notify is not None:
+            notify.stop()
         if worker is not None:
             worker.stop()
         if broker is not None:
@@ -175,8 +196,49 @@ def _local_broker(settings: Settings) -> LocalBroker:
     return LocalBroker(port, BROKER_DIR.resolve())
 
 
-async def _live(settings: Settings, options: DemoOptions, worker: WorkerProcess | None) -> None:
+def _notify_config(receiver_port: int) -> Path:
+    """A notify file sending every hot lead and hot account to the demo's receiver, signed
+    with a secret made for this run."""
+    NOTIFY_SECRET.write_text("whsec_" + base64.b64encode(os.urandom(32)).decode() + "\n")
+    NOTIFY_SECRET.chmod(0o600)
+    NOTIFY_CONFIG.write_text(
+        "# Written by `leadpulse demo` (docs/notify-config.md): its alerts to its own receiver.\n"
+        'max_alert_age = "30d"  # the demo\'s traffic spans weeks of history: send it too\n'
+        'cooldown = "off"\n'
+        "[destinations.demo]\n"
+        'kind = "webhook"\n'
+        f'url = "http://127.0.0.1:{receiver_port}/webhooks"\n'
+        f'secret_file = "{NOTIFY_SECRET.name}"\n'
+        "[[routes]]\n"
+        'to = ["demo"]\n'
+    )
+    return NOTIFY_CONFIG.resolve()
+
+
+async def _receive_webhooks(port: int, counts: Counter[str]) -> web.AppRunner:
+    """The demo's webhook receiver: counts the alerts it takes, each `webhook-id` once (a
+    receiver deduplicates on it: a retry or a replay sends the same id again)."""
+    seen: set[str] = set()
+
+    async def take(request: web.Request) -> web.Response:
+        await request.read()
+        webhook_id = request.headers.get("webhook-id", "")
+        if webhook_id not in seen:
+            seen.add(webhook_id)
+            counts["webhooks"] += 1
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/webhooks", take)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+async def _live(settings: Settings, options: DemoOptions, worker: WorkerProcess | None, receiver_port: int) -> None:
     counts: Counter[str] = Counter()
+    receiver = await _receive_webhooks(receiver_port, counts)
     watchers = [
         asyncio.create_task(_watch(settings, name, counts))
         for name in (SCORES, STAGE_CHANGES, HOT_LEADS, HOT_ACCOUNTS, NURTURE, DEAD_LETTERS)
@@ -192,7 +254,7 @@ async def _live(settings: Settings, options: DemoOptions, worker: WorkerProcess 
                 f"[{time.strftime('%H:%M:%S')}] events sent {counts['sent']:,} | snapshots {counts[SCORES]:,}"
                 f" | stage changes {counts[STAGE_CHANGES]:,} | hot leads {counts[HOT_LEADS]:,}"
                 f" | hot accounts {counts[HOT_ACCOUNTS]:,} | nurture {counts[NURTURE]:,}"
-                f" | dead letters {counts[DEAD_LETTERS]:,}",
+                f" | dead letters {counts[DEAD_LETTERS]:,} | webhooks {counts['webhooks']:,}",
                 flush=True,
             )
             for name in SHOWN_PER_LINE:
@@ -201,6 +263,7 @@ async def _live(settings: Settings, options: DemoOptions, worker: WorkerProcess 
         for task in (producer, *watchers):
             task.cancel()
         await asyncio.gather(producer, *watchers, return_exceptions=True)
+        await receiver.cleanup()
 
 
 def _last_line(log: Path) -> str:

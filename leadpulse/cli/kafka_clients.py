@@ -20,13 +20,14 @@ from leadpulse.streams.settings import Settings
 from leadpulse.streams.startup import TopicSpec, create_topics, topic_specs
 
 
-async def ensure_topic(settings: Settings, name: str) -> None:
-    """Create a topic as the worker would (partitions, replicas, configuration) unless it
-    exists, or LEADPULSE_CREATE_TOPICS=off: a broker's auto-created topic would have its
-    default partition count and break co-partitioning."""
+async def ensure_topic(settings: Settings, name: str, spec: TopicSpec | None = None) -> None:
+    """Create a topic as the worker would (partitions, replicas, configuration; `spec` for
+    one the worker does not know) unless it exists, or LEADPULSE_CREATE_TOPICS=off: a
+    broker's auto-created topic would have its default partition count and break
+    co-partitioning."""
     if not settings.create_topics:
         return
-    specs = [spec for spec in topic_specs(settings) if spec.name == name] or [TopicSpec(name)]
+    specs = [spec] if spec is not None else [s for s in topic_specs(settings) if s.name == name] or [TopicSpec(name)]
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:

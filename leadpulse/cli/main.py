@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
+from leadpulse.cli.notify import add_notify_commands
 from leadpulse.cli.preflight import CommandError
+from leadpulse.notify.config import NotifyConfigError
 from leadpulse.schemas.limits import InputLimits, RecordLimits
 from leadpulse.scoring.rules import Rules, RulesError, load_rules
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
@@ -38,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     except SettingsError as error:
         print(f"leadpulse: bad setting: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except NotifyConfigError as error:
+        print(f"leadpulse notify: bad config: {error}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         return 130
@@ -157,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--history-days", type=int, default=21, help="days of journeys the traffic spans")
     demo.add_argument("--traffic-only", action="store_true", help="only send traffic and show outputs")
     demo.set_defaults(run=_demo)
+
+    add_notify_commands(commands)
     return parser
 
 

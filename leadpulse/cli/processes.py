@@ -230,3 +230,15 @@ class CollectorProcess(WorkerProcess):
     @property
     def base_url(self) -> str:
         return f"http://{self.settings.collect_host}:{self.settings.collect_port}"
+
+
+class NotifyProcess(WorkerProcess):
+    """`leadpulse notify run CONFIG` in its own process, ready when its /health (naming its
+    pid) says ok: it has joined its group and owns partitions."""
+
+    def __init__(self, settings: Settings, config: Path, log_path: Path, *, cwd: Path | None = None) -> None:
+        super().__init__(settings, log_path, [sys.executable, "-m", "leadpulse", "notify", "run", str(config)], cwd=cwd)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.notify_host}:{self.settings.notify_port}"

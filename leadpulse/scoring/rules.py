@@ -17,7 +17,7 @@ from functools import cache
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, Self
 
 from leadpulse.scoring.erasure import ERASE_EVENT
 from leadpulse.scoring.nurture_rules import NurtureRules, parse_nurture
@@ -46,7 +46,6 @@ MAX_BANDS = 100
 # arithmetic to redo.
 DEFAULT_MAX_LINKED_IDS = 25
 MAX_LINKED_IDS = 1_000
-_SIZE_REASON = f"over the limit of 1 MiB ({MAX_FILE_BYTES} bytes) for a rules file"
 _TOP_KEYS = (
     "version",
     "engagement",
@@ -420,7 +419,12 @@ class _Table:
     """Reads one TOML table, remembering the key path for errors and the keys it consumed.
 
     A table that names its `keys` refuses any other key at once, before a misspelling can
-    surface as a confusing consequence ('name: missing', 'labels: expected 4 names')."""
+    surface as a confusing consequence ('name: missing', 'labels: expected 4 names').
+    Another checked TOML file (notify.config) subclasses it with its own `error` and the
+    `reference` its messages point to."""
+
+    error: type[ValueError] = RulesError
+    reference: str = SHIPPED_RULES
 
     def __init__(self, data: Any, path: str, source: str, keys: tuple[str, ...] = ()) -> None:
         self.source = source
@@ -435,7 +439,7 @@ class _Table:
 
     def fail(self, key: str, reason: str) -> NoReturn:
         where = ".".join(part for part in (self.path, _cut(key)) if part) or "(top level)"
-        raise RulesError(f"{self.source}: {where}: {reason}")
+        raise self.error(f"{self.source}: {where}: {reason}")
 
     def get(self, key: str, default: Any = None) -> Any:
         self.seen.add(key)
@@ -506,7 +510,7 @@ class _Table:
             self.fail(key, "must be longer than zero")
         return millis
 
-    def items(self, key: str, limit: int, keys: tuple[str, ...] = ()) -> list[_Table]:
+    def items(self, key: str, limit: int, keys: tuple[str, ...] = ()) -> list[Self]:
         """The tables of an array of tables (`[[path.key]]`, none when absent), each naming
         itself `key[i]` in errors."""
         raw = self.get(key, [])
@@ -514,25 +518,25 @@ class _Table:
         if not isinstance(raw, list):
             self.fail(key, f"expected [[{where}]] tables")
         self.check_count(key, raw, limit, key)
-        return [_Table(item, f"{where}[{index}]", self.source, keys) for index, item in enumerate(raw)]
+        return [type(self)(item, f"{where}[{index}]", self.source, keys) for index, item in enumerate(raw)]
 
-    def sub(self, key: str, required: bool = False, keys: tuple[str, ...] = ()) -> _Table:
+    def sub(self, key: str, required: bool = False, keys: tuple[str, ...] = ()) -> Self:
         value = self.require(key) if required else self.get(key, {})
-        return _Table(value, f"{self.path}.{key}" if self.path else key, self.source, keys)
+        return type(self)(value, f"{self.path}.{key}" if self.path else key, self.source, keys)
 
     def refuse_unknown(self, known: set[str]) -> None:
         for key in self.data:
             if key not in known:
                 close = difflib.get_close_matches(key, sorted(known), n=1) if len(key) <= MAX_TEXT else []
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                self.fail(key, f"unknown key{hint} (see {SHIPPED_RULES} for every key)")
+                self.fail(key, f"unknown key{hint} (see {self.reference} for every key)")
 
     def done(self) -> None:
         """Called once the table is read: a key nothing asked for would be silently ignored."""
         self.refuse_unknown(self.accepted | self.seen)
         for key in self.data:
             if key not in self.seen:
-                self.fail(key, f"has no effect with the other settings of this table (remove it; see {SHIPPED_RULES})")
+                self.fail(key, f"has no effect with the other settings of this table (remove it; see {self.reference})")
 
 
 def _kind(value: Any) -> str:
@@ -549,27 +553,41 @@ def load_rules(path: str | Path | None = None) -> Rules:
     if path is None:
         text = resources.files("leadpulse.scoring").joinpath("default_rules.toml").read_text("utf-8")
         return parse_rules(text, "default_rules.toml")
+    return parse_rules(read_text_file(path), str(path))
+
+
+def read_text_file(path: str | Path, what: str = "rules file", error: type[ValueError] = RulesError) -> str:
+    """A file a user names, as text: errors are one line naming the path (`what` says what
+    it should have been), and no more than MAX_FILE_BYTES are read."""
     try:
         with Path(path).open("rb") as handle:
             content = handle.read(MAX_FILE_BYTES + 1)  # not more: the path may be a device or a huge file
-    except OSError as error:
-        raise RulesError(f"{path}: cannot read rules file: {error.strerror}") from None
+    except OSError as error_:
+        raise error(f"{path}: cannot read {what}: {error_.strerror}") from None
     if len(content) > MAX_FILE_BYTES:
-        raise RulesError(f"{path}: {_SIZE_REASON}")
+        raise error(f"{path}: {_size_reason(what)}")
     try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise RulesError(f"{path}: not UTF-8 text (byte {error.start})") from None
-    return parse_rules(text, str(path))
+        return content.decode("utf-8")
+    except UnicodeDecodeError as error_:
+        raise error(f"{path}: not UTF-8 text (byte {error_.start})") from None
+
+
+def parse_toml(text: str, source: str, what: str = "rules file", error: type[ValueError] = RulesError) -> Any:
+    """The TOML document in `text`, or one line saying why not (with the line and column)."""
+    if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise error(f"{source}: {_size_reason(what)}")
+    try:
+        return tomllib.loads(text)
+    except ValueError as error_:  # TOMLDecodeError, or an integer of more than 4300 digits
+        raise error(f"{source}: not valid TOML: {_cut(str(error_), 200)}") from None
+
+
+def _size_reason(what: str) -> str:
+    return f"over the limit of 1 MiB ({MAX_FILE_BYTES} bytes) for a {what}"
 
 
 def parse_rules(text: str, source: str = "rules") -> Rules:
-    if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
-        raise RulesError(f"{source}: {_SIZE_REASON}")
-    try:
-        data = tomllib.loads(text)
-    except ValueError as error:  # TOMLDecodeError, or an integer of more than 4300 digits
-        raise RulesError(f"{source}: not valid TOML: {_cut(str(error), 200)}") from None
+    data = parse_toml(text, source)
     top = _Table(data, "", source, _TOP_KEYS)
     version = top.text("version", limit=MAX_VERSION)
 

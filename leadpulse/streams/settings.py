@@ -133,6 +133,10 @@ class Settings:
     collect_max_in_flight_bytes: int = 64 * 1024 * 1024
     collect_max_expanded_bytes: int = 4 * 1024 * 1024
     collect_rejected_listed: int = 20
+    notify_host: str = "127.0.0.1"
+    notify_port: int = 6068
+    notify_max_pending: int = 10_000
+    notify_max_backoff_s: float = 300.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -290,6 +294,10 @@ HELP: dict[str, str] = {
     "collect_max_in_flight_bytes": "Collector: bytes held by requests at once (bodies, records); past it: 503.",
     "collect_max_expanded_bytes": "Collector: most bytes of a request's messages with its batch context copied in.",
     "collect_rejected_listed": "Collector: invalid messages listed in an answer (the rest are counted), 0..1000.",
+    "notify_host": "Address `leadpulse notify run` serves /health and /metrics on.",
+    "notify_port": "Port of that server, 1..65535.",
+    "notify_max_pending": "Notify: alerts read, not yet delivered or dead-lettered, 1..1000000; fetching pauses at it.",
+    "notify_max_backoff_s": "Notify: longest wait between two attempts to a destination, 0.1..3600 s or '5m'.",
 }
 
 
@@ -532,6 +540,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "collect_max_in_flight_bytes": _whole(1024 * 1024, 16 * 1024**3),
     "collect_max_expanded_bytes": _whole(512_000, 1024**3, " (at least the 500 KB a request may hold)"),
     "collect_rejected_listed": _whole(0, 1_000),
+    "notify_port": _whole(1, 65_535),
+    "notify_max_pending": _whole(1, 1_000_000),
+    "notify_max_backoff_s": _positive_seconds(0.1, 3_600),
     "store": _choice(STORES),
     "processing_guarantee": _choice(GUARANTEES),
     "cooling_interval_s": _seconds,

@@ -52,6 +52,25 @@ def request_erasures(settings: Settings, lines: Iterable[bytes]) -> None:
     asyncio.run(send())
 
 
+def write_outputs(settings: Settings, role: str, records: Iterable[dict[str, Any]]) -> None:
+    """Records onto an output topic (`role`: hot-leads...) as the worker writes them: keyed by
+    their contact (or account), acknowledged by the broker."""
+
+    async def send() -> None:
+        topic = settings.topic(role)
+        await ensure_topic(settings, topic)
+        producer = input_producer(settings)
+        await producer.start()
+        try:
+            for record in records:
+                key = str(record.get("contact_id") or record["account_id"]).encode()
+                await producer.send_and_wait(topic, orjson.dumps(record), key=key)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
 def read_all(settings: Settings, topic: str, idle_s: float = 2.0) -> list[tuple[bytes | None, bytes | None]]:
     async def collect() -> list[tuple[bytes | None, bytes | None]]:
         return [record async for record in read_topic(settings, topic, from_beginning=True, idle_timeout_s=idle_s)]

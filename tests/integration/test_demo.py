@@ -1,6 +1,7 @@
 """`leadpulse demo` as a user runs it, against the suite's broker."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -54,6 +55,7 @@ def test_the_demo_shows_live_counts_hot_leads_hot_accounts_and_nurture_records_a
     assert "nurture 0 " not in counts[-1]
     nurture = [line for line in done.stdout.splitlines() if line.startswith("NURTURE ")]
     assert nurture and all(" -> " in line and "https://" in line for line in nurture)
+    assert re.search(r"\| webhooks [1-9][\d,]*$", counts[-1]), f"no alert reached the demo's receiver: {counts[-1]}"
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", web_port)) != 0, "the demo left its worker running"
 

@@ -39,7 +39,8 @@ from leadpulse.cli.processes import ROOT, free_port
 from leadpulse.collector.keys import load_write_keys
 from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 from leadpulse.streams.settings import Settings, env_name, read_tokens
-from tests.integration.harness import produce, wait_for
+from tests.integration.harness import produce, wait_for, write_outputs
+from tests.integration.receiver import Receivers
 
 pytestmark = pytest.mark.integration
 
@@ -83,6 +84,15 @@ RUN = {
         "test_the_commands_against_a_broker_do_what_the_readme_says",
     ),
 }
+NOTIFY_COMMANDS = [
+    "export SALES_SLACK_WEBHOOK_URL=https://hooks.slack.com/services/T000/B000/XXXX",
+    "export CRM_WEBHOOK_SECRET=whsec_$(openssl rand -base64 32)",
+    ".venv/bin/leadpulse notify check examples/notify.toml",
+    "PORT=8099 .venv/bin/python examples/webhook_receiver.py",
+    ".venv/bin/leadpulse notify run examples/notify.toml",
+    ".venv/bin/leadpulse notify redrive examples/notify.toml",
+]
+RUN |= dict.fromkeys(NOTIFY_COMMANDS, "test_notify_sends_a_hot_lead_to_slack_and_the_example_receiver_and_redrives")
 SUITE_BROKER = (
     "the suite's `broker` fixture runs this very script (LocalBroker: deploy/kafka/broker.sh start/stop, "
     "with the KAFKA_PORT and KAFKA_DATA_DIR it picks)"
@@ -252,6 +262,11 @@ def run(
 def service(command: Command, settings: Settings, sandbox: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A long-running command in its own process group, stopped by that group's id (SIGINT,
     as Ctrl-C; SIGKILL if it has not stopped after 30 s)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # The suite was started in the background by a shell, which ignores SIGINT for it and
+        # so for its children: a Python service would then never stop on Ctrl-C. A handler
+        # here (not an ignore) is reset to the default in each child.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     with log.open("wb") as out:
         process = subprocess.Popen(
             ["bash", "-c", runnable(command, settings)],
@@ -490,3 +505,65 @@ def test_make_demo_runs_a_healthy_pipeline_until_ctrl_c(sandbox, make_settings, 
     assert not healthy(settings.web_port) and get(f"http://127.0.0.1:{settings.web_port}/health")[0] == 0
     assert (sandbox / ".leadpulse" / "demo-worker.log").exists()  # in its own folder, not the checkout's
     assert run_by("test_make_demo_runs_a_healthy_pipeline_until_ctrl_c") <= USED
+
+
+def test_notify_sends_a_hot_lead_to_slack_and_the_example_receiver_and_redrives(sandbox, make_settings, tmp_path):
+    """The README's notify commands in the order it gives them, against a local Slack-shaped
+    receiver (standing in for Slack's URL) and the README's own webhook receiver: a fresh hot
+    lead reaches both; Slack's first answer is a 410, so its alert is dead-lettered, and
+    `notify redrive` delivers it once Slack takes it."""
+    readme = README.read_text()
+    receiver_code = (EXAMPLES / "webhook_receiver.py").read_text()
+    assert f"```python\n{receiver_code}```" in readme, "the README shows another receiver than the example's"
+    assert len(receiver_code.strip().splitlines()) <= 25
+    settings = make_settings(notify_port=free_port(), partitions=2)
+    port = free_port()
+    (sandbox / "notify.toml").write_text((EXAMPLES / "notify.toml").read_text().replace(":8099/", f":{port}/"))
+    slack_export, secret_export, check, receiver, notify, redrive = (readme_command(key) for key in NOTIFY_COMMANDS)
+    made = run(replace(secret_export, text=f'{secret_export.text}\nprintf %s "$CRM_WEBHOOK_SECRET"'), None, sandbox)
+    secret = made.stdout
+    assert secret.startswith("whsec_") and len(secret) > 40, made.stderr
+
+    with Receivers() as receivers:
+        slack = receivers.add("slack")
+        receivers.script("slack", "410")
+        exports = f"export SALES_SLACK_WEBHOOK_URL={slack.url} CRM_WEBHOOK_SECRET={secret}\n"
+        assert slack_export.text.startswith("export SALES_SLACK_WEBHOOK_URL=https://hooks.slack.com/")
+
+        def local(command: Command) -> Command:
+            """With the exports, the copy of examples/notify.toml and the receiver's free port."""
+            text = command.text.replace("examples/notify.toml", "notify.toml").replace("PORT=8099", f"PORT={port}")
+            return replace(command, text=exports + text)
+
+        checked = run(local(check), settings, sandbox)
+        assert checked.returncode == 0 and "ok: 2 destinations, 2 routes" in checked.stdout, checked.stderr
+        printed = tmp_path / "receiver.log"
+        with (
+            service(local(receiver), settings, sandbox, printed),
+            service(local(notify), settings, sandbox, tmp_path / "notify.log") as running,
+        ):
+            assert wait_for(lambda: healthy(settings.notify_port) or running.poll() is not None, 60, 0.3)
+            assert running.poll() is None, (tmp_path / "notify.log").read_text()[-3000:]
+            ada = {**example_hot_lead(tmp_path), "occurred_at": format_ms(now_ms())}  # hot just now
+            write_outputs(settings, "hot-leads", [ada])
+            assert wait_for(lambda: "lead.hot ada@acme.io" in printed.read_text(), 30, 0.3), printed.read_text()
+            assert wait_for(lambda: [request.answer for request in slack.requests] == ["410"], 30, 0.3)
+            assert "ada@acme.io" in orjson.dumps(slack.requests[0].body).decode()
+            receivers.script("slack", default="200")
+            redriven = run(local(redrive), settings, sandbox)
+            assert redriven.returncode == 0 and "re-drove 1 alerts: 1 delivered" in redriven.stderr, redriven.stderr
+            assert [request.answer for request in slack.requests] == ["410", "200"]
+    assert run_by("test_notify_sends_a_hot_lead_to_slack_and_the_example_receiver_and_redrives") <= USED
+
+
+def example_hot_lead(folder: Path) -> dict[str, Any]:
+    """Ada's hot lead as `leadpulse score examples/journey.jsonl --events-out` writes it."""
+    out = folder / "journey-outputs.jsonl"
+    subprocess.run(
+        [str(VENV / "bin" / "leadpulse"), "score", str(EXAMPLES / "journey.jsonl"), "--events-out", str(out)],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    return next(record for record in records if record["kind"] == "hot_lead")

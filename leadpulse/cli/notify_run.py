@@ -1,0 +1,112 @@
+"""`leadpulse notify run` and `leadpulse notify redrive`: put the notify service
+(leadpulse/notify/) together with its topics and its HTTP server (/health, /metrics), and run
+it until SIGTERM or Ctrl-C; re-send the delivery-failures topic. The parsers are in
+cli/notify.py with the group's other commands."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from leadpulse.cli.kafka_clients import ensure_topic
+from leadpulse.cli.preflight import CommandError, broker_info
+from leadpulse.notify.config import NotifyConfig, load_notify_config
+from leadpulse.notify.redrive import Redriven, redrive
+from leadpulse.notify.service import Notifier, NotifyOptions, failures_topic, group_id, web_app
+from leadpulse.scoring.timeutil import parse_duration_ms
+from leadpulse.streams.quiet import BROKERS, attach_log_throttle
+from leadpulse.streams.settings import Settings, env_name
+from leadpulse.streams.startup import TopicSpec, lifetimes
+
+USAGE_ERROR = 2  # as cli.main's: a bad argument
+
+
+def run_command(file: Path) -> int:
+    config = load_notify_config(file, os.environ)
+    settings = Settings.from_env()
+    existing = broker_info(settings).topics
+    missing = [settings.topic(role) for role in config.topics if settings.topic(role) not in existing]
+    if missing and not settings.create_topics:
+        raise CommandError(
+            f"topic {missing[0]} does not exist and {env_name('create_topics')}=off: "
+            "an administrator creates it (`leadpulse topics create`), or the worker does when it starts"
+        )
+    asyncio.run(run_notify(settings, config))
+    return 0
+
+
+def redrive_command(file: Path, retry_for: str) -> int:
+    try:
+        window_ms = parse_duration_ms(retry_for)
+    except ValueError as error:
+        raise CommandError(f"--retry-for: {error}", USAGE_ERROR) from None
+    config = load_notify_config(file, os.environ)
+    settings = Settings.from_env()
+    broker_info(settings)
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    done = asyncio.run(_redrive_all(settings, config, window_ms))
+    unreadable = f", {done.unreadable} unreadable records passed" if done.unreadable else ""
+    print(
+        f"re-drove {done.delivered + done.failed_again} alerts: {done.delivered} delivered, "
+        f"{done.failed_again} failed again (written back to {failures_topic(settings)}){unreadable}",
+        file=sys.stderr,
+    )
+    return 0 if done.failed_again == 0 else 1
+
+
+async def ensure_topics(settings: Settings, config: NotifyConfig) -> None:
+    """The output topics read, created as the worker creates them when it has not yet (a
+    consumer cannot subscribe to a topic that does not exist), and the failures topic."""
+    for role in config.topics:
+        await ensure_topic(settings, settings.topic(role))
+    await ensure_failures_topic(settings)
+
+
+async def ensure_failures_topic(settings: Settings) -> None:
+    """The delivery-failures topic holds alerts (personal data): the event topics' lifetime
+    (LEADPULSE_EVENT_RETENTION), so that it too is bounded (docs/erasure.md)."""
+    name = failures_topic(settings)
+    await ensure_topic(settings, name, TopicSpec(name, lifetimes(settings)[0]))
+
+
+async def run_notify(settings: Settings, config: NotifyConfig) -> None:
+    """Serve /health and /metrics and deliver until stopped; deliveries in progress at the
+    stop are abandoned uncommitted, so the next start sends them again (same webhook-id)."""
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    attach_log_throttle()  # a broker outage is a few lines, not one per reconnect
+    BROKERS.exit_on_refusal(settings.auth_failure_grace_s)
+    await ensure_topics(settings, config)
+    options = NotifyOptions.of(settings)
+    notifier = Notifier(settings, config, options)
+    runner = web.AppRunner(web_app(notifier), access_log=None)
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, options.host, options.port).start()
+        except OSError as error:
+            where = f"{env_name('notify_host')}={options.host} {env_name('notify_port')}={options.port}"
+            raise CommandError(f"cannot listen on {where}: {error.strerror}") from None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, notifier.stopping.set)
+        topics = ", ".join(settings.topic(role) for role in config.topics)
+        print(
+            f"notify: delivering {topics} to {len(config.destinations)} destinations (group {group_id(settings)}); "
+            f"health on http://{options.host}:{options.port}/health; Ctrl-C stops",
+            file=sys.stderr,
+            flush=True,
+        )
+        await notifier.run()
+    finally:
+        await runner.cleanup()
+
+
+async def _redrive_all(settings: Settings, config: NotifyConfig, retry_window_ms: int) -> Redriven:
+    await ensure_failures_topic(settings)
+    return await redrive(settings, config, NotifyOptions.of(settings), retry_window_ms)
