@@ -224,7 +224,7 @@ async def test_chunks_the_stream_drains_after_a_refused_batch_never_move_the_com
     capture.fail_next = MessageSizeTooLargeError()
     topic = scorer.settings.input_topic
     scorer.app.topics.acking_topics.add(topic)
-    tp, other = TP(topic, 5), TP(topic, 6)
+    tp, other = _assigned_anew(scorer.app.consumer, TP(topic, 5), TP(topic, 6))
     document = orjson.dumps(raw_event(event_id="refused-first", contact_id="agent-commit-1"))
     async with scorer.agent.test_context() as agent:
         channel = agent.stream().channel
@@ -241,6 +241,15 @@ async def test_chunks_the_stream_drains_after_a_refused_batch_never_move_the_com
     assert scorer.app.consumer._new_offset(other) is None, "chunks nobody scored moved the commit"
 
 
+def _assigned_anew(consumer, *tps: TP) -> tuple[TP, ...]:
+    """The partitions as a rebalance leaves them newly assigned: no commit and nothing acked
+    (Faust's on_partitions_revoked), whatever the session's other agent tests acked there."""
+    for tp in tps:
+        for bookkeeping in (consumer._gap, consumer._acked, consumer._acked_index, consumer._committed_offset):
+            bookkeeping.pop(tp, None)
+    return tps
+
+
 def _record(tp: TP, offset: int, value: bytes) -> ConsumerRecord:
     return ConsumerRecord(tp.topic, tp.partition, offset, now_ms(), 0, None, value, None, 0, len(value), [])
 
@@ -250,7 +259,7 @@ async def test_a_chunk_the_stream_skips_as_of_an_older_generation_never_moves_th
     acknowledges it unscored, to be fetched again from the committed offset."""
     topic = scorer.settings.input_topic
     scorer.app.topics.acking_topics.add(topic)
-    tp = TP(topic, 7)
+    (tp,) = _assigned_anew(scorer.app.consumer, TP(topic, 7))
     records = [_record(tp, 0, orjson.dumps(raw_event(event_id="skipped", contact_id="agent-commit-2")))]
     stale = ChunkMessage(tp, records, scorer.app.consumer_generation_id - 1)
     stale.incref()
