@@ -169,6 +169,10 @@ class ScoringAgent:
         self.outputs: Counter[str] = Counter()
         self.too_large: Counter[str] = Counter()  # events dead-lettered for a record too large, by its topic
         self.expired: Counter[str] = Counter()  # contacts expired (scoring.expiry)
+        self.dead_letter_fields: Counter[str] = Counter()  # by metric label (schemas.outputs.dead_letter_label)
+        self.nurture_tracks: Counter[str] = Counter()
+        self.unmapped = 0  # Segment track events the rules' [mapping] does not know
+        self.event_ages: list[float] = []  # seconds from occurred_at to scoring, one per event applied
         self.agent: Any = None
         self.accounts: Any = None  # the accounts agent, when attached with this one (agents.attach_agents)
 
@@ -234,10 +238,7 @@ class ScoringAgent:
                 "%d contacts would outgrow their topics' record limits: folding the batch again", len(oversized)
             )
             self.guarded |= oversized
-            self.events.clear()
-            self.outputs.clear()
-            self.too_large.clear()
-            self.expired.clear()
+            self._clear_counts()  # the fold again counts them anew
         producer = self.producer()
         await alerts.deliver(producer)
         for work, states in prepared:
@@ -341,9 +342,9 @@ class ScoringAgent:
             if applied.outcome != "duplicate":
                 if is_published(applied.state):  # a merged anonymous id speaks through its contact
                     self._add_outputs(work.partition, applied.outputs, alerts)
-                self.metrics.event_age_seconds.observe(max(0, clock - event.occurred_ms) / 1000)
+                self.event_ages.append(max(0, clock - event.occurred_ms) / 1000)
                 if is_unmapped(event):
-                    self.metrics.unmapped_events.inc()
+                    self.unmapped += 1
                 for link in applied.links:
                     self._send(link.anonymous_id, link_bytes(link), alerts)
             self.events[applied.outcome] += 1
@@ -632,7 +633,7 @@ class ScoringAgent:
         topic = self.topics.nurture.get_topic_name()
         for record in records:
             outbox.add(topic, partition, record.contact_id.encode(), dumps(nurture_record(record)))
-            self.metrics.nurtures.labels(record.track).inc()
+            self.nurture_tracks[record.track] += 1
             self.outputs["nurture"] += 1
 
     def _dead_letter(self, message: Any, field: str, reason: str, clock: int, outbox: Outbox) -> None:
@@ -649,7 +650,7 @@ class ScoringAgent:
         )
         outbox.add(self.topics.dead_letters.get_topic_name(), message.partition, _bounded(message.key), dumps(record))
         self.events["dead_letter"] += 1
-        self.metrics.dead_letters.labels(dead_letter_label(field)).inc()
+        self.dead_letter_fields[dead_letter_label(field)] += 1
 
     def _count(self, started: float, size: int) -> None:
         for outcome, count in self.events.items():
@@ -660,12 +661,32 @@ class ScoringAgent:
             self.metrics.records_too_large.labels(topic).inc(count)
         for kind, count in self.expired.items():
             self.metrics.expired.labels(kind).inc(count)
-        self.events.clear()
-        self.outputs.clear()
-        self.too_large.clear()
-        self.expired.clear()
+        for label, count in self.dead_letter_fields.items():
+            self.metrics.dead_letters.labels(label).inc(count)
+        for track, count in self.nurture_tracks.items():
+            self.metrics.nurtures.labels(track).inc(count)
+        if self.unmapped:
+            self.metrics.unmapped_events.inc(self.unmapped)
+        for age in self.event_ages:
+            self.metrics.event_age_seconds.observe(age)
+        self._clear_counts()
         self.metrics.batch_seconds.observe(perf_counter() - started)
         self.metrics.batch_events.observe(size)
+
+    def _clear_counts(self) -> None:
+        """Forget the batch's counts: added to the metrics (_count), or its fold to be done
+        again (run), which counts everything anew."""
+        for counts in (
+            self.events,
+            self.outputs,
+            self.too_large,
+            self.expired,
+            self.dead_letter_fields,
+            self.nurture_tracks,
+        ):
+            counts.clear()
+        self.unmapped = 0
+        self.event_ages.clear()
 
     async def reschedule_cooling(self) -> None:
         """After start-up or a rebalance the schedule is rebuilt from the recovered partitions,

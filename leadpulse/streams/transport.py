@@ -15,13 +15,15 @@ also acks records nobody processed: a stream acks the records it skips during a 
 stream goes on draining and acking what was already fetched. Faust commits the longest run
 of acked offsets and, for a partition without a commit yet, does not check where that run
 starts, so such acks committed offsets past records never scored (docs/faust-notes.md).
+The consumer's `ack` sees every acknowledgement only if the streams iterate with Faust's
+pure-Python loop: its Cython iterator records them in the consumer itself (`Stream`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any, cast
 from weakref import WeakSet
 
@@ -232,21 +234,36 @@ class BatchHandoverConsumer(aiokafka_driver.Consumer):
             read_offset[tp] = offset
 
 
+class Stream(faust.Stream[Any]):
+    """Faust's stream, always iterated by its pure-Python loop, which acknowledges an event
+    through `Consumer.ack`. Faust's Cython iterator (used whenever its extension loads)
+    copies `Consumer.ack` inline instead, so the acks of the records a stream skips or
+    drains were counted past `BatchHandoverConsumer.ack`: a worker whose first batch was
+    refused committed the offsets of chunks fetched after it (tests/agents/test_commit_policy.py).
+    The agents' inputs come a chunk of records per event (streams/chunks.py), so that loop
+    runs once per chunk, not per record."""
+
+    def __aiter__(self) -> AsyncGenerator[Any, None]:
+        iterator = cast(AsyncGenerator[Any, None], self._py_aiter())
+        self._active_agens.add(iterator)  # as Faust's: closed when the stream stops
+        return iterator
+
+
 class Transport(aiokafka_driver.Transport):
     Consumer = BatchHandoverConsumer
     Producer = QuietProducer
 
 
 class App(faust.App):
-    """faust.App whose consumer hands fetched batches over as above; the broker URL keeps
-    its usual kafka:// scheme."""
+    """faust.App whose consumer hands fetched batches over as above and whose streams ack
+    through it (`Stream`); the broker URL keeps its usual kafka:// scheme."""
 
     exit_deadline_s: float | None = None  # set by `leadpulse worker`: not in a test's process
     chunked_topics: dict[str, tuple[int, int]]  # topic -> most records a chunk, bytes of its buffer (streams/chunks.py)
     _exit_timer: threading.Timer | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, Stream=Stream, **kwargs)
         self.chunked_topics = {}
 
     def hand_over_in_chunks(self, topics: Iterable[str], most: int, buffer_bytes: int) -> None:

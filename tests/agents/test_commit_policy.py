@@ -6,12 +6,18 @@ offsets past records never scored."""
 import asyncio
 from collections.abc import Iterable
 from types import SimpleNamespace
+from unittest.mock import AsyncMock
 
+import orjson
+from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from leadpulse.streams.chunks import ChunkMessage
+from leadpulse.scoring.timeutil import now_ms
+from leadpulse.streams.chunks import ChunkMessage, chunk_event
+from tests.agents.test_scoring_agent import settled
+from tests.factories import raw_event
 
 
 def _records(topic: str, offsets: range) -> list[ConsumerMessage]:
@@ -205,3 +211,60 @@ async def test_a_fetch_under_way_across_a_rebalance_keeps_its_records_and_they_a
 async def _until(condition) -> None:
     while not condition():
         await asyncio.sleep(0.01)
+
+
+async def test_chunks_the_stream_drains_after_a_refused_batch_never_move_the_commit(scorer, capture, monkeypatch):
+    """Once the agent has stopped on a refused delivery, its stream goes on draining what was
+    fetched, its acknowledgements enabled again. Faust's Cython stream iterator recorded those
+    in the consumer itself, past the ack that counts only scored records: a worker that failed
+    its first batch committed the offsets of chunks fetched after it, never scored
+    (test_faults.py's refused-delivery test, ~120 contacts short after the restart)."""
+    crash = AsyncMock()
+    monkeypatch.setattr(scorer.app, "crash", crash)
+    capture.fail_next = MessageSizeTooLargeError()
+    topic = scorer.settings.input_topic
+    scorer.app.topics.acking_topics.add(topic)
+    tp, other = _assigned_anew(scorer.app.consumer, TP(topic, 5), TP(topic, 6))
+    document = orjson.dumps(raw_event(event_id="refused-first", contact_id="agent-commit-1"))
+    async with scorer.agent.test_context() as agent:
+        channel = agent.stream().channel
+        refused = chunk_event(scorer.app, tp, [_record(tp, 0, document)])
+        refused.message.incref()  # the channel's reference, as the consumer takes one
+        await channel.put(refused)
+        assert await settled(lambda: crash.await_count == 1)
+        drained = [chunk_event(scorer.app, other, [_record(other, offset, document)]) for offset in (0, 1)]
+        for chunk in drained:
+            chunk.message.incref()
+            await channel.put(chunk)
+        assert await settled(lambda: drained[-1].message.acked), "the stream drains them"
+    assert scorer.app.consumer._new_offset(tp) is None, "the refused batch was committed"
+    assert scorer.app.consumer._new_offset(other) is None, "chunks nobody scored moved the commit"
+
+
+def _assigned_anew(consumer, *tps: TP) -> tuple[TP, ...]:
+    """The partitions as a rebalance leaves them newly assigned: no commit and nothing acked
+    (Faust's on_partitions_revoked), whatever the session's other agent tests acked there."""
+    for tp in tps:
+        for bookkeeping in (consumer._gap, consumer._acked, consumer._acked_index, consumer._committed_offset):
+            bookkeeping.pop(tp, None)
+    return tps
+
+
+def _record(tp: TP, offset: int, value: bytes) -> ConsumerRecord:
+    return ConsumerRecord(tp.topic, tp.partition, offset, now_ms(), 0, None, value, None, 0, len(value), [])
+
+
+async def test_a_chunk_the_stream_skips_as_of_an_older_generation_never_moves_the_commit(scorer):
+    """Fetched before a rebalance, handed over after it: the stream skips the chunk and
+    acknowledges it unscored, to be fetched again from the committed offset."""
+    topic = scorer.settings.input_topic
+    scorer.app.topics.acking_topics.add(topic)
+    (tp,) = _assigned_anew(scorer.app.consumer, TP(topic, 7))
+    records = [_record(tp, 0, orjson.dumps(raw_event(event_id="skipped", contact_id="agent-commit-2")))]
+    stale = ChunkMessage(tp, records, scorer.app.consumer_generation_id - 1)
+    stale.incref()
+    async with scorer.agent.test_context() as agent:
+        await agent.stream().channel.put(scorer.app.create_event(None, records, None, stale))
+        assert await settled(lambda: stale.acked), "the stream skips it"
+    assert scorer.contacts.get("agent-commit-2") is None
+    assert scorer.app.consumer._new_offset(tp) is None, "a chunk nobody scored moved the commit"

@@ -6,11 +6,16 @@ import itertools
 
 import orjson
 import pytest
+from aiokafka.structs import ConsumerRecord
+from faust.types import TP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from leadpulse.schemas.limits import RecordLimits, record_bytes
 from leadpulse.scoring.engine import event_hash
+from leadpulse.scoring.timeutil import now_ms
+from leadpulse.streams.chunks import chunk_event
+from leadpulse.streams.partitioning import home_partition
 from tests.agents.test_scoring_agent import settled
 from tests.factories import buyer_documents, padded, raw_event
 
@@ -62,6 +67,39 @@ async def test_an_event_that_would_make_the_state_too_large_is_dead_lettered_and
     metric = scorer.metrics.registry.get_sample_value("leadpulse_records_too_large_total", {"topic": changelog})
     assert metric >= 1
     assert all(record_bytes(key, value) <= limits.of(topic) for topic, key, value in written(capture))
+
+
+async def test_a_batch_folded_again_counts_its_dead_letters_and_event_ages_once(scorer, small_changelog):
+    """The third padded value makes the batch fold again (scoring.run): the metrics the fold
+    decides are counted for the fold that is delivered, not for both."""
+    contact = "agent-refolded"
+    key = contact.encode()
+    tp = TP(scorer.settings.input_topic, home_partition(key, scorer.settings.partitions))
+    documents = [
+        padded(contact, 1, "job_title"),
+        b"{not json",
+        padded(contact, 2, "department"),
+        padded(contact, 3, "industry"),  # over the limit: dead-lettered in the fold again
+        orjson.dumps(raw_event("demo_requested", event_id=f"{contact}-after", contact_id=contact)),
+    ]
+    records = [
+        ConsumerRecord(tp.topic, tp.partition, offset, now_ms(), 0, key, value, None, len(key), len(value), [])
+        for offset, value in enumerate(documents)
+    ]
+    dead_letters = _total(scorer, "leadpulse_dead_letters_total")
+    ages = _total(scorer, "leadpulse_event_age_seconds_count")
+    async with scorer.agent.test_context() as agent:
+        chunk = chunk_event(scorer.app, tp, records)  # one batch
+        chunk.message.incref()
+        await agent.stream().channel.put(chunk)
+        assert await settled(lambda: chunk.message.acked)
+    assert _total(scorer, "leadpulse_dead_letters_total") - dead_letters == 2, "the malformed record and the third pad"
+    assert _total(scorer, "leadpulse_event_age_seconds_count") - ages == 3, "one age per event applied"
+
+
+def _total(scorer, sample: str) -> float:
+    """A metric's samples of that name, summed over their labels."""
+    return sum(s.value for metric in scorer.metrics.registry.collect() for s in metric.samples if s.name == sample)
 
 
 async def test_a_hot_lead_too_large_for_its_topic_dead_letters_its_event_with_none_of_its_outputs(

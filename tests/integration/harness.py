@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,6 +33,24 @@ T = TypeVar("T")
 
 def produce(settings: Settings, lines: Iterable[bytes], *, keyed: bool = True) -> int:
     return asyncio.run(produce_lines(settings, lines, keyed=keyed))
+
+
+@contextmanager
+def ctrl_c_as_in_a_terminal() -> Iterator[None]:
+    """Processes started inside take Ctrl-C (SIGINT) as a terminal's foreground job does. A
+    pytest run in the background by a non-interactive shell (`pytest &`, nohup, some CI steps)
+    has SIGINT ignored, and an ignored signal stays ignored across fork and exec: the demo then
+    never saw the Ctrl-C its test sends, while its worker (whose event loop installs its own
+    handler) stopped on it, and the demo ended with "the worker stopped" instead of
+    "stopping...". A signal this process handles is reset to the default at exec."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def request_erasures(settings: Settings, lines: Iterable[bytes]) -> None:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from leadpulse.cli.processes import ROOT, free_port
-from tests.integration.harness import wait_for
+from tests.integration.harness import ctrl_c_as_in_a_terminal, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ def test_a_second_demo_refuses_to_start_in_one_line_and_the_first_goes_on(broker
     env = demo_env(broker, web_port, "demo2")
     demo = [sys.executable, "-m", "leadpulse", "demo", "--rate", "50"]
     first_said = tmp_path / "first.stderr"
-    with first_said.open("wb") as stderr:
+    with first_said.open("wb") as stderr, ctrl_c_as_in_a_terminal():
         first = subprocess.Popen(demo, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         assert wait_for(lambda: "sending traffic" in first_said.read_text(), timeout_s=150, interval_s=0.2)

@@ -39,7 +39,7 @@ from leadpulse.cli.processes import ROOT, free_port
 from leadpulse.collector.keys import load_write_keys
 from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 from leadpulse.streams.settings import Settings, env_name, read_tokens
-from tests.integration.harness import produce, wait_for, write_outputs
+from tests.integration.harness import ctrl_c_as_in_a_terminal, produce, wait_for, write_outputs
 from tests.integration.receiver import Receivers
 
 pytestmark = pytest.mark.integration
@@ -262,12 +262,7 @@ def run(
 def service(command: Command, settings: Settings, sandbox: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A long-running command in its own process group, stopped by that group's id (SIGINT,
     as Ctrl-C; SIGKILL if it has not stopped after 30 s)."""
-    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        # The suite was started in the background by a shell, which ignores SIGINT for it and
-        # so for its children: a Python service would then never stop on Ctrl-C. A handler
-        # here (not an ignore) is reset to the default in each child.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    with log.open("wb") as out:
+    with log.open("wb") as out, ctrl_c_as_in_a_terminal():
         process = subprocess.Popen(
             ["bash", "-c", runnable(command, settings)],
             cwd=sandbox,
