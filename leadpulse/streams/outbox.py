@@ -156,12 +156,15 @@ class Outbox:
         gathered = asyncio.gather(*deliveries, return_exceptions=True)
         waited = 0.0
         while True:
-            try:
-                return await asyncio.wait_for(asyncio.shield(gathered), STALLED_AFTER_S)
-            except TimeoutError:
-                waited += STALLED_AFTER_S
-                stalled = TimeoutError(f"no acknowledgement from the broker for {waited:.0f} s")
-                self._health.failed(stalled, f"{where[0]}[{where[1]}]")
+            # asyncio.wait, not wait_for: Python 3.11's wait_for returns the result of a
+            # future done at the moment its task is cancelled, and the worker's stop was lost
+            # (the agent went on to wait for a next batch: tests/agents/test_expiry_agent.py).
+            done, _ = await asyncio.wait((gathered,), timeout=STALLED_AFTER_S)
+            if done:
+                return gathered.result()
+            waited += STALLED_AFTER_S
+            stalled = TimeoutError(f"no acknowledgement from the broker for {waited:.0f} s")
+            self._health.failed(stalled, f"{where[0]}[{where[1]}]")
 
 
 async def _submit(
