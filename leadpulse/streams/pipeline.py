@@ -110,6 +110,8 @@ def create_app(settings: Settings) -> Pipeline:
         help="Per-account state: an aggregate and one key per member (scoring.accounts bytes)",
     )
     metrics = Metrics.create()
+    if settings.store == "rocksdb://":
+        metrics.watch_state_volume(settings.data_dir)
     faust_metrics = FaustMetrics.create(metrics.registry, "faust")  # served on /metrics (streams/web.py)
     monitor = app.monitor = PeriodicPrometheusMonitor(metrics=faust_metrics)
     app.timer(PUBLISH_INTERVAL_S)(_publish(monitor))
