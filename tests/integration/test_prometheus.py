@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
