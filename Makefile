@@ -59,9 +59,11 @@ audit:
 kafka:
 	@deploy/kafka/broker.sh fetch
 
-# promtool and prometheus for the alert rules' tests and the real-scrape test (once per machine).
+# promtool and prometheus for the alert rules' tests and the real-scrape test; kubeconform,
+# kustomize and Kubernetes' JSON schemas for the manifests' (once per machine and version).
 ops-tools:
 	@deploy/ops-tools.sh prometheus
+	@deploy/ops-tools.sh kubernetes
 
 clean:
 	rm -rf $(VENV) .venv-audit .leadpulse deploy/kafka/.data
