@@ -6,12 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint unit integration bench setup kafka clean constraints audit
+.PHONY: demo test lint unit integration bench setup kafka ops-tools clean constraints audit
 
 demo: setup kafka
 	$(BIN)/leadpulse demo
 
-test: setup kafka lint
+test: setup kafka ops-tools lint
 	$(BIN)/pytest -q -p no:cacheprovider tests
 
 lint: setup
@@ -19,10 +19,10 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-unit: setup
+unit: setup ops-tools
 	$(BIN)/pytest -q tests/unit tests/agents
 
-integration: setup kafka
+integration: setup kafka ops-tools
 	$(BIN)/pytest -q tests/integration
 
 # --compiled: each also measures the opt-in mypyc build (setup.py), built here first (~1 min).
@@ -58,6 +58,12 @@ audit:
 
 kafka:
 	@deploy/kafka/broker.sh fetch
+
+# promtool and prometheus for the alert rules' tests and the real-scrape test; kubeconform,
+# kustomize and Kubernetes' JSON schemas for the manifests' (once per machine and version).
+ops-tools:
+	@deploy/ops-tools.sh prometheus
+	@deploy/ops-tools.sh kubernetes
 
 clean:
 	rm -rf $(VENV) .venv-audit .leadpulse deploy/kafka/.data

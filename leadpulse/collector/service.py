@@ -114,6 +114,7 @@ class CollectorMetrics:
     connections: Gauge
     refused_connections: Counter
     in_flight_bytes: Gauge
+    ready: Gauge
 
     @classmethod
     def create(cls) -> CollectorMetrics:
@@ -144,6 +145,11 @@ class CollectorMetrics:
             in_flight_bytes=Gauge(
                 "leadpulse_collector_in_flight_bytes",
                 "Bytes of bodies and records held by requests in progress",
+                registry=registry,
+            ),
+            ready=Gauge(
+                "leadpulse_collector_ready",
+                "1 when /health answers 200 (the broker takes records), else 0",
                 registry=registry,
             ),
         )
@@ -234,6 +240,7 @@ class Collector:
 
     def __post_init__(self) -> None:
         self.in_flight = InFlight(self.bounds.max_in_flight_bytes, self.metrics.in_flight_bytes)
+        self.metrics.ready.set_function(lambda: float(self.sink.problem() is None))  # /health's answer, at scrape
 
     def app(self) -> web.Application:
         app = web.Application()

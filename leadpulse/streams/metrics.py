@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+CGROUP = Path("/sys/fs/cgroup")
 
 
 @dataclass(frozen=True)
@@ -21,11 +25,15 @@ class Metrics:
     nurtures: Counter
     records_too_large: Counter
     expired: Counter
+    ready: Gauge
+    restoring: Gauge
+    deliveries_failing: Gauge
 
     @classmethod
-    def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
+    def create(cls, registry: CollectorRegistry | None = None, cgroup: Path = CGROUP) -> Metrics:
         registry = registry or CollectorRegistry()
-        return cls(
+        ProcessCollector(registry=registry)  # process_resident_memory_bytes: RocksDB's memory is the process's
+        metrics = cls(
             registry=registry,
             events=Counter(
                 "leadpulse_events",
@@ -95,4 +103,57 @@ class Metrics:
                 ["kind"],
                 registry=registry,
             ),
+            ready=Gauge(
+                "leadpulse_ready", "1 when /health answers 200, else 0 (its reason is on /health)", registry=registry
+            ),
+            restoring=Gauge(
+                "leadpulse_restoring",
+                "1 while the worker restores the tables of its partitions from their changelogs (/health is 503)",
+                registry=registry,
+            ),
+            deliveries_failing=Gauge(
+                "leadpulse_deliveries_failing",
+                "1 while records the worker produces are not acknowledged by the broker (/health is 503)",
+                registry=registry,
+            ),
         )
+        limit = cgroup_memory_limit(cgroup)
+        if limit is not None:  # no series without a limit (a 0 would divide the memory alert by zero)
+            Gauge(
+                "leadpulse_memory_limit_bytes",
+                "The container's memory limit (cgroup): RSS near it means an OOM kill",
+                registry=registry,
+            ).set(limit)
+        return metrics
+
+    def watch_state_volume(self, data_dir: Path) -> None:
+        """Free and total bytes of the tables' volume (rocksdb:// only), one statvfs when Prometheus scrapes."""
+        free = Gauge(
+            "leadpulse_state_volume_free_bytes",
+            "Bytes free on the volume of LEADPULSE_DATA_DIR, where RocksDB keeps the tables",
+            registry=self.registry,
+        )
+        size = Gauge("leadpulse_state_volume_size_bytes", "Size of that volume", registry=self.registry)
+        free.set_function(lambda: shutil.disk_usage(_existing(data_dir)).free)
+        size.set_function(lambda: shutil.disk_usage(_existing(data_dir)).total)
+
+
+def cgroup_memory_limit(root: Path) -> int | None:
+    """The memory limit the kernel enforces on this container (cgroup v2, else v1), None
+    without one ('max', or v1's huge page-rounded 'unlimited')."""
+    for name in ("memory.max", "memory/memory.limit_in_bytes"):
+        try:
+            text = (root / name).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:
+            return int(text)
+        return None
+    return None
+
+
+def _existing(path: Path) -> Path:
+    """The folder, or its nearest existing parent: the data folder is made when a table opens."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path

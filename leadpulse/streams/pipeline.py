@@ -83,7 +83,9 @@ def create_app(settings: Settings) -> Pipeline:
         # One record batch per partition per agent batch (streams/outbox.py): with 16 KiB
         # batches each further batch of a partition waited for the previous one.
         producer_max_batch_size=256 * 1024,
-        table_standby_replicas=0 if settings.partitions == 1 else 1,
+        # A standby reads the changelog of a partition another worker owns, so that taking it
+        # over needs only the changelog's tail; with one partition there is nothing to spread.
+        table_standby_replicas=0 if settings.partitions == 1 else settings.standby_replicas,
         TableManager=BulkTableManager,  # restores ~10x faster than Faust's recovery alone
         web_enabled=True,
         # Faust's own pages: the table dumps and cluster layout are not for the public
@@ -110,6 +112,8 @@ def create_app(settings: Settings) -> Pipeline:
         help="Per-account state: an aggregate and one key per member (scoring.accounts bytes)",
     )
     metrics = Metrics.create()
+    if settings.store == "rocksdb://":
+        metrics.watch_state_volume(settings.data_dir)
     faust_metrics = FaustMetrics.create(metrics.registry, "faust")  # served on /metrics (streams/web.py)
     monitor = app.monitor = PeriodicPrometheusMonitor(metrics=faust_metrics)
     app.timer(PUBLISH_INTERVAL_S)(_publish(monitor))

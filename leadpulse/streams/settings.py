@@ -101,6 +101,7 @@ class Settings:
     buffer_bytes: int = 64_000_000
     batch_within_s: float = 0.05
     session_timeout_s: float = 10.0
+    standby_replicas: int = 1
     log_level: str = "info"
     max_record_bytes: int = DEFAULT_LIMITS.max_record_bytes
     max_properties: int = DEFAULT_LIMITS.max_properties
@@ -262,6 +263,7 @@ HELP: dict[str, str] = {
     "buffer_bytes": "Bytes of fetched records waiting for an agent, about, 1000000..4000000000.",
     "batch_within_s": "Longest wait to fill a batch: seconds or a duration, 0..86400.",
     "session_timeout_s": "Kafka consumer session and rebalance timeout: seconds or a duration, 6..1800.",
+    "standby_replicas": "Other workers keeping a warm copy of each table partition, 0..10 (a quicker takeover).",
     "log_level": "debug, info, warning (or warn), error or critical.",
     "max_record_bytes": "Largest input record scored, in bytes, 1000..900000; larger ones are dead-lettered.",
     "max_properties": "Most keys in an event's properties object, 1..10000.",
@@ -548,6 +550,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "cooling_interval_s": _seconds,
     "batch_within_s": _seconds,
     "session_timeout_s": _session_timeout,
+    "standby_replicas": _whole(0, 10),
     "log_level": _log_level,
     "broker": _broker,
     "app_id": _kafka_name,

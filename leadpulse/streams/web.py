@@ -134,6 +134,7 @@ def _register_contacts(pipeline: Pipeline, tokens: tuple[str, ...] | None) -> No
 
 def _register_health(pipeline: Pipeline) -> None:
     app = pipeline.app
+    _bind_health_gauges(pipeline)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
@@ -147,9 +148,7 @@ def _register_health(pipeline: Pipeline) -> None:
         refuses the credentials, or while deliveries fail. `pid` tells a process that started
         the worker whether this answer is its worker's (cli/processes.py)."""
         assigned = _assignment(app)
-        problem = BROKERS.problem()
-        if problem is None:
-            problem = _not_ready(pipeline, assigned) if assigned is not None else "the consumer is starting"
+        problem = _problem(pipeline, assigned)
         assigned = assigned or set()
         readiness = pipeline.readiness
         return web.json(
@@ -164,6 +163,24 @@ def _register_health(pipeline: Pipeline) -> None:
             },
             status=200 if problem is None else 503,
         )
+
+
+def _bind_health_gauges(pipeline: Pipeline) -> None:
+    """The /health answer as gauges, computed when Prometheus scrapes (nothing runs between
+    scrapes): alerts can then tell a worker that is down (`up == 0`) from one that answers
+    but is not ready, and a restore that lasts from one that fails (deploy/prometheus/alerts.yml)."""
+    metrics, app = pipeline.metrics, pipeline.app
+    metrics.ready.set_function(lambda: float(_problem(pipeline, _assignment(app)) is None))
+    metrics.restoring.set_function(lambda: float(bool(app.rebalancing) and bool(_assignment(app))))
+    metrics.deliveries_failing.set_function(lambda: float(pipeline.readiness.deliveries.failing_since is not None))
+
+
+def _problem(pipeline: Pipeline, assigned: set[Any] | None) -> str | None:
+    """Why the worker is not ready (None: ready), the reason /health gives."""
+    problem = BROKERS.problem()
+    if problem is None:
+        problem = _not_ready(pipeline, assigned) if assigned is not None else "the consumer is starting"
+    return problem
 
 
 def _assignment(app: Any) -> set[Any] | None:

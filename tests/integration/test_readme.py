@@ -101,8 +101,17 @@ SASL_CLUSTER = (
     "the environment of a SASL_SSL cluster with a CA file; the suite's broker is PLAINTEXT "
     "(tests/integration/test_kafka_security.py runs the worker, produce and tail over SASL_SSL and mutual TLS)"
 )
+K8S = (
+    "no Kubernetes cluster on the test machines; tests/unit/test_k8s_manifests.py renders what it applies with "
+    "kustomize, validates it with kubeconform (strict) and checks the Secrets' files against the settings"
+)
 NOT_RUN = {
     "make test": "the suite itself, of which this test is one",
+    "kubectl create namespace leadpulse": K8S,
+    "kubectl -n leadpulse create secret generic leadpulse-kafka --from-file=sasl-password=kafka-password": K8S,
+    "kubectl -n leadpulse create secret generic leadpulse-api-tokens --from-file=tokens=api-tokens": K8S,
+    "kubectl -n leadpulse create secret generic leadpulse-write-keys --from-file=write-keys=write-keys": K8S,
+    "kubectl apply -k deploy/k8s/base": K8S,
     "LEADPULSE_APP_ID=leadpulse-rules-v2 LEADPULSE_TOPIC_PREFIX=rules-v2. LEADPULSE_RULES=my-rules.toml "
     "LEADPULSE_DATA_DIR=.leadpulse/rules-v2 LEADPULSE_WEB_PORT=6067 .venv/bin/leadpulse worker": (
         "tests/integration/test_isolation.py runs this re-scoring worker (a new app id and prefix, other rules) "

@@ -4,10 +4,11 @@ from types import SimpleNamespace
 
 from faust.types import TP
 
+from leadpulse.streams.metrics import Metrics, cgroup_memory_limit
 from leadpulse.streams.outbox import DeliveryHealth
 from leadpulse.streams.pipeline import Readiness, create_app
 from leadpulse.streams.settings import Settings
-from leadpulse.streams.web import _assignment, _not_ready
+from leadpulse.streams.web import _assignment, _bind_health_gauges, _not_ready
 
 
 def topic(name):
@@ -72,3 +73,60 @@ def test_a_worker_whose_deliveries_fail_is_not_ready():
 def test_a_worker_whose_consumer_thread_has_not_started_has_no_assignment_yet():
     app = create_app(Settings(store="memory://")).app
     assert _assignment(app) is None  # /health answers 503 "the consumer is starting", not a 500
+
+
+def scraped(pipeline_, assigned):
+    """The health gauges as Prometheus would read them from this worker."""
+    pipeline_.metrics = Metrics.create()
+    pipeline_.app.consumer = SimpleNamespace(assignment=lambda: assigned)
+    _bind_health_gauges(pipeline_)
+    registry = pipeline_.metrics.registry
+    return {name: registry.get_sample_value(name) for name in ("leadpulse_ready", "leadpulse_restoring")} | {
+        "leadpulse_deliveries_failing": registry.get_sample_value("leadpulse_deliveries_failing")
+    }
+
+
+def test_the_gauges_on_metrics_say_what_health_says_for_a_ready_worker():
+    assert scraped(pipeline(), owned(0)) == {
+        "leadpulse_ready": 1.0,
+        "leadpulse_restoring": 0.0,
+        "leadpulse_deliveries_failing": 0.0,
+    }
+
+
+def test_a_restoring_worker_is_not_ready_and_says_it_restores():
+    assert scraped(pipeline(rebalancing=True), owned(0)) == {
+        "leadpulse_ready": 0.0,
+        "leadpulse_restoring": 1.0,
+        "leadpulse_deliveries_failing": 0.0,
+    }
+
+
+def test_a_worker_whose_deliveries_fail_is_not_ready_and_says_so():
+    assert scraped(pipeline(failing=True), owned(0)) == {
+        "leadpulse_ready": 0.0,
+        "leadpulse_restoring": 0.0,
+        "leadpulse_deliveries_failing": 1.0,
+    }
+
+
+def test_the_memory_limit_is_the_cgroups_and_absent_without_one(tmp_path):
+    (tmp_path / "memory.max").write_text("1073741824\n")
+    assert cgroup_memory_limit(tmp_path) == 1073741824
+    (tmp_path / "memory.max").write_text("max\n")
+    assert cgroup_memory_limit(tmp_path) is None
+    assert Metrics.create(cgroup=tmp_path).registry.get_sample_value("leadpulse_memory_limit_bytes") is None
+    (tmp_path / "memory.max").unlink()
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory/memory.limit_in_bytes").write_text("536870912\n")
+    assert Metrics.create(cgroup=tmp_path).registry.get_sample_value("leadpulse_memory_limit_bytes") == 536870912
+    (tmp_path / "memory/memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "unlimited"
+    assert cgroup_memory_limit(tmp_path) is None
+
+
+def test_the_state_volume_gauges_read_the_data_folders_volume_even_before_it_exists(tmp_path):
+    metrics = Metrics.create()
+    metrics.watch_state_volume(tmp_path / "not-yet" / "data")
+    free = metrics.registry.get_sample_value("leadpulse_state_volume_free_bytes")
+    size = metrics.registry.get_sample_value("leadpulse_state_volume_size_bytes")
+    assert 0 < free <= size

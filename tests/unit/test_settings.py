@@ -208,3 +208,13 @@ def test_every_setting_has_a_one_line_help():
 def test_settings_survive_a_round_trip_through_the_environment():
     settings = Settings(partitions=3, log_level="warning", batch_within_s=0.25, max_depth=4, dead_letter_excerpt=0)
     assert Settings.from_env(settings.as_env()) == settings
+
+
+def test_standby_replicas_set_how_many_other_workers_keep_a_warm_copy_of_each_table_partition(tmp_path):
+    from leadpulse.streams.pipeline import create_app
+
+    assert Settings().standby_replicas == 1
+    settings = Settings.from_env({"LEADPULSE_STANDBY_REPLICAS": "2", "LEADPULSE_DATA_DIR": str(tmp_path)})
+    assert create_app(settings).app.conf.table_standby_replicas == 2
+    with pytest.raises(SettingsError, match="LEADPULSE_STANDBY_REPLICAS='11': must be from 0 to 10"):
+        Settings.from_env({"LEADPULSE_STANDBY_REPLICAS": "11"})
