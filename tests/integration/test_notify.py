@@ -71,6 +71,9 @@ def first_arrivals(ids: list[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+OUTAGE_S = 30.0  # how long crm stays down at least: longer than an SDK or a receiver would time out
+
+
 def test_a_destination_down_then_back_gets_every_alert_in_order_and_holds_back_no_other_one(
     make_settings, receivers, notifiers, tmp_path
 ):
@@ -136,6 +139,9 @@ to = ["crm", "sales", "archive"]
     assert wait_for(lambda: second.metric("leadpulse_notify_paused") == 1, 30, 0.2), "fetching did not pause at the cap"
     assert second.metric("leadpulse_notify_pending_alerts") == 4
     assert second.metric("leadpulse_notify_queue_depth", 'destination="crm"') == 4
+    retried_before = second.metric("leadpulse_notify_retried_total", 'destination="crm"')
+    assert wait_for(lambda: time.monotonic() - outage_started >= OUTAGE_S, OUTAGE_S, 0.5)
+    assert second.metric("leadpulse_notify_retried_total", 'destination="crm"') > retried_before, "kept retrying crm"
     receivers.up("crm")
     back = time.monotonic()
     assert wait_for(lambda: set(crm.delivered_ids()) == set(expected), 30, 0.2), "crm did not get every alert"
