@@ -133,6 +133,13 @@ class Settings:
     collect_max_in_flight_bytes: int = 64 * 1024 * 1024
     collect_max_expanded_bytes: int = 4 * 1024 * 1024
     collect_rejected_listed: int = 20
+    collect_browser_rate: float = 20.0
+    collect_browser_burst: int = 200
+    collect_browser_clients: int = 100_000
+    collect_forwarded_for: bool = False
+    collect_headless_bots: bool = True
+    collect_do_not_track: bool = False
+    collect_keep_ip: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -290,6 +297,13 @@ HELP: dict[str, str] = {
     "collect_max_in_flight_bytes": "Collector: bytes held by requests at once (bodies, records); past it: 503.",
     "collect_max_expanded_bytes": "Collector: most bytes of a request's messages with its batch context copied in.",
     "collect_rejected_listed": "Collector: invalid messages listed in an answer (the rest are counted), 0..1000.",
+    "collect_browser_rate": "Collector: messages per second one client address may send with browser keys; past: 429.",
+    "collect_browser_burst": "Collector: messages one client address may send at once with browser keys, 1..100000.",
+    "collect_browser_clients": "Collector: client addresses whose rate is kept; the longest quiet is forgotten first.",
+    "collect_forwarded_for": "on/off: the client address is the last X-Forwarded-For entry (behind your TLS proxy).",
+    "collect_headless_bots": "on/off: headless browsers (HeadlessChrome...) count as bots: their calls are dropped.",
+    "collect_do_not_track": "on/off: browser calls sent with DNT: 1 or Sec-GPC: 1 are only counted, not kept.",
+    "collect_keep_ip": "on/off: browser calls keep the client address in context.ip (off: no address is stored).",
 }
 
 
@@ -323,23 +337,40 @@ def read_secrets(path: Path, setting: str, what: str, forbidden: str = "") -> tu
     (`<key>  # web site`): the one format of the tokens and the write-keys files. A short
     secret is refused as guessable, and so are spaces and the `forbidden` characters (':'
     in a write key, the basic-auth separator)."""
-    shown = f"{env_name(setting)}={str(path)!r}"  # in full: the file to go and fix
+    secrets = []
+    for number, line in secret_lines(path, setting, what):
+        check_secret(line, f"{file_shown(path, setting)}: line {number}", what, forbidden)
+        secrets.append(line)
+    return tuple(secrets)
+
+
+def secret_lines(path: Path, setting: str, what: str) -> list[tuple[int, str]]:
+    """The numbered lines of a secrets file, comments and blanks left out; refused when
+    unreadable or without any line."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise SettingsError(f"{shown}: cannot read it ({error.__class__.__name__})") from None
-    secrets = []
+        raise SettingsError(f"{file_shown(path, setting)}: cannot read it ({error.__class__.__name__})") from None
+    lines = []
     for number, line in enumerate(text.splitlines(), start=1):
-        secret = line.split("#", 1)[0].strip()
-        if not secret:
-            continue
-        if len(secret) < MIN_TOKEN_CHARS or any(c.isspace() or c in forbidden for c in secret):
-            refused = " or ".join(["spaces", *(repr(c) for c in forbidden)])
-            raise SettingsError(f"{shown}: line {number}: a {what} is {MIN_TOKEN_CHARS}+ characters without {refused}")
-        secrets.append(secret)
-    if not secrets:
-        raise SettingsError(f"{shown}: no {what} in the file")
-    return tuple(secrets)
+        content = line.split("#", 1)[0].strip()
+        if content:
+            lines.append((number, content))
+    if not lines:
+        raise SettingsError(f"{file_shown(path, setting)}: no {what} in the file")
+    return lines
+
+
+def check_secret(secret: str, where: str, what: str, forbidden: str = "") -> None:
+    """A secret is long enough not to be guessed, without spaces or `forbidden` characters;
+    `where` (file and line) starts the error."""
+    if len(secret) < MIN_TOKEN_CHARS or any(c.isspace() or c in forbidden for c in secret):
+        refused = " or ".join(["spaces", *(repr(c) for c in forbidden)])
+        raise SettingsError(f"{where}: a {what} is {MIN_TOKEN_CHARS}+ characters without {refused}")
+
+
+def file_shown(path: Path, setting: str) -> str:
+    return f"{env_name(setting)}={str(path)!r}"  # in full: the file to go and fix
 
 
 def env_name(field_name: str) -> str:
@@ -477,6 +508,16 @@ def _switch(name: str, raw: str) -> bool:
     return SWITCHES[value]
 
 
+def _rate(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={_shown(raw)}: a number of messages per second") from None
+    if not 0.01 <= value <= 1_000_000:
+        raise SettingsError(f"{name}={_shown(raw)}: between 0.01 and 1000000 messages per second")
+    return value
+
+
 def _readable_file(name: str, raw: str) -> Path:
     path = Path(raw)
     if not path.is_file():
@@ -532,6 +573,13 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "collect_max_in_flight_bytes": _whole(1024 * 1024, 16 * 1024**3),
     "collect_max_expanded_bytes": _whole(512_000, 1024**3, " (at least the 500 KB a request may hold)"),
     "collect_rejected_listed": _whole(0, 1_000),
+    "collect_browser_rate": _rate,
+    "collect_browser_burst": _whole(1, 100_000),
+    "collect_browser_clients": _whole(1, 10_000_000),
+    "collect_forwarded_for": _switch,
+    "collect_headless_bots": _switch,
+    "collect_do_not_track": _switch,
+    "collect_keep_ip": _switch,
     "store": _choice(STORES),
     "processing_guarantee": _choice(GUARANTEES),
     "cooling_interval_s": _seconds,
