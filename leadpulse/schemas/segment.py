@@ -132,7 +132,8 @@ def shipped_mapping() -> Mapping[str, str]:
 def segment_event(document: dict[str, Any], mapping: Mapping[str, str]) -> Event:
     """One Segment message (its `type` already known to be a call) -> Event."""
     call: str = document["type"]
-    user_id = person_id(document, "userId")
+    # RudderStack's browser SDK sends `userId: ""` until identify: no user yet
+    user_id = None if document.get("userId") == "" else person_id(document, "userId")
     anonymous_id = person_id(document, "anonymousId")
     previous_id = person_id(document, "previousId")
     if call == "alias":

@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 
 from leadpulse.cli.main import main
+from leadpulse.collector.browser import BrowserSettings
 from leadpulse.collector.keys import KeyRing, basic_auth_user, is_known, load_write_keys
 from leadpulse.collector.service import MAX_MESSAGE_BYTES, Collector, CollectorBounds, CollectorSite, runner
 from leadpulse.schemas.events import decode_event
@@ -37,6 +38,7 @@ def bounds(**settings: Any) -> CollectorBounds:
 
 
 DEFAULT_BOUNDS = bounds()
+SERVER_KEYS = KeyRing(KEYS)
 
 
 class MemorySink:
@@ -65,11 +67,15 @@ class MemorySink:
 
 
 @contextlib.asynccontextmanager
-async def serving(bounds: CollectorBounds = DEFAULT_BOUNDS) -> AsyncIterator[tuple[str, int, MemorySink]]:
+async def serving(
+    bounds: CollectorBounds = DEFAULT_BOUNDS, keys: KeyRing = SERVER_KEYS, **browser: Any
+) -> AsyncIterator[tuple[str, int, MemorySink]]:
     """A collector on 127.0.0.1, served as `leadpulse collect` serves it (connection cap,
-    timeouts), with `bounds`; yields its address and sink."""
+    timeouts), with `bounds`, `keys` and the browser settings changed by `browser`
+    (`collect_keep_ip=True`...); yields its address and sink."""
     sink = MemorySink()
-    collector = Collector(KeyRing(KEYS), sink, DEFAULT_RULES, DEFAULT_LIMITS, bounds)
+    settings = BrowserSettings.of(Settings(**browser))
+    collector = Collector(keys, sink, DEFAULT_RULES, DEFAULT_LIMITS, bounds, browser=settings)
     app_runner = runner(collector)
     await app_runner.setup()
     try:
