@@ -25,7 +25,7 @@ from leadpulse.cli.processes import ROOT, free_port
 from tests.integration.harness import read_all, wait_for
 from tests.integration.oracle import Oracle
 
-CHROMIUM = Path(os.environ.get("LEADPULSE_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 MODULES = ROOT / "tests" / "browser" / "node_modules"
 SEGMENT_BUNDLES = MODULES / "@segment" / "analytics-next" / "dist" / "umd"
 RUDDER_BUNDLE = MODULES / "@rudderstack" / "analytics-js" / "dist" / "npm" / "modern" / "bundled" / "umd" / "index.js"
@@ -184,6 +184,7 @@ def test_visits_from_both_sdks_arrive_scored_and_stitched_and_the_key_holds_its_
         page = context.new_page()
         page.goto(f"{site}/blog.html", referer="http://www.google.com/")
         page.wait_for_function("rudder.getAnonymousId && rudder.getAnonymousId()")
+        assert _calls(settings, "bob@shop.fr", 1) is None  # queued for the beacon (flushed every 10 min or on unload)
         page.goto(f"{site}/bye.html")
         bob = wait_for(lambda: _calls(settings, "bob@shop.fr", 1), timeout_s=30)
         context.close()
