@@ -56,7 +56,7 @@ SHORT_PATHS = {"t": "track", "p": "page", "i": "identify", "s": "screen", "g": "
 """analytics.js posts each call to the first letter of its type (`/v1/t`...)."""
 
 _CRAWLERS = re.compile(
-    r"bot\b|bot/|crawl|spider|slurp|facebookexternalhit|embedly|quora link preview|bingpreview|"
+    r"\bbot\b|bot[/;-]|crawl|spider|slurp|facebookexternalhit|embedly|quora link preview|bingpreview|"
     r"google-inspectiontool|lighthouse|pingdom|uptimerobot|python-requests|curl/|wget/|go-http-client|"
     r"java/|okhttp|axios/|node-fetch",
     re.IGNORECASE,

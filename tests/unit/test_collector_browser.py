@@ -286,3 +286,16 @@ def test_rudderstacks_empty_user_id_before_identify_is_an_anonymous_call():
     message = {"type": "page", "userId": "", "anonymousId": "cookie-9", "timestamp": AT, "properties": {"path": "/"}}
     event = decode_event(orjson.dumps(message), DEFAULT_LIMITS, DEFAULT_RULES.mapping)
     assert event.contact_id == "cookie-9" and not event.identified
+
+
+@pytest.mark.parametrize(
+    ("agent", "reason"),
+    [
+        ("Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)", "crawler"),
+        ("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", "crawler"),
+        ("python-requests/2.32.3", "crawler"),
+        ("Mozilla/5.0 (Linux; Android 12; Cubot X30) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36", None),
+    ],
+)
+def test_crawlers_are_told_from_phones_whose_names_end_in_bot(agent, reason):
+    assert bot_reason(agent, headless_bots=True) == reason
