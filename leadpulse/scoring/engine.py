@@ -437,6 +437,8 @@ def _settle_view(
     """Settle a contact on its merged view, at the view's latest event, and keep the view's
     stage, hysteresis and temperature on the contact's own state (the state the caller has
     just built)."""
+    if not state.parts:  # nothing linked (nearly every contact): the view is the state
+        return _settle(state, state.last_event_ms, cause, occurred_ms, rules, merged_from=merged_from)
     view = view_of(state, rules)
     outputs = _settle(view, view.last_event_ms, cause, occurred_ms, rules, merged_from=merged_from)
     if view is not state:
@@ -451,30 +453,34 @@ def _settle(
     """Derive stage, temperature and the hot-lead hysteresis of a state the caller has just
     built, and say what changed. Runs at every event: it reads the profile only when the
     event changed it (`_derived`) and scores only the named models that apply."""
-    derived = _derived(state, rules)
+    derived = state.derived
+    if (
+        derived is None
+        or derived.rules is not rules
+        or derived.profile is not state.profile
+        or derived.best_fit is not state.best_fit
+    ):
+        derived = _derive(state, rules)
     engagement = _engagement(state.signals, at_ms, rules.signal_categories, rules.categories, rules.half_life_ms)
     score = int(rules.weight_fit * derived.fit + rules.weight_engagement * engagement + 0.5)
     stage = _stage(state, rules, derived)
-    outputs: list[Output] = []
+    outputs: tuple[Output, ...] = ()
     if stage != state.stage:
-        outputs.append(
-            StageChange(
-                id=output_id(state.contact_id, "stage", str(state.stage), stage, cause),
-                contact_id=state.contact_id,
-                from_stage=state.stage,
-                to_stage=stage,
-                occurred_ms=occurred_ms,
-                cause_event_id=cause,
-                score=score,
-                rules_version=rules.version,
-                merged_from=merged_from,
-            )
+        change = StageChange(
+            id=output_id(state.contact_id, "stage", str(state.stage), stage, cause),
+            contact_id=state.contact_id,
+            from_stage=state.stage,
+            to_stage=stage,
+            occurred_ms=occurred_ms,
+            cause_event_id=cause,
+            score=score,
+            rules_version=rules.version,
+            merged_from=merged_from,
         )
+        outputs = (change,)
         state.stage = stage
-    fired_models: list[str] = []
-    state.hot_armed, fired = hot_hysteresis(state.hot_armed, score, rules.hot_floor, rules.rearm_gap)
-    if fired:
-        fired_models.append(DEFAULT_MODEL)
+    state.hot_armed, fired = hot_hysteresis(state.hot_armed, score, rules.band_floors[-1], rules.rearm_gap)
+    fired_models = [DEFAULT_MODEL] if fired else []
     if derived.models:
         fired_models.extend(_settle_models(state, at_ms, engagement, derived, rules))
     if fired_models:
@@ -482,9 +488,9 @@ def _settle(
         for model in fired_models:
             named = () if model == DEFAULT_MODEL else (model,)
             alert_id = output_id(state.contact_id, "hot", *named, cause)
-            outputs.append(HotLead(alert_id, state.contact_id, occurred_ms, cause, view, merged_from, model))
-    state.temperature = rules.temperature(score)
-    return tuple(outputs)
+            outputs += (HotLead(alert_id, state.contact_id, occurred_ms, cause, view, merged_from, model),)
+    state.temperature = plan_of(rules).temperature(score)
+    return outputs
 
 
 def _settle_models(state: ContactState, at_ms: int, engagement: float, derived: Derived, rules: Rules) -> list[str]:
@@ -521,6 +527,15 @@ def _derived(state: ContactState, rules: Rules) -> Derived:
         and derived.profile is state.profile
         and derived.best_fit is state.best_fit
     ):
+        return derived
+    return _derive(state, rules)
+
+
+def _derive(state: ContactState, rules: Rules) -> Derived:
+    """`_derived`, read again and kept on the state."""
+    if not state.profile and not state.best_fit:  # a new contact, or one that sent no profile yet
+        derived = replace(plan_of(rules).nothing_known, profile=state.profile, best_fit=state.best_fit)
+        state.derived = derived
         return derived
     fit = _fit_of(state.profile, rules)
     values = {attribute: known.value for attribute, known in state.profile.items()}

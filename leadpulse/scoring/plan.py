@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from leadpulse.scoring.rules import Interest, Model, Rules, Signal
+from leadpulse.scoring.state import Derived
 
 _PLANS_KEPT = 8  # rules objects a process scores with at once: the live rules, a test's few variants
 _PLANS: dict[int, Plan] = {}
@@ -78,8 +79,27 @@ class Plan:
             and model.signal_categories == rules.signal_categories
             and model.categories == rules.categories
         )
+        # What a state with no profile value derives (scoring.engine._derive): no fit, the models for everyone.
+        self.nothing_known = Derived(
+            rules,
+            {},
+            {},
+            0.0,
+            0.0,
+            tuple(
+                (model, 0.0, model.name in self.shares_engagement)
+                for model in rules.models
+                if model.applies_to_profile({}, 0.0)
+            ),
+        )
+        # Temperatures of the scores 0..100 (a score is a whole number), looked up, not searched.
+        self._temperatures = tuple(rules.temperature(score) for score in range(101))
         self.interest_keys = frozenset(("path", "tags", "tag", "topic")) if rules.interests else frozenset()
         self._interests_by_path: dict[str, tuple[Interest, ...]] = {}
+
+    def temperature(self, score: int) -> int:
+        """`Rules.temperature`."""
+        return self._temperatures[score] if 0 <= score <= 100 else self.rules.temperature(score)
 
     def signal_for(self, event_type: str, properties: dict[str, Any]) -> Signal | None:
         table = self.signals.get(event_type)
