@@ -68,7 +68,7 @@ def score_numbered(
     if run.guard is None:
         run.guard = SizeGuard(rules, RecordLimits.for_topics(limits.max_message_bytes))
     for number, line in numbered:
-        if not line.strip():
+        if not line or line.isspace():
             continue
         try:
             event = admit_event(line, now_ms, limits, rules)

@@ -219,8 +219,11 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         )
         if any(link.claim.refused and link.anonymous_id in parts for link in links):  # pushed out by the cap:
             parts = {anonymous_id: part for anonymous_id, part in parts.items() if anonymous_id in claims}  # leaves
-    account = _latest(state.account, _explicit_account(event), event.occurred_ms, tie)
-    email = _latest(state.email, _text(event.properties.get("email")), event.occurred_ms, tie)
+    account, email = state.account, state.email
+    if event.account_id is not None or "account_id" in properties:
+        account = _latest(account, _explicit_account(event), occurred_ms, tie)
+    if "email" in properties:
+        email = _latest(email, _text(properties.get("email")), occurred_ms, tie)
     scored = (
         signal is not None
         or model_signals is not state.model_signals
