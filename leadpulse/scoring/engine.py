@@ -192,14 +192,12 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
             interests = dict(interests)
         interests[interest.name] = _add(interests.get(interest.name), interest.weight, occurred_ms, half_life_ms)
     model_signals = state.model_signals
-    for model, table in plan.own_models.get(event.type, ()):
-        own = table.first(properties)
-        if own is not None:
-            if model_signals is state.model_signals:
-                model_signals = dict(model_signals)
-            sums = dict(model_signals.get(model.name, {}))
-            sums[own.name] = _add(sums.get(own.name), own.points, occurred_ms, half_life_ms)
-            model_signals[model.name] = sums
+    for model, own in plan.own_signals_for(event.type, properties):
+        if model_signals is state.model_signals:
+            model_signals = dict(model_signals)
+        sums = dict(model_signals.get(model.name, {}))
+        sums[own.name] = _add(sums.get(own.name), own.points, occurred_ms, half_life_ms)
+        model_signals[model.name] = sums
     if plan.profile_keys.isdisjoint(properties):
         profile, best_fit = state.profile, state.best_fit
     else:
@@ -505,8 +503,10 @@ def _settle_models(state: ContactState, at_ms: int, engagement: float, derived: 
     for model, fit, shares in derived.models:
         own = engagement
         if not shares:
-            sums = _sums_of(state, model)
-            own = _engagement(sums, at_ms, model.signal_categories, model.categories, rules.half_life_ms)
+            sums = _sums_of(state, model)  # none yet (0.0, as `_engagement` would say): nearly every contact
+            own = (
+                _engagement(sums, at_ms, model.signal_categories, model.categories, rules.half_life_ms) if sums else 0.0
+            )
         score = int(model.weight_fit * fit + model.weight_engagement * own + 0.5)
         armed = armed_by_model.get(model.name, True)
         now_armed, alert = hot_hysteresis(armed, score, model.hot_floor, model.rearm_gap)

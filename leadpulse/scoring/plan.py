@@ -48,6 +48,36 @@ class _SignalTable:
         return found
 
 
+@dataclass(frozen=True, slots=True)
+class _ModelTables:
+    """The own-signal models with signals for one event type, in file order, and their
+    matches per page path, remembered as `_SignalTable` does: one look-up for all of them."""
+
+    tables: tuple[tuple[Model, _SignalTable], ...]
+    path_only: bool
+    by_path: dict[Any, tuple[tuple[Model, Signal], ...]] = field(default_factory=dict)
+
+    def matched(self, properties: dict[str, Any]) -> tuple[tuple[Model, Signal], ...]:
+        if not self.path_only:
+            return self._match(properties)
+        path = properties.get("path")
+        try:
+            return self.by_path[path]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable path
+            return self._match(properties)
+        found = self._match(properties)
+        if len(self.by_path) >= _MEMO_SIZE:
+            self.by_path.clear()
+        self.by_path[path] = found
+        return found
+
+    def _match(self, properties: dict[str, Any]) -> tuple[tuple[Model, Signal], ...]:
+        matches = ((model, _first(table.signals, properties)) for model, table in self.tables)
+        return tuple((model, signal) for model, signal in matches if signal is not None)
+
+
 def _first(signals: tuple[Signal, ...], properties: dict[str, Any]) -> Signal | None:
     for signal in signals:
         if signal.matches(properties):
@@ -63,10 +93,14 @@ class Plan:
         self.signals = _tables(rules.signals)
         # Own-signal models by the event types their signals name: an event of another type
         # touches none of their sums.
-        self.own_models: dict[str, tuple[tuple[Model, _SignalTable], ...]] = {}
+        by_type: dict[str, list[tuple[Model, _SignalTable]]] = {}
         for model in rules.own_signal_models:
             for event_type, table in _tables(model.signals).items():
-                self.own_models[event_type] = (*self.own_models.get(event_type, ()), (model, table))
+                by_type.setdefault(event_type, []).append((model, table))
+        self.own_models = {
+            event_type: _ModelTables(tuple(tables), all(table.path_only for _, table in tables))
+            for event_type, tables in by_type.items()
+        }
         # The properties that can change a profile: an event carrying none of them leaves it as it is.
         self.profile_keys = frozenset(
             [*rules.fit, *rules.model_attributes, *(c.derive_from for c in rules.derived_fit if c.derive_from)]
@@ -104,6 +138,11 @@ class Plan:
     def signal_for(self, event_type: str, properties: dict[str, Any]) -> Signal | None:
         table = self.signals.get(event_type)
         return None if table is None else table.first(properties)
+
+    def own_signals_for(self, event_type: str, properties: dict[str, Any]) -> tuple[tuple[Model, Signal], ...]:
+        """(model, its signal) for each own-signal model an event earns points in, in file order."""
+        tables = self.own_models.get(event_type)
+        return () if tables is None else tables.matched(properties)
 
     def interests_of(self, properties: dict[str, Any]) -> tuple[Interest, ...] | list[Interest]:
         """`Rules.interests_of`; an event with a path alone is answered from the path."""

@@ -74,7 +74,7 @@ def test_the_plan_finds_the_signals_interests_and_model_signals_the_rules_find(r
     for _ in range(2):  # the second answer comes from the plan's memory of paths
         assert plan.signal_for(event_type, properties) == rules.signal_for(event_type, properties)
         assert list(plan.interests_of(properties)) == rules.interests_of(properties)
-        touched = {model.name: table.first(properties) for model, table in plan.own_models.get(event_type, ())}
+        touched = {model.name: signal for model, signal in plan.own_signals_for(event_type, properties)}
         for model in rules.own_signal_models:
             assert touched.get(model.name) == model.signal_for(event_type, properties)
 
