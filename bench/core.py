@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,6 +33,7 @@ import orjson
 
 import leadpulse
 from bench.compiled import ROOT, require_compiled, run_compiled
+from bench.versions import package_at
 from leadpulse.cli.offline import score_lines
 from leadpulse.cli.traffic import Traffic
 from leadpulse.schemas.events import decode_event, validate_event
@@ -159,12 +158,7 @@ def against(args: argparse.Namespace) -> None:
     """This checkout's core against the `leadpulse` package of another commit, each run in a
     fresh process, runs interleaved (the other commit first), on the same events and rules."""
     with tempfile.TemporaryDirectory(prefix="leadpulse-against-") as work:
-        command = ["git", "archive", args.against, "leadpulse"]
-        archive = subprocess.run(command, cwd=ROOT, capture_output=True, check=False)
-        if archive.returncode != 0:
-            raise SystemExit(f"git archive {args.against}: {archive.stderr.decode(errors='replace').strip()}")
-        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as package:
-            package.extractall(work, filter="data")
+        package_at(args.against, Path(work))
         reports: dict[str, list[dict[str, Any]]] = {args.against: [], "this checkout": []}
         for _ in range(args.runs):
             for name, tree in ((args.against, Path(work)), ("this checkout", ROOT)):
