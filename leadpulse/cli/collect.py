@@ -26,7 +26,7 @@ RESERVED_DESCRIPTORS = 64
 async def run_collector(settings: Settings, keys: KeyRing, rules: Rules) -> None:
     """Serve until stopped; in-flight requests are answered before the producer stops, so
     no sender is left without an answer for events that were acknowledged."""
-    bounds = CollectorBounds.of(settings)
+    bounds = settings.section(CollectorBounds, "collect_")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     throttles = attach_log_throttle()  # a broker outage is a few lines, not one per reconnect
     await ensure_topic(settings, settings.input_topic)
@@ -38,7 +38,7 @@ async def run_collector(settings: Settings, keys: KeyRing, rules: Rules) -> None
     sink = KafkaSink(producer, settings.input_topic, probe_timeout_s=bounds.delivery_timeout_s)
     background = [asyncio.ensure_future(sink.watch()), asyncio.ensure_future(_flush_summaries(throttles))]
     try:
-        browser = BrowserSettings.of(settings)
+        browser = settings.section(BrowserSettings, "collect_")
         collector = Collector(keys, sink, rules, settings.input_limits, bounds, browser=browser)
         app_runner = runner(collector)
         await app_runner.setup()

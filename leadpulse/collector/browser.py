@@ -23,32 +23,20 @@ from typing import Any
 
 from leadpulse.collector.keys import BrowserKey
 from leadpulse.schemas.fields import InvalidEvent
-from leadpulse.streams.settings import Settings
 
 
 @dataclass(frozen=True)
 class BrowserSettings:
-    """The `LEADPULSE_COLLECT_*` settings of browser calls (defaults and validation live there)."""
+    """The `LEADPULSE_COLLECT_*` settings of browser calls (defaults and validation live there):
+    `Settings.section(BrowserSettings, "collect_")`."""
 
-    rate: float
-    burst: int
-    clients: int
+    browser_rate: float
+    browser_burst: int
+    browser_clients: int
     forwarded_for: bool
     headless_bots: bool
     do_not_track: bool
     keep_ip: bool
-
-    @classmethod
-    def of(cls, settings: Settings) -> BrowserSettings:
-        return cls(
-            rate=settings.collect_browser_rate,
-            burst=settings.collect_browser_burst,
-            clients=settings.collect_browser_clients,
-            forwarded_for=settings.collect_forwarded_for,
-            headless_bots=settings.collect_headless_bots,
-            do_not_track=settings.collect_do_not_track,
-            keep_ip=settings.collect_keep_ip,
-        )
 
 
 BROWSER_CALLS = ("page", "track", "identify")

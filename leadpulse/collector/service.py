@@ -92,19 +92,6 @@ class CollectorBounds:
     max_expanded_bytes: int
     rejected_listed: int
 
-    @classmethod
-    def of(cls, settings: Settings) -> CollectorBounds:
-        return cls(
-            max_connections=settings.collect_max_connections,
-            idle_timeout_s=settings.collect_idle_timeout_s,
-            body_timeout_s=settings.collect_body_timeout_s,
-            delivery_timeout_s=settings.collect_delivery_timeout_s,
-            retry_after_s=settings.collect_retry_after_s,
-            max_in_flight_bytes=settings.collect_max_in_flight_bytes,
-            max_expanded_bytes=settings.collect_max_expanded_bytes,
-            rejected_listed=settings.collect_rejected_listed,
-        )
-
 
 class Sink(Protocol):
     """Where accepted messages go."""
@@ -279,17 +266,17 @@ class Collector:
     sink: Sink
     rules: Rules
     limits: InputLimits
-    bounds: CollectorBounds = field(default_factory=lambda: CollectorBounds.of(Settings()))
+    bounds: CollectorBounds = field(default_factory=lambda: Settings().section(CollectorBounds, "collect_"))
     metrics: CollectorMetrics = field(default_factory=CollectorMetrics.create)
     clock: Callable[[], int] = now_ms
-    browser: BrowserSettings = field(default_factory=lambda: BrowserSettings.of(Settings()))
+    browser: BrowserSettings = field(default_factory=lambda: Settings().section(BrowserSettings, "collect_"))
     in_flight: InFlight = field(init=False)
     rates: ClientRates = field(init=False)
 
     def __post_init__(self) -> None:
         self.in_flight = InFlight(self.bounds.max_in_flight_bytes, self.metrics.in_flight_bytes)
         self.metrics.ready.set_function(lambda: float(self.sink.problem() is None))  # /health's answer, at scrape
-        self.rates = ClientRates(self.browser.rate, self.browser.burst, self.browser.clients)
+        self.rates = ClientRates(self.browser.browser_rate, self.browser.browser_burst, self.browser.browser_clients)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -433,9 +420,13 @@ class Collector:
         of more messages than a burst could ever be is a 400 instead (retrying cannot help)."""
         if math.isinf(wait):
             return RequestError(
-                400, "payload_too_large", f"{count} messages in one request: over {self.browser.burst} for a browser"
+                400,
+                "payload_too_large",
+                f"{count} messages in one request: over {self.browser.browser_burst} for a browser",
             )
-        error = RequestError(429, "rate_limited", f"over {self.browser.rate:g} messages/s from {page.client}, retry")
+        error = RequestError(
+            429, "rate_limited", f"over {self.browser.browser_rate:g} messages/s from {page.client}, retry"
+        )
         error.retry_after_s = max(1, math.ceil(wait))
         return error
 

@@ -12,10 +12,15 @@ import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits
 from leadpulse.scoring.timeutil import parse_duration_ms
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+Section = TypeVar("Section", bound="DataclassInstance")
 
 PREFIX = "LEADPULSE_"
 _KAFKA_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -206,14 +211,12 @@ class Settings:
 
     @property
     def input_limits(self) -> InputLimits:
-        return InputLimits(
-            max_record_bytes=self.max_record_bytes,
-            max_properties=self.max_properties,
-            max_depth=self.max_depth,
-            max_string=self.max_string,
-            dead_letter_excerpt=self.dead_letter_excerpt,
-            max_message_bytes=self.max_message_bytes,
-        )
+        return self.section(InputLimits)
+
+    def section(self, of: type[Section], prefix: str = "") -> Section:
+        """The settings one part of the program reads, as its own dataclass `of`: each field
+        is the setting named `prefix` + the field's name (validated here, once, at start)."""
+        return of(**{field.name: getattr(self, prefix + field.name) for field in fields(of)})
 
     def topic(self, name: str) -> str:
         """An output topic's name (contact-scores, hot-leads...): the prefix names the outputs,

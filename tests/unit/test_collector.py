@@ -34,7 +34,7 @@ AT = format_ms(now_ms() - 60_000)
 
 def bounds(**settings: Any) -> CollectorBounds:
     """The collector's bounds with some settings changed (the defaults are the settings')."""
-    return CollectorBounds.of(Settings(**settings))
+    return Settings(**settings).section(CollectorBounds, "collect_")
 
 
 DEFAULT_BOUNDS = bounds()
@@ -74,7 +74,7 @@ async def serving(
     timeouts), with `bounds`, `keys` and the browser settings changed by `browser`
     (`collect_keep_ip=True`...); yields its address and sink."""
     sink = MemorySink()
-    settings = BrowserSettings.of(Settings(**browser))
+    settings = Settings(**browser).section(BrowserSettings, "collect_")
     collector = Collector(keys, sink, DEFAULT_RULES, DEFAULT_LIMITS, bounds, browser=settings)
     app_runner = runner(collector)
     await app_runner.setup()
@@ -472,7 +472,7 @@ def test_collector_settings_are_checked_at_start_naming_the_variable():
     settings = Settings.from_env(
         {"LEADPULSE_COLLECT_DELIVERY_TIMEOUT": "3s", "LEADPULSE_COLLECT_MAX_CONNECTIONS": "50"}
     )
-    bounds = CollectorBounds.of(settings)
+    bounds = settings.section(CollectorBounds, "collect_")
     assert (bounds.delivery_timeout_s, bounds.max_connections, bounds.idle_timeout_s) == (3.0, 50, 10.0)
 
 
