@@ -180,8 +180,8 @@ def one_run(
                 raise RuntimeError(f"{name} stopped or timed out; see {log}")
             time.sleep(0.2)
         done = time.time()
-        peak_rss_kb = sum(_peak_rss_kb(process.pid) for process in processes)
-        cpu_s = sum(_cpu_seconds(process.pid) for process in processes)
+        peak_rss_kb = sum(peak_rss_kb_of(process.pid) for process in processes)
+        cpu_s = sum(cpu_seconds_of(process.pid) for process in processes)
     finally:
         for process in processes:
             process.stop()
@@ -194,7 +194,7 @@ def one_run(
     return Run(events / (done - first), cpu_s * 1e6 / events, peak_rss_kb, difference)
 
 
-def _cpu_seconds(pid: int | None) -> float:
+def cpu_seconds_of(pid: int | None) -> float:
     """User + system CPU time of the process so far (all its threads)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -203,12 +203,18 @@ def _cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def _peak_rss_kb(pid: int | None) -> int:
+def peak_rss_kb_of(pid: int | None) -> int:
+    """The process's peak resident set size so far (VmHWM), 0 once it is gone."""
+    return status_kb(pid, "VmHWM")
+
+
+def status_kb(pid: int | None, field: str) -> int:
+    """A size from /proc/PID/status (VmRSS: resident now; VmHWM: its peak), in KiB; 0 once gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return 0
-    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith(field + ":")), 0)
 
 
 def profile_run(bench: Bench, seconds: int) -> list[tuple[str, float]]:
