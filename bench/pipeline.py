@@ -79,6 +79,13 @@ class Run:
 
 
 async def committed_everything(settings: Settings) -> bool:
+    return await input_lag(settings) == 0
+
+
+async def input_lag(settings: Settings) -> int | None:
+    """Records of the input topic beyond the worker group's committed offsets, summed over
+    its partitions (a partition with none committed counts from its beginning); None while
+    the group does not exist yet."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     consumer = AIOKafkaConsumer(**client_options(settings))
     await admin.start()
@@ -86,11 +93,13 @@ async def committed_everything(settings: Settings) -> bool:
     try:
         partitions = [TopicPartition(settings.input_topic, p) for p in range(settings.partitions)]
         ends = await consumer.end_offsets(partitions)
+        beginnings = await consumer.beginning_offsets(partitions)
         try:
             committed = await admin.list_consumer_group_offsets(settings.app_id)
         except GroupCoordinatorNotAvailableError:  # the group does not exist yet
-            return False
-        return all(tp in committed and committed[tp].offset >= ends[tp] for tp in partitions)
+            return None
+        done = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+        return sum(int(ends[tp]) - int(done.get(tp, beginnings[tp])) for tp in partitions)
     finally:
         await consumer.stop()
         await admin.close()
