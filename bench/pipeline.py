@@ -85,7 +85,7 @@ async def committed_everything(settings: Settings) -> bool:
 async def input_lag(settings: Settings) -> int | None:
     """Records of the input topic beyond the worker group's committed offsets, summed over
     its partitions (a partition with none committed counts from its beginning); None while
-    the group does not exist yet."""
+    the group has committed nothing (or the broker does not tell yet)."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     consumer = AIOKafkaConsumer(**client_options(settings))
     await admin.start()
@@ -99,6 +99,8 @@ async def input_lag(settings: Settings) -> int | None:
         except GroupCoordinatorNotAvailableError:  # the group does not exist yet
             return None
         done = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+        if not done:  # no commit yet, or the coordinator still loading them after a broker restart
+            return None
         return sum(int(ends[tp]) - int(done.get(tp, beginnings[tp])) for tp in partitions)
     finally:
         await consumer.stop()
