@@ -99,6 +99,7 @@ class Recovery:
     baseline: int  # the lag before the fault
     peak: int  # the highest lag after it (until the next fault)
     seconds: float | None  # until the lag is back to the baseline for good; None: not before the next fault
+    unknown_s: float = 0.0  # from the first to the last sample after it with the lag unknown (the broker away)
 
 
 def lag_recovery(samples: Sequence[Sample], faults: Sequence[Fault], floor: int) -> list[Recovery]:
@@ -121,7 +122,8 @@ def lag_recovery(samples: Sequence[Sample], faults: Sequence[Fault], floor: int)
         above = [s.at_s for s in after if s.lag is None or s.lag > baseline]
         settled = [s.at_s for s in after if not above or s.at_s > above[-1]]
         seconds = None if not settled else (settled[0] - fault.at_s if above else 0.0)
-        recoveries.append(Recovery(fault, baseline, peak, seconds))
+        unknown = [s.at_s for s in after if s.lag is None]
+        recoveries.append(Recovery(fault, baseline, peak, seconds, unknown[-1] - unknown[0] if unknown else 0.0))
     return recoveries
 
 
@@ -393,9 +395,10 @@ def report(soak: Soak, faults: list[Fault], oracle: Oracle, outputs: dict[str, A
     floor = int(soak.args.rate * 5)  # a few commit intervals' worth of events is no lag
     for recovery in lag_recovery(samples, faults, floor):
         back = "not before the next fault" if recovery.seconds is None else f"{recovery.seconds:.0f} s"
+        unknown = f", unknown for {recovery.unknown_s:.0f} s" if recovery.unknown_s else ""
         print(
             f"  {recovery.fault} at {recovery.fault.at_s / 60:.1f} min: lag peaked at {recovery.peak:,} records "
-            f"(level before {recovery.baseline:,}); back to that level for good after {back}"
+            f"(level before {recovery.baseline:,}{unknown}); back to that level for good after {back}"
         )
     for worker in range(WORKERS):
         peaks = ", ".join(f"{kb / 1024:,.0f}" for kb in process_peaks(samples, faults, worker))

@@ -31,6 +31,7 @@ def test_the_lag_recovers_when_it_is_back_at_its_level_before_the_fault_for_good
     (recovery,) = lag_recovery(samples(lags), [Fault(60, KILL)], floor=50)
     assert recovery.baseline == 120 and recovery.peak == 2_000
     assert recovery.seconds == 90 - 60  # the dip at 70 s was not the end: the lag rose again, and was unknown at 80 s
+    assert recovery.unknown_s == 0.0  # one sample unknown: no span
 
 
 def test_a_fault_the_lag_never_shows_recovers_at_once_and_one_never_recovered_says_so():
@@ -38,6 +39,8 @@ def test_a_fault_the_lag_never_shows_recovers_at_once_and_one_never_recovered_sa
     assert lag_recovery(quiet, [Fault(10, KILL)], floor=50)[0].seconds == 0.0
     (never,) = lag_recovery(stuck, [Fault(10, BROKER)], floor=50)
     assert never.seconds is None and never.peak == 700 and never.baseline == 50  # the floor: a commit's worth
+    (away,) = lag_recovery(samples([10, 10, None, None, None, 20, 10]), [Fault(10, BROKER)], floor=50)
+    assert (away.seconds, away.unknown_s, away.peak) == (15.0, 10.0, 20)  # back at the first known sample
 
 
 def test_each_faults_level_is_measured_after_the_previous_fault_only():
