@@ -219,6 +219,8 @@ def test_workers_standbys_and_disruptions_fit_the_partitions(tmp_path):
     settings = Settings.from_env(environment(WORKER, tmp_path))
     replicas = WORKER["spec"]["replicas"]
     assert replicas <= settings.partitions  # a worker more than partitions would sit idle
+    # a notify pod without a partition of the output topics is never ready (/health: 503)
+    assert NOTIFY["spec"]["replicas"] <= settings.partitions
     assert settings.standby_replicas < replicas  # a standby lives on another worker than the active copy
     for workload in WORKLOADS.values():
         budget = find("PodDisruptionBudget", workload["metadata"]["name"])
