@@ -22,7 +22,7 @@ from leadpulse.notify.service import Notifier, NotifyOptions, failures_topic, gr
 from leadpulse.scoring.timeutil import parse_duration_ms
 from leadpulse.streams.quiet import BROKERS, attach_log_throttle
 from leadpulse.streams.settings import Settings, env_name
-from leadpulse.streams.startup import TopicSpec, lifetimes
+from leadpulse.streams.startup import event_topic
 
 USAGE_ERROR = 2  # as cli.main's: a bad argument
 
@@ -70,9 +70,10 @@ async def ensure_topics(settings: Settings, config: NotifyConfig) -> None:
 
 async def ensure_failures_topic(settings: Settings) -> None:
     """The delivery-failures topic holds alerts (personal data): the event topics' lifetime
-    (LEADPULSE_EVENT_RETENTION), so that it too is bounded (docs/erasure.md)."""
+    (LEADPULSE_EVENT_RETENTION), so that it too is bounded (docs/erasure.md), and their
+    min.insync.replicas, which its acks=all writes rely on."""
     name = failures_topic(settings)
-    await ensure_topic(settings, name, TopicSpec(name, lifetimes(settings)[0]))
+    await ensure_topic(settings, name, event_topic(settings, name))
 
 
 async def run_notify(settings: Settings, config: NotifyConfig) -> None:

@@ -203,6 +203,21 @@ def group_lag(settings: Settings) -> Lag | None:
     return asyncio.run(measure())
 
 
+def topic_configs(settings: Settings, names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Each topic's configuration as the broker describes it (its defaults included)."""
+
+    async def read() -> dict[str, dict[str, str]]:
+        admin = AIOKafkaAdminClient(**client_options(settings))
+        await admin.start()
+        try:
+            responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+        finally:
+            await admin.close()
+        return {r[3]: {e[0]: e[1] for e in r[4]} for response in responses for r in response.resources}
+
+    return asyncio.run(read())
+
+
 async def set_topic_config(settings: Settings, topic: str, config: dict[str, str], *, create: bool) -> None:
     """Create `topic` with `config`, or change the config of an existing one."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
