@@ -174,7 +174,7 @@ class Folded:
 
 @dataclass(frozen=True)
 class Printed:
-    """Where a process writes what it prints, in chunks (`_write`), read back here (`_read`):
+    """Where a process writes what it prints, in chunks (`write_chunks`), read back here (`read_chunks`):
     files made here before it is forked (removed already: gone once closed)."""
 
     records: BinaryIO  # (contact id, line) by contact id; --accounts: (account id, member) by contact id
@@ -279,7 +279,7 @@ def run_routed(
 
 
 def _records(printed: list[Printed], options: Options) -> Iterable[bytes]:
-    each = [_read(files.records) for files in printed]
+    each = [read_chunks(files.records) for files in printed]
     if options.kind == "accounts":
         members = heapq.merge(*each, key=lambda pair: pair[1].contact_id)
         admit = member_filter(options.rules, options.limits)
@@ -289,10 +289,10 @@ def _records(printed: list[Printed], options: Options) -> Iterable[bytes]:
 
 def _outputs(printed: list[Printed]) -> Iterable[bytes]:
     # every output of a line comes from the process that folded it, in its order: stable merge
-    return (line for _, line in heapq.merge(*(_read(files.outputs) for files in printed), key=itemgetter(0)))
+    return (line for _, line in heapq.merge(*(read_chunks(files.outputs) for files in printed), key=itemgetter(0)))
 
 
-def _write(items: Iterable[Any], file: BinaryIO) -> None:
+def write_chunks(items: Iterable[Any], file: BinaryIO) -> None:
     """`items` into `file` as pickled chunks of `_CHUNK`: a process holds one chunk at a time."""
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, _CHUNK)):
@@ -300,8 +300,8 @@ def _write(items: Iterable[Any], file: BinaryIO) -> None:
     file.flush()
 
 
-def _read(file: BinaryIO) -> Iterator[Any]:
-    """The items `_write` wrote to `file`, a chunk at a time; closes it at the end."""
+def read_chunks(file: BinaryIO) -> Iterator[Any]:
+    """The items `write_chunks` wrote to `file`, a chunk at a time; closes it at the end."""
     with file:
         file.seek(0)
         while True:
@@ -441,10 +441,10 @@ def _print(run: ScoreRun, options: Options, evaluate_at: int | None, tags: list[
         records = account_members(zip(published, snapshots, strict=True), options.rules)
     else:
         records = contact_records(run, options.kind, evaluate_at)
-    _write(records, printed.records)
+    write_chunks(records, printed.records)
     if options.with_outputs:
         lines = ((tag, dumps(output_record(output))) for tag, output in zip(tags, run.outputs, strict=True))
-        _write(lines, printed.outputs)
+        write_chunks(lines, printed.outputs)
 
 
 def _open(source: Source) -> BinaryIO:
