@@ -9,6 +9,7 @@ from typing import Any
 
 COLOURS = ("#4c78a8", "#f58518")  # baseline, candidate
 WIDTH, HEIGHT = 640, 240
+SHOWN = 20  # alerts listed per table (the JSON report has up to --limit)
 _LEFT, _BOTTOM, _TOP = 48, 56, 16
 
 
@@ -40,9 +41,9 @@ def render(report: dict[str, Any]) -> str:
             ("baseline temperature", "candidate temperature", "contacts"),
             [(m["baseline"], m["candidate"], m["contacts"]) for m in changes["temperature_moves"]],
         ),
-        "<h3>Hot leads added (first ones), with the signals that made the difference</h3>",
+        "<h3>Hot leads added (the first 20), with the signals that made the difference</h3>",
         _alerts(changes["hot_leads_added"]["examples"]),
-        "<h3>Hot leads removed (first ones)</h3>",
+        "<h3>Hot leads removed (the first 20)</h3>",
         _alerts(changes["hot_leads_removed"]["examples"]),
         "<h2>Score distribution</h2>",
         _bars(
@@ -127,7 +128,7 @@ def _alerts(examples: list[dict[str, Any]]) -> str:
             alert["other_score"],
             "; ".join(f"{d['signal']} {d['other_points']:g} → {d['points']:g}" for d in alert["difference"]),
         )
-        for alert in examples
+        for alert in examples[:SHOWN]
     ]
     return _table(("contact", "at", "model", "score", "other rules' score", "difference (other → this)"), rows)
 

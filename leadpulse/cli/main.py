@@ -447,7 +447,18 @@ def _backtest(args: argparse.Namespace) -> int:
         f"hot accounts +{changes['hot_accounts_added']['count']} -{changes['hot_accounts_removed']['count']}",
         file=sys.stderr,
     )
+    for side, found in report.get("calibration", {}).items():
+        print(
+            f"calibration of the {side} ({found['rules_version']}): {found['samples']} samples, "
+            f"{_percent(found['conversion_rate'])} convert; hot {_percent(found['hot_precision'])} "
+            f"(lift {found['hot_lift']}), ROC AUC {found['roc_auc']}",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{100 * rate:.1f}%"
 
 
 def _history(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from leadpulse.scoring.accounts import (
@@ -41,10 +41,11 @@ from leadpulse.scoring.domains import account_of_state
 from leadpulse.scoring.engine import HotLead, Reason, Snapshot, snapshot, view_of
 from leadpulse.scoring.identity import is_published, winner
 from leadpulse.scoring.replay import ScoreRun
-from leadpulse.scoring.rules import DEFAULT_MODEL, Rules
+from leadpulse.scoring.rules import DEFAULT_MODEL, MAX_ENTRIES, MAX_SIGNALS, Rules
 from leadpulse.scoring.timeutil import format_ms
 
 DAY_MS = 86_400_000
+EVERY_REASON = MAX_SIGNALS + MAX_ENTRIES  # every signal and fit attribute a rules file may define
 SIDES = ("baseline", "candidate")
 MemberUpdate = tuple[int, str, Member]  # (input line, account id, member record)
 
@@ -211,6 +212,9 @@ class Lockstep:
         self.runs = (baseline, candidate)
         self.on_member = on_member  # (side, update): a member record a contact sent its account
         self.alerts: tuple[dict[str, Alert], dict[str, Alert]] = ({}, {})
+        # each rules file listing every contribution among a snapshot's reasons, not the top
+        # few: an alert's difference is told signal by signal
+        self.explaining = tuple(replace(run.rules, top_reasons=EVERY_REASON) for run in self.runs)
         self.sent: tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]]] = ({}, {})
 
     def after(self, number: int, keys: tuple[str | None, str | None]) -> None:
@@ -218,14 +222,27 @@ class Lockstep:
         from it (None: that run refused the line)."""
         for side, run in enumerate(self.runs):
             if run.outputs:
-                other = self.runs[1 - side]
                 for output in run.outputs:
                     if isinstance(output, HotLead):
-                        self.alerts[side][output.id] = _alert(output, other)
+                        self.alerts[side][output.id] = self._alert(side, output)
                 run.outputs.clear()
             key = keys[side]
             if key is not None:
                 self._publish(side, number, key)
+
+    def _alert(self, side: int, alert: HotLead) -> Alert:
+        """The alert with both rules files' views of its contact as it fired (the line that
+        fired it has been folded into both runs: the same moment in each)."""
+        views = [self._view(index, alert) for index in (side, 1 - side)]
+        own = views[0] or View.of(alert.snapshot, alert.model)
+        assert own is not None  # a model fires only where it applies
+        return Alert(alert.id, alert.contact_id, alert.occurred_ms, alert.model, own, views[1])
+
+    def _view(self, side: int, alert: HotLead) -> View | None:
+        state = self.runs[side].contacts.get(alert.contact_id)
+        if state is None or not is_published(state):
+            return None
+        return View.of(snapshot(state, alert.snapshot.updated_ms, self.explaining[side]), alert.model)
 
     def _publish(self, side: int, number: int, key: str) -> None:
         """The member record the event's contact sends its account, if it changed since the last."""
@@ -287,16 +304,6 @@ class Lockstep:
         found.nurture_removed = sorted(nurtures[0] - nurtures[1])
         found.nurture_added = sorted(nurtures[1] - nurtures[0])
         return found
-
-
-def _alert(alert: HotLead, other: ScoreRun) -> Alert:
-    own = View.of(alert.snapshot, alert.model)
-    assert own is not None  # a model fires only where it applies
-    state = other.contacts.get(alert.contact_id)
-    theirs = None
-    if state is not None and is_published(state):
-        theirs = View.of(snapshot(state, alert.snapshot.updated_ms, other.rules), alert.model)
-    return Alert(alert.id, alert.contact_id, alert.occurred_ms, alert.model, own, theirs)
 
 
 def _paired(

@@ -95,9 +95,11 @@ def test_doubling_one_signal_changes_exactly_the_contacts_and_alerts_the_offline
     assert changes["contacts"] == len(expected_contacts)
     assert {alert["id"] for alert in changes["hot_leads_added"]["examples"]} == alerts[1] - alerts[0]
     assert {alert["id"] for alert in changes["hot_leads_removed"]["examples"]} == alerts[0] - alerts[1]
-    for alert in changes["hot_leads_added"]["examples"]:  # the reason that made the difference
+    for alert in changes["hot_leads_added"]["examples"]:  # the one reason that made the difference
         assert alert["score"] > alert["other_score"]
-        assert "pricing page" in [row["signal"] for row in alert["difference"]]
+        [row] = alert["difference"]
+        assert row["signal"] == "pricing page" and row["other_points"] > 0
+        assert row["points"] == pytest.approx(2 * row["other_points"], abs=0.11)  # each rounded to 0.1
     moves = {(move["baseline"], move["candidate"]) for move in changes["temperature_moves"]}
     assert moves and all(
         ["cold", "cool", "warm", "hot"].index(before) < ["cold", "cool", "warm", "hot"].index(after)
