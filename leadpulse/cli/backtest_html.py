@@ -8,9 +8,9 @@ from html import escape
 from typing import Any
 
 COLOURS = ("#4c78a8", "#f58518")  # baseline, candidate
-WIDTH, HEIGHT = 640, 240
+WIDTH, HEIGHT = 640, 264
 SHOWN = 20  # alerts listed per table (the JSON report has up to --limit)
-_LEFT, _BOTTOM, _TOP = 48, 56, 16
+_LEFT, _BOTTOM, _TOP = 48, 78, 16
 
 
 def render(report: dict[str, Any]) -> str:
@@ -18,57 +18,77 @@ def render(report: dict[str, Any]) -> str:
     base, cand = report["baseline"], report["candidate"]
     names = (f"baseline {base['rules_version']}", f"candidate {cand['rules_version']}")
     changes = report["changes"]
+    tracks = _keys(base, cand, "nurture")
     parts = [
         f"<h1>Backtest: {escape(names[0])} against {escape(names[1])}</h1>",
         f"<p>{report['events']} events, evaluated at {escape(report['evaluated_at'])}.</p>",
         _legend(names),
-        "<h2>What changes</h2>",
-        _table(
-            ("", "contacts", "hot leads added", "hot leads removed", "hot accounts added", "hot accounts removed"),
-            [
-                (
-                    "changed",
-                    changes["contacts"],
-                    changes["hot_leads_added"]["count"],
-                    changes["hot_leads_removed"]["count"],
-                    changes["hot_accounts_added"]["count"],
-                    changes["hot_accounts_removed"]["count"],
-                )
-            ],
+        _section(
+            "changes",
+            "<h2>What changes</h2>",
+            _table(
+                ("", "contacts", "hot leads added", "hot leads removed", "hot accounts added", "hot accounts removed"),
+                [
+                    (
+                        "changed",
+                        changes["contacts"],
+                        changes["hot_leads_added"]["count"],
+                        changes["hot_leads_removed"]["count"],
+                        changes["hot_accounts_added"]["count"],
+                        changes["hot_accounts_removed"]["count"],
+                    )
+                ],
+            ),
+            '<div class="pair">',
+            _table(("change", "contacts"), list(changes["by_kind"].items())),
+            _table(
+                ("baseline temperature", "candidate temperature", "contacts"),
+                [(m["baseline"], m["candidate"], m["contacts"]) for m in changes["temperature_moves"]],
+            ),
+            "</div>",
         ),
-        _table(("change", "contacts"), list(changes["by_kind"].items())),
-        _table(
-            ("baseline temperature", "candidate temperature", "contacts"),
-            [(m["baseline"], m["candidate"], m["contacts"]) for m in changes["temperature_moves"]],
+        _section(
+            "distributions",
+            '<div class="pair"><div><h2>Score distribution</h2>',
+            _bars(
+                [f"{low}" for low in range(0, 101, 5)],
+                [_binned(side["scores"]) for side in (base, cand)],
+                "contacts per final score (bins of 5)",
+            ),
+            "</div><div><h2>Funnel</h2>",
+            _funnel(base, cand),
+            "</div></div>",
         ),
-        "<h3>Hot leads added (the first 20), with the signals that made the difference</h3>",
-        _alerts(changes["hot_leads_added"]["examples"]),
-        "<h3>Hot leads removed (the first 20)</h3>",
-        _alerts(changes["hot_leads_removed"]["examples"]),
-        "<h2>Score distribution</h2>",
-        _bars(
-            [f"{low}" for low in range(0, 101, 5)],
-            [_binned(side["scores"]) for side in (base, cand)],
-            "contacts per score (bins of 5)",
+        _section(
+            "alerts",
+            '<div class="pair"><div><h2>Hot-lead alerts per week</h2>',
+            _weekly(base["hot_leads_per_week"], cand["hot_leads_per_week"], "hot-lead alerts"),
+            "</div><div><h2>Hot-account alerts per week</h2>",
+            _weekly(base["hot_accounts_per_week"], cand["hot_accounts_per_week"], "hot-account alerts"),
+            "</div></div>",
         ),
-        "<h2>Funnel</h2>",
-        _funnel(base, cand),
-        "<h2>Hot-lead alerts per week</h2>",
-        _weekly(base["hot_leads_per_week"], cand["hot_leads_per_week"], "hot-lead alerts"),
-        "<h2>Hot-account alerts per week</h2>",
-        _weekly(base["hot_accounts_per_week"], cand["hot_accounts_per_week"], "hot-account alerts"),
-        "<h2>Top signals by contribution</h2>",
-        "<p>Points of each signal among the contacts' final reasons, summed.</p>",
-        '<div class="pair">',
-        *(_hbars(side["top_signals"], COLOURS[index], names[index]) for index, side in enumerate((base, cand))),
-        "</div>",
-        "<h2>Nurture records due at the evaluation time</h2>",
-        _table(
-            ("track", "baseline", "candidate"),
-            [
-                (track, base["nurture"].get(track, 0), cand["nurture"].get(track, 0))
-                for track in _keys(base, cand, "nurture")
-            ],
+        _section(
+            "signals",
+            "<h2>Top signals by contribution</h2>",
+            "<p>Points of each signal among the contacts' final reasons, summed.</p>",
+            '<div class="pair">',
+            *(_hbars(side["top_signals"], COLOURS[index], names[index]) for index, side in enumerate((base, cand))),
+            "</div>",
+        ),
+        _section(
+            "changed-alerts",
+            "<h3>Hot leads added (the first 20), with the signals that made the difference</h3>",
+            _alerts(changes["hot_leads_added"]["examples"]),
+            "<h3>Hot leads removed (the first 20)</h3>",
+            _alerts(changes["hot_leads_removed"]["examples"]),
+        ),
+        _section(
+            "nurture",
+            "<h2>Nurture records due at the evaluation time</h2>",
+            _table(
+                ("track", "baseline", "candidate"),
+                [(track, base["nurture"].get(track, 0), cand["nurture"].get(track, 0)) for track in tracks],
+            ),
         ),
     ]
     if "calibration" in report:
@@ -86,6 +106,10 @@ _STYLE = (
     "th:first-child,td:first-child{text-align:left}.pair{display:flex;gap:2em;flex-wrap:wrap}"
     "svg{background:#fafafa;border:1px solid #eee}.key{display:inline-block;width:1em;height:1em;margin:0 .3em}"
 )
+
+
+def _section(name: str, *parts: str) -> str:
+    return f'<section id="{name}">' + "\n".join(parts) + "</section>"
 
 
 def _legend(names: tuple[str, str]) -> str:
@@ -258,30 +282,30 @@ def _calibration(found: dict[str, Any], names: tuple[str, str]) -> str:
         )
     )
     bands = [band["band"] for band in base["bands"]]
-    return "\n".join(
-        [
-            "<h2>Calibration against outcomes</h2>",
-            f"<p>Every contact scored at each scoring time from the events before it only, converted when it opens an "
-            f"opportunity or wins a deal within {_text(base['horizon_days'])} days after "
-            f"({escape(str(base['first_scoring_time']))} to {escape(str(base['last_scoring_time']))}).</p>",
-            _table(("", names[0], names[1]), rows),
-            "<h3>Conversion rate per temperature band</h3>",
-            _bars(
-                bands,
-                [[band["conversion_rate"] or 0.0 for band in side["bands"]] for side in (base, cand)],
-                "conversion rate per band",
-            ),
-            "<h3>Conversion rate per score decile (1 = highest scores)</h3>",
-            _bars(
-                [str(row["decile"]) for row in base["deciles"]],
-                [[row["conversion_rate"] or 0.0 for row in side["deciles"]] for side in (base, cand)],
-                "conversion rate per decile",
-            ),
-            "<h3>Which behaviours and attributes precede conversions (lift among converters)</h3>",
-            '<div class="pair">',
-            *(_features(side, name) for side, name in zip((base, cand), names, strict=True)),
-            "</div>",
-        ]
+    return _section(
+        "calibration",
+        "<h2>Calibration against outcomes</h2>",
+        f"<p>Every contact scored at each scoring time from the events before it only, converted when it opens an "
+        f"opportunity or wins a deal within {_text(base['horizon_days'])} days after "
+        f"({escape(str(base['first_scoring_time']))} to {escape(str(base['last_scoring_time']))}).</p>",
+        _table(("", names[0], names[1]), rows),
+        '<div class="pair"><div><h3>Conversion rate per temperature band</h3>',
+        _bars(
+            bands,
+            [[band["conversion_rate"] or 0.0 for band in side["bands"]] for side in (base, cand)],
+            "conversion rate per band",
+        ),
+        "</div><div><h3>Conversion rate per score decile (1 = highest scores)</h3>",
+        _bars(
+            [str(row["decile"]) for row in base["deciles"]],
+            [[row["conversion_rate"] or 0.0 for row in side["deciles"]] for side in (base, cand)],
+            "conversion rate per decile",
+        ),
+        "</div></div>",
+        "<h3>Which behaviours and attributes precede conversions (lift among converters)</h3>",
+        '<div class="pair">',
+        *(_features(side, name) for side, name in zip((base, cand), names, strict=True)),
+        "</div>",
     )
 
 

@@ -451,7 +451,7 @@ def _backtest(args: argparse.Namespace) -> int:
         print(
             f"calibration of the {side} ({found['rules_version']}): {found['samples']} samples, "
             f"{_percent(found['conversion_rate'])} convert; hot {_percent(found['hot_precision'])} "
-            f"(lift {found['hot_lift']}), ROC AUC {found['roc_auc']}",
+            f"(lift {_shown(found['hot_lift'])}), ROC AUC {_shown(found['roc_auc'])}",
             file=sys.stderr,
         )
     return 0
@@ -459,6 +459,10 @@ def _backtest(args: argparse.Namespace) -> int:
 
 def _percent(rate: float | None) -> str:
     return "-" if rate is None else f"{100 * rate:.1f}%"
+
+
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 def _history(args: argparse.Namespace) -> int:

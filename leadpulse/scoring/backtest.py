@@ -34,11 +34,10 @@ from leadpulse.scoring.accounts import (
     accounts_from,
     fold,
     leaving,
-    member_of,
     settle,
 )
 from leadpulse.scoring.domains import account_of_state
-from leadpulse.scoring.engine import HotLead, Reason, Snapshot, snapshot, view_of
+from leadpulse.scoring.engine import HotLead, Reason, Snapshot, score_parts, snapshot, stage_of, view_of
 from leadpulse.scoring.identity import is_published, winner
 from leadpulse.scoring.replay import ScoreRun
 from leadpulse.scoring.rules import DEFAULT_MODEL, MAX_ENTRIES, MAX_SIGNALS, Rules
@@ -245,7 +244,9 @@ class Lockstep:
         return View.of(snapshot(state, alert.snapshot.updated_ms, self.explaining[side]), alert.model)
 
     def _publish(self, side: int, number: int, key: str) -> None:
-        """The member record the event's contact sends its account, if it changed since the last."""
+        """The member record the event's contact sends its account, if it changed since the
+        last. Without the contact's reasons: an account's score, temperature and alerts do
+        not read them (scoring.accounts), and a snapshot per event would cost a second fold."""
         run = self.runs[side]
         state = run.contacts.get(key)
         if state is None:
@@ -255,19 +256,32 @@ class Lockstep:
             state = None if into is None else run.contacts.get(into)
             if state is None or not is_published(state):
                 return
-        view = view_of(state, run.rules)
-        shown = snapshot(view, view.last_event_ms, run.rules)
-        member = member_of(shown, view, run.rules, version=number)
+        rules = run.rules
+        view = view_of(state, rules)
+        fit, _, score = score_parts(view, view.last_event_ms, rules)
+        wanted = rules.accounts.member_attributes
+        attributes = tuple((name, view.profile[name].value) for name in wanted if name in view.profile)
         account = account_of_state(view)
+        now = (account, score, fit, stage_of(view, rules), attributes)
         sent = self.sent[side]
         known = sent.get(view.contact_id)
-        now = (account, member.score, member.temperature, member.stage, member.fit, member.attributes)
         if known == now:
             return
         sent[view.contact_id] = now
+        at_ms = view.last_event_ms
         if known is not None and known[0] is not None and known[0] != account:
-            self.on_member(side, (number, known[0], leaving(view.contact_id, member.at_ms, number)))
+            self.on_member(side, (number, known[0], leaving(view.contact_id, at_ms, number)))
         if account is not None:
+            member = Member(
+                view.contact_id,
+                at_ms,
+                score=score,
+                fit=fit,
+                temperature=rules.temperature(score),
+                stage=now[3],
+                attributes=attributes,
+                version=number,
+            )
             self.on_member(side, (number, account, member))
 
     def partial(self, at_ms: int, limit: int) -> Partial:
@@ -473,7 +487,7 @@ def _account_alerts(mine: dict[str, HotAccount], theirs: dict[str, HotAccount], 
                 "cause_contact_id": alert.cause_contact_id,
                 "score": alert.snapshot.score,
                 "top_contacts": [
-                    {"contact_id": top.contact_id, "score": top.score, "reasons": [r.signal for r in top.reasons]}
+                    {"contact_id": top.contact_id, "score": top.score, "stage": top.stage}
                     for top in alert.snapshot.top_contacts
                 ],
             }
