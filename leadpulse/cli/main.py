@@ -98,7 +98,14 @@ def _parser() -> argparse.ArgumentParser:
         "backtest",
         help="score a history under two rules files and report what changes, and how well each predicts outcomes",
     )
-    test.add_argument("events", type=Path, help="JSON lines, one event per line ('-' for stdin)")
+    test.add_argument(
+        "events", type=Path, nargs="?", help="JSON lines, one event per line ('-' for stdin); or --from-topic"
+    )
+    test.add_argument(
+        "--from-topic",
+        action="store_true",
+        help="read the history from the input topic (LEADPULSE_INPUT_TOPIC), from its beginning to its current end",
+    )
     test.add_argument("--candidate", type=Path, required=True, help="the rules file to test")
     test.add_argument(
         "--baseline", type=Path, default=None, help="the rules to compare with (default: the shipped rules)"
@@ -394,7 +401,10 @@ def _backtest(args: argparse.Namespace) -> int:
     from leadpulse.cli.parallel import default_jobs
     from leadpulse.streams.runtime import tune_gc
 
-    _check_input(args.events)
+    if (args.events is None) == (not args.from_topic):
+        raise CommandError("a history file ('-' for stdin) or --from-topic: one of them", USAGE_ERROR)
+    if args.events is not None:
+        _check_input(args.events)
     for path, option in ((args.json, "--json"), (args.html, "--html")):
         if path is not None:
             _check_output(path, option)
@@ -425,13 +435,13 @@ def _backtest(args: argparse.Namespace) -> int:
         durations[1],
     )
     tune_gc()
-    source = sys.stdin.buffer.read() if str(args.events) == "-" else args.events
+    source = _history_source(args.events)
     try:
         report = run_backtest(
             source, options, args.jobs or default_jobs(), lambda bad: print(bad_line_text(bad), file=sys.stderr)
         )
     except ValueError as error:
-        raise CommandError(f"{args.events}: {error}") from None
+        raise CommandError(f"{args.events or 'the input topic'}: {error}") from None
     text = orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n"
     if args.json is None:
         sys.stdout.buffer.write(text)
@@ -463,6 +473,23 @@ def _percent(rate: float | None) -> str:
 
 def _shown(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
+
+
+def _history_source(path: Path | None) -> Path | bytes:
+    """The history to backtest: a file, stdin read whole, or the input topic read whole."""
+    if path is None:
+        import asyncio
+
+        from leadpulse.cli.kafka_clients import history_of
+        from leadpulse.cli.preflight import broker_info
+
+        settings = _settings()
+        broker_info(settings)  # no broker: one line saying so, not a client's retries
+        try:
+            return asyncio.run(history_of(settings, settings.input_topic))
+        except LookupError as error:
+            raise CommandError(str(error)) from None
+    return sys.stdin.buffer.read() if str(path) == "-" else path
 
 
 def _history(args: argparse.Namespace) -> int:
