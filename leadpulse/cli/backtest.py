@@ -217,7 +217,7 @@ def run_backtest(source: Source, options: Options, jobs: int, on_bad: Callable[[
     events = sum(part.events for part in parts)
     found = backtest.report(partial, options.rules, (hot_accounts[0], hot_accounts[1]), at_ms, events)
     if options.calibrate:
-        found["calibration"] = _calibrate(source, options, jobs)
+        found["calibration"] = run_calibration(source, options, jobs)
     return found
 
 
@@ -244,7 +244,8 @@ def _account_alerts(shares: list[_BacktestShare], side: int, rules: Rules) -> li
     return accounts.alerts
 
 
-def _calibrate(source: Source, options: Options, jobs: int) -> dict[str, Any]:
+def run_calibration(source: Source, options: Options, jobs: int) -> dict[str, Any]:
+    """Both rules files' calibration reports (the backtest report's "calibration")."""
     shares = [_CalibrationShare(options) for _ in range(jobs)]
 
     def times(spans: list[tuple[int, int] | None]) -> list[int]:
