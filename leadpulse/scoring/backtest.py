@@ -214,6 +214,7 @@ class Lockstep:
         # each rules file listing every contribution among a snapshot's reasons, not the top
         # few: an alert's difference is told signal by signal
         self.explaining = tuple(replace(run.rules, top_reasons=EVERY_REASON) for run in self.runs)
+        self.attributes = tuple(run.rules.accounts.member_attributes for run in self.runs)  # a member's
         self.sent: tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]]] = ({}, {})
 
     def after(self, number: int, keys: tuple[str | None, str | None]) -> None:
@@ -258,13 +259,14 @@ class Lockstep:
                 return
         rules = run.rules
         view = view_of(state, rules)
-        fit, _, score = score_parts(view, view.last_event_ms, rules)
-        wanted = rules.accounts.member_attributes
-        attributes = tuple((name, view.profile[name].value) for name in wanted if name in view.profile)
         account = account_of_state(view)
-        now = (account, score, fit, stage_of(view, rules), attributes)
         sent = self.sent[side]
         known = sent.get(view.contact_id)
+        if account is None and (known is None or known[0] is None):
+            return  # in no account, and never was
+        fit, _, score = score_parts(view, view.last_event_ms, rules)
+        attributes = tuple((name, view.profile[name].value) for name in self.attributes[side] if name in view.profile)
+        now = (account, score, fit, stage_of(view, rules), attributes)
         if known == now:
             return
         sent[view.contact_id] = now
