@@ -108,7 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     test.add_argument("--candidate", type=Path, required=True, help="the rules file to test")
     test.add_argument(
-        "--baseline", type=Path, default=None, help="the rules to compare with (default: the shipped rules)"
+        "--baseline",
+        type=Path,
+        default=None,
+        help="the rules to compare with (default: LEADPULSE_RULES, what the worker runs, else the shipped rules)",
     )
     test.add_argument("--json", type=Path, default=None, help="write the JSON report here (default: stdout)")
     test.add_argument("--html", type=Path, default=None, help="write the HTML report (self-contained, with plots) here")
