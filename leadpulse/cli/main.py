@@ -423,6 +423,8 @@ def _backtest(args: argparse.Namespace) -> int:
             durations.append(parse_duration_ms(text))
         except ValueError as error:
             raise CommandError(f"{option}: {error}", USAGE_ERROR) from None
+        if durations[-1] <= 0:
+            raise CommandError(f"{option}: expected a duration above zero, got {text!r}", USAGE_ERROR)
     if args.limit < 0:
         raise CommandError("--limit: expected 0 or more", USAGE_ERROR)
     baseline, candidate = _rules_from(args.baseline), _rules_from(args.candidate)

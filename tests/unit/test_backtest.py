@@ -204,3 +204,10 @@ def test_a_bad_candidate_rules_file_ends_in_one_line(tmp_path: Path, capsys: pyt
     assert main(["backtest", str(events), "--candidate", str(rules)]) == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "weights" in error and "fit" in error
+
+
+def test_a_scoring_interval_of_zero_ends_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(lines_of(history(50, 10)))
+    assert main(["backtest", str(events), "--candidate", str(events.with_name("x.toml")), "--every", "0d"]) == 2
+    assert capsys.readouterr().err.strip() == "leadpulse backtest: --every: expected a duration above zero, got '0d'"
