@@ -16,6 +16,7 @@ Two folds, each a routed run:
 
 from __future__ import annotations
 
+import functools
 import heapq
 import tempfile
 from collections.abc import Callable, Iterator
@@ -200,9 +201,15 @@ class _Clock:
 
 def run_backtest(source: Source, options: Options, jobs: int, on_bad: Callable[[BadLine], None]) -> dict[str, Any]:
     """The JSON report of `leadpulse backtest` (with its calibration under "calibration")."""
-    shares = [_BacktestShare(options, (_scratch(), _scratch())) for _ in range(jobs)]
+    made: list[_BacktestShare] = []
+
+    def share() -> _BacktestShare:
+        made.append(_BacktestShare(options, (_scratch(), _scratch())))
+        return made[-1]
+
     try:
-        parts, partials = _routed(source, shares, lambda parts: _evaluation_time(options, parts), "backtest")
+        decide = functools.partial(_evaluation_time, options)
+        shares, parts, partials = _routed(source, share, jobs, decide, "backtest")
         for bad in sorted(bad for part in parts for bad in part.bad):
             on_bad(bad)
         at_ms = _evaluation_time(options, parts)
@@ -211,8 +218,8 @@ def run_backtest(source: Source, options: Options, jobs: int, on_bad: Callable[[
             partial.add(other)
         hot_accounts = tuple(_account_alerts(shares, side, options.rules[side]) for side in (0, 1))
     finally:
-        for share in shares:
-            for file in share.members:
+        for files in made:
+            for file in files.members:
                 file.close()
     events = sum(part.events for part in parts)
     found = backtest.report(partial, options.rules, (hot_accounts[0], hot_accounts[1]), at_ms, events)
@@ -236,7 +243,7 @@ def _evaluation_time(options: Options, parts: list[_Folded]) -> int:
     return latest
 
 
-def _account_alerts(shares: list[_BacktestShare], side: int, rules: Rules) -> list[Any]:
+def _account_alerts(shares: list[Any], side: int, rules: Rules) -> list[Any]:
     """Every process's member records of one rules file, merged by line number into accounts."""
     accounts = AccountReplay(rules)
     for _, account_id, member in heapq.merge(*(read_chunks(s.members[side]) for s in shares), key=itemgetter(0)):
@@ -246,7 +253,6 @@ def _account_alerts(shares: list[_BacktestShare], side: int, rules: Rules) -> li
 
 def run_calibration(source: Source, options: Options, jobs: int) -> dict[str, Any]:
     """Both rules files' calibration reports (the backtest report's "calibration")."""
-    shares = [_CalibrationShare(options) for _ in range(jobs)]
 
     def times(spans: list[tuple[int, int] | None]) -> list[int]:
         known = [span for span in spans if span is not None]
@@ -255,7 +261,7 @@ def run_calibration(source: Source, options: Options, jobs: int) -> dict[str, An
         first, last = min(span[0] for span in known), max(span[1] for span in known)
         return scoring_times(first, last, options.every_ms, options.horizon_ms)
 
-    spans, found = _routed(source, shares, times, "calibration")
+    _, spans, found = _routed(source, lambda: _CalibrationShare(options), jobs, times, "calibration")
     chosen = times(spans)
     sides = []
     for side, rules in enumerate(options.rules):
@@ -267,29 +273,18 @@ def run_calibration(source: Source, options: Options, jobs: int) -> dict[str, An
 
 
 def _routed(
-    source: Source, shares: list[Any], decide: Callable[[list[Any]], Any], label: str
-) -> tuple[list[Any], list[Any]]:
-    """`run_routed` on --jobs processes, or the same steps here for one (or after a misrouted
-    event: every share starts again, on one process)."""
-    if len(shares) > 1:
+    source: Source, make: Callable[[], Any], jobs: int, decide: Callable[[list[Any]], Any], label: str
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """(shares, folds, finishes): `run_routed` over `jobs` shares `make` makes, or the same
+    steps here on one share for one job (and after a misrouted event, on a new share)."""
+    if jobs > 1:
+        shares = [make() for _ in range(jobs)]
         routed = run_routed(source, shares, decide, label)
         if routed is not None:
-            return routed
-        shares[1:] = []
-        shares[0] = type(shares[0])(shares[0].options, *_fresh(shares[0]))
-    share = shares[0]
+            return shares, *routed
+    share = make()
     folded = share.fold(_numbered(source), lambda event: None)
-    return [folded], [share.finish(decide([folded]))]
-
-
-def _fresh(share: Any) -> tuple[Any, ...]:
-    """What a share is made with besides its options, anew (its files emptied)."""
-    if isinstance(share, _BacktestShare):
-        for file in share.members:
-            file.seek(0)
-            file.truncate()
-        return (share.members,)
-    return ()
+    return [share], [folded], [share.finish(decide([folded]))]
 
 
 def _numbered(source: Source) -> Iterator[tuple[int, bytes]]:
