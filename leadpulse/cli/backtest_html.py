@@ -103,7 +103,7 @@ def render(report: dict[str, Any]) -> str:
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}"
     "table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
-    "td{white-space:nowrap}th:first-child,td:first-child{text-align:left}td:last-child{white-space:normal}.pair{display:flex;gap:2em;flex-wrap:wrap}"
+    "td{white-space:nowrap}th:first-child,td:first-child{text-align:left}td:last-child{white-space:normal}.pair{display:flex;gap:2em;flex-wrap:wrap;align-items:flex-start}"
     "svg{background:#fafafa;border:1px solid #eee}.key{display:inline-block;width:1em;height:1em;margin:0 .3em}"
 )
 
