@@ -62,6 +62,8 @@ RUN = {
             ".venv/bin/leadpulse rules check my-rules.toml",
             ".venv/bin/leadpulse rules check broken.toml",
             ".venv/bin/leadpulse score examples/journey.jsonl --events-out changes.jsonl",
+            ".venv/bin/leadpulse history - --events 20000 --contacts 2000 --seed 7 | .venv/bin/leadpulse backtest - "
+            "--candidate examples/bad-rules.toml --calibrate --json report.json --html report.html",
         ],
         "test_an_offline_command_prints_what_the_readme_shows",
     ),
