@@ -12,12 +12,14 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
+import orjson
+
 from leadpulse.cli.notify import add_notify_commands
 from leadpulse.cli.preflight import CommandError
 from leadpulse.notify.config import NotifyConfigError
 from leadpulse.schemas.limits import InputLimits, RecordLimits
 from leadpulse.scoring.rules import Rules, RulesError, load_rules
-from leadpulse.scoring.timeutil import parse_rfc3339_ms
+from leadpulse.scoring.timeutil import now_ms, parse_duration_ms, parse_rfc3339_ms
 from leadpulse.streams.settings import HELP, Settings, SettingsError, StartupError, drop_faust_variables, env_name
 
 USAGE_ERROR = 2  # bad arguments, files, rules or settings; 1 is for the environment (broker, state)
@@ -91,6 +93,39 @@ def _parser() -> argparse.ArgumentParser:
         help="processes to score with (default: one per CPU); the output is the same for any number",
     )
     score.set_defaults(run=_score)
+
+    test = commands.add_parser(
+        "backtest",
+        help="score a history under two rules files and report what changes, and how well each predicts outcomes",
+    )
+    test.add_argument("events", type=Path, help="JSON lines, one event per line ('-' for stdin)")
+    test.add_argument("--candidate", type=Path, required=True, help="the rules file to test")
+    test.add_argument(
+        "--baseline", type=Path, default=None, help="the rules to compare with (default: the shipped rules)"
+    )
+    test.add_argument("--json", type=Path, default=None, help="write the JSON report here (default: stdout)")
+    test.add_argument("--html", type=Path, default=None, help="write the HTML report (self-contained, with plots) here")
+    test.add_argument(
+        "--at", default=None, help="RFC 3339 time to evaluate the final state at (default: the latest event)"
+    )
+    test.add_argument("--limit", type=int, default=50, help="examples listed per kind of change (default 50)")
+    test.add_argument(
+        "--calibrate", action="store_true", help="also measure each rules file against the outcomes in the history"
+    )
+    test.add_argument("--every", default="7d", help="calibration: time between scoring times (default 7d)")
+    test.add_argument("--horizon", default="90d", help="calibration: how long after a scoring time a conversion counts")
+    test.add_argument("--jobs", type=_jobs, default=None, help="processes to score with (default: one per CPU)")
+    test.set_defaults(run=_backtest)
+
+    history = commands.add_parser(
+        "history", help="write a synthetic event history with CRM outcomes (docs/backtest.md) to try backtest on"
+    )
+    history.add_argument("file", type=Path, help="where to write it ('-' for stdout)")
+    history.add_argument("--events", type=int, default=100_000, help="events to write (default 100000)")
+    history.add_argument("--contacts", type=int, default=10_000, help="contacts in the audience (default 10000)")
+    history.add_argument("--days", type=int, default=365, help="days the history spans, ending now (default 365)")
+    history.add_argument("--seed", type=int, default=1, help="the same seed writes the same history")
+    history.set_defaults(run=_history)
 
     worker = commands.add_parser(
         "worker",
@@ -349,6 +384,110 @@ def _score(args: argparse.Namespace) -> int:
         except OSError as error:
             raise CommandError(f"--events-out {args.events_out}: {error.strerror}") from None
     print(result.totals.summary(), file=sys.stderr)
+    return 0
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from leadpulse.cli.backtest import Options, bad_line_text, run_backtest
+    from leadpulse.cli.backtest_html import render
+    from leadpulse.cli.offline import future_reference
+    from leadpulse.cli.parallel import default_jobs
+    from leadpulse.streams.runtime import tune_gc
+
+    _check_input(args.events)
+    for path, option in ((args.json, "--json"), (args.html, "--html")):
+        if path is not None:
+            _check_output(path, option)
+    at_ms: int | None = None
+    if args.at is not None:
+        try:
+            at_ms = parse_rfc3339_ms(args.at)
+        except ValueError as error:
+            raise CommandError(f"--at: {error}", USAGE_ERROR) from None
+    durations = []
+    for text, option in ((args.every, "--every"), (args.horizon, "--horizon")):
+        try:
+            durations.append(parse_duration_ms(text))
+        except ValueError as error:
+            raise CommandError(f"{option}: {error}", USAGE_ERROR) from None
+    if args.limit < 0:
+        raise CommandError("--limit: expected 0 or more", USAGE_ERROR)
+    baseline, candidate = _rules_from(args.baseline), _rules_from(args.candidate)
+    options = Options(
+        baseline,
+        candidate,
+        future_reference(at_ms),
+        _settings().input_limits,
+        at_ms,
+        args.limit,
+        args.calibrate,
+        durations[0],
+        durations[1],
+    )
+    tune_gc()
+    source = sys.stdin.buffer.read() if str(args.events) == "-" else args.events
+    try:
+        report = run_backtest(
+            source, options, args.jobs or default_jobs(), lambda bad: print(bad_line_text(bad), file=sys.stderr)
+        )
+    except ValueError as error:
+        raise CommandError(f"{args.events}: {error}") from None
+    text = orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n"
+    if args.json is None:
+        sys.stdout.buffer.write(text)
+        sys.stdout.flush()
+    else:
+        args.json.write_bytes(text)
+    if args.html is not None:
+        args.html.write_text(render(report), encoding="utf-8")
+    changes = report["changes"]
+    print(
+        f"backtest of {report['events']} events: {changes['contacts']} contacts change, "
+        f"hot leads +{changes['hot_leads_added']['count']} -{changes['hot_leads_removed']['count']}, "
+        f"hot accounts +{changes['hot_accounts_added']['count']} -{changes['hot_accounts_removed']['count']}",
+        file=sys.stderr,
+    )
+    for side, found in report.get("calibration", {}).items():
+        print(
+            f"calibration of the {side} ({found['rules_version']}): {found['samples']} samples, "
+            f"{_percent(found['conversion_rate'])} convert; hot {_percent(found['hot_precision'])} "
+            f"(lift {_shown(found['hot_lift'])}), ROC AUC {_shown(found['roc_auc'])}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{100 * rate:.1f}%"
+
+
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _history(args: argparse.Namespace) -> int:
+    from leadpulse.cli.traffic import DAY_MS, Traffic
+
+    if args.events < 1 or args.contacts < 1 or args.days < 1:
+        raise CommandError("--events, --contacts and --days: expected 1 or more", USAGE_ERROR)
+    if str(args.file) != "-":
+        _check_output(args.file, "file")
+    end = now_ms()
+    traffic = Traffic(
+        args.seed,
+        end - args.days * DAY_MS,
+        args.days * DAY_MS,
+        args.contacts,
+        accounts=max(1, args.contacts // 40),
+        outcomes=True,
+    )
+    out = sys.stdout.buffer if str(args.file) == "-" else args.file.open("wb")
+    try:
+        for event in traffic.events(args.events):
+            out.write(orjson.dumps(event) + b"\n")
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
     return 0
 
 

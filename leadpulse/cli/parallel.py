@@ -40,7 +40,7 @@ from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
@@ -174,7 +174,7 @@ class Folded:
 
 @dataclass(frozen=True)
 class Printed:
-    """Where a process writes what it prints, in chunks (`_write`), read back here (`_read`):
+    """Where a process writes what it prints, in chunks (`write_chunks`), read back here (`read_chunks`):
     files made here before it is forked (removed already: gone once closed)."""
 
     records: BinaryIO  # (contact id, line) by contact id; --accounts: (account id, member) by contact id
@@ -198,18 +198,60 @@ def score_parallel(
 ) -> Scored:
     """Score `source` on `jobs` processes; the same records, outputs, summary and bad lines
     as one process (falls back to one if an event was misrouted, see the module's doc)."""
+    shares = [_ScoreShare(options, Printed.new()) for _ in range(jobs)]
+
+    def times(parts: list[Any]) -> tuple[int | None, int | None]:
+        latest = max((part.latest_ms for part in parts if part.latest_ms is not None), default=None)
+        return evaluation_time(options.at_ms, options.last_event, latest), ageing_time(options.at_ms, latest)
+
+    try:
+        routed = run_routed(source, shares, times, label)
+    except BaseException:
+        for share in shares:
+            share.printed.close()
+        raise
+    if routed is None:
+        for share in shares:
+            share.printed.close()
+        return _one_process(source, options, on_bad)
+    parts, finished = routed
+    for number, at_fault, reason in sorted(bad for part in parts for bad in part.bad):
+        on_bad(number, InvalidEvent(at_fault, reason))
+    totals = sum(finished, Totals())  # each process's, once its expired contacts are deleted (ScoreRun.age)
+    printed = [share.printed for share in shares]
+    return Scored(_records(printed, options), _outputs(printed), totals)
+
+
+class Share(Protocol):
+    """One process's part of a routed run (`run_routed`): made before the processes are
+    forked (each gets a copy of its own), used only in its process."""
+
+    def fold(self, lines: Iterator[tuple[int, bytes]], check: Callable[[Event], None]) -> Any:
+        """Fold the (number, line) pairs routed here, calling `check` on each decoded event
+        (it raises Misrouted); returns what the parent needs to decide the next step."""
+
+    def finish(self, message: Any) -> Any:
+        """The next step, with what the parent decided from every process's `fold`."""
+
+
+def run_routed(
+    source: Source, shares: Sequence[Share], decide: Callable[[list[Any]], Any], label: str
+) -> tuple[list[Any], list[Any]] | None:
+    """Route the lines of `source` to one process per share (steps 1 and 2 of the module's
+    doc), fold each share's lines in its process, then finish each with what `decide` made
+    of all their folds. Returns (folds, finishes) by share, or None when an event was
+    misrouted (the caller runs one process instead)."""
+    jobs = len(shares)
     context = get_context("fork")  # the workers share the rules and a stdin copy, unpickled
     total = _size(source)
     spans = _spans(source, total, jobs)
     progress = context.Array("q", jobs, lock=False)
     connections: list[Connection] = []
     processes = []
-    printed = [Printed.new() for _ in range(jobs)]
-    done = False
     try:
         for me in range(jobs):
             ours, theirs = context.Pipe()
-            task = _Task(source, spans[me], me, options, printed[me])
+            task = _Task(source, spans[me], me, shares[me])
             process = context.Process(target=_work, args=(theirs, task, progress), daemon=True)
             process.start()
             theirs.close()
@@ -220,16 +262,12 @@ def score_parallel(
         for connection in connections:
             connection.send(router)
         folded = _gather(connections, lambda: min(progress), total, label)
-        parts: list[Folded] = [part for part in folded if part is not None]
-        if len(parts) == jobs:
-            latest = [part.latest_ms for part in parts if part.latest_ms is not None]
-            evaluate_at = evaluation_time(options.at_ms, options.last_event, max(latest, default=None))
-            aged_at = ageing_time(options.at_ms, max(latest, default=None))
-            for connection in connections:
-                connection.send((evaluate_at, aged_at))
-            # each process's totals once its expired contacts are deleted (ScoreRun.age) and its files written
-            totals = sum((_receive(connection) for connection in connections), Totals())
-            done = True
+        if any(part is None for part in folded):
+            return None
+        message = decide(folded)
+        for connection in connections:
+            connection.send(message)
+        return folded, [_receive(connection) for connection in connections]
     finally:
         for connection in connections:
             connection.close()  # a process still waiting for its next step ends
@@ -238,18 +276,10 @@ def score_parallel(
             if process.is_alive():
                 process.terminate()
                 process.join()
-        if not done:
-            for files in printed:
-                files.close()
-    if len(parts) < jobs:
-        return _one_process(source, options, on_bad)
-    for number, at_fault, reason in sorted(bad for part in parts for bad in part.bad):
-        on_bad(number, InvalidEvent(at_fault, reason))
-    return Scored(_records(printed, options), _outputs(printed), totals)
 
 
 def _records(printed: list[Printed], options: Options) -> Iterable[bytes]:
-    each = [_read(files.records) for files in printed]
+    each = [read_chunks(files.records) for files in printed]
     if options.kind == "accounts":
         members = heapq.merge(*each, key=lambda pair: pair[1].contact_id)
         admit = member_filter(options.rules, options.limits)
@@ -259,10 +289,10 @@ def _records(printed: list[Printed], options: Options) -> Iterable[bytes]:
 
 def _outputs(printed: list[Printed]) -> Iterable[bytes]:
     # every output of a line comes from the process that folded it, in its order: stable merge
-    return (line for _, line in heapq.merge(*(_read(files.outputs) for files in printed), key=itemgetter(0)))
+    return (line for _, line in heapq.merge(*(read_chunks(files.outputs) for files in printed), key=itemgetter(0)))
 
 
-def _write(items: Iterable[Any], file: BinaryIO) -> None:
+def write_chunks(items: Iterable[Any], file: BinaryIO) -> None:
     """`items` into `file` as pickled chunks of `_CHUNK`: a process holds one chunk at a time."""
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, _CHUNK)):
@@ -270,8 +300,8 @@ def _write(items: Iterable[Any], file: BinaryIO) -> None:
     file.flush()
 
 
-def _read(file: BinaryIO) -> Iterator[Any]:
-    """The items `_write` wrote to `file`, a chunk at a time; closes it at the end."""
+def read_chunks(file: BinaryIO) -> Iterator[Any]:
+    """The items `write_chunks` wrote to `file`, a chunk at a time; closes it at the end."""
     with file:
         file.seek(0)
         while True:
@@ -323,13 +353,12 @@ class _Task:
     source: Source
     span: tuple[int, int]  # the bytes it reads for ids
     me: int  # the lines it folds: those the router gives it
-    options: Options
-    printed: Printed  # where it writes its records and outputs
+    share: Share
 
 
 def _work(connection: Connection, task: _Task, progress: Any) -> None:
-    """One process: the ids of its slice, then its fold, then its records."""
-    source, span, me, options = task.source, task.span, task.me, task.options
+    """One process: the ids of its slice, then its share's fold, then its finish."""
+    source, span, me = task.source, task.span, task.me
     try:
         with _open(source) as stream:
             stream.seek(span[0])
@@ -337,28 +366,14 @@ def _work(connection: Connection, task: _Task, progress: Any) -> None:
         connection.send([ids for line in piece.split(b"\n") if len(set(ids := ids_of(line))) > 1])
         del piece
         router: Router = connection.recv()
-        run = ScoreRun(options.rules, keep_outputs=options.with_outputs)
-        bad: list[tuple[int, str, str]] = []
-        tags: list[int] = []  # the line number of each output
         try:
             with _open(source) as stream:
-                lines = _owned(stream, router, me, run=run, tags=tags, progress=progress)
-                score_numbered(
-                    run,
-                    lines,
-                    now_ms=options.now_ms,
-                    limits=options.limits,
-                    on_bad=lambda number, error: bad.append((number, error.field, error.reason)),
-                    check=router.check(me),
-                )
+                folded = task.share.fold(_owned(stream, router, me, progress), router.check(me))
         except Misrouted:
             connection.send(None)
             return
-        connection.send(Folded(run.latest_ms, bad))
-        evaluate_at, aged_at = connection.recv()
-        run.age(aged_at)
-        _print(run, options, evaluate_at, tags, task.printed)
-        connection.send(Totals.of(run))
+        connection.send(folded)
+        connection.send(task.share.finish(connection.recv()))
     except EOFError:
         pass  # the parent has what it needs (or stopped)
     except BaseException:  # reported to the parent, which raises it
@@ -366,21 +381,56 @@ def _work(connection: Connection, task: _Task, progress: Any) -> None:
             connection.send(_Failure(traceback.format_exc()))
 
 
-def _owned(
-    stream: BinaryIO, router: Router, me: int, *, run: ScoreRun, tags: list[int], progress: Any
-) -> Iterator[tuple[int, bytes]]:
-    """The (number, line) pairs this process folds; notes which line each output came from
-    (an output is added while its line is being folded, before the next one is asked for)."""
+def _owned(stream: BinaryIO, router: Router, me: int, progress: Any) -> Iterator[tuple[int, bytes]]:
+    """The (number, line) pairs this process folds."""
     done = reported = 0
-    number = 0
     for number, line in enumerate(stream, start=1):
         done += len(line)
         if done - reported >= _PROGRESS_BYTES:
             progress[me] = reported = done
         if router.owner(number, line) == me:
             yield number, line
-            tags.extend([number] * (len(run.outputs) - len(tags)))
     progress[me] = done
+
+
+@dataclass
+class _ScoreShare:
+    """`leadpulse score`'s share: the one-process fold of its lines, then its records printed."""
+
+    options: Options
+    printed: Printed  # where it writes its records and outputs
+    run: ScoreRun | None = None
+    tags: list[int] = field(default_factory=list)  # the line number of each output
+
+    def fold(self, lines: Iterator[tuple[int, bytes]], check: Callable[[Event], None]) -> Folded:
+        options = self.options
+        run = self.run = ScoreRun(options.rules, keep_outputs=options.with_outputs)
+        bad: list[tuple[int, str, str]] = []
+        score_numbered(
+            run,
+            self._tagged(lines, run),
+            now_ms=options.now_ms,
+            limits=options.limits,
+            on_bad=lambda number, error: bad.append((number, error.field, error.reason)),
+            check=check,
+        )
+        return Folded(run.latest_ms, bad)
+
+    def _tagged(self, lines: Iterator[tuple[int, bytes]], run: ScoreRun) -> Iterator[tuple[int, bytes]]:
+        """Notes which line each output came from (an output is added while its line is
+        being folded, before the next one is asked for)."""
+        tags = self.tags
+        for number, line in lines:
+            yield number, line
+            tags.extend([number] * (len(run.outputs) - len(tags)))
+
+    def finish(self, message: tuple[int | None, int | None]) -> Totals:
+        evaluate_at, aged_at = message
+        run = self.run
+        assert run is not None  # folded first
+        run.age(aged_at)
+        _print(run, self.options, evaluate_at, self.tags, self.printed)
+        return Totals.of(run)
 
 
 def _print(run: ScoreRun, options: Options, evaluate_at: int | None, tags: list[int], printed: Printed) -> None:
@@ -391,10 +441,10 @@ def _print(run: ScoreRun, options: Options, evaluate_at: int | None, tags: list[
         records = account_members(zip(published, snapshots, strict=True), options.rules)
     else:
         records = contact_records(run, options.kind, evaluate_at)
-    _write(records, printed.records)
+    write_chunks(records, printed.records)
     if options.with_outputs:
         lines = ((tag, dumps(output_record(output))) for tag, output in zip(tags, run.outputs, strict=True))
-        _write(lines, printed.outputs)
+        write_chunks(lines, printed.outputs)
 
 
 def _open(source: Source) -> BinaryIO:

@@ -1,12 +1,16 @@
 """Synthetic but realistic marketing traffic, by persona, for the demo and the benchmarks.
 
 Deterministic for a seed, so a benchmark or a demo run can be scored offline and compared.
+With `outcomes`, every identified journey ends in CRM outcomes drawn from a ground-truth
+model of its behaviour and fit plus noise (`conversion_logit`, docs/backtest.md), so that a
+calibration (`leadpulse backtest --calibrate`) has something true to find.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from leadpulse.scoring.timeutil import format_ms
@@ -16,6 +20,26 @@ PERSONAS = ("browser", "newsletter_reader", "webinar_attendee", "buyer", "churne
 _WEIGHTS = (45, 25, 15, 8, 7)
 _BLOG = ("/blog/lead-vs-prospect", "/blog/lead-scoring-101", "/blog/b2b-funnel", "/blog/nurturing")
 _PRODUCT = ("/product", "/product/integrations", "/customers/acme", "/pricing", "/pricing/enterprise")
+
+# The ground truth of `outcomes` (docs/backtest.md): log-odds that a journey converts (a sales
+# qualification, then an opportunity) from what it did and who it is, plus Gaussian noise.
+BASE_LOGIT = -4.0
+BEHAVIOUR_LOGIT = {  # per event of the type, the count capped at 3
+    "demo_requested": 1.8,
+    "quote_requested": 1.8,
+    "webinar_attended": 0.9,
+    "email_replied": 0.8,
+    "pricing": 0.5,  # a page under /pricing
+    "newsletter_unsubscribed": -1.5,
+    "email_bounced": -1.5,
+    "careers": -1.0,  # a page under /careers
+}
+SENIOR_LOGIT = 1.2  # seniority c_level, vp or director
+BUDGET_LOGIT = 0.8  # a declared budget of 20,000 or more
+INDUSTRY_LOGIT = 0.4  # software or saas
+NOISE_SD = 0.8  # of the Gaussian noise added to the log-odds
+WIN_RATE = 0.55  # of opportunities, won (the rest lost)
+DISQUALIFIED_RATE = 0.06  # of identified journeys that do not convert: disqualified by sales
 
 
 class Traffic:
@@ -31,8 +55,12 @@ class Traffic:
         *,
         accounts: int = 0,
         identities: float = 0.0,
+        outcomes: bool = False,
     ) -> None:
         self.random = random.Random(seed)
+        # True: identified journeys end in CRM outcomes drawn from the ground truth (an
+        # outcome that would fall after the span is not sent: it has not happened yet)
+        self.outcomes = outcomes
         self.accounts = accounts  # > 0: profiles and forms name one of this many companies
         # > 0: this share of identified journeys starts as an anonymous cookie, linked at the
         # first identified event; some cookies are shared by several contacts (conflicts)
@@ -73,7 +101,9 @@ class Traffic:
                 page, properties = self._page(_PRODUCT)
                 yield self._event(cookie, False, page, min(at, end), properties)
         linked = False
+        done: list[tuple[str, dict[str, Any]]] = []  # the journey's steps, for its outcomes
         for event_type, properties in steps():
+            done.append((event_type, properties))
             at += self.random.randrange(10 * 60_000, 3 * DAY_MS)
             if cookie is not None and linked and event_type == "page_viewed" and self.random.random() < 0.5:
                 # a later visit from the same device, not logged in: counts for the contact too
@@ -84,6 +114,24 @@ class Traffic:
                 event["anonymous_id"] = cookie
                 linked = True
             yield event
+        if self.outcomes and identified:
+            for event_type, outcome_at in self._outcomes(done, at):
+                if outcome_at > end:
+                    return
+                yield self._event(contact, True, event_type, outcome_at, {})
+
+    def _outcomes(self, done: Sequence[tuple[str, dict[str, Any]]], at: int) -> Iterator[tuple[str, int]]:
+        """The CRM events that follow a journey's last step at `at`, drawn from the ground truth."""
+        logit = conversion_logit(done) + self.random.gauss(0.0, NOISE_SD)
+        if self.random.random() < 1 / (1 + math.exp(-logit)):
+            at += self.random.randrange(DAY_MS, 10 * DAY_MS)
+            yield "sales_qualified", at
+            at += self.random.randrange(DAY_MS, 14 * DAY_MS)
+            yield "opportunity_opened", at
+            at += self.random.randrange(7 * DAY_MS, 45 * DAY_MS)
+            yield ("deal_won" if self.random.random() < WIN_RATE else "deal_lost"), at
+        elif self.random.random() < DISQUALIFIED_RATE:
+            yield "disqualified", at + self.random.randrange(DAY_MS, 30 * DAY_MS)
 
     def _cookie(self, index: int) -> str | None:
         """This journey's device cookie, if it has one; one in ten is a shared computer's."""
@@ -156,7 +204,7 @@ class Traffic:
         yield "webinar_attended", {"webinar": "roi", "topic": "roi"}
         yield "email_replied", {}
         yield self.random.choice(("demo_requested", "quote_requested")), {}
-        if self.random.random() < 0.5:
+        if not self.outcomes and self.random.random() < 0.5:  # else the ground truth decides
             yield "sales_qualified", {}
             yield "opportunity_opened", {}
             yield self.random.choice(("deal_won", "deal_lost")), {}
@@ -166,3 +214,27 @@ class Traffic:
         yield "email_opened", {}
         yield self._page(("/careers", "/careers/jobs"))
         yield self.random.choice((("newsletter_unsubscribed", {}), ("email_bounced", {"hard": True})))
+
+
+def conversion_logit(journey: Sequence[tuple[str, dict[str, Any]]]) -> float:
+    """The ground truth's log-odds that a journey converts, before noise: what it did (each
+    kind counted up to 3 times) and its latest profile's seniority, budget and industry."""
+    counts: dict[str, int] = {}
+    profile: dict[str, Any] = {}
+    for event_type, properties in journey:
+        kind = event_type
+        if event_type == "page_viewed":
+            path = str(properties.get("path", ""))
+            kind = "pricing" if path.startswith("/pricing") else "careers" if path.startswith("/careers") else ""
+        if kind in BEHAVIOUR_LOGIT:
+            counts[kind] = counts.get(kind, 0) + 1
+        if event_type == "profile_updated":
+            profile.update(properties)
+    logit = BASE_LOGIT + sum(BEHAVIOUR_LOGIT[kind] * min(count, 3) for kind, count in counts.items())
+    if profile.get("seniority") in ("c_level", "vp", "director"):
+        logit += SENIOR_LOGIT
+    if isinstance(budget := profile.get("budget"), int) and budget >= 20_000:
+        logit += BUDGET_LOGIT
+    if profile.get("industry") in ("software", "saas"):
+        logit += INDUSTRY_LOGIT
+    return logit
