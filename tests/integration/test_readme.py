@@ -121,6 +121,11 @@ NOT_RUN = {
         "tests/integration/test_isolation.py runs this re-scoring worker (a new app id and prefix, other rules) "
         "beside the live one and checks each against its own offline oracle"
     ),
+    ".venv/bin/leadpulse rules compare --shadow-app leadpulse-rules-v2 --shadow-prefix rules-v2. "
+    "--rules my-rules.toml": (
+        "tests/integration/test_isolation.py runs it (with --json) on that re-scoring worker and checks the report "
+        "against both offline oracles"
+    ),
     "deploy/kafka/broker.sh start": SUITE_BROKER,
     "deploy/kafka/broker.sh stop": SUITE_BROKER,
     "export LEADPULSE_BROKER=kafka-1.internal:9094;kafka-2.internal:9094;kafka-3.internal:9094": SASL_CLUSTER,
