@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from leadpulse.cli.kafka_clients import latest_by_key
 from leadpulse.scoring.rollout import Comparison, compare
+from leadpulse.streams.offsets import first_and_end_offsets
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
 from leadpulse.streams.topics import BY_CONTACT, SCORES
@@ -44,13 +45,7 @@ async def unread(shadow: Settings) -> int:
     """Records of the input and of the shadow's re-keyed events its group has not committed
     (a partition it never committed: all it holds)."""
     partitions, done = await partitions_of(shadow, [shadow.input_topic, shadow.internal_topic(BY_CONTACT)])
-    consumer = AIOKafkaConsumer(**client_options(shadow))
-    await consumer.start()
-    try:
-        starts = await consumer.beginning_offsets(partitions)
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
+    starts, ends = await first_and_end_offsets(shadow, partitions)
     return sum(ends[tp] - max(done.get(tp, starts[tp]), starts[tp]) for tp in partitions)
 
 
