@@ -98,6 +98,47 @@ def read_all(settings: Settings, topic: str, idle_s: float = 2.0) -> list[tuple[
     return asyncio.run(collect())
 
 
+def read_to_end(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record of `topic` up to its end offsets as they are at the call, without waiting
+    for the topic to go quiet (`read_all` waits `idle_s` after the last record): for a loop
+    that reads again until its condition holds. [] for a topic that does not exist yet."""
+
+    async def collect() -> list[tuple[bytes | None, bytes | None]]:
+        admin = AIOKafkaAdminClient(**client_options(settings))
+        await admin.start()
+        try:
+            (described,) = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        if described["error_code"]:  # no such topic (yet)
+            return []
+        partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+        consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(partitions)
+            starts = await consumer.beginning_offsets(partitions)
+            ends = await consumer.end_offsets(partitions)
+            pending = {tp: ends[tp] for tp in partitions if starts[tp] < ends[tp]}
+            for tp in pending:
+                consumer.seek(tp, starts[tp])
+            records: list[tuple[bytes | None, bytes | None]] = []
+            empty = 0
+            while pending and empty < 4:  # a partition whose tail is gone (retention) ends by 2 s without records
+                fetched = await consumer.getmany(*pending, timeout_ms=500, max_records=5_000)
+                empty = 0 if fetched else empty + 1
+                for tp, batch in fetched.items():
+                    records.extend((r.key, r.value) for r in batch if r.offset < pending[tp])
+                for tp in list(pending):
+                    if await consumer.position(tp) >= pending[tp]:
+                        del pending[tp]
+            return records
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(collect())
+
+
 def run_cli(settings: Settings, *args: str, timeout_s: float = 120) -> tuple[subprocess.CompletedProcess[bytes], float]:
     """`leadpulse ARGS` in its own process, configured by the settings' LEADPULSE_* variables
     only; returns the finished process and how long it took."""
@@ -143,7 +184,7 @@ def scores_reach(
     def settled() -> bool:
         if alive is not None and not alive():
             raise AssertionError(f"the worker exited before {topic} matched the oracle")
-        seen.update(latest=latest_by_key(read_all(settings, settings.topic(topic), idle_s=1.0)))
+        seen.update(latest=latest_by_key(read_to_end(settings, settings.topic(topic))))
         return bool(seen["latest"] == expected)
 
     started = time.monotonic()
@@ -159,7 +200,7 @@ def scores_reach(
                 f"{topic} did not match the oracle within {now - started:.0f} s; {lag or 'group lag unknown'}:\n"
                 + scores_mismatch(seen["latest"], expected)
             )
-        time.sleep(1.0)
+        time.sleep(0.5)
     latest: dict[str, Any] = seen["latest"]
     return latest
 
