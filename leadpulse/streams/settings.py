@@ -138,6 +138,10 @@ class Settings:
     notify_port: int = 6068
     notify_max_pending: int = 10_000
     notify_max_backoff_s: float = 300.0
+    board_host: str = "127.0.0.1"
+    board_port: int = 6070
+    board_database: str | None = None  # unset: DATA_DIR/board.sqlite3; postgresql://... for PostgreSQL
+    board_retention_days: int = 90
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -300,6 +304,10 @@ HELP: dict[str, str] = {
     "notify_port": "Port of that server, 1..65535.",
     "notify_max_pending": "Notify: alerts read, not yet delivered or dead-lettered, 1..1000000; fetching pauses at it.",
     "notify_max_backoff_s": "Notify: longest wait between two attempts to a destination, 0.1..3600 s or '5m'.",
+    "board_host": "Address `leadpulse board` (the lead board's pages) listens on.",
+    "board_port": "Port of the lead board, 1..65535.",
+    "board_database": "The board's read model: a SQLite file, or a postgresql:// URL; unset: DATA_DIR/board.sqlite3.",
+    "board_retention_days": "Days of score history, alerts and stage changes the board keeps per contact, 1..3650.",
 }
 
 
@@ -505,6 +513,14 @@ def _tokens_file(name: str, raw: str) -> Path:
     return path
 
 
+def _board_database(name: str, raw: str) -> str:
+    """A SQLite file path or a PostgreSQL URL: any other scheme would be taken for a file name."""
+    if "://" in raw and not raw.startswith(("postgresql://", "postgres://")):
+        scheme = raw.split("://", 1)[0]
+        raise SettingsError(f"{name}: scheme {_shown(scheme)}: a SQLite file path or a postgresql:// URL")
+    return raw
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         if raw not in options:
@@ -545,6 +561,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "notify_port": _whole(1, 65_535),
     "notify_max_pending": _whole(1, 1_000_000),
     "notify_max_backoff_s": _positive_seconds(0.1, 3_600),
+    "board_port": _whole(1, 65_535),
+    "board_retention_days": _whole(1, 3_650),
+    "board_database": _board_database,
     "store": _choice(STORES),
     "processing_guarantee": _choice(GUARANTEES),
     "cooling_interval_s": _seconds,
