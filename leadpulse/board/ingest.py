@@ -81,11 +81,9 @@ class Ingest:
 
     async def _assign(self) -> None:
         """Every partition of the board's topics, each at its stored offset (else the first)."""
-        await self.consumer.topics()  # loads the cluster's metadata
+        cluster = await self.consumer._client.fetch_all_metadata()
         partitions = [
-            TopicPartition(topic, p)
-            for topic in self.roles
-            for p in sorted(self.consumer.partitions_for_topic(topic) or ())
+            TopicPartition(topic, p) for topic in self.roles for p in sorted(cluster.partitions_for_topic(topic) or ())
         ]
         missing = [topic for topic in self.roles if not any(tp.topic == topic for tp in partitions)]
         if missing:

@@ -87,6 +87,19 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS nurture_contact ON nurture (contact_id, occurred_ms)",
     "CREATE TABLE IF NOT EXISTS erased (digest TEXT PRIMARY KEY, erased_ms BIGINT NOT NULL)",
 )
+TABLES = (
+    "offsets",
+    "contacts",
+    "contact_models",
+    "contact_history",
+    "accounts",
+    "account_history",
+    "hot_leads",
+    "hot_accounts",
+    "stage_changes",
+    "nurture",
+    "erased",
+)
 CONTACT_TABLES = ("contacts", "contact_models", "contact_history", "hot_leads", "stage_changes", "nurture")
 EVENT_TABLES = ("hot_leads", "stage_changes", "nurture")  # per-contact, capped at MAX_EVENTS_PER_CONTACT
 HISTORY_KEYS = {"contact_history": "contact_id", "account_history": "account_id"}

@@ -3,7 +3,6 @@ the worker publishes (built by the scoring core and schemas.outputs, as in the s
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +20,7 @@ from leadpulse.board.model import (
     history_step,
     week_of,
 )
-from leadpulse.board.store import CONTACT_TABLES, Incoming, Store
+from leadpulse.board.store import CONTACT_TABLES, TABLES, Incoming, Store
 from leadpulse.schemas.outputs import snapshot_record
 from leadpulse.scoring.engine import apply, new_state, snapshot
 from leadpulse.scoring.timeutil import format_ms
@@ -69,18 +68,27 @@ def everything(feed: Feed) -> list[Incoming]:
 
 def dump(store: Store) -> list[tuple[Any, ...]]:
     """Every row of every table, in order: what two states of the read model compare by."""
-    con = sqlite3.connect(store.url)
-    tables = [name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-    rows = [(table, *row) for table in tables for row in con.execute(f"SELECT * FROM {table} ORDER BY 1, 2")]
-    con.close()
-    return rows
+    return [(table, *row.values()) for table in TABLES for row in store._read(f"SELECT * FROM {table} ORDER BY 1, 2")]
 
 
 @pytest.fixture
-def store(tmp_path):
-    opened = Store(str(tmp_path / "board.sqlite3"), retention_days=30)
-    yield opened
-    opened.close()
+def make_store(tmp_path):
+    """Read models by name, each in a database of its own (tests/integration/test_board_postgres.py
+    runs these tests again with PostgreSQL databases)."""
+    opened: list[Store] = []
+
+    def make(name: str) -> Store:
+        opened.append(Store(str(tmp_path / f"{name}.sqlite3"), retention_days=30))
+        return opened[-1]
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store):
+    return make_store("board")
 
 
 def test_every_output_topic_lands_in_the_read_model(store):
@@ -105,18 +113,17 @@ def test_a_replay_of_applied_records_changes_nothing(store):
     assert dump(store) == before
 
 
-def test_a_replay_from_offset_zero_on_a_rebuilt_database_gives_the_same_rows(tmp_path, store):
+def test_a_replay_from_offset_zero_on_a_rebuilt_database_gives_the_same_rows(make_store, store):
     """Idempotent by content too: a fresh database fed the same records equals the first."""
     batch = everything(Feed())
     store.apply(batch)
-    rebuilt = Store(str(tmp_path / "rebuilt.sqlite3"), retention_days=30)
+    rebuilt = make_store("rebuilt")
     rebuilt.apply(batch[:3])
     rebuilt.apply(batch)  # overlapping batches, as after a crash between two commits
     assert dump(rebuilt) == dump(store)
-    rebuilt.close()
 
 
-def test_a_restart_resumes_from_the_offsets_stored_with_the_rows(tmp_path, store):
+def test_a_restart_resumes_from_the_offsets_stored_with_the_rows(store):
     feed = Feed()
     store.apply(everything(feed))
     stored = store.offsets()
