@@ -6,12 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint unit integration bench setup kafka ops-tools clean constraints audit
+.PHONY: demo test lint unit integration bench setup kafka ops-tools browser clean constraints audit
 
 demo: setup kafka
 	$(BIN)/leadpulse demo
 
-test: setup kafka ops-tools lint
+test: setup kafka ops-tools browser lint
 	$(BIN)/pytest -q -p no:cacheprovider tests
 
 lint: setup
@@ -22,7 +22,7 @@ lint: setup
 unit: setup ops-tools
 	$(BIN)/pytest -q tests/unit tests/agents
 
-integration: setup kafka ops-tools
+integration: setup kafka ops-tools browser
 	$(BIN)/pytest -q tests/integration
 
 # --compiled: each also measures the opt-in mypyc build (setup.py), built here first (~1 min).
@@ -65,5 +65,18 @@ ops-tools:
 	@deploy/ops-tools.sh prometheus
 	@deploy/ops-tools.sh kubernetes
 
+# The site-tracking tests' browser side: the SDKs pinned in tests/browser/package-lock.json
+# (npm ci, redone only when the lock changes) and Debian's Chromium (installed when root).
+# Neither is required: without them those tests are skipped with one line saying why.
+browser:
+	@if ! command -v npm >/dev/null; then echo "npm not found: the browser tests will be skipped"; \
+	elif [ ! tests/browser/node_modules/.package-lock.json -nt tests/browser/package-lock.json ]; then \
+	  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error) || echo "npm ci failed: the browser tests will be skipped"; fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } \
+	      || echo "apt-get could not install chromium: the browser tests will be skipped"; \
+	  else echo "chromium not installed (apt-get install chromium, as root): the browser tests will be skipped"; fi; fi
+
 clean:
-	rm -rf $(VENV) .venv-audit .leadpulse deploy/kafka/.data
+	rm -rf $(VENV) .venv-audit .leadpulse deploy/kafka/.data tests/browser/node_modules

@@ -26,7 +26,7 @@ import orjson
 from leadpulse.board.model import DAY_MS
 from leadpulse.board.store import Incoming, Store
 from leadpulse.schemas.outputs import output_record, snapshot_record
-from leadpulse.scoring.engine import Event, HotLead, StageChange, apply, new_state, snapshot
+from leadpulse.scoring.engine import Event, HotLead, Output, StageChange, apply, new_state, snapshot
 from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import format_ms, parse_rfc3339_ms
 
@@ -37,7 +37,7 @@ BATCH = 2_000  # the board's FETCH_RECORDS: one transaction each
 def templates() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """A snapshot, a stage change and a hot lead of a buyer, from the scoring core."""
     rules = load_rules()
-    state, outputs = new_state("template@example.com"), []
+    state, outputs = new_state("template@example.com"), list[Output]()
     for number, (kind, properties) in enumerate(
         [
             ("profile_updated", {"seniority": "c_level", "budget": 60_000, "company_size": 300, "industry": "saas"}),

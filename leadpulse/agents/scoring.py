@@ -46,6 +46,7 @@ from typing import Any
 
 import orjson
 from faust.exceptions import PartitionsMismatch
+from prometheus_client import Counter as LabelledCounter
 
 from leadpulse.agents.batches import deliver_batches
 from leadpulse.schemas.events import InvalidEvent, admit_event
@@ -652,19 +653,22 @@ class ScoringAgent:
         self.events["dead_letter"] += 1
         self.dead_letter_fields[dead_letter_label(field)] += 1
 
+    def _labelled_counts(self) -> tuple[tuple[Counter[str], LabelledCounter], ...]:
+        """Each of the batch's counts by label with the metric it is added to."""
+        metrics = self.metrics
+        return (
+            (self.events, metrics.events),
+            (self.outputs, metrics.outputs),
+            (self.too_large, metrics.records_too_large),
+            (self.expired, metrics.expired),
+            (self.dead_letter_fields, metrics.dead_letters),
+            (self.nurture_tracks, metrics.nurtures),
+        )
+
     def _count(self, started: float, size: int) -> None:
-        for outcome, count in self.events.items():
-            self.metrics.events.labels(outcome).inc(count)
-        for kind, count in self.outputs.items():
-            self.metrics.outputs.labels(kind).inc(count)
-        for topic, count in self.too_large.items():
-            self.metrics.records_too_large.labels(topic).inc(count)
-        for kind, count in self.expired.items():
-            self.metrics.expired.labels(kind).inc(count)
-        for label, count in self.dead_letter_fields.items():
-            self.metrics.dead_letters.labels(label).inc(count)
-        for track, count in self.nurture_tracks.items():
-            self.metrics.nurtures.labels(track).inc(count)
+        for counts, metric in self._labelled_counts():
+            for label, count in counts.items():
+                metric.labels(label).inc(count)
         if self.unmapped:
             self.metrics.unmapped_events.inc(self.unmapped)
         for age in self.event_ages:
@@ -676,14 +680,7 @@ class ScoringAgent:
     def _clear_counts(self) -> None:
         """Forget the batch's counts: added to the metrics (_count), or its fold to be done
         again (run), which counts everything anew."""
-        for counts in (
-            self.events,
-            self.outputs,
-            self.too_large,
-            self.expired,
-            self.dead_letter_fields,
-            self.nurture_tracks,
-        ):
+        for counts, _ in self._labelled_counts():
             counts.clear()
         self.unmapped = 0
         self.event_ages.clear()

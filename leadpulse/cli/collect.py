@@ -11,6 +11,8 @@ import sys
 
 from leadpulse.cli.kafka_clients import ensure_topic, input_producer
 from leadpulse.cli.preflight import CommandError
+from leadpulse.collector.browser import BrowserSettings
+from leadpulse.collector.keys import KeyRing
 from leadpulse.collector.service import MAX_LINGERING, Collector, CollectorBounds, CollectorSite, runner
 from leadpulse.collector.sink import KafkaSink
 from leadpulse.scoring.rules import Rules
@@ -21,10 +23,10 @@ RESERVED_DESCRIPTORS = 64
 """Descriptors besides the HTTP connections: Kafka connections, the listening socket, stdio."""
 
 
-async def run_collector(settings: Settings, keys: tuple[bytes, ...], rules: Rules) -> None:
+async def run_collector(settings: Settings, keys: KeyRing, rules: Rules) -> None:
     """Serve until stopped; in-flight requests are answered before the producer stops, so
     no sender is left without an answer for events that were acknowledged."""
-    bounds = CollectorBounds.of(settings)
+    bounds = settings.section(CollectorBounds, "collect_")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     throttles = attach_log_throttle()  # a broker outage is a few lines, not one per reconnect
     await ensure_topic(settings, settings.input_topic)
@@ -36,7 +38,8 @@ async def run_collector(settings: Settings, keys: tuple[bytes, ...], rules: Rule
     sink = KafkaSink(producer, settings.input_topic, probe_timeout_s=bounds.delivery_timeout_s)
     background = [asyncio.ensure_future(sink.watch()), asyncio.ensure_future(_flush_summaries(throttles))]
     try:
-        collector = Collector(keys, sink, rules, settings.input_limits, bounds)
+        browser = settings.section(BrowserSettings, "collect_")
+        collector = Collector(keys, sink, rules, settings.input_limits, bounds, browser=browser)
         app_runner = runner(collector)
         await app_runner.setup()
         try:
@@ -49,7 +52,8 @@ async def run_collector(settings: Settings, keys: tuple[bytes, ...], rules: Rule
             url = f"http://{settings.collect_host}:{settings.collect_port}"
             print(
                 f"collecting Segment calls on {url}/v1/batch (and /v1/track, /v1/identify, ...) into topic "
-                f"{settings.input_topic}, {len(keys)} write keys; Ctrl-C stops",
+                f"{settings.input_topic}, {len(keys.server)} server and {len(keys.browser)} browser write keys; "
+                "Ctrl-C stops",
                 file=sys.stderr,
                 flush=True,
             )

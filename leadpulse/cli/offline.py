@@ -71,7 +71,7 @@ def score_numbered(
     if run.admit is None:
         run.admit = member_filter(rules, limits)
     for number, line in numbered:
-        if not line.strip():
+        if not line or line.isspace():
             continue
         try:
             event = admit_event(line, now_ms, limits, rules)

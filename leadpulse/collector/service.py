@@ -1,5 +1,15 @@
 """The collector's HTTP side: Segment's tracking API (`POST /v1/batch`, `/v1/track`,
-`/v1/identify`, `/v1/page`, `/v1/screen`, `/v1/group`, `/v1/alias`).
+`/v1/identify`, `/v1/page`, `/v1/screen`, `/v1/group`, `/v1/alias`), and what the browser
+SDKs post to: analytics.js's short paths (`/v1/t`, `/v1/p`, `/v1/i`..., `/v1/b` for its
+batches), RudderStack's `/beacon/v1/batch` (sendBeacon, the key in the query), their
+`text/plain` bodies, and CORS (preflights and answers) for the origins of browser keys.
+
+A call sent with a browser key (keys.py) goes through browser.py's decisions: its origin
+must be one the key lists (else 403), it may use neither server-only endpoints (403) nor
+server-only calls, each client address has a rate (429 + Retry-After past it), and bots,
+calls without the key's consent category or with Do-Not-Track are answered 200 but only
+counted. CORS answers name the request's exact origin, and only an origin some browser key
+lists: a page elsewhere cannot read an answer, and a preflight from it is refused.
 
 A request is answered 200 only once the broker has acknowledged every message kept from it
 (acks=all), so an SDK that got its 200 can forget the events. Each message is validated with
@@ -20,6 +30,8 @@ outage is a 503 with `Retry-After`, which Segment's and RudderStack's SDKs retry
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
@@ -31,7 +43,18 @@ import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from leadpulse.collector.keys import basic_auth_user, is_known
+from leadpulse.collector.browser import (
+    BROWSER_CALLS,
+    SHORT_PATHS,
+    BrowserSettings,
+    ClientRates,
+    bot_reason,
+    browser_message,
+    client_address,
+    consented,
+    opted_out,
+)
+from leadpulse.collector.keys import BrowserKey, KeyRing, basic_auth_user, is_known
 from leadpulse.schemas.events import decode_event
 from leadpulse.schemas.fields import InvalidEvent, json_kind
 from leadpulse.schemas.limits import InputLimits
@@ -48,6 +71,11 @@ MAX_BATCH_BYTES = 500 * 1024
 MAX_LISTED_CHARS = 200
 """A listed field path or reason is cut here: key names come from the sender."""
 Record = tuple[bytes, bytes]  # (key, value) for the input topic
+PREFLIGHT_MAX_AGE_S = 600
+"""How long a browser may reuse a preflight's answer."""
+MAX_REQUESTED_HEADERS = 500
+"""Characters of Access-Control-Request-Headers echoed in a preflight's answer."""
+_HEADER_LIST = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*")
 
 
 @dataclass(frozen=True)
@@ -63,19 +91,6 @@ class CollectorBounds:
     max_in_flight_bytes: int
     max_expanded_bytes: int
     rejected_listed: int
-
-    @classmethod
-    def of(cls, settings: Settings) -> CollectorBounds:
-        return cls(
-            max_connections=settings.collect_max_connections,
-            idle_timeout_s=settings.collect_idle_timeout_s,
-            body_timeout_s=settings.collect_body_timeout_s,
-            delivery_timeout_s=settings.collect_delivery_timeout_s,
-            retry_after_s=settings.collect_retry_after_s,
-            max_in_flight_bytes=settings.collect_max_in_flight_bytes,
-            max_expanded_bytes=settings.collect_max_expanded_bytes,
-            rejected_listed=settings.collect_rejected_listed,
-        )
 
 
 class Sink(Protocol):
@@ -99,6 +114,7 @@ class RequestError(Exception):
         self.code = code
         self.message = message
         self.retry = retry
+        self.retry_after_s: int | None = None  # a Retry-After of its own (a client's rate), not the setting
 
 
 def unavailable(message: str) -> RequestError:
@@ -115,6 +131,7 @@ class CollectorMetrics:
     refused_connections: Counter
     in_flight_bytes: Gauge
     ready: Gauge
+    anonymous_calls: Counter
 
     @classmethod
     def create(cls) -> CollectorMetrics:
@@ -150,6 +167,12 @@ class CollectorMetrics:
             ready=Gauge(
                 "leadpulse_collector_ready",
                 "1 when /health answers 200 (the broker takes records), else 0",
+                registry=registry,
+            ),
+            anonymous_calls=Counter(
+                "leadpulse_collector_anonymous_calls",
+                "Browser calls counted but not kept: no consent for the key's category, or Do-Not-Track",
+                ["call", "reason"],
                 registry=registry,
             ),
         )
@@ -211,6 +234,7 @@ class Built:
     listed: list[dict[str, Any]] = field(default_factory=list)
     first: str = ""  # the first invalid message's field and reason, for the 400's message
     size: int = 0  # bytes of the records' values
+    dropped: int = 0  # messages counted but not kept (a bot's, no consent, Do-Not-Track)
 
     def describes(self, listed: int) -> bool:
         """Whether the next invalid message is described (the first, or one of `listed`);
@@ -228,38 +252,70 @@ class Built:
 
 
 @dataclass
+class Page:
+    """A request sent with a browser key: the key, and what browser.py decides with."""
+
+    key: BrowserKey
+    client: str  # the client's address (rate, and context.ip when kept)
+    dropped: str | None  # why its calls are only counted (a bot, Do-Not-Track), or None
+
+
+@dataclass
 class Collector:
-    keys: tuple[bytes, ...]
+    keys: KeyRing
     sink: Sink
     rules: Rules
     limits: InputLimits
-    bounds: CollectorBounds = field(default_factory=lambda: CollectorBounds.of(Settings()))
+    bounds: CollectorBounds = field(default_factory=lambda: Settings().section(CollectorBounds, "collect_"))
     metrics: CollectorMetrics = field(default_factory=CollectorMetrics.create)
     clock: Callable[[], int] = now_ms
+    browser: BrowserSettings = field(default_factory=lambda: Settings().section(BrowserSettings, "collect_"))
     in_flight: InFlight = field(init=False)
+    rates: ClientRates = field(init=False)
 
     def __post_init__(self) -> None:
         self.in_flight = InFlight(self.bounds.max_in_flight_bytes, self.metrics.in_flight_bytes)
         self.metrics.ready.set_function(lambda: float(self.sink.problem() is None))  # /health's answer, at scrape
+        self.rates = ClientRates(self.browser.browser_rate, self.browser.browser_burst, self.browser.browser_clients)
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_post("/v1/batch", self.batch)
-        app.router.add_post("/v1/import", self.batch)  # Segment's older name for the batch call
+        for path in ("/v1/batch", "/v1/b", "/beacon/v1/batch"):  # analytics.js batches; RudderStack's beacon
+            self._route(app, path, None, server_only=False)
+        self._route(app, "/v1/import", None, server_only=True)  # Segment's older name for the batch call
         for call in SEGMENT_CALLS:
-            app.router.add_post(f"/v1/{call}", self._single(call))
+            self._route(app, f"/v1/{call}", call, server_only=call not in BROWSER_CALLS)
+        for letter, call in SHORT_PATHS.items():
+            self._route(app, f"/v1/{letter}", call, server_only=call not in BROWSER_CALLS)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.prometheus)
         return app
 
-    async def batch(self, request: web.Request) -> web.Response:
-        return await self._answer(request, None)
-
-    def _single(self, call: str) -> Callable[[web.Request], Any]:
+    def _route(self, app: web.Application, path: str, call: str | None, *, server_only: bool) -> None:
         async def handle(request: web.Request) -> web.Response:
-            return await self._answer(request, call)
+            return await self._answer(request, call, server_only)
 
-        return handle
+        app.router.add_post(path, handle)
+        app.router.add_route("OPTIONS", path, self.preflight)
+
+    async def preflight(self, request: web.Request) -> web.Response:
+        """A browser asks whether a page may post here: yes for an origin some browser key
+        lists (the key itself is not sent with a preflight), with that exact origin named;
+        otherwise 403 without CORS headers, so the browser never sends the call."""
+        origin = request.headers.get("Origin")
+        if origin is None or origin not in self.keys.origins:
+            self.metrics.requests.labels("403").inc()
+            return web.Response(status=403, text="origin not allowed by any browser write key\n")
+        requested = request.headers.get("Access-Control-Request-Headers", "")[:MAX_REQUESTED_HEADERS]
+        allowed = requested if _HEADER_LIST.fullmatch(requested) else "Content-Type, Authorization"
+        headers = {
+            **_cors(origin),
+            "Access-Control-Allow-Methods": "POST",
+            "Access-Control-Allow-Headers": allowed,
+            "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE_S),
+        }
+        self.metrics.requests.labels("204").inc()
+        return web.Response(status=204, headers=headers)
 
     async def health(self, _request: web.Request) -> web.Response:
         """Ready means able to deliver: 503 with the reason while the broker cannot take records."""
@@ -271,14 +327,19 @@ class Collector:
     async def prometheus(self, _request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry), content_type="text/plain")
 
-    async def _answer(self, request: web.Request, call: str | None) -> web.Response:
+    async def _answer(self, request: web.Request, call: str | None, server_only: bool) -> web.Response:
         started = perf_counter()
-        headers = {}
+        origin = request.headers.get("Origin")
+        headers = _cors(origin) if origin is not None and origin in self.keys.origins else {}
+        if origin is not None:
+            headers["Vary"] = "Origin"
         try:
-            status, answer = await self._collect(request, call)
+            status, answer = await self._collect(request, call, server_only)
         except RequestError as error:
             status, answer = error.status, {"success": False, "code": error.code, "message": error.message}
-            if error.retry:
+            if error.retry_after_s is not None:
+                headers["Retry-After"] = str(error.retry_after_s)
+            elif error.retry:
                 headers["Retry-After"] = str(self.bounds.retry_after_s)
         self.metrics.requests.labels(str(status)).inc()
         self.metrics.request_seconds.observe(perf_counter() - started)
@@ -288,10 +349,19 @@ class Collector:
             response.force_close()
         return response
 
-    async def _collect(self, request: web.Request, call: str | None) -> tuple[int, dict[str, Any]]:
+    async def _collect(self, request: web.Request, call: str | None, server_only: bool) -> tuple[int, dict[str, Any]]:
         header_key = basic_auth_user(request.headers.get("Authorization"))
-        if header_key is not None and not is_known(header_key, self.keys):
-            raise RequestError(401, "unauthorized", "unknown write key (HTTP basic auth user name)")
+        if header_key is None and "writeKey" in request.query:  # RudderStack's beacon: sendBeacon sends no header
+            header_key = request.query["writeKey"].encode()
+        page = None
+        if header_key is not None:
+            page = self._page(request, header_key, server_only)
+            if page is None and not is_known(header_key, self.keys.server):
+                raise RequestError(401, "unauthorized", "unknown write key (HTTP basic auth user name)")
+            if page is not None:  # an exhausted client is refused before its body is read
+                wait = self.rates.waiting(page.client, self.clock() / 1000)
+                if wait > 0:
+                    raise self._limited(page, 1, wait)
         problem = self.sink.problem()
         if problem is not None:  # answered at once: the SDK retries later, nothing is held meanwhile
             raise unavailable(f"Kafka cannot take events now ({problem}), retry")
@@ -303,11 +373,13 @@ class Collector:
                 raise RequestError(
                     408, "timeout", f"body: not received within {self.bounds.body_timeout_s:g} s"
                 ) from None
-            built = self._build(body, header_key, call)
+            built = self._build(body, header_key, call, page=page, request=request, server_only=server_only)
             holding.give(len(body))  # parsed and copied into records: only those are held from here
             del body
             holding.take(built.size)
             self.metrics.messages.labels("rejected").inc(built.rejected)
+            if not built.records and built.dropped and not built.rejected:  # nothing to keep, nothing wrong
+                return 200, {"success": True, "accepted": 0, "dropped": built.dropped}
             if not built.records:
                 more = f" (and {built.rejected - 1} more messages refused)" if built.rejected > 1 else ""
                 answer = {"success": False, "code": "invalid_request", "message": built.first + more}
@@ -318,30 +390,100 @@ class Collector:
                 raise unavailable(f"Kafka did not take the events, retry: {error}") from None
         self.metrics.messages.labels("accepted").inc(len(built.records))
         answer = {"success": True, "accepted": len(built.records)}
+        if built.dropped:
+            answer["dropped"] = built.dropped
         return 200, answer | (self._rejections(built) if built.rejected else {})
+
+    def _page(self, request: web.Request, key: bytes, server_only: bool) -> Page | None:
+        """The browser key `key` is, with what its request may do; None for any other key.
+        Refused (403) from an origin the key does not list (a browser always sends Origin
+        with a POST) or at an endpoint that only server keys may use."""
+        browser_key = self.keys.browser_key(key)
+        if browser_key is None:
+            return None
+        origin = request.headers.get("Origin")
+        if origin is None or origin not in browser_key.origins:
+            raise RequestError(
+                403, "forbidden", f"Origin {str(origin)[:100]!r}: not an origin of this browser write key"
+            )
+        if server_only:
+            raise RequestError(403, "forbidden", f"{request.path}: for server write keys only")
+        headers = request.headers
+        dropped = bot_reason(headers.get("User-Agent"), self.browser.headless_bots)
+        if dropped is None and self.browser.do_not_track and opted_out(headers.get("DNT"), headers.get("Sec-GPC")):
+            dropped = "do_not_track"
+        client = client_address(request.remote, headers.get("X-Forwarded-For"), self.browser.forwarded_for)
+        return Page(browser_key, client, dropped)
+
+    def _limited(self, page: Page, count: int, wait: float) -> RequestError:
+        """429 asking to wait until the client's bucket holds `count` messages; a request
+        of more messages than a burst could ever be is a 400 instead (retrying cannot help)."""
+        if math.isinf(wait):
+            return RequestError(
+                400,
+                "payload_too_large",
+                f"{count} messages in one request: over {self.browser.browser_burst} for a browser",
+            )
+        error = RequestError(
+            429, "rate_limited", f"over {self.browser.browser_rate:g} messages/s from {page.client}, retry"
+        )
+        error.retry_after_s = max(1, math.ceil(wait))
+        return error
 
     @staticmethod
     def _rejections(built: Built) -> dict[str, Any]:
         return {"rejected_count": built.rejected, "rejected": built.listed}
 
-    def _build(self, raw: bytes, header_key: bytes | None, call: str | None) -> Built:
+    def _build(
+        self,
+        raw: bytes,
+        header_key: bytes | None,
+        call: str | None,
+        *,
+        page: Page | None,
+        request: web.Request,
+        server_only: bool,
+    ) -> Built:
         """The request's records, built without awaiting anything: the parsed body (which
         may take many times its size in memory) lives only while this runs."""
         body = _json_object(raw)
-        if header_key is None and not is_known(_body_key(body), self.keys):
-            raise RequestError(401, "unauthorized", "a write key is required as the HTTP basic auth user name")
+        if header_key is None:
+            body_key = _body_key(body)
+            page = None if body_key is None else self._page(request, body_key, server_only)
+            if page is None and not is_known(body_key, self.keys.server):
+                raise RequestError(401, "unauthorized", "a write key is required as the HTTP basic auth user name")
         received = format_ms(self.clock())
         if call is not None:
-            return self._messages([{**body, "type": call}], {}, received, "")
-        messages = body.get("batch")
-        if not isinstance(messages, list) or not messages:
-            raise RequestError(400, "invalid_request", f"batch: expected a list of messages, got {json_kind(messages)}")
+            messages: Any = [{**body, "type": call}]
+        else:
+            messages = body.get("batch")
+            if not isinstance(messages, list) or not messages:
+                raise RequestError(
+                    400, "invalid_request", f"batch: expected a list of messages, got {json_kind(messages)}"
+                )
+        if page is not None:
+            wait = self.rates.take(page.client, len(messages), self.clock() / 1000)
+            if wait > 0:
+                raise self._limited(page, len(messages), wait)
+            if page.dropped is not None:
+                return self._dropped(messages, page.dropped)
+        if call is not None:
+            return self._messages(messages, {}, received, "", page)
         shared: dict[str, Any] = {"sentAt": body.get("sentAt")}
         context = body.get("context")
         if isinstance(context, dict) and context:
             self._check_shared_context(context, len(messages))
             shared["context"] = context
-        return self._messages(messages, shared, received, "batch")
+        return self._messages(messages, shared, received, "batch", page)
+
+    def _dropped(self, messages: list[Any], reason: str) -> Built:
+        """A bot's calls, or a browser's that asked not to be tracked: counted, not kept."""
+        if reason == "do_not_track":
+            for message in messages:
+                self.metrics.anonymous_calls.labels(_call_label(message), reason).inc()
+        else:
+            self.metrics.messages.labels("bot").inc(len(messages))
+        return Built(dropped=len(messages))
 
     def _check_shared_context(self, context: dict[str, Any], count: int) -> None:
         """A batch-level context is copied into each message: refused whole when it alone
@@ -363,7 +505,9 @@ class Collector:
                 f"{self.bounds.max_expanded_bytes} bytes; send smaller batches, or the context in the messages",
             )
 
-    def _messages(self, messages: list[Any], shared: dict[str, Any], received: str, path: str) -> Built:
+    def _messages(
+        self, messages: list[Any], shared: dict[str, Any], received: str, path: str, page: Page | None
+    ) -> Built:
         built = Built()
         listed, bound = self.bounds.rejected_listed, self.bounds.max_expanded_bytes
         for index, message in enumerate(messages):
@@ -374,9 +518,13 @@ class Collector:
                     built.rejected += 1
                 continue
             try:
-                record = self._record(message, shared, received)
+                record = self._record(message, shared, received, page)
             except InvalidEvent as error:
                 built.reject(path, index, error.field, error.reason, listed)
+                continue
+            if record is None:
+                self.metrics.anonymous_calls.labels(_call_label(message), "no_consent").inc()
+                built.dropped += 1
                 continue
             built.records.append(record)
             built.size += len(record[1])
@@ -389,11 +537,14 @@ class Collector:
                 )
         return built
 
-    def _record(self, message: dict[str, Any], shared: dict[str, Any], received: str) -> Record:
+    def _record(
+        self, message: dict[str, Any], shared: dict[str, Any], received: str, page: Page | None
+    ) -> Record | None:
         """One message as the input topic gets it: batch-level sentAt and context filled in
         (the message's own win), `receivedAt` stamped (for Segment's clock-skew correction),
         a `messageId` given to a message without one, then checked exactly as the worker
-        will check it.
+        will check it. A page's message is first limited to what its browser key may send
+        (browser.py); None when it lacks the key's consent category (only counted then).
 
         The id is random, so two calls alike in every field are two events, as Segment
         counts them (the worker would otherwise derive one id from their content and drop
@@ -411,6 +562,10 @@ class Collector:
                 message["context"] = context  # shared, not copied: only serialised below
             elif isinstance(own, dict):
                 message["context"] = {**context, **own}
+        if page is not None:
+            message = browser_message(message, page.key, page.client if self.browser.keep_ip else None)
+            if page.key.consent is not None and not consented(message, page.key.consent):
+                return None
         if message.get("messageId") is None:
             message["messageId"] = str(uuid.uuid4())
         message["receivedAt"] = received
@@ -422,6 +577,22 @@ class Collector:
         if reason is not None:
             raise InvalidEvent("timestamp", "the event time " + reason.removeprefix("occurred_at "))
         return event.contact_id.encode(), value
+
+
+def _cors(origin: str) -> dict[str, str]:
+    """CORS headers naming `origin` exactly (never `*`: the SDKs may send credentials)."""
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Credentials": "true",
+        "Access-Control-Expose-Headers": "Retry-After",
+        "Vary": "Origin",
+    }
+
+
+def _call_label(message: Any) -> str:
+    """A metric label for a message's call, from a closed set (the type is the sender's)."""
+    call = message.get("type") if isinstance(message, dict) else None
+    return call if call in BROWSER_CALLS else "other"
 
 
 def _rejection(path: str, index: int, where: str, reason: str) -> dict[str, Any]:

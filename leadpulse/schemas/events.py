@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from leadpulse.schemas.fields import InvalidEvent, identifier, json_kind, normalized_id, person_id
+from leadpulse.schemas.fields import MAX_ID, InvalidEvent, identifier, json_kind, normalized_id, person_id
 from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits, stored_bytes, variable
 from leadpulse.schemas.segment import is_segment, segment_event, segment_key, shipped_mapping
 from leadpulse.scoring.engine import Event, future_reason
@@ -71,14 +71,16 @@ def validate_event(document: Any, mapping: Mapping[str, str] | None = None) -> E
         raise InvalidEvent("", f"expected a JSON object, got {json_kind(document)}")
     if is_segment(document):
         return segment_event(document, shipped_mapping() if mapping is None else mapping)
-    event_id = identifier(document, "event_id")
-    if event_id is None:
-        raise InvalidEvent("event_id", "required")
+    event_id = document.get("event_id")
+    if event_id.__class__ is not str or not 0 < len(event_id) <= MAX_ID:  # else `identifier` would return it
+        event_id = identifier(document, "event_id")
+        if event_id is None:
+            raise InvalidEvent("event_id", "required")
     event_type = document.get("type")
     if not isinstance(event_type, str) or not EVENT_TYPE.match(event_type):
         raise InvalidEvent("type", _type_problem(event_type))
-    contact_id = person_id(document, "contact_id")
-    anonymous_id = person_id(document, "anonymous_id")
+    contact_id = _person(document, "contact_id")
+    anonymous_id = _person(document, "anonymous_id")
     if contact_id is None and anonymous_id is None:
         raise InvalidEvent("contact_id", "one of contact_id or anonymous_id is required")
     occurred_at = document.get("occurred_at")
@@ -106,6 +108,14 @@ def validate_event(document: Any, mapping: Mapping[str, str] | None = None) -> E
         source=source,
         anonymous_id=anonymous_id,
     )
+
+
+def _person(document: dict[str, Any], field: str) -> str | None:
+    """`person_id`, without its calls for the usual value: absent, or a short plain id."""
+    value = document.get(field)
+    if value is None or (value.__class__ is str and 0 < len(value) <= MAX_ID and "@" not in value):
+        return value
+    return person_id(document, field)
 
 
 def _type_problem(event_type: Any) -> str:

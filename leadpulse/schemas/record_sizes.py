@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import orjson
 
 from leadpulse.schemas.fields import MAX_ID
-from leadpulse.schemas.limits import RecordLimits, RecordTooLarge, record_bytes
+from leadpulse.schemas.limits import RECORD_OVERHEAD, RecordLimits, RecordTooLarge, record_bytes
 from leadpulse.schemas.outputs import account_record, dumps, hot_account_record, output_record, snapshot_record
 from leadpulse.scoring.accounts import (
     AccountSnapshot,
@@ -40,7 +40,7 @@ from leadpulse.scoring.accounts import (
     member_key,
     member_to_bytes,
 )
-from leadpulse.scoring.engine import Applied, Event, HotLead, Reason, output_id, snapshot, view_of
+from leadpulse.scoring.engine import Applied, Event, HotLead, Reason, StageChange, output_id, snapshot, view_of
 from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, Rules, RulesError
 from leadpulse.scoring.state import ContactState, to_bytes
 from leadpulse.scoring.timeutil import MAX_MS
@@ -60,6 +60,17 @@ ENTRY_BYTES = 120  # one signal, interest or model sum with its name (names are 
 BOOKKEEPING_BYTES = 2 * 24 + 2 * 14 + 6 * MAX_ID
 
 
+_STAGE_CHANGE_FIXED = 512  # a stage change's keys, punctuation, id, stages, time and score: under 300 bytes
+
+
+def stage_change_bound(change: StageChange) -> int:
+    """The most bytes a stage change's record (key and value) can take: its texts at most 6
+    bytes per character as stored (a control character), the key 4 (UTF-8), the rest fixed.
+    A record under the limit by this bound needs no encoding to be checked: nearly all."""
+    texts = (change.contact_id, change.cause_event_id, change.rules_version, change.merged_from or "")
+    return RECORD_OVERHEAD + 4 * len(change.contact_id) + 6 * sum(map(len, texts)) + _STAGE_CHANGE_FIXED
+
+
 @dataclass
 class SizeGuard:
     """Called by the offline fold (scoring.replay.ScoreRun.guard) with each event's result
@@ -68,29 +79,34 @@ class SizeGuard:
     rules: Rules
     limits: RecordLimits
     measured: dict[str, int] = field(default_factory=dict)  # contact -> bytes its state may take, at most
+    # Read once: the limit of a contact's records, and what every event may add besides its properties.
+    _limit: int = field(init=False, repr=False)
+    _fixed_growth: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._limit = min(self.limits.of(CHANGELOG), self.limits.of(SCORES), self.limits.of(MEMBERS))
+        entries = 1 + len(self.rules.interests) + len(self.rules.models) + 3  # a signal, interests, models, CRM, flags
+        self._fixed_growth = 6 * 3 * MAX_ID + entries * ENTRY_BYTES
 
     def __call__(self, event: Event, applied: Applied) -> None:
         """Raise RecordTooLarge if keeping `applied` would make the worker write a record
         over the limit: one of its outputs, or the contact's publication."""
         for output in applied.outputs:
-            topic = HOT_LEADS if isinstance(output, HotLead) else STAGE_CHANGES
-            self.limits.check(topic, output.contact_id.encode(), dumps(output_record(output)))
+            if isinstance(output, HotLead):
+                self.limits.check(HOT_LEADS, output.contact_id.encode(), dumps(output_record(output)))
+            elif stage_change_bound(output) > self.limits.of(STAGE_CHANGES):  # else it fits: not encoded
+                self.limits.check(STAGE_CHANGES, output.contact_id.encode(), dumps(output_record(output)))
         state = applied.state
         contact = state.contact_id
         bound = self.measured.get(contact, 0) + self.growth(event)
-        if bound + BOOKKEEPING_BYTES > self.limit():
+        if bound + BOOKKEEPING_BYTES > self._limit:
             self._check(state)
             bound = len(to_bytes(state))
         self.measured[contact] = bound
 
-    def limit(self) -> int:
-        return min(self.limits.of(CHANGELOG), self.limits.of(SCORES), self.limits.of(MEMBERS))
-
     def growth(self, event: Event) -> int:
         """The most bytes one event can add to its contact's stored state."""
-        rules = self.rules
-        entries = 1 + len(rules.interests) + len(rules.models) + 3  # a signal, interests, models, CRM, flags
-        return len(orjson.dumps(event.properties)) + 6 * 3 * MAX_ID + entries * ENTRY_BYTES
+        return len(orjson.dumps(event.properties)) + self._fixed_growth
 
     def _check(self, state: ContactState) -> None:
         """The worker's publication of `state` (agents.scoring: _publication), each record

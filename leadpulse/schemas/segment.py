@@ -7,9 +7,13 @@ offline scorer treat both shapes alike:
 
 - `track` -> the type the rules' `[mapping]` gives its `event` name; a name it does not
   know becomes type `track` (valid, scores nothing: counted as unscored and unmapped);
-- `page` and `screen` -> `page_viewed`, with `path` and `url` from the properties or
-  `context.page`;
-- `identify` -> `profile_updated`, traits renamed to the profile attributes fit reads;
+- `page` and `screen` -> `page_viewed`, with `path`, `url`, `referrer`, `title` and `search`
+  from the properties or `context.page`, the UTM parameters (`context.campaign`, else the
+  URL's `utm_*`) as `campaign_name`, `campaign_source`, `campaign_medium`, `campaign_term`,
+  `campaign_content`, and the acquisition `channel` they or the referrer give (`channel`
+  is a fit attribute; see `page_channel`);
+- `identify` -> `profile_updated`, traits (`traits`, else `context.traits` where RudderStack's
+  browser SDK puts them) renamed to the profile attributes fit reads;
 - `group` -> `account_linked`, the account id kept, company traits as profile attributes;
 - `alias` -> `identity_linked` for `userId`, `previousId` kept: identity stitching links
   the previous id to the user (scoring/identity.py), as it links the `anonymousId` of any
@@ -25,7 +29,7 @@ import hashlib
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
@@ -74,6 +78,29 @@ _COMPANY_NAMES = {
 # A group's traits describe the account, so only its company attributes reach the contact.
 _GROUP_TRAITS = {**_COMPANY_NAMES, "country": "country"}
 _REWRITTEN_ON_RETRY = ("sentAt", "receivedAt")
+_PAGE_FIELDS = ("referrer", "title", "search")
+_CAMPAIGN_FIELDS = ("name", "source", "medium", "term", "content")
+# utm_medium values -> the acquisition channels of the default rules' [fit.channel]; other
+# media are kept as sent (a rules file may score them).
+_MEDIUM_CHANNELS = {
+    "cpc": "paid",
+    "ppc": "paid",
+    "paid": "paid",
+    "paidsearch": "paid",
+    "paid_search": "paid",
+    "paid_social": "paid",
+    "paidsocial": "paid",
+    "display": "paid",
+    "cpm": "paid",
+    "referral": "referral",
+    "partner": "partner",
+    "affiliate": "partner",
+    "event": "event",
+    "organic": "organic",
+}
+_SEARCH_ENGINES = ("google.", "bing.", "duckduckgo.", "yahoo.", "baidu.", "yandex.", "ecosia.", "qwant.")
+MAX_QUERY = 2_000
+"""Characters of a page URL's query read for UTM parameters."""
 
 
 def is_segment(document: dict[str, Any]) -> bool:
@@ -105,7 +132,8 @@ def shipped_mapping() -> Mapping[str, str]:
 def segment_event(document: dict[str, Any], mapping: Mapping[str, str]) -> Event:
     """One Segment message (its `type` already known to be a call) -> Event."""
     call: str = document["type"]
-    user_id = person_id(document, "userId")
+    # RudderStack's browser SDK sends `userId: ""` until identify: no user yet
+    user_id = None if document.get("userId") == "" else person_id(document, "userId")
     anonymous_id = person_id(document, "anonymousId")
     previous_id = person_id(document, "previousId")
     if call == "alias":
@@ -134,7 +162,7 @@ def segment_event(document: dict[str, Any], mapping: Mapping[str, str]) -> Event
     elif call in ("page", "screen"):
         event_type, attributes = CALL_TYPES[call], _page_properties(document, properties, context)
     elif call == "identify":
-        event_type, attributes = CALL_TYPES[call], _profile(traits)
+        event_type, attributes = CALL_TYPES[call], _profile(traits or optional_object(context, "traits", "context"))
     elif call == "group":
         event_type, attributes = CALL_TYPES[call], _renamed(traits, _GROUP_TRAITS)
     else:
@@ -198,7 +226,53 @@ def _page_properties(document: dict[str, Any], properties: dict[str, Any], conte
     name = document.get("name")
     if isinstance(name, str) and "name" not in attributes:
         attributes["name"] = name
+    for field in _PAGE_FIELDS:
+        value = next((v for v in (properties.get(field), page.get(field)) if isinstance(v, str) and v), None)
+        if value is not None:
+            attributes[field] = value
+    campaign = _campaign(optional_object(context, "campaign", "context"), url)
+    attributes.update((f"campaign_{field}", value) for field, value in campaign.items())
+    channel = page_channel(campaign.get("medium"), attributes.get("referrer"), url)
+    if channel is not None:
+        attributes.setdefault("channel", channel)
     return attributes
+
+
+def _campaign(campaign: dict[str, Any], url: str | None) -> dict[str, str]:
+    """The UTM parameters: `context.campaign` as the browser SDKs send it, else the page
+    URL's `utm_*` query parameters (`utm_campaign` is the campaign's `name`)."""
+    found = {field: value for field in _CAMPAIGN_FIELDS if isinstance(value := campaign.get(field), str) and value}
+    if found or url is None:
+        return found
+    try:
+        query = urlsplit(url).query[:MAX_QUERY]
+    except ValueError:
+        return found
+    for key, value in parse_qsl(query):
+        field = key.removeprefix("utm_")
+        field = "name" if field == "campaign" else field
+        if key.startswith("utm_") and field in _CAMPAIGN_FIELDS and value:
+            found.setdefault(field, value)
+    return found
+
+
+def page_channel(medium: str | None, referrer: str | None, url: str | None) -> str | None:
+    """The acquisition channel of a page view: from `utm_medium` (`cpc` is `paid`...), else
+    from a referrer on another site (a search engine's is `organic`, any other `referral`);
+    None for a visit from the site itself or typed in, which says nothing of the channel
+    (the contact's channel stays what it was)."""
+    if medium:
+        return _MEDIUM_CHANNELS.get(medium.strip().lower(), medium.strip().lower())
+    if not referrer:
+        return None
+    try:
+        source = (urlsplit(referrer).hostname or "").lower()
+        own = (urlsplit(url).hostname or "").lower() if url else ""
+    except ValueError:
+        return None
+    if not source or source == own:
+        return None
+    return "organic" if any(engine in f".{source}" for engine in (f".{e}" for e in _SEARCH_ENGINES)) else "referral"
 
 
 def _profile(traits: dict[str, Any]) -> dict[str, Any]:

@@ -15,18 +15,20 @@ from typing import Any, Literal, NamedTuple
 from leadpulse.scoring.domains import account_of_state
 from leadpulse.scoring.identity import Link, add_links
 from leadpulse.scoring.merge import merged_view
+from leadpulse.scoring.plan import plan_of
 from leadpulse.scoring.rules import (
     DEFAULT_MODEL,
     FUNNEL_STAGES,
     SIDE_STAGES,
     STAGE_LEVEL,
+    Category,
     Model,
     PropertyValue,
     Rules,
     Scorer,
     hot_hysteresis,
 )
-from leadpulse.scoring.state import ContactState, CrmStage, Part, ProfileValue, SignalSum
+from leadpulse.scoring.state import ContactState, CrmStage, Derived, Part, ProfileValue, SignalSum
 
 Outcome = Literal["scored", "unscored", "duplicate"]
 _PROSPECT = STAGE_LEVEL["prospect"]
@@ -177,28 +179,29 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
     if tie in state.seen:
         return Applied(state, (), "duplicate")
     seen = (*state.seen[-rules.dedup_window + 1 :], tie) if rules.dedup_window > 1 else (tie,)
+    plan = plan_of(rules)
+    properties, occurred_ms, half_life_ms = event.properties, event.occurred_ms, rules.half_life_ms
     signals = state.signals
-    signal = rules.signal_for(event.type, event.properties)
+    signal = plan.signal_for(event.type, properties)
     if signal is not None:
         signals = dict(signals)
-        signals[signal.name] = _add(signals.get(signal.name), signal.points, event.occurred_ms, rules.half_life_ms)
+        signals[signal.name] = _add(signals.get(signal.name), signal.points, occurred_ms, half_life_ms)
     interests = state.interests
-    for interest in rules.interests_of(event.properties):
+    for interest in plan.interests_of(properties):
         if interests is state.interests:
             interests = dict(interests)
-        interests[interest.name] = _add(
-            interests.get(interest.name), interest.weight, event.occurred_ms, rules.half_life_ms
-        )
+        interests[interest.name] = _add(interests.get(interest.name), interest.weight, occurred_ms, half_life_ms)
     model_signals = state.model_signals
-    for model in rules.own_signal_models:
-        own = model.signal_for(event.type, event.properties)
-        if own is not None:
-            if model_signals is state.model_signals:
-                model_signals = dict(model_signals)
-            sums = dict(model_signals.get(model.name, {}))
-            sums[own.name] = _add(sums.get(own.name), own.points, event.occurred_ms, rules.half_life_ms)
-            model_signals[model.name] = sums
-    profile, best_fit = _merge_profile(state, event, tie, rules)
+    for model, own in plan.own_signals_for(event.type, properties):
+        if model_signals is state.model_signals:
+            model_signals = dict(model_signals)
+        sums = dict(model_signals.get(model.name, {}))
+        sums[own.name] = _add(sums.get(own.name), own.points, occurred_ms, half_life_ms)
+        model_signals[model.name] = sums
+    if plan.profile_keys.isdisjoint(properties):
+        profile, best_fit = state.profile, state.best_fit
+    else:
+        profile, best_fit = _merge_profile(state, event, tie, rules)
     crm_level, crm_last = state.crm_level, state.crm_last
     explicit = rules.explicit_stages.get(event.type)
     if explicit is not None:
@@ -206,14 +209,19 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
             crm_level = max(crm_level, STAGE_LEVEL[explicit])
         if crm_last is None or (event.occurred_ms, tie) > (crm_last.occurred_ms, crm_last.tie):
             crm_last = CrmStage(explicit, event.occurred_ms, tie)
-    claims, links = add_links(
-        state.contact_id, state.claims, linked_ids(event), (event.occurred_ms, tie), rules.max_linked_ids
-    )
-    parts = state.parts
-    if any(link.claim.refused and link.anonymous_id in parts for link in links):  # pushed out by the cap:
-        parts = {anonymous_id: part for anonymous_id, part in parts.items() if anonymous_id in claims}  # part leaves
-    account = _latest(state.account, _explicit_account(event), event.occurred_ms, tie)
-    email = _latest(state.email, _text(event.properties.get("email")), event.occurred_ms, tie)
+    claims, parts = state.claims, state.parts
+    links: tuple[Link, ...] = ()
+    if event.anonymous_id is not None or event.previous_id is not None:
+        claims, links = add_links(
+            state.contact_id, state.claims, linked_ids(event), (event.occurred_ms, tie), rules.max_linked_ids
+        )
+        if any(link.claim.refused and link.anonymous_id in parts for link in links):  # pushed out by the cap:
+            parts = {anonymous_id: part for anonymous_id, part in parts.items() if anonymous_id in claims}  # leaves
+    account, email = state.account, state.email
+    if event.account_id is not None or "account_id" in properties:
+        account = _latest(account, _explicit_account(event), occurred_ms, tie)
+    if "email" in properties:
+        email = _latest(email, _text(properties.get("email")), occurred_ms, tie)
     scored = (
         signal is not None
         or model_signals is not state.model_signals
@@ -251,6 +259,7 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         state.sent_to,
         model_signals,
         state.model_armed,
+        state.derived,
     )
     outputs = _settle_view(updated, event.event_id, event.occurred_ms, rules)
     return Applied(updated, outputs, "scored" if scored else "unscored", links)
@@ -372,10 +381,18 @@ def stage_of(state: ContactState, rules: Rules) -> str:
     """The stage is a function of state built from monotone parts (flags, maxima, lifetime
     points), so it never moves back by rule and does not depend on arrival order. Side
     stages come only from the latest explicit CRM event."""
+    return _stage(state, rules, _derived(state, rules))
+
+
+def _stage(state: ContactState, rules: Rules, derived: Derived) -> str:
     if state.crm_last is not None and state.crm_last.stage in SIDE_STAGES:
         return state.crm_last.stage
     level = max(1 if state.identified else 0, state.crm_level)
-    if level < _PROSPECT and _qualifies(state, rules):
+    if (
+        level < _PROSPECT
+        and derived.best >= rules.prospect_fit
+        and _lifetime(state, rules) >= rules.prospect_engagement
+    ):
         level = _PROSPECT
     if level >= _PROSPECT and state.intent:
         level = max(level, _OPPORTUNITY)
@@ -421,6 +438,8 @@ def _settle_view(
     """Settle a contact on its merged view, at the view's latest event, and keep the view's
     stage, hysteresis and temperature on the contact's own state (the state the caller has
     just built)."""
+    if not state.parts:  # nothing linked (nearly every contact): the view is the state
+        return _settle(state, state.last_event_ms, cause, occurred_ms, rules, merged_from=merged_from)
     view = view_of(state, rules)
     outputs = _settle(view, view.last_event_ms, cause, occurred_ms, rules, merged_from=merged_from)
     if view is not state:
@@ -433,53 +452,62 @@ def _settle(
     state: ContactState, at_ms: int, cause: str, occurred_ms: int, rules: Rules, *, merged_from: str | None = None
 ) -> tuple[Output, ...]:
     """Derive stage, temperature and the hot-lead hysteresis of a state the caller has just
-    built, and say what changed."""
-    fit, _, score = score_parts(state, at_ms, rules)
-    stage = stage_of(state, rules)
-    outputs: list[Output] = []
+    built, and say what changed. Runs at every event: it reads the profile only when the
+    event changed it (`_derived`) and scores only the named models that apply."""
+    derived = state.derived
+    if (
+        derived is None
+        or derived.rules is not rules
+        or derived.profile is not state.profile
+        or derived.best_fit is not state.best_fit
+    ):
+        derived = _derive(state, rules)
+    engagement = _engagement(state.signals, at_ms, rules.signal_categories, rules.categories, rules.half_life_ms)
+    score = int(rules.weight_fit * derived.fit + rules.weight_engagement * engagement + 0.5)
+    stage = _stage(state, rules, derived)
+    outputs: tuple[Output, ...] = ()
     if stage != state.stage:
-        outputs.append(
-            StageChange(
-                id=output_id(state.contact_id, "stage", str(state.stage), stage, cause),
-                contact_id=state.contact_id,
-                from_stage=state.stage,
-                to_stage=stage,
-                occurred_ms=occurred_ms,
-                cause_event_id=cause,
-                score=score,
-                rules_version=rules.version,
-                merged_from=merged_from,
-            )
+        change = StageChange(
+            id=output_id(state.contact_id, "stage", str(state.stage), stage, cause),
+            contact_id=state.contact_id,
+            from_stage=state.stage,
+            to_stage=stage,
+            occurred_ms=occurred_ms,
+            cause_event_id=cause,
+            score=score,
+            rules_version=rules.version,
+            merged_from=merged_from,
         )
+        outputs = (change,)
         state.stage = stage
-    fired_models: list[str] = []
-    state.hot_armed, fired = hot_hysteresis(state.hot_armed, score, rules.hot_floor, rules.rearm_gap)
-    if fired:
-        fired_models.append(DEFAULT_MODEL)
-    if rules.models:
-        fired_models.extend(_settle_models(state, at_ms, fit, rules))
+    state.hot_armed, fired = hot_hysteresis(state.hot_armed, score, rules.band_floors[-1], rules.rearm_gap)
+    fired_models = [DEFAULT_MODEL] if fired else []
+    if derived.models:
+        fired_models.extend(_settle_models(state, at_ms, engagement, derived, rules))
     if fired_models:
         view = snapshot(state, at_ms, rules)
         for model in fired_models:
             named = () if model == DEFAULT_MODEL else (model,)
             alert_id = output_id(state.contact_id, "hot", *named, cause)
-            outputs.append(HotLead(alert_id, state.contact_id, occurred_ms, cause, view, merged_from, model))
-    state.temperature = rules.temperature(score)
-    return tuple(outputs)
+            outputs += (HotLead(alert_id, state.contact_id, occurred_ms, cause, view, merged_from, model),)
+    state.temperature = plan_of(rules).temperature(score)
+    return outputs
 
 
-def _settle_models(state: ContactState, at_ms: int, fit: float, rules: Rules) -> list[str]:
+def _settle_models(state: ContactState, at_ms: int, engagement: float, derived: Derived, rules: Rules) -> list[str]:
     """The hot-lead hysteresis of each named model that applies to the contact: one alert per
-    hot episode per model. A model that does not apply keeps its hysteresis as it was. Runs
-    at every event, so it tests only the segments a model names and computes scores alone."""
-    profile = {attribute: known.value for attribute, known in state.profile.items()}
+    hot episode per model. A model that does not apply keeps its hysteresis as it was. A model
+    on the top level's signals has the default model's engagement (`engagement`)."""
     fired: list[str] = []
     armed_by_model = state.model_armed
-    for model in rules.models:
-        if not model.applies_to_profile(profile, fit):
-            continue
-        decayed = _decayed_signals(_sums_of(state, model), at_ms, model.signal_categories, rules.half_life_ms)
-        score = _combine(_fit_points(state, model), decayed, model)[2]
+    for model, fit, shares in derived.models:
+        own = engagement
+        if not shares:
+            sums = _sums_of(state, model)  # none yet (0.0, as `_engagement` would say): nearly every contact
+            own = (
+                _engagement(sums, at_ms, model.signal_categories, model.categories, rules.half_life_ms) if sums else 0.0
+            )
+        score = int(model.weight_fit * fit + model.weight_engagement * own + 0.5)
         armed = armed_by_model.get(model.name, True)
         now_armed, alert = hot_hysteresis(armed, score, model.hot_floor, model.rearm_gap)
         if now_armed != armed:
@@ -490,6 +518,82 @@ def _settle_models(state: ContactState, at_ms: int, fit: float, rules: Rules) ->
             fired.append(model.name)
     state.model_armed = armed_by_model
     return fired
+
+
+def _derived(state: ContactState, rules: Rules) -> Derived:
+    """What the state's profile and best fit values give under `rules`, read again only when
+    the state holds other dicts than those it was read from (an event that changed them)."""
+    derived = state.derived
+    if (
+        derived is not None
+        and derived.rules is rules
+        and derived.profile is state.profile
+        and derived.best_fit is state.best_fit
+    ):
+        return derived
+    return _derive(state, rules)
+
+
+def _derive(state: ContactState, rules: Rules) -> Derived:
+    """`_derived`, read again and kept on the state."""
+    if not state.profile and not state.best_fit:  # a new contact, or one that sent no profile yet
+        derived = replace(plan_of(rules).nothing_known, profile=state.profile, best_fit=state.best_fit)
+        state.derived = derived
+        return derived
+    fit = _fit_of(state.profile, rules)
+    values = {attribute: known.value for attribute, known in state.profile.items()}
+    shared = plan_of(rules).shares_engagement
+    models = tuple(
+        (model, _fit_of(state.profile, model), model.name in shared)
+        for model in rules.models
+        if model.applies_to_profile(values, fit)
+    )
+    best = _clamp(math.fsum([max(points, 0.0) for points in state.best_fit.values()]))
+    derived = Derived(rules, state.profile, state.best_fit, fit, best, models)
+    state.derived = derived
+    return derived
+
+
+def _fit_of(profile: dict[str, ProfileValue], scorer: Scorer) -> float:
+    """The fit part of a score, as `_combine` computes it (fsum is exact: the order of the
+    attributes does not matter)."""
+    criteria = scorer.fit
+    points = [
+        criterion.points(known.value)
+        for attribute, known in profile.items()
+        if (criterion := criteria.get(attribute)) is not None
+    ]
+    return round(_clamp(math.fsum(points)), 1)
+
+
+def _engagement(
+    sums: dict[str, SignalSum],
+    at_ms: int,
+    signal_categories: dict[str, str],
+    categories: dict[str, Category],
+    half_life_ms: int,
+) -> float:
+    """The engagement part of a score at `at_ms`, as `_combine` computes it from
+    `_decayed_signals` (the same floats: the same decay of each sum, exact sums per category)."""
+    per_category: dict[str, list[float]] = {}
+    for name, summed in sums.items():
+        category_name = signal_categories.get(name)
+        if category_name is None:
+            continue
+        value = summed.value
+        if at_ms > summed.ref_ms:
+            factor: float = 2.0 ** ((summed.ref_ms - at_ms) / half_life_ms)
+            value = value * factor
+        values = per_category.get(category_name)
+        if values is None:
+            per_category[category_name] = [value]
+        else:
+            values.append(value)
+    capped = []
+    for category_name, values in per_category.items():
+        category = categories[category_name]
+        capped.append(min(max(math.fsum(values), category.floor), category.cap))
+    return round(_clamp(math.fsum(capped)), 1)
 
 
 def _add(current: SignalSum | None, points: float, at_ms: int, half_life_ms: int) -> SignalSum:
@@ -563,8 +667,9 @@ def _latest(known: ProfileValue | None, value: str | None, occurred_ms: int, tie
 
 def score_parts(state: ContactState, at_ms: int, rules: Rules) -> tuple[float, float, int]:
     """(fit, engagement, score) at `at_ms`, without building a snapshot."""
-    decayed = _decayed_signals(state.signals, at_ms, rules.signal_categories, rules.half_life_ms)
-    return _combine(_fit_points(state, rules), decayed, rules)
+    fit = _derived(state, rules).fit
+    engagement = _engagement(state.signals, at_ms, rules.signal_categories, rules.categories, rules.half_life_ms)
+    return fit, engagement, int(rules.weight_fit * fit + rules.weight_engagement * engagement + 0.5)
 
 
 def _combine(
@@ -609,19 +714,17 @@ def _decayed(summed: SignalSum, at_ms: int, half_life_ms: int) -> float:
     return summed.value
 
 
-def _qualifies(state: ContactState, rules: Rules) -> bool:
-    """Best fit and lifetime engagement only grow, so a contact never un-qualifies by rule;
-    an attribute whose best value scores negative (an intern's title) counts as 0 here."""
-    fit = _clamp(math.fsum(max(points, 0.0) for points in state.best_fit.values()))
-    if fit < rules.prospect_fit:
-        return False
+def _lifetime(state: ContactState, rules: Rules) -> float:
+    """The lifetime engagement of the prospect test. It and the best fit values
+    (`Derived.best`: an attribute whose best value scores negative, an intern's title, counts
+    as 0 there) only grow, so a contact never un-qualifies by rule."""
     per_category: dict[str, list[float]] = {}
     for name, summed in state.signals.items():
         category = rules.signal_categories.get(name)
         if category is not None:
             per_category.setdefault(category, []).append(summed.lifetime)
     lifetime = math.fsum(min(math.fsum(values), rules.categories[name].cap) for name, values in per_category.items())
-    return _clamp(lifetime) >= rules.prospect_engagement
+    return _clamp(lifetime)
 
 
 def _clamp(value: float) -> float:

@@ -158,7 +158,10 @@ class ScoreRun:
         self._hand_over(link.anonymous_id)
 
     def _hand_over(self, contact_id: str) -> None:
-        state, sends = hand_over(self.contacts[contact_id], self.position)
+        state = self.contacts[contact_id]
+        if state.claim is None and state.sent_to is None:  # linked to no contact: nothing to send (hand_over)
+            return
+        state, sends = hand_over(state, self.position)
         self.contacts[contact_id] = state
         for target, part in sends:
             self._attach(target, contact_id, part)

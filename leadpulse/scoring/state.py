@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, PropertyValue
+from leadpulse.scoring.rules import FUNNEL_STAGES, SIDE_STAGES, Model, PropertyValue, Rules
 
 # 8: 7 + named models (per model: the sums of its own signals, its hot-alert hysteresis).
 # 7: 6 + identity stitching (the ids a contact linked, the winning link of an anonymous id,
@@ -83,6 +83,22 @@ class Part:
     state: ContactState | None
 
 
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """Never stored: what the engine read from a state's profile and best fit values under
+    one rules object (engine._derived), valid while the state holds these very dicts (a
+    state never changes a dict it holds; a new value is a new dict). Events that carry no
+    profile value, nearly all of them, reuse it instead of reading the profile again."""
+
+    rules: Rules
+    profile: dict[str, ProfileValue]
+    best_fit: dict[str, float]
+    fit: float  # the default model's fit part, as scores show it
+    best: float  # the fit of the best values seen (clamped, negative points as 0): the prospect test's
+    models: tuple[tuple[Model, float, bool], ...]  # the named models that apply: (model, its fit, shares
+    # the default model's engagement: the top level's signals and categories)
+
+
 @dataclass(slots=True)
 class ContactState:
     """Treated as a value: the engine never changes a state it is given, only the new one it
@@ -134,6 +150,7 @@ class ContactState:
     # (absent: armed), kept like `hot_armed`.
     model_signals: dict[str, dict[str, SignalSum]] = field(default_factory=dict)
     model_armed: dict[str, bool] = field(default_factory=dict)
+    derived: Derived | None = field(default=None, compare=False, repr=False)  # a cache, never stored
 
 
 def to_bytes(state: ContactState) -> bytes:

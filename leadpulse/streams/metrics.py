@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
 CGROUP = Path("/sys/fs/cgroup")
 
@@ -28,6 +28,7 @@ class Metrics:
     ready: Gauge
     restoring: Gauge
     deliveries_failing: Gauge
+    rules: Info
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None, cgroup: Path = CGROUP) -> Metrics:
@@ -114,6 +115,12 @@ class Metrics:
             deliveries_failing=Gauge(
                 "leadpulse_deliveries_failing",
                 "1 while records the worker produces are not acknowledged by the broker (/health is 503)",
+                registry=registry,
+            ),
+            rules=Info(
+                "leadpulse_rules",
+                "The rules file this worker scores with: its version, as on every output (a rollout shows "
+                "as workers moving from one version to the next)",
                 registry=registry,
             ),
         )

@@ -112,6 +112,7 @@ def create_app(settings: Settings) -> Pipeline:
         help="Per-account state: an aggregate and one key per member (scoring.accounts bytes)",
     )
     metrics = Metrics.create()
+    metrics.rules.info({"version": rules.version})
     if settings.store == "rocksdb://":
         metrics.watch_state_volume(settings.data_dir)
     faust_metrics = FaustMetrics.create(metrics.registry, "faust")  # served on /metrics (streams/web.py)

@@ -12,10 +12,15 @@ import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits
 from leadpulse.scoring.timeutil import parse_duration_ms
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+Section = TypeVar("Section", bound="DataclassInstance")
 
 PREFIX = "LEADPULSE_"
 _KAFKA_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -138,6 +143,13 @@ class Settings:
     notify_port: int = 6068
     notify_max_pending: int = 10_000
     notify_max_backoff_s: float = 300.0
+    collect_browser_rate: float = 20.0
+    collect_browser_burst: int = 200
+    collect_browser_clients: int = 100_000
+    collect_forwarded_for: bool = False
+    collect_headless_bots: bool = True
+    collect_do_not_track: bool = False
+    collect_keep_ip: bool = False
     board_host: str = "127.0.0.1"
     board_port: int = 6070
     board_database: str | None = None  # unset: DATA_DIR/board.sqlite3; postgresql://... for PostgreSQL
@@ -203,14 +215,12 @@ class Settings:
 
     @property
     def input_limits(self) -> InputLimits:
-        return InputLimits(
-            max_record_bytes=self.max_record_bytes,
-            max_properties=self.max_properties,
-            max_depth=self.max_depth,
-            max_string=self.max_string,
-            dead_letter_excerpt=self.dead_letter_excerpt,
-            max_message_bytes=self.max_message_bytes,
-        )
+        return self.section(InputLimits)
+
+    def section(self, of: type[Section], prefix: str = "") -> Section:
+        """The settings one part of the program reads, as its own dataclass `of`: each field
+        is the setting named `prefix` + the field's name (validated here, once, at start)."""
+        return of(**{field.name: getattr(self, prefix + field.name) for field in fields(of)})
 
     def topic(self, name: str) -> str:
         """An output topic's name (contact-scores, hot-leads...): the prefix names the outputs,
@@ -304,6 +314,13 @@ HELP: dict[str, str] = {
     "notify_port": "Port of that server, 1..65535.",
     "notify_max_pending": "Notify: alerts read, not yet delivered or dead-lettered, 1..1000000; fetching pauses at it.",
     "notify_max_backoff_s": "Notify: longest wait between two attempts to a destination, 0.1..3600 s or '5m'.",
+    "collect_browser_rate": "Collector: messages per second one client address may send with browser keys; past: 429.",
+    "collect_browser_burst": "Collector: messages one client address may send at once with browser keys, 1..100000.",
+    "collect_browser_clients": "Collector: client addresses whose rate is kept; the longest quiet is forgotten first.",
+    "collect_forwarded_for": "on/off: the client address is the last X-Forwarded-For entry (behind your TLS proxy).",
+    "collect_headless_bots": "on/off: headless browsers (HeadlessChrome...) count as bots: their calls are dropped.",
+    "collect_do_not_track": "on/off: browser calls sent with DNT: 1 or Sec-GPC: 1 are only counted, not kept.",
+    "collect_keep_ip": "on/off: browser calls keep the client address in context.ip (off: no address is stored).",
     "board_host": "Address `leadpulse board` (the lead board's pages) listens on.",
     "board_port": "Port of the lead board, 1..65535.",
     "board_database": "The board's read model: a SQLite file, or a postgresql:// URL; unset: DATA_DIR/board.sqlite3.",
@@ -341,23 +358,40 @@ def read_secrets(path: Path, setting: str, what: str, forbidden: str = "") -> tu
     (`<key>  # web site`): the one format of the tokens and the write-keys files. A short
     secret is refused as guessable, and so are spaces and the `forbidden` characters (':'
     in a write key, the basic-auth separator)."""
-    shown = f"{env_name(setting)}={str(path)!r}"  # in full: the file to go and fix
+    secrets = []
+    for number, line in secret_lines(path, setting, what):
+        check_secret(line, f"{file_shown(path, setting)}: line {number}", what, forbidden)
+        secrets.append(line)
+    return tuple(secrets)
+
+
+def secret_lines(path: Path, setting: str, what: str) -> list[tuple[int, str]]:
+    """The numbered lines of a secrets file, comments and blanks left out; refused when
+    unreadable or without any line."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise SettingsError(f"{shown}: cannot read it ({error.__class__.__name__})") from None
-    secrets = []
+        raise SettingsError(f"{file_shown(path, setting)}: cannot read it ({error.__class__.__name__})") from None
+    lines = []
     for number, line in enumerate(text.splitlines(), start=1):
-        secret = line.split("#", 1)[0].strip()
-        if not secret:
-            continue
-        if len(secret) < MIN_TOKEN_CHARS or any(c.isspace() or c in forbidden for c in secret):
-            refused = " or ".join(["spaces", *(repr(c) for c in forbidden)])
-            raise SettingsError(f"{shown}: line {number}: a {what} is {MIN_TOKEN_CHARS}+ characters without {refused}")
-        secrets.append(secret)
-    if not secrets:
-        raise SettingsError(f"{shown}: no {what} in the file")
-    return tuple(secrets)
+        content = line.split("#", 1)[0].strip()
+        if content:
+            lines.append((number, content))
+    if not lines:
+        raise SettingsError(f"{file_shown(path, setting)}: no {what} in the file")
+    return lines
+
+
+def check_secret(secret: str, where: str, what: str, forbidden: str = "") -> None:
+    """A secret is long enough not to be guessed, without spaces or `forbidden` characters;
+    `where` (file and line) starts the error."""
+    if len(secret) < MIN_TOKEN_CHARS or any(c.isspace() or c in forbidden for c in secret):
+        refused = " or ".join(["spaces", *(repr(c) for c in forbidden)])
+        raise SettingsError(f"{where}: a {what} is {MIN_TOKEN_CHARS}+ characters without {refused}")
+
+
+def file_shown(path: Path, setting: str) -> str:
+    return f"{env_name(setting)}={str(path)!r}"  # in full: the file to go and fix
 
 
 def env_name(field_name: str) -> str:
@@ -495,6 +529,16 @@ def _switch(name: str, raw: str) -> bool:
     return SWITCHES[value]
 
 
+def _rate(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={_shown(raw)}: a number of messages per second") from None
+    if not 0.01 <= value <= 1_000_000:
+        raise SettingsError(f"{name}={_shown(raw)}: between 0.01 and 1000000 messages per second")
+    return value
+
+
 def _readable_file(name: str, raw: str) -> Path:
     path = Path(raw)
     if not path.is_file():
@@ -561,6 +605,13 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "notify_port": _whole(1, 65_535),
     "notify_max_pending": _whole(1, 1_000_000),
     "notify_max_backoff_s": _positive_seconds(0.1, 3_600),
+    "collect_browser_rate": _rate,
+    "collect_browser_burst": _whole(1, 100_000),
+    "collect_browser_clients": _whole(1, 10_000_000),
+    "collect_forwarded_for": _switch,
+    "collect_headless_bots": _switch,
+    "collect_do_not_track": _switch,
+    "collect_keep_ip": _switch,
     "board_port": _whole(1, 65_535),
     "board_retention_days": _whole(1, 3_650),
     "board_database": _board_database,

@@ -387,7 +387,7 @@ def test_the_commands_against_a_broker_do_what_the_readme_says(sandbox, make_set
 
     write_keys = run(readme_command("echo $(openssl rand -hex 16)  # web site > write-keys"), settings, sandbox)
     assert write_keys.returncode == 0, write_keys.stderr
-    (key,) = load_write_keys(sandbox / "write-keys")  # '<key>  # web site' is read as the key
+    (key,) = load_write_keys(sandbox / "write-keys").server  # '<key>  # web site' is read as the key
     secrets = ["write-keys", "api-tokens"]
     ignored = subprocess.run(["git", "check-ignore", *secrets], cwd=ROOT, capture_output=True, text=True, check=False)
     assert ignored.stdout.split() == secrets, "the secrets files the README creates in the checkout are not git-ignored"

@@ -19,7 +19,8 @@ import pytest
 import pytest_asyncio
 
 from leadpulse.cli.main import main
-from leadpulse.collector.keys import basic_auth_user, is_known, load_write_keys
+from leadpulse.collector.browser import BrowserSettings
+from leadpulse.collector.keys import KeyRing, basic_auth_user, is_known, load_write_keys
 from leadpulse.collector.service import MAX_MESSAGE_BYTES, Collector, CollectorBounds, CollectorSite, runner
 from leadpulse.schemas.events import decode_event
 from leadpulse.schemas.limits import DEFAULT_LIMITS
@@ -33,10 +34,11 @@ AT = format_ms(now_ms() - 60_000)
 
 def bounds(**settings: Any) -> CollectorBounds:
     """The collector's bounds with some settings changed (the defaults are the settings')."""
-    return CollectorBounds.of(Settings(**settings))
+    return Settings(**settings).section(CollectorBounds, "collect_")
 
 
 DEFAULT_BOUNDS = bounds()
+SERVER_KEYS = KeyRing(KEYS)
 
 
 class MemorySink:
@@ -65,11 +67,15 @@ class MemorySink:
 
 
 @contextlib.asynccontextmanager
-async def serving(bounds: CollectorBounds = DEFAULT_BOUNDS) -> AsyncIterator[tuple[str, int, MemorySink]]:
+async def serving(
+    bounds: CollectorBounds = DEFAULT_BOUNDS, keys: KeyRing = SERVER_KEYS, **browser: Any
+) -> AsyncIterator[tuple[str, int, MemorySink]]:
     """A collector on 127.0.0.1, served as `leadpulse collect` serves it (connection cap,
-    timeouts), with `bounds`; yields its address and sink."""
+    timeouts), with `bounds`, `keys` and the browser settings changed by `browser`
+    (`collect_keep_ip=True`...); yields its address and sink."""
     sink = MemorySink()
-    collector = Collector(KEYS, sink, DEFAULT_RULES, DEFAULT_LIMITS, bounds)
+    settings = Settings(**browser).section(BrowserSettings, "collect_")
+    collector = Collector(keys, sink, DEFAULT_RULES, DEFAULT_LIMITS, bounds, browser=settings)
     app_runner = runner(collector)
     await app_runner.setup()
     try:
@@ -278,7 +284,7 @@ async def test_health_and_metrics_answer_without_a_key(collector):
 def test_write_keys_come_from_a_file_and_bad_files_name_the_setting(tmp_path):
     keys = tmp_path / "keys"
     keys.write_text("# sources\nfirst-write-key-0001  # web site\n\nsecond-write-key-002\n")
-    assert load_write_keys(keys) == KEYS
+    assert load_write_keys(keys).server == KEYS
     for content, problem in [("short\n", "16\\+"), ("# none\n", "no write key"), ("a" * 20 + ":x\n", "or ':'")]:
         keys.write_text(content)
         with pytest.raises(SettingsError, match=f"LEADPULSE_WRITE_KEYS_FILE={re.escape(repr(str(keys)))}: .*{problem}"):
@@ -466,7 +472,7 @@ def test_collector_settings_are_checked_at_start_naming_the_variable():
     settings = Settings.from_env(
         {"LEADPULSE_COLLECT_DELIVERY_TIMEOUT": "3s", "LEADPULSE_COLLECT_MAX_CONNECTIONS": "50"}
     )
-    bounds = CollectorBounds.of(settings)
+    bounds = settings.section(CollectorBounds, "collect_")
     assert (bounds.delivery_timeout_s, bounds.max_connections, bounds.idle_timeout_s) == (3.0, 50, 10.0)
 
 

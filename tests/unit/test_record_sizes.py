@@ -1,11 +1,18 @@
 """The offline scorer refuses the events whose records the worker would refuse for their size
 (schemas/record_sizes.py), so that the stream and the offline scorer keep the same events."""
 
+from dataclasses import replace
+
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 from leadpulse.cli.main import main
 from leadpulse.cli.offline import score_lines
-from leadpulse.schemas.limits import InputLimits, batch_limit
+from leadpulse.schemas.limits import InputLimits, batch_limit, record_bytes
+from leadpulse.schemas.outputs import dumps, output_record
+from leadpulse.schemas.record_sizes import stage_change_bound
+from leadpulse.scoring.engine import StageChange
 from leadpulse.scoring.rules import load_rules
 from tests.factories import buyer_documents, padded, raw_event
 
@@ -48,3 +55,20 @@ def test_leadpulse_score_takes_the_workers_limit_from_the_same_setting(tmp_path,
     err = capsys.readouterr().err
     assert "line 3: contacts-changelog: a record of " in err
     assert "1 bad lines skipped" in err
+
+
+@given(
+    st.text(min_size=1, max_size=256),
+    st.text(min_size=1, max_size=256),
+    st.text(min_size=1, max_size=100),
+    st.none() | st.text(min_size=1, max_size=256),
+    st.sampled_from([None, "lead", "nurturing", "disqualified"]),
+    st.integers(0, 100),
+)
+def test_a_stage_change_record_is_never_larger_than_the_bound_that_spares_encoding_it(
+    contact_id, cause, version, merged_from, from_stage, score
+):
+    change = StageChange("0" * 32, contact_id, from_stage, "opportunity", 253_402_300_799_999, cause, score, version)
+    change = replace(change, merged_from=merged_from)
+    size = record_bytes(contact_id.encode("utf-8", "surrogatepass"), dumps(output_record(change)))
+    assert size <= stage_change_bound(change)

@@ -419,3 +419,12 @@ def test_the_unreleased_format_4_is_refused_rather_than_misread():
     stored = orjson.loads(to_bytes(new_state("ada@acme.io")))
     with pytest.raises(ValueError, match="unsupported contact state format 4"):
         from_bytes(orjson.dumps([4, *stored[1:]]))
+
+
+def test_an_empty_user_id_is_no_user_for_the_schema_and_the_decoder_alike():
+    anonymous = {"type": "page", "userId": "", "anonymousId": "cookie-1", "timestamp": "2026-01-01T00:00:00Z"}
+    assert list(MESSAGE_SCHEMA.iter_errors(anonymous)) == []
+    nobody = {"type": "page", "userId": "", "timestamp": "2026-01-01T00:00:00Z"}
+    assert list(MESSAGE_SCHEMA.iter_errors(nobody)) != []
+    with pytest.raises(InvalidEvent, match="userId"):
+        decode_event(orjson.dumps(nobody))

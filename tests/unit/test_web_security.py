@@ -135,4 +135,4 @@ def test_the_tokens_file_takes_the_write_keys_files_comments(tmp_path):
     secrets = tmp_path / "secrets"
     secrets.write_text(f"# the query API's callers\n{TOKEN}  # the CRM sync\n")
     assert read_tokens(secrets) == (TOKEN,)
-    assert load_write_keys(secrets) == (TOKEN.encode(),)
+    assert load_write_keys(secrets).server == (TOKEN.encode(),)
