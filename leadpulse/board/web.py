@@ -39,7 +39,7 @@ SECURITY_HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make browsers send `Origin: null` on the forms
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
@@ -237,7 +237,7 @@ def board_app(store: Store, tokens: tuple[str, ...], progress: Progress, live: L
         if not same(str(form.get("csrf", "")), request.cookies.get(LOGIN_CSRF_COOKIE)):
             return login_form("The form had expired: log in again.", 403)
         if not known_token(str(form.get("token", "")).encode(), expected):
-            return login_form("That token is not one of the board's.", 401)
+            return login_form("That token is not one of the board's.")  # the form again, as a page (200)
         session_id, _session = sessions.open(now_ms())
         response = web.HTTPSeeOther("/")
         response.set_cookie(

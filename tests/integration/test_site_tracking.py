@@ -11,7 +11,6 @@ is skipped with one line."""
 import base64
 import contextlib
 import functools
-import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -22,42 +21,27 @@ import orjson
 import pytest
 
 from leadpulse.cli.processes import ROOT, free_port
+from tests.integration.browser import chromium_missing, launch_chromium
 from tests.integration.harness import read_all, wait_for
 from tests.integration.oracle import Oracle
 
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 MODULES = ROOT / "tests" / "browser" / "node_modules"
 SEGMENT_BUNDLES = MODULES / "@segment" / "analytics-next" / "dist" / "umd"
 RUDDER_BUNDLE = MODULES / "@rudderstack" / "analytics-js" / "dist" / "npm" / "modern" / "bundled" / "umd" / "index.js"
-CHROMIUM_ARGS = [  # a closed network: no background connections
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 KEY = "browser-key-0123456789"
 TRAITS = ("email", "title", "seniority")
 
 
 def _missing() -> str | None:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} not found (`make browser` installs Debian's chromium as root)"
     if not SEGMENT_BUNDLES.is_dir() or not RUDDER_BUNDLE.is_file():
         return "tests/browser/node_modules missing (`make browser` runs npm ci)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright not installed (`make setup`)"
-    return None
+    return chromium_missing()
 
 
 if (_why := _missing()) is not None:
     pytest.skip(f"browser tests skipped: {_why}", allow_module_level=True)
 
-from playwright.sync_api import Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Page  # noqa: E402
 
 
 def readme_snippets() -> dict[str, str]:
@@ -98,13 +82,8 @@ def static_site(root: Path):
 
 @pytest.fixture(scope="module")
 def browser():
-    """Headless Chromium, with a fresh profile of Playwright's making (removed at close)."""
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launch_chromium() as chromium:
+        yield chromium
 
 
 def messages(settings) -> list[dict]:

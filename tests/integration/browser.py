@@ -1,0 +1,45 @@
+"""Headless Chromium for the browser tests: Debian's binary (`make browser` installs it),
+driven by Playwright (pinned in pyproject.toml), never Playwright's own download."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [  # a closed network: no background connections
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_missing() -> str | None:
+    """Why Chromium cannot be driven here (None: it can)."""
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} not found (`make browser` installs Debian's chromium as root)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright not installed (`make setup`)"
+    return None
+
+
+@contextlib.contextmanager
+def launch_chromium() -> Iterator[Any]:
+    """Headless Chromium, with a fresh profile of Playwright's making (removed at close)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
