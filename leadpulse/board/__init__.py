@@ -26,7 +26,7 @@ Guarantees (docs/board.md; tests/unit/test_board_model.py, tests/integration/tes
   nurture records in the transaction that stores its offset.
 - Bounded (model.py, HistoryPolicy): per contact and account, history is every stage or
   temperature change plus one point per day, at most `MAX_POINTS_PER_DAY` a day, kept for
-  LEADPULSE_BOARD_RETENTION; alerts, stage changes and nurture records per contact are
+  LEADPULSE_BOARD_RETENTION_DAYS; alerts, stage changes and nurture records per contact are
   kept for the same retention and at most `MAX_EVENTS_PER_CONTACT`; account snapshots keep
   no member list (members are the contacts rows naming the account).
 - Access: every page and API needs a session (login with a bearer token from

@@ -203,7 +203,7 @@ def board_app(store: Store, tokens: tuple[str, ...], progress: Progress, live: L
                     break
                 for lead in batch:
                     await response.write(b"event: hot\ndata: " + orjson.dumps(lead) + b"\n\n")
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the page went away
             pass
         finally:
             live.unsubscribe(queue)
