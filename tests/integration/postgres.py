@@ -9,6 +9,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -118,9 +119,9 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self) -> None:
-        """SIGINT: PostgreSQL's fast shutdown (sessions ended, no wait for clients)."""
+        """SIGQUIT: PostgreSQL's immediate shutdown (no checkpoint: the cluster is thrown away)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(2)
+            self.process.send_signal(signal.SIGQUIT)
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:

@@ -190,12 +190,13 @@ def test_history_keeps_changes_and_one_point_a_day(store):
 def test_history_is_bounded_by_the_retention_and_a_cap_per_day(store):
     feed = Feed()
     record = scores_of(CONTACT)
-    for day in range(60):
+    for day in range(60):  # a day's records in one transaction, as a consumer's poll brings them
+        day_records = []
         for flap in range(20):  # a temperature flapping at a band's edge all day
             at = T0 + day * DAY_MS + flap * 60_000
-            hot = flap % 2 == 0
-            value = dict(record, temperature=4 if hot else 3, updated_at=format_ms(at))
-            store.apply([feed.record("contact-scores", CONTACT, value)])
+            value = dict(record, temperature=4 if flap % 2 == 0 else 3, updated_at=format_ms(at))
+            day_records.append(feed.record("contact-scores", CONTACT, value))
+        store.apply(day_records)
     history = store.contact(CONTACT)["history"]
     assert len(history) <= history_bound(30)
     assert min(p["at_ms"] for p in history) >= T0 + 59 * DAY_MS - 30 * DAY_MS
