@@ -218,6 +218,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--traffic-only", action="store_true", help="only send traffic and show outputs")
     demo.set_defaults(run=_demo)
 
+    board = commands.add_parser(
+        "board",
+        help="serve the lead board (hot now, contact and account pages, funnel, live hot leads) in a browser",
+        description=BOARD_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    board.set_defaults(run=_board)
+
     add_notify_commands(commands)
     return parser
 
@@ -239,6 +247,17 @@ LEADPULSE_COLLECT_DELIVERY_TIMEOUT, or while the broker is unreachable). Setting
 LEADPULSE_COLLECT_HOST (127.0.0.1), LEADPULSE_COLLECT_PORT (8088), LEADPULSE_WRITE_KEYS_FILE
 (required), the collector's bounds (LEADPULSE_COLLECT_*), and the worker's broker, topic,
 rules and input limits (`leadpulse worker --help`)."""
+
+
+BOARD_DESCRIPTION = """\
+Serve the lead board: Hot now (contacts and accounts, filtered by segment, model and
+stage), contact and account pages with their score over time, the funnel, search, and hot
+leads live as they arrive. It reads the output topics into a read model
+(LEADPULSE_BOARD_DATABASE: a SQLite file, default DATA_DIR/board.sqlite3, or a
+postgresql:// URL) and serves it on LEADPULSE_BOARD_HOST:LEADPULSE_BOARD_PORT
+(127.0.0.1:6070). Every page needs a login with a token from LEADPULSE_API_TOKENS_FILE
+(required), or Authorization: Bearer. LEADPULSE_BOARD_RETENTION_DAYS (90): days of history
+kept per contact (docs/board.md)."""
 
 
 def settings_help() -> str:
@@ -788,6 +807,12 @@ def _collect(args: argparse.Namespace) -> int:
     broker_info(settings)
     asyncio.run(run_collector(settings, keys, rules))
     return 0
+
+
+def _board(args: argparse.Namespace) -> int:
+    from leadpulse.cli.board import board_command
+
+    return board_command()
 
 
 def _demo(args: argparse.Namespace) -> int:

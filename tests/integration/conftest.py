@@ -1,7 +1,9 @@
 import hashlib
 import os
 import re
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from leadpulse.cli.processes import CollectorProcess, LocalBroker, WorkerProcess, broker_port, free_port
 from leadpulse.streams.settings import Settings
 from tests.integration.harness import wait_for
+from tests.integration.postgres import PostgresServer, Unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +135,22 @@ def _print_task_stacks(worker: WorkerProcess) -> None:
         lambda: log.stat().st_size > before and b"TASKS" in log.read_bytes()[before:], timeout_s=15, interval_s=0.2
     )
     print(log.read_bytes()[before:][:100_000].decode(errors="replace"))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the whole run (Debian's package), stopped by pid; tests
+    that need it are skipped, saying why in one line, where it cannot start. Its folder is
+    made in /tmp (not pytest's root-only folder): the server may run as the postgres user."""
+    folder = Path(tempfile.mkdtemp(prefix="leadpulse-postgres-"))
+    server = PostgresServer(folder)
+    try:
+        server.start()
+    except Unavailable as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"PostgreSQL cannot start here: {error}")
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
