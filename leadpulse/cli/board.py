@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import sqlite3
 import sys
 from urllib.parse import urlsplit
@@ -20,6 +19,7 @@ from leadpulse.board.store import POSTGRES_SCHEMES, Store, database_url
 from leadpulse.board.web import Live, board_app
 from leadpulse.cli.kafka_clients import ensure_topic
 from leadpulse.cli.preflight import CommandError, broker_info
+from leadpulse.cli.serving import start_serving
 from leadpulse.scoring.rules import load_rules
 from leadpulse.streams.quiet import BROKERS, attach_log_throttle
 from leadpulse.streams.settings import Settings, env_name, read_tokens
@@ -78,14 +78,8 @@ async def run_board(settings: Settings, store: Store, tokens: tuple[str, ...]) -
     await runner.setup()
     stopping = asyncio.Event()
     try:
-        try:
-            await web.TCPSite(runner, settings.board_host, settings.board_port).start()
-        except OSError as error:
-            where = f"{env_name('board_host')}={settings.board_host} {env_name('board_port')}={settings.board_port}"
-            raise CommandError(f"cannot listen on {where}: {error.strerror}") from None
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
+        host, port = settings.board_host, settings.board_port
+        await start_serving(web.TCPSite(runner, host, port), "board", host, port, stopping)
         print(
             f"board: http://{settings.board_host}:{settings.board_port}/ (read model {shown_database(store.url)}); "
             "Ctrl-C stops",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from leadpulse.cli.processes import CollectorProcess, LocalBroker, WorkerProcess, broker_port, free_port
+from leadpulse.cli.processes import CollectorProcess, LocalBroker, WorkerProcess, broker_port
 from leadpulse.streams.settings import Settings
-from tests.integration.harness import wait_for
+from tests.integration.harness import isolated_settings, wait_for
 from tests.integration.postgres import PostgresServer, Unavailable
 
 pytestmark = pytest.mark.integration
@@ -34,21 +34,7 @@ def make_settings(broker, tmp_path, request):
     name = f"{slug[:50]}-{hashlib.sha1(slug.encode()).hexdigest()[:8]}"  # unique per parametrized case
 
     def build(**overrides) -> Settings:
-        values = {
-            "broker": f"kafka://127.0.0.1:{broker.port}",
-            "app_id": f"lp-{name}",
-            "topic_prefix": f"{name}.",
-            "input_topic": f"{name}.events",
-            "partitions": 8,
-            "store": os.environ.get("TEST_STORE", "rocksdb://"),  # TEST_STORE=memory:// runs the suite in memory
-            "data_dir": tmp_path / "data",
-            "web_port": free_port(),
-            "cooling_interval_s": 0.0,
-            "session_timeout_s": 6.0,  # the broker's least: a killed worker's place in the group ends sooner
-            "batch_within_s": 0.05,
-        }
-        values.update(overrides)
-        return Settings(**values)
+        return isolated_settings(broker.port, name, tmp_path, **overrides)
 
     return build
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -21,7 +22,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError
 
 from leadpulse.cli.kafka_clients import ensure_topic, input_producer, latest_by_key, produce_lines, read_topic
-from leadpulse.cli.processes import ROOT
+from leadpulse.cli.processes import ROOT, free_port
 from leadpulse.streams.partitioning import home_partition
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
@@ -270,3 +271,22 @@ async def set_topic_config(settings: Settings, topic: str, config: dict[str, str
             await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
     finally:
         await admin.close()
+
+
+def isolated_settings(broker_port: int, name: str, folder: Path, **overrides: Any) -> Settings:
+    """Settings of their own on the shared broker: topics, consumer group and data folder
+    named `name`, free ports, the suite's fast test timings."""
+    values: dict[str, Any] = {
+        "broker": f"kafka://127.0.0.1:{broker_port}",
+        "app_id": f"lp-{name}",
+        "topic_prefix": f"{name}.",
+        "input_topic": f"{name}.events",
+        "partitions": 8,
+        "store": os.environ.get("TEST_STORE", "rocksdb://"),  # TEST_STORE=memory:// runs the suite in memory
+        "data_dir": folder / "data",
+        "web_port": free_port(),
+        "cooling_interval_s": 0.0,
+        "session_timeout_s": 6.0,  # the broker's least: a killed worker's place in the group ends sooner
+        "batch_within_s": 0.05,
+    }
+    return Settings(**(values | overrides))

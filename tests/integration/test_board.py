@@ -14,7 +14,7 @@ import pytest
 from leadpulse.board.model import erased_digest
 from leadpulse.cli.processes import BoardProcess, WorkerProcess, free_port
 from leadpulse.streams.settings import Settings
-from tests.integration.harness import produce, run_cli, scores_reach, wait_for
+from tests.integration.harness import isolated_settings, produce, run_cli, scores_reach, wait_for
 from tests.integration.oracle import Oracle, traffic_lines
 
 pytestmark = pytest.mark.integration
@@ -27,19 +27,14 @@ def settings(broker, tmp_path_factory) -> Settings:
     folder = tmp_path_factory.mktemp("board")
     tokens = folder / "tokens"
     tokens.write_text(f"{TOKEN}\n")
-    return Settings(
-        broker=f"kafka://127.0.0.1:{broker.port}",
-        app_id="lp-board",
-        topic_prefix="board.",
-        input_topic="board.events",
+    return isolated_settings(
+        broker.port,
+        "board",
+        folder,
         partitions=4,
-        data_dir=folder / "data",
-        web_port=free_port(),
         board_port=free_port(),
         api_tokens_file=tokens,
-        cooling_interval_s=0.0,
         session_timeout_s=10.0,
-        batch_within_s=0.05,
     )
 
 

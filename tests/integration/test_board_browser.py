@@ -17,7 +17,7 @@ from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.settings import Settings
 from tests.factories import buyer_documents
 from tests.integration.chromium import chromium_missing, launched
-from tests.integration.harness import produce
+from tests.integration.harness import isolated_settings, produce
 
 pytestmark = pytest.mark.integration
 
@@ -35,19 +35,14 @@ BUYER = "dana@northwind.example"
 def settings(broker, tmp_path_factory) -> Settings:
     folder = tmp_path_factory.mktemp("board-browser")
     (folder / "tokens").write_text(f"{TOKEN}\n")
-    return Settings(
-        broker=f"kafka://127.0.0.1:{broker.port}",
-        app_id="lp-board-browser",
-        topic_prefix="board-browser.",
-        input_topic="board-browser.events",
+    return isolated_settings(
+        broker.port,
+        "board-browser",
+        folder,
         partitions=2,
-        data_dir=folder / "data",
-        web_port=free_port(),
         board_port=free_port(),
         api_tokens_file=folder / "tokens",
-        cooling_interval_s=0.0,
         session_timeout_s=10.0,
-        batch_within_s=0.05,
     )
 
 
