@@ -35,14 +35,18 @@ _PROSPECT = STAGE_LEVEL["prospect"]
 _OPPORTUNITY = STAGE_LEVEL["opportunity"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """A validated input event. `contact_id` is the key: the contact id, else the anonymous id.
 
     The identity fields after `source` are carried for identity stitching and account
     scoring (a contact's cookies, its aliases, its account): `anonymous_id` and
     `previous_id` link those ids to the contact (`linked_ids`), `account_id` is kept on the
-    state (latest by event time)."""
+    state (latest by event time).
+
+    Treated as a value: nothing changes an event once built (a new one is built with
+    `replace`). Not frozen because one is built per input record, and a frozen dataclass's
+    constructor makes a call per field: 1.7 µs of the record's decoding, against 0.3 µs."""
 
     event_id: str
     type: str
@@ -236,7 +240,7 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         state.identified or event.identified,
         state.intent or event.type in rules.opportunity_events,
         state.hot_armed,
-        max(state.last_event_ms, event.occurred_ms),
+        event.occurred_ms if event.occurred_ms > state.last_event_ms else state.last_event_ms,  # max(): see _clamp
         crm_level,
         crm_last,
         state.stage,
@@ -387,15 +391,17 @@ def stage_of(state: ContactState, rules: Rules) -> str:
 def _stage(state: ContactState, rules: Rules, derived: Derived) -> str:
     if state.crm_last is not None and state.crm_last.stage in SIDE_STAGES:
         return state.crm_last.stage
-    level = max(1 if state.identified else 0, state.crm_level)
+    level = state.crm_level  # at least 1 once identified (comparisons, not max(): see _clamp)
+    if level < 1 and state.identified:
+        level = 1
     if (
         level < _PROSPECT
         and derived.best >= rules.prospect_fit
         and _lifetime(state, rules) >= rules.prospect_engagement
     ):
         level = _PROSPECT
-    if level >= _PROSPECT and state.intent:
-        level = max(level, _OPPORTUNITY)
+    if _PROSPECT <= level < _OPPORTUNITY and state.intent:
+        level = _OPPORTUNITY
     return FUNNEL_STAGES[level]
 
 
@@ -592,13 +598,15 @@ def _engagement(
     capped = []
     for category_name, values in per_category.items():
         category = categories[category_name]
-        capped.append(min(max(math.fsum(values), category.floor), category.cap))
+        total = math.fsum(values)  # min(max(total, floor), cap) as comparisons: see _clamp
+        total = category.floor if category.floor > total else total
+        capped.append(category.cap if category.cap < total else total)
     return round(_clamp(math.fsum(capped)), 1)
 
 
 def _add(current: SignalSum | None, points: float, at_ms: int, half_life_ms: int) -> SignalSum:
     """Add p at time t: a late event is decayed to the reference, a newer one moves it."""
-    lifetime = max(points, 0.0)
+    lifetime = 0.0 if points < 0.0 else points  # max(points, 0.0): see _clamp
     if current is None:
         return SignalSum(points, at_ms, lifetime)
     lifetime += current.lifetime
@@ -728,4 +736,8 @@ def _lifetime(state: ContactState, rules: Rules) -> float:
 
 
 def _clamp(value: float) -> float:
-    return min(max(value, 0.0), 100.0)
+    """min(max(value, 0.0), 100.0), written as the comparisons those builtins make (the same
+    result, the same zero's sign): called several times per event, and min() and max() cost
+    ~1,600 machine instructions each in CPython 3.11 (their argument parsing), both comparisons ~90."""
+    low = 0.0 if value < 0.0 else value
+    return 100.0 if low > 100.0 else low

@@ -29,17 +29,21 @@ STAGE_CODES: tuple[str, ...] = FUNNEL_STAGES + SIDE_STAGES
 _FLAG_IDENTIFIED, _FLAG_INTENT, _FLAG_ARMED = 1, 2, 4
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SignalSum:
     """Σ p·2^(-(ref - t)/H) for one signal, kept at `ref_ms` (its newest event), plus the
-    undecayed positive points ever earned (`lifetime`), which only grows: stages use it."""
+    undecayed positive points ever earned (`lifetime`), which only grows: stages use it.
+
+    This and the two values below are treated as values: nothing changes one once built,
+    states share them. Not frozen because events build them (1.5 per event on average) and a
+    frozen dataclass's constructor makes a call per field: 0.55 µs each, against 0.15 µs."""
 
     value: float
     ref_ms: int
     lifetime: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProfileValue:
     """Last writer wins by (occurred_ms, tie), tie being the event-id hash: order-independent."""
 
@@ -48,7 +52,7 @@ class ProfileValue:
     tie: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CrmStage:
     """The latest explicit CRM stage event; it decides side stages (nurturing, disqualified)."""
 
