@@ -11,8 +11,13 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 demo: setup kafka
 	$(BIN)/leadpulse demo
 
+# In two processes (pytest-xdist), each test file whole in one of them (its module fixtures are
+# made once) and each process with its own session broker: most integration tests wait (worker
+# start-up, group joins, injected outages), so two of them share 2 cores well.
+# TEST_PROCESSES=0 runs them in this process, one after the other.
+TEST_PROCESSES ?= 2
 test: setup kafka ops-tools browser lint
-	$(BIN)/pytest -q -p no:cacheprovider tests
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_PROCESSES) --dist loadfile tests
 
 lint: setup
 	$(BIN)/ruff check .

@@ -7,7 +7,8 @@ moment a Standard Webhooks receiver on 127.0.0.1 has verified its signature and 
 The hot-leads records are written straight to the topic (as the worker writes them, keyed
 by contact), paced in 10 ms ticks, over `--contacts` contacts; the service runs as its own
 process with one webhook destination and one route. Prints p50/p95/p99/max and how many
-alerts never arrived (the run fails if any)."""
+alerts never arrived (the run fails if any), and the notify process's CPU per alert and peak
+resident size (what deploy/k8s/base/notify.yaml requests)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from bench.broker import broker_url
+from bench.pipeline import cpu_seconds_of, peak_rss_kb_of
 from leadpulse.cli.kafka_clients import ensure_topic, input_producer
 from leadpulse.cli.processes import NotifyProcess, free_port
 from leadpulse.scoring.timeutil import format_ms, now_ms
@@ -132,7 +134,10 @@ def main() -> None:
         notify = NotifyProcess(settings, config, Path(work) / "notify.log")
         notify.start()
         try:
+            cpu_before, began = cpu_seconds_of(notify.pid), time.monotonic()
             sent, arrived = asyncio.run(_run(settings, receiver, args))
+            cpu_s, wall_s = cpu_seconds_of(notify.pid) - cpu_before, time.monotonic() - began
+            peak_kb = peak_rss_kb_of(notify.pid)
         finally:
             notify.stop()
     latencies = sorted(arrived[i] - occurred for i, occurred in sent.items() if i in arrived)
@@ -147,6 +152,10 @@ def main() -> None:
         f"{args.rate} alerts/s for {args.seconds:g} s ({len(sent)} alerts over {args.contacts} contacts, "
         f"{args.partitions} partitions): alert to 2xx p50 {at(0.5)} ms, p95 {at(0.95)} ms, p99 {at(0.99)} ms, "
         f"max {latencies[-1]} ms; never arrived: {lost}"
+    )
+    print(
+        f"notify process: {cpu_s * 1e6 / len(sent):,.0f} µs CPU per alert, {cpu_s / wall_s:.0%} of a core "
+        f"over the run; peak RSS {peak_kb / 1024:,.0f} MiB"
     )
     if lost:
         raise SystemExit(1)

@@ -79,6 +79,13 @@ class Run:
 
 
 async def committed_everything(settings: Settings) -> bool:
+    return await input_lag(settings) == 0
+
+
+async def input_lag(settings: Settings) -> int | None:
+    """Records of the input topic beyond the worker group's committed offsets, summed over
+    its partitions (a partition with none committed counts from its beginning); None while
+    the group has committed nothing (or the broker does not tell yet)."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     consumer = AIOKafkaConsumer(**client_options(settings))
     await admin.start()
@@ -86,11 +93,15 @@ async def committed_everything(settings: Settings) -> bool:
     try:
         partitions = [TopicPartition(settings.input_topic, p) for p in range(settings.partitions)]
         ends = await consumer.end_offsets(partitions)
+        beginnings = await consumer.beginning_offsets(partitions)
         try:
             committed = await admin.list_consumer_group_offsets(settings.app_id)
         except GroupCoordinatorNotAvailableError:  # the group does not exist yet
-            return False
-        return all(tp in committed and committed[tp].offset >= ends[tp] for tp in partitions)
+            return None
+        done = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+        if not done:  # no commit yet, or the coordinator still loading them after a broker restart
+            return None
+        return sum(int(ends[tp]) - int(done.get(tp, beginnings[tp])) for tp in partitions)
     finally:
         await consumer.stop()
         await admin.close()
@@ -180,8 +191,8 @@ def one_run(
                 raise RuntimeError(f"{name} stopped or timed out; see {log}")
             time.sleep(0.2)
         done = time.time()
-        peak_rss_kb = sum(_peak_rss_kb(process.pid) for process in processes)
-        cpu_s = sum(_cpu_seconds(process.pid) for process in processes)
+        peak_rss_kb = sum(peak_rss_kb_of(process.pid) for process in processes)
+        cpu_s = sum(cpu_seconds_of(process.pid) for process in processes)
     finally:
         for process in processes:
             process.stop()
@@ -194,7 +205,7 @@ def one_run(
     return Run(events / (done - first), cpu_s * 1e6 / events, peak_rss_kb, difference)
 
 
-def _cpu_seconds(pid: int | None) -> float:
+def cpu_seconds_of(pid: int | None) -> float:
     """User + system CPU time of the process so far (all its threads)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -203,12 +214,18 @@ def _cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def _peak_rss_kb(pid: int | None) -> int:
+def peak_rss_kb_of(pid: int | None) -> int:
+    """The process's peak resident set size so far (VmHWM), 0 once it is gone."""
+    return status_kb(pid, "VmHWM")
+
+
+def status_kb(pid: int | None, field: str) -> int:
+    """A size from /proc/PID/status (VmRSS: resident now; VmHWM: its peak), in KiB; 0 once gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return 0
-    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith(field + ":")), 0)
 
 
 def profile_run(bench: Bench, seconds: int) -> list[tuple[str, float]]:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-import signal
 import sys
 
 from leadpulse.cli.kafka_clients import ensure_topic, input_producer
-from leadpulse.cli.preflight import CommandError
+from leadpulse.cli.serving import start_serving
 from leadpulse.collector.browser import BrowserSettings
 from leadpulse.collector.keys import KeyRing
 from leadpulse.collector.service import MAX_LINGERING, Collector, CollectorBounds, CollectorSite, runner
@@ -43,12 +42,10 @@ async def run_collector(settings: Settings, keys: KeyRing, rules: Rules) -> None
         app_runner = runner(collector)
         await app_runner.setup()
         try:
-            site = CollectorSite(app_runner, collector, settings.collect_host, settings.collect_port, backlog=1024)
-            try:
-                await site.start()
-            except OSError as error:
-                where = f"{env_name('collect_host')}={settings.collect_host} {env_name('collect_port')}"
-                raise CommandError(f"cannot listen on {where}={settings.collect_port}: {error.strerror}") from None
+            host, port = settings.collect_host, settings.collect_port
+            site = CollectorSite(app_runner, collector, host, port, backlog=1024)
+            stopping = asyncio.Event()
+            await start_serving(site, "collect", host, port, stopping)
             url = f"http://{settings.collect_host}:{settings.collect_port}"
             print(
                 f"collecting Segment calls on {url}/v1/batch (and /v1/track, /v1/identify, ...) into topic "
@@ -57,7 +54,7 @@ async def run_collector(settings: Settings, keys: KeyRing, rules: Rules) -> None
                 file=sys.stderr,
                 flush=True,
             )
-            await _until_stopped()
+            await stopping.wait()
         finally:
             await app_runner.cleanup()
     finally:
@@ -88,11 +85,3 @@ def allow_descriptors(max_connections: int) -> None:
             f"over this process's hard limit of {hard} (ulimit -Hn); lower it or raise the limit"
         )
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
-async def _until_stopped() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()

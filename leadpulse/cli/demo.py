@@ -1,5 +1,6 @@
 """`leadpulse demo`: a local broker (started if none answers), a worker, `leadpulse notify`
-sending the alerts as signed webhooks to a receiver of the demo's own, and live synthetic
+sending the alerts as signed webhooks to a receiver of the demo's own, `leadpulse board`
+(the lead board, its URL printed), and live synthetic
 marketing traffic; the terminal shows running counts (the webhooks received among them),
 every hot lead with its reasons (and the scoring model that fired), the hot accounts with
 their buying committee, and the nurture records as the cooling timer sends them.
@@ -28,7 +29,7 @@ from leadpulse.cli import local_state
 from leadpulse.cli.console import describe
 from leadpulse.cli.kafka_clients import ensure_topic, read_topic
 from leadpulse.cli.preflight import CommandError, broker_info, check_web_port, hold_lock
-from leadpulse.cli.processes import LocalBroker, NotifyProcess, WorkerProcess, free_port
+from leadpulse.cli.processes import BoardProcess, LocalBroker, NotifyProcess, WorkerProcess, free_port
 from leadpulse.cli.traffic import DAY_MS, Traffic
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.security import client_options
@@ -42,6 +43,8 @@ WORKER_LOG = STATE_DIR / "demo-worker.log"
 NOTIFY_LOG = STATE_DIR / "demo-notify.log"
 NOTIFY_CONFIG = STATE_DIR / "demo-notify.toml"  # its signing secret beside it, made afresh by each demo
 NOTIFY_SECRET = STATE_DIR / "demo-notify.secret"
+BOARD_LOG = STATE_DIR / "demo-board.log"
+BOARD_TOKEN = STATE_DIR / "demo-board.token"  # the board's login token, made afresh by each demo
 DEMO_LOCK = STATE_DIR / "demo.lock"  # one demo per folder: it owns the log, state and worker above
 MALFORMED_EVERY = 2_000  # one broken record now and then, to show the dead-letter path
 DEMO_COOLING_S = 2.0  # the worker's cooling timer: nurture records show within seconds, not a minute
@@ -67,8 +70,13 @@ def demo_settings(settings: Settings, environ: Mapping[str, str]) -> Settings:
     data_dir = settings.data_dir if environ.get(env_name("data_dir")) else DEMO_DATA_DIR
     cooling = settings.cooling_interval_s if environ.get(env_name("cooling_interval_s")) else DEMO_COOLING_S
     notify_port = settings.notify_port if environ.get(env_name("notify_port")) else free_port()
+    board_port = settings.board_port if environ.get(env_name("board_port")) else free_port()
     return dataclasses.replace(
-        settings, data_dir=data_dir.resolve(), cooling_interval_s=cooling, notify_port=notify_port
+        settings,
+        data_dir=data_dir.resolve(),
+        cooling_interval_s=cooling,
+        notify_port=notify_port,
+        board_port=board_port,
     )
 
 
@@ -77,6 +85,7 @@ def run_demo(settings: Settings, options: DemoOptions, *, own_data_dir: bool = T
     belongs to another cluster (a user's LEADPULSE_DATA_DIR never is)."""
     broker: LocalBroker | None = None
     notify: NotifyProcess | None = None
+    board: BoardProcess | None = None
     worker = None if options.traffic_only else WorkerProcess(settings, WORKER_LOG)
     if worker is not None:
         _own_folder_and_port(settings)
@@ -107,11 +116,19 @@ def run_demo(settings: Settings, options: DemoOptions, *, own_data_dir: bool = T
                 file=sys.stderr,
             )
             notify.start(wait_ready=False)  # it delivers as soon as it has joined its group
+            board = BoardProcess(dataclasses.replace(settings, api_tokens_file=_board_token()), BOARD_LOG)
+            board.start(wait_ready=False)  # it reads the topics from their start and serves pages meanwhile
+            print(
+                f"the lead board on {board.base_url}/ (log in with the token in {BOARD_TOKEN}; log: {board.log_path})",
+                file=sys.stderr,
+            )
         print("sending traffic (Ctrl-C stops everything)", file=sys.stderr)
         asyncio.run(_live(settings, options, worker, receiver_port))
     except KeyboardInterrupt:
         print("\nstopping...", file=sys.stderr)
     finally:
+        if board is not None:
+            board.stop()
         if notify is not None:
             notify.stop()
         if worker is not None:
@@ -194,6 +211,13 @@ def _local_broker(settings: Settings) -> LocalBroker:
             f"no Kafka broker answers at {settings.bootstrap_servers}; the demo starts one only on 127.0.0.1"
         )
     return LocalBroker(port, BROKER_DIR.resolve())
+
+
+def _board_token() -> Path:
+    """A login token for the demo's board, made for this run, readable by the user only."""
+    BOARD_TOKEN.write_text(base64.urlsafe_b64encode(os.urandom(24)).decode() + "\n")
+    BOARD_TOKEN.chmod(0o600)
+    return BOARD_TOKEN.resolve()
 
 
 def _notify_config(receiver_port: int) -> Path:

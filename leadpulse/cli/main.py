@@ -65,6 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     check = rules_commands.add_parser("check", help="validate a rules file and print a summary")
     check.add_argument("file", type=Path)
     check.set_defaults(run=_rules_check)
+    compare = rules_commands.add_parser(
+        "compare",
+        help="compare a shadow app's live scores under new rules with the live app's before promoting them",
+    )
+    compare.add_argument("--shadow-app", required=True, help="the shadow's LEADPULSE_APP_ID")
+    compare.add_argument("--shadow-prefix", required=True, help="the shadow's LEADPULSE_TOPIC_PREFIX")
+    compare.add_argument("--rules", type=Path, help="the candidate rules: the version every shadow snapshot must carry")
+    compare.add_argument("--limit", type=int, default=10, help="contacts listed with the largest moves (default 10)")
+    compare.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    compare.set_defaults(run=_rules_compare)
 
     score = commands.add_parser("score", help="score a JSON-lines file of events offline")
     score.add_argument("events", type=Path, help="JSON lines, one event per line ('-' for stdin)")
@@ -208,6 +218,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--traffic-only", action="store_true", help="only send traffic and show outputs")
     demo.set_defaults(run=_demo)
 
+    board = commands.add_parser(
+        "board",
+        help="serve the lead board (hot now, contact and account pages, funnel, live hot leads) in a browser",
+        description=BOARD_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    board.set_defaults(run=_board)
+
     add_notify_commands(commands)
     return parser
 
@@ -229,6 +247,17 @@ LEADPULSE_COLLECT_DELIVERY_TIMEOUT, or while the broker is unreachable). Setting
 LEADPULSE_COLLECT_HOST (127.0.0.1), LEADPULSE_COLLECT_PORT (8088), LEADPULSE_WRITE_KEYS_FILE
 (required), the collector's bounds (LEADPULSE_COLLECT_*), and the worker's broker, topic,
 rules and input limits (`leadpulse worker --help`)."""
+
+
+BOARD_DESCRIPTION = """\
+Serve the lead board: Hot now (contacts and accounts, filtered by segment, model and
+stage), contact and account pages with their score over time, the funnel, search, and hot
+leads live as they arrive. It reads the output topics into a read model
+(LEADPULSE_BOARD_DATABASE: a SQLite file, default DATA_DIR/board.sqlite3, or a
+postgresql:// URL) and serves it on LEADPULSE_BOARD_HOST:LEADPULSE_BOARD_PORT
+(127.0.0.1:6070). Every page needs a login with a token from LEADPULSE_API_TOKENS_FILE
+(required), or Authorization: Bearer. LEADPULSE_BOARD_RETENTION_DAYS (90): days of history
+kept per contact (docs/board.md)."""
 
 
 def settings_help() -> str:
@@ -256,6 +285,55 @@ def _wrapped(text: str) -> list[str]:
 
 def _plain(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _rules_compare(args: argparse.Namespace) -> int:
+    """Exit 0 when the shadow may be promoted (caught up, one rules version), 1 when not yet."""
+    import asyncio
+
+    from leadpulse.cli.preflight import broker_info
+    from leadpulse.cli.rollout import shadow_report, shadow_settings
+    from leadpulse.scoring.rollout import not_ready
+
+    live = _settings()
+    if args.shadow_app == live.app_id or args.shadow_prefix == live.topic_prefix:
+        raise CommandError(
+            f"the shadow needs an app id and a topic prefix of its own (live: {live.app_id!r}, {live.topic_prefix!r})",
+            USAGE_ERROR,
+        )
+    if args.limit < 0:
+        raise CommandError("--limit must be 0 or more", USAGE_ERROR)
+    candidate = None
+    if args.rules is not None:
+        _check_input(args.rules)
+        candidate = load_rules(args.rules).version
+    shadow = shadow_settings(live, args.shadow_app, args.shadow_prefix)
+    broker_info(live)
+    behind, comparison = asyncio.run(shadow_report(live, shadow, args.limit))
+    reason = not_ready(behind, comparison, candidate)
+    if args.json:
+        report = {"behind": behind, "ready": reason is None, "not_ready": reason, **comparison.as_json()}
+        sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+        return 0 if reason is None else 1
+    versions = ", ".join(f"{v} ({n:,})" for v, n in sorted(comparison.shadow_versions.items())) or "none yet"
+    print(f"shadow {shadow.app_id} (prefix {shadow.topic_prefix}): {behind:,} input records left to read")
+    print(
+        f"contacts: {comparison.in_both:,} in both, {comparison.only_live:,} only live, "
+        f"{comparison.only_shadow:,} only shadow; shadow rules {versions}"
+    )
+    changed = ", ".join(f"{kind} {comparison.changed[kind]:,}" for kind in ("stage", "temperature", "segments"))
+    print(f"changed: {changed}")
+    print(
+        f"hot: {comparison.hot[0]:,} live, {comparison.hot[1]:,} shadow "
+        f"({comparison.became_hot:,} became hot, {comparison.no_longer_hot:,} no longer)"
+    )
+    for move in comparison.largest:
+        print(f"  {move.contact_id}: {move.live} -> {move.shadow} {', '.join(move.changed)}".rstrip())
+    if reason is not None:
+        print(f"not ready: {reason}")
+        return 1
+    print(f"ready: point the consumers at prefix {shadow.topic_prefix} (README, Changing rules)")
+    return 0
 
 
 def _settings() -> Settings:
@@ -729,6 +807,12 @@ def _collect(args: argparse.Namespace) -> int:
     broker_info(settings)
     asyncio.run(run_collector(settings, keys, rules))
     return 0
+
+
+def _board(args: argparse.Namespace) -> int:
+    from leadpulse.cli.board import board_command
+
+    return board_command()
 
 
 def _demo(args: argparse.Namespace) -> int:

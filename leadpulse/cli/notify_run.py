@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -16,13 +15,14 @@ from aiohttp import web
 
 from leadpulse.cli.kafka_clients import ensure_topic
 from leadpulse.cli.preflight import CommandError, broker_info
+from leadpulse.cli.serving import start_serving
 from leadpulse.notify.config import NotifyConfig, load_notify_config
 from leadpulse.notify.redrive import Redriven, redrive
 from leadpulse.notify.service import Notifier, NotifyOptions, failures_topic, group_id, web_app
 from leadpulse.scoring.timeutil import parse_duration_ms
 from leadpulse.streams.quiet import BROKERS, attach_log_throttle
 from leadpulse.streams.settings import Settings, env_name
-from leadpulse.streams.startup import TopicSpec, lifetimes
+from leadpulse.streams.startup import event_topic
 
 USAGE_ERROR = 2  # as cli.main's: a bad argument
 
@@ -70,9 +70,10 @@ async def ensure_topics(settings: Settings, config: NotifyConfig) -> None:
 
 async def ensure_failures_topic(settings: Settings) -> None:
     """The delivery-failures topic holds alerts (personal data): the event topics' lifetime
-    (LEADPULSE_EVENT_RETENTION), so that it too is bounded (docs/erasure.md)."""
+    (LEADPULSE_EVENT_RETENTION), so that it too is bounded (docs/erasure.md), and their
+    min.insync.replicas, which its acks=all writes rely on."""
     name = failures_topic(settings)
-    await ensure_topic(settings, name, TopicSpec(name, lifetimes(settings)[0]))
+    await ensure_topic(settings, name, event_topic(settings, name))
 
 
 async def run_notify(settings: Settings, config: NotifyConfig) -> None:
@@ -87,14 +88,8 @@ async def run_notify(settings: Settings, config: NotifyConfig) -> None:
     runner = web.AppRunner(web_app(notifier), access_log=None)
     await runner.setup()
     try:
-        try:
-            await web.TCPSite(runner, options.host, options.port).start()
-        except OSError as error:
-            where = f"{env_name('notify_host')}={options.host} {env_name('notify_port')}={options.port}"
-            raise CommandError(f"cannot listen on {where}: {error.strerror}") from None
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, notifier.stopping.set)
+        site = web.TCPSite(runner, options.host, options.port)
+        await start_serving(site, "notify", options.host, options.port, notifier.stopping)
         topics = ", ".join(settings.topic(role) for role in config.topics)
         print(
             f"notify: delivering {topics} to {len(config.destinations)} destinations (group {group_id(settings)}); "

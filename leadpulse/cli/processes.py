@@ -242,3 +242,15 @@ class NotifyProcess(WorkerProcess):
     @property
     def base_url(self) -> str:
         return f"http://{self.settings.notify_host}:{self.settings.notify_port}"
+
+
+class BoardProcess(WorkerProcess):
+    """`leadpulse board` in its own process, ready when its /health (naming its pid) says ok:
+    it reads every partition of its topics and has caught up with what it saw at start."""
+
+    def __init__(self, settings: Settings, log_path: Path, *, cwd: Path | None = None) -> None:
+        super().__init__(settings, log_path, [sys.executable, "-m", "leadpulse", "board"], cwd=cwd)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.board_host}:{self.settings.board_port}"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from leadpulse.streams.offsets import first_and_end_offsets
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings, StartupError
 from leadpulse.streams.topics import INTERNAL_NAMES
@@ -77,13 +78,7 @@ async def backlogs(settings: Settings) -> list[Backlog]:
     finally:
         await admin.close()
     partitions = [TopicPartition(entry["topic"], p["partition"]) for entry in described for p in entry["partitions"]]
-    consumer = AIOKafkaConsumer(**client_options(settings))
-    await consumer.start()
-    try:
-        starts = await consumer.beginning_offsets(partitions)
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
+    starts, ends = await first_and_end_offsets(settings, partitions)
     found = []
     for old in read:
         ranges = {}

@@ -434,6 +434,13 @@ class QuietConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         attach_log_throttle()
         return consumer
 
+    async def crash(self, exc: BaseException) -> None:
+        """A denial the consumer thread meets first (the group's offset commit, once its ACL
+        is revoked) exits as the app's crash does: one line, REFUSED_EXIT_CODE. Left to Faust,
+        the thread's crash stopped the worker with code 1, past `App.crash`."""
+        exit_if_denied(exc)
+        await super().crash(exc)
+
 
 class QuietProducer(aiokafka_driver.Producer):
     """Faust's producer whose aiokafka client backs off (see the module docstring)."""

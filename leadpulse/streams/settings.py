@@ -150,6 +150,10 @@ class Settings:
     collect_headless_bots: bool = True
     collect_do_not_track: bool = False
     collect_keep_ip: bool = False
+    board_host: str = "127.0.0.1"
+    board_port: int = 6070
+    board_database: str | None = None  # unset: DATA_DIR/board.sqlite3; postgresql://... for PostgreSQL
+    board_retention_days: int = 90
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -317,6 +321,10 @@ HELP: dict[str, str] = {
     "collect_headless_bots": "on/off: headless browsers (HeadlessChrome...) count as bots: their calls are dropped.",
     "collect_do_not_track": "on/off: browser calls sent with DNT: 1 or Sec-GPC: 1 are only counted, not kept.",
     "collect_keep_ip": "on/off: browser calls keep the client address in context.ip (off: no address is stored).",
+    "board_host": "Address `leadpulse board` (the lead board's pages) listens on.",
+    "board_port": "Port of the lead board, 1..65535.",
+    "board_database": "The board's read model: a SQLite file, or a postgresql:// URL; unset: DATA_DIR/board.sqlite3.",
+    "board_retention_days": "Days of score history, alerts and stage changes the board keeps per contact, 1..3650.",
 }
 
 
@@ -549,6 +557,14 @@ def _tokens_file(name: str, raw: str) -> Path:
     return path
 
 
+def _board_database(name: str, raw: str) -> str:
+    """A SQLite file path or a PostgreSQL URL: any other scheme would be taken for a file name."""
+    if "://" in raw and not raw.startswith(("postgresql://", "postgres://")):
+        scheme = raw.split("://", 1)[0]
+        raise SettingsError(f"{name}: scheme {_shown(scheme)}: a SQLite file path or a postgresql:// URL")
+    return raw
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         if raw not in options:
@@ -596,6 +612,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "collect_headless_bots": _switch,
     "collect_do_not_track": _switch,
     "collect_keep_ip": _switch,
+    "board_port": _whole(1, 65_535),
+    "board_retention_days": _whole(1, 3_650),
+    "board_database": _board_database,
     "store": _choice(STORES),
     "processing_guarantee": _choice(GUARANTEES),
     "cooling_interval_s": _seconds,

@@ -91,14 +91,25 @@ def lifetimes(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
     return events, compacted
 
 
-def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every topic of the worker, with the configuration it is created with (and, when the
-    worker may not create topics, checked against)."""
+def common_config(settings: Settings) -> dict[str, str]:
+    """What every topic LeadPulse creates gets: the configured min.insync.replicas and compression."""
     common = {}
     if settings.min_insync_replicas is not None:
         common["min.insync.replicas"] = str(settings.min_insync_replicas)
     if settings.topic_compression is not None:
         common["compression.type"] = settings.topic_compression
+    return common
+
+
+def event_topic(settings: Settings, name: str) -> TopicSpec:
+    """A topic of events or alerts (personal data): deleted `event_retention` after it was written."""
+    return TopicSpec(name, {**common_config(settings), **lifetimes(settings)[0]})
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic of the worker, with the configuration it is created with (and, when the
+    worker may not create topics, checked against)."""
+    common = common_config(settings)
     event_lifetime, compacted_lifetime = lifetimes(settings)
     events, compacted = {**common, **event_lifetime}, {**common, **compacted_lifetime}
     ticks = {**events, "retention.ms": str(min(86_400_000, settings.event_retention))}

@@ -51,13 +51,7 @@ def bearer_guard(tokens: tuple[str, ...] | None) -> Callable[[View], View]:
             return view
 
         async def guarded(web: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-            header = request.headers.get("Authorization", "")
-            scheme, _, offered = header.partition(" ")
-            given = offered.strip().encode() if scheme.lower() == "bearer" else b""
-            matched = False
-            for token in expected:
-                matched |= hmac.compare_digest(given, token)
-            if not matched:
+            if not known_token(bearer_of(request.headers.get("Authorization", "")), expected):
                 return web.json(
                     {"error": "a bearer token is required (Authorization: Bearer <token>)"},
                     status=401,
@@ -68,6 +62,20 @@ def bearer_guard(tokens: tuple[str, ...] | None) -> Callable[[View], View]:
         return guarded
 
     return decorate
+
+
+def bearer_of(header: str) -> bytes:
+    """The token of an `Authorization: Bearer <token>` header (empty if it is none)."""
+    scheme, _, offered = header.partition(" ")
+    return offered.strip().encode() if scheme.lower() == "bearer" else b""
+
+
+def known_token(given: bytes, expected: list[bytes]) -> bool:
+    """Whether `given` is one of `expected`: every token compared, in constant time."""
+    matched = False
+    for token in expected:
+        matched |= hmac.compare_digest(given, token)
+    return matched and bool(given)
 
 
 def normalized_contact_id(view: View) -> View:

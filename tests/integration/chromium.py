@@ -1,6 +1,6 @@
 """Debian's Chromium, headless through Playwright, for the tests that open pages in a real
-browser (site tracking, the backtest's report): where it is, how it is launched on a closed
-network, and why a test must be skipped without it."""
+browser (site tracking, the backtest's report, the lead board): where it is, how it is
+launched on a closed network, and why a test must be skipped without it."""
 
 from __future__ import annotations
 

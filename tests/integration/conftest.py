@@ -1,14 +1,17 @@
 import hashlib
 import os
 import re
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from leadpulse.cli.processes import CollectorProcess, LocalBroker, WorkerProcess, broker_port, free_port
+from leadpulse.cli.processes import CollectorProcess, LocalBroker, WorkerProcess, broker_port
 from leadpulse.streams.settings import Settings
-from tests.integration.harness import wait_for
+from tests.integration.harness import isolated_settings, wait_for
+from tests.integration.postgres import PostgresServer, Unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -31,21 +34,7 @@ def make_settings(broker, tmp_path, request):
     name = f"{slug[:50]}-{hashlib.sha1(slug.encode()).hexdigest()[:8]}"  # unique per parametrized case
 
     def build(**overrides) -> Settings:
-        values = {
-            "broker": f"kafka://127.0.0.1:{broker.port}",
-            "app_id": f"lp-{name}",
-            "topic_prefix": f"{name}.",
-            "input_topic": f"{name}.events",
-            "partitions": 8,
-            "store": os.environ.get("TEST_STORE", "rocksdb://"),  # TEST_STORE=memory:// runs the suite in memory
-            "data_dir": tmp_path / "data",
-            "web_port": free_port(),
-            "cooling_interval_s": 0.0,
-            "session_timeout_s": 10.0,
-            "batch_within_s": 0.05,
-        }
-        values.update(overrides)
-        return Settings(**values)
+        return isolated_settings(broker.port, name, tmp_path, **overrides)
 
     return build
 
@@ -132,3 +121,22 @@ def _print_task_stacks(worker: WorkerProcess) -> None:
         lambda: log.stat().st_size > before and b"TASKS" in log.read_bytes()[before:], timeout_s=15, interval_s=0.2
     )
     print(log.read_bytes()[before:][:100_000].decode(errors="replace"))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the whole run (Debian's package), stopped by pid; tests
+    that need it are skipped, saying why in one line, where it cannot start. Its folder is
+    made in /tmp (not pytest's root-only folder): the server may run as the postgres user."""
+    folder = Path(tempfile.mkdtemp(prefix="leadpulse-postgres-"))
+    server = PostgresServer(folder)
+    try:
+        server.start()
+    except Unavailable as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"PostgreSQL cannot start here: {error}")
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)

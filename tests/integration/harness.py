@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -21,7 +22,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError
 
 from leadpulse.cli.kafka_clients import ensure_topic, input_producer, latest_by_key, produce_lines, read_topic
-from leadpulse.cli.processes import ROOT
+from leadpulse.cli.processes import ROOT, free_port
 from leadpulse.streams.partitioning import home_partition
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
@@ -98,6 +99,47 @@ def read_all(settings: Settings, topic: str, idle_s: float = 2.0) -> list[tuple[
     return asyncio.run(collect())
 
 
+def read_to_end(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record of `topic` up to its end offsets as they are at the call, without waiting
+    for the topic to go quiet (`read_all` waits `idle_s` after the last record): for a loop
+    that reads again until its condition holds. [] for a topic that does not exist yet."""
+
+    async def collect() -> list[tuple[bytes | None, bytes | None]]:
+        admin = AIOKafkaAdminClient(**client_options(settings))
+        await admin.start()
+        try:
+            (described,) = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        if described["error_code"]:  # no such topic (yet)
+            return []
+        partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+        consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(partitions)
+            starts = await consumer.beginning_offsets(partitions)
+            ends = await consumer.end_offsets(partitions)
+            pending = {tp: ends[tp] for tp in partitions if starts[tp] < ends[tp]}
+            for tp in pending:
+                consumer.seek(tp, starts[tp])
+            records: list[tuple[bytes | None, bytes | None]] = []
+            empty = 0
+            while pending and empty < 4:  # a partition whose tail is gone (retention) ends by 2 s without records
+                fetched = await consumer.getmany(*pending, timeout_ms=500, max_records=5_000)
+                empty = 0 if fetched else empty + 1
+                for tp, batch in fetched.items():
+                    records.extend((r.key, r.value) for r in batch if r.offset < pending[tp])
+                for tp in list(pending):
+                    if await consumer.position(tp) >= pending[tp]:
+                        del pending[tp]
+            return records
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(collect())
+
+
 def run_cli(settings: Settings, *args: str, timeout_s: float = 120) -> tuple[subprocess.CompletedProcess[bytes], float]:
     """`leadpulse ARGS` in its own process, configured by the settings' LEADPULSE_* variables
     only; returns the finished process and how long it took."""
@@ -143,7 +185,7 @@ def scores_reach(
     def settled() -> bool:
         if alive is not None and not alive():
             raise AssertionError(f"the worker exited before {topic} matched the oracle")
-        seen.update(latest=latest_by_key(read_all(settings, settings.topic(topic), idle_s=1.0)))
+        seen.update(latest=latest_by_key(read_to_end(settings, settings.topic(topic))))
         return bool(seen["latest"] == expected)
 
     started = time.monotonic()
@@ -159,7 +201,7 @@ def scores_reach(
                 f"{topic} did not match the oracle within {now - started:.0f} s; {lag or 'group lag unknown'}:\n"
                 + scores_mismatch(seen["latest"], expected)
             )
-        time.sleep(1.0)
+        time.sleep(0.5)
     latest: dict[str, Any] = seen["latest"]
     return latest
 
@@ -203,6 +245,21 @@ def group_lag(settings: Settings) -> Lag | None:
     return asyncio.run(measure())
 
 
+def topic_configs(settings: Settings, names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Each topic's configuration as the broker describes it (its defaults included)."""
+
+    async def read() -> dict[str, dict[str, str]]:
+        admin = AIOKafkaAdminClient(**client_options(settings))
+        await admin.start()
+        try:
+            responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+        finally:
+            await admin.close()
+        return {r[3]: {e[0]: e[1] for e in r[4]} for response in responses for r in response.resources}
+
+    return asyncio.run(read())
+
+
 async def set_topic_config(settings: Settings, topic: str, config: dict[str, str], *, create: bool) -> None:
     """Create `topic` with `config`, or change the config of an existing one."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
@@ -214,3 +271,22 @@ async def set_topic_config(settings: Settings, topic: str, config: dict[str, str
             await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
     finally:
         await admin.close()
+
+
+def isolated_settings(broker_port: int, name: str, folder: Path, **overrides: Any) -> Settings:
+    """Settings of their own on the shared broker: topics, consumer group and data folder
+    named `name`, free ports, the suite's fast test timings."""
+    values: dict[str, Any] = {
+        "broker": f"kafka://127.0.0.1:{broker_port}",
+        "app_id": f"lp-{name}",
+        "topic_prefix": f"{name}.",
+        "input_topic": f"{name}.events",
+        "partitions": 8,
+        "store": os.environ.get("TEST_STORE", "rocksdb://"),  # TEST_STORE=memory:// runs the suite in memory
+        "data_dir": folder / "data",
+        "web_port": free_port(),
+        "cooling_interval_s": 0.0,
+        "session_timeout_s": 6.0,  # the broker's least: a killed worker's place in the group ends sooner
+        "batch_within_s": 0.05,
+    }
+    return Settings(**(values | overrides))

@@ -1,4 +1,5 @@
-"""The determinism oracle: what the offline scorer computes for the same events."""
+"""The determinism oracle (bench/oracle.py, shared with the soak run) and the events the tests
+feed it."""
 
 from __future__ import annotations
 
@@ -7,15 +8,14 @@ from typing import Any
 
 import orjson
 
+from bench.oracle import Oracle
 from leadpulse.cli.offline import score_lines
 from leadpulse.cli.traffic import DAY_MS, Traffic
 from leadpulse.schemas.events import contact_key
-from leadpulse.schemas.outputs import account_record, nurture_record, output_record, snapshot_record
-from leadpulse.scoring.engine import HotLead, StageChange
-from leadpulse.scoring.identity import winner
-from leadpulse.scoring.rules import Rules, load_rules
+from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 
+__all__ = ["Oracle", "nurture_example_lines", "scores_mismatch", "steady_nurture_lines", "traffic_lines"]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -29,28 +29,6 @@ def traffic_lines(count: int, contacts: int, seed: int = 11, accounts: int = 0, 
         seed=seed, start_ms=start, span_ms=50 * DAY_MS, contacts=contacts, accounts=accounts, identities=identities
     )
     return [orjson.dumps(event) for event in traffic.events(count)]
-
-
-class Oracle:
-    def __init__(self, lines: list[bytes], rules: Rules | None = None, aged_at: int | None = None) -> None:
-        """`aged_at`: the time anonymous contacts are expired at (scoring.expiry), the worker's
-        clock when it is compared; default the latest event time, as `leadpulse score`."""
-        rules = rules or load_rules()
-        run = score_lines(lines, rules)
-        run.age(aged_at)
-        self.snapshots = {view.contact_id: snapshot_record(view) for view in run.snapshots(None)}
-        self.accounts = {view.account_id: account_record(view) for view in run.accounts(None)}
-        self.stage_change_ids = {o.id for o in run.outputs if isinstance(o, StageChange)}
-        self.hot_lead_ids = {o.id for o in run.outputs if isinstance(o, HotLead)}
-        self.hot_leads = {o.id: output_record(o) for o in run.outputs if isinstance(o, HotLead)}
-        self.bad_lines = run.bad
-        self.run = run
-        # anonymous id -> the contact it is merged into (not in `snapshots`: a tombstone in the stream)
-        self.merged_into = {key: into for key, state in run.contacts.items() if (into := winner(state)) is not None}
-
-    def nurture(self, at_ms: int) -> dict[str, dict[str, Any]]:
-        """The records `leadpulse score --nurture --at` prints for `at_ms`, by id."""
-        return {record.id: nurture_record(record) for record in self.run.nurtures(at_ms)}
 
 
 def nurture_example_lines(evaluated_at_ms: int) -> list[bytes]:

@@ -22,14 +22,22 @@ MAX_OUTAGE_LINES = 200
 MAX_OUTAGE_BYTES = 100_000
 
 
-@pytest.fixture
-def own_broker(tmp_path_factory):
+@pytest.fixture(scope="module")
+def module_broker(tmp_path_factory):
+    """One broker for this module's tests (each stops it and starts it again)."""
     instance = LocalBroker(port=broker_port(), data_dir=tmp_path_factory.mktemp("kafka-outage"))
     try:
         instance.start()
         yield instance
     finally:
         instance.stop()  # by the pid in its data folder, whichever start it is from
+
+
+@pytest.fixture
+def own_broker(module_broker):
+    """The module's broker, running: started again if a test before failed while it was down."""
+    module_broker.start()  # at once when it runs (broker.sh says so and returns)
+    return module_broker
 
 
 def own_settings(broker, tmp_path: Path, name: str, partitions: int) -> Settings:

@@ -58,6 +58,12 @@ def test_the_demo_shows_live_counts_hot_leads_hot_accounts_and_nurture_records_a
     assert re.search(r"\| webhooks [1-9][\d,]*$", counts[-1]), f"no alert reached the demo's receiver: {counts[-1]}"
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", web_port)) != 0, "the demo left its worker running"
+    board = re.search(r"the lead board on http://127\.0\.0\.1:(\d+)/ \(log in with the token in ", done.stderr)
+    assert board, f"the demo did not print its board's URL: {done.stderr}"
+    board_log = (tmp_path / ".leadpulse" / "demo-board.log").read_text()
+    assert "reading 48 partitions" in board_log, board_log[-2000:]
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", int(board.group(1)))) != 0, "the demo left its board running"
 
 
 def test_a_second_demo_refuses_to_start_in_one_line_and_the_first_goes_on(broker, tmp_path):

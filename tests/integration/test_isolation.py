@@ -98,6 +98,14 @@ def test_a_replay_under_new_rules_beside_the_live_app_leaves_each_equal_to_its_o
         data_dir=tmp_path / "replay",
         web_port=free_port(),
     )
+    own_prefix = replay.topic_prefix != live.topic_prefix
+    if own_prefix:  # a shadow that has read nothing is not ready: the whole input is left
+        waiting = compare_shadow(live, replay, rescore_rules)
+        assert (waiting["ready"], waiting["behind"]) == (False, len(first)), waiting
+    replay_worker = workers(replay)
+    # killed during the switch, as soon as it has scored anything: its restart must not lose or repeat
+    assert wait_for(lambda: replay_worker.metric("leadpulse_events_total", 'outcome="scored"') > 0, 60, 0.2)
+    replay_worker.kill()
     replay_worker = workers(replay)
     produce(live, later)  # the live app goes on meanwhile: more stitching and account moves
     live_oracle, replay_oracle = Oracle(everything), Oracle(everything, load_rules(rescore_rules))
@@ -105,11 +113,63 @@ def test_a_replay_under_new_rules_beside_the_live_app_leaves_each_equal_to_its_o
 
     settles(replay_worker, replay_oracle, victim, "replay")
     settles(live_worker, live_oracle, victim, "live app")
-    if replay.topic_prefix != live.topic_prefix:
+    if own_prefix:
         for settings, oracle in ((replay, replay_oracle), (live, live_oracle)):
             scores_reach(settings, oracle.snapshots, timeout_s=30)
             scores_reach(settings, oracle.accounts, timeout_s=30, topic="account-scores")
+        report = wait_for(lambda: ready(compare_shadow(live, replay, rescore_rules)), 60, 1.0)
+        assert report, compare_shadow(live, replay, rescore_rules)
+        assert_compares_as_the_oracles_do(report, live_oracle.snapshots, replay_oracle.snapshots, rescore_rules)
     assert live_worker.running() and replay_worker.running()
+
+
+def compare_shadow(live: Settings, shadow: Settings, rules: Path) -> dict[str, Any]:
+    """`leadpulse rules compare --json` with the live app's settings."""
+    done, _ = run_cli(
+        live, "rules", "compare", "--shadow-app", shadow.app_id, "--shadow-prefix", shadow.topic_prefix,
+        "--rules", str(rules), "--limit", "3", "--json",
+    )  # fmt: skip
+    report: dict[str, Any] = orjson.loads(done.stdout)
+    assert done.returncode == (0 if report["ready"] else 1), done.stderr.decode()
+    return report
+
+
+def ready(report: dict[str, Any]) -> dict[str, Any] | None:
+    return report if report["ready"] else None
+
+
+def assert_compares_as_the_oracles_do(
+    report: dict[str, Any], live: dict[str, dict[str, Any]], shadow: dict[str, dict[str, Any]], rules: Path
+) -> None:
+    """The comparison of the two apps' topics says what the two offline runs say."""
+    both = live.keys() & shadow.keys()
+
+    def differing(field: str) -> int:
+        return sum(live[contact][field] != shadow[contact][field] for contact in both)
+
+    def hot(snapshots: dict[str, dict[str, Any]]) -> set[str]:
+        return {contact for contact, snapshot in snapshots.items() if snapshot["temperature_label"] == "hot"}
+
+    assert report["versions"] == {
+        "live": {"default-2026.11": len(live)},
+        "shadow": {load_rules(rules).version: len(shadow)},
+    }
+    assert report["contacts"] == {
+        "in_both": len(both),
+        "only_live": len(live.keys() - shadow.keys()),
+        "only_shadow": len(shadow.keys() - live.keys()),
+    }
+    expected = {"stage": differing("stage"), "temperature": differing("temperature_label")}
+    assert {kind: report["changed"].get(kind, 0) for kind in expected} == expected and expected["temperature"] > 0
+    assert report["hot"] == {
+        "live": len(hot(live)),
+        "shadow": len(hot(shadow)),
+        "became": len(hot(shadow) - hot(live)),
+        "no_longer": len(hot(live) - hot(shadow)),
+    }
+    largest = max(abs(shadow[contact]["score"] - live[contact]["score"]) for contact in both)
+    first = report["largest"][0]
+    assert abs(first["shadow"] - first["live"]) == largest
 
 
 def without_shared_cookies(lines: list[bytes]) -> list[bytes]:

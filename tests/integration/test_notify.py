@@ -20,7 +20,7 @@ from leadpulse.notify.failures import failure_from
 from leadpulse.notify.service import failures_topic
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.settings import Settings
-from tests.integration.harness import read_all, run_cli, wait_for, write_outputs
+from tests.integration.harness import read_all, run_cli, topic_configs, wait_for, write_outputs
 from tests.integration.receiver import CLOSE, FAIL, GONE, OK, TIMEOUT, Endpoint, Receivers, new_secret, retry_after
 
 pytestmark = pytest.mark.integration
@@ -168,7 +168,7 @@ def test_a_permanent_refusal_is_dead_lettered_at_once_and_redrive_delivers_it_on
     same webhook-id, once the receiver takes them. Routes choose by segment, model and score
     (bigdeals takes enterprise alerts of the saas model scoring 90+), and an alert older than
     max_alert_age goes nowhere."""
-    settings = make_settings(notify_port=free_port(), notify_max_backoff_s=2.0)
+    settings = make_settings(notify_port=free_port(), notify_max_backoff_s=2.0, event_retention=2 * 86_400_000)
     secret = new_secret()
     legacy = receivers.add("legacy", secrets=(secret,))
     bigdeals = receivers.add("bigdeals", secrets=(secret,))
@@ -214,6 +214,11 @@ min_score = 90
     assert {(failure.destination, failure.reason, failure.attempts) for failure in failed} == {
         ("legacy", "HTTP 410", 1)
     }
+    # The failures hold alerts (personal data): notify made their topic with the event topics'
+    # lifetime, not the broker's default (docs/erasure.md).
+    (config_of_failures,) = topic_configs(settings, [failures_topic(settings)]).values()
+    assert config_of_failures["cleanup.policy"] == "delete"
+    assert config_of_failures["retention.ms"] == str(settings.event_retention)  # 2 d, not the broker's 7 d
     assert sorted(request.webhook_id for request in legacy.requests) == sorted(fresh), "each was tried once"
     assert wait_for(lambda: bigdeals.delivered_ids() == ["hot:big@acme.io:0"], 10, 0.2), bigdeals.delivered_ids()
     assert notify.metric("leadpulse_notify_skipped_total", 'destination="legacy",reason="too_old"') == 1

@@ -113,11 +113,18 @@ NOT_RUN = {
     "kubectl -n leadpulse create secret generic leadpulse-kafka --from-file=sasl-password=kafka-password": K8S,
     "kubectl -n leadpulse create secret generic leadpulse-api-tokens --from-file=tokens=api-tokens": K8S,
     "kubectl -n leadpulse create secret generic leadpulse-write-keys --from-file=write-keys=write-keys": K8S,
+    "kubectl -n leadpulse create secret generic leadpulse-notify --from-file=sales-slack-url=slack-url"
+    " --from-file=crm-signing-secret=crm-secret": K8S,
     "kubectl apply -k deploy/k8s/base": K8S,
     "LEADPULSE_APP_ID=leadpulse-rules-v2 LEADPULSE_TOPIC_PREFIX=rules-v2. LEADPULSE_RULES=my-rules.toml "
     "LEADPULSE_DATA_DIR=.leadpulse/rules-v2 LEADPULSE_WEB_PORT=6067 .venv/bin/leadpulse worker": (
         "tests/integration/test_isolation.py runs this re-scoring worker (a new app id and prefix, other rules) "
         "beside the live one and checks each against its own offline oracle"
+    ),
+    ".venv/bin/leadpulse rules compare --shadow-app leadpulse-rules-v2 --shadow-prefix rules-v2. "
+    "--rules my-rules.toml": (
+        "tests/integration/test_isolation.py runs it (with --json) on that re-scoring worker and checks the report "
+        "against both offline oracles"
     ),
     "deploy/kafka/broker.sh start": SUITE_BROKER,
     "deploy/kafka/broker.sh stop": SUITE_BROKER,

@@ -2,27 +2,8 @@
 worker only checks its topics, refusing to start while one is missing; `leadpulse topics
 create` makes them, with the configured replication, min.insync.replicas and compression."""
 
-import asyncio
-
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-
-from leadpulse.streams.security import client_options
 from leadpulse.streams.startup import topic_specs
-from tests.integration.harness import run_cli
-
-
-def topic_configs(settings, names):
-    async def read():
-        admin = AIOKafkaAdminClient(**client_options(settings))
-        await admin.start()
-        try:
-            responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
-        finally:
-            await admin.close()
-        return {r[3]: {e[0]: e[1] for e in r[4]} for response in responses for r in response.resources}
-
-    return asyncio.run(read())
+from tests.integration.harness import run_cli, topic_configs
 
 
 def test_no_create_mode_checks_and_an_administrator_creates(make_settings, workers):

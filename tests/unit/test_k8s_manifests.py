@@ -1,7 +1,8 @@
 """The Kubernetes manifests (deploy/k8s): valid objects for kubeconform in strict mode, against
 Kubernetes' own schemas (`make ops-tools` builds them), and in agreement with the code: every
-LEADPULSE_ variable a pod gets is a setting the worker or collector accepts, ports and probe
-paths are the ones they serve, the RocksDB volume is where the worker keeps its tables."""
+LEADPULSE_ variable a pod gets is a setting the worker, collector or notify accepts, ports and
+probe paths are the ones they serve, the RocksDB volume is where the worker keeps its tables,
+notify's config file loads with the secrets mounted where it reads them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ import pytest
 import yaml
 
 from leadpulse.collector.service import Collector
+from leadpulse.notify.config import SLACK_RATE_PER_S, load_notify_config
+from leadpulse.notify.service import web_app
 from leadpulse.schemas.limits import DEFAULT_LIMITS
 from leadpulse.scoring.rules import load_rules
 from leadpulse.streams.pipeline import create_app
@@ -30,6 +34,10 @@ FILE_CONTENTS = {  # what a Secret would hold, for a *_FILE setting to be read
     "LEADPULSE_SASL_PASSWORD_FILE": "a-kafka-password\n",
     "LEADPULSE_API_TOKENS_FILE": "api-token-0123456789abcdef  # dashboards\n",
     "LEADPULSE_WRITE_KEYS_FILE": "write-key-0123456789  # web site\n",
+}
+NOTIFY_SECRETS = {  # what the leadpulse-notify Secret would hold, by key
+    "sales-slack-url": "https://hooks.slack.com/services/T0000/B0000/0123456789abcdef\n",
+    "crm-signing-secret": "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
 }
 
 
@@ -49,7 +57,9 @@ def find(kind: str, name: str) -> dict[str, Any]:
 
 WORKER = find("StatefulSet", "leadpulse-worker")
 COLLECTOR = find("Deployment", "leadpulse-collector")
+NOTIFY = find("Deployment", "leadpulse-notify")
 CONFIG = find("ConfigMap", "leadpulse")["data"]
+WORKLOADS = {"worker": WORKER, "collector": COLLECTOR, "notify": NOTIFY}
 
 
 def container(workload: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +136,7 @@ def test_the_manifests_are_valid_kubernetes_objects_in_kubeconforms_strict_mode(
     }
 
 
-@pytest.mark.parametrize("workload", [WORKER, COLLECTOR], ids=["worker", "collector"])
+@pytest.mark.parametrize("workload", WORKLOADS.values(), ids=WORKLOADS.keys())
 def test_every_leadpulse_variable_a_pod_gets_is_a_setting_its_process_accepts(workload, tmp_path):
     env = environment(workload, tmp_path)
     settings = Settings.from_env(env)  # an unknown or bad LEADPULSE_ variable stops start-up
@@ -136,7 +146,7 @@ def test_every_leadpulse_variable_a_pod_gets_is_a_setting_its_process_accepts(wo
         assert settings.write_keys_file is not None
 
 
-@pytest.mark.parametrize("workload", [WORKER, COLLECTOR], ids=["worker", "collector"])
+@pytest.mark.parametrize("workload", WORKLOADS.values(), ids=WORKLOADS.keys())
 def test_secrets_come_from_files_mounted_from_secrets_never_from_the_configmap(workload):
     assert not {name for name in CONFIG if re.search("PASSWORD|TOKEN|KEY", name) and not name.endswith("_FILE")}
     for variable in container(workload)["env"]:
@@ -150,16 +160,18 @@ def test_without_enable_service_links_off_kubernetes_variables_would_stop_the_po
     for leadpulse-worker that is LEADPULSE_WORKER_SERVICE_HOST, which the worker refuses."""
     with pytest.raises(SettingsError, match="LEADPULSE_WORKER_SERVICE_HOST: unknown setting"):
         Settings.from_env({"LEADPULSE_WORKER_SERVICE_HOST": "10.0.0.1"})
-    for workload in (WORKER, COLLECTOR):
+    for workload in WORKLOADS.values():
         assert workload["spec"]["template"]["spec"]["enableServiceLinks"] is False
 
 
 def test_the_pods_listen_and_advertise_on_the_ports_the_settings_name(tmp_path):
     worker = Settings.from_env(environment(WORKER, tmp_path))
     collector = Settings.from_env(environment(COLLECTOR, tmp_path))
+    notify = Settings.from_env(environment(NOTIFY, tmp_path))
     assert container(WORKER)["ports"] == [{"name": "http", "containerPort": worker.web_port}]
     assert container(COLLECTOR)["ports"] == [{"name": "http", "containerPort": collector.collect_port}]
-    assert worker.web_host == collector.collect_host == "0.0.0.0"
+    assert container(NOTIFY)["ports"] == [{"name": "http", "containerPort": notify.notify_port}]
+    assert worker.web_host == collector.collect_host == notify.notify_host == "0.0.0.0"
     # each worker advertises its own pod's name under the headless Service, on its port
     headless = find("Service", WORKER["spec"]["serviceName"])
     assert headless["spec"]["clusterIP"] == "None"
@@ -175,16 +187,17 @@ def served_paths(tmp_path: Path) -> dict[str, set[str]]:
     return {
         "worker": set(worker),
         "collector": {route.resource.canonical for route in collector.router.routes() if route.resource},
+        "notify": {route.resource.canonical for route in web_app(None).router.routes() if route.resource},  # type: ignore[arg-type]
     }
 
 
-@pytest.mark.parametrize("workload", [WORKER, COLLECTOR], ids=["worker", "collector"])
+@pytest.mark.parametrize("workload", WORKLOADS.values(), ids=WORKLOADS.keys())
 def test_ready_is_health_and_alive_is_an_answer_that_a_long_restore_or_a_broker_outage_does_not_stop(
     workload, tmp_path
 ):
     """/health is 503 while restoring or while the broker is away: as liveness it would restart
     a pod in the middle of its restore (which begins again) or during an outage."""
-    name = "worker" if workload is WORKER else "collector"
+    name = next(name for name, one in WORKLOADS.items() if one is workload)
     spec = container(workload)
     assert spec["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     for probe in ("livenessProbe", "startupProbe") if workload is WORKER else ("livenessProbe",):
@@ -206,8 +219,10 @@ def test_workers_standbys_and_disruptions_fit_the_partitions(tmp_path):
     settings = Settings.from_env(environment(WORKER, tmp_path))
     replicas = WORKER["spec"]["replicas"]
     assert replicas <= settings.partitions  # a worker more than partitions would sit idle
+    # a notify pod without a partition of the output topics is never ready (/health: 503)
+    assert NOTIFY["spec"]["replicas"] <= settings.partitions
     assert settings.standby_replicas < replicas  # a standby lives on another worker than the active copy
-    for workload in (WORKER, COLLECTOR):
+    for workload in WORKLOADS.values():
         budget = find("PodDisruptionBudget", workload["metadata"]["name"])
         assert budget["spec"]["selector"]["matchLabels"] == workload["spec"]["template"]["metadata"]["labels"]
         assert budget["spec"]["maxUnavailable"] == 1 < workload["spec"]["replicas"]
@@ -218,7 +233,8 @@ def test_the_kubernetes_prometheus_configuration_scrapes_the_jobs_the_alert_rule
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     queried = {job for rule in alert_rules() for job in re.findall(r'job="([^"]+)"', rule["expr"])}
     assert queried <= set(jobs)
-    for job, workload in (("leadpulse-worker", WORKER), ("leadpulse-collector", COLLECTOR)):
+    for name, workload in WORKLOADS.items():
+        job = f"leadpulse-{name}"
         keep = next(rule for rule in jobs[job]["relabel_configs"] if rule["action"] == "keep")
         label = workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
         port = container(workload)["ports"][0]["name"]
@@ -227,3 +243,39 @@ def test_the_kubernetes_prometheus_configuration_scrapes_the_jobs_the_alert_rule
             "__meta_kubernetes_pod_label_app_kubernetes_io_name",
             "__meta_kubernetes_pod_container_port_name",
         ]
+
+
+def test_notifys_config_file_loads_with_its_secrets_read_from_files_mounted_from_the_notify_secret(tmp_path):
+    """The file the pod's command names is the ConfigMap's, mounted; every file it reads a
+    secret from (signing secrets, the Slack URL) is an item of a mounted Secret; with those
+    files in place it loads as `leadpulse notify run` loads it (no variable needed)."""
+    spec = container(NOTIFY)
+    assert spec["args"][:2] == ["notify", "run"]
+    (config_path,) = spec["args"][2:]
+    volumes = {volume["name"]: volume for volume in NOTIFY["spec"]["template"]["spec"]["volumes"]}
+    mount = next(m for m in spec["volumeMounts"] if config_path.startswith(m["mountPath"].rstrip("/") + "/"))
+    config_map = find("ConfigMap", volumes[mount["name"]]["configMap"]["name"])
+    text = config_map["data"][config_path.removeprefix(mount["mountPath"].rstrip("/") + "/")]
+
+    read = [
+        path
+        for destination in tomllib.loads(text)["destinations"].values()
+        for key in ("url_file", "secret_file")
+        for path in ([destination[key]] if isinstance(destination.get(key), str) else destination.get(key, []))
+    ]
+    assert read, "the example reads no secret from a file"
+    for path in read:
+        secret, key = mounted_secret(NOTIFY, path)
+        assert secret == "leadpulse-notify" and key in NOTIFY_SECRETS
+        (tmp_path / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path.lstrip("/")).write_text(NOTIFY_SECRETS[key])
+    local = tmp_path / "notify.toml"
+    local.write_text(text.replace('"/run/secrets/', f'"{tmp_path}/run/secrets/'))
+    config = load_notify_config(local, environ={})
+    assert config.destinations and config.routes
+
+    # rate_per_s is each pod's: all the pods together stay within Slack's rate per channel
+    for destination in config.destinations.values():
+        if destination.kind == "slack":
+            assert destination.rate_per_s is not None
+            assert destination.rate_per_s * NOTIFY["spec"]["replicas"] <= SLACK_RATE_PER_S

@@ -435,3 +435,21 @@ def test_a_denied_operation_exits_at_once_in_one_line_where_refusals_exit(clock,
         "TopicAuthorizationFailedError: scores (was an ACL of this user revoked? `leadpulse topics commands` lists "
         "the ones the worker needs)"
     )
+
+
+async def test_a_denial_crashing_the_consumer_thread_exits_as_the_apps_crash_does(monkeypatch):
+    """The worker's group commit runs in Faust's consumer thread: a revoked group ACL can crash
+    that thread before the app sees it; it must end in the same one line and exit code."""
+    from aiokafka.errors import GroupAuthorizationFailedError
+    from faust.transport.drivers import aiokafka as aiokafka_driver
+
+    steps: list[str] = []
+
+    async def faust_crash(self, exc):
+        steps.append(f"faust crash {type(exc).__name__}")
+
+    monkeypatch.setattr(aiokafka_driver.AIOKafkaConsumerThread, "crash", faust_crash)
+    monkeypatch.setattr(quiet, "exit_if_denied", lambda exc: steps.append(f"checked {type(exc).__name__}"))
+    thread = object.__new__(quiet.QuietConsumerThread)
+    await thread.crash(GroupAuthorizationFailedError("leadpulse"))
+    assert steps == ["checked GroupAuthorizationFailedError", "faust crash GroupAuthorizationFailedError"]
