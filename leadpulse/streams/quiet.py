@@ -498,6 +498,12 @@ class LogThrottle(logging.Filter):
             if getattr(record, FLUSH_ATTR, False):
                 self.flush(force=True)
             return True
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and BROKERS.refusal_grace_s is not None and _denial(error) is not None:
+            # Faust logs a denied commit with its traceback before it crashes: the exit's one
+            # line comes instead, now (exit_if_denied), as it would a moment later.
+            exit_if_denied(error)
+            return False
         now = self.clock()
         if record.levelno < self.min_level:
             if now >= self._next_due:

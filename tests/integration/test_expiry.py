@@ -100,6 +100,8 @@ def test_anonymous_contacts_and_departure_markers_age_out_as_the_offline_scorer_
         for key, _ in read_all(settings, accounts, idle_s=0.5)
         if key is not None and key.startswith(DEPARTURES_PREFIX) and departure_of(key)[1] == marker_key
     ]
-    assert index and written(settings, accounts, index[0]) == [b"", None], "its index entry, written then deleted"
+    # written, then deleted: the key is in the changelog, its last record a tombstone (compaction
+    # may already have removed the entry it deletes: the suite's compaction lag is seconds)
+    assert index and written(settings, accounts, index[0]) in ([b"", None], [None]), "its index entry, not deleted"
     assert worker.metric("leadpulse_expired_total", 'kind="departure"') >= 1
     assert worker.running()

@@ -3,6 +3,7 @@ fake clock (no sleeps, no broker)."""
 
 import asyncio
 import logging
+import sys
 import threading
 from types import SimpleNamespace
 
@@ -453,3 +454,29 @@ async def test_a_denial_crashing_the_consumer_thread_exits_as_the_apps_crash_doe
     thread = object.__new__(quiet.QuietConsumerThread)
     await thread.crash(GroupAuthorizationFailedError("leadpulse"))
     assert steps == ["checked GroupAuthorizationFailedError", "faust crash GroupAuthorizationFailedError"]
+
+
+def test_a_denial_logged_with_its_traceback_is_the_exits_one_line_instead(monkeypatch):
+    """Faust logs a denied offset commit with a traceback before crashing: in a process that
+    exits on refusals, that record is dropped and the exit's one line written at once."""
+    from aiokafka.errors import GroupAuthorizationFailedError
+
+    exits: list[str] = []
+    monkeypatch.setattr(quiet.BROKERS, "refusal_grace_s", 30.0)
+    monkeypatch.setattr(quiet, "exit_if_denied", lambda error: exits.append(type(error).__name__))
+    throttle = LogThrottle(logging.StreamHandler(), status=lambda: None)
+
+    def record(error: Exception) -> logging.LogRecord:
+        try:
+            raise error
+        except Exception:
+            return logging.getLogger("faust").makeRecord(
+                "faust", logging.ERROR, __file__, 1, "Got exception: %r", (error,), sys.exc_info()
+            )
+
+    assert throttle.filter(record(GroupAuthorizationFailedError("leadpulse"))) is False
+    assert throttle.filter(record(RuntimeError("not a denial"))) is True
+    assert exits == ["GroupAuthorizationFailedError"]
+    monkeypatch.setattr(quiet.BROKERS, "refusal_grace_s", None)  # a test's own app: never exits
+    fresh = LogThrottle(logging.StreamHandler(), status=lambda: None)
+    assert fresh.filter(record(GroupAuthorizationFailedError("leadpulse"))) is True
