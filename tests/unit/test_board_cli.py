@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
-import pytest
-
 from leadpulse.cli.board import shown_database
 from leadpulse.cli.main import main
-
-
-@pytest.fixture
-def clean_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("LEADPULSE_"):
-            monkeypatch.delenv(name)
-    return monkeypatch
 
 
 def test_without_a_tokens_file_the_board_refuses_to_start_naming_the_setting(clean_env, capsys):

@@ -21,15 +21,6 @@ from leadpulse.streams import startup
 from leadpulse.streams.settings import HELP, Settings, env_name
 
 
-@pytest.fixture
-def clean_env(monkeypatch):
-    """No LEADPULSE_* variable of the machine leaks into a test."""
-    for name in list(os.environ):
-        if name.startswith("LEADPULSE_"):
-            monkeypatch.delenv(name)
-    return monkeypatch
-
-
 def stderr_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
