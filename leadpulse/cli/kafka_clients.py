@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from leadpulse.schemas.events import contact_key
@@ -155,37 +155,51 @@ async def read_topic(
         await consumer.stop()
 
 
-async def history_of(settings: Settings, topic: str) -> bytes:
-    """Every record a topic holds now, from its beginning to the end offsets read at the
-    start (records produced meanwhile are not waited for), as JSON lines ordered by record
-    timestamp (a partition's own order kept): what `leadpulse backtest --from-topic` scores.
-    A line break inside a value becomes a space, which JSON allows between its tokens and
-    never inside a string, so each record stays one line, valid or not as it was sent."""
+async def read_to_end(settings: Settings, topic: str) -> list[ConsumerRecord[bytes, bytes]] | None:
+    """Every record a topic holds now, each partition from its beginning to the end offset
+    read at the start (records produced meanwhile are not waited for), without joining a
+    consumer group; None: there is no such topic."""
     consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         cluster = await consumer._client.fetch_all_metadata()  # as notify's redrive reads it
         partitions = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
         if not partitions:
-            raise LookupError(f"no topic {topic} on {settings.broker}")
+            return None
         consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        # not seek_to_beginning: its position() may answer the end (docs/faust-notes.md, aiokafka)
+        for tp, first in (await consumer.beginning_offsets(partitions)).items():
+            consumer.seek(tp, first)
         ends = await consumer.end_offsets(partitions)
-        records: list[tuple[int, int, int, bytes]] = []
+        records: list[ConsumerRecord[bytes, bytes]] = []
         remaining = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
         while remaining:
             batches = await consumer.getmany(*remaining, timeout_ms=500, max_records=5_000)
             for tp, batch in batches.items():
-                records.extend(
-                    (record.timestamp, tp.partition, record.offset, record.value)
-                    for record in batch
-                    if record.offset < ends[tp] and record.value is not None
-                )
+                records.extend(record for record in batch if record.offset < ends[tp])
             remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
     finally:
         await consumer.stop()
-    records.sort(key=lambda record: record[:3])
-    return b"".join(value.replace(b"\r", b" ").replace(b"\n", b" ") + b"\n" for *_, value in records)
+    return records
+
+
+async def history_of(settings: Settings, topic: str) -> bytes:
+    """Every record a topic holds now (read_to_end), as JSON lines ordered by record
+    timestamp (a partition's own order kept): what `leadpulse backtest --from-topic` scores.
+    A line break inside a value becomes a space, which JSON allows between its tokens and
+    never inside a string, so each record stays one line, valid or not as it was sent."""
+    records = await read_to_end(settings, topic)
+    if records is None:
+        raise LookupError(f"no topic {topic} on {settings.broker}")
+    kept = sorted(
+        (
+            (record.timestamp, record.partition, record.offset, record.value)
+            for record in records
+            if record.value is not None
+        ),
+        key=lambda record: record[:3],
+    )
+    return b"".join(value.replace(b"\r", b" ").replace(b"\n", b" ") + b"\n" for *_, value in kept)
 
 
 def latest_by_key(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, Any]:

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from leadpulse.cli.kafka_clients import latest_by_key
+from leadpulse.cli.kafka_clients import latest_by_key, read_to_end
 from leadpulse.scoring.rollout import Comparison, compare
 from leadpulse.streams.offsets import first_and_end_offsets
 from leadpulse.streams.security import client_options
@@ -51,25 +51,8 @@ async def unread(shadow: Settings) -> int:
 
 async def latest_snapshots(settings: Settings) -> dict[str, Any]:
     """The app's `contact-scores` as compaction leaves it: the latest snapshot per contact."""
-    partitions, _ = await partitions_of(settings, [settings.topic(SCORES)])
-    if not partitions:
-        return {}
-    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        records: list[tuple[bytes | None, bytes | None]] = []
-        remaining = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=500, max_records=5_000)
-            for partition, batch in batches.items():
-                records.extend((record.key, record.value) for record in batch if record.offset < ends[partition])
-            remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
-    finally:
-        await consumer.stop()
-    return latest_by_key(records)
+    records = await read_to_end(settings, settings.topic(SCORES))
+    return latest_by_key((record.key, record.value) for record in records or ())
 
 
 async def shadow_report(live: Settings, shadow: Settings, limit: int) -> tuple[int, Comparison]:
