@@ -22,7 +22,7 @@ from leadpulse.streams.recovery import BulkTableManager
 from leadpulse.streams.security import describe, faust_credentials
 from leadpulse.streams.settings import FAUST_PREFIXES, Settings
 from leadpulse.streams.startup import ACCOUNTS_TABLE, TABLE
-from leadpulse.streams.tables import AccountTable, ContactTable
+from leadpulse.streams.tables import AccountTable, ContactTable, RocksDBMemory
 from leadpulse.streams.topics import Topics, declare_topics
 from leadpulse.streams.transport import App
 
@@ -111,6 +111,7 @@ def create_app(settings: Settings) -> Pipeline:
         value_type=bytes,
         help="Per-account state: an aggregate and one key per member (scoring.accounts bytes)",
     )
+    memory = RocksDBMemory(settings.rocksdb_memory_bytes)  # both tables' databases share it
     metrics = Metrics.create()
     metrics.rules.info({"version": rules.version})
     if settings.store == "rocksdb://":
@@ -119,7 +120,9 @@ def create_app(settings: Settings) -> Pipeline:
     monitor = app.monitor = PeriodicPrometheusMonitor(metrics=faust_metrics)
     app.timer(PUBLISH_INTERVAL_S)(_publish(monitor))
     app.task(_announce(app, describe(settings)))
-    pipeline = Pipeline(settings, rules, app, topics, ContactTable(table), metrics, AccountTable(accounts))
+    pipeline = Pipeline(
+        settings, rules, app, topics, ContactTable(table, memory), metrics, AccountTable(accounts, memory)
+    )
     from leadpulse.streams.web import register_views
 
     register_views(pipeline)

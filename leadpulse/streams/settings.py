@@ -104,6 +104,7 @@ class Settings:
     cooling_interval_s: float = 60.0
     batch_size: int = 1000
     buffer_bytes: int = 64_000_000
+    rocksdb_memory_bytes: int = 256 * 1024 * 1024  # all of the worker's RocksDB databases together
     batch_within_s: float = 0.05
     session_timeout_s: float = 10.0
     standby_replicas: int = 1
@@ -275,6 +276,7 @@ HELP: dict[str, str] = {
     "cooling_interval_s": "Re-evaluate cooling scores this often: seconds or a duration ('1m'), 0..86400; 0 is off.",
     "batch_size": "Most events scored in one batch, 1..100000.",
     "buffer_bytes": "Bytes of fetched records waiting for an agent, about, 1000000..4000000000.",
+    "rocksdb_memory_bytes": "RocksDB cache and write buffers of all table partitions, 33554432..1099511627776.",
     "batch_within_s": "Longest wait to fill a batch: seconds or a duration, 0..86400.",
     "session_timeout_s": "Kafka consumer session and rebalance timeout: seconds or a duration, 6..1800.",
     "standby_replicas": "Other workers keeping a warm copy of each table partition, 0..10 (a quicker takeover).",
@@ -590,6 +592,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "web_port": _whole(1, 65_535),
     "batch_size": _whole(1, 100_000),
     "buffer_bytes": _whole(1_000_000, 4_000_000_000),
+    "rocksdb_memory_bytes": _whole(32 * 1024**2, 1024**4),
     "data_dir": lambda _name, raw: Path(raw),
     "rules": _existing_file("rules file"),
     "write_keys_file": _existing_file("write keys file"),

@@ -70,11 +70,15 @@ def partition_of(event: Any) -> Iterator[None]:
 class Table:
     """A Faust table of bytes, read from and written to a partition's local store directly."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, memory: RocksDBMemory | None = None) -> None:
         self.table = table
         store = table.data
         if isinstance(store, RocksDBStore) and store.use_rocksdict:  # Faust has no hook for rocksdict's options
-            store.rocksdb_options.__class__ = ErasingOptions
+            if memory is None:
+                raise ValueError("a RocksDB table needs the worker's RocksDBMemory")
+            options: Any = store.rocksdb_options
+            options.__class__ = ErasingOptions
+            options.memory = memory
 
     def read(self, key: bytes, partition: int | None) -> bytes | None:
         """A scoring batch knows the key's partition: RocksDB is read from that partition's
@@ -122,9 +126,14 @@ class StateTable(Table, Generic[S]):
     """A table of states kept as bytes, one per key, written a partition's batch at a time."""
 
     def __init__(
-        self, table: Any, decode: Callable[[bytes], S], encode: Callable[[S], bytes], key: Callable[[S], str]
+        self,
+        table: Any,
+        decode: Callable[[bytes], S],
+        encode: Callable[[S], bytes],
+        key: Callable[[S], str],
+        memory: RocksDBMemory | None = None,
     ) -> None:
-        super().__init__(table)
+        super().__init__(table, memory)
         self.decode, self.encode, self.key = decode, encode, key
 
     def get(self, key: str, partition: int | None = None) -> S | None:
@@ -164,8 +173,8 @@ class ContactTable(StateTable[ContactState]):
     """Contacts, and the erasure markers kept among them (scoring.erasure) under keys no
     contact id has, so that a marker moves with its contact's partition."""
 
-    def __init__(self, table: Any) -> None:
-        super().__init__(table, from_bytes, to_bytes, lambda state: state.contact_id)
+    def __init__(self, table: Any, memory: RocksDBMemory | None = None) -> None:
+        super().__init__(table, from_bytes, to_bytes, lambda state: state.contact_id, memory)
         # Memory store only (one mapping for all partitions, no sorted reads): the earliest
         # deadline in each partition's expiry index, so that it is not read at every batch.
         self._next_due: dict[int, int] = {}
@@ -258,8 +267,10 @@ class AccountTable(Table):
     stored with: after a rebalance gave the partition to another worker and back, or a
     restart, the account is read again from the store (recovered from the changelog)."""
 
-    def __init__(self, table: Any, cached_entries: int = ACCOUNT_CACHE_ENTRIES) -> None:
-        super().__init__(table)
+    def __init__(
+        self, table: Any, memory: RocksDBMemory | None = None, cached_entries: int = ACCOUNT_CACHE_ENTRIES
+    ) -> None:
+        super().__init__(table, memory)
         self.cached_entries = cached_entries
         self._cache: OrderedDict[str, tuple[AccountState, int]] = OrderedDict()  # with its entries when counted
         self._held = 0  # entries counted in the cache
@@ -355,32 +366,64 @@ class AccountTable(Table):
                     yield key, value
 
 
-# What one partition's database may hold in memory (docs/guarantees.md#bounds): memtables,
-# and the cache of blocks read. Faust's defaults (a 64 MB write buffer, up to 3, and a 2 GB
-# cache) for each of a worker's databases let memtables and their write-ahead log grow with
-# the writes until one reached 64 MB: the 30-minute soak's RSS rose 7-10 MiB a minute.
+# What one partition's database may hold in memory before it flushes (docs/guarantees.md#bounds):
+# Faust's defaults (a 64 MB write buffer, up to 3, and a 2 GB cache) for each of a worker's
+# databases let memtables and their write-ahead log grow with the writes until one reached
+# 64 MB: the 30-minute soak's RSS rose 7-10 MiB a minute.
 WRITE_BUFFER_BYTES = 8 * 1024 * 1024
 WRITE_BUFFERS = 2
-BLOCK_CACHE_BYTES = 16 * 1024 * 1024
+# A memtable takes memory in blocks of this size (RocksDB's default: an eighth of the write
+# buffer). A database holds at least one block; with many databases under one budget a smaller
+# block keeps what the idle ones hold small: 32 databases under a 16 MiB memtable limit
+# peaked at 77 MB with 1 MiB blocks and at 33 MB with these (tests/unit/test_rocksdb_memory.py).
+ARENA_BLOCK_BYTES = 256 * 1024
+
+
+class RocksDBMemory:
+    """One memory budget for all of a worker's databases (`LEADPULSE_ROCKSDB_MEMORY_BYTES`):
+    a worker opens one database per table partition it owns or keeps as a standby, so a
+    bound per database would grow with the partitions. One block cache of the budget is
+    shared by all of them, and their memtables are charged to that cache and flushed once
+    they take half of it (RocksDB's write buffer manager), so blocks and memtables together
+    stay within about the budget however many partitions the worker holds (the manager's
+    limit is soft: a write flushes its own database's memtable once all of them together are
+    over it; docs/guarantees.md#bounds)."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.cache = rocksdict.Cache(budget_bytes)
+        self.write_buffers = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
+            budget_bytes // 2, False, self.cache
+        )
 
 
 class ErasingOptions(RocksDBOptions):
-    """Faust's RocksDB options with bounded memory (WRITE_BUFFERS x WRITE_BUFFER_BYTES of
-    memtables and BLOCK_CACHE_BYTES of cache per database), and a MANIFEST that RocksDB starts
-    anew at every change of its files. The MANIFEST logs each SST file's first and last key,
-    and keeps the log until it outgrows `max_manifest_file_size` (1 GB by default): an erased
-    contact's id, the boundary of a file long compacted away, would stay there. A new
-    MANIFEST holds only the live files; it costs one small write per flush or compaction."""
+    """Faust's RocksDB options with bounded memory (the worker's `RocksDBMemory`, and at most
+    WRITE_BUFFERS x WRITE_BUFFER_BYTES of memtables per database, so that its write-ahead log
+    stays as small), and a MANIFEST that RocksDB starts anew at every change of its files. The
+    MANIFEST logs each SST file's first and last key, and keeps the log until it outgrows
+    `max_manifest_file_size` (1 GB by default): an erased contact's id, the boundary of a file
+    long compacted away, would stay there. A new MANIFEST holds only the live files; it costs
+    one small write per flush or compaction."""
 
     # Read by Faust's as_options; class attributes, as this class replaces Faust's on the
     # options object Faust made (Table.__init__ above), which sets none of them itself.
     write_buffer_size = WRITE_BUFFER_BYTES
     max_write_buffer_number = WRITE_BUFFERS
-    block_cache_size = BLOCK_CACHE_BYTES
+    memory: RocksDBMemory  # set by Table.__init__ on the options object
 
     def as_options(self) -> Any:
         options = super().as_options()
         options.set_max_manifest_file_size(1)
+        options.set_write_buffer_manager(self.memory.write_buffers)
+        options.set_arena_block_size(ARENA_BLOCK_BYTES)
+        # Faust's table options again (bloom filter, binary-search index), with the shared
+        # cache in place of the one it makes per database of `block_cache_size` (2 GB).
+        table = rocksdict.BlockBasedOptions()
+        table.set_bloom_filter(self.bloom_filter_size, block_based=True)
+        table.set_block_cache(self.memory.cache)
+        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        options.set_block_based_table_factory(table)
         return options
 
 
