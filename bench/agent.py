@@ -5,6 +5,7 @@ scoring, the per-contact states, snapshots and records, the table), without Faus
 consumer, aiokafka's producer, the broker or the other processes of a shared machine.
 
     python -m bench.agent [--events 100000] [--contacts 10000] [--runs 3] [--profile N]
+                          [--against GIT_REF] [--instructions]
 
 Batches are cut as the worker takes them from a pre-loaded topic: `batch_size` records in
 the order the topic's partitions hold them, one chunk per partition; what the agent
@@ -13,7 +14,9 @@ re-keys to `events-by-contact` comes back in a later batch, as through Kafka. Pr
 events); `--profile N` prints cProfile's N largest self and cumulative times of one more
 run. Each run's last snapshot of each contact must equal the offline scorer's.
 `--against GIT_REF` runs another commit's agent the same way in alternating fresh processes
-(before/after in one run, bench/versions.py).
+(before/after in one run, bench/versions.py); `--instructions` counts instructions per event
+with callgrind instead (the first 20,000 and 40,000 events, differenced), which the load of a
+shared machine does not move.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import cProfile
 import io
 import os
 import pstats
+import re
 import statistics
 import subprocess
 import sys
@@ -38,6 +42,7 @@ import orjson
 from aiokafka.structs import ConsumerRecord
 
 from bench.pipeline import differences
+from bench.versions import package_at
 from leadpulse.cli.offline import score_lines
 from leadpulse.cli.traffic import DAY_MS, Traffic
 from leadpulse.schemas.events import contact_key
@@ -50,6 +55,8 @@ from leadpulse.streams.runtime import tune_gc
 from leadpulse.streams.settings import Settings
 
 NOW_MS = now_ms()
+HERE = str(Path(__file__).resolve().parent.parent)
+TAKEN = (20_000, 40_000)  # events scored by the two counted runs of --instructions
 
 
 class DroppedBatch:
@@ -186,18 +193,46 @@ def traffic_lines(events: int, contacts: int) -> list[bytes]:
     return [orjson.dumps(event) for event in traffic.events(events)]
 
 
-def child(events: int, contacts: int, partitions: int) -> None:
-    """One fresh agent: prints its CPU µs per event; fails unless its last snapshot of each
-    contact is the offline scorer's."""
-    lines = traffic_lines(events, contacts)
-    seconds, latest = asyncio.run(score_all(lines, partitions))
-    oracle = {view.contact_id: snapshot_record(view) for view in score_lines(lines, load_rules()).snapshots(None)}
-    published = {key.decode(): orjson.loads(value) for key, value in latest.items() if key and value}
-    if published != oracle:
-        raise SystemExit(
-            f"the agent's contact-scores differ from the offline scorer's:\n{differences(published, oracle)}"
-        )
+def child(args: argparse.Namespace) -> None:
+    """One fresh agent on the first `--take` events (all by default): prints its CPU µs per
+    event; fails unless its last snapshot of each contact is the offline scorer's (skipped
+    with `--take`, which counts instructions)."""
+    lines = traffic_lines(args.events, args.contacts)[: args.take]
+    seconds, latest = asyncio.run(score_all(lines, args.partitions))
+    if args.take is None:
+        oracle = {view.contact_id: snapshot_record(view) for view in score_lines(lines, load_rules()).snapshots(None)}
+        published = {key.decode(): orjson.loads(value) for key, value in latest.items() if key and value}
+        if published != oracle:
+            raise SystemExit(f"contact-scores differ from the offline scorer's:\n{differences(published, oracle)}")
     print(f"{seconds * 1e6 / len(lines):.1f}")
+
+
+def instructions(tree: Path, args: argparse.Namespace) -> int:
+    """Instructions per event of the agent of `tree`, counted by callgrind: the counts of
+    scoring the first TAKEN[0] and TAKEN[1] events, differenced (start-up, imports and the
+    traffic's generation cancel out)."""
+    counts = []
+    for take in TAKEN:
+        command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+        command += [*child_command(args), "--take", str(take)]
+        done = subprocess.run(
+            command, env=child_environment(tree), cwd=HERE, capture_output=True, text=True, check=False
+        )
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if done.returncode != 0 or found is None:
+            raise SystemExit(f"callgrind failed:\n{done.stderr[-2000:]}")
+        counts.append(int(found.group(1)))
+    return (counts[1] - counts[0]) // (TAKEN[1] - TAKEN[0])
+
+
+def child_command(args: argparse.Namespace) -> list[str]:
+    command = [sys.executable, "-m", "bench.agent", "--child", "--events", str(args.events)]
+    return [*command, "--contacts", str(args.contacts), "--partitions", str(args.partitions)]
+
+
+def child_environment(tree: Path) -> dict[str, str]:
+    """The `leadpulse` package of `tree` first on the path, then this checkout (for `bench`)."""
+    return {**os.environ, "PYTHONPATH": f"{tree}:{HERE}", "PYTHONHASHSEED": "0"}
 
 
 def main() -> None:
@@ -208,31 +243,31 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile's N largest entries")
     parser.add_argument("--against", metavar="GIT_REF", help="also run another commit's agent, interleaved")
+    parser.add_argument("--instructions", action="store_true", help="count instructions per event (callgrind)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--take", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.events, args.contacts, args.partitions)
+        child(args)
         return
-    trees = {"this checkout": Path(__file__).resolve().parent.parent}
+    trees = {"this checkout": Path(HERE)}
     if args.against:
-        from bench.versions import package_at
-
         trees = {args.against: package_at(args.against, Path(tempfile.mkdtemp())), **trees}
-    here = str(Path(__file__).resolve().parent.parent)
+    if args.instructions:
+        for name, tree in trees.items():
+            print(f"{name}: {instructions(tree, args):,} instructions per event", flush=True)
+        return
     results: dict[str, list[float]] = {name: [] for name in trees}
     for _ in range(args.runs):
         for name, tree in trees.items():
-            command = [sys.executable, "-m", "bench.agent", "--child"]
-            command += ["--events", str(args.events), "--contacts", str(args.contacts)]
-            command += ["--partitions", str(args.partitions)]
-            environment = {**os.environ, "PYTHONPATH": f"{tree}:{here}", "PYTHONHASHSEED": "0"}
-            done = subprocess.run(command, env=environment, cwd=here, capture_output=True, text=True, check=True)
+            done = subprocess.run(
+                child_command(args), env=child_environment(tree), cwd=HERE, capture_output=True, text=True, check=True
+            )
             results[name].append(float(done.stdout.split()[-1]))
             print(f"  {name}: {results[name][-1]:.1f} µs CPU per event", flush=True)
     for name, values in results.items():
-        print(
-            f"{name}: median {statistics.median(values):.1f} µs CPU per event ({', '.join(f'{v:.1f}' for v in values)})"
-        )
+        each = ", ".join(f"{value:.1f}" for value in values)
+        print(f"{name}: median {statistics.median(values):.1f} µs CPU per event ({each})")
     if args.profile:
         lines = traffic_lines(args.events, args.contacts)
         profile = cProfile.Profile()
