@@ -65,6 +65,7 @@ from leadpulse.scoring.accounts import Member, account_updates, leaving, member_
 from leadpulse.scoring.engine import (
     HotLead,
     Output,
+    StageChange,
     apply,
     attach,
     linked_ids,
@@ -166,6 +167,14 @@ class ScoringAgent:
         self.rekeyed_topic = pipeline.topics.by_contact.get_topic_name()
         self.cooling_topic = pipeline.topics.cooling.get_topic_name()
         self.erasures_topic = pipeline.topics.erasures.get_topic_name()
+        # Named once: Faust's get_topic_name() per record was ~1% of the agent (bench/README.md).
+        self.scores_topic = pipeline.topics.scores.get_topic_name()
+        self.members_topic = pipeline.topics.account_members.get_topic_name()
+        self.changelog_topic = pipeline.contacts.table.changelog_topic.get_topic_name()
+        self.output_topics = {
+            HotLead: (pipeline.topics.hot_leads.get_topic_name(), "hot_lead"),
+            StageChange: (pipeline.topics.stage_changes.get_topic_name(), "stage_change"),
+        }
         # Counted per batch and added to the Prometheus counters once (bench/README.md).
         self.events: Counter[str] = Counter()
         self.outputs: Counter[str] = Counter()
@@ -555,11 +564,10 @@ class ScoringAgent:
         """The publication, once its changelog record, snapshot and member records are known
         to fit their topics (RecordTooLarge otherwise)."""
         key, encoded = state.contact_id.encode(), self.contacts.encode(state)
-        limits.check(self.contacts.table.changelog_topic.get_topic_name(), key, encoded)
-        limits.check(self.topics.scores.get_topic_name(), key, view)
-        members_topic = self.topics.account_members.get_topic_name()
+        limits.check(self.changelog_topic, key, encoded)
+        limits.check(self.scores_topic, key, view)
         for member_key, member in members:
-            limits.check(members_topic, member_key, member)
+            limits.check(self.members_topic, member_key, member)
         return state, encoded, view, members
 
     def _check_fits(self, state: ContactState, at_ms: int) -> None:
@@ -579,7 +587,7 @@ class ScoringAgent:
         """To the account's own partition of account-members, keyed by account as member records."""
         key = account.encode()
         alerts.add(
-            self.topics.account_members.get_topic_name(),
+            self.members_topic,
             home_partition(key, self.settings.partitions),
             key,
             member_to_bytes(record),
@@ -589,8 +597,7 @@ class ScoringAgent:
     def _store(self, work: PartitionWork, prepared: Prepared, outbox: Outbox) -> None:
         """One table write, one snapshot and at most one member record per contact per batch.
         An erased contact gets a tombstone in contact-scores and in the changelog."""
-        scores = self.topics.scores.get_topic_name()
-        members = self.topics.account_members.get_topic_name()
+        scores, members = self.scores_topic, self.members_topic
         cooling = self.settings.cooling_interval_s
         partition = work.partition
         index = list(work.index)  # an expired contact's key and index entry go, a stored one's entry moves
@@ -611,9 +618,10 @@ class ScoringAgent:
                 and not self.contacts.has(aging_key(partition, due, contact_id), partition)
             ):
                 index.append((aging_key(partition, due, contact_id), b""))  # stored before expiry was
-            outbox.add(scores, partition, state.contact_id.encode(), view)
+            # Checked against the same limits as they were prepared (_fitting).
+            outbox.add_checked(scores, partition, state.contact_id.encode(), view)
             for key, value in records:
-                outbox.add(members, home_partition(key, self.settings.partitions), key, value)
+                outbox.add_checked(members, home_partition(key, self.settings.partitions), key, value)
             if cooling:
                 self.pipeline.cooling.set(state.contact_id, state.cooling_due_ms)
         encoded = ((state.contact_id, data) for state, data, _, _ in prepared)
@@ -624,16 +632,12 @@ class ScoringAgent:
         """All of an event's outputs, or none (RecordTooLarge: one would be too large)."""
         records = []
         for output in outputs:
-            topic, kind = (
-                (self.topics.hot_leads, "hot_lead")
-                if isinstance(output, HotLead)
-                else (self.topics.stage_changes, "stage_change")
-            )
-            record = (topic.get_topic_name(), output.contact_id.encode(), dumps(output_record(output)))
+            topic, kind = self.output_topics[type(output)]
+            record = (topic, output.contact_id.encode(), dumps(output_record(output)))
             outbox.limits.check(*record)
             records.append((kind, record))
         for kind, (name, key, value) in records:
-            outbox.add(name, partition, key, value)
+            outbox.add_checked(name, partition, key, value)
             self.outputs[kind] += 1
 
     def _add_nurtures(self, partition: int, records: tuple[Nurture, ...], outbox: Outbox) -> None:

@@ -112,7 +112,7 @@ class Table:
         for key, value in records:  # all checked before anything is written: RecordTooLarge changes nothing
             outbox.limits.check(changelog, key, value)
         for key, value in records:
-            outbox.add(changelog, partition, key, value)
+            outbox.add_checked(changelog, partition, key, value)
         store = self.table.data
         _write_local(store, partition, records)
         outbox.on_delivered(changelog, partition, partial(store.set_persisted_offset, TP(changelog, partition)))
