@@ -626,6 +626,7 @@ class ScoringAgent:
                 self.pipeline.cooling.set(state.contact_id, state.cooling_due_ms)
         encoded = ((state.contact_id, data) for state, data, _, _ in prepared)
         self.contacts.put_encoded(partition, encoded, outbox, work.erased, work.expired, index=index)
+        self.contacts.remember(state for state, _, _, _ in prepared)
         self.outputs["snapshot"] += len(work.results)
 
     def _add_outputs(self, partition: int, outputs: tuple[Output, ...], outbox: Outbox) -> None:
