@@ -5,7 +5,7 @@ producer that acknowledges them at once. What it measures is the agent's CPU per
 Faust's consumer, aiokafka's producer, the broker or the other processes of a shared machine.
 
     python -m bench.agent [--events 100000] [--contacts 10000] [--runs 3] [--profile N]
-                          [--against GIT_REF] [--instructions]
+                          [--batch-size N] [--against GIT_REF] [--instructions]
 
 Batches are cut as the worker takes them from a pre-loaded topic: `batch_size` records in
 the order the topic's partitions hold them, one chunk per partition; what the agent
@@ -146,7 +146,7 @@ def batches(by_partition: dict[int, list[ConsumerRecord[Any, Any]]], size: int) 
 
 
 async def score_all(
-    lines: list[bytes], partitions: int, profile: cProfile.Profile | None = None
+    lines: list[bytes], partitions: int, batch_size: int, profile: cProfile.Profile | None = None
 ) -> tuple[float, dict[bytes | None, bytes | None]]:
     """CPU seconds the agent spent on `lines` (set-up excluded), and the last contact-scores
     record of each key."""
@@ -158,6 +158,7 @@ async def score_all(
         store="rocksdb://",
         partitions=partitions,
         cooling_interval_s=0.0,
+        batch_size=batch_size,
         data_dir=Path(tempfile.mkdtemp(prefix="leadpulse-bench-agent-")),
     )
     pipeline = create_app(settings)
@@ -198,7 +199,7 @@ def child(args: argparse.Namespace) -> None:
     event; fails unless its last snapshot of each contact is the offline scorer's (skipped
     with `--take`, which counts instructions)."""
     lines = traffic_lines(args.events, args.contacts)[: args.take]
-    seconds, latest = asyncio.run(score_all(lines, args.partitions))
+    seconds, latest = asyncio.run(score_all(lines, args.partitions, args.batch_size))
     if args.take is None:
         oracle = {view.contact_id: snapshot_record(view) for view in score_lines(lines, load_rules()).snapshots(None)}
         published = {key.decode(): orjson.loads(value) for key, value in latest.items() if key and value}
@@ -227,7 +228,8 @@ def instructions(tree: Path, args: argparse.Namespace) -> int:
 
 def child_command(args: argparse.Namespace) -> list[str]:
     command = [sys.executable, "-m", "bench.agent", "--child", "--events", str(args.events)]
-    return [*command, "--contacts", str(args.contacts), "--partitions", str(args.partitions)]
+    command += ["--contacts", str(args.contacts), "--partitions", str(args.partitions)]
+    return [*command, "--batch-size", str(args.batch_size)]
 
 
 def child_environment(tree: Path) -> dict[str, str]:
@@ -241,6 +243,7 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=10_000)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=Settings().batch_size, help="LEADPULSE_BATCH_SIZE")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile's N largest entries")
     parser.add_argument("--against", metavar="GIT_REF", help="also run another commit's agent, interleaved")
     parser.add_argument("--instructions", action="store_true", help="count instructions per event (callgrind)")
@@ -271,7 +274,7 @@ def main() -> None:
     if args.profile:
         lines = traffic_lines(args.events, args.contacts)
         profile = cProfile.Profile()
-        asyncio.run(score_all(lines, args.partitions, profile))
+        asyncio.run(score_all(lines, args.partitions, args.batch_size, profile))
         for order in ("tottime", "cumulative"):
             out = io.StringIO()
             pstats.Stats(profile, stream=out).sort_stats(order).print_stats(args.profile)
