@@ -13,7 +13,7 @@ re-keys to `events-by-contact` comes back in a later batch, as through Kafka. Pr
 µs per event (`time.process_time`, the median of `--runs` fresh agents on the same
 events); `--profile N` prints cProfile's N largest self and cumulative times of one more
 run. Each run's last snapshot of each contact must equal the offline scorer's.
-`--against GIT_REF` runs another commit's agent the same way in alternating fresh processes
+`--against GIT_REF` (repeatable) runs another commit's agent the same way in alternating fresh processes
 (before/after in one run, bench/versions.py); `--instructions` counts instructions per event
 with callgrind instead (the first 5,000 and 15,000 events, differenced; ~5 minutes a count
 with `--events 15000 --contacts 1500`), which the load of a shared machine does not move.
@@ -216,9 +216,7 @@ def instructions(tree: Path, args: argparse.Namespace) -> int:
     for take in TAKEN:
         command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
         command += [*child_command(args), "--take", str(take)]
-        done = subprocess.run(
-            command, env=child_environment(tree), cwd=HERE, capture_output=True, text=True, check=False
-        )
+        done = subprocess.run(command, env=child_environment(), cwd=tree, capture_output=True, text=True, check=False)
         found = re.search(r"Collected : (\d+)", done.stderr)
         if done.returncode != 0 or found is None:
             raise SystemExit(f"callgrind failed:\n{done.stderr[-2000:]}")
@@ -232,9 +230,10 @@ def child_command(args: argparse.Namespace) -> list[str]:
     return [*command, "--batch-size", str(args.batch_size)]
 
 
-def child_environment(tree: Path) -> dict[str, str]:
-    """The `leadpulse` package of `tree` first on the path, then this checkout (for `bench`)."""
-    return {**os.environ, "PYTHONPATH": f"{tree}:{HERE}", "PYTHONHASHSEED": "0"}
+def child_environment() -> dict[str, str]:
+    """For a child run in a tree's folder: `python -m` puts that folder first on the path
+    (its `leadpulse` package), then this checkout (for `bench`)."""
+    return {**os.environ, "PYTHONPATH": HERE, "PYTHONHASHSEED": "0"}
 
 
 def main() -> None:
@@ -245,7 +244,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=Settings().batch_size, help="LEADPULSE_BATCH_SIZE")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile's N largest entries")
-    parser.add_argument("--against", metavar="GIT_REF", help="also run another commit's agent, interleaved")
+    parser.add_argument(
+        "--against", metavar="GIT_REF", action="append", default=[], help="also run this commit's agent (repeatable)"
+    )
     parser.add_argument("--instructions", action="store_true", help="count instructions per event (callgrind)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--take", type=int, help=argparse.SUPPRESS)
@@ -254,8 +255,7 @@ def main() -> None:
         child(args)
         return
     trees = {"this checkout": Path(HERE)}
-    if args.against:
-        trees = {args.against: package_at(args.against, Path(tempfile.mkdtemp())), **trees}
+    trees = {ref: package_at(ref, Path(tempfile.mkdtemp())) for ref in args.against} | trees
     if args.instructions:
         for name, tree in trees.items():
             print(f"{name}: {instructions(tree, args):,} instructions per event", flush=True)
@@ -264,7 +264,7 @@ def main() -> None:
     for _ in range(args.runs):
         for name, tree in trees.items():
             done = subprocess.run(
-                child_command(args), env=child_environment(tree), cwd=HERE, capture_output=True, text=True, check=True
+                child_command(args), env=child_environment(), cwd=tree, capture_output=True, text=True, check=True
             )
             results[name].append(float(done.stdout.split()[-1]))
             print(f"  {name}: {results[name][-1]:.1f} µs CPU per event", flush=True)
