@@ -102,6 +102,7 @@ from leadpulse.scoring.nurture import Nurture, revisit, revisit_due_ms
 from leadpulse.scoring.state import ContactState
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.chunks import Part, Record
+from leadpulse.streams.metrics import observe_all
 from leadpulse.streams.outbox import BatchProducer, DeliveryFailed, Outbox, kafka_producer
 from leadpulse.streams.partitioning import home_partition
 from leadpulse.streams.pipeline import SCORING, Pipeline
@@ -682,8 +683,7 @@ class ScoringAgent:
                 metric.labels(label).inc(count)
         if self.unmapped:
             self.metrics.unmapped_events.inc(self.unmapped)
-        for age in self.event_ages:
-            self.metrics.event_age_seconds.observe(age)
+        observe_all(self.metrics.event_age_seconds, self.event_ages)
         self._clear_counts()
         self.metrics.batch_seconds.observe(perf_counter() - started)
         self.metrics.batch_events.observe(size)
