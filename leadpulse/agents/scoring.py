@@ -547,8 +547,8 @@ class ScoringAgent:
         view = snapshot_of(state, at, self.rules)
         account, updates = account_updates(view_of(state, self.rules), view, self.rules, version)
         # The batch's own state (read from the table or built by its fold, referenced by
-        # nothing else): finished in place, where a copy of its 28 fields cost ~5% of the
-        # agent (bench/README.md). None of these fields is one the engine's caches read.
+        # nothing else): finished in place, where a copy of its 28 fields cost ~6% of the
+        # agent's instructions (bench/README.md). None of these fields is one the engine's caches read.
         published = state
         published.published_ms, published.cooling_due_ms, published.account_sent = at, due, account
         records = []
