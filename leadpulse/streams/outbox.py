@@ -108,6 +108,12 @@ class Outbox:
         self.limits.check(topic, key, value)
         self._records[(topic, partition)].append((key, value, timestamp_ms))
 
+    def add_checked(
+        self, topic: str, partition: int, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None
+    ) -> None:
+        """`add` a record its caller has just checked against `limits` (RecordLimits.check)."""
+        self._records[(topic, partition)].append((key, value, timestamp_ms))
+
     def on_delivered(self, topic: str, partition: int, callback: Delivered) -> None:
         """Call back once the broker has the partition's records of this outbox."""
         self._on_delivered[(topic, partition)] = callback

@@ -482,6 +482,7 @@ async def test_a_state_from_before_the_app_id_named_the_re_keyed_topic_takes_the
         scorer.contacts.table.data[contact.encode()] = scorer.contacts.encode(
             replace(stored, positions={"r": 90_000})  # as the version before wrote it
         )
+        await scorer.contacts.table.call_recover_callbacks()  # restarted: nothing kept decoded from before
         copied = raw_event("demo_requested", event_id="copied-1", contact_id=contact)
         await put_at(agent, orjson.dumps(copied), contact.encode(), 0)
         assert await settled(lambda: scorer.contacts.get(contact).positions == {"r": 90_000, scoring_module.REKEYED: 0})
