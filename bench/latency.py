@@ -168,6 +168,7 @@ def main() -> None:
             web_port=free_port(),
             cooling_interval_s=0.0,
             batch_within_s=args.batch_within,
+            core="pure",  # unless --compiled, which gives the worker the build (compiled_env)
         )
         results = []
         for rate in args.rates:

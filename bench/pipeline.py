@@ -320,8 +320,13 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="leadpulse-bench-"))
     with broker_url(args.broker, work) as url:
-        base = Settings(
-            broker=url, partitions=args.partitions, store=args.store, web_port=free_port(), cooling_interval_s=0.0
+        base = Settings(  # the pure core, but for the compiled variants (given the build: compiled_env)
+            broker=url,
+            partitions=args.partitions,
+            store=args.store,
+            web_port=free_port(),
+            cooling_interval_s=0.0,
+            core="pure",
         )
         run_all(Bench(lines, oracle, base, work), args)
 

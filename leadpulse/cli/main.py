@@ -14,8 +14,10 @@ from pathlib import Path
 
 import orjson
 
+from leadpulse import __version__
 from leadpulse.cli.notify import add_notify_commands
 from leadpulse.cli.preflight import CommandError
+from leadpulse.core import describe
 from leadpulse.notify.config import NotifyConfigError
 from leadpulse.schemas.limits import InputLimits, RecordLimits
 from leadpulse.scoring.rules import Rules, RulesError, load_rules
@@ -58,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leadpulse", description="Real-time lead scoring on Kafka.")
+    parser.add_argument("--version", action="version", version=f"leadpulse {__version__}; scoring core: {describe()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     rules = commands.add_parser("rules", help="work with rules files")
@@ -622,13 +625,11 @@ def _worker(args: argparse.Namespace) -> int:
     if ignored:
         print(f"leadpulse worker: ignoring {', '.join(ignored)}: the worker reads LEADPULSE_* only", file=sys.stderr)
     from leadpulse.app import app
-    from leadpulse.scoring import is_compiled
     from leadpulse.streams.deadline import CRASH_EXIT_DEADLINE_S
     from leadpulse.streams.quiet import BROKERS
     from leadpulse.streams.runtime import tune_gc
 
-    if is_compiled():
-        print("leadpulse worker: the scoring core is the compiled build (LEADPULSE_COMPILE=1)", file=sys.stderr)
+    print(f"leadpulse worker: the scoring core is {describe()}", file=sys.stderr)
 
     tune_gc()
     app.exit_deadline_s = CRASH_EXIT_DEADLINE_S
