@@ -44,6 +44,7 @@ import leadpulse
 SETTING = "LEADPULSE_CORE"
 CHOICES = ("auto", "compiled", "pure")
 BUILD_FILES = ("setup.py", "pyproject.toml")  # in the digest where they are (a checkout)
+STALE = "the compiled build is of other sources: make setup rebuilds it"
 _NOT_SOURCES = ("__pycache__",)
 _BUILT_SUFFIXES = (".so", ".pyc")  # what a build adds beside the sources; not in the digest
 _KEPT = 2  # builds kept: the newest one, and the one a process started before it may still import from
@@ -92,8 +93,8 @@ def find_build(root: Path) -> tuple[Path | None, str]:
     if (tree / "leadpulse").is_dir():
         return tree, ""
     if cache.is_dir() and any(path.is_dir() and not path.name.startswith(".") for path in cache.iterdir()):
-        return None, "the compiled build is of other sources (make setup rebuilds it)"
-    return None, "there is no compiled build of these sources (make setup builds one where a C compiler exists)"
+        return None, STALE
+    return None, "there is no compiled build of these sources: make setup builds one where a C compiler exists"
 
 
 def select(environ: Mapping[str, str] = os.environ) -> None:
@@ -114,7 +115,7 @@ def select(environ: Mapping[str, str] = os.environ) -> None:
         if choice == "compiled":
             raise CoreError(f"{SETTING}=compiled, but {why}")
         _Chosen.pure_because = why
-        if sys.stderr.isatty():  # said to the person at the terminal; logs get the worker's line
+        if why == STALE and sys.stderr.isatty():  # to the one editing; logs get the worker's line
             print(f"leadpulse: the pure Python core runs: {why}", file=sys.stderr)
         return
     if {"leadpulse.scoring", "leadpulse.schemas"} & sys.modules.keys():
@@ -127,7 +128,7 @@ def select(environ: Mapping[str, str] = os.environ) -> None:
 
 
 def _bad(choice: str) -> str:
-    return f"bad setting: {SETTING}={choice[:80]}: one of {', '.join(CHOICES)}"
+    return f"bad setting: {SETTING}={choice[:80]!r}: one of {', '.join(CHOICES)}"
 
 
 def _compiled_in_place() -> bool:

@@ -281,8 +281,7 @@ HELP: dict[str, str] = {
     "session_timeout_s": "Kafka consumer session and rebalance timeout: seconds or a duration, 6..1800.",
     "standby_replicas": "Other workers keeping a warm copy of each table partition, 0..10 (a quicker takeover).",
     "log_level": "debug, info, warning (or warn), error or critical.",
-    "core": "The scoring core: auto (the compiled build where there is one of these sources, else the pure "
-    "Python code), compiled (stop if there is none) or pure.",
+    "core": "Scoring core: auto (compiled where built for these sources, else pure), compiled (or stop), pure.",
     "max_record_bytes": "Largest input record scored, in bytes, 1000..900000; larger ones are dead-lettered.",
     "max_properties": "Most keys in an event's properties object, 1..10000.",
     "max_depth": "Deepest nesting of a value inside properties, 1..100.",

@@ -73,7 +73,7 @@ def test_a_build_is_used_only_for_the_exact_sources_it_was_made_from(tmp_path):
         before = edited.read_text()
         edited.write_text(before + "# edited\n")
         tree, why = find_build(tmp_path)
-        assert tree is None and why == "the compiled build is of other sources (make setup rebuilds it)", edited
+        assert tree is None and why == "the compiled build is of other sources: make setup rebuilds it", edited
         edited.write_text(before)
     assert find_build(tmp_path) == (made, "")
 
@@ -81,7 +81,7 @@ def test_a_build_is_used_only_for_the_exact_sources_it_was_made_from(tmp_path):
 def test_a_bad_leadpulse_core_stops_any_command_in_one_line_naming_the_setting():
     done = leadpulse("--version", core="fast")
     assert done.returncode == 2 and done.stdout == b""
-    assert done.stderr.decode() == "leadpulse: bad setting: LEADPULSE_CORE=fast: one of auto, compiled, pure\n"
+    assert done.stderr.decode() == "leadpulse: bad setting: LEADPULSE_CORE='fast': one of auto, compiled, pure\n"
 
 
 def test_leadpulse_core_pure_runs_the_pure_code_and_says_so():
@@ -94,6 +94,27 @@ def test_the_leadpulse_command_runs_the_compiled_build_by_default(compiled_build
     for core in ("auto", "compiled"):
         done = leadpulse("--version", core=core, cwd=tmp_path)  # from any folder: the install knows its build
         assert done.stdout.decode() == "leadpulse 0.1.0; scoring core: the compiled build (mypyc)\n", done.stderr
+
+
+def test_after_an_edit_of_the_sources_the_command_runs_them_not_the_build_of_the_old_ones(compiled_build, tmp_path):
+    """A checkout edited after `make setup`: here a copy of this one with its build."""
+    shutil.copytree(ROOT / "leadpulse", tmp_path / "leadpulse", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "pyproject.toml"):
+        shutil.copy2(ROOT / name, tmp_path / name)
+    shutil.copytree(compiled_build, tmp_path / ".leadpulse" / "compiled" / compiled_build.name, symlinks=True)
+    assert leadpulse("--version", core="auto", cwd=tmp_path).stdout.endswith(b"the compiled build (mypyc)\n")
+
+    with (tmp_path / "leadpulse" / "scoring" / "engine.py").open("a") as edited:
+        edited.write("# an edit\n")
+    done = leadpulse("--version", core="auto", cwd=tmp_path)
+    assert done.stdout.decode() == (
+        "leadpulse 0.1.0; scoring core: the pure Python code "
+        "(the compiled build is of other sources: make setup rebuilds it)\n"
+    )
+    refused = leadpulse("--version", core="compiled", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.decode() == (
+        "leadpulse: LEADPULSE_CORE=compiled, but the compiled build is of other sources: make setup rebuilds it\n"
+    )
 
 
 def test_the_compiled_core_writes_the_golden_corpus_byte_for_byte_as_the_pure_code(compiled_build, tmp_path):
