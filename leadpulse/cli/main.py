@@ -58,9 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+class _Version(argparse.Action):
+    """argparse's own would wrap the line to the terminal's width."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"leadpulse {__version__}; scoring core: {describe()}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leadpulse", description="Real-time lead scoring on Kafka.")
-    parser.add_argument("--version", action="version", version=f"leadpulse {__version__}; scoring core: {describe()}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and the scoring core it runs")
     commands = parser.add_subparsers(dest="command", required=True)
 
     rules = commands.add_parser("rules", help="work with rules files")

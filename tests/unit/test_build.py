@@ -148,7 +148,9 @@ def test_leadpulse_score_prints_the_same_bytes_compiled_and_pure_bad_lines_inclu
     printed = {}
     for core in ("compiled", "pure"):
         out = tmp_path / f"{core}.outputs.jsonl"
-        done = leadpulse("score", str(events), "--at", "last-event", "--events-out", str(out), "--jobs", "1", core=core)
+        # --at: the limit of the future (bad-4) is then from it, not from the clock
+        at = ("--at", "2026-08-01T00:00:00Z")
+        done = leadpulse("score", str(events), *at, "--events-out", str(out), "--jobs", "1", core=core)
         assert done.returncode == 0, done.stderr.decode()[-3000:]
         printed[core] = (done.stdout, done.stderr, out.read_bytes())
     stdout, stderr, outputs = printed["pure"]
