@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import hashlib
+import importlib
 import importlib.util
 import os
 import shutil
@@ -120,11 +121,20 @@ def select(environ: Mapping[str, str] = os.environ) -> None:
         return
     if {"leadpulse.scoring", "leadpulse.schemas"} & sys.modules.keys():
         raise RuntimeError("leadpulse.core.select() must run before the core is imported")
-    # The build is a whole copy of the package (identical sources, by the digest) with the
-    # compiled modules beside theirs: first on the package's path, its `.so` files are found
-    # before the sources' `.py`. Its folder on sys.path: the group's shared library is top-level.
+    # The build is a copy of the package (the same sources, by the digest) with the compiled
+    # modules beside theirs. Imported with the build first on the paths, the compiled packages
+    # come from it (a `.so` is found before a `.py`), and their own `__path__` keeps their later
+    # submodules there; then the paths are as before, and every other module is the sources'.
+    # The build's folder is on sys.path meanwhile for `leadpulse__mypyc`, the compiled group's
+    # shared library (a top-level module, loaded with the first compiled module).
     sys.path.insert(0, str(tree))
     leadpulse.__path__.insert(0, str(tree / "leadpulse"))
+    try:
+        for shim in sorted((tree / "leadpulse").glob("*/__init__.*.so")):
+            importlib.import_module(f"leadpulse.{shim.parent.name}")
+    finally:
+        leadpulse.__path__.remove(str(tree / "leadpulse"))
+        sys.path.remove(str(tree))
 
 
 def _bad(choice: str) -> str:

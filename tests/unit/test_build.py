@@ -96,6 +96,26 @@ def test_the_leadpulse_command_runs_the_compiled_build_by_default(compiled_build
         assert done.stdout.decode() == "leadpulse 0.1.0; scoring core: the compiled build (mypyc)\n", done.stderr
 
 
+def test_only_the_compiled_packages_come_from_the_build_every_other_module_from_the_sources(compiled_build):
+    """The files a module finds beside itself (deploy/kafka/broker.sh for `leadpulse demo`) and
+    its tracebacks stay the checkout's."""
+    script = (
+        "import sys; before = list(sys.path); from leadpulse.core import select; select(); "
+        "import leadpulse.cli.processes, leadpulse.scoring.engine, leadpulse.schemas.events; "
+        "print(leadpulse.cli.processes.BROKER_SCRIPT); print(leadpulse.scoring.engine.__file__); "
+        "print(leadpulse.schemas.events.__file__); print(sys.path == before)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPULSE_")} | {"LEADPULSE_CORE": "compiled"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    broker, engine, events, same_path = done.stdout.splitlines()
+    assert Path(broker) == ROOT / "deploy" / "kafka" / "broker.sh"
+    for compiled in (Path(engine), Path(events)):
+        assert compiled.is_relative_to(compiled_build) and compiled.suffix == ".so", compiled
+    assert same_path == "True"
+
+
 def test_after_an_edit_of_the_sources_the_command_runs_them_not_the_build_of_the_old_ones(compiled_build, tmp_path):
     """A checkout edited after `make setup`: here a copy of this one with its build."""
     shutil.copytree(ROOT / "leadpulse", tmp_path / "leadpulse", ignore=shutil.ignore_patterns("__pycache__"))
