@@ -19,6 +19,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, Self
 
+from mypy_extensions import mypyc_attr
+
 from leadpulse.scoring.erasure import ERASE_EVENT
 from leadpulse.scoring.nurture_rules import NurtureRules, parse_nurture
 from leadpulse.scoring.timeutil import parse_duration_ms
@@ -415,6 +417,7 @@ class Rules:
         return band_of(score, self.band_floors)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # notify.config's reader subclasses it, uncompiled
 class _Table:
     """Reads one TOML table, remembering the key path for errors and the keys it consumed.
 

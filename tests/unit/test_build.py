@@ -2,6 +2,7 @@
 (leadpulse/core.py, made by `make setup`) is what the `leadpulse` command runs, and must score
 every event byte for byte as the pure code does."""
 
+import base64
 import os
 import shutil
 import subprocess
@@ -29,11 +30,18 @@ BAD_LINES = [  # one of each kind of refusal: its reason is printed, compiled or
 ]
 
 
-def leadpulse(*args: str, core: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[bytes]:
+def leadpulse(
+    *args: str, core: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """`leadpulse ARGS` as a user runs it (the command chooses its core), with LEADPULSE_CORE=`core`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADPULSE_")} | {"LEADPULSE_CORE": core}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LEADPULSE_")} | (env or {})
     return subprocess.run(
-        [sys.executable, "-m", "leadpulse", *args], env=env, cwd=cwd, capture_output=True, timeout=300, check=False
+        [sys.executable, "-m", "leadpulse", *args],
+        env=environment | {"LEADPULSE_CORE": core},
+        cwd=cwd,
+        capture_output=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -158,6 +166,28 @@ def test_the_compiled_core_writes_the_golden_corpus_byte_for_byte_as_the_pure_co
     assert len(names) == 15 and names == sorted(path.name for path in folders["compiled"].iterdir())
     for name in names:
         assert (folders["compiled"] / name).read_bytes() == (folders["pure"] / name).read_bytes(), name
+
+
+def test_leadpulse_notify_check_reads_a_config_alike_compiled_and_pure(compiled_build, tmp_path):
+    """Its reader subclasses the rules file's, a class of the compiled core: mypyc refuses
+    that at the first instance unless the class allows it."""
+    config = (ROOT / "examples" / "notify.toml").read_text()
+    (tmp_path / "good.toml").write_text(config)
+    (tmp_path / "bad.toml").write_text(config.replace("[[routes]]", "[[routes]]\nmin_scor = 60", 1))
+    env = {"SALES_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/XXXX"}
+    env["CRM_WEBHOOK_SECRET"] = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    for name, code in (("good", 0), ("bad", 2)):
+        done = {
+            core: leadpulse("notify", "check", str(tmp_path / f"{name}.toml"), core=core, env=env)
+            for core in ("compiled", "pure")
+        }
+        assert done["pure"].returncode == code, done["pure"].stderr
+        assert (done["compiled"].returncode, done["compiled"].stdout, done["compiled"].stderr) == (
+            done["pure"].returncode,
+            done["pure"].stdout,
+            done["pure"].stderr,
+        )
+    assert b"min_scor: unknown key" in done["pure"].stderr
 
 
 def test_leadpulse_score_prints_the_same_bytes_compiled_and_pure_bad_lines_included(compiled_build, tmp_path):
