@@ -1,7 +1,8 @@
-"""Opt-in compiled build: `LEADPULSE_COMPILE=1` compiles the pure core (`leadpulse.scoring`)
-and the event validation (`leadpulse.schemas`) with mypyc, about twice as fast per event
-(bench/README.md). Everything else about the package is in pyproject.toml; without the
-variable the wheel is pure Python, the reference the test suite runs."""
+"""The compiled build: `LEADPULSE_COMPILE=1` compiles the pure core (`leadpulse.scoring`) and
+the event validation (`leadpulse.schemas`) with mypyc, about twice as fast per event
+(bench/README.md). `make setup` makes it (`python -m leadpulse.core build`, docs/compiled.md)
+and the `leadpulse` command runs it. Everything else about the package is in pyproject.toml;
+without the variable the wheel is pure Python, the reference the test suite runs."""
 
 import os
 from pathlib import Path

@@ -7,7 +7,7 @@ Prints medians of `--runs` runs, a ratio against the decode-only floor and again
 jsonschema-validated baseline measured in the same run, bytes of state per contact, and the
 same figures under bench/rules/many_models.toml (10 named models, 50 segments): the work per
 event of the events no model or segment concerns should not grow with them.
-`--compiled` also times the opt-in mypyc build (bench/compiled.py) in a child process on the
+`--compiled` also times the compiled build (mypyc; bench/compiled.py) in a child process on the
 same events, prints its ratio to the pure code and fails unless both folded the same states.
 `--against` times the core of another commit (its `leadpulse` package, `git archive`) and this
 checkout's in child processes, runs interleaved, on the same events and rules: the ratio of two
@@ -200,7 +200,7 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rules", help="rules file (default: the shipped rules), e.g. to measure named models")
-    parser.add_argument("--compiled", action="store_true", help="also time the opt-in mypyc build, checked equal")
+    parser.add_argument("--compiled", action="store_true", help="also time the compiled build (mypyc), checked equal")
     parser.add_argument("--against", metavar="GIT_REF", help="time this checkout's core against another commit's")
     parser.add_argument("--child-report", help=argparse.SUPPRESS)  # set by --compiled and --against for their children
     parser.add_argument("--child-of", help=argparse.SUPPRESS)  # which of them

@@ -11,7 +11,7 @@ event and no other. A hot lead of a batch is delivered before its snapshots (doc
 so these figures bound the produce → hot-lead latency from above. The tail consumer waits at
 most 5 ms per fetch. Prints p50/p95/p99/max per rate and writes bench/results/latency.svg.
 The issue's third rate is 70% of the worker's maximum: take it from `bench.pipeline` of the
-same build. `--compiled` runs the worker on the opt-in mypyc build (bench/compiled.py);
+same build. `--compiled` runs the worker on the compiled build (mypyc; bench/compiled.py);
 `--batch-within` sets how long a batch waits to fill (LEADPULSE_BATCH_WITHIN, 0.05 s by
 default), the worker's trade between events per batch and latency.
 """
@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--broker", default=None, help="use this broker instead of starting one")
     parser.add_argument("--chart", type=Path, default=RESULTS / "latency.svg", help="where the chart goes")
-    parser.add_argument("--compiled", action="store_true", help="run the worker on the opt-in mypyc build")
+    parser.add_argument("--compiled", action="store_true", help="run the worker on the compiled build (mypyc)")
     parser.add_argument("--batch-within", type=float, default=Settings.batch_within_s, metavar="SECONDS")
     args = parser.parse_args()
     tree = compiled_tree() if args.compiled else None
@@ -168,6 +168,7 @@ def main() -> None:
             web_port=free_port(),
             cooling_interval_s=0.0,
             batch_within_s=args.batch_within,
+            core="pure",  # unless --compiled, which gives the worker the build (compiled_env)
         )
         results = []
         for rate in args.rates:

@@ -13,7 +13,7 @@ record time), its CPU per event the process's CPU time (user + system, start-up 
 over the events. CPU per event is the figure to steer by on a noisy machine. Every run's
 final contact-scores is checked against the offline scorer (the oracle). Prints medians
 and ratios against our worker, and writes bench/results/pipeline.svg. `--compiled` adds our
-worker and the aiokafka loop on the opt-in mypyc build (bench/compiled.py), run from its own
+worker and the aiokafka loop on the compiled build (mypyc; bench/compiled.py), run from its own
 folder; `--workers N`
 adds our worker as a group of N processes (CPU time and peak RSS summed over the group).
 """
@@ -297,7 +297,7 @@ def main() -> None:
     parser.add_argument("--chart", type=Path, default=RESULTS / "pipeline.svg", help="where the chart goes")
     parser.add_argument("--only", nargs="+", choices=list(IMPLEMENTATIONS), help="run only these implementations")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy our worker this long")
-    parser.add_argument("--compiled", action="store_true", help="also run our worker on the opt-in mypyc build")
+    parser.add_argument("--compiled", action="store_true", help="also run our worker on the compiled build (mypyc)")
     parser.add_argument("--workers", type=int, default=1, help="also run our worker as a group of this many")
     parser.add_argument("--broker", default=None, help="use this broker instead of starting one")
     parser.add_argument(
@@ -320,8 +320,13 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="leadpulse-bench-"))
     with broker_url(args.broker, work) as url:
-        base = Settings(
-            broker=url, partitions=args.partitions, store=args.store, web_port=free_port(), cooling_interval_s=0.0
+        base = Settings(  # the pure core, but for the compiled variants (given the build: compiled_env)
+            broker=url,
+            partitions=args.partitions,
+            store=args.store,
+            web_port=free_port(),
+            cooling_interval_s=0.0,
+            core="pure",
         )
         run_all(Bench(lines, oracle, base, work), args)
 

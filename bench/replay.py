@@ -6,7 +6,7 @@ Writes synthetic traffic (cookies linked to contacts, accounts) to a temporary f
 scores it as the command does (decode, validate, fold, identity stitching, snapshots at the
 latest event time) with one process and with `--jobs` (default: one per CPU). Prints the
 medians of `--runs` runs in events/s, their ratio, and whether both printed the same.
-`--compiled` measures the opt-in mypyc build the same way (bench/compiled.py) and checks that
+`--compiled` measures the compiled build (mypyc) the same way (bench/compiled.py) and checks that
 it printed what the pure code printed.
 """
 
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=default_jobs())
-    parser.add_argument("--compiled", action="store_true", help="also measure the opt-in mypyc build, checked equal")
+    parser.add_argument("--compiled", action="store_true", help="also measure the compiled build, checked equal")
     parser.add_argument("--child-report", help=argparse.SUPPRESS)  # set by --compiled for its child process
     args = parser.parse_args()
     if args.child_report:

@@ -2,6 +2,6 @@
 
 import sys
 
-from leadpulse.cli.main import main
+from leadpulse.core import main
 
 sys.exit(main())

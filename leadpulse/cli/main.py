@@ -14,8 +14,10 @@ from pathlib import Path
 
 import orjson
 
+from leadpulse import __version__
 from leadpulse.cli.notify import add_notify_commands
 from leadpulse.cli.preflight import CommandError
+from leadpulse.core import describe
 from leadpulse.notify.config import NotifyConfigError
 from leadpulse.schemas.limits import InputLimits, RecordLimits
 from leadpulse.scoring.rules import Rules, RulesError, load_rules
@@ -56,8 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+class _Version(argparse.Action):
+    """argparse's own would wrap the line to the terminal's width."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"leadpulse {__version__}; scoring core: {describe()}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leadpulse", description="Real-time lead scoring on Kafka.")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and the scoring core it runs")
     commands = parser.add_subparsers(dest="command", required=True)
 
     rules = commands.add_parser("rules", help="work with rules files")
@@ -622,13 +633,11 @@ def _worker(args: argparse.Namespace) -> int:
     if ignored:
         print(f"leadpulse worker: ignoring {', '.join(ignored)}: the worker reads LEADPULSE_* only", file=sys.stderr)
     from leadpulse.app import app
-    from leadpulse.scoring import is_compiled
     from leadpulse.streams.deadline import CRASH_EXIT_DEADLINE_S
     from leadpulse.streams.quiet import BROKERS
     from leadpulse.streams.runtime import tune_gc
 
-    if is_compiled():
-        print("leadpulse worker: the scoring core is the compiled build (LEADPULSE_COMPILE=1)", file=sys.stderr)
+    print(f"leadpulse worker: the scoring core is {describe()}", file=sys.stderr)
 
     tune_gc()
     app.exit_deadline_s = CRASH_EXIT_DEADLINE_S

@@ -2,8 +2,8 @@
 
 
 def is_compiled() -> bool:
-    """Whether this is the opt-in mypyc build of the core (setup.py, LEADPULSE_COMPILE=1):
-    the worker says so at start, and a benchmark labelled compiled checks it."""
+    """Whether this is the compiled build of the core (mypyc; leadpulse/core.py): the worker
+    says which at start, and a benchmark labelled compiled checks it."""
     from leadpulse.scoring import engine
 
     return not engine.__file__.endswith(".py")

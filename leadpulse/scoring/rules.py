@@ -17,7 +17,9 @@ from functools import cache
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, NoReturn, Protocol, Self
+from typing import Any, ClassVar, NoReturn, Protocol, Self
+
+from mypy_extensions import mypyc_attr
 
 from leadpulse.scoring.erasure import ERASE_EVENT
 from leadpulse.scoring.nurture_rules import NurtureRules, parse_nurture
@@ -415,6 +417,7 @@ class Rules:
         return band_of(score, self.band_floors)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # notify.config's reader subclasses it, uncompiled
 class _Table:
     """Reads one TOML table, remembering the key path for errors and the keys it consumed.
 
@@ -423,8 +426,10 @@ class _Table:
     Another checked TOML file (notify.config) subclasses it with its own `error` and the
     `reference` its messages point to."""
 
-    error: type[ValueError] = RulesError
-    reference: str = SHIPPED_RULES
+    # Class attributes (ClassVar): compiled, a plain annotation would make them per-instance
+    # defaults, which the subclass's class attributes would not override.
+    error: ClassVar[type[ValueError]] = RulesError
+    reference: ClassVar[str] = SHIPPED_RULES
 
     def __init__(self, data: Any, path: str, source: str, keys: tuple[str, ...] = ()) -> None:
         self.source = source

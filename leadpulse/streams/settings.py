@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from leadpulse.core import CHOICES as CORE_CHOICES
 from leadpulse.schemas.limits import DEFAULT_LIMITS, InputLimits
 from leadpulse.scoring.timeutil import parse_duration_ms
 
@@ -109,6 +110,7 @@ class Settings:
     session_timeout_s: float = 10.0
     standby_replicas: int = 1
     log_level: str = "info"
+    core: str = "auto"  # read by the `leadpulse` command before anything else (leadpulse/core.py)
     max_record_bytes: int = DEFAULT_LIMITS.max_record_bytes
     max_properties: int = DEFAULT_LIMITS.max_properties
     max_depth: int = DEFAULT_LIMITS.max_depth
@@ -281,6 +283,7 @@ HELP: dict[str, str] = {
     "session_timeout_s": "Kafka consumer session and rebalance timeout: seconds or a duration, 6..1800.",
     "standby_replicas": "Other workers keeping a warm copy of each table partition, 0..10 (a quicker takeover).",
     "log_level": "debug, info, warning (or warn), error or critical.",
+    "core": "Scoring core: auto (compiled where built for these sources, else pure), compiled (or stop), pure.",
     "max_record_bytes": "Largest input record scored, in bytes, 1000..900000; larger ones are dead-lettered.",
     "max_properties": "Most keys in an event's properties object, 1..10000.",
     "max_depth": "Deepest nesting of a value inside properties, 1..100.",
@@ -639,6 +642,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "api_tokens_file": _tokens_file,
     "health_metrics": _switch,
     "log_contacts": _choice(LOG_CONTACTS),
+    "core": _choice(CORE_CHOICES),
     "security_protocol": _choice(SECURITY_PROTOCOLS),
     "sasl_mechanism": _choice(SASL_MECHANISMS),
     "sasl_password": lambda _name, raw: Secret(raw),

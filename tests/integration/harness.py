@@ -23,6 +23,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError
 
 from leadpulse.cli.kafka_clients import ensure_topic, input_producer, latest_by_key, produce_lines, read_topic
 from leadpulse.cli.processes import ROOT, free_port
+from leadpulse.core import find_build
 from leadpulse.streams.partitioning import home_partition
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
@@ -273,6 +274,12 @@ async def set_topic_config(settings: Settings, topic: str, config: dict[str, str
         await admin.close()
 
 
+# The core the suite's `leadpulse` processes run (docs/compiled.md): what a user gets, the
+# build `make setup` made, where it is of these sources; else the sources, and no test builds
+# one (`make demo` would: LEADPULSE_CORE=pure skips that).
+SUITE_CORE = "auto" if find_build(ROOT)[0] is not None else "pure"
+
+
 def isolated_settings(broker_port: int, name: str, folder: Path, **overrides: Any) -> Settings:
     """Settings of their own on the shared broker: topics, consumer group and data folder
     named `name`, free ports, the suite's fast test timings."""
@@ -288,5 +295,6 @@ def isolated_settings(broker_port: int, name: str, folder: Path, **overrides: An
         "cooling_interval_s": 0.0,
         "session_timeout_s": 6.0,  # the broker's least: a killed worker's place in the group ends sooner
         "batch_within_s": 0.05,
+        "core": SUITE_CORE,
     }
     return Settings(**(values | overrides))

@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from leadpulse.cli.processes import WorkerProcess
+from leadpulse.core import build
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_SHIPPED = (".venv", ".git", ".leadpulse", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis")
@@ -33,11 +34,11 @@ class Installed:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("LEADPULSE_", "PYTHON"))}
         self.env["PYTHONPATH"] = sysconfig.get_paths()["purelib"]  # the suite's dependencies, not its .pth
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(self.venv / "bin" / args[0]), *args[1:]],
             cwd=self.workdir,
-            env=self.env,
+            env=self.env | (env or {}),
             capture_output=True,
             text=True,
             timeout=120,
@@ -125,3 +126,36 @@ def test_the_installed_worker_starts_and_serves_health(installed, make_settings,
     finally:
         worker.stop()
     assert not (installed.workdir / ".leadpulse").exists(), "the data folder is the one LEADPULSE_DATA_DIR names"
+
+
+def test_a_compiled_build_of_the_same_sources_is_adopted_beside_the_installed_package_and_run(installed, tmp_path):
+    """The Docker image's second stage: the build made in the first (here: the checkout's, of
+    the same sources) moved beside the installed package, which then runs it by default."""
+    made = build(ROOT)
+    if isinstance(made, str):
+        pytest.skip(f"no compiled core here: {made}")
+    pure = installed.run("leadpulse", "score", "journey.jsonl")
+    other, same = tmp_path / "other" / "build", tmp_path / "same" / "build"
+    shutil.copytree(made, other, symlinks=True)
+    shutil.copytree(made, same, symlinks=True)
+    with (other / "leadpulse" / "scoring" / "engine.py").open("a") as edited:
+        edited.write("# another version of the sources\n")
+    refused = installed.run("python", "-m", "leadpulse.core", "adopt", str(other.parent))
+    assert refused.stdout == (
+        f"leadpulse: the pure Python core will run: no build in {other.parent} is of the installed sources\n"
+    )
+    assert installed.run("leadpulse", "--version").stdout.endswith(
+        "scoring core: the pure Python code "
+        "(there is no compiled build of these sources: make setup builds one where a C compiler exists)\n"
+    )
+    adopted = installed.run("python", "-m", "leadpulse.core", "adopt", str(same.parent))
+    try:
+        assert (adopted.returncode, adopted.stdout, adopted.stderr) == (0, "", "")
+        version = installed.run("leadpulse", "--version")
+        assert version.stdout == "leadpulse 0.1.0; scoring core: the compiled build (mypyc)\n", version.stderr
+        forced = installed.run("leadpulse", "--version", env={"LEADPULSE_CORE": "pure"})
+        assert forced.stdout.endswith("scoring core: the pure Python code (LEADPULSE_CORE=pure)\n")
+        compiled = installed.run("leadpulse", "score", "journey.jsonl")
+        assert compiled.returncode == 0 and (compiled.stdout, compiled.stderr) == (pure.stdout, pure.stderr)
+    finally:  # the other tests of this file run the installed package as pip left it
+        shutil.rmtree(installed.package_dir().parent / ".leadpulse")
