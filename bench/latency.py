@@ -86,10 +86,11 @@ async def measure(
     await producer.start()
     reader = asyncio.create_task(_read_probes(tail, received, tag))
     started = time.monotonic()
-    count, measured_from, cpu_before = 0, 0, 0.0
+    count, cpu_before = 0, 0.0
+    measured_from: int | None = None  # events sent before the measured span
     try:
         while (elapsed := time.monotonic() - started) < warm_up + seconds:
-            if elapsed >= warm_up and not measured_from:
+            if elapsed >= warm_up and measured_from is None:
                 measured_from, cpu_before = count, cpu_seconds_of(worker)
             due = int(elapsed * rate) + 1  # events owed by now: a burst per tick
             while count < due:
@@ -103,7 +104,7 @@ async def measure(
                         warm.add(key)
                 await producer.send(settings.input_topic, orjson.dumps(event), key=key)
             await asyncio.sleep(TICK_S)
-        measured = count - measured_from
+        measured = count - (measured_from or 0)
         achieved = measured / (time.monotonic() - started - warm_up)
         cpu_us = (cpu_seconds_of(worker) - cpu_before) * 1e6 / measured
         await producer.flush()
