@@ -106,7 +106,7 @@ class Settings:
     buffer_bytes: int = 64_000_000
     # From a batch's first event. 10 ms: p50 29 ms, p99 65 ms at 1,000 events/s (50 ms: 87 and
     # 228 ms); the CPU per event of 10-50 ms differed by less than the noise between runs, 5 ms
-    # cost up to 20% more at 200 events/s (bench/README.md, the latency section).
+    # cost 12-36% more at 200 events/s (bench/README.md, the latency section).
     batch_within_s: float = 0.01
     session_timeout_s: float = 10.0
     standby_replicas: int = 1
