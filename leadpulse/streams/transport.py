@@ -113,7 +113,8 @@ class BatchHandoverConsumer(aiokafka_driver.Consumer):
         return bool(offsets)
 
     def _new_consumer_thread(self) -> QuietConsumerThread:
-        """Its clients back off while a broker is unreachable (streams/quiet.py)."""
+        """Its clients back off while a broker is unreachable (streams/quiet.py), and its
+        fetches wait at most FETCH_MAX_WAIT_MS at the broker (`ConsumerThread`)."""
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:
