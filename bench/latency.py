@@ -2,18 +2,22 @@
 producer to the moment its contact's snapshot is read back from `contact-scores`.
 
     python -m bench.latency [--rates 1000 5000] [--seconds 30] [--partitions 8] [--broker URL]
-                            [--compiled] [--batch-within SECONDS]
+                            [--compiled] [--batch-within SECONDS...]
 
-Each rate runs on a fresh worker and topics after the same warm-up. The traffic is the
-demo's (bench.pipeline's) generator, paced in 10 ms ticks; one event in PROBE_EVERY goes to
+Each rate runs on a fresh worker and topics, after `--warm-up` seconds (3) at the same rate
+whose probes are reported apart: the first second after a worker starts is slower
+(bench/README.md). The traffic is the demo's (bench.pipeline's) generator, paced in 10 ms
+ticks; one event in PROBE_EVERY goes to
 a contact seen nowhere else (a probe), so the first snapshot of that contact follows that
 event and no other. A hot lead of a batch is delivered before its snapshots (docs/guarantees.md),
 so these figures bound the produce → hot-lead latency from above. The tail consumer waits at
-most 5 ms per fetch. Prints p50/p95/p99/max per rate and writes bench/results/latency.svg.
+most 5 ms per fetch. Prints p50/p95/p99/max per rate, and the worker's CPU per event sent
+while the rate was held, and writes bench/results/latency.svg.
 The issue's third rate is 70% of the worker's maximum: take it from `bench.pipeline` of the
 same build. `--compiled` runs the worker on the compiled build (mypyc; bench/compiled.py);
-`--batch-within` sets how long a batch waits to fill (LEADPULSE_BATCH_WITHIN, 0.05 s by
-default), the worker's trade between events per batch and latency.
+`--batch-within` sets how long a batch waits to fill (LEADPULSE_BATCH_WITHIN, the settings'
+default unless given), the worker's trade between events per batch and latency; given several
+values, every rate runs with each.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bench.broker import broker_url
 from bench.compiled import compiled_env, compiled_tree, require_compiled_worker
+from bench.pipeline import cpu_seconds_of
 from leadpulse.cli.kafka_clients import ensure_topic, input_producer
 from leadpulse.cli.processes import WorkerProcess, free_port
 from leadpulse.cli.traffic import DAY_MS, Traffic
@@ -47,20 +53,30 @@ TICK_S = 0.01
 @dataclass(frozen=True)
 class Latencies:
     rate: int
+    within: float  # the batch window, seconds
     achieved: float  # events/s actually handed to the producer
     millis: list[float]  # per probe read back
     probes: int  # probes sent
+    cpu_us: float  # the worker's CPU per event sent, while the rate was held
+    warm_up: float  # seconds sent at the rate before the measured span
+    warm_millis: list[float]  # per probe of the warm-up read back
 
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.millis)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    def percentile(self, q: float, warm: bool = False) -> float:
+        ordered = sorted(self.warm_millis if warm else self.millis)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def measure(settings: Settings, rate: int, seconds: float, tag: str) -> Latencies:
+async def measure(
+    settings: Settings, rate: int, seconds: float, tag: str, *, worker: int | None, warm_up: float
+) -> Latencies:
+    """Send at `rate` for `warm_up` seconds, then for `seconds` more, measured: latency of the
+    probes sent then, and the `worker` process's CPU over that span (its lag behind the
+    producer, ~0.1 s, is not counted). The warm-up's probes are read back too, apart."""
     traffic = Traffic(seed=rate, start_ms=now_ms() - 30 * DAY_MS, span_ms=29 * DAY_MS, contacts=20_000)
-    events = traffic.events(int(rate * seconds) + rate)
+    events = traffic.events(int(rate * (warm_up + seconds)) + rate)
     sent: dict[bytes, float] = {}
     received: dict[bytes, float] = {}
+    warm: set[bytes] = set()  # probes sent during the warm-up
     tail = AIOKafkaConsumer(
         settings.topic("contact-scores"), **client_options(settings), auto_offset_reset="latest", fetch_max_wait_ms=5
     )
@@ -70,9 +86,12 @@ async def measure(settings: Settings, rate: int, seconds: float, tag: str) -> La
     await producer.start()
     reader = asyncio.create_task(_read_probes(tail, received, tag))
     started = time.monotonic()
-    count = 0
+    count, cpu_before = 0, 0.0
+    measured_from: int | None = None  # events sent before the measured span
     try:
-        while (elapsed := time.monotonic() - started) < seconds:
+        while (elapsed := time.monotonic() - started) < warm_up + seconds:
+            if elapsed >= warm_up and measured_from is None:
+                measured_from, cpu_before = count, cpu_seconds_of(worker)
             due = int(elapsed * rate) + 1  # events owed by now: a burst per tick
             while count < due:
                 count += 1
@@ -81,9 +100,13 @@ async def measure(settings: Settings, rate: int, seconds: float, tag: str) -> La
                 key = str(event.get("contact_id") or event.get("anonymous_id")).encode()
                 if probe:
                     sent[key] = time.monotonic()
+                    if elapsed < warm_up:
+                        warm.add(key)
                 await producer.send(settings.input_topic, orjson.dumps(event), key=key)
             await asyncio.sleep(TICK_S)
-        achieved = count / (time.monotonic() - started)
+        measured = count - (measured_from or 0)
+        achieved = measured / (time.monotonic() - started - warm_up)
+        cpu_us = (cpu_seconds_of(worker) - cpu_before) * 1e6 / measured
         await producer.flush()
         deadline = time.monotonic() + 60
         while len(received.keys() & sent.keys()) < len(sent) and time.monotonic() < deadline:
@@ -92,8 +115,11 @@ async def measure(settings: Settings, rate: int, seconds: float, tag: str) -> La
         reader.cancel()
         await producer.stop()
         await tail.stop()
-    millis = [(received[key] - at) * 1000 for key, at in sent.items() if key in received]
-    return Latencies(rate, achieved, millis, len(sent))
+    millis = [(received[key] - at) * 1000 for key, at in sent.items() if key in received and key not in warm]
+    warm_millis = [(received[key] - sent[key]) * 1000 for key in warm if key in received]
+    return Latencies(
+        rate, settings.batch_within_s, achieved, millis, len(sent) - len(warm), cpu_us, warm_up, warm_millis
+    )
 
 
 def _probe(event: dict[str, Any], name: str) -> dict[str, Any]:
@@ -119,6 +145,7 @@ def write_chart(results: list[Latencies], path: Path) -> None:
     top = max(r.percentile(0.99) for r in results) or 1.0
     colours = {"p50": "#9cc3f0", "p95": "#3b7dd8", "p99": "#1d3f73"}
     group = (width - left - 20) / len(results)
+    windows = len({result.within for result in results})
     parts = []
     for index, result in enumerate(results):
         for slot, (name, q) in enumerate((("p50", 0.5), ("p95", 0.95), ("p99", 0.99))):
@@ -130,9 +157,8 @@ def write_chart(results: list[Latencies], path: Path) -> None:
                 f'<rect x="{x:.0f}" y="{y:.0f}" width="{(group - 20) / 3 - 4:.0f}" height="{bar:.0f}" '
                 f'fill="{colours[name]}"/><text x="{x:.0f}" y="{y - 4:.0f}" font-size="11">{value:.0f}</text>'
             )
-        parts.append(
-            f'<text x="{left + index * group + 10:.0f}" y="{bottom + 18}" font-size="13">{result.rate:,} ev/s</text>'
-        )
+        label = f"{result.rate:,} ev/s" + (f", {result.within * 1000:g} ms" if windows > 1 else "")
+        parts.append(f'<text x="{left + index * group + 10:.0f}" y="{bottom + 18}" font-size="13">{label}</text>')
     legend = "".join(
         f'<rect x="{left + i * 70}" y="{height - 22}" width="12" height="12" fill="{c}"/>'
         f'<text x="{left + i * 70 + 16}" y="{height - 12}" font-size="12">{n}</text>'
@@ -152,11 +178,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", type=int, nargs="+", default=[1_000, 5_000], help="input events/s, one run each")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured time per rate")
+    parser.add_argument(
+        "--warm-up", type=float, default=3.0, metavar="SECONDS", help="sent at the rate before measuring, apart"
+    )
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--broker", default=None, help="use this broker instead of starting one")
     parser.add_argument("--chart", type=Path, default=RESULTS / "latency.svg", help="where the chart goes")
     parser.add_argument("--compiled", action="store_true", help="run the worker on the compiled build (mypyc)")
-    parser.add_argument("--batch-within", type=float, default=Settings.batch_within_s, metavar="SECONDS")
+    parser.add_argument(
+        "--batch-within", type=float, nargs="+", default=[Settings.batch_within_s], metavar="SECONDS",
+        help="batch windows to run each rate with",
+    )  # fmt: skip
     args = parser.parse_args()
     tree = compiled_tree() if args.compiled else None
 
@@ -167,14 +199,18 @@ def main() -> None:
             partitions=args.partitions,
             web_port=free_port(),
             cooling_interval_s=0.0,
-            batch_within_s=args.batch_within,
             core="pure",  # unless --compiled, which gives the worker the build (compiled_env)
         )
         results = []
-        for rate in args.rates:
-            tag = f"lat{rate}-{int(time.time())}"
+        for within, rate in product(args.batch_within, args.rates):
+            tag = f"lat{rate}-{within * 1000:g}ms-{int(time.time())}".replace(".", "_")
             settings = replace(
-                base, app_id=tag, topic_prefix=f"{tag}.", input_topic=f"{tag}.events", data_dir=work / tag
+                base,
+                app_id=tag,
+                topic_prefix=f"{tag}.",
+                input_topic=f"{tag}.events",
+                data_dir=work / tag,
+                batch_within_s=within,
             )
             asyncio.run(ensure_topic(settings, settings.input_topic))
             worker = WorkerProcess(
@@ -184,18 +220,28 @@ def main() -> None:
             if tree is not None:
                 require_compiled_worker(worker.log_path, "the worker")
             try:
-                result = asyncio.run(measure(settings, rate, args.seconds, tag))
+                result = asyncio.run(
+                    measure(settings, rate, args.seconds, tag, worker=worker.pid, warm_up=args.warm_up)
+                )
             finally:
                 worker.stop()
             results.append(result)
             lost = result.probes - len(result.millis)
             print(
-                f"  {rate:>6,} ev/s (sent {result.achieved:,.0f}/s): {len(result.millis):,} probes, "
+                f"  {rate:>6,} ev/s, window {within * 1000:g} ms (sent {result.achieved:,.0f}/s): "
+                f"worker CPU {result.cpu_us:.0f} µs/event, {len(result.millis):,} probes, "
                 f"p50 {result.percentile(0.5):.0f} ms, p95 {result.percentile(0.95):.0f} ms, "
                 f"p99 {result.percentile(0.99):.0f} ms, max {max(result.millis):.0f} ms, "
                 f"mean {statistics.fmean(result.millis):.0f} ms" + (f", {lost} probes never seen" if lost else ""),
                 flush=True,
             )
+            if result.warm_up:
+                print(
+                    f"      the {result.warm_up:g} s of warm-up after the worker's start (not counted): "
+                    f"p50 {result.percentile(0.5, warm=True):.0f} ms, p99 {result.percentile(0.99, warm=True):.0f} ms, "
+                    f"max {max(result.warm_millis, default=float('nan')):.0f} ms",
+                    flush=True,
+                )
         write_chart(results, args.chart)
         print(f"chart: {args.chart}")
 

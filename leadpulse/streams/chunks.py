@@ -17,6 +17,7 @@ delivered, so a batch that fails stays uncommitted (docs/guarantees.md).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -112,21 +113,32 @@ def by_partition(batch: Sequence[EventT[Any]]) -> list[Part]:
 
 async def take_batches(stream: Any, max_records: int, within: float) -> AsyncIterator[list[EventT[Any]]]:
     """The stream's events, up to `max_records` records a batch (a chunk is never split: the
-    consumer makes none larger), or what arrived within `within` seconds. Nothing is added
-    while a batch is out; the stream is read in the background, as `take_events` does."""
+    consumer makes none larger), or what arrived within `within` seconds of the batch's first
+    event. Nothing is added while a batch is out; the stream is read in the background, as
+    `take_events` does.
+
+    The window counts from the moment the stream handed over the batch's first event, not
+    from the end of the previous batch: an event that waited while a batch was out does not
+    wait a whole window more once it is taken (bench/README.md, the latency section). An
+    idle stream wakes nothing until an event comes."""
     events: list[EventT[Any]] = []
     count = 0
     out = False  # a batch is with the caller
-    full, taken = asyncio.Event(), asyncio.Event()
+    first_at = 0.0  # when the stream handed over the first event of `events`
+    full, taken, arrived = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def add(value: Any) -> Any:
-        nonlocal count
+        nonlocal count, first_at
+        handed = time.monotonic()
         event = stream.current_event
         size = size_of(event)
         while out or (events and count + size > max_records):
             full.set()
             taken.clear()
             await taken.wait()
+        if not events:
+            first_at = handed
+            arrived.set()
         events.append(event)
         count += size
         if count >= max_records:
@@ -139,11 +151,18 @@ async def take_batches(stream: Any, max_records: int, within: float) -> AsyncIte
     stream._enable_passive(aiter(stream.channel))
     try:
         while not stream.should_stop:
-            await stream.wait_for_stopped(full, timeout=within or None)  # 0: no deadline, as take_events
+            if not events:
+                await stream.wait_for_stopped(arrived)
+                continue
+            if not within:  # 0: no deadline, as take_events
+                await stream.wait_for_stopped(full)
+            elif (left := first_at + within - time.monotonic()) > 0:
+                await stream.wait_for_stopped(full, timeout=left)
             if events:
                 batch = events[:]
                 events.clear()
                 count, out = 0, True
+                arrived.clear()
                 try:
                     yield batch
                 finally:

@@ -41,6 +41,12 @@ from leadpulse.streams.quiet import QuietConsumerThread, QuietProducer, exit_if_
 
 YIELD_EVERY = 100  # messages handed over before the loop lets other tasks run (as Faust)
 BUFFER_WAIT_S = 0.005  # how often a hand-over waiting for room in an agent's buffer looks again
+# Longest a fetch waits at the broker for data (Faust sets 1500 ms). aiokafka keeps one fetch
+# in flight per broker, and a partition whose fetched records wait over 100 ms to be taken is
+# left out of the next one: once taken, its new records wait for that fetch to come back. At
+# 1,500 ms that was 1.4-1.7 s of latency after any hiccup of the worker (bench/README.md, the
+# latency section; docs/faust-notes.md). An idle worker fetches 10 times a second instead.
+FETCH_MAX_WAIT_MS = 100
 
 
 class BatchHandoverConsumer(aiokafka_driver.Consumer):
@@ -107,8 +113,9 @@ class BatchHandoverConsumer(aiokafka_driver.Consumer):
         return bool(offsets)
 
     def _new_consumer_thread(self) -> QuietConsumerThread:
-        """Its clients back off while a broker is unreachable (streams/quiet.py)."""
-        return QuietConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        """Its clients back off while a broker is unreachable (streams/quiet.py), and its
+        fetches wait at most FETCH_MAX_WAIT_MS at the broker (`ConsumerThread`)."""
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         consumer_should_stop = self._stopped.is_set
@@ -232,6 +239,15 @@ class BatchHandoverConsumer(aiokafka_driver.Consumer):
                 await self.commit()
             await callback(to_message(tp, record))
             read_offset[tp] = offset
+
+
+class ConsumerThread(QuietConsumerThread):
+    def _create_consumer(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """Faust's consumer with fetches that wait at most FETCH_MAX_WAIT_MS at the broker
+        (Faust passes 1,500 ms; aiokafka reads the attribute when the consumer starts)."""
+        consumer = super()._create_consumer(loop)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
 
 
 class Stream(faust.Stream[Any]):

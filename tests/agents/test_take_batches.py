@@ -2,6 +2,7 @@
 a chunk never split, and nothing acknowledged before the caller says so."""
 
 import asyncio
+import time
 
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
@@ -36,6 +37,31 @@ async def test_a_batch_holds_at_most_the_batch_size_in_records_and_never_splits_
         await stream.stop()
     assert [[event.message.first for event in batch] for batch in (first, second)] == [[0], [3, 6]]
     assert not any(chunk.message.acked for chunk in chunks), "acknowledged before the caller delivered them"
+
+
+async def test_a_batch_waits_its_window_from_its_first_event_not_from_the_end_of_the_batch_before(scorer):
+    app = scorer.app
+    app.flow_control.resume()
+    channel = app.channel()
+    stream = app.stream(channel)
+    within = 1.0
+    batches = take_batches(stream, 3, within)
+    taking = asyncio.ensure_future(anext(batches))
+    try:
+        await asyncio.wait_for(_until(lambda: channel._subscribers), 10)
+        await channel.put(_chunk(app, range(0, 3)))
+        first = await asyncio.wait_for(taking, 10)  # full: taken at once
+        await channel.put(later := _chunk(app, range(3, 5)))
+        await asyncio.sleep(within)  # the stimulus: the first batch stays out longer than a window
+        began = time.monotonic()
+        second = await asyncio.wait_for(anext(batches), 10)
+        waited = time.monotonic() - began
+    finally:
+        await batches.aclose()
+        await stream.stop()
+    assert [[event.message.first for event in batch] for batch in (first, second)] == [[0], [3]]
+    assert second == [later]
+    assert waited < within / 2, f"the second batch waited {waited:.2f} s more after the first came back"
 
 
 async def _until(condition) -> None:

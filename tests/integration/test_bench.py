@@ -31,12 +31,16 @@ def test_every_implementation_in_the_pipeline_benchmark_ends_equal_to_the_offlin
 
 def test_the_latency_benchmark_reads_back_every_probe_it_sends(broker, tmp_path):
     command = [
-        *(sys.executable, "-m", "bench.latency", "--rates", "200", "--seconds", "5", "--partitions", "4"),
+        *(sys.executable, "-m", "bench.latency", "--rates", "200", "--seconds", "5", "--warm-up", "1"),
+        *("--partitions", "4"),
         *("--broker", f"kafka://127.0.0.1:{broker.port}", "--chart", str(tmp_path / "latency.svg")),
     ]
     output, returncode = _run_in_own_session(command)
     assert returncode == 0, output[-3000:]
-    assert re.search(r"200 ev/s \(sent \d+/s\): \d+ probes, p50 \d+ ms", output), output[-3000:]
+    assert re.search(
+        r"200 ev/s, window [\d.]+ ms \(sent \d+/s\): worker CPU [1-9]\d* µs/event, \d+ probes, p50 \d+ ms", output
+    ), output[-3000:]
+    assert re.search(r"the 1 s of warm-up after the worker's start \(not counted\): p50 \d+ ms", output), output[-3000:]
     assert "never seen" not in output
     assert "p99" in (tmp_path / "latency.svg").read_text()
 

@@ -13,6 +13,16 @@ def test_no_variable_gives_the_defaults():
     assert Settings.from_env({}) == Settings()
 
 
+def test_the_readme_states_the_batch_defaults_the_worker_has():
+    """The batch window's default was chosen from bench.latency's figures (bench/README.md):
+    an operator reads it in the README's settings table."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    row = next(
+        line for line in readme.splitlines() if line.startswith("| `LEADPULSE_BATCH_SIZE` / `LEADPULSE_BATCH_WITHIN`")
+    )
+    assert row.split("|")[2].strip() == f"{Settings.batch_size} / {Settings.batch_within_s:g}"
+
+
 def test_values_are_read_and_typed():
     settings = Settings.from_env(
         {
