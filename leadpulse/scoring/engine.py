@@ -580,8 +580,12 @@ def _engagement(
     half_life_ms: int,
 ) -> float:
     """The engagement part of a score at `at_ms`, as `_combine` computes it from
-    `_decayed_signals` (the same floats: the same decay of each sum, exact sums per category)."""
-    per_category: dict[str, list[float]] = {}
+    `_decayed_signals` (the same floats: the same decay of each sum, exact sums per category).
+    Runs at every event, so a category's values are gathered in a list only once it has a
+    second one: most categories of a contact hold one signal, and the exact sum of one value
+    is that value (`+ 0.0`: fsum's zero, never -0.0), without a list and an fsum call."""
+    single: dict[str, float] = {}
+    several: dict[str, list[float]] = {}
     for name, summed in sums.items():
         category_name = signal_categories.get(name)
         if category_name is None:
@@ -590,15 +594,17 @@ def _engagement(
         if at_ms > summed.ref_ms:
             factor: float = 2.0 ** ((summed.ref_ms - at_ms) / half_life_ms)
             value = value * factor
-        values = per_category.get(category_name)
-        if values is None:
-            per_category[category_name] = [value]
+        if category_name not in single:
+            single[category_name] = value
+        elif category_name in several:
+            several[category_name].append(value)
         else:
-            values.append(value)
+            several[category_name] = [single[category_name], value]
     capped = []
-    for category_name, values in per_category.items():
-        category = categories[category_name]
-        total = math.fsum(values)  # min(max(total, floor), cap) as comparisons: see _clamp
+    for category_name, value in single.items():
+        values = several.get(category_name)
+        total = value + 0.0 if values is None else math.fsum(values)
+        category = categories[category_name]  # min(max(total, floor), cap) as comparisons: see _clamp
         total = category.floor if category.floor > total else total
         capped.append(category.cap if category.cap < total else total)
     return round(_clamp(math.fsum(capped)), 1)
@@ -725,14 +731,28 @@ def _decayed(summed: SignalSum, at_ms: int, half_life_ms: int) -> float:
 def _lifetime(state: ContactState, rules: Rules) -> float:
     """The lifetime engagement of the prospect test. It and the best fit values
     (`Derived.best`: an attribute whose best value scores negative, an intern's title, counts
-    as 0 there) only grow, so a contact never un-qualifies by rule."""
-    per_category: dict[str, list[float]] = {}
+    as 0 there) only grow, so a contact never un-qualifies by rule. Gathered as `_engagement`
+    gathers its values (a list only for a category's second one), capped by comparisons."""
+    single: dict[str, float] = {}
+    several: dict[str, list[float]] = {}
+    signal_categories = rules.signal_categories
     for name, summed in state.signals.items():
-        category = rules.signal_categories.get(name)
-        if category is not None:
-            per_category.setdefault(category, []).append(summed.lifetime)
-    lifetime = math.fsum(min(math.fsum(values), rules.categories[name].cap) for name, values in per_category.items())
-    return _clamp(lifetime)
+        category_name = signal_categories.get(name)
+        if category_name is None:
+            continue
+        if category_name not in single:
+            single[category_name] = summed.lifetime
+        elif category_name in several:
+            several[category_name].append(summed.lifetime)
+        else:
+            several[category_name] = [single[category_name], summed.lifetime]
+    capped = []
+    for category_name, value in single.items():
+        values = several.get(category_name)
+        total = value + 0.0 if values is None else math.fsum(values)
+        cap = rules.categories[category_name].cap  # min(total, cap): see _clamp
+        capped.append(cap if cap < total else total)
+    return _clamp(math.fsum(capped))
 
 
 def _clamp(value: float) -> float:
