@@ -67,7 +67,7 @@ def score_numbered(
     is left out of it, as the worker dead-letters its member record."""
     rules = run.rules
     if run.guard is None:
-        run.guard = SizeGuard(rules, RecordLimits.for_topics(limits.max_message_bytes))
+        run.guard = SizeGuard(rules, RecordLimits.for_topics(limits.max_message_bytes)).check_event
     if run.admit is None:
         run.admit = member_filter(rules, limits)
     for number, line in numbered:

@@ -17,6 +17,13 @@ MAX_MS = (datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC) - _EPOCH) // _
 """The last instant `format_ms` writes as a four-digit year: later ones would not be RFC 3339."""
 MAX_DURATION_MS = 1000 * 365 * 86_400_000
 """1000 years: longer durations are typing mistakes, and unbounded ones overflow."""
+# The parts of the usual timestamps (`_usual_ms`) with their separators, as milliseconds:
+# "THH:MM", ":SS", and "Z" or ".fffZ".
+_CLOCK_MS = {f"T{hour:02d}:{minute:02d}": (hour * 60 + minute) * 60_000 for hour in range(24) for minute in range(60)}
+_SECOND_MS = {f":{second:02d}": second * 1000 for second in range(60)}
+_FRACTION_MS = {"Z": 0} | {f".{millis:03d}Z": millis for millis in range(1000)}
+_MIDNIGHTS: dict[str, int] = {}  # "YYYY-MM-DD" -> its midnight in epoch ms (UTC), for dates read before
+_MIDNIGHTS_KEPT = 4_096  # emptied when full: a stream's events span a few days, a backfill a few years
 
 
 def parse_duration_ms(text: str) -> int:
@@ -34,6 +41,39 @@ def parse_rfc3339_ms(text: str) -> int:
     """RFC 3339 timestamp with an explicit offset -> epoch ms. Naive times are refused because
     decay depends on absolute time and a guessed zone would shift it silently. Instants
     outside 1970..9999 (in UTC) are refused so that every output time is RFC 3339 again."""
+    usual = _usual_ms(text)
+    return _parsed_ms(text) if usual is None else usual
+
+
+def _usual_ms(text: str) -> int | None:
+    """The usual forms, 'YYYY-MM-DDTHH:MM:SSZ' and 'YYYY-MM-DDTHH:MM:SS.fffZ' (what `format_ms`
+    writes, and most producers), read as four table look-ups of its parts, separators
+    included: half of `_parsed_ms`'s cost, which every input record pays (its regular
+    expression and `datetime` arithmetic: ~11,400 machine instructions; in CPython each
+    further index or comparison costs ~400). None for any other text, valid or not:
+    `_parsed_ms` decides it, so every refusal and its message stay `_parsed_ms`'s. A date is
+    read by `_parsed_ms` once and remembered (`_MIDNIGHTS`); any time of a date in range is in
+    range (MAX_MS is the last millisecond of 9999-12-31)."""
+    clock, second, fraction = _CLOCK_MS.get(text[10:16]), _SECOND_MS.get(text[16:19]), _FRACTION_MS.get(text[19:])
+    if clock is None or second is None or fraction is None:
+        return None
+    date = text[:10]
+    midnight = _MIDNIGHTS.get(date)
+    if midnight is None:
+        if not date.isascii():
+            return None
+        try:
+            midnight = _parsed_ms(date + "T00:00:00Z")
+        except ValueError:
+            return None
+        if len(_MIDNIGHTS) >= _MIDNIGHTS_KEPT:
+            _MIDNIGHTS.clear()
+        _MIDNIGHTS[date] = midnight
+    return midnight + clock + second + fraction
+
+
+def _parsed_ms(text: str) -> int:
+    """`parse_rfc3339_ms` of any text: its shape, then `datetime`'s reading and range."""
     shape = _RFC3339.match(text)
     if shape is None:
         raise ValueError("not an RFC 3339 timestamp (e.g. 2026-11-26T09:30:00Z)")

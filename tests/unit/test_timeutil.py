@@ -1,6 +1,9 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from leadpulse.scoring.timeutil import format_ms, parse_duration_ms, parse_rfc3339_ms
+from leadpulse.scoring import timeutil
+from leadpulse.scoring.timeutil import MAX_MS, format_ms, parse_duration_ms, parse_rfc3339_ms
 
 
 @pytest.mark.parametrize(
@@ -58,3 +61,35 @@ def test_the_first_and_last_representable_instants_are_accepted_and_formatted_ba
 def test_a_duration_too_long_to_represent_is_refused_not_overflowed():
     with pytest.raises(ValueError, match="longer than 1000 years"):
         parse_duration_ms("9" * 400 + "d")
+
+
+_USUAL = ("2026-11-26T09:30:00.123Z", "2026-11-26T09:30:00Z", "2024-02-29T23:59:59.999Z", "9999-12-31T23:59:59Z")
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    usual=st.sampled_from(_USUAL),
+    edits=st.lists(st.tuples(st.integers(0, 23), st.sampled_from("0123456789-T:.Z+ ٢x\n")), max_size=3),
+)
+def test_the_usual_forms_read_by_table_give_what_the_general_reading_gives(usual, edits):
+    """The look-up path for 'YYYY-MM-DDTHH:MM:SS[.fff]Z' accepts a text only with the value
+    the general reading gives it; anything else, it leaves to that reading and its message."""
+    chars = list(usual)
+    for index, char in edits:
+        chars[index % len(chars)] = char
+    text = "".join(chars)
+    try:
+        expected: int | str = timeutil._parsed_ms(text)
+    except ValueError as error:
+        expected = str(error)
+    try:
+        got: int | str = parse_rfc3339_ms(text)
+    except ValueError as error:
+        got = str(error)
+    assert got == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, MAX_MS))
+def test_every_formatted_instant_is_read_back_by_the_usual_path(ms):
+    assert timeutil._usual_ms(format_ms(ms)) == ms
