@@ -35,6 +35,7 @@ bench: setup kafka
 	$(BIN)/python -m bench.core --compiled
 	$(BIN)/python -m bench.replay --compiled
 	$(BIN)/python -m bench.pipeline --compiled --workers 2
+	$(BIN)/python -m bench.latency --rates 1000 2000 --seconds 20
 	$(BIN)/python -m bench.restore
 
 # The compiled core (leadpulse/core.py): built once per change of the sources where a C
