@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import Any
-from weakref import WeakSet
 
 from leadpulse.agents.batches import deliver_batches
 from leadpulse.schemas.limits import RecordTooLarge
@@ -69,7 +68,6 @@ class AccountsAgent:
         self.producer = producer
         self.agent: Any = None
         self._sized: AccountGuard | None = None  # for the record limits last read (_guard)
-        self._checked: WeakSet[AccountState] = WeakSet()  # indexes whose stored members were checked (_load)
 
     @classmethod
     def attach(cls, pipeline: Pipeline, producer: Any) -> AccountsAgent:
@@ -155,7 +153,7 @@ class AccountsAgent:
         leaves, as the offline scorer at this limit leaves it out, so that the account's
         records fit again."""
         state = self.accounts.load(account_id, partition, self.rules)
-        if guard.all_fit or state in self._checked:
+        if guard.all_fit or state.checked_against is guard:
             return state
         for member in list(state.members.values()):
             try:
@@ -164,7 +162,7 @@ class AccountsAgent:
                 log.warning("account %s: a member taken before no longer fits: %s", account_id, error)
                 self.metrics.records_too_large.labels(error.topic).inc()
                 fold(state, leaving(member.contact_id, member.at_ms, member.version))
-        self._checked.add(state)
+        state.checked_against = guard
         return state
 
     def _guard(self) -> AccountGuard:
@@ -177,7 +175,6 @@ class AccountsAgent:
         limits = self.pipeline.record_limits
         if self._sized is None or self._sized.limits is not limits:
             self._sized = AccountGuard(self.rules, limits, self.pipeline.settings.input_limits.max_string, topics)
-            self._checked.clear()
         return self._sized
 
     def _dead_letter(self, message: Record, partition: int, reason: str, alerts: Outbox) -> None:

@@ -25,6 +25,7 @@ to one process rather than print something else.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import io
 import itertools
@@ -260,13 +261,13 @@ def run_routed(
         links = [ids for connection in connections for ids in _receive(connection)]
         router = Router(jobs, groups(links))
         for connection in connections:
-            connection.send(router)
+            send(connection, router)
         folded = _gather(connections, lambda: min(progress), total, label)
         if any(part is None for part in folded):
             return None
         message = decide(folded)
         for connection in connections:
-            connection.send(message)
+            send(connection, message)
         return folded, [_receive(connection) for connection in connections]
     finally:
         for connection in connections:
@@ -296,8 +297,26 @@ def write_chunks(items: Iterable[Any], file: BinaryIO) -> None:
     """`items` into `file` as pickled chunks of `_CHUNK`: a process holds one chunk at a time."""
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, _CHUNK)):
-        pickle.dump(chunk, file, protocol=pickle.HIGHEST_PROTOCOL)
+        _Pickler(file, protocol=pickle.HIGHEST_PROTOCOL).dump(chunk)
     file.flush()
+
+
+class _Pickler(pickle.Pickler):
+    """Dataclasses pickled as their constructor's arguments: a frozen dataclass of the compiled
+    core (a mypyc native class, docs/compiled.md) has no `__dict__`, and pickle's default
+    rebuilds it by setting each attribute, which a frozen class refuses."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return type(obj), tuple(getattr(obj, field.name) for field in dataclasses.fields(obj) if field.init)
+        return NotImplemented
+
+
+def send(connection: Connection, message: Any) -> None:
+    """`connection.send` through `_Pickler`; the other end reads it with `pickle.loads(recv_bytes())`."""
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(message)
+    connection.send_bytes(buffer.getbuffer())
 
 
 def read_chunks(file: BinaryIO) -> Iterator[Any]:
@@ -335,7 +354,7 @@ def _gather(connections: list[Connection], done: Callable[[], int], total: int, 
 
 def _receive(connection: Connection) -> Any:
     try:
-        message = connection.recv()
+        message = pickle.loads(connection.recv_bytes())
     except EOFError:
         raise RuntimeError("a scoring process ended without its results") from None
     if isinstance(message, _Failure):
@@ -363,22 +382,22 @@ def _work(connection: Connection, task: _Task, progress: Any) -> None:
         with _open(source) as stream:
             stream.seek(span[0])
             piece = stream.read(span[1] - span[0])
-        connection.send([ids for line in piece.split(b"\n") if len(set(ids := ids_of(line))) > 1])
+        send(connection, [ids for line in piece.split(b"\n") if len(set(ids := ids_of(line))) > 1])
         del piece
-        router: Router = connection.recv()
+        router: Router = pickle.loads(connection.recv_bytes())
         try:
             with _open(source) as stream:
                 folded = task.share.fold(_owned(stream, router, me, progress), router.check(me))
         except Misrouted:
-            connection.send(None)
+            send(connection, None)
             return
-        connection.send(folded)
-        connection.send(task.share.finish(connection.recv()))
+        send(connection, folded)
+        send(connection, task.share.finish(pickle.loads(connection.recv_bytes())))
     except EOFError:
         pass  # the parent has what it needs (or stopped)
     except BaseException:  # reported to the parent, which raises it
         with contextlib.suppress(OSError):
-            connection.send(_Failure(traceback.format_exc()))
+            send(connection, _Failure(traceback.format_exc()))
 
 
 def _owned(stream: BinaryIO, router: Router, me: int, progress: Any) -> Iterator[tuple[int, bytes]]:

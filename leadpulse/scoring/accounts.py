@@ -243,6 +243,10 @@ class AccountState:
         self.members: dict[str, Member] = {}
         self.offsets: dict[str, int] = {}  # contact id -> offset of the record its member entry came with
         self.departed: dict[str, Departure] = {}  # departed(contact id) -> its leave
+        # What every member was last checked against (agents.accounts: the size rule of the
+        # record limits then read), so that an index is checked once per rule; an attribute
+        # rather than a weak reference to the index, which a compiled class does not take.
+        self.checked_against: object | None = None
         self.changed_members: set[str] = set()  # entries to store (a member gone: deleted)
         self.changed_departed: set[str] = set()
         self._by_score: Any = SortedKeyList(key=_rank)
