@@ -313,10 +313,15 @@ class _Pickler(pickle.Pickler):
 
 
 def send(connection: Connection, message: Any) -> None:
-    """`connection.send` through `_Pickler`; the other end reads it with `pickle.loads(recv_bytes())`."""
+    """`connection.send` through `_Pickler`; the other end reads it with `_read`."""
     buffer = io.BytesIO()
     _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(message)
     connection.send_bytes(buffer.getbuffer())
+
+
+def _read(connection: Connection) -> Any:
+    """What `send` sent on the other end of `connection`."""
+    return pickle.loads(connection.recv_bytes())
 
 
 def read_chunks(file: BinaryIO) -> Iterator[Any]:
@@ -354,7 +359,7 @@ def _gather(connections: list[Connection], done: Callable[[], int], total: int, 
 
 def _receive(connection: Connection) -> Any:
     try:
-        message = pickle.loads(connection.recv_bytes())
+        message = _read(connection)
     except EOFError:
         raise RuntimeError("a scoring process ended without its results") from None
     if isinstance(message, _Failure):
@@ -384,7 +389,7 @@ def _work(connection: Connection, task: _Task, progress: Any) -> None:
             piece = stream.read(span[1] - span[0])
         send(connection, [ids for line in piece.split(b"\n") if len(set(ids := ids_of(line))) > 1])
         del piece
-        router: Router = pickle.loads(connection.recv_bytes())
+        router: Router = _read(connection)
         try:
             with _open(source) as stream:
                 folded = task.share.fold(_owned(stream, router, me, progress), router.check(me))
@@ -392,7 +397,7 @@ def _work(connection: Connection, task: _Task, progress: Any) -> None:
             send(connection, None)
             return
         send(connection, folded)
-        send(connection, task.share.finish(pickle.loads(connection.recv_bytes())))
+        send(connection, task.share.finish(_read(connection)))
     except EOFError:
         pass  # the parent has what it needs (or stopped)
     except BaseException:  # reported to the parent, which raises it
