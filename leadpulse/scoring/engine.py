@@ -38,7 +38,7 @@ _from_bytes = int.from_bytes
 _new_tuple = tuple.__new__
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Event:
     """A validated input event. `contact_id` is the key: the contact id, else the anonymous id.
 
@@ -49,7 +49,8 @@ class Event:
 
     Treated as a value: nothing changes an event once built (a new one is built with
     `replace`). Not frozen because one is built per input record, and a frozen dataclass's
-    constructor makes a call per field: 1.7 µs of the record's decoding, against 0.3 µs."""
+    constructor makes a call per field: 1.7 µs of the record's decoding, against 0.3 µs.
+    Its `__init__` is written out, as those of the other values here (state.SignalSum says why)."""
 
     event_id: str
     type: str
@@ -64,15 +65,45 @@ class Event:
     call: str | None = None  # the Segment call it came from (track, identify, ...); None: native
     received_ms: int | None = None  # Segment's `receivedAt`: when the collector (or Segment) took it in
 
+    def __init__(  # noqa: PLR0917 (a dataclass's constructor, called positionally)
+        self,
+        event_id: str,
+        type: str,
+        contact_id: str,
+        identified: bool,
+        occurred_ms: int,
+        properties: dict[str, Any],
+        source: str | None = None,
+        anonymous_id: str | None = None,
+        account_id: str | None = None,
+        previous_id: str | None = None,
+        call: str | None = None,
+        received_ms: int | None = None,
+    ) -> None:
+        self.event_id, self.type, self.contact_id, self.identified = event_id, type, contact_id, identified
+        self.occurred_ms, self.properties, self.source, self.anonymous_id = (
+            occurred_ms,
+            properties,
+            source,
+            anonymous_id,
+        )
+        self.account_id, self.previous_id, self.call, self.received_ms = account_id, previous_id, call, received_ms
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False)
 class Reason:
+    """A value, as every output below: not frozen, so that its `__init__` can be written out
+    (state.SignalSum says why); nothing changes one once built."""
+
     signal: str
     part: Literal["fit", "engagement"]
     points: float
 
+    def __init__(self, signal: str, part: Literal["fit", "engagement"], points: float) -> None:
+        self.signal, self.part, self.points = signal, part, points
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False)
 class ModelScore:
     """A contact as one named model scores it (rules `[models.<name>]`)."""
 
@@ -84,8 +115,21 @@ class ModelScore:
     temperature_label: str
     reasons: tuple[Reason, ...]
 
+    def __init__(  # noqa: PLR0917 (a dataclass's constructor, called positionally)
+        self,
+        model: str,
+        score: int,
+        fit: float,
+        engagement: float,
+        temperature: int,
+        temperature_label: str,
+        reasons: tuple[Reason, ...],
+    ) -> None:
+        self.model, self.score, self.fit, self.engagement = model, score, fit, engagement
+        self.temperature, self.temperature_label, self.reasons = temperature, temperature_label, reasons
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False)
 class Snapshot:
     contact_id: str
     score: int
@@ -102,8 +146,30 @@ class Snapshot:
     account_id: str | None = None  # the contact's account (account_of): explicit, else a business e-mail domain
     models: tuple[ModelScore, ...] = ()  # the named models that apply to the contact, in file order
 
+    def __init__(  # noqa: PLR0917 (a dataclass's constructor, called positionally)
+        self,
+        contact_id: str,
+        score: int,
+        fit: float,
+        engagement: float,
+        temperature: int,
+        temperature_label: str,
+        stage: str,
+        rules_version: str,
+        updated_ms: int,
+        reasons: tuple[Reason, ...],
+        segments: tuple[str, ...] = (),
+        interests: tuple[tuple[str, float], ...] = (),
+        account_id: str | None = None,
+        models: tuple[ModelScore, ...] = (),
+    ) -> None:
+        self.contact_id, self.score, self.fit, self.engagement = contact_id, score, fit, engagement
+        self.temperature, self.temperature_label, self.stage = temperature, temperature_label, stage
+        self.rules_version, self.updated_ms, self.reasons, self.segments = rules_version, updated_ms, reasons, segments
+        self.interests, self.account_id, self.models = interests, account_id, models
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False)
 class StageChange:
     id: str
     contact_id: str
@@ -115,8 +181,24 @@ class StageChange:
     rules_version: str
     merged_from: str | None = None  # the anonymous id whose hand-over caused it (identity stitching)
 
+    def __init__(  # noqa: PLR0917 (a dataclass's constructor, called positionally)
+        self,
+        id: str,
+        contact_id: str,
+        from_stage: str | None,
+        to_stage: str,
+        occurred_ms: int,
+        cause_event_id: str,
+        score: int,
+        rules_version: str,
+        merged_from: str | None = None,
+    ) -> None:
+        self.id, self.contact_id, self.from_stage, self.to_stage = id, contact_id, from_stage, to_stage
+        self.occurred_ms, self.cause_event_id, self.score = occurred_ms, cause_event_id, score
+        self.rules_version, self.merged_from = rules_version, merged_from
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False)
 class HotLead:
     id: str
     contact_id: str
@@ -125,6 +207,19 @@ class HotLead:
     snapshot: Snapshot
     merged_from: str | None = None  # the anonymous id whose hand-over caused it (identity stitching)
     model: str = DEFAULT_MODEL  # the model whose score became hot
+
+    def __init__(  # noqa: PLR0917 (a dataclass's constructor, called positionally)
+        self,
+        id: str,
+        contact_id: str,
+        occurred_ms: int,
+        cause_event_id: str,
+        snapshot: Snapshot,
+        merged_from: str | None = None,
+        model: str = DEFAULT_MODEL,
+    ) -> None:
+        self.id, self.contact_id, self.occurred_ms, self.cause_event_id = id, contact_id, occurred_ms, cause_event_id
+        self.snapshot, self.merged_from, self.model = snapshot, merged_from, model
 
     @property
     def model_score(self) -> ModelScore | None:
@@ -555,7 +650,8 @@ def _derived(state: ContactState, rules: Rules) -> Derived:
 def _derive(state: ContactState, rules: Rules) -> Derived:
     """`_derived`, read again and kept on the state."""
     if not state.profile and not state.best_fit:  # a new contact, or one that sent no profile yet
-        derived = replace(plan_of(rules).nothing_known, profile=state.profile, best_fit=state.best_fit)
+        nothing = plan_of(rules).nothing_known
+        derived = Derived(rules, state.profile, state.best_fit, nothing.fit, nothing.best, nothing.models)
         state.derived = derived
         return derived
     fit = _fit_of(state.profile, rules)

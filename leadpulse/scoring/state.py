@@ -29,21 +29,28 @@ STAGE_CODES: tuple[str, ...] = FUNNEL_STAGES + SIDE_STAGES
 _FLAG_IDENTIFIED, _FLAG_INTENT, _FLAG_ARMED = 1, 2, 4
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class SignalSum:
     """Σ p·2^(-(ref - t)/H) for one signal, kept at `ref_ms` (its newest event), plus the
     undecayed positive points ever earned (`lifetime`), which only grows: stages use it.
 
     This and the two values below are treated as values: nothing changes one once built,
     states share them. Not frozen because events build them (1.5 per event on average) and a
-    frozen dataclass's constructor makes a call per field: 0.55 µs each, against 0.15 µs."""
+    frozen dataclass's constructor makes a call per field: 0.55 µs each, against 0.15 µs.
+
+    The hot classes of the core write their `__init__` out (`init=False`): the one dataclasses
+    generates is Python made at import time, which the compiled core (docs/compiled.md) runs
+    interpreted, setting each field by name: ~300 ns a call, against ~50 ns compiled."""
 
     value: float
     ref_ms: int
     lifetime: float
 
+    def __init__(self, value: float, ref_ms: int, lifetime: float) -> None:
+        self.value, self.ref_ms, self.lifetime = value, ref_ms, lifetime
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class ProfileValue:
     """Last writer wins by (occurred_ms, tie), tie being the event-id hash: order-independent."""
 
@@ -51,14 +58,20 @@ class ProfileValue:
     occurred_ms: int
     tie: int
 
+    def __init__(self, value: PropertyValue, occurred_ms: int, tie: int) -> None:
+        self.value, self.occurred_ms, self.tie = value, occurred_ms, tie
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class CrmStage:
     """The latest explicit CRM stage event; it decides side stages (nurturing, disqualified)."""
 
     stage: str
     occurred_ms: int
     tie: int
+
+    def __init__(self, stage: str, occurred_ms: int, tie: int) -> None:
+        self.stage, self.occurred_ms, self.tie = stage, occurred_ms, tie
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +100,13 @@ class Part:
     state: ContactState | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Derived:
     """Never stored: what the engine read from a state's profile and best fit values under
     one rules object (engine._derived), valid while the state holds these very dicts (a
     state never changes a dict it holds; a new value is a new dict). Events that carry no
-    profile value, nearly all of them, reuse it instead of reading the profile again."""
+    profile value, nearly all of them, reuse it instead of reading the profile again.
+    A value, not frozen: built at each profile change (see SignalSum on `__init__`)."""
 
     rules: Rules
     profile: dict[str, ProfileValue]
@@ -102,11 +116,24 @@ class Derived:
     models: tuple[tuple[Model, float, bool], ...]  # the named models that apply: (model, its fit, shares
     # the default model's engagement: the top level's signals and categories)
 
+    def __init__(  # noqa: PLR0917 (a dataclass's constructor, called positionally)
+        self,
+        rules: Rules,
+        profile: dict[str, ProfileValue],
+        best_fit: dict[str, float],
+        fit: float,
+        best: float,
+        models: tuple[tuple[Model, float, bool], ...],
+    ) -> None:
+        self.rules, self.profile, self.best_fit = rules, profile, best_fit
+        self.fit, self.best, self.models = fit, best, models
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class ContactState:
     """Treated as a value: the engine never changes a state it is given, only the new one it
-    builds (mutable so that building it costs one constructor call on the hot path)."""
+    builds (mutable so that building it costs one constructor call on the hot path; its
+    `__init__` written out, see SignalSum). A dict argument left out is a new empty dict."""
 
     contact_id: str
     identified: bool = False
@@ -155,6 +182,56 @@ class ContactState:
     model_signals: dict[str, dict[str, SignalSum]] = field(default_factory=dict)
     model_armed: dict[str, bool] = field(default_factory=dict)
     derived: Derived | None = field(default=None, compare=False, repr=False)  # a cache, never stored
+
+    def __init__(  # noqa: PLR0917 (a dataclass's constructor, called positionally)
+        self,
+        contact_id: str,
+        identified: bool = False,
+        intent: bool = False,
+        hot_armed: bool = True,
+        last_event_ms: int = 0,
+        crm_level: int = 0,
+        crm_last: CrmStage | None = None,
+        stage: str | None = None,
+        temperature: int = 0,
+        signals: dict[str, SignalSum] | None = None,
+        profile: dict[str, ProfileValue] | None = None,
+        best_fit: dict[str, float] | None = None,
+        seen: tuple[int, ...] = (),
+        positions: dict[str, int] | None = None,
+        published_ms: int = 0,
+        cooling_due_ms: int | None = None,
+        interests: dict[str, SignalSum] | None = None,
+        account: ProfileValue | None = None,
+        email: ProfileValue | None = None,
+        account_sent: str | None = None,
+        nurtured: dict[str, int] | None = None,
+        claims: dict[str, tuple[int, int]] | None = None,
+        parts: dict[str, Part] | None = None,
+        claim: Claim | None = None,
+        sent_to: str | None = None,
+        model_signals: dict[str, dict[str, SignalSum]] | None = None,
+        model_armed: dict[str, bool] | None = None,
+        derived: Derived | None = None,
+    ) -> None:
+        self.contact_id, self.identified, self.intent, self.hot_armed = contact_id, identified, intent, hot_armed
+        self.last_event_ms, self.crm_level, self.crm_last = last_event_ms, crm_level, crm_last
+        self.stage, self.temperature = stage, temperature
+        self.signals = {} if signals is None else signals
+        self.profile = {} if profile is None else profile
+        self.best_fit = {} if best_fit is None else best_fit
+        self.seen = seen
+        self.positions = {} if positions is None else positions
+        self.published_ms, self.cooling_due_ms = published_ms, cooling_due_ms
+        self.interests = {} if interests is None else interests
+        self.account, self.email, self.account_sent = account, email, account_sent
+        self.nurtured = {} if nurtured is None else nurtured
+        self.claims = {} if claims is None else claims
+        self.parts = {} if parts is None else parts
+        self.claim, self.sent_to = claim, sent_to
+        self.model_signals = {} if model_signals is None else model_signals
+        self.model_armed = {} if model_armed is None else model_armed
+        self.derived = derived
 
 
 def to_bytes(state: ContactState) -> bytes:
