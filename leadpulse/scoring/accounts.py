@@ -81,8 +81,9 @@ def account_updates(
     """What publishing `view` sends to accounts: a leave record to the account the contact
     was last sent to if it has changed, and the member record to its current one, both at
     the contact's `version` (identity.version_of its positions). Returns the current
-    account, to keep with the stored state."""
-    account = account_of_state(state)
+    account, to keep with the stored state: the view's (`state`'s own, account_of_state,
+    which the snapshot has read already)."""
+    account = view.account_id
     updates: list[tuple[str, Member]] = []
     if state.account_sent is not None and state.account_sent != account:
         updates.append((state.account_sent, leaving(state.contact_id, view.updated_ms, version)))

@@ -406,11 +406,16 @@ def reevaluate(state: ContactState, at_ms: int, rules: Rules) -> Applied:
 def snapshot(state: ContactState, at_ms: int, rules: Rules) -> Snapshot:
     """The contact at `at_ms`, on its merged view (its own history and its linked ids')."""
     own_id, state = state.contact_id, view_of(state, rules)
-    fit_points = list(_fit_points(state, rules))
+    derived = _derived(state, rules)
+    fit_points = derived.fit_points
+    if fit_points is None:  # read once per profile (Derived): a contact is published after each batch
+        fit_points = derived.fit_points = tuple(_fit_points(state, rules))
     decayed = list(_decayed_signals(state.signals, at_ms, rules.signal_categories, rules.half_life_ms))
     fit, engagement, score = _combine(fit_points, decayed, rules)
     temperature = rules.temperature(score)
-    segments = segments_of(state, fit, rules)
+    segments = derived.segments
+    if segments is None:  # `fit` is derived.fit: the same sum of the same points (_fit_of)
+        segments = derived.segments = segments_of(state, fit, rules)
     return Snapshot(
         contact_id=own_id,
         score=score,
@@ -439,7 +444,7 @@ def _model_score(state: ContactState, at_ms: int, model: Model, rules: Rules) ->
 
 
 def _reasons(
-    fit_points: list[tuple[str, PropertyValue, float]], decayed: list[tuple[str, str, float]], top: int
+    fit_points: Iterable[tuple[str, PropertyValue, float]], decayed: list[tuple[str, str, float]], top: int
 ) -> tuple[Reason, ...]:
     """The `top` largest contributions to a score, fit and engagement alike."""
     reasons = [Reason(f"{attribute}: {value}", "fit", points) for attribute, value, points in fit_points if points]
@@ -462,7 +467,7 @@ def segments_of(state: ContactState, fit: float, rules: Rules) -> tuple[str, ...
 def top_interests(state: ContactState, at_ms: int, rules: Rules) -> tuple[tuple[str, float], ...]:
     """The strongest interests at `at_ms` (decayed, rounded to 0.1; those that rounded to
     nothing left out). Interests the rules no longer define are not shown."""
-    defined = {interest.name for interest in rules.interests}
+    defined = plan_of(rules).interest_names
     weights = [
         (name, rounded)
         for name, summed in state.interests.items()
@@ -475,7 +480,7 @@ def top_interests(state: ContactState, at_ms: int, rules: Rules) -> tuple[tuple[
 def interest_ranking(state: ContactState, at_ms: int, rules: Rules) -> list[str]:
     """The interests of the rules the contact has shown, strongest first (unrounded, so the
     order is the same at any time after the contact's events: every weight decays alike)."""
-    defined = {interest.name for interest in rules.interests}
+    defined = plan_of(rules).interest_names
     weights = [
         (name, weight)
         for name, summed in state.interests.items()

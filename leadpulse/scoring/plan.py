@@ -129,6 +129,7 @@ class Plan:
         # Temperatures of the scores 0..100 (a score is a whole number), looked up, not searched.
         self._temperatures = tuple(rules.temperature(score) for score in range(101))
         self.interest_keys = frozenset(("path", "tags", "tag", "topic")) if rules.interests else frozenset()
+        self.interest_names = frozenset(interest.name for interest in rules.interests)  # a snapshot shows these
         self._interests_by_path: dict[str, tuple[Interest, ...]] = {}
 
     def temperature(self, score: int) -> int:

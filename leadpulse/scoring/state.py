@@ -115,6 +115,10 @@ class Derived:
     best: float  # the fit of the best values seen (clamped, negative points as 0): the prospect test's
     models: tuple[tuple[Model, float, bool], ...]  # the named models that apply: (model, its fit, shares
     # the default model's engagement: the top level's signals and categories)
+    # What a snapshot shows of the profile, read at the first snapshot that asks (engine.snapshot):
+    # (attribute, value, points) of the default model's fit criteria, and the segments.
+    fit_points: tuple[tuple[str, PropertyValue, float], ...] | None = None
+    segments: tuple[str, ...] | None = None
 
     def __init__(  # noqa: PLR0917 (a dataclass's constructor, called positionally)
         self,
@@ -127,6 +131,7 @@ class Derived:
     ) -> None:
         self.rules, self.profile, self.best_fit = rules, profile, best_fit
         self.fit, self.best, self.models = fit, best, models
+        self.fit_points = self.segments = None
 
 
 @dataclass(slots=True, init=False)
