@@ -29,6 +29,7 @@ from leadpulse.scoring.rules import (
     hot_hysteresis,
 )
 from leadpulse.scoring.state import ContactState, CrmStage, Derived, Part, ProfileValue, SignalSum
+from leadpulse.scoring.timesearch import decay_eta_ms, first_time
 
 Outcome = Literal["scored", "unscored", "duplicate"]
 _PROSPECT = STAGE_LEVEL["prospect"]
@@ -516,24 +517,38 @@ def _stage(state: ContactState, rules: Rules, derived: Derived) -> str:
 
 def next_cooling_ms(state: ContactState, rules: Rules, from_ms: int | None = None) -> int | None:
     """When the temperature the contact has at `from_ms` (default: its latest event) will next
-    drop if nothing happens, or None when it is cold by then. Found by bisection on time, so the
-    cooling timer can schedule each contact once per band instead of scanning the table."""
+    drop if nothing happens (to a minute), or None when it is cold by then. Searched on time
+    (scoring.timesearch), so the cooling timer can schedule each contact once per band instead
+    of scanning the table."""
     state = view_of(state, rules)
     start = state.last_event_ms if from_ms is None else max(from_ms, state.last_event_ms)
-    temperature = rules.temperature(score_parts(state, start, rules)[2])
+    fit, _, score = score_parts(state, start, rules)
+    temperature = rules.temperature(score)
     if temperature <= 1:
         return None
     floor = rules.band_floors[temperature - 1]
-    low, high = 0, 20 * rules.half_life_ms
-    if score_parts(state, start + high, rules)[2] >= floor:
-        return None
-    while high - low > 60_000:
-        middle = (low + high) // 2
-        if score_parts(state, start + middle, rules)[2] >= floor:
-            low = middle
-        else:
-            high = middle
-    return start + high
+    # The score is under `floor` once weight_fit·fit + weight_engagement·engagement + 0.5 is,
+    # the engagement rounded to 0.1: once the engagement itself is under `below`.
+    target = (floor - 0.5 - rules.weight_fit * fit) / rules.weight_engagement if rules.weight_engagement else 0.0
+    return first_time(
+        lambda at_ms: score_parts(state, at_ms, rules)[2] < floor,
+        start,
+        20 * rules.half_life_ms,
+        engagement_eta_ms(state, start, math.ceil(target * 10) / 10 - 0.05, rules),
+    )
+
+
+def engagement_eta_ms(state: ContactState, at_ms: int, below: float, rules: Rules) -> float | None:
+    """How long after `at_ms` the contact's engagement (unrounded) falls under `below` if
+    nothing happens: a search's starting point (timesearch.decay_eta_ms)."""
+    per_category: dict[str, list[float]] = {}
+    for _, category_name, value in _decayed_signals(state.signals, at_ms, rules.signal_categories, rules.half_life_ms):
+        per_category.setdefault(category_name, []).append(value)
+    categories = rules.categories
+    totals = (
+        (math.fsum(values), categories[name].floor, categories[name].cap) for name, values in per_category.items()
+    )
+    return decay_eta_ms(totals, below, rules.half_life_ms)
 
 
 def cooling_due_ms(state: ContactState, rules: Rules, now_ms: int) -> int | None:

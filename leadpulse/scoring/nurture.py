@@ -15,7 +15,6 @@ state only, never on the order in which events arrived.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import NamedTuple
@@ -23,6 +22,7 @@ from typing import NamedTuple
 from leadpulse.scoring.engine import (
     Outcome,
     cooling_due_ms,
+    engagement_eta_ms,
     interest_ranking,
     output_id,
     reevaluate,
@@ -34,8 +34,7 @@ from leadpulse.scoring.engine import (
 from leadpulse.scoring.nurture_rules import RECYCLED_STAGE, CatalogueItem, NurtureTrack
 from leadpulse.scoring.rules import Rules
 from leadpulse.scoring.state import ContactState
-
-_BISECT_STEP_MS = 60_000  # precision of the time low engagement is reached
+from leadpulse.scoring.timesearch import first_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +206,8 @@ def next_nurture_ms(state: ContactState, rules: Rules, now_ms: int, before: int 
     bound = min((due for due in (*fixed, before) if due is not None), default=start + 20 * rules.half_life_ms)
     for track in rules.nurture.tracks:
         if track.trigger == "low_engagement" and not holds(track, state, start, rules):
-            found = _first_time(partial(holds, track, state, rules=rules), start, min(bound, dormant) - start)
+            hint = engagement_eta_ms(state, start, track.max_engagement + 0.05, rules)  # rounded, it is at most that
+            found = first_time(partial(holds, track, state, rules=rules), start, min(bound, dormant) - start, hint)
             if found is not None:
                 fixed.append(max(found, _next_period_ms(state, track, rules)))
     return min((due for due in fixed if due < dormant), default=None)
@@ -231,18 +231,3 @@ def _holds_from(track: NurtureTrack, state: ContactState, rules: Rules, start: i
     if track.trigger == "recycled" and state.crm_last is not None and stage_of(state, rules) == RECYCLED_STAGE:
         return state.crm_last.occurred_ms + track.after_ms
     return None
-
-
-def _first_time(check: Callable[[int], bool], start: int, horizon_ms: int) -> int | None:
-    """The first time (to a minute) within the horizon the condition holds, assuming it stays
-    true once true (engagement decays); a tick that finds it false is just rescheduled."""
-    if horizon_ms <= 0 or not check(start + horizon_ms):
-        return None
-    low, high = 0, horizon_ms
-    while high - low > _BISECT_STEP_MS:
-        middle = (low + high) // 2
-        if check(start + middle):
-            high = middle
-        else:
-            low = middle
-    return start + high
