@@ -5,11 +5,13 @@ producer that acknowledges them at once. What it measures is the agent's CPU per
 Faust's consumer, aiokafka's producer, the broker or the other processes of a shared machine.
 
     python -m bench.agent [--events 100000] [--contacts 10000] [--runs 3] [--profile N]
-                          [--batch-size N] [--against GIT_REF] [--instructions]
+                          [--batch-size N] [--against GIT_REF] [--instructions] [--cooling]
 
 Batches are cut as the worker takes them from a pre-loaded topic: `batch_size` records in
 the order the topic's partitions hold them, one chunk per partition; what the agent
-re-keys to `events-by-contact` comes back in a later batch, as through Kafka. Prints CPU
+re-keys to `events-by-contact` comes back in a later batch, as through Kafka. Without the
+cooling schedule, as `bench.pipeline` runs every implementation; `--cooling` adds it, as the
+worker runs by default (LEADPULSE_COOLING_INTERVAL). Prints CPU
 µs per event (`time.process_time`, the median of `--runs` fresh agents on the same
 events); `--profile N` prints cProfile's N largest self and cumulative times of one more
 run. Each run's last snapshot of each contact must equal the offline scorer's.
@@ -146,10 +148,17 @@ def batches(by_partition: dict[int, list[ConsumerRecord[Any, Any]]], size: int) 
 
 
 async def score_all(
-    lines: list[bytes], partitions: int, batch_size: int, profile: cProfile.Profile | None = None
+    lines: list[bytes],
+    partitions: int,
+    batch_size: int,
+    profile: cProfile.Profile | None = None,
+    *,
+    cooling: bool = False,
 ) -> tuple[float, dict[bytes | None, bytes | None]]:
     """CPU seconds the agent spent on `lines` (set-up excluded), and the last contact-scores
-    record of each key."""
+    record of each key. `cooling`: with the cooling schedule (each published contact's next
+    band drop and nurture time, the worker's default) as the worker runs by default; off, as
+    `bench.pipeline` runs every implementation (its peers have none)."""
     from leadpulse.agents.scoring import ScoringAgent
     from leadpulse.streams.chunks import Part
     from leadpulse.streams.pipeline import create_app
@@ -157,7 +166,7 @@ async def score_all(
     settings = Settings(
         store="rocksdb://",
         partitions=partitions,
-        cooling_interval_s=0.0,
+        cooling_interval_s=Settings().cooling_interval_s if cooling else 0.0,
         batch_size=batch_size,
         data_dir=Path(tempfile.mkdtemp(prefix="leadpulse-bench-agent-")),
     )
@@ -199,7 +208,7 @@ def child(args: argparse.Namespace) -> None:
     event; fails unless its last snapshot of each contact is the offline scorer's (skipped
     with `--take`, which counts instructions)."""
     lines = traffic_lines(args.events, args.contacts)[: args.take]
-    seconds, latest = asyncio.run(score_all(lines, args.partitions, args.batch_size))
+    seconds, latest = asyncio.run(score_all(lines, args.partitions, args.batch_size, cooling=args.cooling))
     if args.take is None:
         oracle = {view.contact_id: snapshot_record(view) for view in score_lines(lines, load_rules()).snapshots(None)}
         published = {key.decode(): orjson.loads(value) for key, value in latest.items() if key and value}
@@ -227,7 +236,7 @@ def instructions(tree: Path, args: argparse.Namespace) -> int:
 def child_command(args: argparse.Namespace) -> list[str]:
     command = [sys.executable, "-m", "bench.agent", "--child", "--events", str(args.events)]
     command += ["--contacts", str(args.contacts), "--partitions", str(args.partitions)]
-    return [*command, "--batch-size", str(args.batch_size)]
+    return [*command, "--batch-size", str(args.batch_size), *(["--cooling"] if args.cooling else [])]
 
 
 def child_environment() -> dict[str, str]:
@@ -248,6 +257,7 @@ def main() -> None:
         "--against", metavar="GIT_REF", action="append", default=[], help="also run this commit's agent (repeatable)"
     )
     parser.add_argument("--instructions", action="store_true", help="count instructions per event (callgrind)")
+    parser.add_argument("--cooling", action="store_true", help="with the cooling schedule, as the worker's default")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--take", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -274,7 +284,7 @@ def main() -> None:
     if args.profile:
         lines = traffic_lines(args.events, args.contacts)
         profile = cProfile.Profile()
-        asyncio.run(score_all(lines, args.partitions, args.batch_size, profile))
+        asyncio.run(score_all(lines, args.partitions, args.batch_size, profile, cooling=args.cooling))
         for order in ("tottime", "cumulative"):
             out = io.StringIO()
             pstats.Stats(profile, stream=out).sort_stats(order).print_stats(args.profile)
