@@ -98,11 +98,11 @@ def needed_acls(settings: Settings, config: NotifyConfig, *, redrive: bool) -> l
 async def run_notify(settings: Settings, config: NotifyConfig) -> None:
     """Serve /health and /metrics and deliver until stopped; deliveries in progress at the
     stop are abandoned uncommitted, so the next start sends them again (same webhook-id)."""
+    await ensure_topics(settings, config)
+    await check_acls(settings, needed_acls(settings, config, redrive=False), "notify")  # a refusal: one line
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     attach_log_throttle()  # a broker outage is a few lines, not one per reconnect
     BROKERS.exit_on_refusal(settings.auth_failure_grace_s)
-    await ensure_topics(settings, config)
-    await check_acls(settings, needed_acls(settings, config, redrive=False), "notify")
     options = NotifyOptions.of(settings)
     notifier = Notifier(settings, config, options)
     runner = web.AppRunner(web_app(notifier), access_log=None)
