@@ -3,6 +3,7 @@ where topics are made by hand: `topics create`/`topics commands` make its delive
 topic, and `topics acls --service notify` / `topics commands --service notify` grant its user
 the least it needs, both printed from one binding list (notify_acl_bindings)."""
 
+import base64
 import os
 from typing import Any
 
@@ -16,6 +17,7 @@ from leadpulse.streams.settings import Settings, StartupError
 from tests.factories import EXAMPLES
 
 EXAMPLE = str(EXAMPLES / "notify.toml")  # reads hot-leads, hot-accounts and stage-changes
+SECRET = "whsec_" + base64.b64encode(bytes(32)).decode()
 
 
 @pytest.fixture
@@ -120,3 +122,18 @@ async def test_notify_without_write_on_the_failures_topic_is_named_with_the_comm
         "WRITE and DESCRIBE on it (leadpulse topics commands --service notify)"
     )
     await startup._check_topic_acls(Broker({}), settings, topics, "notify")  # type: ignore[arg-type]
+
+
+def test_run_checks_its_topics_and_group_and_redrive_only_the_failures_topic_and_its_own_group():
+    from leadpulse.cli.notify_run import needed_acls
+    from leadpulse.notify.config import parse_notify_config
+
+    settings = Settings(topic_prefix="lp.", create_topics=False)
+    text = (EXAMPLES / "notify.toml").read_text()
+    environ = {"SALES_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/x", "CRM_WEBHOOK_SECRET": SECRET}
+    config = parse_notify_config(text, "notify.toml", EXAMPLES, environ)
+    run = {binding.name for binding in needed_acls(settings, config, redrive=False)}
+    redrive = {binding.name for binding in needed_acls(settings, config, redrive=True)}
+    outputs = {"lp.hot-leads", "lp.hot-accounts", "lp.stage-changes"}
+    assert run == outputs | {"leadpulse-delivery-failures", "leadpulse-notify"}
+    assert redrive == {"leadpulse-delivery-failures", "leadpulse-notify-redrive"}
