@@ -48,9 +48,11 @@ def secure(tmp_path_factory):
     certificate; `worker` gets only what a test grants."""
     folder = tmp_path_factory.mktemp("secure-kafka")
     pki = make_pki(folder / "pki")
-    sasl, tls, sasl_tls = low_free_ports(3)
+    port = broker_port()
+    # none of them the broker's port or its controller's (port + 1): both are free until it starts
+    sasl, tls, sasl_tls = [free for free in low_free_ports(5) if free not in (port, port + 1)][:3]
     instance = LocalBroker(
-        port=broker_port(),
+        port=port,
         data_dir=folder / "data",
         extra_env={
             "KAFKA_SASL_PORT": str(sasl),
