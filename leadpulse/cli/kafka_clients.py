@@ -8,7 +8,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from leadpulse.schemas.events import contact_key
 from leadpulse.schemas.fields import normalized_id
@@ -17,7 +16,7 @@ from leadpulse.scoring.timeutil import format_ms
 from leadpulse.streams.partitioning import home_partition
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
-from leadpulse.streams.startup import TopicSpec, create_topics, topic_specs
+from leadpulse.streams.startup import TopicSpec, create_missing, topic_specs
 
 
 async def ensure_topic(settings: Settings, name: str, spec: TopicSpec | None = None) -> None:
@@ -25,16 +24,9 @@ async def ensure_topic(settings: Settings, name: str, spec: TopicSpec | None = N
     one the worker does not know) unless it exists, or LEADPULSE_CREATE_TOPICS=off: a
     broker's auto-created topic would have its default partition count and break
     co-partitioning."""
-    if not settings.create_topics:
-        return
-    specs = [spec] if spec is not None else [s for s in topic_specs(settings) if s.name == name] or [TopicSpec(name)]
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        if name not in await admin.list_topics():
-            await create_topics(admin, settings, specs)
-    finally:
-        await admin.close()
+    if settings.create_topics:
+        known = [s for s in topic_specs(settings) if s.name == name] or [TopicSpec(name)]
+        await create_missing(settings, [spec] if spec is not None else known)
 
 
 def input_producer(settings: Settings) -> AIOKafkaProducer:

@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -23,6 +24,9 @@ from leadpulse.schemas.limits import InputLimits, RecordLimits
 from leadpulse.scoring.rules import Rules, RulesError, load_rules
 from leadpulse.scoring.timeutil import now_ms, parse_duration_ms, parse_rfc3339_ms
 from leadpulse.streams.settings import HELP, Settings, SettingsError, StartupError, drop_faust_variables, env_name
+
+if TYPE_CHECKING:
+    from leadpulse.streams.startup import AclBinding
 
 USAGE_ERROR = 2  # bad arguments, files, rules or settings; 1 is for the environment (broker, state)
 
@@ -201,11 +205,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     create.set_defaults(run=_topics_create)
     listing = topics_commands.add_parser("commands", help="print kafka-topics.sh and kafka-acls.sh commands instead")
-    listing.add_argument("--principal", default=None, help="the worker's principal (default User:SASL_USERNAME)")
     listing.set_defaults(run=_topics_commands)
     acls = topics_commands.add_parser("acls", help="the same ACLs, one a line, for deploy/kafka/acls.sh")
-    acls.add_argument("--principal", default=None, help="the worker's principal (default User:SASL_USERNAME)")
     acls.set_defaults(run=_topics_acls)
+    for listed in (listing, acls):
+        listed.add_argument("--principal", default=None, help="the service's principal (default User:SASL_USERNAME)")
+        listed.add_argument(
+            "--service",
+            choices=("worker", "notify"),
+            default="worker",
+            help="whose ACLs: the worker's (default), or leadpulse notify's (run and redrive)",
+        )
+        listed.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            help="with --service notify: its config file, whose `topics` it reads (default hot-leads, hot-accounts)",
+        )
     migrate = topics_commands.add_parser(
         "migrate",
         help="with every worker of the app stopped: copy the records it has not read from the internal topics "
@@ -661,11 +677,12 @@ def _topics_create(args: argparse.Namespace) -> int:
     import asyncio
 
     from leadpulse.cli.preflight import broker_info
-    from leadpulse.streams.startup import prepare_topics
+    from leadpulse.streams.startup import create_missing, notify_topic_specs, prepare_topics
 
     settings = _settings()
     broker_info(settings)
     created = asyncio.run(prepare_topics(settings, create=True))
+    created += asyncio.run(create_missing(settings, notify_topic_specs(settings)))  # the worker does not need it
     print(f"created {len(created)} topics: {', '.join(created) or 'none missing'}", file=sys.stderr)
     return 0
 
@@ -693,21 +710,35 @@ def _topics_commands(args: argparse.Namespace) -> int:
     from leadpulse.streams.startup import acl_commands, create_commands
 
     settings = _settings()
+    bindings = _acl_bindings(args, settings)
     principal = _principal(args, settings)
     print("# topics (admin.properties: the administrator's client settings)")
     print("\n".join(create_commands(settings)))
-    print(f"# ACLs of the worker's principal {principal}")
-    print("\n".join(acl_commands(settings, principal)))
+    print(f"# ACLs of {'the worker' if args.service == 'worker' else args.service}'s principal {principal}")
+    print("\n".join(acl_commands(settings, principal, bindings)))
     return 0
 
 
 def _topics_acls(args: argparse.Namespace) -> int:
-    from leadpulse.streams.startup import acl_bindings
-
     settings = _settings()
+    bindings = _acl_bindings(args, settings)
     principal = _principal(args, settings)
-    print("\n".join(binding.line(principal) for binding in acl_bindings(settings)))
+    print("\n".join(binding.line(principal) for binding in bindings))
     return 0
+
+
+def _acl_bindings(args: argparse.Namespace, settings: Settings) -> list[AclBinding]:
+    """The ACLs of `--service`: the worker's, or notify's for the topics its `--config` reads."""
+    from leadpulse.streams.startup import acl_bindings, notify_acl_bindings
+
+    if args.service == "worker":
+        if args.config is not None:
+            raise CommandError("--config is notify's config file: add --service notify", USAGE_ERROR)
+        return acl_bindings(settings)
+    from leadpulse.notify.alerts import DEFAULT_TOPICS
+    from leadpulse.notify.config import load_notify_topics
+
+    return notify_acl_bindings(settings, DEFAULT_TOPICS if args.config is None else load_notify_topics(args.config))
 
 
 def _principal(args: argparse.Namespace, settings: Settings) -> str:

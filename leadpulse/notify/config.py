@@ -140,14 +140,30 @@ def load_notify_config(path: Path, environ: Mapping[str, str]) -> NotifyConfig:
     return parse_notify_config(read_text_file(path, WHAT, NotifyConfigError), str(path), path.parent, environ)
 
 
-def parse_notify_config(text: str, source: str, folder: Path, environ: Mapping[str, str]) -> NotifyConfig:
-    top = _NotifyTable(
+def load_notify_topics(path: Path) -> tuple[str, ...]:
+    """The output topics a file reads (its `topics`), by role, without reading its secrets:
+    what an administrator grants notify's user (`leadpulse topics acls --service notify
+    --config FILE`), on a machine that has none of them."""
+    source = str(path)
+    return _topics(_top(read_text_file(path, WHAT, NotifyConfigError), source))
+
+
+def _top(text: str, source: str) -> _NotifyTable:
+    return _NotifyTable(
         parse_toml(text, source, WHAT, NotifyConfigError),
         "",
         source,
         ("topics", "max_alert_age", "cooldown", "destinations", "routes"),
     )
-    topics = tuple(_names_of(top, "topics", TOPICS, "topic", default=DEFAULT_TOPICS))
+
+
+def _topics(top: _NotifyTable) -> tuple[str, ...]:
+    return tuple(_names_of(top, "topics", TOPICS, "topic", default=DEFAULT_TOPICS))
+
+
+def parse_notify_config(text: str, source: str, folder: Path, environ: Mapping[str, str]) -> NotifyConfig:
+    top = _top(text, source)
+    topics = _topics(top)
     max_alert_age_ms = top.duration("max_alert_age", "1h")
     cooldown_ms = _duration_or_off(top, "cooldown", "10m")
     table = top.sub("destinations", required=True)

@@ -15,10 +15,6 @@ import orjson
 
 from leadpulse.scoring.timeutil import format_ms, parse_rfc3339_ms
 
-FAILURES = "delivery-failures"
-"""The topic's name after the app id (Settings.internal_topic): only this app's notify writes
-and re-drives it, so a replay app's failures never mix with the live app's."""
-
 
 @dataclass(frozen=True)
 class Failure:

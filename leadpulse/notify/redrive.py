@@ -26,11 +26,12 @@ from leadpulse.notify.config import NotifyConfig
 from leadpulse.notify.delivery import Deliveries
 from leadpulse.notify.failures import Failure, failure_from
 from leadpulse.notify.metrics import NotifyMetrics
-from leadpulse.notify.service import NotifyOptions, dead_letter_writer, failures_topic, group_id, kafka_producer
+from leadpulse.notify.service import NotifyOptions, dead_letter_writer, failures_topic, kafka_producer
 from leadpulse.notify.throttle import RateLimit
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
+from leadpulse.streams.startup import notify_groups
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class Redriven:
 async def redrive(settings: Settings, config: NotifyConfig, options: NotifyOptions, retry_window_ms: int) -> Redriven:
     topic = failures_topic(settings)
     consumer = AIOKafkaConsumer(
-        **client_options(settings), group_id=f"{group_id(settings)}-redrive", enable_auto_commit=False
+        **client_options(settings), group_id=notify_groups(settings)[1], enable_auto_commit=False
     )
     producer = kafka_producer(settings)
     result = Redriven()

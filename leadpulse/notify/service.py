@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from leadpulse.notify.alerts import Alert, alert_from
 from leadpulse.notify.config import NotifyConfig
 from leadpulse.notify.delivery import Deliveries
-from leadpulse.notify.failures import FAILURES, Failure, failure_bytes
+from leadpulse.notify.failures import Failure, failure_bytes
 from leadpulse.notify.metrics import NotifyMetrics
 from leadpulse.notify.routing import destinations_for
 from leadpulse.notify.throttle import Cooldown, RateLimit, too_old
@@ -35,6 +35,8 @@ from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.quiet import BROKERS, install_reconnect_backoff
 from leadpulse.streams.security import client_options
 from leadpulse.streams.settings import Settings
+from leadpulse.streams.startup import notify_groups
+from leadpulse.streams.topics import DELIVERY_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +66,11 @@ class NotifyOptions:
 
 
 def group_id(settings: Settings) -> str:
-    return f"{settings.app_id}-notify"
+    return notify_groups(settings)[0]
 
 
 def failures_topic(settings: Settings) -> str:
-    return settings.internal_topic(FAILURES)
+    return settings.internal_topic(DELIVERY_FAILURES)
 
 
 def kafka_producer(settings: Settings) -> AIOKafkaProducer:

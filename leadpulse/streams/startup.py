@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -41,6 +42,7 @@ from leadpulse.streams.topics import (
     BY_CONTACT,
     COOLING,
     DEAD_LETTERS,
+    DELIVERY_FAILURES,
     HOT_ACCOUNTS,
     HOT_LEADS,
     NURTURE,
@@ -133,10 +135,24 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+def notify_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The topic `leadpulse notify` writes beside the worker's: its delivery-failures topic.
+    It holds alerts (personal data), so it is an event topic like the alert topics: deleted
+    `event_retention` after it was written (docs/erasure.md), with the min.insync.replicas its
+    acks=all writes rely on. Not among the worker's topics: the worker neither reads nor
+    writes it, so its start-up does not require it, and its principal gets no ACL on it."""
+    return [event_topic(settings, settings.internal_topic(DELIVERY_FAILURES))]
+
+
+def admin_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """What `leadpulse topics create` and `topics commands` make: the worker's topics and notify's."""
+    return topic_specs(settings) + notify_topic_specs(settings)
+
+
 def create_commands(settings: Settings) -> list[str]:
-    """kafka-topics.sh lines that create the worker's topics, for an administrator."""
+    """kafka-topics.sh lines that create the worker's and notify's topics, for an administrator."""
     lines = []
-    for spec in topic_specs(settings):
+    for spec in admin_topic_specs(settings):
         configs = "".join(f" --config {key}={value}" for key, value in sorted(spec.config.items()))
         lines.append(
             f"kafka-topics.sh --bootstrap-server {settings.bootstrap_servers} --command-config admin.properties "
@@ -155,7 +171,7 @@ TOPIC_OPERATIONS = {
 
 @dataclass(frozen=True)
 class AclBinding:
-    """One resource and the operations the worker's principal is allowed on it: what both
+    """One resource and the operations a service's principal is allowed on it: what both
     the printed kafka-acls.sh lines and deploy/kafka/acls.sh are made from, so they cannot
     drift apart, and what the start-up check compares the broker's answer with."""
 
@@ -188,13 +204,34 @@ def acl_bindings(settings: Settings) -> list[AclBinding]:
     return bindings
 
 
-def acl_commands(settings: Settings, principal: str) -> list[str]:
-    """kafka-acls.sh lines granting `principal` the worker's ACLs (acl_bindings)."""
+def notify_groups(settings: Settings) -> tuple[str, str]:
+    """`leadpulse notify run`'s consumer group, and `notify redrive`'s."""
+    return f"{settings.app_id}-notify", f"{settings.app_id}-notify-redrive"
+
+
+def notify_acl_bindings(settings: Settings, roles: Iterable[str]) -> list[AclBinding]:
+    """What `leadpulse notify` (run and redrive, one principal) needs and no more: READ on
+    the output topics its file reads (`roles`: hot-leads, hot-accounts...), WRITE on the
+    delivery-failures topic (and READ: redrive reads it), DESCRIBE on each (metadata, and
+    its start-up check), its two consumer groups, and CREATE on those topics when it may
+    create them itself (LEADPULSE_CREATE_TOPICS=on: it creates the ones still missing). No
+    DescribeConfigs: it reads no topic configuration."""
+    create = ("Create",) if settings.create_topics else ()
+    (failures,) = notify_topic_specs(settings)
+    return [
+        *(AclBinding("topic", settings.topic(role), ("Read", "Describe", *create)) for role in roles),
+        AclBinding("topic", failures.name, ("Read", "Write", "Describe", *create)),
+        *(AclBinding("group", group, ("Read", "Describe")) for group in notify_groups(settings)),
+    ]
+
+
+def acl_commands(settings: Settings, principal: str, bindings: Sequence[AclBinding] | None = None) -> list[str]:
+    """kafka-acls.sh lines granting `principal` `bindings` (the worker's, acl_bindings, by default)."""
     base = f"kafka-acls.sh --bootstrap-server {settings.bootstrap_servers} --command-config admin.properties --add"
     return [
         f"{base} --allow-principal {principal}{''.join(f' --operation {op}' for op in binding.operations)} "
         f"--{binding.resource} {binding.name}"
-        for binding in acl_bindings(settings)
+        for binding in (acl_bindings(settings) if bindings is None else bindings)
     ]
 
 
@@ -228,6 +265,21 @@ async def prepare_topics(settings: Settings, *, create: bool | None = None, migr
         await _wait_for_coordinator(admin, settings)
         if not migrating:
             await check_migrated(settings)
+        return [spec.name for spec in missing]
+    finally:
+        await admin.close()
+
+
+async def create_missing(settings: Settings, specs: Sequence[TopicSpec]) -> list[str]:
+    """Create those of `specs` that do not exist yet (whatever LEADPULSE_CREATE_TOPICS says:
+    the caller decides); returns their names."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in specs if spec.name not in existing]
+        if missing:
+            await create_topics(admin, settings, missing)
         return [spec.name for spec in missing]
     finally:
         await admin.close()
@@ -269,7 +321,7 @@ async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings, spec
             (binding,) = (binding for binding in acl_bindings(settings) if binding.name == denied[0])
             raise StartupError(
                 f"{describe(settings)} may not DESCRIBE topic {denied[0]} (TopicAuthorizationFailedError): "
-                f"grant {_grant(binding)} on it (leadpulse topics commands)"
+                f"grant {_grant(binding)} on it ({_hint('worker')})"
             )
         counts = {entry["topic"]: len(entry["partitions"]) for entry in described if not entry["error_code"]}
         replicas = {
@@ -387,11 +439,34 @@ def _grant(binding: AclBinding) -> str:
     return " and ".join(", ".join(op.upper() for op in binding.operations if op in USED_WHILE_RUNNING).rsplit(", ", 1))
 
 
-async def _check_topic_acls(admin: AIOKafkaAdminClient, settings: Settings) -> None:
+def _hint(service: str) -> str:
+    return "leadpulse topics commands" + ("" if service == "worker" else f" --service {service}")
+
+
+async def check_acls(settings: Settings, bindings: Sequence[AclBinding], service: str) -> None:
+    """For a service beside the worker (notify): ask the broker what this principal may do
+    on each topic and group of `bindings` (KIP-430), and raise StartupError naming the first
+    ACL missing, as the worker's start-up does. Without it a consumer without READ waits
+    forever to join its group, and a producer without WRITE retries its failure records."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        await _check_topic_acls(admin, settings, [b for b in bindings if b.resource == "topic"], service)
+        for group in (b for b in bindings if b.resource == "group"):
+            await _wait_for_coordinator(admin, settings, group)
+    finally:
+        await admin.close()
+
+
+async def _check_topic_acls(
+    admin: AIOKafkaAdminClient, settings: Settings, topics: list[AclBinding] | None = None, service: str = "worker"
+) -> None:
     """A topic the worker may describe but not read or write passes every check above, and
     the worker would then wait forever (authorized.py); name the missing ACL instead. A
-    topic the broker cannot answer for yet (just created, in a cluster) is asked again."""
-    topics = [binding for binding in acl_bindings(settings) if binding.resource == "topic"]
+    topic the broker cannot answer for yet (just created, in a cluster) is asked again.
+    `topics`: the worker's unless given."""
+    if topics is None:
+        topics = [binding for binding in acl_bindings(settings) if binding.resource == "topic"]
     deadline = time.monotonic() + TOPIC_METADATA_WAIT_S
     while True:
         answer = await topic_operations(admin, [binding.name for binding in topics])
@@ -412,14 +487,13 @@ async def _check_topic_acls(admin: AIOKafkaAdminClient, settings: Settings) -> N
         if missing:
             raise StartupError(
                 f"{describe(settings)} may not {' or '.join(missing)} topic {binding.name} "
-                f"(TopicAuthorizationFailedError): grant {_grant(binding)} on it (leadpulse topics commands)"
+                f"(TopicAuthorizationFailedError): grant {_grant(binding)} on it ({_hint(service)})"
             )
 
 
-def _check_group_acls(settings: Settings, allowed: set[str] | None) -> None:
+def _check_group_acls(settings: Settings, allowed: set[str] | None, binding: AclBinding) -> None:
     """A group the worker may describe but not read passes the coordinator check, and the
     worker would then wait forever for its JoinGroup (authorized.py)."""
-    (binding,) = (binding for binding in acl_bindings(settings) if binding.resource == "group")
     missing = [] if allowed is None else _missing(binding, allowed)
     if missing:
         raise StartupError(
@@ -428,19 +502,24 @@ def _check_group_acls(settings: Settings, allowed: set[str] | None) -> None:
         )
 
 
-async def _wait_for_coordinator(admin: AIOKafkaAdminClient, settings: Settings) -> None:
+async def _wait_for_coordinator(
+    admin: AIOKafkaAdminClient, settings: Settings, group: AclBinding | None = None
+) -> None:
     """A fresh broker creates its offsets topic on the first group request, and loads its
-    partitions a moment later; answer that here instead of in the worker's log."""
+    partitions a moment later; answer that here instead of in the worker's log. `group`: the
+    worker's unless given."""
+    if group is None:
+        (group,) = (binding for binding in acl_bindings(settings) if binding.resource == "group")
     deadline = time.monotonic() + COORDINATOR_WAIT_S
     while True:
         try:
-            await admin.list_consumer_group_offsets(settings.app_id)
-            allowed = await group_operations(admin, settings.app_id)
+            await admin.list_consumer_group_offsets(group.name)
+            allowed = await group_operations(admin, group.name)
             break
         except GroupAuthorizationFailedError:
             raise StartupError(
-                f"{describe(settings)} may not use consumer group {settings.app_id!r} (GroupAuthorizationFailedError): "
-                "grant READ and DESCRIBE on it"
+                f"{describe(settings)} may not use consumer group {group.name!r} (GroupAuthorizationFailedError): "
+                f"grant {_grant(group)} on it"
             ) from None
         except (GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError, CoordinatorLoadInProgressError):
             if time.monotonic() > deadline:
@@ -449,5 +528,5 @@ async def _wait_for_coordinator(admin: AIOKafkaAdminClient, settings: Settings) 
                 ) from None
             await asyncio.sleep(0.2)
         except KafkaError as error:
-            raise StartupError(f"the broker refused the consumer group {settings.app_id!r}: {error!r}") from None
-    _check_group_acls(settings, allowed)
+            raise StartupError(f"the broker refused the consumer group {group.name!r}: {error!r}") from None
+    _check_group_acls(settings, allowed, group)

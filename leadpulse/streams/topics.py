@@ -20,6 +20,10 @@ BY_CONTACT, COOLING, ACCOUNT_MEMBERS = INTERNAL_NAMES = (
     "cooling-ticks",
     "account-members",  # keyed by account id: contacts' member and leave records
 )
+# Written by `leadpulse notify` (not the worker): alerts a destination could not take, for
+# `leadpulse notify redrive`; named by the app id, so a replay app's failures never mix with
+# the live app's (settings.internal_topic).
+DELIVERY_FAILURES = "delivery-failures"
 # Outputs: the product's contract, named by LEADPULSE_TOPIC_PREFIX (settings.topic).
 SCORES, STAGE_CHANGES, HOT_LEADS, DEAD_LETTERS, ACCOUNT_SCORES, HOT_ACCOUNTS, NURTURE = OUTPUT_NAMES = (
     "contact-scores",

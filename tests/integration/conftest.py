@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from leadpulse.cli.processes import CollectorProcess, LocalBroker, WorkerProcess, broker_port
+from leadpulse.cli.processes import CollectorProcess, LocalBroker, NotifyProcess, WorkerProcess, broker_port
 from leadpulse.streams.settings import Settings
 from tests.integration.harness import isolated_settings, wait_for
 from tests.integration.postgres import PostgresServer, Unavailable
+from tests.integration.receiver import Receivers
 
 pytestmark = pytest.mark.integration
 
@@ -99,6 +100,31 @@ def collectors(tmp_path):
             tail = Path(collector.log_path).read_text(errors="replace")[-3000:]
             print(f"collector {collector.pid}: exited with {collector.process.returncode}; its log ends:\n{tail}")
         collector.stop(timeout_s=10)
+
+
+@pytest.fixture(scope="module")
+def receivers():
+    """Real HTTP receivers on 127.0.0.1 (receiver.py), one set per module: tests add their own names."""
+    with Receivers() as started:
+        yield started
+
+
+@pytest.fixture
+def notifiers(tmp_path, request):
+    """Start `leadpulse notify run` through this: every process is killed by pid at teardown."""
+    started: list[NotifyProcess] = []
+
+    def start(settings: Settings, config: Path) -> NotifyProcess:
+        process = NotifyProcess(settings, config, tmp_path / f"notify-{len(started)}.log")
+        started.append(process)
+        process.start(timeout_s=60)
+        return process
+
+    yield start
+    for process in started:
+        if getattr(request.node, "call_report", None) is not None and request.node.call_report.failed:
+            print(f"notify {process.pid}: its log ends:\n{process.log_path.read_text(errors='replace')[-4000:]}")
+        process.kill()
 
 
 @pytest.hookimpl(wrapper=True)

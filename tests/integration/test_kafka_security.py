@@ -15,10 +15,24 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from leadpulse.cli.processes import ROOT, LocalBroker, broker_port, low_free_ports
-from tests.integration.harness import latest_by_key, produce, read_all, run_cli, scores_reach, wait_for
+from bench.notify import hot_lead_record
+from leadpulse.cli.processes import ROOT, LocalBroker, broker_port, free_port, low_free_ports
+from leadpulse.notify.failures import failure_from
+from leadpulse.notify.service import failures_topic
+from leadpulse.scoring.timeutil import now_ms
+from tests.integration.harness import (
+    latest_by_key,
+    produce,
+    read_all,
+    run_cli,
+    scores_reach,
+    topic_configs,
+    wait_for,
+    write_outputs,
+)
 from tests.integration.oracle import Oracle, traffic_lines
 from tests.integration.pki import KEYSTORE_PASSWORD, make_pki
+from tests.integration.receiver import GONE, OK, new_secret
 
 SCORER_PASSWORD = "scorer-secret-0123"
 WORKER_PASSWORD = "worker-secret-4567"  # the least-privilege user: only the ACLs a test grants
@@ -34,9 +48,11 @@ def secure(tmp_path_factory):
     certificate; `worker` gets only what a test grants."""
     folder = tmp_path_factory.mktemp("secure-kafka")
     pki = make_pki(folder / "pki")
-    sasl, tls, sasl_tls = low_free_ports(3)
+    port = broker_port()
+    # none of them the broker's port or its controller's (port + 1): both are free until it starts
+    sasl, tls, sasl_tls = [free for free in low_free_ports(5) if free not in (port, port + 1)][:3]
     instance = LocalBroker(
-        port=broker_port(),
+        port=port,
         data_dir=folder / "data",
         extra_env={
             "KAFKA_SASL_PORT": str(sasl),
@@ -166,11 +182,11 @@ def least_privilege(secure, settings):
     )  # fmt: skip
 
 
-def grant(secure, settings, without=()):
-    """The ACLs `leadpulse topics acls` lists for the worker's user, granted by
-    deploy/kafka/acls.sh over the PLAINTEXT listener (a super user), less `without`:
-    (resource name, operation) pairs."""
-    listed, _ = run_cli(settings, "topics", "acls")
+def grant(secure, settings, without=(), *service):
+    """The ACLs `leadpulse topics acls [*service]` lists for the user of `settings` (the
+    worker's unless `service` says `--service notify ...`), granted by deploy/kafka/acls.sh over
+    the PLAINTEXT listener (a super user), less `without`: (resource name, operation) pairs."""
+    listed, _ = run_cli(settings, "topics", "acls", *service)
     assert listed.returncode == 0, listed.stderr.decode()
     lines = []
     for line in listed.stdout.decode().splitlines():
@@ -178,9 +194,13 @@ def grant(secure, settings, without=()):
         kept = [op for op in operations.split(",") if (name, op) not in without]
         if kept:
             lines.append(f"{principal} {resource} {name} {','.join(kept)}")
-    assert lines[0].startswith("User:worker topic ") and len(lines) >= 9
+    assert lines[0].startswith("User:worker topic ") and len(lines) >= (5 if service else 9)
+    acls_sh(secure, "add", lines)
+
+
+def acls_sh(secure, action, lines):
     done = subprocess.run(
-        [str(ACLS_SCRIPT), "add"],
+        [str(ACLS_SCRIPT), action],
         input="\n".join(lines).encode(),
         env={**os.environ, "KAFKA_BOOTSTRAP": f"127.0.0.1:{secure['plaintext']}"},
         capture_output=True,
@@ -243,3 +263,89 @@ def test_a_missing_acl_stops_start_up_naming_it(secure, make_settings, create_to
     assert done.returncode == 1 and took < FAIL_FAST_S, stderr
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert f"leadpulse worker: SASL_PLAINTEXT SCRAM-SHA-512 as worker {expected.format(**names)}" in stderr
+
+
+def test_notify_runs_on_topics_an_administrator_made_with_only_the_acls_listed_for_it(
+    secure, make_settings, receivers, notifiers, tmp_path
+):
+    """Managed Kafka, as the README's Security section sets it up for `leadpulse notify`:
+    LEADPULSE_CREATE_TOPICS=off, an administrator runs `topics create` (which makes the
+    delivery-failures topic too) and grants notify's user exactly what `topics acls --service
+    notify --config FILE` lists. notify then delivers hot leads to a receiver that takes them
+    and writes those a receiver refuses (410) to the failures topic, which `notify redrive`
+    reads back as the same user. Before the topics exist it stops in one line naming them; without
+    WRITE on the failures topic, in one line naming the ACL."""
+    settings = least_privilege(
+        secure,
+        make_settings(
+            partitions=2, create_topics=False, notify_port=free_port(), notify_max_backoff_s=2.0,
+            event_retention=2 * 86_400_000,
+        ),
+    )  # fmt: skip
+    admin = scram_256(secure, settings)  # a super user: the administrator, and the worker writing alerts
+    failures = failures_topic(settings)
+    secret = new_secret()
+    (tmp_path / "signing.key").write_text(secret + "\n")
+    crm, legacy = receivers.add("crm", secrets=(secret,)), receivers.add("legacy", secrets=(secret,))
+    receivers.script("legacy", default=GONE)
+    config = tmp_path / "notify.toml"
+    config.write_text(
+        f"""
+max_alert_age = "1h"
+cooldown = "off"
+[destinations.crm]
+kind = "webhook"
+url = "{crm.url}"
+secret_file = "signing.key"
+[destinations.legacy]
+kind = "webhook"
+url = "{legacy.url}"
+secret_file = "signing.key"
+[[routes]]
+to = ["crm", "legacy"]
+"""
+    )
+    done, took = run_cli(settings, "notify", "run", str(config), timeout_s=FAIL_FAST_S + 30)
+    stderr = done.stderr.decode()
+    assert done.returncode == 1 and took < FAIL_FAST_S, stderr
+    assert stderr.startswith(
+        f"leadpulse notify: topics missing: {settings.topic('hot-leads')}, {settings.topic('hot-accounts')}, "
+        f"{failures}; LEADPULSE_CREATE_TOPICS=off, so an administrator creates them (leadpulse topics create"
+    ), stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+
+    created, _ = run_cli(admin, "topics", "create")
+    assert created.returncode == 0 and failures in created.stderr.decode(), created.stderr.decode()
+    (made,) = topic_configs(admin, [failures]).values()
+    assert (made["cleanup.policy"], made["retention.ms"]) == ("delete", str(settings.event_retention))
+    grant(secure, settings, (), "--service", "notify", "--config", str(config))
+
+    now = now_ms()
+    records = [hot_lead_record(f"c{n}@acme.io", 0, now - 5_000 + n) for n in range(4)]
+    expected = sorted(record["id"] for record in records)
+    write_outputs(admin, "hot-leads", records)
+    notify = notifiers(settings, config)
+    assert wait_for(lambda: sorted(crm.delivered_ids()) == expected, 30, 0.2), crm.delivered_ids()
+
+    def written() -> list[str]:
+        return sorted(failure_from(value).record["id"] for _, value in read_all(admin, failures, idle_s=0.5) if value)
+
+    assert wait_for(lambda: written() == expected, 30, 0.3), written()
+    assert all(request.verified for request in crm.requests + legacy.requests)
+    notify.kill()
+
+    receivers.script("legacy", default=OK)
+    redriven, _ = run_cli(settings, "notify", "redrive", str(config))
+    assert redriven.returncode == 0, redriven.stderr.decode()
+    assert f"re-drove {len(expected)} alerts: {len(expected)} delivered" in redriven.stderr.decode()
+    assert sorted(legacy.delivered_ids()) == expected
+
+    acls_sh(secure, "remove", [f"User:worker topic {failures} Write"])
+    done, took = run_cli(settings, "notify", "run", str(config), timeout_s=FAIL_FAST_S + 30)
+    stderr = done.stderr.decode()
+    assert done.returncode == 1 and took < FAIL_FAST_S, stderr
+    assert stderr == (
+        f"leadpulse notify: SASL_PLAINTEXT SCRAM-SHA-512 as worker may not WRITE topic {failures} "
+        "(TopicAuthorizationFailedError): grant READ, WRITE and DESCRIBE on it (leadpulse topics commands "
+        "--service notify)\n"
+    )

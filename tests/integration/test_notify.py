@@ -15,39 +15,15 @@ import orjson
 import pytest
 
 from bench.notify import hot_lead_record
-from leadpulse.cli.processes import NotifyProcess, free_port
+from leadpulse.cli.processes import free_port
 from leadpulse.notify.failures import failure_from
 from leadpulse.notify.service import failures_topic
 from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.settings import Settings
 from tests.integration.harness import read_all, run_cli, topic_configs, wait_for, write_outputs
-from tests.integration.receiver import CLOSE, FAIL, GONE, OK, TIMEOUT, Endpoint, Receivers, new_secret, retry_after
+from tests.integration.receiver import CLOSE, FAIL, GONE, OK, TIMEOUT, Endpoint, new_secret, retry_after
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def receivers():
-    with Receivers() as started:
-        yield started
-
-
-@pytest.fixture
-def notifiers(tmp_path, request):
-    """Start `leadpulse notify run` through this: every process is killed by pid at teardown."""
-    started: list[NotifyProcess] = []
-
-    def start(settings: Settings, config: Path) -> NotifyProcess:
-        process = NotifyProcess(settings, config, tmp_path / f"notify-{len(started)}.log")
-        started.append(process)
-        process.start(timeout_s=60)
-        return process
-
-    yield start
-    for process in started:
-        if request.node.call_report.failed:
-            print(f"notify {process.pid}: its log ends:\n{process.log_path.read_text(errors='replace')[-4000:]}")
-        process.kill()
 
 
 def secret_files(folder: Path, *secrets: str) -> list[str]:

@@ -56,6 +56,7 @@ RUN = {
             ".venv/bin/leadpulse rules check examples/two-product-lines.toml",
             ".venv/bin/leadpulse score --rules examples/two-product-lines.toml --events-out alerts.jsonl "
             "examples/two-product-lines.jsonl",
+            "leadpulse topics commands --service notify --config examples/notify.toml --principal User:notifier",
             ".venv/bin/leadpulse score examples/identity.jsonl",
             ".venv/bin/leadpulse score examples/committee.jsonl --accounts --at last-event",
             ".venv/bin/leadpulse score examples/nurture.jsonl --nurture --at 2026-10-01T12:00:00Z",
@@ -144,6 +145,11 @@ NOT_RUN = {
     "leadpulse topics acls --principal User:scorer | KAFKA_BOOTSTRAP=kafka-1.internal:9094 "
     "KAFKA_ADMIN_CONFIG=admin.properties deploy/kafka/acls.sh add": (
         "a broker with an authorizer and an admin.properties (test_kafka_security.py pipes `topics acls` into acls.sh)"
+    ),
+    "leadpulse topics acls --service notify --config examples/notify.toml --principal User:notifier "
+    "| KAFKA_BOOTSTRAP=kafka-1.internal:9094 KAFKA_ADMIN_CONFIG=admin.properties deploy/kafka/acls.sh add": (
+        "a broker with an authorizer and an admin.properties (test_kafka_security.py pipes `topics acls --service "
+        "notify --config FILE` into acls.sh and runs notify and its redrive with exactly those ACLs)"
     ),
     "LEADPULSE_SASL_USERNAME=scorer LEADPULSE_SASL_PASSWORD_FILE=/run/secrets/kafka-password "
     "LEADPULSE_WEB_HOST=0.0.0.0 LEADPULSE_API_TOKENS_FILE=/run/secrets/api-tokens leadpulse worker": (

@@ -1,8 +1,9 @@
 """Clusters where applications may not create topics: with LEADPULSE_CREATE_TOPICS=off the
 worker only checks its topics, refusing to start while one is missing; `leadpulse topics
-create` makes them, with the configured replication, min.insync.replicas and compression."""
+create` makes them (and notify's delivery-failures topic), with the configured replication,
+min.insync.replicas and compression."""
 
-from leadpulse.streams.startup import topic_specs
+from leadpulse.streams.startup import admin_topic_specs
 from tests.integration.harness import run_cli, topic_configs
 
 
@@ -16,7 +17,7 @@ def test_no_create_mode_checks_and_an_administrator_creates(make_settings, worke
 
     created, _ = run_cli(settings, "topics", "create")
     assert created.returncode == 0, created.stderr.decode()
-    names = [spec.name for spec in topic_specs(settings)]
+    names = [spec.name for spec in admin_topic_specs(settings)]  # the worker's, and notify's failures topic
     assert f"created {len(names)} topics" in created.stderr.decode()
     configs = topic_configs(settings, names)
     assert all(configs[n]["compression.type"] == "zstd" and configs[n]["min.insync.replicas"] == "1" for n in names)

@@ -5,7 +5,7 @@ import pytest
 
 from leadpulse.streams.security import client_options, describe, faust_credentials
 from leadpulse.streams.settings import Secret, Settings, SettingsError
-from leadpulse.streams.startup import acl_bindings, acl_commands, create_commands, topic_specs
+from leadpulse.streams.startup import acl_bindings, acl_commands, create_commands, notify_topic_specs, topic_specs
 
 
 def test_the_password_never_shows_in_the_settings_or_errors():
@@ -92,7 +92,7 @@ def test_topics_carry_the_configured_replication_and_config():
     }
     assert specs["leadpulse-__assignor-__leader"].partition_count(settings) == 1
     commands = create_commands(settings)
-    assert len(commands) == len(specs)
+    assert len(commands) == len(specs) + len(notify_topic_specs(settings))  # and notify's delivery-failures topic
     assert any("--topic lp.contact-scores --partitions 8 --replication-factor 3" in line for line in commands)
 
 
