@@ -138,12 +138,8 @@ class Router:
         known: set[str] = set()  # contact ids found routed here: bounded by this process's contacts
 
         def check(event: Event) -> None:
-            contact_id = event.contact_id
-            if (
-                contact_id in known
-                and event.anonymous_id in (None, contact_id)
-                and event.previous_id in (None, contact_id)
-            ):
+            contact_id, anonymous = event.contact_id, event.anonymous_id
+            if contact_id in known and (anonymous is None or anonymous == contact_id) and event.previous_id is None:
                 return  # routed here before, and names no other id: it links nothing (linked_ids)
             key = contact_id.encode("utf-8", "surrogatepass")
             root = self.roots.get(key, key)
