@@ -78,7 +78,6 @@ ID_FIELDS = ("contact_id", "anonymous_id", "userId", "anonymousId", "previousId"
 # event names (grouping too much is harmless). Without a backslash in the line, every `"` is a
 # string's delimiter, so no match can start inside a string.
 _ID = re.compile(rb'"(?:contact_id|anonymous_id|userId|anonymousId|previousId)"\s*:\s*"([^"\\]*)"')
-_PROGRESS_BYTES = 1 << 20
 _CHUNK = 1_000  # records a process writes at a time, and this one reads at a time
 _FIRST = "I"  # array type of the numbers standing for a line's first id (`_links`)
 _ROUTE = "H"  # array type of a line's process: up to 65,535 processes
