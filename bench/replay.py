@@ -1,13 +1,17 @@
 """Benchmark of re-scoring history: `leadpulse score` over a file, one process against several.
 
-    python -m bench.replay [--events 1000000] [--contacts 100000] [--runs 3] [--jobs N] [--compiled]
+    python -m bench.replay [--events 1000000] [--contacts 100000] [--runs 3] [--jobs N]
+                           [--compiled | --compiled-only] [--file EVENTS.jsonl]
 
 Writes synthetic traffic (cookies linked to contacts, accounts) to a temporary file and
 scores it as the command does (decode, validate, fold, identity stitching, snapshots at the
 latest event time) with one process and with `--jobs` (default: one per CPU). Prints the
 medians of `--runs` runs in events/s, their ratio, and whether both printed the same.
 `--compiled` measures the compiled build (mypyc) the same way (bench/compiled.py) and checks that
-it printed what the pure code printed.
+it printed what the pure code printed; `--compiled-only` measures the compiled build alone
+(what the `leadpulse` command runs: millions of events on the pure code take an hour).
+`--file` scores a file written before (`write_traffic`, of these `--events` and `--contacts`)
+instead of writing one: the same 10M events, say, for several measurements.
 """
 
 from __future__ import annotations
@@ -97,11 +101,15 @@ class Runs:
 def measure(args: argparse.Namespace) -> tuple[Runs, Runs]:
     """`--jobs 1` and `--jobs N` over the same written traffic, interleaved."""
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "events.jsonl"
-        print(f"writing {args.events:,} events for {args.contacts:,} contacts...", flush=True)
-        write_traffic(path, args.events, args.contacts)
+        if args.file is None:
+            path = Path(folder) / "events.jsonl"
+            print(f"writing {args.events:,} events for {args.contacts:,} contacts...", flush=True)
+            write_traffic(path, args.events, args.contacts)
+        else:
+            path = args.file
         print(
-            f"median of {args.runs} runs, interleaved; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs:"
+            f"{path.name}: median of {args.runs} runs, interleaved; load average {os.getloadavg()[0]:.1f} "
+            f"on {os.cpu_count()} CPUs:"
         )
         one, many = Runs(1), Runs(args.jobs)
         for _ in range(args.runs):  # interleaved, so that a change of load hits both alike
@@ -114,13 +122,18 @@ def compare_compiled(args: argparse.Namespace, one: Runs, many: Runs) -> bool:
     """The same measurement on the compiled build (bench/compiled.py), in a child process;
     True when it printed what the pure code printed."""
     print("compiled core:", flush=True)
-    arguments = ["--events", str(args.events), "--contacts", str(args.contacts), "--runs", str(args.runs)]
-    child = run_compiled("bench.replay", [*arguments, "--jobs", str(args.jobs)])
+    child = run_compiled("bench.replay", child_arguments(args))
     print(
         f"  compiled / pure: --jobs 1 {child['one'] / statistics.median(one.rates):.2f}x, "
         f"--jobs {args.jobs} {child['many'] / statistics.median(many.rates):.2f}x"
     )
     return bool(child["printed"] == sorted(digest for digest, _ in one.printed))
+
+
+def child_arguments(args: argparse.Namespace) -> list[str]:
+    """The arguments of the same measurement in a child process (bench/compiled.py)."""
+    arguments = ["--events", str(args.events), "--contacts", str(args.contacts), "--runs", str(args.runs)]
+    return [*arguments, "--jobs", str(args.jobs), *(["--file", str(args.file)] if args.file else [])]
 
 
 def main() -> None:
@@ -129,16 +142,26 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=default_jobs())
-    parser.add_argument("--compiled", action="store_true", help="also measure the compiled build, checked equal")
+    cores = parser.add_mutually_exclusive_group()
+    cores.add_argument("--compiled", action="store_true", help="also measure the compiled build, checked equal")
+    cores.add_argument("--compiled-only", action="store_true", help="measure the compiled build alone")
+    parser.add_argument("--file", type=Path, help="score this file of --events lines (write_traffic's) instead")
     parser.add_argument("--child-report", help=argparse.SUPPRESS)  # set by --compiled for its child process
     args = parser.parse_args()
     if args.child_report:
         require_compiled("bench.replay")
+    if args.compiled_only:
+        print("compiled core:", flush=True)
+        run_compiled("bench.replay", child_arguments(args))  # it prints its figures, and fails if they differ
+        return
     tune_gc()
     one, many = measure(args)
     one_rate = one.report()
     many_rate = many.report()
     same = len(one.printed) == 1 and one.printed == many.printed
+    scored = {totals.events + totals.bad for _, totals in one.printed | many.printed}  # the rates count --events
+    if scored != {args.events}:
+        raise SystemExit(f"--events {args.events:,}, but {' and '.join(f'{n:,}' for n in sorted(scored))} were scored")
     print(f"  ratio --jobs {args.jobs} / --jobs 1: {many_rate / one_rate:.2f}x; same output: {'yes' if same else 'NO'}")
     print(f"  load average at the end: {os.getloadavg()[0]:.1f}")
     if args.child_report:

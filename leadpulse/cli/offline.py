@@ -4,6 +4,7 @@ prints of a run, in one shape for one process and for several (cli.parallel)."""
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
@@ -64,7 +65,30 @@ def score_numbered(
     folds them); `check` sees each valid event before it is folded. An event that would make
     the worker write a record over `limits.max_message_bytes` is refused as a bad line, as
     the worker dead-letters it (schemas.record_sizes); a member an account could not hold
-    is left out of it, as the worker dead-letters its member record."""
+    is left out of it, as the worker dead-letters its member record.
+
+    The cyclic garbage collector is off meanwhile: a fold makes no reference cycles (the
+    refcount frees what it drops: tests/unit/test_offline_gc.py checks it), and each
+    collection would walk the states it keeps, again and again as they grow (bench/README.md,
+    the offline scorer)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _fold_lines(run, numbered, now_ms=now_ms, limits=limits, on_bad=on_bad, check=check)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _fold_lines(
+    run: ScoreRun,
+    numbered: Iterable[tuple[int, bytes]],
+    *,
+    now_ms: int,
+    limits: InputLimits,
+    on_bad: Callable[[int, InvalidEvent], None],
+    check: Callable[[Event], None],
+) -> None:
     rules = run.rules
     if run.guard is None:
         run.guard = SizeGuard(rules, RecordLimits.for_topics(limits.max_message_bytes)).check_event

@@ -7,9 +7,12 @@ the contact that links it; an erasure reaches the ids its contact linked) and ac
 
 1. each process reads a slice of the input for the ids every line names, without decoding
    it (`ids_of`); lines naming several ids join them into one group (union-find, here);
+   then it writes, for each line of its slice, the process its group hashes to (`_route`):
+   a line is read for ids once, by one process, not by each;
 2. each process reads every line again and folds, with the one-process code, the lines
-   whose group hashes to it: decoding, validating and scoring, most of the cost, are done
-   once per line, on raw bytes (no event crosses a process boundary);
+   routed to it (the routes of every slice, read a chunk at a time beside the lines):
+   decoding, validating and scoring, most of the cost, are done once per line, on raw
+   bytes (no event crosses a process boundary);
 3. the processes print their contacts' records, merged here by contact id; accounts are
    aggregated here from the members each process computed; --events-out lines are merged
    by line number, bad lines reported in line order. Each process writes its records and
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import heapq
 import io
 import itertools
@@ -35,6 +39,7 @@ import re
 import tempfile
 import traceback
 import zlib
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -73,8 +78,10 @@ ID_FIELDS = ("contact_id", "anonymous_id", "userId", "anonymousId", "previousId"
 # event names (grouping too much is harmless). Without a backslash in the line, every `"` is a
 # string's delimiter, so no match can start inside a string.
 _ID = re.compile(rb'"(?:contact_id|anonymous_id|userId|anonymousId|previousId)"\s*:\s*"([^"\\]*)"')
-_PROGRESS_BYTES = 1 << 20
 _CHUNK = 1_000  # records a process writes at a time, and this one reads at a time
+_FIRST = "I"  # array type of the numbers standing for a line's first id (`_links`)
+_ROUTE = "H"  # array type of a line's process: up to 65,535 processes
+_ROUTES_CHUNK = 1 << 16  # lines whose routes are written, and read, at a time
 
 
 class Misrouted(Exception):
@@ -92,15 +99,6 @@ def ids_of(line: bytes) -> list[bytes]:
     if not isinstance(document, dict):
         return []
     return [v.encode("utf-8", "surrogatepass") for f in ID_FIELDS if isinstance(v := document.get(f), str)]
-
-
-def first_id(line: bytes) -> bytes | None:
-    """`ids_of(line)[0]`, or None, without reading the line's end: the ids named together
-    share a group, so any one of them routes the line."""
-    if b"\\" in line:
-        return next(iter(ids_of(line)), None)
-    found = _ID.search(line)
-    return None if found is None else found.group(1)
 
 
 def groups(links: Iterable[Sequence[bytes]]) -> dict[bytes, bytes]:
@@ -130,26 +128,26 @@ class Router:
 
     jobs: int
     roots: dict[bytes, bytes]
-    owners: dict[bytes, int] = field(default_factory=dict)  # a cache: every line asks
 
-    def owner(self, number: int, line: bytes) -> int:
-        node = first_id(line)
-        if node is None:  # a bad line (or an id-less one, which `check` refuses): anyone reports it
-            return number % self.jobs
-        owner = self.owners.get(node)
-        if owner is None:
-            owner = self.owners[node] = zlib.crc32(self.roots.get(node, node)) % self.jobs
-        return owner
+    def owner(self, node: bytes) -> int:
+        """The process that folds the lines naming `node`."""
+        return zlib.crc32(self.roots.get(node, node)) % self.jobs
 
     def check(self, me: int) -> Callable[[Event], None]:
+        known: set[str] = set()  # contact ids found routed here: bounded by this process's contacts
+
         def check(event: Event) -> None:
-            key = event.contact_id.encode("utf-8", "surrogatepass")
+            contact_id, anonymous = event.contact_id, event.anonymous_id
+            if contact_id in known and (anonymous is None or anonymous == contact_id) and event.previous_id is None:
+                return  # routed here before, and names no other id: it links nothing (linked_ids)
+            key = contact_id.encode("utf-8", "surrogatepass")
             root = self.roots.get(key, key)
             if zlib.crc32(root) % self.jobs != me or any(
                 self.roots.get(other, other) != root
                 for other in (i.encode("utf-8", "surrogatepass") for i in linked_ids(event))
             ):
                 raise Misrouted(event.event_id)
+            known.add(contact_id)
 
         return check
 
@@ -249,34 +247,40 @@ def run_routed(
     progress = context.Array("q", jobs, lock=False)
     connections: list[Connection] = []
     processes = []
-    try:
-        for me in range(jobs):
-            ours, theirs = context.Pipe()
-            task = _Task(source, spans[me], me, shares[me])
-            process = context.Process(target=_work, args=(theirs, task, progress), daemon=True)
-            process.start()
-            theirs.close()
-            connections.append(ours)
-            processes.append(process)
-        links = [ids for connection in connections for ids in _receive(connection)]
-        router = Router(jobs, groups(links))
-        for connection in connections:
-            send(connection, router)
-        folded = _gather(connections, lambda: min(progress), total, label)
-        if any(part is None for part in folded):
-            return None
-        message = decide(folded)
-        for connection in connections:
-            send(connection, message)
-        return folded, [_receive(connection) for connection in connections]
-    finally:
-        for connection in connections:
-            connection.close()  # a process still waiting for its next step ends
-        for process in processes:
-            process.join(timeout=5)
-            if process.is_alive():
-                process.terminate()
-                process.join()
+    with contextlib.ExitStack() as files:
+        routes = [files.enter_context(tempfile.TemporaryFile()) for _ in range(jobs)]  # removed already
+        try:
+            for me in range(jobs):
+                ours, theirs = context.Pipe()
+                task = _Task(source, spans, me, routes, shares[me])
+                process = context.Process(target=_work, args=(theirs, task, progress), daemon=True)
+                process.start()
+                theirs.close()
+                connections.append(ours)
+                processes.append(process)
+            links = [ids for connection in connections for ids in _receive(connection)]
+            router = Router(jobs, groups(links))
+            for connection in connections:
+                send(connection, router)
+            for connection in connections:
+                _receive(connection)  # its slice's routes are written
+            for connection in connections:
+                send(connection, None)  # every slice's are: fold
+            folded = _gather(connections, lambda: min(progress), total, label)
+            if any(part is None for part in folded):
+                return None
+            message = decide(folded)
+            for connection in connections:
+                send(connection, message)
+            return folded, [_receive(connection) for connection in connections]
+        finally:
+            for connection in connections:
+                connection.close()  # a process still waiting for its next step ends
+            for process in processes:
+                process.join(timeout=5)
+                if process.is_alive():
+                    process.terminate()
+                    process.join()
 
 
 def _records(printed: list[Printed], options: Options) -> Iterable[bytes]:
@@ -375,24 +379,37 @@ class _Failure:
 @dataclass(frozen=True)
 class _Task:
     source: Source
-    span: tuple[int, int]  # the bytes it reads for ids
+    spans: list[tuple[int, int]]  # each process's slice of the input: it reads its slice's ids
     me: int  # the lines it folds: those the router gives it
+    routes: Sequence[BinaryIO]  # by slice: the process that folds each line of it, `_ROUTE` items
     share: Share
 
 
 def _work(connection: Connection, task: _Task, progress: Any) -> None:
-    """One process: the ids of its slice, then its share's fold, then its finish."""
-    source, span, me = task.source, task.span, task.me
+    """One process: the ids of its slice, the routes of its lines, then its share's fold,
+    then its finish.
+
+    Without the cyclic garbage collector: contact states hold no reference cycles (the
+    refcount frees what a fold drops; tests/unit/test_offline_gc.py checks it), and
+    collections would walk every live state over and over (bench/README.md, the offline
+    scorer). The process ends after its finish."""
+    gc.disable()
+    source, me = task.source, task.me
     try:
-        with _open(source) as stream:
-            stream.seek(span[0])
-            piece = stream.read(span[1] - span[0])
-        send(connection, [ids for line in piece.split(b"\n") if len(set(ids := ids_of(line))) > 1])
-        del piece
-        router: Router = _read(connection)
+        with tempfile.TemporaryFile() as firsts:
+            links, named = _links(_slice(source, task.spans[me]), firsts)
+            send(connection, links)
+            router: Router = _read(connection)
+            _route(firsts, named, router, me, task.routes[me])
+            del named
+        send(connection, None)
+        _read(connection)  # every slice's routes are written
         try:
             with _open(source) as stream:
-                folded = task.share.fold(_owned(stream, router, me, progress), router.check(me))
+                marks = _marks(task.routes, stream, me, progress)
+                folded = task.share.fold(itertools.compress(enumerate(stream, start=1), marks), router.check(me))
+                if next(marks, None) is not None or stream.read(1):
+                    raise RuntimeError("the routes and the lines of the input are out of step")
         except Misrouted:
             send(connection, None)
             return
@@ -405,16 +422,70 @@ def _work(connection: Connection, task: _Task, progress: Any) -> None:
             send(connection, _Failure(traceback.format_exc()))
 
 
-def _owned(stream: BinaryIO, router: Router, me: int, progress: Any) -> Iterator[tuple[int, bytes]]:
-    """The (number, line) pairs this process folds."""
-    done = reported = 0
-    for number, line in enumerate(stream, start=1):
-        done += len(line)
-        if done - reported >= _PROGRESS_BYTES:
-            progress[me] = reported = done
-        if router.owner(number, line) == me:
-            yield number, line
-    progress[me] = done
+def _slice(source: Source, span: tuple[int, int]) -> Iterator[bytes]:
+    """The lines of `span` (it starts at a line's start, and ends at one or at the end)."""
+    with _open(source) as stream:
+        stream.seek(span[0])
+        left = span[1] - span[0]
+        for line in stream:
+            if left <= 0:
+                return
+            left -= len(line)
+            yield line
+
+
+def _links(lines: Iterable[bytes], firsts: BinaryIO) -> tuple[list[list[bytes]], list[bytes]]:
+    """The ids of each line naming several, and the first id each line names, in order of
+    first appearance; into `firsts`, for each line, its first id's place in that order
+    counting from 1, or 0 for a line naming none (`_route`: a line's ids share a group, so
+    any one of them routes it). What this holds is bounded by the ids; what it writes, a
+    `_FIRST` item a line, by the lines."""
+    links: list[list[bytes]] = []
+    numbers: dict[bytes, int] = {}
+    chunk = array(_FIRST)
+    for line in lines:
+        ids = ids_of(line)
+        if not ids:
+            chunk.append(0)
+            continue
+        number = numbers.get(first := ids[0])
+        if number is None:
+            number = numbers[first] = len(numbers) + 1
+        chunk.append(number)
+        if len(ids) > 1 and len(set(ids)) > 1:
+            links.append(ids)
+        if len(chunk) >= _ROUTES_CHUNK:
+            chunk.tofile(firsts)
+            del chunk[:]
+    chunk.tofile(firsts)
+    return links, list(numbers)
+
+
+def _route(firsts: BinaryIO, named: list[bytes], router: Router, me: int, routes: BinaryIO) -> None:
+    """Into `routes`, for each line `_links` read, the process that folds it: its first id's
+    (`named`), or this one for a line naming no id (a bad line: this process reports it)."""
+    owners = array(_ROUTE, [me, *map(router.owner, named)])
+    firsts.seek(0)
+    while chunk := firsts.read(_ROUTES_CHUNK * array(_FIRST).itemsize):
+        array(_ROUTE, map(owners.__getitem__, array(_FIRST, chunk))).tofile(routes)
+    routes.flush()
+
+
+def _marks(routes: Sequence[BinaryIO], stream: BinaryIO, me: int, progress: Any) -> Iterator[bool]:
+    """For each line of the input in order, whether this process folds it, read from each
+    slice's routes a chunk at a time (nothing per line here runs Python code); `progress`
+    hears of the bytes read at each chunk."""
+
+    def chunks() -> Iterator[Iterator[bool]]:
+        for file in routes:
+            offset = 0  # the file's own offset is shared with the process that wrote it
+            while chunk := os.pread(file.fileno(), _ROUTES_CHUNK * array(_ROUTE).itemsize, offset):
+                offset += len(chunk)
+                progress[me] = stream.tell()
+                yield map(me.__eq__, array(_ROUTE, chunk))
+        progress[me] = stream.tell()
+
+    return itertools.chain.from_iterable(chunks())
 
 
 @dataclass
@@ -424,7 +495,7 @@ class _ScoreShare:
     options: Options
     printed: Printed  # where it writes its records and outputs
     run: ScoreRun | None = None
-    tags: list[int] = field(default_factory=list)  # the line number of each output
+    tags: list[int] = field(default_factory=list)  # the line number of each output printed (--events-out)
 
     def fold(self, lines: Iterator[tuple[int, bytes]], check: Callable[[Event], None]) -> Folded:
         options = self.options
@@ -432,7 +503,7 @@ class _ScoreShare:
         bad: list[tuple[int, str, str]] = []
         score_numbered(
             run,
-            self._tagged(lines, run),
+            self._tagged(lines, run) if options.with_outputs else lines,
             now_ms=options.now_ms,
             limits=options.limits,
             on_bad=lambda number, error: bad.append((number, error.field, error.reason)),

@@ -95,6 +95,22 @@ def test_more_processes_than_lines_print_the_same():
     assert processes(data, "contacts", jobs=8) == one_process(data, "contacts")
 
 
+def test_the_routes_stay_in_step_with_the_lines_without_a_final_newline_and_over_blank_lines(monkeypatch):
+    """Each process writes the route of every line of its slice; every process reads them
+    beside the lines of the whole input (cli.parallel._marks). A line lost or counted twice
+    at a slice's edge would fold the wrong lines (the routing check would find it)."""
+    fallbacks = []
+    one = parallel._one_process
+    monkeypatch.setattr(parallel, "_one_process", lambda *args: fallbacks.append(args) or one(*args))
+    monkeypatch.setattr(parallel, "_ROUTES_CHUNK", 7)  # chunks end inside slices: theirs too (forked from here)
+    data = mixed_lines(8, 300)
+    for variant in (data.rstrip(b"\n"), b"\n\n" + data.replace(b"\n", b"\n\n", 40) + b"  \n"):
+        expected = one_process(variant, "contacts")
+        assert processes(variant, "contacts", jobs=2) == expected
+        assert processes(variant, "contacts", jobs=5) == expected
+    assert fallbacks == []
+
+
 def test_an_event_routed_without_its_link_makes_the_run_fall_back_to_one_process(monkeypatch):
     data = mixed_lines(6, 300)
     expected = one_process(data, "contacts")
