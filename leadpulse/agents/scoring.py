@@ -40,7 +40,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from copy import copy
 from dataclasses import dataclass, field, replace
 from time import perf_counter
 from typing import Any
@@ -579,8 +578,10 @@ class ScoringAgent:
         if state.contact_id not in self.guarded:
             return
         counted = self.outputs.copy()
-        try:  # on a copy: _publication finishes the state it is given
-            self._publication(copy(state), at_ms, self.clock, Outbox(limits=self.pipeline.record_limits))
+        # On a copy (_publication finishes the state it is given), made by the constructor:
+        # copy.copy cannot rebuild a class of the compiled core (docs/compiled.md).
+        try:
+            self._publication(replace(state), at_ms, self.clock, Outbox(limits=self.pipeline.record_limits))
         finally:
             self.outputs = counted
 
