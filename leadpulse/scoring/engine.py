@@ -541,13 +541,9 @@ def next_cooling_ms(state: ContactState, rules: Rules, from_ms: int | None = Non
 def engagement_eta_ms(state: ContactState, at_ms: int, below: float, rules: Rules) -> float | None:
     """How long after `at_ms` the contact's engagement (unrounded) falls under `below` if
     nothing happens: a search's starting point (timesearch.decay_eta_ms)."""
-    per_category: dict[str, list[float]] = {}
-    for _, category_name, value in _decayed_signals(state.signals, at_ms, rules.signal_categories, rules.half_life_ms):
-        per_category.setdefault(category_name, []).append(value)
+    decayed = _decayed_signals(state.signals, at_ms, rules.signal_categories, rules.half_life_ms)
     categories = rules.categories
-    totals = (
-        (math.fsum(values), categories[name].floor, categories[name].cap) for name, values in per_category.items()
-    )
+    totals = ((total, categories[name].floor, categories[name].cap) for name, total in _per_category(decayed).items())
     return decay_eta_ms(totals, below, rules.half_life_ms)
 
 
@@ -728,14 +724,25 @@ def _engagement(
             several[category_name].append(value)
         else:
             several[category_name] = [single[category_name], value]
+    return round(_clamp(_capped_sum(single, several, categories, floors=True)), 1)
+
+
+def _capped_sum(
+    single: dict[str, float], several: dict[str, list[float]], categories: dict[str, Category], *, floors: bool
+) -> float:
+    """The exact sum over categories of each one's total, held within its cap (and its floor
+    with `floors`): a category's first value in `single`, all of them in `several` once it has
+    a second (the exact sum of one value is that value; `+ 0.0`: fsum's zero, never -0.0).
+    min() and max() as comparisons: see _clamp."""
     capped = []
     for category_name, value in single.items():
         values = several.get(category_name)
         total = value + 0.0 if values is None else math.fsum(values)
-        category = categories[category_name]  # min(max(total, floor), cap) as comparisons: see _clamp
-        total = category.floor if category.floor > total else total
+        category = categories[category_name]
+        if floors:
+            total = category.floor if category.floor > total else total
         capped.append(category.cap if category.cap < total else total)
-    return round(_clamp(math.fsum(capped)), 1)
+    return math.fsum(capped)
 
 
 def _add(current: SignalSum | None, points: float, at_ms: int, half_life_ms: int) -> SignalSum:
@@ -820,15 +827,21 @@ def _combine(
     """(fit, engagement, score) from the fit points and decayed signals at one moment; parts
     rounded to 0.1 before combining so that the published numbers add up."""
     fit = round(_clamp(math.fsum(points for _, _, points in fit_points)), 1)
-    per_category: dict[str, list[float]] = {}
-    for _, category_name, value in decayed:
-        per_category.setdefault(category_name, []).append(value)
     capped = []
-    for category_name, values in per_category.items():
+    for category_name, total in _per_category(decayed).items():
         category = rules.categories[category_name]
-        capped.append(min(max(math.fsum(values), category.floor), category.cap))
+        capped.append(min(max(total, category.floor), category.cap))
     engagement = round(_clamp(math.fsum(capped)), 1)
     return fit, engagement, int(rules.weight_fit * fit + rules.weight_engagement * engagement + 0.5)
+
+
+def _per_category(decayed: Iterable[tuple[str, str, float]]) -> dict[str, float]:
+    """Each category's exact total (fsum) of decayed signals (signal, category, value), in
+    the order the categories first appear."""
+    values: dict[str, list[float]] = {}
+    for _, category_name, value in decayed:
+        values.setdefault(category_name, []).append(value)
+    return {category_name: math.fsum(each) for category_name, each in values.items()}
 
 
 def _fit_points(state: ContactState, rules: Scorer) -> Iterator[tuple[str, PropertyValue, float]]:
@@ -874,13 +887,7 @@ def _lifetime(state: ContactState, rules: Rules) -> float:
             several[category_name].append(summed.lifetime)
         else:
             several[category_name] = [single[category_name], summed.lifetime]
-    capped = []
-    for category_name, value in single.items():
-        values = several.get(category_name)
-        total = value + 0.0 if values is None else math.fsum(values)
-        cap = rules.categories[category_name].cap  # min(total, cap): see _clamp
-        capped.append(cap if cap < total else total)
-    return _clamp(math.fsum(capped))
+    return _clamp(_capped_sum(single, several, rules.categories, floors=False))
 
 
 def _clamp(value: float) -> float:
