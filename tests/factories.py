@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import orjson
 
 from leadpulse.scoring.engine import Event
 from leadpulse.scoring.rules import Rules, load_rules
+from leadpulse.scoring.state import SEEN_BYTES, ContactState
 from leadpulse.scoring.timeutil import parse_rfc3339_ms
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -128,3 +130,8 @@ def notify_records(contact: str = "ada@acme.io") -> dict[str, dict[str, Any]]:
         "hot-accounts": hot_account_record(hot_account),
         "nurture": nurture_record(nurture),
     }
+
+
+def seen_hashes(state: ContactState) -> tuple[int, ...]:
+    """The event hashes (engine.event_hash) a state's de-duplication window holds, oldest first."""
+    return struct.unpack(f"<{len(state.seen) // SEEN_BYTES}Q", state.seen)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from leadpulse.scoring.domains import account_of_state
@@ -28,7 +28,7 @@ from leadpulse.scoring.rules import (
     Scorer,
     hot_hysteresis,
 )
-from leadpulse.scoring.state import ContactState, CrmStage, Derived, Part, ProfileValue, SignalSum
+from leadpulse.scoring.state import SEEN_BYTES, ContactState, CrmStage, Derived, Part, ProfileValue, SignalSum
 from leadpulse.scoring.timesearch import decay_eta_ms, first_time
 
 Outcome = Literal["scored", "unscored", "duplicate"]
@@ -239,12 +239,26 @@ class Applied(NamedTuple):
 
 
 def event_hash(event_id: str) -> int:
-    """64-bit id hash used for de-duplication and as the last-writer-wins tie-breaker. One
-    per event: a copy of a prepared hasher, since the constructor's keyword argument
-    (`digest_size`) costs ~1,500 machine instructions of argument parsing per call."""
+    """64-bit id hash used for de-duplication and as the last-writer-wins tie-breaker."""
+    return _from_bytes(event_key(event_id), "little")
+
+
+def event_key(event_id: str) -> bytes:
+    """`event_hash` as the 8 little-endian bytes a state's `seen` packs. One per event: a copy
+    of a prepared hasher, since the constructor's keyword argument (`digest_size`) costs
+    ~1,500 machine instructions of argument parsing per call."""
     hasher = _EVENT_HASHER.copy()
     hasher.update(event_id.encode())
-    return _from_bytes(hasher.digest(), "little")
+    return hasher.digest()
+
+
+def _holds(seen: bytes, key: bytes) -> bool:
+    """Whether `key` is one of the hashes packed in `seen`: found at a multiple of their size
+    (elsewhere it spans two of them)."""
+    at = seen.find(key)
+    while at > 0 and at % SEEN_BYTES:
+        at = seen.find(key, at + 1)
+    return at >= 0
 
 
 def output_id(*cause: str) -> str:
@@ -282,10 +296,12 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
     """Fold `event` into `state`. Duplicates (an id among the last `dedup_window` applied to
     this contact) change nothing: retries and redelivery after a crash resend an event within
     seconds, long before a contact receives that many newer events."""
-    tie = event_hash(event.event_id)
-    if tie in state.seen:
+    key = event_key(event.event_id)
+    if _holds(state.seen, key):
         return Applied(state, (), "duplicate")
-    seen = (*state.seen[-rules.dedup_window + 1 :], tie) if rules.dedup_window > 1 else (tie,)
+    window = rules.dedup_window * SEEN_BYTES
+    seen = state.seen[SEEN_BYTES - window :] + key if window > SEEN_BYTES else key
+    tie = _from_bytes(key, "little")
     plan = plan_of(rules)
     properties, occurred_ms, half_life_ms = event.properties, event.occurred_ms, rules.half_life_ms
     signals = state.signals
@@ -367,6 +383,7 @@ def apply(state: ContactState, event: Event, rules: Rules) -> Applied:
         model_signals,
         state.model_armed,
         state.derived,
+        state.folded,
     )
     outputs = _settle_view(updated, event.event_id, event.occurred_ms, plan)
     # Built as the tuple it is: a NamedTuple's constructor is a Python function around this
@@ -384,7 +401,8 @@ def attach(state: ContactState, anonymous_id: str, part: Part, rules: Rules) -> 
     known = state.parts.get(anonymous_id)
     if anonymous_id not in state.claims or (known is not None and part.version < known.version):
         return Applied(state, (), "duplicate")
-    updated = replace(state, parts={**state.parts, anonymous_id: part})
+    updated = state.copy()
+    updated.parts = {**state.parts, anonymous_id: part}
     if (known is None or known.state is None) and part.state is None:
         # Nothing was attached: nothing to settle, but the detach is kept, so that an
         # older hand-over arriving after it cannot attach the id.
@@ -400,7 +418,8 @@ def reevaluate(state: ContactState, at_ms: int, rules: Rules) -> Applied:
     only in `apply`, at event time, so that the stream (which ticks) and the offline scorer
     (which does not) decide every alert alike. Outcome 'scored': the snapshot changed."""
     score = score_parts(view_of(state, rules), at_ms, rules)[2]
-    updated = replace(state, temperature=rules.temperature(score))
+    updated = state.copy()
+    updated.temperature = rules.temperature(score)
     return Applied(updated, (), "scored" if updated.temperature != state.temperature else "unscored")
 
 

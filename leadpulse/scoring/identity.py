@@ -28,7 +28,7 @@ The offline scorer runs the same steps with immediate delivery (`scoring.replay`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import orjson
 
@@ -95,7 +95,9 @@ def record_claim(state: ContactState, claim: Claim) -> ContactState:
     known = state.claim
     if known is not None and (known.key(), not known.refused) <= (claim.key(), not claim.refused):
         return state
-    return replace(state, claim=claim)
+    claimed = state.copy()
+    claimed.claim = claim
+    return claimed
 
 
 def winner(state: ContactState) -> str | None:
@@ -124,7 +126,8 @@ def hand_over(state: ContactState, version: int) -> tuple[ContactState, list[tup
     if target is not None:
         sends.append((target, Part(version, part_of(state))))
     if state.sent_to != target:
-        state = replace(state, sent_to=target)
+        state = state.copy()
+        state.sent_to = target
     return state, sends
 
 
@@ -136,7 +139,10 @@ def detach(state: ContactState, version: int) -> list[tuple[str, Part]]:
 def part_of(state: ContactState) -> ContactState:
     """What a contact needs of an anonymous id's state: its history; not its stream
     positions, de-duplication window or identity bookkeeping."""
-    return replace(state, seen=(), positions={}, claims={}, parts={}, claim=None, sent_to=None, account_sent=None)
+    part = state.copy()
+    part.seen, part.positions, part.claims, part.parts, part.folded = b"", {}, {}, {}, None
+    part.claim = part.sent_to = part.account_sent = None
+    return part
 
 
 def version_of(positions: dict[str, int]) -> int:

@@ -10,20 +10,16 @@ and publish the same numbers.
 
 The fold of a contact's parts changes only when a hand-over replaces one of them, while the
 contact's own events need the view several times each (settling, snapshot, account, cooling):
-it is kept for the latest parts dicts seen (`_FOLDED`, by identity: a state never changes the
-dict it holds), so a contact's own event costs one merge however many ids it has linked, and
-a hand-over one fold of at most `max_linked_ids` parts.
+it is kept on the contact (`ContactState.folded`) with the parts dict it folded (by identity:
+a state never changes the dict it holds), so a contact's own event costs one merge however
+many ids it has linked, and a hand-over one fold of at most `max_linked_ids` parts. Parts that
+hold no profile (anonymous visits, nearly all) leave the contact's profile dicts in the view,
+so the profile read from them (engine.Derived) stays valid too.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import replace
-
-from leadpulse.scoring.state import ContactState, CrmStage, Part, ProfileValue, SignalSum
-
-_FOLDED_SIZE = 1_024  # parts dicts whose fold is kept: the contacts with linked ids of a few batches
-_FOLDED: OrderedDict[int, tuple[dict[str, Part], int, ContactState | None]] = OrderedDict()
+from leadpulse.scoring.state import ContactState, CrmStage, FoldedParts, ProfileValue, SignalSum
 
 
 def merged_view(state: ContactState, half_life_ms: int) -> ContactState:
@@ -31,30 +27,29 @@ def merged_view(state: ContactState, half_life_ms: int) -> ContactState:
     of the contact's and its parts'. Transition fields (stage, hot hysteresis of every model, temperature),
     stream positions and identity bookkeeping stay the contact's own; the view holds no
     parts, so it is never merged twice."""
-    folded = _folded_parts(state.parts, half_life_ms) if state.parts else None
+    folded = _folded_parts(state, half_life_ms) if state.parts else None
     if folded is None:
         return state
-    view = replace(state, parts={})
+    view = state.copy()
+    view.parts, view.folded = {}, None
     _merge_into(view, folded, half_life_ms)
     return view
 
 
-def _folded_parts(parts: dict[str, Part], half_life_ms: int) -> ContactState | None:
-    """The attached parts' states merged into one, in the order of their ids (None: all detached)."""
-    key = id(parts)
-    known = _FOLDED.get(key)
-    if known is not None and known[0] is parts and known[1] == half_life_ms:
-        _FOLDED.move_to_end(key)
-        return known[2]
-    attached = [part.state for _, part in sorted(parts.items()) if part.state is not None]
+def _folded_parts(state: ContactState, half_life_ms: int) -> ContactState | None:
+    """The attached parts' states merged into one, in the order of their ids (None: all
+    detached); kept on `state` for its parts dict."""
+    known = state.folded
+    if known is not None and known.parts is state.parts and known.half_life_ms == half_life_ms:
+        return known.state
+    attached = [part.state for _, part in sorted(state.parts.items()) if part.state is not None]
     folded = None
     if attached:
-        folded = replace(attached[0], parts={})  # a copy: merging replaces its fields
+        folded = attached[0].copy()  # a copy: merging replaces its fields
+        folded.parts, folded.folded = {}, None
         for other in attached[1:]:
             _merge_into(folded, other, half_life_ms)
-    _FOLDED[key] = (parts, half_life_ms, folded)
-    if len(_FOLDED) > _FOLDED_SIZE:
-        _FOLDED.popitem(last=False)
+    state.folded = FoldedParts(state.parts, half_life_ms, folded)
     return folded
 
 
@@ -71,14 +66,16 @@ def _merge_into(view: ContactState, other: ContactState, half_life_ms: int) -> N
             model: _merge_sums(view.model_signals.get(model, {}), other.model_signals.get(model, {}), half_life_ms)
             for model in sorted({*view.model_signals, *other.model_signals})
         }
-    profile = dict(view.profile)
-    for attribute, value in other.profile.items():
-        profile[attribute] = _later(profile.get(attribute), value)  # type: ignore[assignment]
-    view.profile = profile
-    best_fit = dict(view.best_fit)
-    for attribute, points in other.best_fit.items():
-        best_fit[attribute] = max(points, best_fit.get(attribute, points))
-    view.best_fit = best_fit
+    if other.profile:  # else the view keeps the very dicts it has, and with them what was read of them
+        profile = dict(view.profile)
+        for attribute, value in other.profile.items():
+            profile[attribute] = _later(profile.get(attribute), value)  # type: ignore[assignment]
+        view.profile = profile
+    if other.best_fit:
+        best_fit = dict(view.best_fit)
+        for attribute, points in other.best_fit.items():
+            best_fit[attribute] = max(points, best_fit.get(attribute, points))
+        view.best_fit = best_fit
     view.account = _later(view.account, other.account)
     view.email = _later(view.email, other.email)
 

@@ -7,7 +7,7 @@ import pytest
 from leadpulse.streams.outbox import Outbox
 from leadpulse.streams.partitioning import home_partition
 from tests.agents.test_scoring_agent import settled
-from tests.factories import raw_event
+from tests.factories import raw_event, seen_hashes
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ async def score(agent, contact: str, event_id: str, event_type: str = "page_view
 
 def events_of(scorer, contact: str) -> int:
     state = scorer.contacts.get(contact)
-    return 0 if state is None else len(state.seen)
+    return 0 if state is None else len(seen_hashes(state))
 
 
 async def test_a_contact_stored_by_a_batch_is_scored_next_from_the_kept_state_without_reading_the_store(

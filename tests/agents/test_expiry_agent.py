@@ -9,7 +9,7 @@ import orjson
 from leadpulse.scoring.expiry import aging_key, rounded_due
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from tests.agents.test_scoring_agent import settled
-from tests.factories import raw_event
+from tests.factories import raw_event, seen_hashes
 
 DAY_MS = 86_400_000
 
@@ -74,4 +74,4 @@ async def test_an_event_for_a_contact_already_due_starts_a_new_one(scorer, captu
         await agent.put(visit(cookie, back, 2), key=cookie.encode())
         assert await settled(lambda: scorer.contacts.get(cookie) is not None)
     state = scorer.contacts.get(cookie)
-    assert state.last_event_ms == back and len(state.seen) == 1, "only the new event counts"
+    assert state.last_event_ms == back and len(seen_hashes(state)) == 1, "only the new event counts"

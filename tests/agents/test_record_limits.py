@@ -17,7 +17,7 @@ from leadpulse.scoring.timeutil import now_ms
 from leadpulse.streams.chunks import chunk_event
 from leadpulse.streams.partitioning import home_partition
 from tests.agents.test_scoring_agent import settled
-from tests.factories import buyer_documents, padded, raw_event
+from tests.factories import buyer_documents, padded, raw_event, seen_hashes
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ async def test_whatever_the_sizes_of_the_values_every_record_fits_its_topic_or_i
     def settled_events():
         state = scorer.contacts.get(contact)
         applied = {event_hash(f"{contact}-{number}") for number in range(len(documents))} & set(
-            state.seen if state else ()
+            seen_hashes(state) if state else ()
         )
         refused = {
             record["sha256"] for key, record in sent_to(capture, scorer.topics.dead_letters) if key == contact.encode()

@@ -18,7 +18,7 @@ from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 from leadpulse.streams.chunks import chunk_event
 from leadpulse.streams.outbox import DeliveryFailed
 from leadpulse.streams.partitioning import home_partition
-from tests.factories import buyer_documents, raw_event
+from tests.factories import buyer_documents, raw_event, seen_hashes
 
 
 async def settled(condition, timeout_s=10.0):
@@ -133,7 +133,7 @@ async def test_a_replay_of_a_long_burst_changes_nothing_beyond_the_dedup_window(
     async with scorer.agent.test_context() as agent:
         for offset, document in enumerate(burst, start=10_000):
             await put_at(agent, document, contact.encode(), offset)
-        assert await settled(lambda: (s := scorer.contacts.get(contact)) is not None and len(s.seen) == 64)
+        assert await settled(lambda: (s := scorer.contacts.get(contact)) is not None and len(seen_hashes(s)) == 64)
         assert await settled(lambda: scorer.contacts.get(contact).positions.get(scoring_module.REKEYED) == 10_299)
         before = scorer.contacts.get(contact)
         outputs_before = len(sent("stage_changes")) + len(sent("hot_leads"))
@@ -336,7 +336,7 @@ async def test_a_cookie_history_is_handed_over_to_its_contact_and_the_cookie_lea
     assert [value for key, value in published if key == cookie.encode()][-1] is None, "the cookie is not tombstoned"
     latest = orjson.loads([value for key, value in published if key == contact.encode()][-1])
     assert "pricing page" in {reason["signal"] for reason in latest["reasons"]}
-    assert scorer.contacts.get(contact).parts[cookie].state.seen == (), "a part carries the history, not the window"
+    assert scorer.contacts.get(contact).parts[cookie].state.seen == b"", "a part carries the history, not the window"
 
 
 async def test_hand_overs_reach_the_broker_before_the_state_that_sent_them_is_stored(scorer, capture, delivery_order):
@@ -487,7 +487,7 @@ async def test_a_state_from_before_the_app_id_named_the_re_keyed_topic_takes_the
         await put_at(agent, orjson.dumps(copied), contact.encode(), 0)
         assert await settled(lambda: scorer.contacts.get(contact).positions == {"r": 90_000, scoring_module.REKEYED: 0})
     after = scorer.contacts.get(contact)
-    assert len(after.seen) == 2 and after.signals != stored.signals  # the copied event counted
+    assert len(seen_hashes(after)) == 2 and after.signals != stored.signals  # the copied event counted
     assert version_of(after.positions) > version_of({"r": 90_000})
 
 

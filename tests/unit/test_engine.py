@@ -14,7 +14,7 @@ from leadpulse.scoring.engine import (
 )
 from leadpulse.scoring.rules import parse_rules
 from leadpulse.scoring.state import from_bytes, to_bytes
-from tests.factories import DAY_MS, DEFAULT_RULES, T0, event
+from tests.factories import DAY_MS, DEFAULT_RULES, T0, event, seen_hashes
 
 H = 30 * DAY_MS
 RULES = DEFAULT_RULES
@@ -79,7 +79,7 @@ def test_a_duplicate_event_id_is_counted_once():
 def test_the_duplicate_memory_is_bounded_by_the_dedup_window():
     events = [event("email_opened", T0 + i, event_id=f"id-{i}") for i in range(RULES.dedup_window + 10)]
     state, _ = fold(*events)
-    assert len(state.seen) == RULES.dedup_window
+    assert len(seen_hashes(state)) == RULES.dedup_window
     assert (
         apply(state, event("email_opened", T0, event_id=f"id-{RULES.dedup_window + 9}"), RULES).outcome == "duplicate"
     )

@@ -38,7 +38,7 @@ from leadpulse.scoring.expiry import (
 from leadpulse.scoring.replay import ScoreRun
 from leadpulse.scoring.state import Claim, ContactState
 from leadpulse.scoring.timeutil import format_ms
-from tests.factories import DAY_MS, DEFAULT_RULES, T0, event, raw_event
+from tests.factories import DAY_MS, DEFAULT_RULES, T0, event, raw_event, seen_hashes
 
 RULES = replace(DEFAULT_RULES, anonymous_after_ms=10 * DAY_MS)
 AFTER = RULES.anonymous_after_ms
@@ -85,7 +85,7 @@ def test_an_event_after_the_due_time_starts_a_new_contact_offline():
     assert run.aged == 1 and run.contacts["cookie-1"].last_event_ms == T0 + AFTER + 1
     assert "pricing" not in str(run.snapshots(None)[0].reasons), "the old history is gone"
     run.add(anonymous(T0 - DAY_MS))  # late, and within the new contact's time: its own
-    assert run.aged == 1 and len(run.contacts["cookie-1"].seen) == 2
+    assert run.aged == 1 and len(seen_hashes(run.contacts["cookie-1"])) == 2
 
 
 def test_a_link_to_an_expired_cookie_hands_nothing_over():
@@ -223,5 +223,7 @@ def test_a_late_event_after_expiry_is_the_seam_the_stream_and_offline_decide_apa
     records = [("c-1", T0, T0), ("c-2", T0 + 11 * DAY_MS, T0 + 11 * DAY_MS), ("c-1", T0 + DAY_MS, T0 + 11 * DAY_MS)]
     kept, clock, seam = stream(records, [True] * 3, [3] * 3)
     assert seam and clock == T0 + 11 * DAY_MS
-    assert kept["c-1"].last_event_ms == T0 + DAY_MS and len(kept["c-1"].seen) == 1, "a new contact in the stream"
-    assert len(offline(records, clock).contacts["c-1"].seen) == 2, "the old one, offline"
+    assert kept["c-1"].last_event_ms == T0 + DAY_MS and len(seen_hashes(kept["c-1"])) == 1, (
+        "a new contact in the stream"
+    )
+    assert len(seen_hashes(offline(records, clock).contacts["c-1"])) == 2, "the old one, offline"

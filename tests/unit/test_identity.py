@@ -460,7 +460,7 @@ def widest_state(key, rules, text):
         signals=sums(rules.signal_categories),
         profile=dict.fromkeys(attributes, value),
         best_fit=dict.fromkeys(attributes, -1.2345678901234567e-300),
-        seen=tuple(range(2**64 - rules.dedup_window, 2**64)),
+        seen=b"\xff" * 8 * rules.dedup_window,
         positions={"e": 2**62, "r": 2**62},
         published_ms=T0,
         cooling_due_ms=T0,

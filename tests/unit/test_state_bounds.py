@@ -37,7 +37,7 @@ def widest(name: str, linked: int = 0, *, own: bool = True) -> ContactState:
         signals=dict.fromkeys(RULES.signal_categories, LARGEST),
         profile={attribute: ProfileValue(WIDEST_VALUE, MAX_MS, TIE) for attribute in kept},
         best_fit=dict.fromkeys(RULES.fit, -1.2345678901234567e300),
-        seen=(TIE,) * RULES.dedup_window,
+        seen=TIE.to_bytes(8, "little") * RULES.dedup_window,
         positions={"e": 2**63 - 1, "r": 2**63 - 1},
         published_ms=MAX_MS,
         cooling_due_ms=MAX_MS,
