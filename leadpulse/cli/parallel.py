@@ -7,8 +7,11 @@ the contact that links it; an erasure reaches the ids its contact linked) and ac
 
 1. each process reads a slice of the input for the ids every line names, without decoding
    it (`ids_of`); lines naming several ids join them into one group (union-find, here);
-   then it writes, for each line of its slice, the process its group hashes to (`_route`):
-   a line is read for ids once, by one process, not by each;
+   groups hash to `BUCKETS` buckets, which are dealt to the processes by the lines they
+   hold (`deal`: one group can be a fifth of the input, cookies shared between people
+   chaining contacts together, and a hash alone left one process 50% more lines than the
+   other); then it writes, for each line of its slice, the process of its group's bucket
+   (`_route`): a line is read for ids once, by one process, not by each;
 2. each process reads every line again and folds, with the one-process code, the lines
    routed to it (the routes of every slice, read a chunk at a time beside the lines):
    decoding, validating and scoring, most of the cost, are done once per line, on raw
@@ -82,6 +85,7 @@ _CHUNK = 1_000  # records a process writes at a time, and this one reads at a ti
 _FIRST = "I"  # array type of the numbers standing for a line's first id (`_links`)
 _ROUTE = "H"  # array type of a line's process: up to 65,535 processes
 _ROUTES_CHUNK = 1 << 16  # lines whose routes are written, and read, at a time
+BUCKETS = 1_024  # what groups hash to; dealt to the processes by their lines (`deal`)
 
 
 class Misrouted(Exception):
@@ -99,6 +103,24 @@ def ids_of(line: bytes) -> list[bytes]:
     if not isinstance(document, dict):
         return []
     return [v.encode("utf-8", "surrogatepass") for f in ID_FIELDS if isinstance(v := document.get(f), str)]
+
+
+def bucket_of(roots: dict[bytes, bytes], node: bytes) -> int:
+    """The bucket of an id's group (a stable hash, not Python's)."""
+    return zlib.crc32(roots.get(node, node)) % BUCKETS
+
+
+def deal(loads: Sequence[int], jobs: int) -> tuple[int, ...]:
+    """The process of each bucket: the heaviest bucket first, each to the process with the
+    fewest lines so far (the lowest-numbered among equals), so that the processes end close
+    together unless one bucket outweighs a process's share."""
+    dealt = [0] * len(loads)
+    lines = [(0, process) for process in range(jobs)]  # a heap of (lines so far, process)
+    for bucket in sorted(range(len(loads)), key=lambda index: -loads[index]):
+        held, process = heapq.heappop(lines)
+        dealt[bucket] = process
+        heapq.heappush(lines, (held + loads[bucket], process))
+    return tuple(dealt)
 
 
 def groups(links: Iterable[Sequence[bytes]]) -> dict[bytes, bytes]:
@@ -124,14 +146,14 @@ def groups(links: Iterable[Sequence[bytes]]) -> dict[bytes, bytes]:
 
 @dataclass(frozen=True)
 class Router:
-    """Which process folds a line: the one its group hashes to (a stable hash, not Python's)."""
+    """Which process folds a line: the one its group's bucket was dealt to."""
 
-    jobs: int
     roots: dict[bytes, bytes]
+    owners: tuple[int, ...]  # by bucket (`deal`)
 
     def owner(self, node: bytes) -> int:
         """The process that folds the lines naming `node`."""
-        return zlib.crc32(self.roots.get(node, node)) % self.jobs
+        return self.owners[bucket_of(self.roots, node)]
 
     def check(self, me: int) -> Callable[[Event], None]:
         known: set[str] = set()  # contact ids found routed here: bounded by this process's contacts
@@ -142,7 +164,7 @@ class Router:
                 return  # routed here before, and names no other id: it links nothing (linked_ids)
             key = contact_id.encode("utf-8", "surrogatepass")
             root = self.roots.get(key, key)
-            if zlib.crc32(root) % self.jobs != me or any(
+            if self.owners[zlib.crc32(root) % BUCKETS] != me or any(
                 self.roots.get(other, other) != root
                 for other in (i.encode("utf-8", "surrogatepass") for i in linked_ids(event))
             ):
@@ -259,9 +281,16 @@ def run_routed(
                 connections.append(ours)
                 processes.append(process)
             links = [ids for connection in connections for ids in _receive(connection)]
-            router = Router(jobs, groups(links))
+            roots = groups(links)
             for connection in connections:
-                send(connection, router)
+                send(connection, roots)
+            loads = array("q", bytes(8 * BUCKETS))  # the lines of each bucket
+            for connection in connections:
+                for bucket, lines in enumerate(_receive(connection)):  # its slice's
+                    loads[bucket] += lines
+            owners = deal(loads, jobs)
+            for connection in connections:
+                send(connection, owners)
             for connection in connections:
                 _receive(connection)  # its slice's routes are written
             for connection in connections:
@@ -397,11 +426,16 @@ def _work(connection: Connection, task: _Task, progress: Any) -> None:
     source, me = task.source, task.me
     try:
         with tempfile.TemporaryFile() as firsts:
-            links, named = _links(_slice(source, task.spans[me]), firsts)
+            links, named, lines = _links(_slice(source, task.spans[me]), firsts)
             send(connection, links)
-            router: Router = _read(connection)
+            roots: dict[bytes, bytes] = _read(connection)
+            loads = array("q", bytes(8 * BUCKETS))
+            for node, count in zip(named, lines, strict=True):
+                loads[bucket_of(roots, node)] += count
+            send(connection, loads)
+            router = Router(roots, _read(connection))
             _route(firsts, named, router, me, task.routes[me])
-            del named
+            del named, lines
         send(connection, None)
         _read(connection)  # every slice's routes are written
         try:
@@ -434,14 +468,15 @@ def _slice(source: Source, span: tuple[int, int]) -> Iterator[bytes]:
             yield line
 
 
-def _links(lines: Iterable[bytes], firsts: BinaryIO) -> tuple[list[list[bytes]], list[bytes]]:
-    """The ids of each line naming several, and the first id each line names, in order of
-    first appearance; into `firsts`, for each line, its first id's place in that order
-    counting from 1, or 0 for a line naming none (`_route`: a line's ids share a group, so
-    any one of them routes it). What this holds is bounded by the ids; what it writes, a
-    `_FIRST` item a line, by the lines."""
+def _links(lines: Iterable[bytes], firsts: BinaryIO) -> tuple[list[list[bytes]], list[bytes], array[int]]:
+    """The ids of each line naming several, the first id each line names, in order of first
+    appearance, and how many lines each of those is the first of; into `firsts`, for each
+    line, its first id's place in that order counting from 1, or 0 for a line naming none
+    (`_route`: a line's ids share a group, so any one of them routes it). What this holds is
+    bounded by the ids; what it writes, a `_FIRST` item a line, by the lines."""
     links: list[list[bytes]] = []
     numbers: dict[bytes, int] = {}
+    counts = array("q", [0])  # by number (from 1)
     chunk = array(_FIRST)
     for line in lines:
         ids = ids_of(line)
@@ -451,6 +486,8 @@ def _links(lines: Iterable[bytes], firsts: BinaryIO) -> tuple[list[list[bytes]],
         number = numbers.get(first := ids[0])
         if number is None:
             number = numbers[first] = len(numbers) + 1
+            counts.append(0)
+        counts[number] += 1
         chunk.append(number)
         if len(ids) > 1 and len(set(ids)) > 1:
             links.append(ids)
@@ -458,7 +495,7 @@ def _links(lines: Iterable[bytes], firsts: BinaryIO) -> tuple[list[list[bytes]],
             chunk.tofile(firsts)
             del chunk[:]
     chunk.tofile(firsts)
-    return links, list(numbers)
+    return links, list(numbers), counts[1:]
 
 
 def _route(firsts: BinaryIO, named: list[bytes], router: Router, me: int, routes: BinaryIO) -> None:

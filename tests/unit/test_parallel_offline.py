@@ -9,10 +9,12 @@ import tracemalloc
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from leadpulse.cli import parallel
 from leadpulse.cli.offline import Kind, Scored, future_reference, score_lines, scored
-from leadpulse.cli.parallel import Misrouted, Options, Router, groups, ids_of, score_parallel
+from leadpulse.cli.parallel import BUCKETS, Misrouted, Options, Router, deal, groups, ids_of, score_parallel
 from leadpulse.cli.traffic import Traffic
 from leadpulse.schemas.limits import DEFAULT_LIMITS
 from leadpulse.scoring.engine import Event
@@ -136,12 +138,33 @@ def test_ids_named_together_share_a_group_across_lines():
     assert roots[b"b"] == roots[b"y"] != roots[b"a"]
 
 
+@given(st.lists(st.integers(0, 10**7), min_size=1, max_size=300), st.integers(1, 8))
+def test_buckets_are_dealt_so_that_no_process_holds_more_lines_than_another_by_over_one_bucket(loads, jobs):
+    owners = deal(loads, jobs)
+    held = [sum(load for load, owner in zip(loads, owners, strict=True) if owner == process) for process in range(jobs)]
+    assert set(owners) <= set(range(jobs))
+    assert max(held) - min(held) <= max(loads)
+
+
+def test_a_group_holding_a_fifth_of_the_lines_is_balanced_by_the_other_groups():
+    """The 10M-event history of bench.replay: cookies shared between people chained 94,246
+    ids into one group of 1.95M lines, and hashing groups to 2 processes gave them 5.98M
+    and 4.02M lines."""
+    rng = random.Random(3)
+    loads = [rng.randrange(4_000) for _ in range(BUCKETS)]
+    loads[17] = 1_950_000
+    held = [0, 0]
+    for load, owner in zip(loads, deal(loads, 2), strict=True):
+        held[owner] += load
+    assert abs(held[0] - held[1]) < 4_000  # a bucket's lines, but for the one group
+
+
 def test_the_routing_check_refuses_an_event_whose_linked_id_is_in_another_group():
-    router = Router(jobs=1, roots={})
+    router = Router(roots={}, owners=(0,) * BUCKETS)
     event = Event("e-1", "form_submitted", "c-1", True, START, {}, None, anonymous_id="ck-1")
     with pytest.raises(Misrouted):
         router.check(0)(event)
-    Router(jobs=1, roots={b"c-1": b"c-1", b"ck-1": b"c-1"}).check(0)(event)  # grouped: accepted
+    Router(roots={b"c-1": b"c-1", b"ck-1": b"c-1"}, owners=(0,) * BUCKETS).check(0)(event)  # grouped: accepted
 
 
 def test_the_parent_holds_a_chunk_of_each_processs_records_and_outputs_not_all_of_them(monkeypatch):
