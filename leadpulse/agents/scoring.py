@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
@@ -344,7 +344,8 @@ class ScoringAgent:
             applied = apply(state, event, self.rules)
             positions = {**state.positions, role: message.offset}
             if applied.state is state:  # a duplicate: the engine handed back the state it was given
-                updated = replace(state, positions=positions)
+                updated = state.copy()
+                updated.positions = positions
             else:  # a state the engine has just built for this event: ours to finish
                 updated = applied.state
                 updated.positions = positions
@@ -392,11 +393,13 @@ class ScoringAgent:
             self.events["replayed"] += 1
             updated = state
         elif isinstance(record, Link):
-            updated = replace(record_claim(state, record.claim), positions=positions)
+            updated = record_claim(state, record.claim).copy()
+            updated.positions = positions
             self.events["linked"] += 1
         else:
             applied = attach(state, record.anonymous_id, record.part, self.rules)
-            updated = replace(applied.state, positions=positions)
+            updated = applied.state.copy()
+            updated.positions = positions
             at = view_of(updated, self.rules).last_event_ms
             self._check_fits(updated, at if isinstance(record, Handover) else max(at, known[1] if known else 0))
             self._add_outputs(work.partition, applied.outputs, alerts)
@@ -539,7 +542,8 @@ class ScoringAgent:
             if state.account_sent is not None:
                 left = leaving(state.contact_id, max(at_ms, state.published_ms), version)
                 self._leave(state.account_sent, left, alerts)
-            merged = replace(state, account_sent=None, cooling_due_ms=None)
+            merged = state.copy()
+            merged.account_sent = merged.cooling_due_ms = None
             return self._fitting(merged, None, [], alerts.limits)
         at = max(at_ms, state.published_ms)
         due = revisit_due_ms(state, self.rules, max(at, clock)) if self.settings.cooling_interval_s else None
@@ -578,10 +582,10 @@ class ScoringAgent:
         if state.contact_id not in self.guarded:
             return
         counted = self.outputs.copy()
-        # On a copy (_publication finishes the state it is given), made by the constructor:
+        # On a copy (_publication finishes the state it is given): ContactState.copy, since
         # copy.copy cannot rebuild a class of the compiled core (docs/compiled.md).
         try:
-            self._publication(replace(state), at_ms, self.clock, Outbox(limits=self.pipeline.record_limits))
+            self._publication(state.copy(), at_ms, self.clock, Outbox(limits=self.pipeline.record_limits))
         finally:
             self.outputs = counted
 

@@ -246,7 +246,7 @@ class ContactState:
     def copy(self) -> ContactState:
         """A shallow copy, for a caller about to set some of its fields (a state never changes
         a dict it holds, so copies share them). `dataclasses.replace` is Python in either build
-        and reads each of the 30 fields by name (~9 µs of the offline fold per hand-over, pure),
+        and reads each of the 30 fields by name (5.2 µs a copy, pure, against 0.8),
         and `copy.copy` fails on the compiled class (docs/compiled.md)."""
         return ContactState(
             self.contact_id,
