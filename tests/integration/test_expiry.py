@@ -20,7 +20,7 @@ from leadpulse.scoring.rules import load_rules
 from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.partitioning import home_partition
 from leadpulse.streams.startup import ACCOUNTS_TABLE, changelog_topic
-from tests.factories import raw_event
+from tests.factories import raw_event, seen_hashes
 from tests.integration.harness import produce, read_all, scores_reach, wait_for
 from tests.integration.oracle import Oracle
 
@@ -81,7 +81,7 @@ def test_anonymous_contacts_and_departure_markers_age_out_as_the_offline_scorer_
     produce(settings, [late, back])
     everything = [*lines, late, back]
     oracle = Oracle(everything, rules, aged_at=now_ms())
-    assert len(oracle.run.contacts[SOON].seen) == 1, "offline too, only the event after the due time counts"
+    assert len(seen_hashes(oracle.run.contacts[SOON])) == 1, "offline too, only the event after the due time counts"
     scores_reach(settings, oracle.snapshots, timeout_s=60)
     scores_reach(settings, oracle.accounts, timeout_s=60, topic="account-scores")
 
