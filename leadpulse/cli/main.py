@@ -5,6 +5,7 @@ A user's mistake ends in one line on stderr and a non-zero exit, never in a trac
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import textwrap
@@ -487,6 +488,12 @@ def _score(args: argparse.Namespace) -> int:
             lines = progress_lines(stream, args.events.stat().st_size, "scoring")
             run = score_lines(lines, rules, now_ms=reference, limits=limits, on_bad=report_bad_line, keep_outputs=keep)
         result = scored(run, kind, at_ms, last_event)
+    if jobs == 1:
+        # The fold ran without the cyclic collector (score_numbered), so every state it kept is
+        # still in its youngest generation: the first collection while printing would walk
+        # them all. They live until the command ends: out of the collector's sight (2M events:
+        # printing 7.9 s of CPU, 4.9 frozen).
+        gc.freeze()
     out = sys.stdout.buffer
     for record in result.records:
         out.write(record + b"\n")
