@@ -17,7 +17,7 @@ from leadpulse.scoring.timeutil import format_ms, now_ms
 from leadpulse.streams.settings import Settings
 from tests.factories import buyer_documents
 from tests.integration.chromium import chromium_missing, launched
-from tests.integration.harness import isolated_settings, produce
+from tests.integration.harness import isolated_settings, produce, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -114,9 +114,15 @@ def test_a_hot_lead_appears_live_after_its_events_are_produced(settings, board, 
     arrived = page.locator("#live li", has_text=BUYER)
     arrived.wait_for(timeout=60_000)
     assert "score" in arrived.inner_text()
-    page.reload()  # the table of hot contacts has it too, with its reasons
     row = page.locator("#hot-table tbody tr", has_text=BUYER)
-    assert row.locator(".reasons li").count() >= 1
+
+    def listed_with_reasons() -> bool:
+        """The table of hot contacts has it too, with its reasons, once the board has read
+        its snapshot (contact-scores, read apart from the alerts: it may come a moment later)."""
+        page.reload()
+        return row.locator(".reasons li").count() >= 1
+
+    assert wait_for(listed_with_reasons, timeout_s=30, interval_s=0.5), "the hot table lists it with its reasons"
     page.wait_for_function("document.getElementById('live').dataset.connected === 'yes'")
     page.screenshot(path=str(SHOTS / "board-hot-now.png"), full_page=True)
 
