@@ -37,9 +37,10 @@ import pytest
 
 from leadpulse.cli.processes import ROOT, free_port
 from leadpulse.collector.keys import load_write_keys
+from leadpulse.notify.service import failures_topic
 from leadpulse.scoring.timeutil import format_ms, now_ms, parse_rfc3339_ms
 from leadpulse.streams.settings import Settings, env_name, read_tokens
-from tests.integration.harness import ctrl_c_as_in_a_terminal, produce, wait_for, write_outputs
+from tests.integration.harness import ctrl_c_as_in_a_terminal, produce, read_to_end, wait_for, write_outputs
 from tests.integration.receiver import Receivers
 
 pytestmark = pytest.mark.integration
@@ -557,6 +558,7 @@ def test_notify_sends_a_hot_lead_to_slack_and_the_example_receiver_and_redrives(
         checked = run(local(check), settings, sandbox)
         assert checked.returncode == 0 and "ok: 2 destinations, 2 routes" in checked.stdout, checked.stderr
         printed = tmp_path / "receiver.log"
+        failures = failures_topic(settings)
         with (
             service(local(receiver), settings, sandbox, printed),
             service(local(notify), settings, sandbox, tmp_path / "notify.log") as running,
@@ -568,6 +570,8 @@ def test_notify_sends_a_hot_lead_to_slack_and_the_example_receiver_and_redrives(
             assert wait_for(lambda: "lead.hot ada@acme.io" in printed.read_text(), 30, 0.3), printed.read_text()
             assert wait_for(lambda: [request.answer for request in slack.requests] == ["410"], 30, 0.3)
             assert "ada@acme.io" in orjson.dumps(slack.requests[0].body).decode()
+            # notify writes the refused alert to its failures topic once Slack has answered: wait for it
+            assert wait_for(lambda: any(value for _, value in read_to_end(settings, failures)), 30, 0.3)
             receivers.script("slack", default="200")
             redriven = run(local(redrive), settings, sandbox)
             assert redriven.returncode == 0 and "re-drove 1 alerts: 1 delivered" in redriven.stderr, redriven.stderr
