@@ -105,9 +105,14 @@ def ids_of(line: bytes) -> list[bytes]:
     return [v.encode("utf-8", "surrogatepass") for f in ID_FIELDS if isinstance(v := document.get(f), str)]
 
 
-def bucket_of(roots: dict[bytes, bytes], node: bytes) -> int:
-    """The bucket of an id's group (a stable hash, not Python's)."""
-    return zlib.crc32(roots.get(node, node)) % BUCKETS
+def bucket_of(root: bytes) -> int:
+    """The bucket of a group, by its representative (a stable hash, not Python's)."""
+    return zlib.crc32(root) % BUCKETS
+
+
+def no_lines() -> array[int]:
+    """Lines by bucket, none yet."""
+    return array("q", bytes(8 * BUCKETS))
 
 
 def deal(loads: Sequence[int], jobs: int) -> tuple[int, ...]:
@@ -153,7 +158,7 @@ class Router:
 
     def owner(self, node: bytes) -> int:
         """The process that folds the lines naming `node`."""
-        return self.owners[bucket_of(self.roots, node)]
+        return self.owners[bucket_of(self.roots.get(node, node))]
 
     def check(self, me: int) -> Callable[[Event], None]:
         known: set[str] = set()  # contact ids found routed here: bounded by this process's contacts
@@ -164,7 +169,7 @@ class Router:
                 return  # routed here before, and names no other id: it links nothing (linked_ids)
             key = contact_id.encode("utf-8", "surrogatepass")
             root = self.roots.get(key, key)
-            if self.owners[zlib.crc32(root) % BUCKETS] != me or any(
+            if self.owners[bucket_of(root)] != me or any(
                 self.roots.get(other, other) != root
                 for other in (i.encode("utf-8", "surrogatepass") for i in linked_ids(event))
             ):
@@ -284,7 +289,7 @@ def run_routed(
             roots = groups(links)
             for connection in connections:
                 send(connection, roots)
-            loads = array("q", bytes(8 * BUCKETS))  # the lines of each bucket
+            loads = no_lines()
             for connection in connections:
                 for bucket, lines in enumerate(_receive(connection)):  # its slice's
                     loads[bucket] += lines
@@ -429,9 +434,9 @@ def _work(connection: Connection, task: _Task, progress: Any) -> None:
             links, named, lines = _links(_slice(source, task.spans[me]), firsts)
             send(connection, links)
             roots: dict[bytes, bytes] = _read(connection)
-            loads = array("q", bytes(8 * BUCKETS))
+            loads = no_lines()
             for node, count in zip(named, lines, strict=True):
-                loads[bucket_of(roots, node)] += count
+                loads[bucket_of(roots.get(node, node))] += count
             send(connection, loads)
             router = Router(roots, _read(connection))
             _route(firsts, named, router, me, task.routes[me])

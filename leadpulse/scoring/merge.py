@@ -30,8 +30,7 @@ def merged_view(state: ContactState, half_life_ms: int) -> ContactState:
     folded = _folded_parts(state, half_life_ms) if state.parts else None
     if folded is None:
         return state
-    view = state.copy()
-    view.parts, view.folded = {}, None
+    view = _partless(state)
     _merge_into(view, folded, half_life_ms)
     return view
 
@@ -45,12 +44,18 @@ def _folded_parts(state: ContactState, half_life_ms: int) -> ContactState | None
     attached = [part.state for _, part in sorted(state.parts.items()) if part.state is not None]
     folded = None
     if attached:
-        folded = attached[0].copy()  # a copy: merging replaces its fields
-        folded.parts, folded.folded = {}, None
+        folded = _partless(attached[0])  # a copy: merging replaces its fields
         for other in attached[1:]:
             _merge_into(folded, other, half_life_ms)
     state.folded = FoldedParts(state.parts, half_life_ms, folded)
     return folded
+
+
+def _partless(state: ContactState) -> ContactState:
+    """A copy of `state` that holds no parts (nor their fold), for merging into."""
+    copied = state.copy()
+    copied.parts, copied.folded = {}, None
+    return copied
 
 
 def _merge_into(view: ContactState, other: ContactState, half_life_ms: int) -> None:
